@@ -1,0 +1,44 @@
+"""Every AnnData key and ``.uns['dfm']`` section name used by diffbio_sc.
+
+One module owns the names; everything else imports them from here.
+"""
+
+from __future__ import annotations
+
+# .uns
+UNS_KEY = "dfm"
+UNS_TOKENIZER = "tokenizer"
+UNS_EMBEDDINGS = "embeddings"
+UNS_BENCHMARKS = "benchmarks"
+UNS_SOFT_RANK = "soft_rank"
+UNS_BINS = "bins"
+UNS_MEDIANS = "gene_medians"
+
+# .var
+MEDIAN_KEY = "dfm_median"
+
+# .obsm / .obs
+TOKENS_KEY = "dfm_tokens"
+N_TOKENS_KEY = "dfm_n_tokens"
+EMBEDDING_KEY = "X_dfm"
+SEQ_EMBEDDING_KEY = "X_dfm_seq"
+
+# .layers
+SOFT_RANK_KEY = "dfm_soft_rank"
+BINS_KEY = "dfm_bins"
+
+# Special tokens, in the order of Geneformer's token dictionary (<pad>=0,
+# <mask>=1; the v2 dictionary adds <cls> and <eos>).
+PAD_TOKEN = "<pad>"
+MASK_TOKEN = "<mask>"
+CLS_TOKEN = "<cls>"
+EOS_TOKEN = "<eos>"
+SPECIAL_TOKENS = (PAD_TOKEN, MASK_TOKEN, CLS_TOKEN, EOS_TOKEN)
+PAD_ID = 0
+MASK_ID = 1
+CLS_ID = 2
+EOS_ID = 3
+
+# Values allowed in .uns['dfm']['embeddings'][key]
+MODEL_FAMILIES = ("single_cell_transformer", "sequence_transformer")
+ADAPTER_MODES = ("native_trainable", "precomputed", "frozen_encoder")

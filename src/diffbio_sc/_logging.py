@@ -1,0 +1,33 @@
+"""Logging helpers in scanpy's style: a start message, then ``finished`` with the time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+logger = logging.getLogger("diffbio_sc")
+if not logger.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(_handler)
+    logger.propagate = False
+
+
+@contextmanager
+def timed(message: str) -> Iterator[dict]:
+    """Log ``message``, run the block, then log ``finished`` with the elapsed time.
+
+    The yielded dict may be filled with ``added`` (a list of keys written), which
+    is logged at debug level.
+    """
+    info: dict = {}
+    logger.info(message)
+    start = time.perf_counter()
+    yield info
+    elapsed = time.perf_counter() - start
+    logger.info("    finished (%.2fs)", elapsed)
+    if info.get("added"):
+        logger.debug("    added %s", ", ".join(map(str, info["added"])))
+    info["elapsed_s"] = elapsed

@@ -1,0 +1,190 @@
+"""Input validation and chunked access shared by every AnnData-facing function.
+
+Writers validate everything first and write last, so an error leaves the
+AnnData exactly as it was. Messages name the problem and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+class DfmInputError(ValueError):
+    """Raised when the data handed to diffbio_sc cannot be used as given."""
+
+
+def _preview(items, n: int = 10) -> str:
+    items = list(items)
+    shown = ", ".join(repr(str(x)) for x in items[:n])
+    more = f" (and {len(items) - n} more)" if len(items) > n else ""
+    return f"{shown}{more}"
+
+
+def check_adata(adata, *, check_var_names: bool = True, check_obs_names: bool = True) -> None:
+    """Check that ``adata`` is a non-empty AnnData with unique names."""
+    from anndata import AnnData
+
+    if not isinstance(adata, AnnData):
+        raise TypeError(
+            f"Expected an AnnData object, got {type(adata).__name__}. "
+            "Read your data with anndata.read_h5ad or scanpy.read_* first."
+        )
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise DfmInputError(
+            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
+            "nothing to process. Check your filtering steps."
+        )
+    if check_obs_names and not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        raise DfmInputError(
+            f"{len(dup)} duplicate obs_names, e.g. {_preview(dup)}. Cell IDs must be "
+            "unique: call adata.obs_names_make_unique() first."
+        )
+    if check_var_names and not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()].unique()
+        raise DfmInputError(
+            f"{len(dup)} duplicate var_names, e.g. {_preview(dup)}. Gene names must be "
+            "unique: aggregate the duplicates or call adata.var_names_make_unique() first."
+        )
+
+
+def is_backed(adata) -> bool:
+    """Whether ``adata`` is opened in backed mode."""
+    return bool(getattr(adata, "isbacked", False))
+
+
+def get_matrix(adata, layer: str | None):
+    """Return ``adata.X`` or ``adata.layers[layer]`` with a clear error for a bad key."""
+    if layer is None:
+        X = adata.X
+        if X is None:
+            raise DfmInputError("adata.X is None; pass layer= to choose a matrix.")
+        return X
+    if layer not in adata.layers:
+        raise DfmInputError(
+            f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())}. "
+            "Pass layer=None to use adata.X."
+        )
+    return adata.layers[layer]
+
+
+def _to_csr(block) -> sp.csr_matrix:
+    if sp.issparse(block):
+        return sp.csr_matrix(block)
+    arr = np.asarray(block)
+    if arr.ndim != 2:
+        raise DfmInputError(f"Expected a 2-D expression matrix, got shape {arr.shape}.")
+    return sp.csr_matrix(arr)
+
+
+def iter_row_chunks(
+    adata, layer: str | None = None, chunk_size: int | None = None
+) -> Iterator[tuple[int, int, sp.csr_matrix]]:
+    """Yield ``(start, stop, csr_chunk)`` over the rows of X or a layer.
+
+    Works for dense, CSR and CSC matrices in memory and for backed AnnData
+    (``backed='r'``), where only one chunk is read into memory at a time. An
+    in-memory CSC matrix is converted to CSR once (row slicing CSC is slow).
+    """
+    from ._settings import settings
+
+    chunk_size = int(chunk_size or settings.chunk_size)
+    if chunk_size < 1:
+        raise DfmInputError(f"chunk_size must be >= 1, got {chunk_size}.")
+    X = get_matrix(adata, layer)
+    n = adata.n_obs
+    if not is_backed(adata) and sp.issparse(X) and X.format != "csr":
+        X = sp.csr_matrix(X)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        yield start, stop, _to_csr(X[start:stop])
+
+
+def check_values(
+    data: np.ndarray,
+    *,
+    require_integer: bool,
+    where: str = "the expression matrix",
+    fix: str = "",
+) -> None:
+    """Check stored values: finite, non-negative and, if asked, whole numbers."""
+    if data.size == 0:
+        return
+    if data.dtype.kind == "b":
+        raise DfmInputError(f"{where} is boolean; expected counts or expression values.")
+    if data.dtype.kind not in "iuf":
+        raise DfmInputError(f"{where} has dtype {data.dtype}; expected a numeric matrix.")
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            n_bad = int((~np.isfinite(data)).sum())
+            raise DfmInputError(
+                f"{where} holds {n_bad} NaN or infinite values. Remove or impute them "
+                "before tokenizing (e.g. np.nan_to_num)." + (f" {fix}" if fix else "")
+            )
+    if data.dtype.kind != "u" and (data < 0).any():
+        raise DfmInputError(
+            f"{where} holds {int((data < 0).sum())} negative values (min {data.min()}). "
+            "Expected raw counts or non-negative normalised values; pass the counts layer "
+            "with layer=." + (f" {fix}" if fix else "")
+        )
+    if require_integer and data.dtype.kind == "f" and not np.all(data == np.round(data)):
+        raise DfmInputError(
+            f"{where} holds non-integer values, but this recipe needs raw counts. Pass "
+            "the raw counts with layer= (e.g. layer='counts')." + (f" {fix}" if fix else "")
+        )
+
+
+def check_cells_nonempty(totals: np.ndarray, obs_names: pd.Index, start: int = 0) -> None:
+    """Raise if any cell has a zero total."""
+    empty = np.flatnonzero(totals <= 0)
+    if empty.size:
+        names = obs_names[start + empty]
+        raise DfmInputError(
+            f"{empty.size} cells have no counts, e.g. {_preview(names)}. Remove empty "
+            "cells first, e.g. sc.pp.filter_cells(adata, min_counts=1)."
+        )
+
+
+def check_obsm_rep(adata, use_rep: str) -> np.ndarray:
+    """Return ``adata.obsm[use_rep]`` as a finite float 2-D array, or raise clearly."""
+    if use_rep == "X":
+        rep = adata.X
+    elif use_rep not in adata.obsm:
+        raise DfmInputError(
+            f"adata.obsm[{use_rep!r}] not found; available keys: {list(adata.obsm.keys())}."
+        )
+    else:
+        rep = adata.obsm[use_rep]
+    if sp.issparse(rep):
+        rep = rep.toarray()
+    rep = np.asarray(rep)
+    if rep.ndim != 2:
+        raise DfmInputError(f"{use_rep!r} must be 2-D (cells x dims), got shape {rep.shape}.")
+    if rep.dtype.kind not in "iuf":
+        raise DfmInputError(f"{use_rep!r} has non-numeric dtype {rep.dtype}.")
+    bad = ~np.isfinite(rep).all(axis=1)
+    if bad.any():
+        raise DfmInputError(
+            f"{use_rep!r} has NaN/inf in {int(bad.sum())} cells, e.g. "
+            f"{_preview(adata.obs_names[bad])}. Drop those cells or recompute the embedding."
+        )
+    return rep
+
+
+def check_obs_key(adata, key: str, what: str = "column") -> pd.Series:
+    """Return ``adata.obs[key]`` or raise an error that lists the available columns."""
+    if key not in adata.obs.columns:
+        raise DfmInputError(
+            f"adata.obs[{key!r}] not found; available columns: {list(adata.obs.columns)}."
+        )
+    col = adata.obs[key]
+    if col.isna().any():
+        raise DfmInputError(
+            f"adata.obs[{key!r}] has {int(col.isna().sum())} missing values; fill or drop "
+            "those cells first."
+        )
+    return col

@@ -1,0 +1,6 @@
+"""Bundled demo data and synthetic generators."""
+
+from ._demo import celllines_demo
+from ._synthetic import synthetic_counts
+
+__all__ = ["celllines_demo", "synthetic_counts"]

@@ -1,0 +1,35 @@
+"""Shared fixtures. Real datasets live in ../shared/data beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips the test with a reason where it is absent."""
+    if not (SHARED_DATA / "singlecell").is_dir():
+        pytest.skip(
+            f"real datasets not found at {SHARED_DATA} (set DFM_SHARED_DATA or place "
+            "shared/data beside the repository)"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def pbmc_path(shared_data) -> Path:
+    return shared_data / "singlecell" / "pbmc_3batch_symphony.h5ad"
+
+
+@pytest.fixture
+def small_counts():
+    """200 cells x 300 genes of synthetic integer counts (CSR), 3 types, 2 batches."""
+    import diffbio_sc as dfm
+
+    return dfm.datasets.synthetic_counts(200, 300, seed=0)
