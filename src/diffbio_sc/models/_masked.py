@@ -1,0 +1,485 @@
+"""The native masked-expression transformer (Flax NNX).
+
+A cell enters as a set of tokens, one per gene, each carrying
+
+* the gene's identity (a learned embedding of its token id),
+* its expression value (``log1p`` of the tokenizer's normalised, median-scaled
+  value, through a small MLP), and
+* its rank within the cell (a fixed sinusoidal encoding of a *continuous*
+  rank, so the hard tokenization, rank = position ``0 .. L-1``, and the soft
+  ranks of :func:`diffbio_sc.ops.soft_rank_value_tokens` share one encoding),
+
+plus a per-token weight in ``[0, 1]``: 1 for a real token and 0 for padding
+(hard path), or the soft top-k membership (soft path). The weight enters the
+attention as a log-weight key bias (weight 0 = masked out exactly) and the
+pooling as a weighted mean, so one set of parameters serves both paths.
+
+Training (see :meth:`MaskedExpressionModel.loss`) masks a random fraction of
+each cell's tokens (value and rank hidden, gene identity kept) and combines
+
+* a masked-value loss: regress ``log1p(value)`` at the masked positions only;
+* a cell-level bottleneck loss: predict the cell's centred log-normalised
+  profile over highly variable genes from the pooled embedding alone.
+
+With a ``batch_key``, a learned batch embedding conditions both decoders (not
+the encoder), so the pooled embedding is not asked to carry the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .. import _keys
+
+#: Bias given to attention keys with weight 0 (padding); exp(-1e9) is exactly 0.
+_NEG = -1e9
+
+
+@dataclass(frozen=True)
+class MaskedExpressionConfig:
+    """Architecture and objective of :class:`MaskedExpressionModel`.
+
+    Parameters
+    ----------
+    vocab_size
+        Number of token ids, special tokens included (``<pad>`` = 0, ``<mask>`` = 1,
+        ``<cls>`` = 2, ``<eos>`` = 3, then genes). :func:`diffbio_sc.tl.pretrain`
+        sets it from the data.
+    hidden_dim, n_layers, n_heads
+        Transformer width, depth and attention heads (``hidden_dim`` must be a
+        multiple of ``n_heads``). The cell embedding has ``hidden_dim`` dimensions.
+    mlp_dim
+        Width of the feed-forward block; ``None`` means ``2 * hidden_dim``.
+    dropout
+        Dropout rate on embeddings, attention outputs and feed-forward outputs,
+        active in training mode only.
+    mask_ratio
+        Fraction of each cell's tokens masked in training (at least one per cell).
+    max_tokens
+        Context length: the top ``max_tokens`` genes of the rank-value encoding.
+    use_cls
+        Prepend a ``<cls>`` token.
+    pooling
+        ``'mean'`` (weighted mean over valid tokens) or ``'cls'`` (needs ``use_cls``).
+    n_batches
+        Number of batch labels for decoder conditioning; 0 disables it.
+    n_profile_genes
+        Number of genes in the cell-level bottleneck target; 0 disables that loss.
+    value_weight, profile_weight
+        Weights of the masked-value and bottleneck losses.
+    """
+
+    vocab_size: int = 0
+    hidden_dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    mlp_dim: int | None = None
+    dropout: float = 0.1
+    mask_ratio: float = 0.15
+    max_tokens: int = 128
+    use_cls: bool = False
+    pooling: str = "mean"
+    n_batches: int = 0
+    n_profile_genes: int = 0
+    value_weight: float = 1.0
+    profile_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"MaskedExpressionConfig: {msg}")
+
+        if self.vocab_size < len(_keys.SPECIAL_TOKENS) + 1:
+            bad(
+                f"vocab_size must be > {len(_keys.SPECIAL_TOKENS)} (special tokens plus at "
+                f"least one gene), got {self.vocab_size}; dfm.tl.pretrain sets it from the data."
+            )
+        if self.hidden_dim < 1 or self.n_layers < 1 or self.n_heads < 1:
+            bad("hidden_dim, n_layers and n_heads must be >= 1.")
+        if self.hidden_dim % self.n_heads:
+            bad(f"hidden_dim ({self.hidden_dim}) must be a multiple of n_heads ({self.n_heads}).")
+        if self.hidden_dim % 2:
+            bad(f"hidden_dim must be even for the sinusoidal rank encoding, got {self.hidden_dim}.")
+        if not 0.0 <= self.dropout < 1.0:
+            bad(f"dropout must be in [0, 1), got {self.dropout}.")
+        if not 0.0 < self.mask_ratio < 1.0:
+            bad(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
+        if self.max_tokens < 1:
+            bad(f"max_tokens must be >= 1, got {self.max_tokens}.")
+        if self.pooling not in ("mean", "cls"):
+            bad(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
+        if self.pooling == "cls" and not self.use_cls:
+            bad("pooling='cls' needs use_cls=True.")
+        if self.n_batches < 0 or self.n_profile_genes < 0:
+            bad("n_batches and n_profile_genes must be >= 0.")
+        if self.value_weight < 0 or self.profile_weight < 0:
+            bad("value_weight and profile_weight must be >= 0.")
+        if self.value_weight == 0 and (self.profile_weight == 0 or self.n_profile_genes == 0):
+            bad("at least one loss must be active (value_weight > 0 or a profile target).")
+
+    @property
+    def ff_dim(self) -> int:
+        """Feed-forward width."""
+        return int(self.mlp_dim or 2 * self.hidden_dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaskedExpressionConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(
+                f"Unknown MaskedExpressionConfig fields {sorted(unknown)}; the model was "
+                "saved by a newer diffbio_sc. Upgrade diffbio_sc to load it."
+            )
+        return cls(**d)
+
+
+def rank_encoding(ranks: jax.Array, dim: int) -> jax.Array:
+    """Sinusoidal encoding of continuous ranks: ``(...,)`` -> ``(..., dim)``.
+
+    The frequencies are those of the original transformer positional encoding;
+    integer ranks give exactly the positional encoding of those positions, and a
+    soft rank between two integers gives a smooth interpolation.
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(10_000.0) * jnp.arange(half, dtype=jnp.float32) / half)
+    angles = ranks[..., None].astype(jnp.float32) * freqs
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def weights_to_bias(weights: jax.Array) -> jax.Array:
+    """Attention key bias from token weights: ``log(w)``, and exactly masked where w == 0."""
+    safe = jnp.maximum(weights, 1e-30)
+    return jnp.where(weights > 0, jnp.log(safe), _NEG)
+
+
+class _Block(nnx.Module):
+    """Pre-LayerNorm transformer encoder block."""
+
+    def __init__(self, cfg: MaskedExpressionConfig, *, rngs: nnx.Rngs):
+        h = cfg.hidden_dim
+        self.n_heads = cfg.n_heads
+        self.ln1 = nnx.LayerNorm(h, rngs=rngs)
+        self.qkv = nnx.Linear(h, 3 * h, rngs=rngs)
+        self.out = nnx.Linear(h, h, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(h, rngs=rngs)
+        self.ff1 = nnx.Linear(h, cfg.ff_dim, rngs=rngs)
+        self.ff2 = nnx.Linear(cfg.ff_dim, h, rngs=rngs)
+        self.drop = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, x: jax.Array, bias: jax.Array, key: jax.Array | None) -> jax.Array:
+        b, t, h = x.shape
+        k1 = k2 = None
+        if key is not None:
+            k1, k2 = jax.random.split(key)
+        qkv = self.qkv(self.ln1(x)).reshape(b, t, 3, self.n_heads, h // self.n_heads)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        att = jax.nn.dot_product_attention(q, k, v, bias=bias[:, None, None, :])
+        x = x + self.drop(self.out(att.reshape(b, t, h)), rngs=k1)
+        y = self.ff2(jax.nn.gelu(self.ff1(self.ln2(x))))
+        return x + self.drop(y, rngs=k2)
+
+
+class MaskedExpressionModel(nnx.Module):
+    """Masked-expression transformer over rank-value gene tokens.
+
+    Parameters
+    ----------
+    config
+        A :class:`MaskedExpressionConfig`.
+    rngs
+        ``nnx.Rngs`` for parameter initialisation. Dropout keys are passed per
+        call (``dropout_key``), so the module holds no random state.
+
+    Notes
+    -----
+    ``model.train()`` turns dropout on, ``model.eval()`` off. Models returned by
+    :func:`diffbio_sc.tl.pretrain` or :func:`diffbio_sc.models.load` are in eval
+    mode and carry ``model.metadata`` (gene vocabulary, medians, tokenizer
+    settings, training summary) and ``model.history``.
+    """
+
+    def __init__(self, config: MaskedExpressionConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, MaskedExpressionConfig):
+            raise TypeError(
+                f"config must be a MaskedExpressionConfig, got {type(config).__name__}."
+            )
+        cfg = config
+        h = cfg.hidden_dim
+        self.config = cfg
+        init = nnx.initializers.normal(0.02)
+        self.gene_embed = nnx.Embed(cfg.vocab_size, h, embedding_init=init, rngs=rngs)
+        self.value_in = nnx.Linear(1, h, rngs=rngs)
+        self.value_hidden = nnx.Linear(h, h, rngs=rngs)
+        self.mask_embed = nnx.Param(init(rngs.params(), (h,)))
+        self.embed_norm = nnx.LayerNorm(h, rngs=rngs)
+        self.embed_drop = nnx.Dropout(cfg.dropout)
+        self.blocks = nnx.List([_Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = nnx.LayerNorm(h, rngs=rngs)
+        self.value_head = nnx.Linear(h, 1, rngs=rngs)
+        if cfg.n_batches:
+            self.batch_embed = nnx.Embed(cfg.n_batches, h, embedding_init=init, rngs=rngs)
+        else:
+            self.batch_embed = None
+        if cfg.n_profile_genes:
+            self.profile_head = nnx.Linear(h, cfg.n_profile_genes, rngs=rngs)
+        else:
+            self.profile_head = None
+        # Filled by dfm.tl.pretrain / dfm.models.load; plain Python, not parameters.
+        self.metadata: dict[str, Any] = {}
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        self.eval()
+
+    def save(self, path, *, weights_format: str | None = None):
+        """Save to the directory ``path``: ``config.json`` plus non-pickle weights.
+
+        ``weights_format`` is ``'safetensors'`` (default when the optional package is
+        importable) or ``'npz'``. Read back with :func:`diffbio_sc.models.load`.
+        Returns the directory as a :class:`pathlib.Path`.
+        """
+        from ._io import save_model
+
+        return save_model(self, path, weights_format=weights_format)
+
+    # ------------------------------------------------------------------ encoder
+    def encode(
+        self,
+        gene_ids: jax.Array,
+        values: jax.Array,
+        ranks: jax.Array,
+        weights: jax.Array,
+        *,
+        masked: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Run the encoder on a general (hard or soft) token representation.
+
+        Parameters
+        ----------
+        gene_ids
+            ``(B, T)`` int token ids (pad id 0 where unused).
+        values
+            ``(B, T)`` non-negative tokenizer values (normalised, median-scaled).
+        ranks
+            ``(B, T)`` continuous 0-based ranks (the position for hard tokens).
+        weights
+            ``(B, T)`` token weights in ``[0, 1]``; 0 removes a token exactly.
+        masked
+            ``(B, T)`` bool, tokens whose value and rank are hidden (training).
+        dropout_key
+            PRNG key for dropout; required in training mode.
+
+        Returns
+        -------
+        ``(hidden, embedding)``: ``(B, T', H)`` token states (``T' = T + 1`` with
+        ``<cls>``, which is then first) and the ``(B, H)`` pooled cell embedding.
+        """
+        cfg = self.config
+        weights = weights.astype(jnp.float32)
+        x_val = jnp.log1p(jnp.maximum(values.astype(jnp.float32), 0.0))[..., None]
+        val = self.value_hidden(jax.nn.gelu(self.value_in(x_val)))
+        content = val + rank_encoding(ranks, cfg.hidden_dim)
+        if masked is not None:
+            content = jnp.where(masked[..., None], self.mask_embed[...], content)
+        x = self.gene_embed(gene_ids) + content
+        if cfg.use_cls:
+            b = x.shape[0]
+            cls = jnp.broadcast_to(
+                self.gene_embed(jnp.asarray([_keys.CLS_ID]))[0], (b, 1, cfg.hidden_dim)
+            )
+            x = jnp.concatenate([cls, x], axis=1)
+            weights = jnp.concatenate([jnp.ones((b, 1), jnp.float32), weights], axis=1)
+        keys: list[jax.Array | None] = [None] * (cfg.n_layers + 1)
+        if dropout_key is not None:
+            keys = list(jax.random.split(dropout_key, cfg.n_layers + 1))
+        x = self.embed_drop(self.embed_norm(x), rngs=keys[0])
+        bias = weights_to_bias(weights)
+        for block, k in zip(self.blocks, keys[1:], strict=True):
+            x = block(x, bias, k)
+        x = self.final_norm(x)
+        if cfg.pooling == "cls":
+            emb = x[:, 0]
+        else:
+            w = weights
+            if cfg.use_cls:
+                w = w.at[:, 0].set(0.0)
+            emb = jnp.einsum("bt,bth->bh", w, x) / jnp.maximum(w.sum(axis=1), 1e-6)[:, None]
+        return x, emb
+
+    def __call__(
+        self,
+        gene_ids: jax.Array,
+        values: jax.Array,
+        *,
+        masked: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Hard path: rank-ordered tokens (``dfm.pp.tokenize`` layout).
+
+        ``gene_ids`` ``(B, L)`` are token ids in rank order, right-padded with 0;
+        ``values`` ``(B, L)`` their tokenizer values. Ranks are the positions
+        ``0 .. L-1`` and weights are 1 for real tokens, 0 for padding.
+        Returns ``(hidden, embedding)`` as :meth:`encode`.
+        """
+        gene_ids = jnp.asarray(gene_ids)
+        b, t = gene_ids.shape
+        ranks = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t))
+        weights = (gene_ids != _keys.PAD_ID).astype(jnp.float32)
+        return self.encode(
+            gene_ids, values, ranks, weights, masked=masked, dropout_key=dropout_key
+        )
+
+    def embed(self, gene_ids: jax.Array, values: jax.Array) -> jax.Array:
+        """Pooled ``(B, H)`` cell embeddings of hard tokens (no masking, current mode)."""
+        return self(gene_ids, values)[1]
+
+    def embed_soft(
+        self,
+        gene_ids: jax.Array,
+        expression: jax.Array,
+        mask: jax.Array | None = None,
+        *,
+        temperature: float = 1e-2,
+        keep_temperature: float | None = None,
+    ) -> jax.Array:
+        """Differentiable path: embed cells from expression over a fixed gene set.
+
+        Parameters
+        ----------
+        gene_ids
+            ``(C,)`` or ``(B, C)`` token ids of the candidate genes.
+        expression
+            ``(B, C)`` tokenizer values of those genes (normalised counts times the
+            gene scale ``1 / median``); differentiable.
+        mask
+            Optional ``(B, C)`` bool, candidates that may be ranked (default: all).
+        temperature, keep_temperature
+            Passed to :func:`diffbio_sc.ops.soft_rank_value_tokens` with
+            ``max_tokens = config.max_tokens``.
+
+        Returns
+        -------
+        ``(B, H)`` embeddings. As ``temperature -> 0`` they converge to the hard
+        path's embeddings of the same cells.
+        """
+        from ..ops import soft_rank_value_tokens
+
+        expression = jnp.asarray(expression, jnp.float32)
+        b, c = expression.shape
+        gene_ids = jnp.broadcast_to(jnp.asarray(gene_ids, jnp.int32), (b, c))
+        ranks, keep = soft_rank_value_tokens(
+            expression,
+            mask,
+            max_tokens=self.config.max_tokens,
+            temperature=temperature,
+            keep_temperature=keep_temperature,
+        )
+        if mask is not None:
+            keep = jnp.where(jnp.asarray(mask), keep, 0.0)
+        # Ranks outside the kept set carry ~zero weight; clip the fill so the
+        # encoding stays well conditioned.
+        ranks = jnp.clip(ranks, 0.0, float(c))
+        return self.encode(gene_ids, expression, ranks, keep)[1]
+
+    # ----------------------------------------------------------------- training
+    def loss(
+        self,
+        gene_ids: jax.Array,
+        values: jax.Array,
+        *,
+        key: jax.Array,
+        profile: jax.Array | None = None,
+        batch: jax.Array | None = None,
+        cell_weight: jax.Array | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Masked-expression training loss for one minibatch.
+
+        Each cell gets its own random mask of ``mask_ratio`` of its valid tokens
+        (at least one). Dropout runs when the model is in training mode.
+
+        Parameters
+        ----------
+        gene_ids, values
+            Hard tokens as in :meth:`__call__`.
+        key
+            PRNG key for masking and dropout.
+        profile
+            ``(B, n_profile_genes)`` bottleneck targets (centred log-normalised HVG
+            expression); required when ``config.n_profile_genes > 0``.
+        batch
+            ``(B,)`` int batch codes; required when ``config.n_batches > 0``.
+        cell_weight
+            ``(B,)`` weights of cells in the loss (0 for padding rows).
+
+        Returns
+        -------
+        ``(loss, parts)`` where ``parts`` holds ``'value'`` and ``'profile'``.
+        """
+        cfg = self.config
+        gene_ids = jnp.asarray(gene_ids)
+        values = jnp.asarray(values, jnp.float32)
+        bsz = gene_ids.shape[0]
+        if cell_weight is None:
+            cell_weight = jnp.ones((bsz,), jnp.float32)
+        mask_key, drop_key = jax.random.split(key)
+        valid = gene_ids != _keys.PAD_ID
+        masked = random_token_mask(mask_key, valid, cfg.mask_ratio)
+        train = not self.embed_drop.deterministic
+        hidden, emb = self(
+            gene_ids, values, masked=masked, dropout_key=drop_key if train else None
+        )
+        if cfg.use_cls:
+            hidden = hidden[:, 1:]
+        cond_tok = 0.0
+        cond_cell = 0.0
+        if cfg.n_batches:
+            if batch is None:
+                raise ValueError("This model is batch-conditioned: pass batch= codes.")
+            bemb = self.batch_embed(jnp.asarray(batch))
+            cond_tok = bemb[:, None, :]
+            cond_cell = bemb
+        pred = self.value_head(hidden + cond_tok)[..., 0]
+        target = jnp.log1p(jnp.maximum(values, 0.0))
+        m = masked.astype(jnp.float32) * cell_weight[:, None]
+        value_loss = jnp.sum(m * (pred - target) ** 2) / jnp.maximum(m.sum(), 1.0)
+        total = cfg.value_weight * value_loss
+        profile_loss = jnp.zeros((), jnp.float32)
+        if cfg.n_profile_genes:
+            if profile is None:
+                raise ValueError("This model has a bottleneck objective: pass profile= targets.")
+            ppred = self.profile_head(emb + cond_cell)
+            per_cell = jnp.mean((ppred - profile) ** 2, axis=-1)
+            profile_loss = jnp.sum(per_cell * cell_weight) / jnp.maximum(cell_weight.sum(), 1.0)
+            total = total + cfg.profile_weight * profile_loss
+        return total, {"value": value_loss, "profile": profile_loss}
+
+
+def random_token_mask(key: jax.Array, valid: jax.Array, ratio: float) -> jax.Array:
+    """Per-cell random mask over valid tokens: ``max(1, round(ratio * n_valid))`` each.
+
+    Returns a bool array of the shape of ``valid``; padding is never masked.
+    """
+    u = jax.random.uniform(key, valid.shape)
+    u = jnp.where(valid, u, 2.0)
+    n_valid = valid.sum(axis=1)
+    n_mask = jnp.clip(jnp.round(ratio * n_valid).astype(jnp.int32), 1, None)
+    n_mask = jnp.minimum(n_mask, jnp.maximum(n_valid, 1))
+    order = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
+    return (order < n_mask[:, None]) & valid
+
+
+def param_count(model: MaskedExpressionModel) -> int:
+    """Number of trainable parameters."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))

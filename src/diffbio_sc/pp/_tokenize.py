@@ -1,0 +1,381 @@
+"""Geneformer-style rank-value tokenization of single-cell counts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _keys, _uns
+from .._logging import timed
+from .._validate import DfmInputError, _preview, check_adata
+from ._common import resolve_copy, validated_chunks
+from ._kernels import nonzero_medians, normalised_nonzeros, rank_value_encode
+from ._tables import is_table_path, normalise_gene_ids, read_table, strip_ensembl_version
+
+logger = logging.getLogger("diffbio_sc")
+
+__all__ = ["tokenize", "RECIPES", "TokenizerRecipe", "rank_value_encode"]
+
+
+@dataclass(frozen=True)
+class TokenizerRecipe:
+    """A rank-value tokenization recipe.
+
+    Attributes
+    ----------
+    name
+        Recipe name.
+    max_tokens
+        Sequence length including special tokens.
+    prepend_cls, append_eos
+        Whether ``<cls>`` starts and ``<eos>`` ends each sequence.
+    target_sum
+        Total each cell is normalised to before dividing by gene medians.
+    requires_counts
+        Whether the input must hold whole-number counts.
+    """
+
+    name: str
+    max_tokens: int
+    prepend_cls: bool
+    append_eos: bool
+    target_sum: float = 10_000.0
+    requires_counts: bool = True
+
+    @property
+    def n_special(self) -> int:
+        return int(self.prepend_cls) + int(self.append_eos)
+
+
+RECIPES: dict[str, TokenizerRecipe] = {
+    # Geneformer (Theodoris et al. 2023): 2,048 genes, no special tokens.
+    "geneformer_v1": TokenizerRecipe("geneformer_v1", 2048, False, False),
+    # Geneformer V2 (2024 release): 4,094 genes between <cls> and <eos>, 4,096 total.
+    "geneformer_v2": TokenizerRecipe("geneformer_v2", 4096, True, True),
+}
+
+
+def _resolve_recipe(recipe: str | TokenizerRecipe) -> TokenizerRecipe:
+    if isinstance(recipe, TokenizerRecipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise DfmInputError(f"Unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}.")
+    return RECIPES[recipe]
+
+
+def _lookup(table: Mapping, var_ids: np.ndarray, *, what: str) -> tuple[list, list]:
+    """Look up normalised var IDs in ``table`` (keys normalised too); return values and misses."""
+    norm: dict[str, object] = {}
+    for k, v in table.items():
+        key = strip_ensembl_version(str(k))
+        if key in norm and norm[key] != v:
+            raise DfmInputError(
+                f"The {what} table has two entries for {key!r} once Ensembl version suffixes "
+                "are removed, with different values; keep one."
+            )
+        norm[key] = v
+    values = [norm.get(g) for g in var_ids]
+    return values, norm
+
+
+def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pickle: bool):
+    """Return (token id per var (-1 = not in vocab), special ids, source, vocab size)."""
+    specials = {t: i for i, t in enumerate(_keys.SPECIAL_TOKENS)}
+    if vocab is None:
+        ids = np.arange(var_ids.size, dtype=np.int64) + len(_keys.SPECIAL_TOKENS)
+        return ids, specials, "default (special tokens + var_names)", int(ids.size) + len(specials)
+    if is_table_path(vocab):
+        source = f"file:{vocab}"
+        vocab = read_table(vocab, what="vocabulary", value_kind="token id", trust_pickle=trust_pickle)
+    elif isinstance(vocab, Mapping):
+        source = "mapping"
+    else:
+        raise TypeError(
+            "vocab must be None, a mapping gene -> token id, or a path to a JSON/CSV/TSV "
+            f"table; got {type(vocab).__name__}."
+        )
+    try:
+        vocab = {str(k): int(v) for k, v in vocab.items()}
+    except (TypeError, ValueError) as err:
+        raise DfmInputError(f"vocab values must be integer token ids ({err}).") from None
+    ids_all = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+    if ids_all.size and (ids_all.min() < 0 or ids_all.max() > np.iinfo(np.int32).max):
+        raise DfmInputError("vocab token ids must lie in [0, 2**31 - 1].")
+    if np.unique(ids_all).size != ids_all.size:
+        raise DfmInputError("vocab maps several tokens to the same id; ids must be unique.")
+    needed = [_keys.PAD_TOKEN]
+    if recipe.prepend_cls:
+        needed.append(_keys.CLS_TOKEN)
+    if recipe.append_eos:
+        needed.append(_keys.EOS_TOKEN)
+    missing = [t for t in needed if t not in vocab]
+    if missing:
+        raise DfmInputError(
+            f"vocab lacks the special tokens {missing} that recipe {recipe.name!r} needs; add "
+            f"them (Geneformer's dictionaries use {dict(zip(_keys.SPECIAL_TOKENS, range(4)))})."
+        )
+    special_ids = {t: vocab[t] for t in _keys.SPECIAL_TOKENS if t in vocab}
+    genes_only = {k: v for k, v in vocab.items() if k not in special_ids}
+    values, _ = _lookup(genes_only, var_ids, what="vocabulary")
+    ids = np.asarray([-1 if v is None else v for v in values], dtype=np.int64)
+    return ids, special_ids, source, len(vocab)
+
+
+def _resolve_medians(adata, gene_medians, var_ids, layer, target_sum, chunk_size, trust_pickle):
+    """Return (median per var, float64 with NaN = missing, source, computed?)."""
+    if isinstance(gene_medians, Mapping):
+        values, _ = _lookup(gene_medians, var_ids, what="gene median")
+        med = np.asarray([np.nan if v is None else float(v) for v in values])
+        return med, "mapping", False
+    if is_table_path(gene_medians):
+        table = read_table(gene_medians, what="gene median", value_kind="median", trust_pickle=trust_pickle)
+        values, _ = _lookup(table, var_ids, what="gene median")
+        med = np.asarray([np.nan if v is None else float(v) for v in values])
+        return med, f"file:{gene_medians}", False
+    if isinstance(gene_medians, str):
+        if gene_medians in adata.var.columns:
+            col = adata.var[gene_medians]
+            if col.dtype.kind not in "iuf":
+                raise DfmInputError(f".var[{gene_medians!r}] is not numeric ({col.dtype}).")
+            return col.to_numpy(dtype=np.float64), f"var:{gene_medians}", False
+        if gene_medians == _keys.MEDIAN_KEY:
+            logger.info("    .var[%r] not found: computing gene medians from the data", gene_medians)
+            genes, vals = [], []
+            for _, _, chunk, _ in validated_chunks(
+                adata, layer, chunk_size, require_integer=False, allow_empty=True
+            ):
+                g, v = normalised_nonzeros(chunk, target_sum)
+                genes.append(g)
+                vals.append(v)
+            med = nonzero_medians(np.concatenate(genes), np.concatenate(vals), adata.n_vars)
+            return med, "computed from data", True
+        raise DfmInputError(
+            f"gene_medians={gene_medians!r} is neither a .var column (available: "
+            f"{list(adata.var.columns)}) nor a path to a .json/.csv/.tsv table. Run "
+            "dfm.pp.gene_medians(adata) first or pass a table."
+        )
+    raise TypeError(
+        "gene_medians must be a .var column name, a mapping gene -> median or a path; "
+        f"got {type(gene_medians).__name__}."
+    )
+
+
+def tokenize(
+    adata,
+    *,
+    recipe: str | TokenizerRecipe = "geneformer_v1",
+    layer: str | None = None,
+    gene_medians=_keys.MEDIAN_KEY,
+    vocab=None,
+    max_tokens: int | None = None,
+    target_sum: float | None = None,
+    chunk_size: int | None = None,
+    key_added: str = _keys.TOKENS_KEY,
+    n_tokens_key: str = _keys.N_TOKENS_KEY,
+    trust_pickle: bool = False,
+    copy: bool = False,
+):
+    """Rank-value encode each cell, Geneformer style.
+
+    For each cell: counts are normalised to ``target_sum`` (by the cell's total
+    over *all* genes), divided by each gene's nonzero median, and the expressed
+    genes are ranked by that value, highest first. The token sequence is the
+    ranked genes' token ids, truncated to the recipe's length and right-padded
+    with ``<pad>``. A cell's tokens depend on that cell alone.
+
+    Recipes
+        ``geneformer_v1``: 2,048 gene tokens, no special tokens.
+        ``geneformer_v2``: ``<cls>``, up to 4,094 gene tokens, ``<eos>`` (4,096 total).
+
+    Ties: genes with exactly equal normalised values keep their order in
+    ``adata.var_names`` (a stable sort). Values are compared in float32 after
+    scaling in float64 (rounding is monotone, so it never swaps two genes).
+
+    Gene IDs: Ensembl version suffixes (``ENSG00000139618.15``) are removed from
+    ``var_names`` and from table keys before matching. Genes that are not in
+    the vocabulary, or that have no positive median, are excluded and reported
+    (a warning with their number and examples), never silently zeroed.
+
+    Geneformer publishes its medians and token dictionary as pickles. Convert
+    them once to JSON in a session where you trust the files::
+
+        import json, pickle
+        med = pickle.load(open("gene_median_dictionary.pkl", "rb"))
+        json.dump({k: float(v) for k, v in med.items()}, open("medians.json", "w"))
+        tok = pickle.load(open("token_dictionary.pkl", "rb"))
+        json.dump({k: int(v) for k, v in tok.items()}, open("vocab.json", "w"))
+
+    and pass the JSON paths; loading a pickle directly needs ``trust_pickle=True``.
+
+    Parameters
+    ----------
+    adata
+        Raw counts (cells x genes) in ``.X`` or ``layer``: dense, CSR, CSC, or a
+        backed AnnData (``backed='r'``), which is streamed chunk by chunk.
+    recipe
+        ``'geneformer_v1'`` or ``'geneformer_v2'`` (or a :class:`TokenizerRecipe`).
+    layer
+        Layer holding the counts, instead of ``.X``.
+    gene_medians
+        A ``.var`` column name, a mapping gene -> median, or a path to a JSON
+        object or a CSV/TSV table (gene ID column first, then a ``median`` column).
+        With the default ``'dfm_median'`` and no such column, medians are computed
+        from the data and also written to ``.var['dfm_median']``.
+    vocab
+        Mapping gene -> token id, or a path to such a JSON/CSV/TSV table (must
+        contain ``<pad>``, and ``<cls>``/``<eos>`` for v2). Default: ``<pad>``=0,
+        ``<mask>``=1, ``<cls>``=2, ``<eos>``=3, then ``var_names`` in order (gene j
+        gets id j + 4).
+    max_tokens
+        Sequence length including special tokens (default: the recipe's).
+    target_sum
+        Normalisation total (default: the recipe's, 10,000).
+    chunk_size
+        Cells per chunk (default ``dfm.settings.chunk_size``); memory besides
+        the output is bounded by the chunk.
+    key_added
+        ``.obsm`` key for the tokens.
+    n_tokens_key
+        ``.obs`` column for the sequence lengths.
+    trust_pickle
+        Allow loading pickled tables (unpickling can execute code).
+    copy
+        Return a modified copy instead of writing in place.
+
+    Returns
+    -------
+    ``None``, or the AnnData when ``copy=True``. Writes
+
+    ``.obsm[key_added]``
+        int32 ``(n_cells, max_tokens)`` token ids, right-padded with the pad id.
+    ``.obs[n_tokens_key]``
+        int, the number of non-pad tokens of each cell (special tokens included).
+    ``.var['dfm_median']``
+        only when medians were computed from the data.
+    ``.uns['dfm']['tokenizer']``
+        recipe, vocabulary source and size, special token ids, max_tokens,
+        target_sum, median source, coverage (fractions of genes and of counts in
+        the vocabulary), excluded genes, tie-breaking rule, package version.
+    """
+    check_adata(adata)
+    rec = _resolve_recipe(recipe)
+    max_tokens = int(rec.max_tokens if max_tokens is None else max_tokens)
+    if max_tokens < rec.n_special + 1:
+        raise DfmInputError(
+            f"max_tokens={max_tokens} leaves no room for genes with recipe {rec.name!r} "
+            f"({rec.n_special} special tokens)."
+        )
+    target_sum = float(rec.target_sum if target_sum is None else target_sum)
+    if not np.isfinite(target_sum) or target_sum <= 0:
+        raise DfmInputError(f"target_sum must be a positive number, got {target_sum}.")
+    n_genes_max = max_tokens - rec.n_special
+    var_ids = normalise_gene_ids(adata.var_names)
+    if len(set(var_ids)) != var_ids.size:
+        s = np.asarray(var_ids)
+        _, first = np.unique(s, return_index=True)
+        dup = np.setdiff1d(np.arange(s.size), first)
+        raise DfmInputError(
+            f"var_names repeat once Ensembl version suffixes are removed, e.g. "
+            f"{_preview(adata.var_names[dup])}; aggregate or drop the duplicates first."
+        )
+
+    with timed(f"tokenizing with recipe {rec.name!r}") as info:
+        token_ids, special_ids, vocab_source, vocab_size = _resolve_vocab(
+            vocab, var_ids, rec, trust_pickle
+        )
+        medians, median_source, computed = _resolve_medians(
+            adata, gene_medians, var_ids, layer, target_sum, chunk_size, trust_pickle
+        )
+        in_vocab = token_ids >= 0
+        has_median = np.isfinite(medians) & (medians > 0)
+        usable = in_vocab & has_median
+        if not usable.any():
+            raise DfmInputError(
+                "No gene is both in the vocabulary and has a positive median: "
+                f"{int(in_vocab.sum())} of {adata.n_vars} genes are in the vocabulary, "
+                f"{int(has_median.sum())} have a median. Check that the gene IDs of the "
+                "vocabulary/median tables match adata.var_names (symbols vs Ensembl IDs)."
+            )
+        no_median = np.flatnonzero(in_vocab & ~has_median)
+        not_in_vocab = np.flatnonzero(~in_vocab)
+        if no_median.size:
+            logger.warning(
+                "%d of %d vocabulary genes have no positive median and are excluded, e.g. %s",
+                no_median.size, int(in_vocab.sum()), _preview(adata.var_names[no_median]),
+            )
+        if not_in_vocab.size:
+            logger.warning(
+                "%d of %d genes are not in the vocabulary and are excluded, e.g. %s",
+                not_in_vocab.size, adata.n_vars, _preview(adata.var_names[not_in_vocab]),
+            )
+        gene_scale = np.where(usable, 1.0 / np.where(has_median, medians, 1.0), 0.0)
+
+        pad = special_ids[_keys.PAD_TOKEN]
+        tokens = np.full((adata.n_obs, max_tokens), pad, dtype=np.int32)
+        n_tok = np.zeros(adata.n_obs, dtype=np.int64)
+        total_counts = 0.0
+        vocab_counts = 0.0
+        offset = int(rec.prepend_cls)
+        for start, stop, chunk, totals in validated_chunks(
+            adata, layer, chunk_size, require_integer=rec.requires_counts
+        ):
+            gidx, _, ng = rank_value_encode(
+                chunk, gene_scale, target_sum=target_sum, max_tokens=n_genes_max
+            )
+            block = tokens[start:stop]
+            block[:, offset : offset + n_genes_max] = np.where(
+                gidx >= 0, token_ids[np.maximum(gidx, 0)], pad
+            )
+            if rec.prepend_cls:
+                block[:, 0] = special_ids[_keys.CLS_TOKEN]
+            if rec.append_eos:
+                block[np.arange(stop - start), offset + ng] = special_ids[_keys.EOS_TOKEN]
+            n_tok[start:stop] = ng + rec.n_special
+            total_counts += float(totals.sum())
+            vocab_counts += float((chunk @ in_vocab.astype(np.float64)).sum())
+        no_tokens = np.flatnonzero(n_tok == rec.n_special)
+        if no_tokens.size:
+            logger.warning(
+                "%d cells express none of the usable genes and get no gene tokens, e.g. %s",
+                no_tokens.size, _preview(adata.obs_names[no_tokens]),
+            )
+
+        meta = {
+            "recipe": rec.name,
+            "layer": layer if layer is not None else "X",
+            "key_added": key_added,
+            "n_tokens_key": n_tokens_key,
+            "vocab_source": vocab_source,
+            "vocab_size": int(vocab_size),
+            "special_token_ids": {k: int(v) for k, v in special_ids.items()},
+            "pad_id": int(pad),
+            "max_tokens": max_tokens,
+            "max_gene_tokens": n_genes_max,
+            "prepend_cls": rec.prepend_cls,
+            "append_eos": rec.append_eos,
+            "target_sum": target_sum,
+            "median_source": median_source,
+            "n_genes": int(adata.n_vars),
+            "n_genes_in_vocab": int(in_vocab.sum()),
+            "n_genes_used": int(usable.sum()),
+            "frac_genes_in_vocab": float(in_vocab.mean()),
+            "frac_counts_in_vocab": float(vocab_counts / total_counts) if total_counts else 0.0,
+            "n_genes_without_median": int(no_median.size),
+            "genes_without_median": [str(g) for g in adata.var_names[no_median[:100]]],
+            "genes_not_in_vocab": [str(g) for g in adata.var_names[not_in_vocab[:100]]],
+            "n_cells_without_gene_tokens": int(no_tokens.size),
+            "tie_breaking": "equal values keep var_names order (stable); compared in float32",
+            "ensembl_versions_stripped": True,
+            "created_by": _uns.provenance("pp.tokenize"),
+        }
+        out = resolve_copy(adata, copy)
+        if computed:
+            out.var[_keys.MEDIAN_KEY] = medians
+        out.obsm[key_added] = tokens
+        out.obs[n_tokens_key] = n_tok
+        _uns.set_section(out, _keys.UNS_TOKENIZER, meta)
+        info["added"] = [f".obsm[{key_added!r}]", f".obs[{n_tokens_key!r}]", ".uns['dfm']['tokenizer']"]
+    return out if copy else None
