@@ -18,6 +18,7 @@ DST = Path("src/diffbio_sc/datasets/data/celllines_demo.h5ad")
 N_GENES = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 
 a = ad.read_h5ad(SRC)
+a = a[:, ~a.var_names.str.startswith("ERCC-")].copy()  # drop spike-ins
 sc.pp.filter_cells(a, min_counts=500)
 ln = a.copy()
 sc.pp.normalize_total(ln, target_sum=1e4)
@@ -35,7 +36,7 @@ b.var = b.var[[]].copy()
 b.uns = {
     "source": "celllines_5tech_mixology.h5ad from ../shared/data (LuyiTian/sc_mixology data/csv, "
     "MIT licence; GEO GSE118767; Tian et al. 2019, Nat Methods 16:479-487)",
-    "subset": f"cells with >= 500 counts; {N_GENES} batch-aware seurat-flavour highly variable genes; "
+    "subset": f"ERCC spike-ins removed; cells with >= 500 counts; {N_GENES} batch-aware seurat-flavour highly variable genes; "
     "raw UMI counts",
 }
 DST.parent.mkdir(parents=True, exist_ok=True)

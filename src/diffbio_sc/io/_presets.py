@@ -144,9 +144,7 @@ class EmbeddingPreset:
             if index == -1
             else f"transformer layer {abs(index)} counted back from the output"
         )
-        return (
-            f"{where} (hidden-state index {index}, Python-style from the end: -1 = last layer)"
-        )
+        return f"{where} (hidden-state index {index}, Python-style from the end: -1 = last layer)"
 
 
 PRESETS: dict[str, EmbeddingPreset] = {
