@@ -243,6 +243,64 @@ def test_parquet_non_numeric_dimension(tmp_path):
         dfm.io.read_embeddings(tmp_path / "s.parquet")
 
 
+def test_geneformer_csv_with_cell_id_label_uses_it(tmp_path):
+    # EmbExtractor with emb_label=['cell_id']: the unnamed index holds row positions,
+    # the explicit 'cell_id' column the ids; the latter wins by default.
+    df = pd.DataFrame(np.arange(6.0).reshape(3, 2))
+    df["cell_type"] = ["T", "B", "T"]
+    df["cell_id"] = ["z", "x", "y"]
+    df.to_csv(tmp_path / "g.csv")
+    art = dfm.io.read_embeddings(tmp_path / "g.csv")
+    assert art.ids.tolist() == ["z", "x", "y"]
+    assert art.metadata["id_source"] == "column 'cell_id'"
+    assert art.metadata["label_columns"] == ["cell_type"]
+    np.testing.assert_array_equal(art.embeddings, np.arange(6.0).reshape(3, 2))
+
+
+def test_empty_ids_refused_and_float_ids_read_as_integers(tmp_path):
+    (tmp_path / "e.csv").write_text("cell_id,0,1\n,1,2\nb,3,4\n")
+    with pytest.raises(DfmInputError, match="1 empty ids"):
+        dfm.io.read_embeddings(tmp_path / "e.csv")
+    np.savez(tmp_path / "e.npz", embeddings=np.eye(2), cell_ids=np.array(["a", ""]))
+    with pytest.raises(DfmInputError, match="1 empty ids"):
+        dfm.io.read_embeddings(tmp_path / "e.npz")
+    # a float id column of whole numbers (what pandas makes of integer ids with gaps)
+    df = pd.DataFrame({"cell_id": [7.0, 12.0], "0": [1.0, 2.0], "1": [3.0, 4.0]})
+    df.to_parquet(tmp_path / "f.parquet", index=False)
+    assert dfm.io.read_embeddings(tmp_path / "f.parquet").ids.tolist() == ["7", "12"]
+    df["cell_id"] = [7.5, 12.0]
+    df.to_parquet(tmp_path / "g.parquet", index=False)
+    with pytest.raises(DfmInputError, match="non-integer or missing"):
+        dfm.io.read_embeddings(tmp_path / "g.parquet")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "safetensors", "npz", "npy", "h5ad", "csv"])
+@pytest.mark.parametrize("content", [b"", b"not an embedding file at all " * 4])
+def test_empty_or_corrupt_file_is_clear_error(tmp_path, fmt, content):
+    path = tmp_path / f"bad.{fmt}"
+    path.write_bytes(content)
+    # the message names the file (or, for text that parses as a table, what is missing)
+    with pytest.raises(DfmInputError, match=rf"bad\.{fmt}|No dimension columns"):
+        dfm.io.read_embeddings(path, allow_positional=True)
+
+
+def test_hdf5_that_is_not_anndata(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "x.h5ad", "w") as f:
+        f["matrix"] = np.eye(3)
+    with pytest.raises(DfmInputError, match="not an AnnData .h5ad"):
+        dfm.io.read_embeddings(tmp_path / "x.h5ad")
+
+
+def test_float64_overflow_is_explained(tmp_path):
+    emb = np.array([[1e300, 1.0], [1.0, 1.0]])
+    np.savez(tmp_path / "o.npz", embeddings=emb, cell_ids=np.array(["a", "b"]))
+    with pytest.raises(DfmInputError, match=r"1 embedding rows.*'a'.*beyond the float32 range"):
+        dfm.io.read_embeddings(tmp_path / "o.npz")
+    assert dfm.io.read_embeddings(tmp_path / "o.npz", dtype=None).embeddings[0, 0] == 1e300
+
+
 def test_csv_ids_keep_leading_zeros(tmp_path):
     (tmp_path / "z.csv").write_text("cell_id,0,1\n0001,1,2\n0002,3,4\n")
     art = dfm.io.read_embeddings(tmp_path / "z.csv")
@@ -512,6 +570,10 @@ def test_write_errors(tmp_path, emb_ids):
         dfm.io.write_embeddings(tmp_path / "e.npz", emb, ids, labels={"t": np.arange(12)})
     with pytest.raises(DfmInputError, match="clash"):
         dfm.io.write_embeddings(tmp_path / "e.csv", emb, ids, labels={"3": np.arange(12)})
+    with pytest.raises(DfmInputError, match="would overwrite the embeddings"):
+        dfm.io.write_embeddings(tmp_path / "e.npz", emb, ids, ids_key="embeddings")
+    with pytest.raises(DfmInputError, match="empty ids"):
+        dfm.io.write_embeddings(tmp_path / "e.npz", emb, np.where(ids == ids[3], "", ids))
     assert not list(tmp_path.iterdir())
 
 

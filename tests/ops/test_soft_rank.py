@@ -464,6 +464,19 @@ def test_invalid_arguments():
         soft_rank(x, mask=jnp.array([True, False, True]))
     with pytest.raises(ValueError, match="at least one axis"):
         soft_rank(jnp.array(1.0))
+    # a temperature outside the dtype's normal range would be flushed to 0 (NaN
+    # gradients, ties no longer pooled) or become infinite: refused
+    for fn in (soft_rank, soft_sort, neural_sort):
+        for bad in (1e-40, 1e39):
+            with pytest.raises(ValueError, match="not representable in float32"):
+                fn(x, temperature=bad)
+    with pytest.raises(ValueError, match="not representable"):
+        soft_rank_value_tokens(x, max_tokens=1, temperature=1e-40)
+    with jax.enable_x64(True):  # fine in float64: ties pooled, finite gradient
+        x64 = jnp.asarray(np.array([1.0, 1.0, 3.0]))
+        assert soft_rank(x64, temperature=1e-40).tolist() == [2.5, 2.5, 1.0]
+        g = jax.grad(lambda v: soft_rank(v, temperature=1e-40)[0])(x64)
+        assert np.all(np.isfinite(np.asarray(g)))
 
 
 # ----------------------------------------------------------------- neural sort
@@ -520,30 +533,45 @@ def test_soft_tokens_basic_contract():
         soft_rank_value_tokens(values, max_tokens=2.5)
 
 
-def test_soft_tokens_converge_to_rank_value_encode():
-    """Hard limit == the tokenizer kernel (diffbio_sc.pp._tokenize.rank_value_encode)."""
-    tok = pytest.importorskip("diffbio_sc.pp._tokenize")
+def test_tie_group_pools_like_a_heavy_block():
+    # gap 1 between 2.0 and a group of 5 tied 1.0s: with temperature 0.5 < gap the pair
+    # (singleton, group of 5) still pools, since 1 < 0.5 * (1 + 5) / 2; at 0.3 it does not
+    x = jnp.array([2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(soft_rank(x, temperature=0.3)), [1, 4, 4, 4, 4, 4])
+    r = np.asarray(soft_rank(x, temperature=0.5))
+    # pooled block of 6: mean rank 3.5, rank_j = 3.5 + (mean(x) - x_j) / 0.5
+    np.testing.assert_allclose(r, 3.5 + (7.0 / 6.0 - np.asarray(x)) / 0.5, rtol=1e-6)
+    assert r[0] > 1.0
+
+
+def test_soft_tokens_converge_to_pp_tokenize():
+    """Hard limit == the public tokenizer ``dfm.pp.tokenize`` (geneformer_v1, default vocab)."""
     import diffbio_sc as dfm
 
     adata = dfm.datasets.synthetic_counts(40, 300, seed=1)
-    X = adata.X.tocsr()
     rng = np.random.default_rng(9)
     median = rng.choice([0.5, 1.0, 2.0, 3.0], size=300)  # repeated medians -> exact ties
-    gene_scale = 1.0 / median
-    gene_scale[rng.choice(300, 20, replace=False)] = 0.0  # excluded genes
-    target_sum, max_tokens = 10_000.0, 50
-    gene_idx, _, n_tokens = tok.rank_value_encode(
-        X, gene_scale, target_sum=target_sum, max_tokens=max_tokens
-    )
-    # the kernel's documented normalisation: count * scale * (target_sum / total), in float64
-    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-    Xn = X.astype(np.float64)
-    Xn.data = X.data * gene_scale[X.indices] * (target_sum / totals)[rows]
-    values = Xn.toarray().astype(np.float32)
+    median[rng.choice(300, 20, replace=False)] = 0.0  # no positive median: excluded genes
+    adata.var["med"] = median
+    max_tokens = 200  # cells express about 160-235 usable genes: some are truncated
+    dfm.pp.tokenize(adata, gene_medians="med", max_tokens=max_tokens)
+    tokens = np.asarray(adata.obsm["dfm_tokens"])
+    n_tokens = adata.obs["dfm_n_tokens"].to_numpy()
+    n_special = len(adata.uns["dfm"]["tokenizer"]["special_token_ids"])
+    # the documented normalisation, written here: counts / cell total * 10,000 / median
+    # (float64), compared in float32
+    X = adata.X.toarray().astype(np.float64)
+    scale = np.where(median > 0, 1.0 / np.where(median > 0, median, 1.0), 0.0)
+    values = (X / X.sum(axis=1, keepdims=True) * 10_000.0 * scale).astype(np.float32)
     assert any(len(np.unique(v[v > 0])) < (v > 0).sum() for v in values)  # ties occur
-    distinct_gaps = [np.diff(np.unique(v[v > 0])) for v in values]
-    eps = 0.5 * min(g.min() for g in distinct_gaps if g.size)
+    assert (n_tokens == max_tokens).any() and (n_tokens < max_tokens).any()
+    # exactly hard once temperature * (c1 + c2) / 2 < gap for adjacent distinct values
+    # (c = tie-group sizes): smallest gap / largest tie group is enough
+    bounds = []
+    for v in values:
+        distinct, counts = np.unique(v[v > 0], return_counts=True)
+        bounds.append(np.diff(distinct).min() / counts.max())
+    eps = 0.5 * min(bounds)
     ranks, keep = jax.jit(
         lambda v: soft_rank_value_tokens(v, max_tokens=max_tokens, temperature=eps)
     )(values)
@@ -551,6 +579,6 @@ def test_soft_tokens_converge_to_rank_value_encode():
     for i in range(values.shape[0]):
         kept = np.flatnonzero(keep[i] > 0.5)
         ordered = kept[np.argsort(ranks[i, kept], kind="stable")]
-        expected = gene_idx[i, : n_tokens[i]]
+        expected = tokens[i, : n_tokens[i]] - n_special  # default vocab: gene j -> j + 4
         np.testing.assert_array_equal(ordered, expected)
         np.testing.assert_allclose(ranks[i, expected], np.arange(n_tokens[i]), atol=1e-3)

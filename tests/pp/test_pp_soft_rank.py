@@ -55,6 +55,44 @@ def test_converges_to_hard_ranks_of_nonzeros(counts, descending):
     np.testing.assert_array_equal(counts.layers["r"].toarray(), expected.toarray())
 
 
+def test_log_normalised_and_non_canonical_input_hard_limit(counts):
+    # non-integer values: exactly hard once temperature * (largest tie group) is below the
+    # smallest gap between a cell's distinct values (values compared in float32)
+    X = counts.X.toarray().astype(np.float64)
+    L = np.log1p(X / X.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
+    bound = min(
+        np.diff(u).min() / c.max()
+        for u, c in (np.unique(row[row > 0], return_counts=True) for row in L)
+    )
+    # a non-canonical CSR: unsorted indices, duplicate entries that sum to the value,
+    # and explicitly stored zeros
+    rng = np.random.default_rng(0)
+    data, indices, indptr = [], [], [0]
+    for row in L:
+        nz, zero = np.flatnonzero(row), np.flatnonzero(row == 0)[:5]
+        half = row[nz] / 2
+        cols = np.concatenate([nz, nz, zero])
+        vals = np.concatenate([half, row[nz] - half, np.zeros(zero.size, np.float32)])
+        perm = rng.permutation(cols.size)
+        indices.append(cols[perm])
+        data.append(vals[perm])
+        indptr.append(indptr[-1] + cols.size)
+    messy = sp.csr_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr)), shape=L.shape
+    )
+    assert not messy.has_sorted_indices and messy.nnz > 2 * np.count_nonzero(L)
+    np.testing.assert_allclose(messy.toarray(), L, rtol=1e-6)
+    a = ad.AnnData(X=sp.csr_matrix(L), obs=counts.obs.copy(), var=counts.var.copy())
+    a.layers["messy"] = messy
+    dfm.pp.soft_rank(a, layer="messy", temperature=0.5 * bound)
+    R = a.layers["dfm_soft_rank"].toarray()
+    assert a.layers["dfm_soft_rank"].nnz == np.count_nonzero(L)
+    for i in range(L.shape[0]):
+        m = L[i] > 0
+        np.testing.assert_array_equal(R[i, ~m], 0.0)
+        np.testing.assert_allclose(R[i, m], rankdata(-L[i, m]), rtol=0, atol=1e-4)
+
+
 def test_soft_ranks_match_ops_on_each_cell(counts):
     import jax.numpy as jnp
 
@@ -125,6 +163,7 @@ def test_copy_returns_new_object(counts):
         (lambda X: X.__setitem__((3, 5), np.inf), {}, "NaN or infinite"),
         (lambda X: X.__setitem__((4, slice(None)), 0.0), {}, "no counts"),
         (None, {"temperature": 0.0}, "temperature"),
+        (None, {"temperature": 1e-40}, "float32 range"),
         (None, {"temperature": "warm"}, "temperature"),
         (None, {"regularization": "l1"}, "regularization"),
         (None, {"chunk_size": 0}, "chunk_size"),

@@ -245,6 +245,18 @@ def test_allow_positional_with_row_number_ids(tmp_path, adata, truth):
     assert adata.uns["dfm"]["embeddings"]["X_generic"]["alignment"]["method"] == "positional"
 
 
+def test_allow_positional_never_overrides_real_ids(tmp_path, truth):
+    # obs_names reset to row numbers, file with real barcodes in another order:
+    # positional alignment would silently mislabel, so it stays an error
+    a = ad.AnnData(np.zeros((N, 3), np.float32))
+    perm = np.random.default_rng(8).permutation(N)
+    path = dfm.io.write_embeddings(tmp_path / "e.npz", truth[perm], np.array(_barcodes(N))[perm])
+    state = _state(a)
+    with pytest.raises(DfmInputError, match="adata.obs_names look like integers"):
+        dfm.tl.load_embeddings(a, path, allow_positional=True)
+    _assert_unchanged(a, state)
+
+
 def test_npy_positional(tmp_path, adata, truth):
     path = dfm.io.write_embeddings(tmp_path / "e.npy", truth)
     state = _state(adata)

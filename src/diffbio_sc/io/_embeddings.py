@@ -128,23 +128,22 @@ def ids_to_str(values: Any, where: str) -> np.ndarray:
     if arr.ndim != 1:
         raise DfmInputError(f"{where} must be 1-D, got shape {arr.shape}.")
     kind = arr.dtype.kind
+    not_integer = f"{where} holds non-integer or missing numbers; ids must be strings or integers."
     if kind == "U":
-        return arr.astype(str)
-    if kind == "S":
+        out = arr.astype(str)
+    elif kind == "S":
         try:
-            return np.char.decode(arr, "utf-8").astype(str)
+            out = np.char.decode(arr, "utf-8").astype(str)
         except UnicodeDecodeError as err:
             raise DfmInputError(f"{where} holds bytes that are not UTF-8 ({err}).") from None
-    if kind in "iu":
-        return arr.astype(str)
-    if kind == "f":
+    elif kind in "iu":
+        out = arr.astype(str)
+    elif kind == "f":
         finite = np.isfinite(arr)
-        if finite.all() and np.all(arr == np.round(arr)):
-            return arr.astype(np.int64).astype(str)
-        raise DfmInputError(
-            f"{where} holds non-integer or missing numbers; ids must be strings or integers."
-        )
-    if kind == "O":
+        if not (finite.all() and np.all(arr == np.round(arr))):
+            raise DfmInputError(not_integer)
+        out = arr.astype(np.int64).astype(str)
+    elif kind == "O":
         series = pd.Series(arr, dtype=object)
         missing = series.isna().to_numpy()
         if missing.any():
@@ -152,8 +151,40 @@ def ids_to_str(values: Any, where: str) -> np.ndarray:
                 f"{where} has {int(missing.sum())} missing ids, e.g. at rows "
                 f"{_preview(np.flatnonzero(missing))}. Every row needs an id."
             )
-        return np.asarray([str(v) for v in series.tolist()], dtype=str)
-    raise DfmInputError(f"{where} has dtype {arr.dtype}; ids must be strings or integers.")
+
+        def text(v) -> str:
+            # a float column of whole numbers (e.g. a Parquet/.obs id column) reads
+            # as 7.0: write it as 7, as for float arrays, so it can match '7'
+            if isinstance(v, (float, np.floating)):
+                if not float(v).is_integer():
+                    raise DfmInputError(not_integer)
+                return str(int(v))
+            return str(v)
+
+        out = np.asarray([text(v) for v in series.tolist()], dtype=str)
+    else:
+        raise DfmInputError(f"{where} has dtype {arr.dtype}; ids must be strings or integers.")
+    empty = np.flatnonzero(out == "")
+    if empty.size:
+        raise DfmInputError(
+            f"{where} has {empty.size} empty ids, e.g. at rows {_preview(empty)}. Every row "
+            "needs a non-empty id."
+        )
+    return out
+
+
+def overflow_note(original_dtype: str, dtype: np.dtype) -> str:
+    """Explain that a conversion to a narrower float may have produced the infinities."""
+    try:
+        original = np.dtype(original_dtype)
+    except TypeError:  # 'text': parsed straight into the target dtype
+        return f" (or values beyond the {np.dtype(dtype).name} range)"
+    if original.kind in "iuf" and original.itemsize > np.dtype(dtype).itemsize:
+        return (
+            f" (or {original.name} values beyond the {np.dtype(dtype).name} range, which "
+            "become infinite on conversion)"
+        )
+    return ""
 
 
 def _check_shape(shape: tuple[int, ...], where: str, max_dims: int) -> None:
@@ -358,6 +389,12 @@ def _read_h5ad(path, *, obsm_key, id_key, preferred_obsm, max_dims):
     except OSError as err:
         raise DfmInputError(f"Cannot open {os.fspath(path)!r} as .h5ad ({err}).") from None
     with f:
+        if "obs" not in f or ("obsm" in f and not isinstance(f["obsm"], h5py.Group)):
+            raise DfmInputError(
+                f"{os.fspath(path)!r} is an HDF5 file but not an AnnData .h5ad this anndata "
+                "version can read (no 'obs' group, or a legacy .obsm layout); re-save it with "
+                "a current anndata (adata.write_h5ad)."
+            )
         keys = sorted(f["obsm"].keys()) if "obsm" in f else []
         key = _choose_obsm_key(keys, obsm_key, preferred_obsm)
         elem = f["obsm"][key]
@@ -460,12 +497,13 @@ def _select_dim_columns(columns: list, dim_columns, exclude: set) -> list:
 
 
 def _default_id_column(columns: list, index_col: str | None) -> str | None:
-    if index_col is not None:
-        return index_col
+    # An explicit cell_id / sequence_id column wins over an unnamed index column: the
+    # latter is usually pandas' row numbering (Geneformer's EmbExtractor writes 0 .. n-1
+    # and sorts cells by length), the former names the ids on purpose.
     for name in ID_COLUMNS:
         if name in columns:
             return name
-    return None
+    return index_col
 
 
 def _have_pyarrow() -> bool:
@@ -486,14 +524,23 @@ def _csv_header(path, sep: str) -> list[str]:
     return [str(x) for x in head.iloc[0].tolist()]
 
 
+def _open_parquet(path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DfmInputError(f"Cannot read {os.fspath(path)!r} as Parquet ({err}).") from None
+
+
 def _table_layout(path, fmt: str, sep: str):
     """Return ``(column names, index column or None, stored row index or None)``."""
     if fmt == "parquet":
         if not _have_pyarrow():
             raise ImportError("Reading .parquet needs pyarrow: pip install pyarrow")
-        import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
+        pf = _open_parquet(path)
         names = list(pf.schema_arrow.names)
         index_entries = (pf.schema_arrow.pandas_metadata or {}).get("index_columns", [])
         index_col, positions = None, None
@@ -603,9 +650,8 @@ def _read_csv_columns(path, sep, names, dims, dtype):
 def _read_parquet_columns(path, names, dims, dtype):
     """Read a Parquet table a few columns at a time: ``(matrix, other columns, dtype)``."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = _open_parquet(path)
     schema = pf.schema_arrow
     col_types = []
     bad = []
@@ -711,9 +757,16 @@ def _import_safetensors():
     return safe_open, save_file
 
 
+def _open_safetensors(safe_open, path):
+    try:
+        return safe_open(os.fspath(path), framework="np")
+    except Exception as err:  # safetensors raises its own SafetensorError (not a ValueError)
+        raise DfmInputError(f"Cannot read {os.fspath(path)!r} as .safetensors ({err}).") from None
+
+
 def _read_safetensors(path, *, ids_key, embeddings_key, prefer_ids, allow_positional, max_dims):
     safe_open, _ = _import_safetensors()
-    with safe_open(os.fspath(path), framework="np") as f:
+    with _open_safetensors(safe_open, path) as f:
         meta = dict(f.metadata() or {})
         keys = list(f.keys())
         if embeddings_key not in keys:
@@ -812,8 +865,8 @@ def read_embeddings(
         ``'parquet'``, ``'safetensors'``; ``None`` infers it from the suffix
         (``.csv.gz`` etc. are read as tables).
     id_key
-        Tables: the id column (default: the leading unnamed index column, else a
-        ``cell_id``/``sequence_id`` column). ``.h5ad``: an ``.obs`` column to
+        Tables: the id column (default: a ``cell_id``/``sequence_id`` column, else
+        the leading unnamed index column). ``.h5ad``: an ``.obs`` column to
         use instead of ``obs_names``. ``.npz``/``.safetensors``: used as
         ``ids_key`` when that is not given.
     obsm_key
@@ -883,10 +936,10 @@ def read_embeddings(
         (``'emb_'`` selects ``emb_0``, ``emb_1``, ... ordered by their integer suffix).
 
     Ids of a table
-        ``id_key`` names the id column. Without it, the id column is the leading
-        unnamed index column (the one pandas writes; for Parquet, the stored index),
-        else a column named ``cell_id`` or ``sequence_id``. Ids are always read and
-        compared as strings, so ``'0001'`` stays ``'0001'``.
+        ``id_key`` names the id column. Without it, the id column is a column named
+        ``cell_id`` or ``sequence_id``, else the leading unnamed index column (the one
+        pandas writes; for Parquet, the stored index). Ids are always read and
+        compared as strings, so ``'0001'`` stays ``'0001'``; empty ids are refused.
 
     Sanity limits: the array must be 2-D with at least one row and between 1
     and ``max_dims`` (65,536) dimensions; a wider array with fewer rows than
@@ -961,7 +1014,8 @@ def read_embeddings(
         target = np.dtype(dtype)
         if target.kind != "f":
             raise DfmInputError(f"dtype must be a floating dtype, got {target}.")
-    arr = np.ascontiguousarray(arr, dtype=target)
+    with np.errstate(over="ignore"):  # values beyond the target range: reported below
+        arr = np.ascontiguousarray(arr, dtype=target)
     if not arr.flags.writeable:
         arr = arr.copy()
     if check_finite:
@@ -971,7 +1025,8 @@ def read_embeddings(
             named = ids[rows] if ids is not None else [f"row {r}" for r in rows]
             raise DfmInputError(
                 f"{int(bad.sum())} embedding rows hold NaN or infinite values, e.g. "
-                f"{_preview(named)}. Re-export them or drop those rows."
+                f"{_preview(named)}{overflow_note(original_dtype, arr.dtype)}. Re-export "
+                "them or drop those rows."
             )
     metadata = {
         "path": os.fspath(path.resolve()),
@@ -1088,6 +1143,11 @@ def write_embeddings(
             raise DfmInputError(f"{len(d)} duplicate ids, e.g. {_preview(d)}; ids must be unique.")
     if ids_key is None:
         ids_key = "sequence_ids" if id_key == "sequence_id" else "cell_ids"
+    if fmt in ("npz", "safetensors") and ids_key == embeddings_key:
+        raise DfmInputError(
+            f"ids_key and embeddings_key are both {ids_key!r}; the ids would overwrite the "
+            "embeddings. Use two different names."
+        )
     frame = _labels_frame(labels, n, {id_key})
     if frame is not None and fmt in ("npz", "npy", "safetensors"):
         raise DfmInputError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._soft_rank import _as_float, _check_temperature
+from ._soft_rank import _as_float, _check_temperature, _temperature_array
 
 __all__ = ["neural_sort"]
 
@@ -48,7 +48,7 @@ def neural_sort(x, *, temperature: float = 1.0) -> jax.Array:
     n = x.shape[-1]
     pair_sum = jnp.sum(jnp.abs(x[..., :, None] - x[..., None, :]), axis=-1)  # (..., n)
     scale = (n - 1 - 2 * jnp.arange(n, dtype=x.dtype))[:, None]  # (n, 1)
-    logits = (scale * x[..., None, :] - pair_sum[..., None, :]) / jnp.asarray(
-        temperature, dtype=x.dtype
+    logits = (scale * x[..., None, :] - pair_sum[..., None, :]) / _temperature_array(
+        temperature, x.dtype
     )
     return jax.nn.softmax(logits, axis=-1)

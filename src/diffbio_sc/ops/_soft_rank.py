@@ -57,6 +57,27 @@ def _check_temperature(temperature, name: str = "temperature") -> None:
         raise ValueError(f"{name} must be a positive finite number, got {temperature!r}.")
 
 
+def _temperature_array(temperature, dtype, name: str = "temperature") -> jax.Array:
+    """``temperature`` as a scalar of ``dtype``; a concrete value must stay positive and finite.
+
+    A temperature below the dtype's smallest normal number (e.g. ``1e-40`` for
+    float32) would be flushed to 0 on the device and give NaN gradients; one
+    above its largest would become infinite. Both are refused here.
+    """
+    try:
+        value = float(temperature)
+    except Exception:  # a tracer: checked by the caller's own program
+        return jnp.asarray(temperature, dtype=dtype)
+    info = jnp.finfo(dtype)
+    if not (float(info.tiny) <= value <= float(info.max)):
+        raise ValueError(
+            f"{name}={temperature!r} is not representable in {jnp.dtype(dtype).name} (normal "
+            f"range {float(info.tiny):.3g} .. {float(info.max):.3g}); rescale the input "
+            "or use float64 (jax.enable_x64)."
+        )
+    return jnp.asarray(temperature, dtype=dtype)
+
+
 def _check_regularization(regularization: str) -> bool:
     if regularization not in _REGULARIZATIONS:
         raise ValueError(
@@ -213,9 +234,10 @@ def soft_rank(
     ``-x / temperature`` scaled to the block's total rank). Forward pass
     O(n log n) time and O(n) memory per row (a host sort plus pool-adjacent-
     violators, through :func:`jax.pure_callback`); backward pass O(n) in JAX.
-    Safe under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (reverse mode;
-    forward-mode ``jvp``/``jacfwd`` is not supported by the custom VJP), for
-    float32 and float64. On an accelerator the forward pass runs on the host.
+    Safe under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (first-order reverse
+    mode; forward-mode ``jvp``/``jacfwd`` and higher-order derivatives are not
+    supported by the custom VJP), for float32 and float64. On an accelerator
+    the forward pass runs on the host.
 
     Masked ranking (``mask=``): only entries where ``mask`` is True are ranked,
     among themselves (ranks ``1..m`` for ``m`` masked entries per row, so a
@@ -256,7 +278,7 @@ def soft_rank(
     mask = _prepare_mask(mask, x)
     if x.shape[-1] == 0:
         return x
-    eps = jnp.asarray(temperature, dtype=x.dtype)
+    eps = _temperature_array(temperature, x.dtype)
     xx = x if descending else -x
     return _rank_core(xx, eps, mask, kl, False, 0.0)
 
@@ -325,7 +347,7 @@ def soft_sort(
     mask = _prepare_mask(mask, x)
     if x.shape[-1] == 0:
         return x
-    eps = jnp.asarray(temperature, dtype=x.dtype)
+    eps = _temperature_array(temperature, x.dtype)
     if descending:
         return _sort_core(x, eps, mask)
     return -_sort_core(-x, eps, mask)

@@ -7,7 +7,13 @@ import operator
 import jax
 import jax.numpy as jnp
 
-from ._soft_rank import _as_float, _check_temperature, _prepare_mask, _soft_rank_ordinal
+from ._soft_rank import (
+    _as_float,
+    _check_temperature,
+    _prepare_mask,
+    _soft_rank_ordinal,
+    _temperature_array,
+)
 
 __all__ = ["soft_rank_value_tokens"]
 
@@ -34,16 +40,22 @@ def soft_rank_value_tokens(
       (:func:`soft_rank` with quadratic regularisation, minus one), where genes
       with exactly equal values are ordered by gene index (constant offsets
       around their shared average rank, zero gradient), so the hard limit is
-      the stable ordering. Unmasked genes get the fill value ``n_genes`` and a
-      zero gradient.
+      the stable ordering. These offsets make the ranks jump (by at most
+      half the tie group's size) where values tie exactly; everywhere else
+      the ranks are continuous and piecewise linear in ``values``. Unmasked
+      genes get the fill value ``n_genes`` and a zero gradient.
     * ``keep``: ``sigmoid((max_tokens - 0.5 - ranks) / keep_temperature)`` on
       masked genes, 0 elsewhere; a soft indicator of "among the first
       ``max_tokens``".
 
-    As ``temperature -> 0`` the ranks become the hard ranks (exactly so once
-    ``temperature`` is below the smallest gap between distinct values of a
-    cell), and the genes with ``keep > 0.5``, ordered by ``ranks``, are exactly
-    the tokens of ``dfm.pp.tokenize`` for any ``keep_temperature``.
+    As ``temperature -> 0`` the ranks become the hard ranks, and the genes with
+    ``keep > 0.5``, ordered by ``ranks``, are exactly the tokens of
+    ``dfm.pp.tokenize`` for any ``keep_temperature``. The ranks are exactly
+    hard once, for every two adjacent distinct values of a cell (gap ``d``,
+    with ``c1`` and ``c2`` tied copies), ``temperature * (c1 + c2) / 2 < d``;
+    e.g. ``temperature`` below the smallest gap divided by the size of the
+    largest tie group. A group of tied genes pools with its neighbours like a
+    heavier block, so the smallest gap alone is not enough.
 
     Parameters
     ----------
@@ -82,7 +94,7 @@ def soft_rank_value_tokens(
     n_genes = values.shape[-1]
     if n_genes == 0:
         return values, values
-    eps = jnp.asarray(temperature, dtype=values.dtype)
+    eps = _temperature_array(temperature, values.dtype)
     ranks1 = _soft_rank_ordinal(values, eps, mask)
     ranks = jnp.where(mask, ranks1 - 1, jnp.asarray(n_genes, values.dtype))
     kt = jnp.asarray(keep_temperature, dtype=values.dtype)

@@ -27,6 +27,14 @@ def _check_params(temperature, descending, regularization, chunk_size, key_added
         ) from None
     if not (t > 0 and math.isfinite(t)):
         raise DfmInputError(f"temperature must be a positive finite number, got {temperature!r}.")
+    f32 = np.finfo(np.float32)
+    if not (float(f32.tiny) <= t <= float(f32.max)):
+        # the kernel runs in float32: a smaller value is flushed to 0 (NaN gradients, ties
+        # no longer pooled), a larger one becomes infinite
+        raise DfmInputError(
+            f"temperature={temperature!r} is outside the float32 range the ranks are computed "
+            f"in ({float(f32.tiny):.3g} .. {float(f32.max):.3g}); rescale the values instead."
+        )
     if not isinstance(descending, (bool, np.bool_)):
         raise DfmInputError(f"descending must be True or False, got {descending!r}.")
     if regularization not in ("l2", "kl"):

@@ -166,7 +166,10 @@ def align_ids(
     missing_mask = indexer < 0
     if missing_mask.any():
         hint = _numeric_hint(fidx.to_numpy(), obs, label_columns)
-        if allow_positional and hint and _looks_integer(fidx) != _looks_integer(obs):
+        # Only row-number ids may be overridden by position. A file with real ids that
+        # do not match (e.g. an AnnData whose obs_names were reset to 0 .. n-1) must be
+        # fixed on the AnnData side, not aligned by a row order the ids contradict.
+        if allow_positional and _looks_integer(fidx) and not _looks_integer(obs):
             logger.warning(
                 "The file's ids do not match adata.obs_names; aligning by position because "
                 "allow_positional=True."
@@ -256,8 +259,8 @@ def load_embeddings(
         (default), ``'mean'`` or ``'weighted_mean'``; UCE: ``'cls'``; sequence
         presets: ``'mean'`` (default), ``'cls'`` or ``'max'``; generic: any.
     id_key
-        Tables: the id column (default: the leading index column, else
-        ``cell_id``/``sequence_id``). ``.h5ad``: an ``.obs`` column instead of
+        Tables: the id column (default: a ``cell_id``/``sequence_id`` column, else
+        the leading index column). ``.h5ad``: an ``.obs`` column instead of
         ``obs_names``. ``.npz``/``.safetensors``: the id entry.
     obsm_key
         ``.h5ad``: which ``.obsm`` entry to read. ``None`` takes the only entry,
@@ -267,8 +270,9 @@ def load_embeddings(
         are dropped and counted in the alignment summary).
     allow_positional
         Align by row position when the file holds no ids (``.npy``) or its ids
-        are row numbers that do not match ``obs_names``. The file must then have
-        exactly ``n_obs`` rows in ``obs_names`` order; use with care.
+        are row numbers that do not match ``obs_names`` (which are not row
+        numbers themselves). The file must then have exactly ``n_obs`` rows in
+        ``obs_names`` order; use with care.
     layer_index
         The layer the export was taken from, as the upstream tool counts it;
         recorded together with a plain-words description. Geneformer counts
@@ -321,7 +325,7 @@ def load_embeddings(
         ``batch_key``, ``context_version`` for scGPT or when given.
         For a MuData these go to the modality's ``.obsm`` and ``.uns``.
     """
-    from ..io._embeddings import read_embeddings
+    from ..io._embeddings import overflow_note, read_embeddings
 
     preset = get_preset(source)
     root, mod, target = _resolve_target(adata, mod)
@@ -377,8 +381,9 @@ def load_embeddings(
             names = target.obs_names[bad]
             raise DfmInputError(
                 f"{int(bad.sum())} embedding rows hold NaN or infinite values, for "
-                f"observations {_preview(names)}. Re-export those cells or remove them from "
-                "the AnnData first."
+                f"observations {_preview(names)}"
+                f"{overflow_note(meta['original_dtype'], emb.dtype)}. Re-export those cells "
+                "or remove them from the AnnData first."
             )
         unit = bool(np.allclose(norms, 1.0, rtol=0.0, atol=_UNIT_NORM_ATOL))
         if l2_normalize:
