@@ -18,7 +18,7 @@ logger = logging.getLogger("diffbio_sc")
 
 
 def cell_keys(obs_names, seed: int) -> np.ndarray:
-    """A 64-bit key per cell from its name and the seed (blake2b), stable across sessions."""
+    """Return a 64-bit key per cell from its name and the seed (blake2b), stable across sessions."""
     seed_bytes = int(seed).to_bytes(8, "little", signed=True)
     out = np.empty(len(obs_names), dtype=np.uint64)
     for i, name in enumerate(obs_names):
@@ -99,7 +99,8 @@ def bin_expression(
         if n_empty:
             logger.warning(
                 "%d cells have no nonzero values (all bin 0), e.g. %s",
-                len(n_empty), _preview(adata.obs_names[np.asarray(n_empty)]),
+                len(n_empty),
+                _preview(adata.obs_names[np.asarray(n_empty)]),
             )
         out = resolve_copy(adata, copy)
         out.layers[key_added] = bins

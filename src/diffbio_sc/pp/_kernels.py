@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
-_PAD_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _LOW32 = np.uint64(0xFFFFFFFF)
-# Rows per sorted block: bounds the padded block to rows x (max nonzeros in block).
-_BLOCK_ROWS = 512
+# Rows per sorted block: the padded block (rows x max nonzeros in the block, 8
+# bytes each) stays near the per-core L2 cache; blocks are sorted on all cores.
+_BLOCK_ROWS = 192
 
 
 def n_threads(n_jobs: int | None = None) -> int:
@@ -36,47 +36,39 @@ def n_threads(n_jobs: int | None = None) -> int:
     return int(n_jobs)
 
 
-def row_totals(X: sp.csr_matrix) -> np.ndarray:
-    """Per-row sums in float64."""
-    return np.add.reduceat(
-        np.concatenate([X.data.astype(np.float64, copy=False), [0.0]]),
-        np.minimum(X.indptr[:-1], X.data.size),
-    ) * (np.diff(X.indptr) > 0)
+def row_totals(X: sp.csr_matrix, *, piece: int = 1 << 20) -> np.ndarray:
+    """Per-row sums in float64 (0 for empty rows).
+
+    Summed over pieces of about ``piece`` stored values, so the float64
+    temporary stays small whatever the size of ``X``.
+    """
+    indptr = np.asarray(X.indptr, dtype=np.int64)
+    n = indptr.size - 1
+    out = np.zeros(n, dtype=np.float64)
+    nnz = int(indptr[-1])
+    if nnz == 0:
+        return out
+    rows_per_piece = max(1, int(n * piece // nnz))
+    for s in range(0, n, rows_per_piece):
+        e = min(s + rows_per_piece, n)
+        a, b = int(indptr[s]), int(indptr[e])
+        if b == a:
+            continue
+        starts = indptr[s:e]
+        nonempty = np.flatnonzero(indptr[s + 1 : e + 1] > starts)
+        out[s + nonempty] = np.add.reduceat(X.data[a:b], starts[nonempty] - a, dtype=np.float64)
+    return out
+
+
+def as_csr(X) -> sp.csr_matrix:
+    """``X`` as CSR without copying one that already is (scipy's constructor may copy views)."""
+    if sp.issparse(X) and X.format == "csr":
+        return X
+    return sp.csr_matrix(X)
 
 
 def _row_ids(indptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
-
-
-def _rank_block(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    keyval: np.ndarray,
-    max_tokens: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sort one block of rows; return (gene_idx, float32 value) top ``max_tokens`` per row."""
-    n_rows = indptr.size - 1
-    counts = np.diff(indptr)
-    width = int(counts.max()) if n_rows else 0
-    out_idx = np.full((n_rows, max_tokens), -1, dtype=np.int32)
-    out_val = np.zeros((n_rows, max_tokens), dtype=np.float32)
-    if width == 0 or max_tokens == 0:
-        return out_idx, out_val
-    bits = keyval.view(np.uint32).astype(np.uint64)
-    keys = ((~bits & _LOW32) << np.uint64(32)) | indices.astype(np.uint64)
-    padded = np.full((n_rows, width), _PAD_KEY, dtype=np.uint64)
-    rows = _row_ids(indptr)
-    cols = np.arange(indices.size, dtype=np.int64) - np.repeat(indptr[:-1].astype(np.int64), counts)
-    padded[rows, cols] = keys
-    padded.sort(axis=1)
-    k = min(max_tokens, width)
-    top = padded[:, :k]
-    valid = top != _PAD_KEY
-    gene = (top & _LOW32).astype(np.int64)
-    vbits = ((~(top >> np.uint64(32))) & _LOW32).astype(np.uint32)
-    out_idx[:, :k] = np.where(valid, gene, -1)
-    out_val[:, :k] = np.where(valid, vbits.view(np.float32), 0.0)
-    return out_idx, out_val
 
 
 def rank_value_encode(
@@ -85,8 +77,13 @@ def rank_value_encode(
     *,
     target_sum: float,
     max_tokens: int,
+    totals: np.ndarray | None = None,
+    lut: np.ndarray | None = None,
+    pad_value: int = -1,
+    out: np.ndarray | None = None,
+    with_values: bool = True,
     n_jobs: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Rank-value encode a CSR chunk of cells (Geneformer's encoding).
 
     Per cell: counts are divided by the cell's total over all genes and
@@ -95,77 +92,155 @@ def rank_value_encode(
     values keep gene order (lower column index first). The first ``max_tokens``
     are kept.
 
-    Values are compared as float32 after scaling in float64; rounding is
+    Values are computed in float64 and compared as float32; rounding is
     monotone, so it never swaps two genes, but two values that differ by less
-    than float32 resolution (about 1e-7 relative) tie and then follow gene order.
+    than float32 resolution (about 1e-7 relative) tie and then follow gene
+    order. The same rule in a per-cell loop reads
+    ``np.argsort(-v.astype(np.float32), kind="stable")``.
 
     Parameters
     ----------
     X
-        Cells x genes, CSR, non-negative.
+        Cells x genes, CSR, non-negative, without duplicate entries.
     gene_scale
         Per-gene multiplier, shape ``(n_genes,)``; 0 (or non-finite) excludes a gene.
     target_sum
         Total each cell is normalised to.
     max_tokens
         Number of ranked genes kept per cell.
+    totals
+        Per-cell totals if already known (default: summed from ``X``).
+    lut
+        Optional map from column index to the output id (e.g. token ids), shape
+        ``(n_genes,)``; default: the column index itself.
+    pad_value
+        Output value after a cell's last ranked gene.
+    out
+        Optional int32 array ``(n_cells, max_tokens)`` (a view is fine) to write
+        the ranked ids into instead of allocating one.
+    with_values
+        Also return the ranked values (skip to save time and memory).
     n_jobs
         Threads for the row sorts (default: ``dfm.settings.n_jobs``, all cores).
 
     Returns
     -------
     gene_idx
-        int32 ``(n_cells, max_tokens)``: column indices in rank order, ``-1`` padded.
+        int32 ``(n_cells, max_tokens)``: ``lut`` of the column indices in rank
+        order (the indices themselves without ``lut``), ``pad_value`` padded.
     values
-        float32 ``(n_cells, max_tokens)``: the ranked values (0 at padding).
+        float32 ``(n_cells, max_tokens)``: the ranked values (0 at padding), or
+        ``None`` when ``with_values=False``.
     n_tokens
         int32 ``(n_cells,)``: genes kept per cell.
     """
-    X = sp.csr_matrix(X)
+    X = as_csr(X)
+    n, n_genes = X.shape
     gene_scale = np.asarray(gene_scale, dtype=np.float64)
-    if gene_scale.shape != (X.shape[1],):
-        raise ValueError(f"gene_scale has shape {gene_scale.shape}, expected ({X.shape[1]},)")
+    if gene_scale.shape != (n_genes,):
+        raise ValueError(f"gene_scale has shape {gene_scale.shape}, expected ({n_genes},)")
+    if n_genes >= 0xFFFFFFFF:
+        raise ValueError("at most 2**32 - 2 genes are supported")
     gene_scale = np.where(np.isfinite(gene_scale) & (gene_scale > 0), gene_scale, 0.0)
-    n = X.shape[0]
-    totals = row_totals(X)
+    if totals is None:
+        totals = row_totals(X)
+    totals = np.asarray(totals, dtype=np.float64)
     factor = np.divide(float(target_sum), totals, out=np.zeros(n), where=totals > 0)
-    indptr = X.indptr.astype(np.int64)
-    rows = _row_ids(indptr)
-    val = X.data.astype(np.float64) * gene_scale[X.indices] * factor[rows]
-    keep = val > 0
-    if not keep.all():
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=n))])
-        indices = X.indices[keep]
-        val = val[keep]
+    # Keys of excluded entries and of the padding share one value whose high 32
+    # bits are all ones (a positive float32 never has bits 0, so every real key
+    # sorts first); its low 32 bits are chosen so that the id mapping below
+    # turns it into pad_value.
+    if lut is None:
+        affine, shift = True, 0
     else:
-        indices = X.indices
-    val32 = val.astype(np.float32)
-    starts = list(range(0, n, _BLOCK_ROWS))
+        lut = np.asarray(lut, dtype=np.int64)
+        if lut.shape != (n_genes,):
+            raise ValueError(f"lut has shape {lut.shape}, expected ({n_genes},)")
+        shift = int(lut[0]) if n_genes else 0
+        affine = bool(np.array_equal(lut, shift + np.arange(n_genes)))
+    if affine:  # ids are column + shift: one add, no gather
+        pad_low = (int(pad_value) - shift) & 0xFFFFFFFF
+        lut_ext = None
+    else:  # a gather from lut, with one extra slot for the padding
+        pad_low = n_genes
+        lut_ext = np.concatenate([lut, [pad_value]]).astype(np.int32)
+    pad_key = np.uint64((0xFFFFFFFF << 32) | pad_low)
+    shift32 = np.uint32(shift & 0xFFFFFFFF)
+    if out is None:
+        out = np.empty((n, max_tokens), dtype=np.int32)
+    elif out.shape != (n, max_tokens) or out.dtype != np.int32:
+        raise ValueError(f"out must be int32 of shape ({n}, {max_tokens})")
+    values = np.zeros((n, max_tokens), dtype=np.float32) if with_values else None
+    n_tokens = np.zeros(n, dtype=np.int32)
+    indptr = X.indptr.astype(np.int64)
+    data, indices = X.data, X.indices
+    little = np.little_endian
 
-    def work(s: int):
+    def work(s: int) -> None:
         e = min(s + _BLOCK_ROWS, n)
-        a, b = indptr[s], indptr[e]
-        return _rank_block(indptr[s : e + 1] - a, indices[a:b], val32[a:b], max_tokens)
+        a, b = int(indptr[s]), int(indptr[e])
+        ip = indptr[s : e + 1] - a
+        counts = np.diff(ip)
+        width = int(counts.max()) if e > s else 0
+        k = min(max_tokens, width)
+        out[s:e, k:] = pad_value
+        if k == 0:
+            return
+        idx = indices[a:b]
+        val = np.take(gene_scale, idx)
+        val *= data[a:b]
+        val *= np.repeat(factor[s:e], counts)
+        bits = val.astype(np.float32).view(np.uint32)
+        keys = np.empty(b - a, dtype=np.uint64)
+        if little:  # write both 32-bit halves in place
+            halves = keys.view(np.uint32).reshape(-1, 2)
+            halves[:, 0] = idx
+            np.invert(bits, out=halves[:, 1])
+        else:  # pragma: no cover - big-endian hosts
+            keys[:] = np.invert(bits).astype(np.uint64) << np.uint64(32)
+            keys |= idx.astype(np.uint64)
+        n_valid = counts
+        if not bits.all():  # a value that is 0 in float32 (excluded gene): padding
+            bad_pos = np.flatnonzero(bits == 0)
+            keys[bad_pos] = pad_key
+            bad_rows = np.searchsorted(ip, bad_pos, side="right") - 1
+            n_valid = counts - np.bincount(bad_rows, minlength=e - s)
+        n_tokens[s:e] = np.minimum(n_valid, max_tokens)
+        if (counts == width).all():
+            padded = keys.reshape(e - s, width)
+        else:
+            padded = np.full((e - s, width), pad_key, dtype=np.uint64)
+            padded[np.arange(width)[None, :] < counts[:, None]] = keys
+        padded.sort(axis=1)
+        top = padded[:, :k]
+        if little:
+            halves = top.view(np.uint32)
+            low, high = halves[:, 0::2], halves[:, 1::2]
+        else:  # pragma: no cover - big-endian hosts
+            low = (top & _LOW32).astype(np.uint32)
+            high = (top >> np.uint64(32)).astype(np.uint32)
+        dest = out[s:e, :k]
+        if lut_ext is None:
+            np.add(low, shift32, out=dest.view(np.uint32))  # wraps mod 2**32
+        else:
+            dest[...] = np.take(lut_ext, low)
+        if values is not None:
+            values[s:e, :k] = np.invert(high).view(np.float32)
 
+    starts = list(range(0, n, _BLOCK_ROWS))
     threads = min(n_threads(n_jobs), len(starts))
     if threads > 1:
         with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(work, starts))
+            list(pool.map(work, starts))
     else:
-        parts = [work(s) for s in starts]
-    if parts:
-        gene_idx = np.concatenate([p[0] for p in parts])
-        values = np.concatenate([p[1] for p in parts])
-    else:
-        gene_idx = np.full((0, max_tokens), -1, np.int32)
-        values = np.zeros((0, max_tokens), np.float32)
-    n_tokens = np.minimum(np.diff(indptr), max_tokens).astype(np.int32)
-    return gene_idx, values, n_tokens
+        for s in starts:
+            work(s)
+    return out, values, n_tokens
 
 
 def normalised_nonzeros(X: sp.csr_matrix, target_sum: float) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(gene_index int32, value float32)`` of the nonzeros normalised to ``target_sum``."""
-    X = sp.csr_matrix(X)
+    X = as_csr(X)
     totals = row_totals(X)
     factor = np.divide(float(target_sum), totals, out=np.zeros(X.shape[0]), where=totals > 0)
     val = X.data.astype(np.float64) * factor[_row_ids(X.indptr)]
@@ -206,15 +281,11 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 def cell_uniforms(cell_keys: np.ndarray, gene_idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Uniforms in [0, 1) that depend only on (cell key, gene index): a counter-based hash."""
     with np.errstate(over="ignore"):
-        h = _splitmix64(
-            cell_keys[rows].astype(np.uint64) ^ _splitmix64(gene_idx.astype(np.uint64))
-        )
+        h = _splitmix64(cell_keys[rows].astype(np.uint64) ^ _splitmix64(gene_idx.astype(np.uint64)))
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def quantile_bins(
-    X: sp.csr_matrix, n_bins: int, cell_keys: np.ndarray
-) -> np.ndarray:
+def quantile_bins(X: sp.csr_matrix, n_bins: int, cell_keys: np.ndarray) -> np.ndarray:
     """scGPT-style per-cell bins of the nonzero values of a CSR chunk.
 
     For each cell, ``n_bins - 1`` edges are the quantiles (linear interpolation,
@@ -229,8 +300,9 @@ def quantile_bins(
     -------
     int array of the bins of ``X.data`` (same order as ``X.data``).
     """
-    X = sp.csr_matrix(X)
-    X.sort_indices()
+    # No in-place canonicalisation here (sorting indices would reorder the
+    # caller's arrays): nothing below needs sorted indices within a row.
+    X = as_csr(X)
     n_edges = n_bins - 1
     q = np.linspace(0.0, 1.0, n_edges)
     out = np.zeros(X.data.size, dtype=np.int16)
@@ -256,7 +328,13 @@ def quantile_bins(
     frac = pos - lo
     base = first[has, None]
     edges = np.empty((X.shape[0], n_edges))
-    edges[has] = sorted_vals[base + lo] * (1 - frac) + sorted_vals[base + hi] * frac
+    # Interpolate exactly as np.quantile's 'linear' method does (a + (b - a) t, or
+    # b - (b - a)(1 - t) for t >= 0.5), so that edges equal np.quantile's to the
+    # bit and a value sitting on an edge falls in the same bin.
+    a = sorted_vals[base + lo]
+    b = sorted_vals[base + hi]
+    diff = b - a
+    edges[has] = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)
     # digitize each row's values against its own edges (searchsorted per row:
     # O(nnz log n_bins) time and no nnz x n_bins temporary)
     left = np.zeros(X.data.size, dtype=np.int64)

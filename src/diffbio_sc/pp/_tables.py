@@ -58,6 +58,8 @@ def read_table(path, *, what: str, value_kind: str, trust_pickle: bool = False) 
 
     CSV/TSV: the first column holds gene IDs; the value column is the one named
     like ``what`` (e.g. ``median``, ``token_id``/``id``) or else the second column.
+    A table whose first row already holds a number after the gene ID is read as
+    having no header row.
     """
     path = Path(path)
     if not path.exists():
@@ -86,7 +88,19 @@ def read_table(path, *, what: str, value_kind: str, trust_pickle: bool = False) 
             )
         return dict(table)
     sep = "\t" if suffix in {".tsv", ".txt"} else ","
-    df = pd.read_csv(path, sep=sep)
+    # A header row is present unless the first row already holds a number
+    # after the gene ID (a headerless "gene,value" table).
+    try:
+        first = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DfmInputError(f"{what} table {path} is empty.") from None
+    if first.shape[1] < 2:
+        raise DfmInputError(
+            f"{path} needs at least two columns (gene ID, {value_kind}); found "
+            f"{first.shape[1]}. Use a comma-separated .csv or tab-separated .tsv file."
+        )
+    has_header = not any(_is_number(x) for x in first.iloc[0, 1:])
+    df = pd.read_csv(path, sep=sep, header=0 if has_header else None)
     if df.shape[1] < 2:
         raise DfmInputError(
             f"{path} needs at least two columns (gene ID, {value_kind}); found {list(df.columns)}."
@@ -99,3 +113,11 @@ def read_table(path, *, what: str, value_kind: str, trust_pickle: bool = False) 
     value_col = next((lowered[c] for c in candidates if c in lowered), df.columns[1])
     gene_col = df.columns[0] if value_col != df.columns[0] else df.columns[1]
     return dict(zip(df[gene_col].astype(str), df[value_col], strict=True))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -89,7 +89,9 @@ def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pi
         return ids, specials, "default (special tokens + var_names)", int(ids.size) + len(specials)
     if is_table_path(vocab):
         source = f"file:{vocab}"
-        vocab = read_table(vocab, what="vocabulary", value_kind="token id", trust_pickle=trust_pickle)
+        vocab = read_table(
+            vocab, what="vocabulary", value_kind="token id", trust_pickle=trust_pickle
+        )
     elif isinstance(vocab, Mapping):
         source = "mapping"
     else:
@@ -115,7 +117,7 @@ def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pi
     if missing:
         raise DfmInputError(
             f"vocab lacks the special tokens {missing} that recipe {recipe.name!r} needs; add "
-            f"them (Geneformer's dictionaries use {dict(zip(_keys.SPECIAL_TOKENS, range(4)))})."
+            f"them (Geneformer's dictionaries use {dict(zip(_keys.SPECIAL_TOKENS, range(4), strict=True))})."
         )
     special_ids = {t: vocab[t] for t in _keys.SPECIAL_TOKENS if t in vocab}
     genes_only = {k: v for k, v in vocab.items() if k not in special_ids}
@@ -124,17 +126,32 @@ def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pi
     return ids, special_ids, source, len(vocab)
 
 
+def _median_values(values: list, var_ids: np.ndarray) -> np.ndarray:
+    """Table values as float64 (NaN where missing); non-numbers are an error."""
+    med = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        try:
+            med[i] = float(v)
+        except (TypeError, ValueError):
+            raise DfmInputError(
+                f"The gene median of {var_ids[i]!r} is {v!r}, not a number; fix the table."
+            ) from None
+    return med
+
+
 def _resolve_medians(adata, gene_medians, var_ids, layer, target_sum, chunk_size, trust_pickle):
     """Return (median per var, float64 with NaN = missing, source, computed?)."""
     if isinstance(gene_medians, Mapping):
         values, _ = _lookup(gene_medians, var_ids, what="gene median")
-        med = np.asarray([np.nan if v is None else float(v) for v in values])
-        return med, "mapping", False
+        return _median_values(values, var_ids), "mapping", False
     if is_table_path(gene_medians):
-        table = read_table(gene_medians, what="gene median", value_kind="median", trust_pickle=trust_pickle)
+        table = read_table(
+            gene_medians, what="gene median", value_kind="median", trust_pickle=trust_pickle
+        )
         values, _ = _lookup(table, var_ids, what="gene median")
-        med = np.asarray([np.nan if v is None else float(v) for v in values])
-        return med, f"file:{gene_medians}", False
+        return _median_values(values, var_ids), f"file:{gene_medians}", False
     if isinstance(gene_medians, str):
         if gene_medians in adata.var.columns:
             col = adata.var[gene_medians]
@@ -142,7 +159,9 @@ def _resolve_medians(adata, gene_medians, var_ids, layer, target_sum, chunk_size
                 raise DfmInputError(f".var[{gene_medians!r}] is not numeric ({col.dtype}).")
             return col.to_numpy(dtype=np.float64), f"var:{gene_medians}", False
         if gene_medians == _keys.MEDIAN_KEY:
-            logger.info("    .var[%r] not found: computing gene medians from the data", gene_medians)
+            logger.info(
+                "    .var[%r] not found: computing gene medians from the data", gene_medians
+            )
             genes, vals = [], []
             for _, _, chunk, _ in validated_chunks(
                 adata, layer, chunk_size, require_integer=False, allow_empty=True
@@ -304,43 +323,60 @@ def tokenize(
         if no_median.size:
             logger.warning(
                 "%d of %d vocabulary genes have no positive median and are excluded, e.g. %s",
-                no_median.size, int(in_vocab.sum()), _preview(adata.var_names[no_median]),
+                no_median.size,
+                int(in_vocab.sum()),
+                _preview(adata.var_names[no_median]),
             )
         if not_in_vocab.size:
             logger.warning(
                 "%d of %d genes are not in the vocabulary and are excluded, e.g. %s",
-                not_in_vocab.size, adata.n_vars, _preview(adata.var_names[not_in_vocab]),
+                not_in_vocab.size,
+                adata.n_vars,
+                _preview(adata.var_names[not_in_vocab]),
             )
         gene_scale = np.where(usable, 1.0 / np.where(has_median, medians, 1.0), 0.0)
 
         pad = special_ids[_keys.PAD_TOKEN]
-        tokens = np.full((adata.n_obs, max_tokens), pad, dtype=np.int32)
+        # Every element is written below (the kernel fills the gene columns, in
+        # parallel), so the output's pages are first touched by the worker threads.
+        tokens = np.empty((adata.n_obs, max_tokens), dtype=np.int32)
         n_tok = np.zeros(adata.n_obs, dtype=np.int64)
         total_counts = 0.0
         vocab_counts = 0.0
         offset = int(rec.prepend_cls)
+        all_in_vocab = bool(in_vocab.all())
         for start, stop, chunk, totals in validated_chunks(
             adata, layer, chunk_size, require_integer=rec.requires_counts
         ):
-            gidx, _, ng = rank_value_encode(
-                chunk, gene_scale, target_sum=target_sum, max_tokens=n_genes_max
-            )
             block = tokens[start:stop]
-            block[:, offset : offset + n_genes_max] = np.where(
-                gidx >= 0, token_ids[np.maximum(gidx, 0)], pad
+            _, _, ng = rank_value_encode(
+                chunk,
+                gene_scale,
+                target_sum=target_sum,
+                max_tokens=n_genes_max,
+                totals=totals,
+                lut=token_ids,
+                pad_value=pad,
+                out=block[:, offset : offset + n_genes_max],
+                with_values=False,
             )
             if rec.prepend_cls:
                 block[:, 0] = special_ids[_keys.CLS_TOKEN]
+            block[:, offset + n_genes_max :] = pad
             if rec.append_eos:
                 block[np.arange(stop - start), offset + ng] = special_ids[_keys.EOS_TOKEN]
             n_tok[start:stop] = ng + rec.n_special
             total_counts += float(totals.sum())
-            vocab_counts += float((chunk @ in_vocab.astype(np.float64)).sum())
+            if all_in_vocab:
+                vocab_counts += float(totals.sum())
+            else:
+                vocab_counts += float((chunk @ in_vocab.astype(np.float64)).sum())
         no_tokens = np.flatnonzero(n_tok == rec.n_special)
         if no_tokens.size:
             logger.warning(
                 "%d cells express none of the usable genes and get no gene tokens, e.g. %s",
-                no_tokens.size, _preview(adata.obs_names[no_tokens]),
+                no_tokens.size,
+                _preview(adata.obs_names[no_tokens]),
             )
 
         meta = {
@@ -377,5 +413,9 @@ def tokenize(
         out.obsm[key_added] = tokens
         out.obs[n_tokens_key] = n_tok
         _uns.set_section(out, _keys.UNS_TOKENIZER, meta)
-        info["added"] = [f".obsm[{key_added!r}]", f".obs[{n_tokens_key!r}]", ".uns['dfm']['tokenizer']"]
+        info["added"] = [
+            f".obsm[{key_added!r}]",
+            f".obs[{n_tokens_key!r}]",
+            ".uns['dfm']['tokenizer']",
+        ]
     return out if copy else None
