@@ -22,6 +22,8 @@ TOKENS_KEY = "dfm_tokens"
 N_TOKENS_KEY = "dfm_n_tokens"
 EMBEDDING_KEY = "X_dfm"
 SEQ_EMBEDDING_KEY = "X_dfm_seq"
+PCA_BASELINE_KEY = "X_pca_baseline"
+HARMONY_BASELINE_KEY = "X_harmony_baseline"
 
 # .layers
 SOFT_RANK_KEY = "dfm_soft_rank"

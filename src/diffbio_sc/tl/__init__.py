@@ -16,6 +16,8 @@ _EXPORTS = {
     "benchmark": "._benchmark",
     "compare_to_baseline": "._benchmark",
     "save_baseline": "._benchmark",
+    "pca_baseline": "._baselines",
+    "harmony_baseline": "._baselines",
 }
 __all__ = list(_EXPORTS)
 

@@ -106,9 +106,7 @@ def pca_baseline(
         sc.pp.scale(ad, max_value=10)
     n_comps = min(n_comps, ad.n_obs - 1, ad.n_vars - 1)
     if n_comps < 1:
-        raise DfmInputError(
-            f"Too few genes ({ad.n_vars}) for a PCA baseline; need at least 2."
-        )
+        raise DfmInputError(f"Too few genes ({ad.n_vars}) for a PCA baseline; need at least 2.")
     sc.pp.pca(ad, n_comps=n_comps, svd_solver="arpack", random_state=int(seed))
     return np.asarray(ad.obsm["X_pca"], dtype=np.float32)
 
@@ -179,8 +177,7 @@ def harmony_baseline(
     pca = np.asarray(pca, dtype=np.float64)
     if pca.ndim != 2 or pca.shape[0] != adata.n_obs or not np.isfinite(pca).all():
         raise DfmInputError(
-            f"pca must be a finite (n_cells={adata.n_obs}, n_comps) array, got shape "
-            f"{pca.shape}."
+            f"pca must be a finite (n_cells={adata.n_obs}, n_comps) array, got shape {pca.shape}."
         )
     meta = pd.DataFrame({"batch": np.asarray(batch.astype(str))}, index=adata.obs_names)
     hp_logger = logging.getLogger("harmonypy")

@@ -8,7 +8,8 @@
   convention of the scGPT (Cui et al., 2024) and Kedzierska et al. (Genome
   Biology, 2025) evaluations.
 
-Every score is "higher is better" and lies in [0, 1].
+Every score is "higher is better" and lies in [0, 1], except the adjusted Rand
+index, which is about 0 (and may be slightly negative) for a random embedding.
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ def _annotation_kernel(
     from sklearn.preprocessing import StandardScaler
 
     folds = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(X, y))
-    out: dict[str, dict[str, list[float]]] = {m: {k: [] for k in _ANNOTATION_METRICS} for m in methods}
+    out: dict[str, dict[str, list[float]]] = {
+        m: {k: [] for k in _ANNOTATION_METRICS} for m in methods
+    }
     for train, test in folds:
         for m in methods:
             if m == "knn":
@@ -174,6 +177,47 @@ def _annotation_kernel(
                     f1_score(y[test], pred, average="macro", zero_division=0.0)
                 )
     return {m: {k: np.asarray(v, dtype=float) for k, v in d.items()} for m, d in out.items()}
+
+
+def prepare_annotation_labels(
+    labels: np.ndarray, n_splits: int, label_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Drop (and warn about) classes with fewer than ``n_splits`` cells.
+
+    Returns ``(mask of cells kept, integer classes of the kept cells, excluded
+    class names, number of kept classes)``.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size < 2:
+        raise DfmInputError(
+            f"adata.obs[{label_key!r}] has a single label ({classes[0]!r}); annotation "
+            "scores need at least two cell labels."
+        )
+    small = classes[counts < n_splits]
+    keep_classes = classes[counts >= n_splits]
+    if keep_classes.size < 2:
+        raise DfmInputError(
+            f"Only {keep_classes.size} label(s) of adata.obs[{label_key!r}] have at least "
+            f"n_splits={n_splits} cells; need two. Lower n_splits or merge rare labels."
+        )
+    if small.size:
+        warnings.warn(
+            f"{small.size} label(s) of adata.obs[{label_key!r}] have fewer than n_splits="
+            f"{n_splits} cells and are excluded from the cross-validation: "
+            f"{', '.join(map(repr, small.tolist()))}.",
+            UserWarning,
+            stacklevel=3,
+        )
+    mask = np.isin(labels, keep_classes)
+    y = np.searchsorted(keep_classes, labels[mask])
+    return mask, y, small, int(keep_classes.size)
+
+
+def check_n_splits(n_splits) -> int:
+    """Return ``n_splits`` as an int >= 2 or raise."""
+    if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
+        raise DfmInputError(f"n_splits must be an integer >= 2, got {n_splits!r}.")
+    return int(n_splits)
 
 
 def score_annotation(
@@ -233,36 +277,12 @@ def score_annotation(
     """
     check_adata(adata, check_var_names=False)
     methods = _check_methods(method)
-    if isinstance(n_splits, bool) or int(n_splits) != n_splits or n_splits < 2:
-        raise DfmInputError(f"n_splits must be an integer >= 2, got {n_splits!r}.")
-    n_splits = int(n_splits)
+    n_splits = check_n_splits(n_splits)
     if int(n_neighbors) < 1:
         raise DfmInputError(f"n_neighbors must be >= 1, got {n_neighbors}.")
     X = check_obsm_rep(adata, use_rep).astype(np.float64, copy=False)
     labels = check_obs_key(adata, label_key).astype(str).to_numpy()
-    classes, counts = np.unique(labels, return_counts=True)
-    if classes.size < 2:
-        raise DfmInputError(
-            f"adata.obs[{label_key!r}] has a single label ({classes[0]!r}); annotation "
-            "scores need at least two cell labels."
-        )
-    small = classes[counts < n_splits]
-    keep_classes = classes[counts >= n_splits]
-    if small.size:
-        warnings.warn(
-            f"{small.size} label(s) of adata.obs[{label_key!r}] have fewer than n_splits="
-            f"{n_splits} cells and are excluded from the cross-validation: "
-            f"{', '.join(map(repr, small.tolist()))}.",
-            UserWarning,
-            stacklevel=2,
-        )
-    if keep_classes.size < 2:
-        raise DfmInputError(
-            f"Only {keep_classes.size} label(s) of adata.obs[{label_key!r}] have at least "
-            f"n_splits={n_splits} cells; need two. Lower n_splits or merge rare labels."
-        )
-    mask = np.isin(labels, keep_classes)
-    y = np.searchsorted(keep_classes, labels[mask])
+    mask, y, small, n_classes = prepare_annotation_labels(labels, n_splits, label_key)
     with timed(f"scoring annotation of {use_rep!r} ({', '.join(methods)})"):
         folds = _annotation_kernel(
             X[mask],
@@ -286,7 +306,7 @@ def score_annotation(
         "excluded_classes": small.tolist(),
         "n_excluded_cells": int((~mask).sum()),
         "n_cells": int(mask.sum()),
-        "n_classes": int(keep_classes.size),
+        "n_classes": n_classes,
         "params": {
             "use_rep": use_rep,
             "label_key": label_key,
@@ -458,7 +478,9 @@ def _integration_kernel(
         if name in wanted:
             t = time.perf_counter()
             fn = scib_metrics.clisi_knn if name == "clisi" else scib_metrics.ilisi_knn
-            values[name] = float(fn(neighbors.subset_neighbors(90), labels if name == "clisi" else batch))
+            values[name] = float(
+                fn(neighbors.subset_neighbors(90), labels if name == "clisi" else batch)
+            )
             tick(name, t)
 
     if wanted & {"bras", "silhouette_batch"}:
@@ -501,7 +523,9 @@ def _integration_kernel(
         t = time.perf_counter()
         post = pcr_score(X, batch)
         # scib-metrics' pcr_comparison(scale=True): relative drop, clipped at 0.
-        values["pcr_comparison"] = float(max(0.0, (pcr_pre - post) / pcr_pre)) if pcr_pre > 0 else 0.0
+        values["pcr_comparison"] = (
+            float(max(0.0, (pcr_pre - post) / pcr_pre)) if pcr_pre > 0 else 0.0
+        )
         tick("pcr_comparison", t)
     return values, timings
 
@@ -636,7 +660,8 @@ def score_integration(
 ) -> dict[str, Any]:
     """Score batch correction and bio conservation of an embedding with scib-metrics.
 
-    Metrics (scib-metrics functions on arrays, all in [0, 1], higher is better):
+    Metrics (scib-metrics functions on arrays, higher is better, in [0, 1] except
+    ``kmeans_ari`` / ``leiden_ari``, which can dip slightly below 0 at chance):
 
     * bio conservation: ``isolated_labels`` (silhouette-based), ``kmeans_nmi``,
       ``kmeans_ari``, ``silhouette_label``, ``clisi``; optionally ``leiden_nmi``

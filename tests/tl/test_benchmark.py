@@ -1,0 +1,434 @@
+"""Tests of dfm.tl.benchmark and the regression guard (save_baseline, compare_to_baseline)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import diffbio_sc as dfm
+from diffbio_sc._validate import DfmInputError
+from diffbio_sc.tl._baselines import harmony_baseline, pca_baseline
+from diffbio_sc.tl._benchmark import BaselineRegressionError, results_frame
+
+N_CELLS = 240
+# A fast metric set for most tests (no kBET / LISI / graph metrics); the full
+# default set runs once in the module fixture.
+FAST_METRICS = ["kmeans_nmi", "kmeans_ari", "silhouette_label", "pcr_comparison"]
+
+
+def _make_adata(n_cells: int = N_CELLS, seed: int = 0):
+    adata = dfm.datasets.synthetic_counts(n_cells, 300, n_cell_types=3, n_batches=2, seed=seed)
+    rng = np.random.default_rng(seed)
+    lab = adata.obs["cell_type"].cat.codes.to_numpy()
+    adata.obsm["X_good"] = (np.eye(3)[lab] * 5 + rng.normal(size=(n_cells, 3)) * 0.3).astype(
+        np.float32
+    )
+    adata.obsm["X_rand"] = rng.normal(size=(n_cells, 8)).astype(np.float32)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """One full benchmark (default metrics, both probes, PCA and Harmony baselines)."""
+    adata = _make_adata()
+    before = adata.copy()
+    df = dfm.tl.benchmark(
+        adata, ["X_good", "X_rand"], "batch", "cell_type", baselines=("pca", "harmony")
+    )
+    return adata, before, df
+
+
+def _fast(adata, **kwargs):
+    kw = {"baselines": (), "metrics": FAST_METRICS, "annotation_methods": "knn"}
+    kw.update(kwargs)
+    return dfm.tl.benchmark(adata, ["X_good", "X_rand"], "batch", "cell_type", **kw)
+
+
+# --------------------------------------------------------------------------
+# baselines
+# --------------------------------------------------------------------------
+
+
+def test_pca_baseline_matches_scanpy_recipe_and_leaves_input():
+    import scanpy as sc
+
+    adata = _make_adata()
+    X_before = adata.X.copy()
+    pca = pca_baseline(adata, n_comps=20, n_top_genes=100, seed=0)
+    ref = adata.copy()
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    sc.pp.highly_variable_genes(ref, n_top_genes=100, flavor="seurat")
+    ref = ref[:, ref.var["highly_variable"]].copy()
+    sc.pp.pca(ref, n_comps=20, svd_solver="arpack", random_state=0)
+    # PCs are defined up to sign
+    signs = np.sign((pca * ref.obsm["X_pca"]).sum(0))
+    np.testing.assert_allclose(pca * signs, ref.obsm["X_pca"], atol=1e-3)
+    assert pca.shape == (N_CELLS, 20) and pca.dtype == np.float32
+    assert (adata.X != X_before).nnz == 0
+    assert "highly_variable" not in adata.var and "pca" not in adata.uns
+    # fewer genes than n_top_genes: all genes are used
+    assert pca_baseline(adata, n_comps=10, n_top_genes=5000).shape == (N_CELLS, 10)
+
+
+def test_pca_baseline_rejects_negative_values():
+    adata = _make_adata()
+    adata.layers["logged"] = adata.X.toarray().astype(np.float32) - 1.0
+    with pytest.raises(DfmInputError, match="negative"):
+        pca_baseline(adata, layer="logged")
+
+
+def test_harmony_baseline_mixes_batches():
+    from diffbio_sc.tl._scoring import pcr_score
+
+    adata = _make_adata()
+    pca = pca_baseline(adata, n_comps=20, seed=0)
+    harm = harmony_baseline(adata, "batch", pca=pca, seed=0)
+    assert harm.shape == pca.shape
+    batch = adata.obs["batch"].cat.codes.to_numpy()
+    # Harmony removes most of the variance explained by the batch
+    assert pcr_score(harm, batch) < 0.5 * pcr_score(pca, batch)
+    np.testing.assert_array_equal(harm, harmony_baseline(adata, "batch", pca=pca, seed=0))
+
+
+# --------------------------------------------------------------------------
+# benchmark
+# --------------------------------------------------------------------------
+
+
+def test_benchmark_table_shape(bench):
+    _, _, df = bench
+    assert list(df.columns) == ["embedding", "metric", "group", "value", "sd"]
+    embs = ["X_good", "X_rand", "X_pca_baseline", "X_harmony_baseline"]
+    assert list(dict.fromkeys(df["embedding"])) == embs
+    assert not df.duplicated(["embedding", "metric"]).any()
+    n_ann = 2 * 3  # two probes x three scores
+    n_int = len(dfm.tl._scoring.DEFAULT_METRICS)
+    n_agg = 5
+    assert (df.groupby("embedding").size() == n_ann + n_int + n_agg).all()
+    assert set(df["group"]) == {"annotation", "bio", "batch", "aggregate"}
+    ann = df[df.group == "annotation"]
+    assert np.isfinite(ann["sd"]).all() and df[df.group != "annotation"]["sd"].isna().all()
+    assert set(ann["metric"]) == {
+        f"{p}_{s}" for p in ("knn", "logreg") for s in ("accuracy", "balanced_accuracy", "macro_f1")
+    }
+
+
+def test_benchmark_ranks_good_first_random_last(bench):
+    _, _, df = bench
+    total = df[df.metric == "total"].set_index("embedding")["value"]
+    bio = df[df.metric == "bio_conservation"].set_index("embedding")["value"]
+    assert total.idxmax() == "X_good" and total["X_good"] > 0.85
+    assert bio.idxmin() == "X_rand" and bio["X_rand"] < 0.35
+    acc = df[df.metric == "knn_accuracy"].set_index("embedding")["value"]
+    assert acc["X_good"] > 0.97 and acc["X_rand"] < 0.5
+    # Harmony corrects the batch effect of the unintegrated PCA
+    batch = df[df.metric == "batch_correction"].set_index("embedding")["value"]
+    assert batch["X_harmony_baseline"] > batch["X_pca_baseline"]
+
+
+def test_benchmark_scores_equal_the_single_scorers(bench):
+    adata, _, df = bench
+    direct = dfm.tl.score_integration(
+        adata,
+        "X_rand",
+        "batch",
+        "cell_type",
+        metrics=[
+            "kmeans_nmi",
+            "silhouette_label",
+            "clisi",
+            "ilisi",
+            "graph_connectivity",
+            "pcr_comparison",
+        ],
+    )
+    sub = df[df.embedding == "X_rand"].set_index("metric")["value"]
+    for m, v in direct["metrics"].items():
+        assert sub[m] == pytest.approx(v, abs=1e-6), m
+    ann = dfm.tl.score_annotation(adata, "X_rand", "cell_type", method=["knn", "logreg"])
+    assert sub["logreg_macro_f1"] == pytest.approx(ann["scores"]["logreg"]["macro_f1"]["mean"])
+    row = df[(df.embedding == "X_rand") & (df.metric == "knn_accuracy")].iloc[0]
+    assert row["sd"] == pytest.approx(ann["scores"]["knn"]["accuracy"]["sd"])
+
+
+def test_benchmark_pca_baseline_is_the_pcr_reference(bench):
+    adata, _, df = bench
+    pcr = df[df.metric == "pcr_comparison"].set_index("embedding")["value"]
+    assert pcr["X_pca_baseline"] == pytest.approx(0.0, abs=1e-6)
+    # the baseline scored is pca_baseline(adata) itself
+    ad = adata.copy()
+    ad.obsm["X_ref"] = pca_baseline(adata)
+    res = dfm.tl.score_integration(ad, "X_ref", "batch", "cell_type", metrics=["silhouette_label"])
+    sil = df[(df.embedding == "X_pca_baseline") & (df.metric == "silhouette_label")]
+    assert sil["value"].iloc[0] == pytest.approx(res["metrics"]["silhouette_label"], abs=1e-6)
+
+
+def test_benchmark_report_contents(bench):
+    import scib_metrics
+
+    adata, before, _ = bench
+    rep = adata.uns["dfm"]["benchmarks"]["default"]
+    assert rep["versions"]["scib-metrics"] == scib_metrics.__version__
+    assert "harmonypy" in rep["versions"]
+    assert "grn_transfer" in rep["deferred"]
+    assert rep["seeds"]["seed"] == 0
+    assert list(rep["inputs"]["use_reps"]) == ["X_good", "X_rand"]
+    assert list(rep["inputs"]["baselines"]) == ["X_pca_baseline", "X_harmony_baseline"]
+    assert rep["inputs"]["pre_integrated"] == "pca_baseline (computed)"
+    assert rep["higher_is_better"] is True
+    assert rep["created_by"]["function"] == "diffbio_sc.tl.benchmark"
+    # only the report was added; baselines are not written unless asked
+    assert set(adata.obsm.keys()) == set(before.obsm.keys())
+    assert list(adata.uns.keys()) == ["dfm"] and list(before.uns.keys()) == []
+
+
+def test_benchmark_report_survives_h5ad(bench, tmp_path):
+    import anndata
+
+    adata, _, df = bench
+    path = tmp_path / "bench.h5ad"
+    adata.write_h5ad(path)
+    back = anndata.read_h5ad(path)
+    rep = back.uns["dfm"]["benchmarks"]["default"]
+    pd.testing.assert_frame_equal(results_frame(back), results_frame(df))
+    assert set(rep["deferred"]) == set(adata.uns["dfm"]["benchmarks"]["default"]["deferred"])
+    assert (
+        rep["versions"]["scib-metrics"]
+        == adata.uns["dfm"]["benchmarks"]["default"]["versions"]["scib-metrics"]
+    )
+    assert list(rep["aggregate_inputs"]["total"]) == ["bio_conservation", "batch_correction"]
+
+
+def test_benchmark_baseline_key_added():
+    adata = _make_adata()
+    _fast(adata, baselines=("pca",), baseline_key_added=True, annotation=False)
+    np.testing.assert_allclose(adata.obsm["X_pca_baseline"], pca_baseline(adata))
+    _fast(
+        adata,
+        baselines=("pca",),
+        baseline_key_added={"pca": "X_hvg_pca"},
+        integration=False,
+        name="other",
+    )
+    assert "X_hvg_pca" in adata.obsm
+    assert set(adata.uns["dfm"]["benchmarks"]) == {"default", "other"}
+    rep = adata.uns["dfm"]["benchmarks"]["other"]
+    assert "integration" in rep["not_evaluated"]
+    assert not (results_frame(adata, name="other")["group"].isin(["bio", "batch"])).any()
+
+
+def test_benchmark_precomputed_reference_and_single_batch_bio_only():
+    adata = _make_adata()
+    adata.obsm["X_pre"] = pca_baseline(adata, n_comps=10)
+    df = _fast(adata, pre_integrated="X_pre")
+    rep = adata.uns["dfm"]["benchmarks"]["default"]
+    assert rep["inputs"]["pre_integrated"] == "obsm:X_pre"
+    assert np.isfinite(df["value"]).all()
+    adata.obs["one_batch"] = "b"
+    df1 = dfm.tl.benchmark(
+        adata,
+        "X_good",
+        "one_batch",
+        "cell_type",
+        baselines=(),
+        metrics=["kmeans_nmi", "silhouette_label"],
+        name="bio",
+    )
+    assert set(df1[df1.group == "aggregate"]["metric"]) == {"bio_conservation"}
+
+
+def test_benchmark_reports_rare_classes_and_embedding_sources():
+    adata = _make_adata()
+    ct = adata.obs["cell_type"].astype(str).to_numpy().copy()
+    ct[:2] = "rare"
+    adata.obs["ct"] = pd.Categorical(ct)
+    adata.uns["dfm"] = {"embeddings": {"X_good": {"source": "geneformer", "n_dims": 3}}}
+    with pytest.warns(UserWarning, match="rare"):
+        df = dfm.tl.benchmark(
+            adata, ["X_good", "X_rand"], "batch", "ct", baselines=(), integration=False
+        )
+    rep = adata.uns["dfm"]["benchmarks"]["default"]
+    assert list(rep["excluded_classes"]) == ["rare"]
+    assert rep["inputs"]["embedding_sources"] == {"X_good": {"source": "geneformer"}}
+    assert set(df["group"]) == {"annotation"}
+    # the embeddings section written by other tools is kept
+    assert adata.uns["dfm"]["embeddings"]["X_good"]["n_dims"] == 3
+
+
+def _snapshot(adata):
+    return (
+        set(adata.obsm.keys()),
+        repr(adata.uns),
+        adata.obs.copy(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "exc", "match"),
+    [
+        (("X_missing", "batch", "cell_type"), {}, DfmInputError, "X_missing"),
+        (("X_good", "nope", "cell_type"), {}, DfmInputError, "nope"),
+        (("X_good", "one", "cell_type"), {}, DfmInputError, "single batch"),
+        (("X_good", "batch", "one"), {}, DfmInputError, "single label"),
+        (("X_nan", "batch", "cell_type"), {}, DfmInputError, "NaN"),
+        (("X_good", "batch", "cell_type"), {"baselines": ("umap",)}, DfmInputError, "umap"),
+        ((["X_good", "X_good"], "batch", "cell_type"), {}, DfmInputError, "duplicates"),
+        (([], "batch", "cell_type"), {"baselines": ()}, DfmInputError, "Nothing to score"),
+        (
+            ("X_good", "batch", "cell_type"),
+            {"annotation": False, "integration": False},
+            DfmInputError,
+            "Nothing to do",
+        ),
+        (
+            ("X_good", "batch", "cell_type"),
+            {"baseline_key_added": {"harmony": "X_h"}},
+            DfmInputError,
+            "not computed",
+        ),
+        (("X_good", "batch", "cell_type"), {"layer": "missing"}, DfmInputError, "missing"),
+    ],
+)
+def test_benchmark_errors_leave_adata_unchanged(args, kwargs, exc, match):
+    adata = _make_adata()
+    adata.obs["one"] = "x"
+    X = adata.obsm["X_good"].copy()
+    X[3] = np.nan
+    adata.obsm["X_nan"] = X
+    before = _snapshot(adata)
+    kw = {"baselines": ("pca",), "metrics": FAST_METRICS, "baseline_key_added": True}
+    kw.update(kwargs)
+    with pytest.raises(exc, match=match):
+        dfm.tl.benchmark(adata, *args, **kw)
+    after = _snapshot(adata)
+    assert after[0] == before[0] and after[1] == before[1]
+    pd.testing.assert_frame_equal(after[2], before[2])
+
+
+# --------------------------------------------------------------------------
+# regression guard
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fast_df():
+    return _fast(_make_adata())
+
+
+def test_save_baseline_json(fast_df, tmp_path):
+    path = dfm.tl.save_baseline(fast_df, tmp_path / "sub" / "base.json")
+    payload = json.loads(path.read_text())
+    assert payload["format"] == "diffbio_sc.benchmark_baseline"
+    assert payload["higher_is_better"] is True
+    assert len(payload["scores"]) == len(fast_df)
+    first = payload["scores"][0]
+    assert set(first) == {"embedding", "metric", "group", "value", "sd"}
+
+
+def test_compare_passes_on_same_scores(fast_df, tmp_path):
+    path = dfm.tl.save_baseline(fast_df, tmp_path / "base.json")
+    res = dfm.tl.compare_to_baseline(fast_df, path)
+    assert res.attrs["passed"] and not res.attrs["bootstrapped"]
+    assert set(res["status"]) == {"ok"}
+    np.testing.assert_allclose(res["delta"], 0.0)
+
+
+def test_compare_flags_worse_metric(fast_df, tmp_path):
+    path = dfm.tl.save_baseline(fast_df, tmp_path / "base.json")
+    cur = fast_df.copy()
+    worse = (cur.embedding == "X_good") & (cur.metric == "silhouette_label")
+    small = (cur.embedding == "X_good") & (cur.metric == "kmeans_nmi")
+    better = (cur.embedding == "X_rand") & (cur.metric == "kmeans_nmi")
+    cur.loc[worse, "value"] -= 0.05
+    cur.loc[small, "value"] -= 0.01  # within the tolerance
+    cur.loc[better, "value"] += 0.10
+    res = dfm.tl.compare_to_baseline(cur, path, tolerance=0.02)
+    status = res.set_index(["embedding", "metric"])["status"]
+    assert status[("X_good", "silhouette_label")] == "worse"
+    assert status[("X_good", "kmeans_nmi")] == "ok"
+    assert status[("X_rand", "kmeans_nmi")] == "improved"
+    assert not res.attrs["passed"]
+    assert "X_good/silhouette_label" in res.attrs["reason"]
+    # a looser tolerance lets it pass
+    assert dfm.tl.compare_to_baseline(cur, path, tolerance=0.06).attrs["passed"]
+    with pytest.raises(BaselineRegressionError, match="silhouette_label"):
+        dfm.tl.compare_to_baseline(cur, path, raise_on_regression=True)
+
+
+def test_compare_fails_when_a_metric_disappears(fast_df, tmp_path):
+    path = dfm.tl.save_baseline(fast_df, tmp_path / "base.json")
+    cur = fast_df[fast_df.metric != "kmeans_ari"]
+    res = dfm.tl.compare_to_baseline(cur, path)
+    assert not res.attrs["passed"]
+    assert set(res[res.metric == "kmeans_ari"]["status"]) == {"missing"}
+    # a new metric is reported but does not fail the review
+    extra = pd.concat(
+        [
+            fast_df,
+            pd.DataFrame(
+                [
+                    {
+                        "embedding": "X_new",
+                        "metric": "total",
+                        "group": "aggregate",
+                        "value": 0.5,
+                        "sd": np.nan,
+                    }
+                ]
+            ),
+        ]
+    )
+    res2 = dfm.tl.compare_to_baseline(extra, path)
+    assert res2.attrs["passed"] and "new" in set(res2["status"])
+
+
+def test_compare_fails_closed_without_baseline(fast_df, tmp_path):
+    path = tmp_path / "none.json"
+    with pytest.raises(FileNotFoundError, match="fails closed"):
+        dfm.tl.compare_to_baseline(fast_df, path)
+    assert not path.exists()
+
+
+def test_compare_bootstrap_writes_baseline(fast_df, tmp_path):
+    path = tmp_path / "boot.json"
+    res = dfm.tl.compare_to_baseline(fast_df, path, bootstrap=True)
+    assert res.attrs["bootstrapped"] and res.attrs["passed"]
+    assert "bootstrapped" in res.attrs["reason"] and set(res["status"]) == {"bootstrapped"}
+    assert path.exists()
+    # with a baseline present, bootstrap=True compares and does not overwrite
+    cur = fast_df.copy()
+    cur["value"] -= 0.1
+    res2 = dfm.tl.compare_to_baseline(cur, path, bootstrap=True)
+    assert not res2.attrs["bootstrapped"] and not res2.attrs["passed"]
+    assert dfm.tl.compare_to_baseline(fast_df, path).attrs["passed"]
+
+
+def test_compare_accepts_report_and_anndata(tmp_path):
+    adata = _make_adata()
+    df = _fast(adata, integration=False)
+    path = dfm.tl.save_baseline(adata, tmp_path / "b.json")
+    payload = json.loads(path.read_text())
+    assert payload["versions"]["diffbio_sc"] == dfm.__version__
+    rep = adata.uns["dfm"]["benchmarks"]["default"]
+    assert dfm.tl.compare_to_baseline(rep, path).attrs["passed"]
+    assert dfm.tl.compare_to_baseline(adata, path).attrs["passed"]
+    assert len(dfm.tl.compare_to_baseline(df, path)) == len(df)
+
+
+def test_compare_rejects_bad_files_and_tolerance(fast_df, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DfmInputError, match="not valid JSON"):
+        dfm.tl.compare_to_baseline(fast_df, bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something"}))
+    with pytest.raises(DfmInputError, match="not a diffbio_sc benchmark baseline"):
+        dfm.tl.compare_to_baseline(fast_df, other)
+    with pytest.raises(DfmInputError, match="tolerance"):
+        dfm.tl.compare_to_baseline(fast_df, other, tolerance=-1)
+    with pytest.raises(DfmInputError, match="No benchmark report"):
+        results_frame(_make_adata(), name="nothing")
