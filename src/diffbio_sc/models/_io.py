@@ -52,9 +52,7 @@ def save_model(model, path: str | os.PathLike, *, weights_format: str | None = N
     if weights_format is None:
         weights_format = "safetensors" if _have_safetensors() else "npz"
     if weights_format not in _WEIGHT_FILES:
-        raise ValueError(
-            f"weights_format must be 'safetensors' or 'npz', got {weights_format!r}."
-        )
+        raise ValueError(f"weights_format must be 'safetensors' or 'npz', got {weights_format!r}.")
     if weights_format == "safetensors" and not _have_safetensors():
         raise ImportError(
             "weights_format='safetensors' needs the optional safetensors package "
@@ -121,9 +119,10 @@ def load(path: str | os.PathLike):
         When the format or its version is not one this package reads, or the
         weights do not match the architecture.
     """
+    import jax.numpy as jnp
     from flax import nnx
 
-    from ._masked import MaskedExpressionConfig, MaskedExpressionModel
+    from ._masked import MaskedExpressionConfig, abstract_model
 
     p = Path(path)
     if p.is_file() and p.name == CONFIG_FILE:
@@ -169,8 +168,7 @@ def load(path: str | os.PathLike):
         with np.load(wfile, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
 
-    model = MaskedExpressionModel(config, rngs=nnx.Rngs(0))
-    state = nnx.state(model, nnx.Param)
+    graphdef, state = nnx.split(abstract_model(config))
     flat = nnx.to_flat_state(state)
     names = {".".join(map(str, path)) for path, _ in flat}
     missing, extra = sorted(names - set(arrays)), sorted(set(arrays) - names)
@@ -179,16 +177,16 @@ def load(path: str | os.PathLike):
             f"Weights in {wfile} do not match the architecture in {cfile}: missing "
             f"{missing[:5]}, unexpected {extra[:5]}. The files are inconsistent; re-save."
         )
+    leaves = []
     for path_, var in flat:
         key = ".".join(map(str, path_))
         arr = arrays[key]
-        if tuple(arr.shape) != tuple(var[...].shape):
-            raise ValueError(
-                f"Weight {key!r} has shape {arr.shape}, expected {tuple(var[...].shape)}."
-            )
-        var[...] = np.asarray(arr, dtype=var[...].dtype)
-    nnx.update(model, nnx.from_flat_state(flat))
-    model.metadata = doc.get("metadata", {})
-    model.history = doc.get("history", {"train_loss": [], "val_loss": []})
+        want = var.get_value()
+        if tuple(arr.shape) != tuple(want.shape):
+            raise ValueError(f"Weight {key!r} has shape {arr.shape}, expected {tuple(want.shape)}.")
+        leaves.append((path_, var.replace(jnp.asarray(arr, dtype=want.dtype))))
+    model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
+    model._info.metadata = doc.get("metadata", {})
+    model._info.history = doc.get("history", {"train_loss": [], "val_loss": []})
     model.eval()
     return model

@@ -1,0 +1,188 @@
+"""Speed and memory of the native masked-expression model on this machine.
+
+1. Per context length (default config otherwise: hidden 128, 2 layers, 4 heads):
+   training steps/s (batch 64) and embedding cells/s (batch 256), jit-compiled,
+   after one warm-up call.
+2. dfm.tl.embed scaling on synthetic cells (1k, 10k, 100k; 2,000 genes, 300
+   expressed genes per cell) with a model pre-trained once on 2,000 cells:
+   each size runs in its own process on a backed .h5ad (streamed in chunks),
+   reporting embed wall time, cells/s and the peak RSS growth during embed.
+
+    python benchmarks/bench_model.py [--sizes 1000 10000 100000] [--contexts 64 128 256]
+
+Prints markdown tables. Uses whatever JAX sees (CPU here; a GPU if present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_context(max_tokens: int, n_repeat: int = 5) -> dict:
+    import jax
+    from flax import nnx
+
+    from diffbio_sc.models import MaskedExpressionConfig
+    from diffbio_sc.models._masked import create_model
+    from diffbio_sc.tl._embed import _forward
+    from diffbio_sc.tl._pretrain import _compiled
+
+    n_genes, n_prof = 2000, 2000
+    cfg = MaskedExpressionConfig(
+        vocab_size=n_genes + 4, max_tokens=max_tokens, n_profile_genes=n_prof
+    )
+    model = create_model(cfg, jax.random.key(0))
+    rng = np.random.default_rng(0)
+
+    def tokens(b):
+        ids = np.stack([rng.permutation(n_genes)[:max_tokens] + 4 for _ in range(b)]).astype(
+            np.int32
+        )
+        vals = np.sort(rng.gamma(1.0, 2.0, (b, max_tokens)).astype(np.float32), axis=1)[:, ::-1]
+        return ids, np.ascontiguousarray(vals)
+
+    fns = _compiled()
+    model.train()
+    gdef, params = nnx.split(model)
+    opt = fns["tx"].init(params)
+    ids, vals = tokens(64)
+    prof = rng.normal(size=(64, n_prof)).astype(np.float32)
+    args = (np.float32(1e-3), ids, vals, prof, None, jax.random.key(1))
+    params, opt, loss, _ = fns["train_step"](gdef, params, opt, *args)
+    loss.block_until_ready()
+    t = time.perf_counter()
+    for _ in range(n_repeat):
+        params, opt, loss, _ = fns["train_step"](gdef, params, opt, *args)
+    loss.block_until_ready()
+    steps_s = n_repeat / (time.perf_counter() - t)
+
+    model.eval()
+    gdef, state = nnx.split(model)
+    ids, vals = tokens(256)
+    fwd = _forward()
+    fwd(gdef, state, ids, vals).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(n_repeat):
+        out = fwd(gdef, state, ids, vals)
+    out.block_until_ready()
+    cells_s = 256 * n_repeat / (time.perf_counter() - t)
+    return {
+        "max_tokens": max_tokens,
+        "train_steps_s": steps_s,
+        "train_cells_s": 64 * steps_s,
+        "embed_cells_s": cells_s,
+    }
+
+
+_CHILD = r"""
+import json, sys, threading, time
+import anndata as ad
+import diffbio_sc as dfm
+path, model_dir = sys.argv[1], sys.argv[2]
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+a = ad.read_h5ad(path, backed='r')
+model = dfm.models.load(model_dir)
+# warm up the compiled forward pass so timing excludes compilation
+dfm.tl.embed(a[:8].to_memory(), model, progress_bar=False)
+base = rss()
+peak = [base]
+done = threading.Event()
+def poll():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.05)
+th = threading.Thread(target=poll, daemon=True)
+th.start()
+w, c = time.perf_counter(), time.process_time()
+dfm.tl.embed(a, model, progress_bar=False)
+wall, cpu = time.perf_counter() - w, time.process_time() - c
+done.set(); th.join()
+print(json.dumps({"n": a.n_obs, "wall_s": wall, "cpu_s": cpu, "rss_before_mb": base,
+                  "peak_rss_mb": peak[0], "peak_growth_mb": peak[0] - base,
+                  "output_mb": a.obsm['X_dfm'].nbytes / 2**20}))
+"""
+
+
+def bench_scaling(sizes, tmp: Path) -> list[dict]:
+    import diffbio_sc as dfm
+
+    train = dfm.datasets.synthetic_counts(2000, 2000, nnz_per_cell=300, seed=0)
+    model = dfm.tl.pretrain(train, epochs=2, progress_bar=False)
+    model_dir = model.save(tmp / "model")
+    rows = []
+    for n in sizes:
+        path = tmp / f"syn_{n}.h5ad"
+        dfm.datasets.synthetic_counts(n, 2000, nnz_per_cell=300, seed=1).write_h5ad(path)
+        res = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path), str(model_dir)],
+            capture_output=True,
+            text=True,
+        )
+        if res.returncode:
+            raise RuntimeError(res.stderr[-3000:])
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        path.unlink()
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="*", type=int, default=[1000, 10000, 100000])
+    p.add_argument("--contexts", nargs="*", type=int, default=[64, 128, 256])
+    args = p.parse_args()
+    import jax
+
+    print(f"JAX devices: {jax.devices()}; CPU cores visible: {os.cpu_count()}\n")
+    if args.contexts:
+        print(
+            "| context (tokens) | train steps/s (batch 64) | train cells/s | embed cells/s (batch 256) |"
+        )
+        print("|---|---|---|---|")
+        for L in args.contexts:
+            r = bench_context(L)
+            print(
+                f"| {L} | {r['train_steps_s']:.2f} | {r['train_cells_s']:.0f} | {r['embed_cells_s']:.0f} |"
+            )
+        print(f"\npeak RSS of this process so far: {_peak_mb():.0f} MB\n")
+    if args.sizes:
+        with tempfile.TemporaryDirectory() as d:
+            rows = bench_scaling(args.sizes, Path(d))
+        print(
+            "| cells | embed wall s | embed CPU s | cells/s | RSS before MB | peak RSS MB | peak growth MB | output MB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['n']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['n'] / r['wall_s']:.0f} | "
+                f"{r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['peak_growth_mb']:.0f} | "
+                f"{r['output_mb']:.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

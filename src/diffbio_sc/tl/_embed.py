@@ -1,0 +1,298 @@
+"""``dfm.tl.embed``: cell embeddings from the native masked-expression model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from .. import _keys, _uns
+from .._logging import timed
+from .._validate import DfmInputError, check_adata, get_matrix, is_backed
+
+#: Default cells per forward pass.
+DEFAULT_BATCH_SIZE = 256
+
+
+def config_digest(model) -> str:
+    """sha256 of the model's architecture config (canonical JSON)."""
+    doc = json.dumps(model.config.to_dict(), sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def weights_digest(model) -> str:
+    """sha256 over the model's parameters (names, shapes and float32 bytes)."""
+    from ..models._io import _flat_params
+
+    h = hashlib.sha256()
+    for name, arr in sorted(_flat_params(model).items()):
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _resolve_model(model):
+    from ..models._io import load
+    from ..models._masked import MaskedExpressionModel
+
+    if isinstance(model, (str, os.PathLike)):
+        return load(model), os.fspath(model)
+    if isinstance(model, MaskedExpressionModel):
+        return model, None
+    raise TypeError(
+        "model must be None (pretrain on adata), a MaskedExpressionModel or the path of a "
+        f"saved model directory; got {type(model).__name__}."
+    )
+
+
+_FORWARD: list = []
+
+
+def _forward():
+    """Return the module-level jitted forward pass.
+
+    It is compiled once per architecture and batch shape; with sharded inputs,
+    jit partitions it over the devices.
+    """
+    if not _FORWARD:
+        from functools import partial
+
+        import jax
+        from flax import nnx
+
+        @partial(jax.jit, static_argnums=0)
+        def forward(graphdef, state, ids, vals):
+            return nnx.merge(graphdef, state).embed(ids, vals)
+
+        _FORWARD.append(forward)
+    return _FORWARD[0]
+
+
+class _Embedder:
+    """A jit-compiled, fixed-shape forward pass, data-parallel over all devices."""
+
+    def __init__(self, model, batch_size: int, devices=None):
+        import jax
+        from flax import nnx
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        model.eval()
+        self.max_tokens = model.config.max_tokens
+        devices = list(devices) if devices is not None else jax.devices()
+        self.n_devices = len(devices)
+        # Fixed batch shape, a multiple of the device count.
+        self.batch_size = int(-(-batch_size // self.n_devices) * self.n_devices)
+        self.graphdef, state = nnx.split(model)
+        if self.n_devices > 1:
+            # Data parallel: parameters replicated, the batch axis split over a 1-D mesh.
+            mesh = Mesh(np.asarray(devices), ("batch",))
+            self._data_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+            self.state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+        else:
+            self._data_sharding = devices[0]
+            self.state = jax.device_put(state, devices[0])
+        self._fn = _forward()
+
+    def __call__(self, ids: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """Embed ``(n, L)`` tokens, padding the last batch to the fixed shape."""
+        import jax
+
+        n = ids.shape[0]
+        out = np.empty((n, 0), np.float32)
+        parts = []
+        bs = self.batch_size
+        for s in range(0, n, bs):
+            i, v = ids[s : s + bs], vals[s : s + bs]
+            m = i.shape[0]
+            if m < bs:  # pad with empty cells; their rows are dropped
+                i = np.concatenate([i, np.zeros((bs - m, i.shape[1]), i.dtype)])
+                v = np.concatenate([v, np.zeros((bs - m, v.shape[1]), v.dtype)])
+            i = jax.device_put(i, self._data_sharding)
+            v = jax.device_put(v, self._data_sharding)
+            out_b = self._fn(self.graphdef, self.state, i, v)
+            parts.append(np.asarray(out_b, dtype=np.float32)[:m])
+        return np.concatenate(parts) if parts else out
+
+
+def embed(
+    adata,
+    model=None,
+    *,
+    key_added: str = _keys.EMBEDDING_KEY,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    layer: str | None = None,
+    min_gene_coverage: float = 0.5,
+    chunk_size: int | None = None,
+    progress_bar: bool | None = None,
+    copy: bool = False,
+    **pretrain_kwargs,
+):
+    """Embed cells with the native masked-expression transformer.
+
+    Cells are tokenized chunk by chunk with the model's own gene vocabulary,
+    gene medians and tokenizer settings (the top ``max_tokens`` genes of the
+    rank-value encoding), and embedded in fixed-shape batches by a
+    jit-compiled forward pass in eval mode (no dropout, no masking); the last
+    batch is padded. A cell's embedding depends on that cell alone, not on the
+    other cells in its batch or their order. With several JAX devices (GPUs, or
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on CPU) batches are
+    split across them (data parallel, ``jax.sharding``). Backed AnnData is
+    streamed.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts in ``.X`` or ``layer``.
+    model
+        ``None``: pretrain a model on ``adata`` with the default budget
+        (:func:`diffbio_sc.tl.pretrain`, taking ``**pretrain_kwargs``) and embed
+        with it. Or a :class:`~diffbio_sc.models.MaskedExpressionModel`, or the
+        path of a directory written by ``model.save``.
+    key_added
+        ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry.
+    batch_size
+        Cells per forward pass (rounded up to a multiple of the device count).
+    layer
+        Layer with the counts; ``None`` uses ``adata.X``.
+    min_gene_coverage
+        Smallest fraction of the model's genes that must be in
+        ``adata.var_names``; below it the call fails naming the missing genes.
+        Genes the model does not know are ignored (they still count in each
+        cell's normalisation total).
+    chunk_size
+        Cells tokenized at a time (bounds memory); ``None`` follows
+        ``dfm.settings.chunk_size``.
+    progress_bar
+        Show a tqdm bar; ``None`` follows ``dfm.settings.progress_bar``.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+    **pretrain_kwargs
+        Passed to :func:`~diffbio_sc.tl.pretrain` when ``model`` is ``None``
+        (e.g. ``batch_key``, ``epochs``, ``seed``); its minibatch size is
+        ``pretrain_batch_size`` here, as ``batch_size`` is the embedding batch.
+
+    Returns
+    -------
+    ``None``, or the new AnnData when ``copy=True``. Writes
+
+    ``.obsm[key_added]``
+        float32 ``(n_cells, hidden_dim)`` cell embeddings.
+    ``.uns['dfm']['embeddings'][key_added]``
+        ``source`` ('dfm'), ``model_family`` ('single_cell_transformer'),
+        ``adapter_mode`` ('native_trainable'), ``artifact_id``,
+        ``preprocessing_version``, ``pooling_strategy``, ``config_sha256``,
+        ``weights_sha256``, ``n_dims``, ``created_by``, ``config`` (the
+        architecture), ``tokenizer`` settings, ``gene_coverage``,
+        ``n_model_genes``, ``n_genes_found``, ``model_path`` (when loaded from
+        disk), ``layer``, ``n_devices`` and ``training`` (the training summary).
+    """
+    from .._settings import settings
+    from ._model_data import gene_mapping, iter_token_chunks
+
+    # ---------------------------------------------------------------- validate
+    check_adata(adata)
+    get_matrix(adata, layer)
+    if not isinstance(key_added, str) or not key_added:
+        raise DfmInputError(f"key_added must be a non-empty string, got {key_added!r}.")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise DfmInputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    if not 0.0 <= float(min_gene_coverage) <= 1.0:
+        raise DfmInputError(f"min_gene_coverage must be in [0, 1], got {min_gene_coverage!r}.")
+    if copy and is_backed(adata):
+        raise DfmInputError(
+            "copy=True is not supported for backed AnnData; use copy=False or "
+            "adata.to_memory() first."
+        )
+    if model is not None and pretrain_kwargs:
+        raise TypeError(
+            f"Unexpected arguments {sorted(pretrain_kwargs)}: pretraining options are only "
+            "used with model=None."
+        )
+    chunk_size = int(chunk_size or settings.chunk_size)
+    show_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
+
+    with timed(f"embedding cells into .obsm[{key_added!r}]") as info:
+        if model is None:
+            from ._pretrain import pretrain
+
+            kwargs = dict(pretrain_kwargs)
+            if "pretrain_batch_size" in kwargs:
+                kwargs["batch_size"] = kwargs.pop("pretrain_batch_size")
+            model = pretrain(adata, layer=layer, progress_bar=progress_bar, **kwargs)
+            model_path = None
+        else:
+            model, model_path = _resolve_model(model)
+        meta = model.metadata
+        if not meta.get("genes"):
+            raise DfmInputError(
+                "This model has no gene vocabulary (it was not trained with "
+                "dfm.tl.pretrain or loaded with dfm.models.load); it cannot tokenize data."
+            )
+        tok = meta["tokenizer"]
+        gene_scale, col_to_token, coverage = gene_mapping(
+            meta["genes"],
+            np.asarray(meta["medians"], dtype=np.float64),
+            adata.var_names,
+            min_gene_coverage=float(min_gene_coverage),
+        )
+        embedder = _Embedder(model, int(batch_size))
+        n = adata.n_obs
+        result = np.empty((n, model.config.hidden_dim), dtype=np.float32)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="embed", unit="cells", disable=not show_bar, leave=False)
+        try:
+            for start, stop, ids, vals in iter_token_chunks(
+                adata,
+                layer,
+                gene_scale,
+                col_to_token,
+                target_sum=float(tok["target_sum"]),
+                max_tokens=int(model.config.max_tokens),
+                chunk_size=chunk_size,
+            ):
+                result[start:stop] = embedder(ids, vals)
+                bar.update(stop - start)
+        finally:
+            bar.close()
+        if not np.isfinite(result).all():
+            raise FloatingPointError(
+                "The model produced non-finite embeddings; the model weights are corrupt."
+            )
+
+        digest = config_digest(model)
+        entry = {
+            "source": "dfm",
+            "model_family": "single_cell_transformer",
+            "adapter_mode": "native_trainable",
+            "artifact_id": f"dfm-masked-expression-{weights_digest(model)[:16]}",
+            "preprocessing_version": (
+                f"{tok.get('recipe', 'geneformer_v1')};max_tokens={model.config.max_tokens};"
+                f"target_sum={float(tok['target_sum']):g}"
+            ),
+            "pooling_strategy": model.config.pooling,
+            "config_sha256": digest,
+            "weights_sha256": weights_digest(model),
+            "n_dims": int(model.config.hidden_dim),
+            "created_by": _uns.provenance("tl.embed"),
+            "config": model.config.to_dict(),
+            "tokenizer": dict(tok),
+            **coverage,
+            "model_path": model_path,
+            "layer": layer,
+            "n_devices": int(embedder.n_devices),
+            "training": meta.get("training", {}),
+        }
+        # ------------------------------------------------------------ write last
+        out = adata.copy() if copy else adata
+        out.obsm[key_added] = result
+        _uns.set_entry(out, _keys.UNS_EMBEDDINGS, key_added, entry)
+        info["added"] = [f".obsm[{key_added!r}]", f".uns['dfm']['embeddings'][{key_added!r}]"]
+    return out if copy else None

@@ -1,0 +1,618 @@
+"""``dfm.tl.pretrain``: train the native masked-expression model on an AnnData."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import pandas as pd
+
+from .. import _keys
+from .._logging import logger, timed
+from .._validate import DfmInputError, check_adata, check_obs_key, get_matrix, is_backed
+
+#: Default training budget: optimizer steps aimed for when ``epochs=None``.
+DEFAULT_STEPS = 600
+#: Scale of the random embeddings of genes outside the HVG set under ``init='pca'``.
+_OTHER_GENE_SCALE = 0.25
+#: Bounds on the automatic number of epochs.
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 200
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DfmInputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def pretrain(
+    adata,
+    *,
+    config=None,
+    layer: str | None = None,
+    epochs: int | None = None,
+    batch_size: int = 64,
+    max_tokens: int | None = None,
+    learning_rate: float = 3e-3,
+    weight_decay: float = 0.01,
+    warmup_fraction: float = 0.05,
+    grad_clip: float = 1.0,
+    validation_fraction: float = 0.1,
+    early_stopping_patience: int | None = 10,
+    batch_key: str | None = None,
+    n_top_genes: int = 2000,
+    n_vocab_genes: int | None = None,
+    target_sum: float = 10_000,
+    seed: int = 0,
+    progress_bar: bool | None = None,
+    chunk_size: int | None = None,
+    init: str = "pca",
+):
+    """Pretrain a :class:`~diffbio_sc.models.MaskedExpressionModel` on ``adata``.
+
+    The cells are tokenized once, chunk by chunk, into compact arrays (the top
+    ``max_tokens`` genes of the Geneformer-style rank-value encoding that
+    :func:`diffbio_sc.pp.tokenize` writes: counts normalised to ``target_sum``,
+    divided by the gene's nonzero median, ranked descending, ties by gene
+    order). Training uses AdamW with linear warmup and cosine decay, global-norm
+    gradient clipping, per-cell random masking and, on a held-out fraction of
+    cells, early stopping that restores the best weights.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts in ``.X`` or ``layer`` (in memory or backed).
+        Gene medians are taken from ``.var['dfm_median']``
+        (:func:`diffbio_sc.pp.gene_medians`) when present, else computed on the
+        fly. Not modified.
+    config
+        A :class:`~diffbio_sc.models.MaskedExpressionConfig`; ``None`` uses the
+        defaults. ``vocab_size``, ``max_tokens``, ``n_batches`` and
+        ``n_profile_genes`` are set from the data and arguments
+        (``profile_weight=0`` turns the bottleneck objective off).
+    layer
+        Layer with the counts; ``None`` uses ``adata.X``.
+    epochs
+        Passes over the training cells. ``None`` (the default budget) picks
+        enough epochs for about 600 optimizer steps (between 5 and 200 epochs).
+    batch_size
+        Cells per optimizer step (capped at the number of training cells).
+    max_tokens
+        Context length; ``None`` uses ``config.max_tokens`` (default 64).
+    learning_rate, weight_decay
+        AdamW peak learning rate and decoupled weight decay (matrices only).
+    warmup_fraction
+        Fraction of the steps with linear warmup before cosine decay to 0.
+    grad_clip
+        Global gradient-norm clip.
+    validation_fraction
+        Fraction of cells held out for the validation loss and early stopping;
+        0 disables both.
+    early_stopping_patience
+        Stop after this many epochs without a better validation loss; ``None``
+        trains all epochs (still restoring the best weights).
+    batch_key
+        ``.obs`` column of batch labels; conditions the model's decoders on the
+        batch so that the embedding need not encode it.
+    n_top_genes
+        Highly variable genes in the cell-level bottleneck target.
+    n_vocab_genes
+        ``None``: the vocabulary is every gene with a positive median. An
+        integer restricts it to that many most variable genes (faster and
+        smaller for data with tens of thousands of genes); the other genes
+        still count in each cell's normalisation total.
+    target_sum
+        Normalisation target of the tokenizer.
+    seed
+        Seed for initialisation, the train/validation split, shuffling, masking
+        and dropout: the same seed gives identical weights.
+    progress_bar
+        Show a tqdm bar with the loss; ``None`` follows ``dfm.settings.progress_bar``.
+    chunk_size
+        Cells per chunk when tokenizing; ``None`` follows ``dfm.settings.chunk_size``.
+    init
+        Gene-embedding initialisation: ``'pca'`` (default) sets the embeddings of
+        the bottleneck genes to their loadings on the top principal components
+        of the training cells' log-normalised profiles (other genes start small
+        and random); ``'random'`` draws all of them from N(0, 1).
+
+    Returns
+    -------
+    The trained model (eval mode) with ``model.history`` (per-epoch
+    ``train_loss``, ``val_loss``, ``train_value_loss``, ``train_profile_loss``)
+    and ``model.metadata`` (``genes``, ``medians``, ``tokenizer``,
+    ``profile_genes``, ``profile_mean``, ``batch_key``, ``batch_categories``,
+    ``training`` summary). Save it with ``model.save(path)``.
+    """
+    from .._settings import settings
+    from ..models._masked import MaskedExpressionConfig
+    from ._model_data import (
+        N_SPECIAL,
+        gene_stats,
+        highly_variable,
+        iter_token_chunks,
+        profile_rows,
+        var_medians,
+    )
+
+    # ---------------------------------------------------------------- validate
+    check_adata(adata)
+    get_matrix(adata, layer)
+    if config is None:
+        config = MaskedExpressionConfig(vocab_size=N_SPECIAL + 1)
+    elif not isinstance(config, MaskedExpressionConfig):
+        raise TypeError(
+            f"config must be a MaskedExpressionConfig or None, got {type(config).__name__}."
+        )
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if epochs is not None:
+        epochs = _check_positive_int("epochs", epochs)
+    if max_tokens is not None:
+        max_tokens = _check_positive_int("max_tokens", max_tokens)
+    else:
+        max_tokens = config.max_tokens
+    n_top_genes = _check_positive_int("n_top_genes", n_top_genes)
+    if n_vocab_genes is not None:
+        n_vocab_genes = _check_positive_int("n_vocab_genes", n_vocab_genes)
+    if early_stopping_patience is not None:
+        early_stopping_patience = _check_positive_int(
+            "early_stopping_patience", early_stopping_patience
+        )
+    if not 0.0 <= float(validation_fraction) < 1.0:
+        raise DfmInputError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    for name, val in (("learning_rate", learning_rate), ("target_sum", target_sum)):
+        if not float(val) > 0:
+            raise DfmInputError(f"{name} must be > 0, got {val!r}.")
+    if not 0.0 <= float(warmup_fraction) < 1.0:
+        raise DfmInputError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}.")
+    if float(weight_decay) < 0 or float(grad_clip) <= 0:
+        raise DfmInputError("weight_decay must be >= 0 and grad_clip > 0.")
+    if init not in ("pca", "random"):
+        raise DfmInputError(f"init must be 'pca' or 'random', got {init!r}.")
+    batch_codes = None
+    batch_categories: list[str] = []
+    if batch_key is not None:
+        col = check_obs_key(adata, batch_key)
+        cat = pd.Categorical(col)
+        batch_categories = [str(c) for c in cat.categories]
+        batch_codes = np.asarray(cat.codes, dtype=np.int32)
+    chunk_size = int(chunk_size or settings.chunk_size)
+    show_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
+
+    with timed("pretraining the masked-expression model") as info:
+        start_time = time.perf_counter()
+        cpu_start = time.process_time()
+        # ------------------------------------------------------ genes and vocab
+        medians = var_medians(adata)
+        stats = gene_stats(adata, layer, target_sum, chunk_size, medians=medians is None)
+        if medians is None:
+            medians = stats.median
+        if medians.shape != (adata.n_vars,):
+            raise DfmInputError(
+                f".var[{_keys.MEDIAN_KEY!r}] has shape {medians.shape}, expected ({adata.n_vars},)."
+            )
+        expressed = np.flatnonzero(
+            np.isfinite(medians) & (medians > 0) & (stats.n_cells_expressed > 0)
+        )
+        if expressed.size == 0:
+            raise DfmInputError(
+                "No gene has a positive median and nonzero counts; nothing to train on."
+            )
+        if n_vocab_genes is not None and n_vocab_genes < expressed.size:
+            vocab_cols = highly_variable(stats, n_vocab_genes, expressed)
+        else:
+            vocab_cols = expressed
+        hvg_cols = highly_variable(stats, n_top_genes, vocab_cols if n_vocab_genes else expressed)
+        genes = [str(g) for g in adata.var_names[vocab_cols]]
+        vocab_medians = medians[vocab_cols]
+        gene_scale = np.zeros(adata.n_vars)
+        gene_scale[vocab_cols] = 1.0 / vocab_medians
+        col_to_token = np.zeros(adata.n_vars, dtype=np.int32)
+        col_to_token[vocab_cols] = np.arange(vocab_cols.size, dtype=np.int32) + N_SPECIAL
+
+        n_profile = int(hvg_cols.size) if config.profile_weight > 0 else 0
+        config = dataclasses.replace(
+            config,
+            vocab_size=int(vocab_cols.size + N_SPECIAL),
+            max_tokens=max_tokens,
+            n_batches=len(batch_categories),
+            n_profile_genes=n_profile,
+        )
+
+        # ------------------------------------------------------ tokenize once
+        n = adata.n_obs
+        token_ids = np.zeros((n, max_tokens), dtype=np.int32)
+        token_vals = np.zeros((n, max_tokens), dtype=np.float32)
+        prof_blocks = []
+        import scipy.sparse as sp
+
+        from .._validate import iter_row_chunks
+
+        for start, stop, ids, vals in iter_token_chunks(
+            adata,
+            layer,
+            gene_scale,
+            col_to_token,
+            target_sum=target_sum,
+            max_tokens=max_tokens,
+            chunk_size=chunk_size,
+            check=False,  # gene_stats validated every chunk already
+        ):
+            token_ids[start:stop] = ids
+            token_vals[start:stop] = vals
+        if n_profile:
+            for _s, _e, chunk in iter_row_chunks(adata, layer, chunk_size):
+                prof_blocks.append(profile_rows(chunk, hvg_cols, target_sum))
+            profile = sp.vstack(prof_blocks).tocsr()
+        else:
+            profile = None
+
+        # ------------------------------------------------------ split
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(n)
+        n_val = int(round(validation_fraction * n))
+        if validation_fraction > 0:
+            n_val = max(n_val, 1)
+        if n - n_val < 1:
+            raise DfmInputError(
+                f"Too few cells ({n}) for validation_fraction={validation_fraction}; "
+                "lower it or pass validation_fraction=0."
+            )
+        val_idx = np.sort(perm[:n_val])
+        train_idx = np.sort(perm[n_val:])
+        profile_mean = (
+            np.asarray(profile[train_idx].mean(axis=0)).ravel().astype(np.float32)
+            if n_profile
+            else np.zeros(0, np.float32)
+        )
+
+        bs = min(batch_size, train_idx.size)
+        steps_per_epoch = max(train_idx.size // bs, 1)
+        if epochs is None:
+            epochs = int(
+                np.clip(
+                    math.ceil(DEFAULT_STEPS / steps_per_epoch), MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS
+                )
+            )
+        total_steps = epochs * steps_per_epoch
+
+        gene_init = None
+        if init == "pca" and n_profile:
+            vec = _pca_gene_init(profile, train_idx, profile_mean, config.hidden_dim, seed)
+            if vec is not None:
+                rows = col_to_token[hvg_cols]
+                gene_init = (rows, vec, _OTHER_GENE_SCALE)
+        model, history, summary = _train(
+            config,
+            token_ids=token_ids,
+            token_vals=token_vals,
+            profile=profile,
+            profile_mean=profile_mean,
+            batch_codes=batch_codes,
+            train_idx=train_idx,
+            val_idx=val_idx,
+            batch_size=bs,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            learning_rate=float(learning_rate),
+            weight_decay=float(weight_decay),
+            warmup_fraction=float(warmup_fraction),
+            grad_clip=float(grad_clip),
+            patience=early_stopping_patience,
+            seed=int(seed),
+            show_bar=show_bar,
+            gene_init=gene_init,
+        )
+        summary.update(
+            {
+                "n_cells": int(n),
+                "n_train": int(train_idx.size),
+                "n_val": int(val_idx.size),
+                "batch_size": int(bs),
+                "epochs": int(epochs),
+                "learning_rate": float(learning_rate),
+                "weight_decay": float(weight_decay),
+                "warmup_fraction": float(warmup_fraction),
+                "grad_clip": float(grad_clip),
+                "validation_fraction": float(validation_fraction),
+                "early_stopping_patience": early_stopping_patience,
+                "seed": int(seed),
+                "init": init,
+                "layer": layer,
+                "n_vocab_genes": int(vocab_cols.size),
+                "wall_s": round(time.perf_counter() - start_time, 3),
+                "process_cpu_s": round(time.process_time() - cpu_start, 3),
+            }
+        )
+        from .._version import __version__
+
+        model._info.history = history
+        model._info.metadata = {
+            "genes": genes,
+            "medians": [float(m) for m in vocab_medians],
+            "tokenizer": {
+                "recipe": "geneformer_v1",
+                "target_sum": float(target_sum),
+                "max_tokens": int(max_tokens),
+                "special_tokens": list(_keys.SPECIAL_TOKENS),
+                "pad_id": _keys.PAD_ID,
+                "vocabulary_source": "training data var_names"
+                + ("" if n_vocab_genes is None else f" (top {vocab_cols.size} variable)"),
+                "vocab_size": int(config.vocab_size),
+                "median_source": _keys.MEDIAN_KEY
+                if _keys.MEDIAN_KEY in adata.var.columns
+                else "computed on training data",
+            },
+            "profile_genes": [str(g) for g in adata.var_names[hvg_cols]] if n_profile else [],
+            "profile_mean": [float(x) for x in profile_mean],
+            "batch_key": batch_key,
+            "batch_categories": batch_categories,
+            "training": summary,
+            "package_version": __version__,
+            "backed": bool(is_backed(adata)),
+        }
+        info["added"] = []
+        logger.info(
+            "    trained %d epochs (%d steps), best val loss %s",
+            summary["epochs_run"],
+            summary["steps"],
+            summary.get("best_val_loss"),
+        )
+    return model
+
+
+def _pca_gene_init(profile, train_idx, profile_mean, hidden_dim, seed, max_cells=10_000):
+    """Gene-embedding rows from a PCA of the bottleneck targets.
+
+    Row ``g`` is gene ``g``'s loadings on the top ``hidden_dim`` principal
+    components of the centred log-normalised HVG profiles (at most
+    ``max_cells`` training cells), weighted by the singular values and scaled so
+    that the rows have the RMS norm of the random initialisation. Mean pooling
+    over a cell's genes then starts close to a PCA projection of the cell's
+    top-gene set, instead of from a random code.
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    rng = np.random.default_rng(seed + 2)
+    cells = train_idx
+    if cells.size > max_cells:
+        cells = np.sort(rng.choice(cells, max_cells, replace=False))
+    X = profile[cells].toarray() - profile_mean[None, :]
+    k = int(min(hidden_dim, min(X.shape) - 1))
+    if k < 1:
+        return None
+    _u, sv, vt = randomized_svd(X, k, random_state=seed)
+    vec = np.zeros((X.shape[1], hidden_dim), np.float32)
+    vec[:, :k] = (vt.T * (sv / sv[0])).astype(np.float32)
+    rms = np.sqrt(np.mean(np.sum(vec**2, axis=1)))
+    from ..models._masked import _GENE_INIT_STD
+
+    return vec * (_GENE_INIT_STD * np.sqrt(hidden_dim) / max(rms, 1e-12))
+
+
+def _decay_mask(params):
+    """Weight decay on matrices only (not biases, norms or the mask vector)."""
+    import jax
+
+    return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def _make_tx(learning_rate, weight_decay, grad_clip):
+    import optax
+
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip),
+        optax.adamw(learning_rate, weight_decay=weight_decay, mask=_decay_mask),
+    )
+
+
+_JIT_CACHE: dict = {}
+
+
+def _compiled():
+    """Return the module-level jitted train and eval steps (built once).
+
+    Repeated ``pretrain`` calls with the same architecture and shapes reuse the
+    compiled programs.
+
+    The optimizer is optax AdamW behind global-norm clipping, with its
+    learning rate, weight decay and clip injected as state, so the schedule
+    (warmup + cosine) is evaluated on the host and passed in per step.
+    """
+    if _JIT_CACHE:
+        return _JIT_CACHE
+    from functools import partial
+
+    import jax
+    import optax
+    from flax import nnx
+
+    tx = optax.inject_hyperparams(_make_tx)(learning_rate=0.0, weight_decay=0.0, grad_clip=1.0)
+
+    @partial(jax.jit, static_argnums=0)
+    def train_step(graphdef, params, opt_state, lr, ids, vals, prof, bc, key):
+        def loss_fn(p):
+            return nnx.merge(graphdef, p).loss(ids, vals, key=key, profile=prof, batch=bc)
+
+        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        opt_state.hyperparams["learning_rate"] = lr
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, parts
+
+    @partial(jax.jit, static_argnums=0)
+    def eval_step(graphdef, params, ids, vals, prof, bc, w, key):
+        return nnx.merge(graphdef, params).loss(
+            ids, vals, key=key, profile=prof, batch=bc, cell_weight=w
+        )[0]
+
+    _JIT_CACHE.update(tx=tx, train_step=train_step, eval_step=eval_step)
+    return _JIT_CACHE
+
+
+def _train(
+    config,
+    *,
+    token_ids,
+    token_vals,
+    profile,
+    profile_mean,
+    batch_codes,
+    train_idx,
+    val_idx,
+    batch_size,
+    epochs,
+    steps_per_epoch,
+    total_steps,
+    learning_rate,
+    weight_decay,
+    warmup_fraction,
+    grad_clip,
+    patience,
+    seed,
+    show_bar,
+    gene_init=None,
+):
+    """Run the optimisation loop; return ``(model, history, summary)``."""
+    import jax
+    import optax
+    from flax import nnx
+
+    from ..models._masked import create_model
+
+    fns = _compiled()
+    key = jax.random.key(seed)
+    init_key, step_key, val_key = jax.random.split(key, 3)
+    model = create_model(config, init_key)
+    if gene_init is not None:
+        rows, vectors, other_scale = gene_init
+        emb = np.asarray(model.gene_embed.embedding.get_value())
+        emb = emb.copy()
+        emb[4:] *= other_scale
+        emb[rows] = vectors
+        model.gene_embed.embedding.set_value(jax.numpy.asarray(emb))
+
+    warmup = int(round(warmup_fraction * total_steps))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1),
+        end_value=0.0,
+    )
+    model.train()
+    train_def, params = nnx.split(model)
+    model.eval()
+    eval_def, _ = nnx.split(model)
+    opt_state = fns["tx"].init(params)
+    opt_state.hyperparams["weight_decay"] = np.float32(weight_decay)
+    opt_state.hyperparams["grad_clip"] = np.float32(grad_clip)
+
+    def _batch(idx):
+        ids = token_ids[idx]
+        vals = token_vals[idx]
+        prof = None
+        if profile is not None:
+            prof = profile[idx].toarray() - profile_mean[None, :]
+        bc = None if batch_codes is None else batch_codes[idx]
+        return ids, vals, prof, bc
+
+    # Fixed-shape validation batches (padded, weight 0 on padding rows).
+    val_batches = []
+    for i in range(0, val_idx.size, batch_size):
+        idx = val_idx[i : i + batch_size]
+        w = np.ones(batch_size, np.float32)
+        if idx.size < batch_size:
+            w[idx.size :] = 0.0
+            idx = np.concatenate([idx, np.repeat(idx[:1], batch_size - idx.size)])
+        val_batches.append((idx, w))
+
+    def val_loss(params):
+        tot, wsum = 0.0, 0.0
+        for j, (idx, w) in enumerate(val_batches):
+            ids, vals, prof, bc = _batch(idx)
+            loss = fns["eval_step"](
+                eval_def, params, ids, vals, prof, bc, w, jax.random.fold_in(val_key, j)
+            )
+            tot += float(loss) * float(w.sum())
+            wsum += float(w.sum())
+        return tot / wsum
+
+    history: dict[str, list[float]] = {
+        "train_loss": [],
+        "val_loss": [],
+        "train_value_loss": [],
+        "train_profile_loss": [],
+    }
+    rng = np.random.default_rng(seed + 1)
+    best = math.inf
+    best_params = None
+    best_epoch = -1
+    bad_epochs = 0
+    step = 0
+    stopped_early = False
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, desc="pretrain", disable=not show_bar, leave=False)
+    try:
+        for epoch in range(epochs):
+            order = rng.permutation(train_idx)
+            losses, vlosses, plosses = [], [], []
+            for b in range(steps_per_epoch):
+                idx = np.sort(order[b * batch_size : (b + 1) * batch_size])
+                ids, vals, prof, bc = _batch(idx)
+                params, opt_state, loss, parts = fns["train_step"](
+                    train_def,
+                    params,
+                    opt_state,
+                    np.float32(schedule(step)),
+                    ids,
+                    vals,
+                    prof,
+                    bc,
+                    jax.random.fold_in(step_key, step),
+                )
+                step += 1
+                lv = float(loss)
+                if not math.isfinite(lv):
+                    raise FloatingPointError(
+                        f"Training loss became {lv} at step {step}; lower learning_rate."
+                    )
+                losses.append(lv)
+                vlosses.append(float(parts["value"]))
+                plosses.append(float(parts["profile"]))
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{lv:.4f}")
+            history["train_loss"].append(float(np.mean(losses)))
+            history["train_value_loss"].append(float(np.mean(vlosses)))
+            history["train_profile_loss"].append(float(np.mean(plosses)))
+            if val_batches:
+                vl = val_loss(params)
+                history["val_loss"].append(vl)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", val=f"{vl:.4f}")
+                if vl < best:
+                    best, best_epoch, bad_epochs = vl, epoch, 0
+                    best_params = params
+                else:
+                    bad_epochs += 1
+                    if patience is not None and bad_epochs >= patience:
+                        stopped_early = True
+                        break
+    finally:
+        bar.close()
+    model = nnx.merge(eval_def, best_params if best_params is not None else params)
+    summary = {
+        "epochs_run": len(history["train_loss"]),
+        "steps": int(step),
+        "best_epoch": int(best_epoch + 1) if best_epoch >= 0 else None,
+        "best_val_loss": float(best) if math.isfinite(best) else None,
+        "final_train_loss": history["train_loss"][-1] if history["train_loss"] else None,
+        "stopped_early": bool(stopped_early),
+        "objective": "masked value regression + cell-level HVG-profile bottleneck"
+        if config.n_profile_genes
+        else "masked value regression",
+    }
+    return model, history, summary
