@@ -152,7 +152,11 @@ def check_cells_nonempty(totals: np.ndarray, obs_names: pd.Index, start: int = 0
 def check_obsm_rep(adata, use_rep: str) -> np.ndarray:
     """Return ``adata.obsm[use_rep]`` as a finite float 2-D array, or raise clearly."""
     if use_rep == "X":
-        rep = adata.X
+        if is_backed(adata):
+            parts = [chunk for _, _, chunk in iter_row_chunks(adata, None)]
+            rep = sp.vstack(parts, format="csr")
+        else:
+            rep = adata.X
     elif use_rep not in adata.obsm:
         raise DfmInputError(
             f"adata.obsm[{use_rep!r}] not found; available keys: {list(adata.obsm.keys())}."

@@ -144,6 +144,21 @@ def test_embedding_key_added_and_2d_basis(adata):
     assert np.allclose(np.sort(offsets, axis=0), np.sort(coords, axis=0), atol=1e-4)
 
 
+def test_embedding_uses_the_users_palette_and_small_2d_basis(adata):
+    from matplotlib.colors import to_rgba
+
+    ad = adata[:10].copy()  # fewer cells than n_neighbors: fine for a 2-D basis
+    ad.obsm["X_2d"] = np.arange(20, dtype=np.float32).reshape(10, 2)
+    palette = ["#ff0000", "#00ff00", "#0000ff"]
+    ad.uns["cell_type_colors"] = np.array(palette[: ad.obs["cell_type"].nunique()])
+    fig = dfm.pl.embedding(ad, "X_2d", color="cell_type")
+    faces = np.vstack([c.get_facecolors() for c in fig.axes[0].collections])
+    used = {tuple(np.round(f, 3)) for f in faces}
+    expected = {tuple(np.round(to_rgba(c), 3)) for c in ad.uns["cell_type_colors"]}
+    assert used == expected
+    assert list(ad.obsm.keys()) == ["X_emb", "X_umap", "X_2d"]
+
+
 @pytest.mark.parametrize(
     ("basis", "color", "match"),
     [

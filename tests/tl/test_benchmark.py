@@ -13,7 +13,9 @@ from diffbio_sc._validate import DfmInputError
 from diffbio_sc.tl._baselines import harmony_baseline, pca_baseline
 from diffbio_sc.tl._benchmark import BaselineRegressionError, results_frame
 
-N_CELLS = 240
+# Same shapes as tests/tl/test_scoring.py (300 cells; 3- and 10-dim embeddings), so
+# the JAX kernels compiled there are reused when both files run in one session.
+N_CELLS = 300
 # A fast metric set for most tests (no kBET / LISI / graph metrics); the full
 # default set runs once in the module fixture.
 FAST_METRICS = ["kmeans_nmi", "kmeans_ari", "silhouette_label", "pcr_comparison"]
@@ -26,7 +28,7 @@ def _make_adata(n_cells: int = N_CELLS, seed: int = 0):
     adata.obsm["X_good"] = (np.eye(3)[lab] * 5 + rng.normal(size=(n_cells, 3)) * 0.3).astype(
         np.float32
     )
-    adata.obsm["X_rand"] = rng.normal(size=(n_cells, 8)).astype(np.float32)
+    adata.obsm["X_rand"] = rng.normal(size=(n_cells, 10)).astype(np.float32)
     return adata
 
 
@@ -74,11 +76,26 @@ def test_pca_baseline_matches_scanpy_recipe_and_leaves_input():
     assert pca_baseline(adata, n_comps=10, n_top_genes=5000).shape == (N_CELLS, 10)
 
 
-def test_pca_baseline_rejects_negative_values():
+def test_pca_baseline_rejects_negative_values_and_warns_on_non_counts():
     adata = _make_adata()
     adata.layers["logged"] = adata.X.toarray().astype(np.float32) - 1.0
     with pytest.raises(DfmInputError, match="negative"):
         pca_baseline(adata, layer="logged")
+    adata.layers["logged"] = np.log1p(adata.X.toarray()).astype(np.float32)
+    with pytest.warns(UserWarning, match="raw counts"):
+        pca_baseline(adata, layer="logged", n_comps=5)
+
+
+def test_pca_baseline_of_backed_anndata(tmp_path):
+    import anndata
+
+    adata = _make_adata(120)
+    adata.write_h5ad(tmp_path / "b.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "b.h5ad", backed="r")
+    np.testing.assert_allclose(
+        pca_baseline(backed, n_comps=5), pca_baseline(adata, n_comps=5), atol=1e-4
+    )
+    backed.file.close()
 
 
 def test_harmony_baseline_mixes_batches():
@@ -181,8 +198,14 @@ def test_benchmark_report_contents(bench):
     assert rep["inputs"]["pre_integrated"] == "pca_baseline (computed)"
     assert rep["higher_is_better"] is True
     assert rep["created_by"]["function"] == "diffbio_sc.tl.benchmark"
-    # only the report was added; baselines are not written unless asked
+    # only the report was added; baselines are not written unless asked, and the
+    # data scored are left bit-identical
     assert set(adata.obsm.keys()) == set(before.obsm.keys())
+    for k in before.obsm:
+        np.testing.assert_array_equal(adata.obsm[k], before.obsm[k])
+    assert (adata.X != before.X).nnz == 0
+    pd.testing.assert_frame_equal(adata.obs, before.obs)
+    pd.testing.assert_frame_equal(adata.var, before.var)
     assert list(adata.uns.keys()) == ["dfm"] and list(before.uns.keys()) == []
 
 
@@ -195,18 +218,35 @@ def test_benchmark_report_survives_h5ad(bench, tmp_path):
     back = anndata.read_h5ad(path)
     rep = back.uns["dfm"]["benchmarks"]["default"]
     pd.testing.assert_frame_equal(results_frame(back), results_frame(df))
-    assert set(rep["deferred"]) == set(adata.uns["dfm"]["benchmarks"]["default"]["deferred"])
-    assert (
-        rep["versions"]["scib-metrics"]
-        == adata.uns["dfm"]["benchmarks"]["default"]["versions"]["scib-metrics"]
-    )
+    _assert_same_tree(rep, adata.uns["dfm"]["benchmarks"]["default"])
     assert list(rep["aggregate_inputs"]["total"]) == ["bio_conservation", "batch_correction"]
+    assert set(rep["timings"]) == set(dict.fromkeys(df["embedding"]))
+
+
+def _assert_same_tree(a, b, where="report"):
+    """Recursive equality of two .uns trees (lists and arrays compare by value)."""
+    if isinstance(b, dict):
+        assert isinstance(a, dict) and set(a) == set(b), where
+        for k in b:
+            _assert_same_tree(a[k], b[k], f"{where}/{k}")
+    elif isinstance(b, (list, tuple, np.ndarray)):
+        a_arr, b_arr = np.asarray(a), np.asarray(b)
+        assert a_arr.shape == b_arr.shape, where
+        if b_arr.dtype.kind == "f":
+            np.testing.assert_array_equal(a_arr, b_arr, err_msg=where)
+        else:
+            assert a_arr.astype(str).tolist() == b_arr.astype(str).tolist(), where
+    else:
+        assert a == b or (a != a and b != b), where
 
 
 def test_benchmark_baseline_key_added():
     adata = _make_adata()
-    _fast(adata, baselines=("pca",), baseline_key_added=True, annotation=False)
+    _fast(adata, baselines=("pca",), baseline_key_added=True, integration=False)
     np.testing.assert_allclose(adata.obsm["X_pca_baseline"], pca_baseline(adata))
+    assert adata.uns["dfm"]["benchmarks"]["default"]["inputs"]["baseline_obsm_keys"] == {
+        "pca": "X_pca_baseline"
+    }
     _fast(
         adata,
         baselines=("pca",),
@@ -235,6 +275,7 @@ def test_benchmark_precomputed_reference_and_single_batch_bio_only():
         "one_batch",
         "cell_type",
         baselines=(),
+        annotation=False,
         metrics=["kmeans_nmi", "silhouette_label"],
         name="bio",
     )
@@ -291,6 +332,14 @@ def _snapshot(adata):
             "not computed",
         ),
         (("X_good", "batch", "cell_type"), {"layer": "missing"}, DfmInputError, "missing"),
+        (
+            ("X_good", "batch", "cell_type"),
+            {"pre_integrated": "X_nope"},
+            DfmInputError,
+            "X_nope",
+        ),
+        (("X_good", "batch", "cell_type"), {"probe_neighbors": 0}, DfmInputError, "n_neighbors"),
+        (("X_good", "batch", "batch"), {}, DfmInputError, "both 'batch'"),
     ],
 )
 def test_benchmark_errors_leave_adata_unchanged(args, kwargs, exc, match):
@@ -315,8 +364,9 @@ def test_benchmark_errors_leave_adata_unchanged(args, kwargs, exc, match):
 
 
 @pytest.fixture(scope="module")
-def fast_df():
-    return _fast(_make_adata())
+def fast_df(bench):
+    """The full benchmark's table (the guard tests copy before they change it)."""
+    return bench[2]
 
 
 def test_save_baseline_json(fast_df, tmp_path):
@@ -396,6 +446,10 @@ def test_compare_fails_closed_without_baseline(fast_df, tmp_path):
 def test_compare_bootstrap_writes_baseline(fast_df, tmp_path):
     path = tmp_path / "boot.json"
     res = dfm.tl.compare_to_baseline(fast_df, path, bootstrap=True)
+    pd.testing.assert_frame_equal(
+        res[["embedding", "metric"]], fast_df[["embedding", "metric"]].reset_index(drop=True)
+    )
+    np.testing.assert_array_equal(res["baseline"], fast_df["value"])
     assert res.attrs["bootstrapped"] and res.attrs["passed"]
     assert "bootstrapped" in res.attrs["reason"] and set(res["status"]) == {"bootstrapped"}
     assert path.exists()
@@ -407,9 +461,8 @@ def test_compare_bootstrap_writes_baseline(fast_df, tmp_path):
     assert dfm.tl.compare_to_baseline(fast_df, path).attrs["passed"]
 
 
-def test_compare_accepts_report_and_anndata(tmp_path):
-    adata = _make_adata()
-    df = _fast(adata, integration=False)
+def test_compare_accepts_report_and_anndata(bench, tmp_path):
+    adata, _, df = bench
     path = dfm.tl.save_baseline(adata, tmp_path / "b.json")
     payload = json.loads(path.read_text())
     assert payload["versions"]["diffbio_sc"] == dfm.__version__
@@ -417,6 +470,10 @@ def test_compare_accepts_report_and_anndata(tmp_path):
     assert dfm.tl.compare_to_baseline(rep, path).attrs["passed"]
     assert dfm.tl.compare_to_baseline(adata, path).attrs["passed"]
     assert len(dfm.tl.compare_to_baseline(df, path)) == len(df)
+    # a bootstrapped baseline records the versions of the report too
+    boot = tmp_path / "boot.json"
+    dfm.tl.compare_to_baseline(adata, boot, bootstrap=True)
+    assert json.loads(boot.read_text())["versions"]["diffbio_sc"] == dfm.__version__
 
 
 def test_compare_rejects_bad_files_and_tolerance(fast_df, tmp_path):
@@ -430,5 +487,42 @@ def test_compare_rejects_bad_files_and_tolerance(fast_df, tmp_path):
         dfm.tl.compare_to_baseline(fast_df, other)
     with pytest.raises(DfmInputError, match="tolerance"):
         dfm.tl.compare_to_baseline(fast_df, other, tolerance=-1)
+    # an empty baseline would pass every review: it fails closed
+    empty = tmp_path / "empty.json"
+    empty.write_text(
+        json.dumps({"format": "diffbio_sc.benchmark_baseline", "format_version": 1, "scores": []})
+    )
+    with pytest.raises(DfmInputError, match="no scores"):
+        dfm.tl.compare_to_baseline(fast_df, empty)
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"format": "diffbio_sc.benchmark_baseline", "format_version": 99}))
+    with pytest.raises(DfmInputError, match="format_version"):
+        dfm.tl.compare_to_baseline(fast_df, future)
+    path = dfm.tl.save_baseline(fast_df, tmp_path / "ok.json")
+    with pytest.raises(DfmInputError, match="several scores"):
+        dfm.tl.compare_to_baseline(pd.concat([fast_df, fast_df.iloc[:1]]), path)
     with pytest.raises(DfmInputError, match="No benchmark report"):
         results_frame(_make_adata(), name="nothing")
+
+
+def test_plot_real_benchmark_output(bench, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, _, df = bench
+    try:
+        fig = dfm.pl.benchmark(df, kind="table", save=tmp_path / "t.png")
+        texts = fig.axes[0].texts
+        names = [t for t in texts if t.get_text() in set(df["embedding"])]
+        order = [t.get_text() for t in sorted(names, key=lambda t: t.get_position()[1])]
+        total = df[df.metric == "total"].set_index("embedding")["value"]
+        assert order == list(total.sort_values(ascending=False).index)
+        assert "n/a" not in {t.get_text() for t in texts}  # every score is finite
+        assert (tmp_path / "t.png").stat().st_size > 1000
+        fig = dfm.pl.benchmark(df, kind="dots", groups="annotation")
+        # one errorbar per embedding with the fold sd of the annotation scores
+        assert len(fig.axes) == 1 and len(fig.axes[0].containers) == 4
+    finally:
+        plt.close("all")

@@ -12,6 +12,16 @@ import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
 
 N_CELLS = 300
+RAND_METRICS = [
+    "isolated_labels",
+    "kmeans_nmi",
+    "kmeans_ari",
+    "silhouette_label",
+    "clisi",
+    "ilisi",
+    "graph_connectivity",
+    "pcr_comparison",
+]
 
 
 def _make_adata(n_cells: int = N_CELLS, seed: int = 0):
@@ -62,6 +72,8 @@ def integration_good(adata, neighbors):
 
 @pytest.fixture(scope="module")
 def integration_rand(adata, neighbors):
+    # The within-label batch metrics (BRAS, silhouette batch, kBET) recompile their
+    # JAX kernels for every label subset; the good embedding covers them.
     return dfm.tl.score_integration(
         adata,
         "X_rand",
@@ -69,6 +81,7 @@ def integration_rand(adata, neighbors):
         "cell_type",
         pre_integrated="X_pre",
         neighbors=neighbors["X_rand"],
+        metrics=RAND_METRICS,
     )
 
 
@@ -89,24 +102,45 @@ def test_annotation_good_near_top_random_near_chance(adata):
 
 
 def test_annotation_matches_plain_cross_validation(adata):
+    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
     from sklearn.neighbors import KNeighborsClassifier
 
-    res = dfm.tl.score_annotation(adata, "X_rand", "cell_type", method="knn", n_splits=4, seed=3)
+    res = dfm.tl.score_annotation(
+        adata, "X_rand", "cell_type", method=["knn", "logreg"], n_splits=4, seed=3
+    )
     X = adata.obsm["X_rand"].astype(np.float64)
     y = adata.obs["cell_type"].astype(str).to_numpy()
-    accs, baccs = [], []
+    accs, baccs, lr_accs = [], [], []
     for tr, te in StratifiedKFold(4, shuffle=True, random_state=3).split(X, y):
         pred = KNeighborsClassifier(15).fit(X[tr], y[tr]).predict(X[te])
         accs.append(np.mean(pred == y[te]))
         recalls = [np.mean(pred[y[te] == c] == c) for c in np.unique(y)]
         baccs.append(np.mean(recalls))
+        # standardise with the training fold's mean and sd only
+        mu, sd = X[tr].mean(0), X[tr].std(0)
+        lr = LogisticRegression(max_iter=1000).fit((X[tr] - mu) / sd, y[tr])
+        lr_accs.append(np.mean(lr.predict((X[te] - mu) / sd) == y[te]))
     sc = res["scores"]["knn"]
     np.testing.assert_allclose(sc["accuracy"]["folds"], accs)
     np.testing.assert_allclose(sc["balanced_accuracy"]["folds"], baccs)
     assert sc["accuracy"]["mean"] == pytest.approx(np.mean(accs))
     assert sc["accuracy"]["sd"] == pytest.approx(np.std(accs, ddof=1))
-    assert list(res["scores"]) == ["knn"]
+    np.testing.assert_allclose(res["scores"]["logreg"]["accuracy"]["folds"], lr_accs)
+    assert list(res["scores"]) == ["knn", "logreg"]
+    assert res["params"]["n_splits"] == 4 and res["n_cells"] == adata.n_obs
+
+
+def test_annotation_label_dtype_does_not_matter(adata):
+    ad = adata.copy()
+    codes = ad.obs["cell_type"].cat.codes.to_numpy()
+    ad.obs["as_int"] = codes
+    ad.obs["as_str"] = codes.astype(str)
+    a = dfm.tl.score_annotation(ad, "X_rand", "as_int")
+    b = dfm.tl.score_annotation(ad, "X_rand", "as_str")
+    np.testing.assert_array_equal(
+        a["scores"]["knn"]["macro_f1"]["folds"], b["scores"]["knn"]["macro_f1"]["folds"]
+    )
 
 
 def test_annotation_macro_f1_hand_case():
@@ -198,6 +232,7 @@ def test_annotation_rare_class_excluded_and_reported(adata):
         ({"use_rep": "X_nan"}, "NaN"),
         ({"method": "svm"}, "svm"),
         ({"n_splits": 1}, "n_splits"),
+        ({"n_neighbors": 0}, "n_neighbors"),
     ],
 )
 def test_annotation_errors(adata, kwargs, match):
@@ -237,7 +272,8 @@ def test_integration_equals_direct_scib_calls(adata, neighbors, integration_good
             adata.obsm["X_pre"], X, batch, categorical=True
         ),
     }
-    nmi_ari = scib_metrics.nmi_ari_cluster_labels_kmeans(X, labels)
+    # (scib-metrics' KMeans shifts its input in place: give it a copy)
+    nmi_ari = scib_metrics.nmi_ari_cluster_labels_kmeans(X.copy(), labels)
     expected["kmeans_nmi"] = nmi_ari["nmi"]
     expected["kmeans_ari"] = nmi_ari["ari"]
     got = integration_good["metrics"]
@@ -281,11 +317,94 @@ def test_integration_good_top_random_bottom(integration_good, integration_rand, 
         "batch",
         "cell_type",
         pre_integrated="X_pre",
-        metrics=["ilisi", "bras", "silhouette_batch", "kbet", "pcr_comparison"],
+        metrics=["ilisi", "bras", "pcr_comparison"],
     )
     assert bat["aggregate"]["batch_correction"] < 0.35
     assert bat["aggregate"]["batch_correction"] < g["batch_correction"] - 0.4
     assert "total" not in bat["aggregate"]  # no bio metric was computed
+
+
+def test_aggregates_skip_nan_like_the_benchmarker():
+    from diffbio_sc.tl._scoring import aggregate_scores
+
+    values = {
+        "isolated_labels": 0.5,
+        "kmeans_nmi": 0.6,
+        "kmeans_ari": 0.4,
+        "silhouette_label": 0.8,
+        "bras": np.nan,
+        "silhouette_batch": np.nan,
+        "ilisi": 0.3,
+        "kbet": np.nan,
+        "graph_connectivity": 0.9,
+    }
+    agg, inputs = aggregate_scores(values)
+    assert agg["bio_conservation"] == pytest.approx((0.5 + 0.6 + 0.4 + 0.8) / 4)
+    # the Benchmarker's pandas mean skips NaN metrics
+    assert agg["batch_correction"] == pytest.approx((0.3 + 0.9) / 2)
+    assert inputs["batch_correction"] == ["ilisi", "graph_connectivity"]
+    assert agg["total"] == pytest.approx(0.6 * 0.575 + 0.4 * 0.6)
+    assert agg["avg_bio"] == pytest.approx((0.6 + 0.4 + 0.8) / 3)
+    assert np.isnan(agg["avg_batch"])  # fixed formula: NaN in, NaN out
+    agg2, _ = aggregate_scores({"kbet": np.nan, "kmeans_nmi": 0.2})
+    assert np.isnan(agg2["batch_correction"]) and np.isnan(agg2["total"])
+    assert "avg_bio" not in agg2 and "avg_batch" not in agg2
+
+
+def test_integration_labels_nested_in_batches():
+    # Every label lies in one batch, except "m", whose two cells lie in two batches
+    # (scib-metrics' silhouette batch skips such a label too): the within-label
+    # batch metrics are undefined (NaN) and the other metrics still run.
+    from anndata import AnnData
+
+    rng = np.random.default_rng(1)
+    lab = np.array(["a"] * 20 + ["b"] * 20 + ["m"] * 2)
+    bat = np.array(["b1"] * 20 + ["b2"] * 20 + ["b1", "b2"])
+    X = rng.normal(size=(42, 4)).astype(np.float32)
+    ad = AnnData(
+        X=np.ones((42, 1), np.float32),
+        obs=pd.DataFrame({"l": lab, "b": bat}, index=[f"c{i}" for i in range(42)]),
+        obsm={"e": X},
+    )
+    res = dfm.tl.score_integration(
+        ad, "e", "b", "l", metrics=["bras", "silhouette_batch", "kmeans_nmi"]
+    )
+    assert np.isnan(res["metrics"]["bras"]) and np.isnan(res["metrics"]["silhouette_batch"])
+    assert np.isnan(res["aggregate"]["batch_correction"])
+    assert np.isfinite(res["aggregate"]["bio_conservation"])
+
+
+def test_integration_leaves_embedding_bit_identical(adata):
+    # scib-metrics' KMeans centres its input in place; float32 round-off would leak
+    # into the user's array if it were handed the stored embedding itself.
+    ad = adata.copy()
+    rng = np.random.default_rng(0)
+    X = (rng.lognormal(size=(ad.n_obs, 3)) * np.array([1.0, 100.0, 0.01])).astype(np.float32)
+    X[:5] += 1e4
+    ad.obsm["X_skew"] = X
+    before = X.copy()
+    dfm.tl.score_integration(ad, "X_skew", "batch", "cell_type", metrics=["kmeans_nmi"])
+    np.testing.assert_array_equal(ad.obsm["X_skew"], before)
+    assert ad.obsm["X_skew"] is X and "dfm" not in ad.uns
+
+
+def test_integration_use_rep_x_of_backed_anndata(adata, integration_good, tmp_path):
+    import anndata
+    import scipy.sparse as sp
+
+    ad = adata[:, :3].copy()
+    ad.X = sp.csr_matrix(ad.obsm["X_good"])  # a backed sparse X is an on-disk dataset
+    ad.write_h5ad(tmp_path / "b.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "b.h5ad", backed="r")
+    res = dfm.tl.score_integration(
+        backed, "X", "batch", "cell_type", metrics=["silhouette_label", "kmeans_nmi"]
+    )
+    # neither metric uses the neighbour graph: equal to the in-memory scores
+    for m in ("silhouette_label", "kmeans_nmi"):
+        assert res["metrics"][m] == pytest.approx(integration_good["metrics"][m], abs=1e-6)
+    ann = dfm.tl.score_annotation(backed, "X", "cell_type")
+    assert ann["scores"]["knn"]["accuracy"]["mean"] > 0.97
+    backed.file.close()
 
 
 def test_integration_records_version_and_params(integration_good):
@@ -306,6 +425,12 @@ def test_exact_neighbors_match_brute_force(adata):
     ref = np.sort(D, axis=1)[:, :20]
     np.testing.assert_allclose(nn.distances, ref, atol=1e-4)
     assert (nn.indices[:, 0] == np.arange(X.shape[0])).all()  # self first
+    # 'auto' is exact at this size; 'pynndescent' is scib-metrics' search, seeded
+    np.testing.assert_array_equal(compute_neighbors(X, 20, method="auto").indices, nn.indices)
+    from scib_metrics.nearest_neighbors import pynndescent
+
+    approx = compute_neighbors(X, 20, method="pynndescent", seed=4)
+    np.testing.assert_array_equal(approx.indices, pynndescent(X, 20, random_state=4).indices)
 
 
 def test_integration_bio_only_with_single_batch_and_leiden(adata):
@@ -334,6 +459,10 @@ def test_integration_bio_only_with_single_batch_and_leiden(adata):
         ({"metrics": ["asw"]}, "asw"),
         ({"knn_method": "annoy"}, "annoy"),
         ({"pre_integrated": np.zeros((3, 2))}, "pre_integrated"),
+        ({"batch_key": "cell_type"}, "both 'cell_type'"),
+        ({"neighbors": "graph"}, "NeighborsResults"),
+        ({"neighbors": "short"}, "k=15"),
+        ({"neighbors": "other_cells"}, "for 100 cells"),
     ],
 )
 def test_integration_errors(adata, kwargs, match):
@@ -343,6 +472,12 @@ def test_integration_errors(adata, kwargs, match):
     X[7, 1] = np.inf
     ad.obsm["X_nan"] = X
     args = {"use_rep": "X_good", "batch_key": "batch", "label_key": "cell_type", **kwargs}
+    if args.get("neighbors") in ("short", "other_cells"):
+        from scib_metrics.nearest_neighbors import NeighborsResults
+
+        n, k = (ad.n_obs, 15) if args["neighbors"] == "short" else (100, 90)
+        idx = np.zeros((n, k), dtype=np.int64)
+        args["neighbors"] = NeighborsResults(indices=idx, distances=idx.astype(np.float32))
     with pytest.raises(DfmInputError, match=match):
         dfm.tl.score_integration(
             ad, args.pop("use_rep"), args.pop("batch_key"), args.pop("label_key"), **args

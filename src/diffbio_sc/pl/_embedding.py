@@ -31,8 +31,9 @@ def embedding(
     The neighbour graph and UMAP are computed on a private, light AnnData
     (``sc.pp.neighbors(use_rep=...)`` then ``sc.tl.umap``, both seeded), so the
     user's ``.obsm['X_umap']``, ``.obsp['distances']`` / ``['connectivities']``
-    and ``.uns['neighbors']`` are never touched. A two-column ``basis`` (e.g. an
-    existing UMAP) is plotted as it is.
+    and ``.uns['neighbors']`` are never touched; palettes stored in
+    ``.uns['<column>_colors']`` are used. A two-column ``basis`` (e.g. an existing
+    UMAP) is plotted as it is.
 
     Parameters
     ----------
@@ -85,14 +86,18 @@ def embedding(
         raise DfmInputError(f"key_added must be a non-empty string or None, got {key_added!r}.")
     if X.shape[1] < 2:
         raise DfmInputError(f"{basis!r} has {X.shape[1]} dimension; need at least 2.")
-    if adata.n_obs <= n_neighbors:
+    if X.shape[1] > 2 and adata.n_obs <= n_neighbors:
         raise DfmInputError(
             f"n_neighbors={n_neighbors} needs more than {n_neighbors} cells, got {adata.n_obs}."
         )
 
     tmp = AnnData(obs=adata.obs[colors].copy())
+    # Keep the user's palettes (scanpy stores them as .uns['<column>_colors']).
+    for c in colors:
+        if f"{c}_colors" in adata.uns:
+            tmp.uns[f"{c}_colors"] = np.array(adata.uns[f"{c}_colors"], copy=True)
     if X.shape[1] == 2:
-        coords = np.asarray(X, dtype=np.float32)
+        coords = np.array(X, dtype=np.float32, copy=True)
     else:
         with timed(f"computing a UMAP of {basis!r}"):
             tmp.obsm["rep"] = np.asarray(X, dtype=np.float32)

@@ -11,9 +11,19 @@ return a NumPy array; the AnnData passed in is never modified.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from .._validate import DfmInputError, check_adata, check_obs_key, check_values, get_matrix
+from .._validate import (
+    DfmInputError,
+    check_adata,
+    check_obs_key,
+    check_values,
+    get_matrix,
+    is_backed,
+    iter_row_chunks,
+)
 
 _HARMONY_HINT = "pip install diffbio_sc[harmony]"
 
@@ -25,14 +35,25 @@ def _log_normalised_hvg_copy(adata, *, layer: str | None, n_top_genes: int):
     from anndata import AnnData
 
     X = get_matrix(adata, layer)
+    if is_backed(adata) or not (sp.issparse(X) or isinstance(X, np.ndarray)):
+        # backed (h5py / anndata sparse dataset): read it in chunks into a CSR copy
+        X = sp.vstack([chunk for _, _, chunk in iter_row_chunks(adata, layer)], format="csr")
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    data = X.data if sp.issparse(X) else np.asarray(X)
+    data = np.asarray(X.data if sp.issparse(X) else X)
     check_values(
-        np.asarray(data),
+        data,
         require_integer=False,
         where=where,
         fix="The PCA baseline expects raw counts (it normalises and log-transforms them).",
     )
+    if data.dtype.kind == "f" and data.size and not np.all(data == np.round(data)):
+        warnings.warn(
+            f"{where} holds non-integer values, but the PCA baseline normalises and "
+            "log-transforms what it is given and expects raw counts; pass the counts "
+            "with layer= (e.g. layer='counts').",
+            UserWarning,
+            stacklevel=3,
+        )
     X = X.astype(np.float32, copy=True) if sp.issparse(X) else np.array(X, dtype=np.float32)
     ad = AnnData(X=X)
     ad.obs_names = adata.obs_names.copy()

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .. import _keys, _uns
 from .._logging import logger, timed
-from .._validate import DfmInputError, check_adata, check_obs_key, check_obsm_rep
+from .._validate import DfmInputError, check_adata, check_obs_key
 from . import _scoring
 
 #: Baselines that :func:`benchmark` can compute, and their embedding names.
@@ -245,12 +245,13 @@ def benchmark(
             f"use_reps {clash} share a name with a computed baseline; drop the baseline "
             "from baselines= or rename the .obsm key."
         )
-    arrays = {k: np.ascontiguousarray(check_obsm_rep(adata, k), dtype=np.float32) for k in reps}
+    arrays = {k: np.ascontiguousarray(_scoring.get_rep(adata, k), dtype=np.float32) for k in reps}
     labels_col = check_obs_key(adata, label_key)
     batch_col = check_obs_key(adata, batch_key)
     targets = _baseline_targets(baseline_key_added, baselines, reps)
     methods = _scoring._check_methods(annotation_methods) if annotation else []
     n_splits = _scoring.check_n_splits(n_splits)
+    probe_neighbors = _scoring.check_probe_neighbors(probe_neighbors)
     metrics = _scoring._check_metrics(metrics) if integration else []
     if knn_method not in _scoring._KNN_METHODS:
         raise DfmInputError(
@@ -261,6 +262,11 @@ def benchmark(
     if "harmony" in baselines and batch_col.nunique() < 2:
         raise DfmInputError(
             f"adata.obs[{batch_key!r}] has a single batch; drop 'harmony' from baselines."
+        )
+    X_pre, pre_source = None, None
+    if "pcr_comparison" in metrics and pre_integrated is not None:
+        X_pre, pre_source = _scoring.resolve_pre_integrated(
+            adata, pre_integrated, layer=layer, seed=seed
         )
     labels = _scoring._codes(labels_col)
     batch = _scoring._codes(batch_col)
@@ -294,14 +300,10 @@ def benchmark(
             computed["harmony"] = harmony_baseline(adata, batch_key, pca=pca, seed=seed)
         for b, X in computed.items():
             arrays[BASELINE_KEYS[b]] = X
-        pcr_pre, pre_source = None, None
+        pcr_pre = None
         if "pcr_comparison" in metrics:
-            if pre_integrated is None:
+            if X_pre is None:
                 X_pre, pre_source = pca, "pca_baseline (computed)"
-            else:
-                X_pre, pre_source = _scoring.resolve_pre_integrated(
-                    adata, pre_integrated, layer=layer, seed=seed
-                )
             pcr_pre = _scoring.pcr_score(X_pre, batch)
 
         rows: list[tuple] = []
@@ -376,7 +378,8 @@ def benchmark(
                 "n_top_genes": int(n_top_genes),
                 "pcr_pre": pcr_pre,
                 "aggregate": "total = 0.6 * bio_conservation + 0.4 * batch_correction "
-                "(scib-metrics Benchmarker); avg_bio = mean(NMI, ARI, silhouette_label); "
+                "(scib-metrics Benchmarker; NaN metrics skipped in the group means); "
+                "avg_bio = mean(NMI, ARI, silhouette_label); "
                 "avg_batch = mean(silhouette_batch, graph_connectivity)",
             },
             "seeds": {"seed": int(seed)},
@@ -535,10 +538,35 @@ def _read_baseline(path: Path) -> pd.DataFrame:
             f"{payload.get('format') if isinstance(payload, dict) else None!r}); write one "
             "with dfm.tl.save_baseline."
         )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > _BASELINE_FORMAT_VERSION:
+        raise DfmInputError(
+            f"Baseline {path} has format_version {version!r}; this diffbio_sc reads up to "
+            f"{_BASELINE_FORMAT_VERSION}. Upgrade diffbio_sc or rewrite the baseline."
+        )
     rows = payload.get("scores") or []
+    if not rows:
+        # An empty baseline would pass every review: fail closed instead.
+        raise DfmInputError(
+            f"Baseline {path} holds no scores, so nothing can be compared; rewrite it with "
+            "dfm.tl.save_baseline from a non-empty benchmark."
+        )
     df = pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
     df["value"] = pd.to_numeric(df["value"]).astype(float)
+    _check_unique(df, f"Baseline {path}")
     return df
+
+
+def _check_unique(df: pd.DataFrame, what: str) -> None:
+    dup = df[df.duplicated(["embedding", "metric"])]
+    if not dup.empty:
+        pairs = ", ".join(
+            f"{e}/{m}" for e, m in dup[["embedding", "metric"]].head(5).itertuples(index=False)
+        )
+        raise DfmInputError(
+            f"{what} has several scores for the same embedding and metric ({pairs}); "
+            "compare one benchmark (or results with distinct embedding names) at a time."
+        )
 
 
 def compare_to_baseline(
@@ -562,7 +590,9 @@ def compare_to_baseline(
     The review fails closed: without a baseline file it raises
     :class:`FileNotFoundError`, unless ``bootstrap=True`` is passed explicitly, in
     which case the current scores are written as the baseline, every row is
-    ``'bootstrapped'`` and the result says so (``attrs['bootstrapped']``).
+    ``'bootstrapped'`` and the result says so (``attrs['bootstrapped']``). A
+    baseline with no scores, of a newer format, or with several scores for one
+    embedding and metric is an error rather than a pass.
 
     Parameters
     ----------
@@ -589,9 +619,17 @@ def compare_to_baseline(
         ``attrs`` holds ``passed`` (bool), ``reason`` (str), ``bootstrapped``
         (bool), ``tolerance`` and ``baseline_path``.
     """
-    if not isinstance(tolerance, (int, float)) or not np.isfinite(tolerance) or tolerance < 0:
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float))
+        or not np.isfinite(tolerance)
+        or tolerance < 0
+    ):
         raise DfmInputError(f"tolerance must be a finite number >= 0, got {tolerance!r}.")
     current = results_frame(results, name=name)
+    _check_unique(current, "The results")
+    if current.empty:
+        raise DfmInputError("The results hold no scores; nothing to compare.")
     path = Path(baseline_path)
     if not path.exists():
         if not bootstrap:
@@ -600,7 +638,7 @@ def compare_to_baseline(
                 "bootstrap=True to write the current scores as the first baseline, or point "
                 "baseline_path at an existing one."
             )
-        save_baseline(current, path)
+        save_baseline(results, path, name=name)
         out = current.rename(columns={"value": "current"})[
             ["embedding", "metric", "group", "current"]
         ]

@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from .._logging import timed
-from .._validate import DfmInputError, check_adata, check_obs_key, check_obsm_rep
+from .._validate import (
+    DfmInputError,
+    check_adata,
+    check_obs_key,
+    check_obsm_rep,
+    is_backed,
+    iter_row_chunks,
+)
 
 # --------------------------------------------------------------------------
 # Metric registry
@@ -151,6 +158,9 @@ def _annotation_kernel(
     from sklearn.preprocessing import StandardScaler
 
     folds = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(X, y))
+    # Every class has >= n_splits cells, so stratification puts it in every test fold;
+    # macro-F1 averages over all of them (an unpredicted class counts as F1 = 0).
+    classes = np.unique(y)
     out: dict[str, dict[str, list[float]]] = {
         m: {k: [] for k in _ANNOTATION_METRICS} for m in methods
     }
@@ -174,7 +184,7 @@ def _annotation_kernel(
                 scores["accuracy"].append(accuracy_score(y[test], pred))
                 scores["balanced_accuracy"].append(balanced_accuracy_score(y[test], pred))
                 scores["macro_f1"].append(
-                    f1_score(y[test], pred, average="macro", zero_division=0.0)
+                    f1_score(y[test], pred, labels=classes, average="macro", zero_division=0.0)
                 )
     return {m: {k: np.asarray(v, dtype=float) for k, v in d.items()} for m, d in out.items()}
 
@@ -213,11 +223,33 @@ def prepare_annotation_labels(
     return mask, y, small, int(keep_classes.size)
 
 
+def check_probe_neighbors(n_neighbors) -> int:
+    """Return the kNN probe's ``n_neighbors`` as an int >= 1 or raise."""
+    if (
+        isinstance(n_neighbors, bool)
+        or not isinstance(n_neighbors, (int, np.integer))
+        or n_neighbors < 1
+    ):
+        raise DfmInputError(f"n_neighbors must be an integer >= 1, got {n_neighbors!r}.")
+    return int(n_neighbors)
+
+
 def check_n_splits(n_splits) -> int:
     """Return ``n_splits`` as an int >= 2 or raise."""
     if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
         raise DfmInputError(f"n_splits must be an integer >= 2, got {n_splits!r}.")
     return int(n_splits)
+
+
+def get_rep(adata, use_rep: str) -> np.ndarray:
+    """``check_obsm_rep`` that also reads ``use_rep='X'`` of a backed AnnData (in chunks)."""
+    if use_rep == "X" and is_backed(adata):
+        import scipy.sparse as sp
+        from anndata import AnnData
+
+        X = sp.vstack([chunk for _, _, chunk in iter_row_chunks(adata)]).toarray()
+        return check_obsm_rep(AnnData(X=X, obs=adata.obs[[]].copy()), "X")
+    return check_obsm_rep(adata, use_rep)
 
 
 def score_annotation(
@@ -278,9 +310,8 @@ def score_annotation(
     check_adata(adata, check_var_names=False)
     methods = _check_methods(method)
     n_splits = check_n_splits(n_splits)
-    if int(n_neighbors) < 1:
-        raise DfmInputError(f"n_neighbors must be >= 1, got {n_neighbors}.")
-    X = check_obsm_rep(adata, use_rep).astype(np.float64, copy=False)
+    check_probe_neighbors(n_neighbors)
+    X = get_rep(adata, use_rep).astype(np.float64, copy=False)
     labels = check_obs_key(adata, label_key).astype(str).to_numpy()
     mask, y, small, n_classes = prepare_annotation_labels(labels, n_splits, label_key)
     with timed(f"scoring annotation of {use_rep!r} ({', '.join(methods)})"):
@@ -327,7 +358,7 @@ def score_annotation(
 
 def _check_metrics(metrics: Sequence[str] | None) -> list[str]:
     if metrics is None:
-        return list(DEFAULT_METRICS)
+        metrics = DEFAULT_METRICS
     if isinstance(metrics, str):
         metrics = [metrics]
     known = set(BIO_METRICS) | set(BATCH_METRICS)
@@ -338,6 +369,15 @@ def _check_metrics(metrics: Sequence[str] | None) -> list[str]:
         )
     if not metrics:
         raise DfmInputError("metrics is empty; pass None for the default set.")
+    if "bras" in metrics:
+        import scib_metrics
+
+        if not hasattr(scib_metrics, "bras"):
+            raise ImportError(
+                f"The 'bras' metric needs scib-metrics >= 0.5.6; {_scib_version()} is "
+                "installed. Upgrade it (pip install 'scib-metrics>=0.5.6,<0.6') or pass "
+                "metrics= without 'bras'."
+            )
     order = list(BIO_METRICS) + list(BATCH_METRICS)
     return sorted(dict.fromkeys(metrics), key=order.index)
 
@@ -383,6 +423,26 @@ def compute_neighbors(
     nn = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute", n_jobs=n_jobs).fit(Xf)
     dist, idx = nn.kneighbors(Xf)
     return NeighborsResults(indices=idx.astype(np.int64), distances=dist.astype(np.float32))
+
+
+def check_neighbors(neighbors, n_cells: int, k: int) -> None:
+    """Raise unless ``neighbors`` is a NeighborsResults of ``n_cells`` rows with >= ``k`` columns."""
+    from scib_metrics.nearest_neighbors import NeighborsResults
+
+    if not isinstance(neighbors, NeighborsResults):
+        raise DfmInputError(
+            "neighbors must be a scib_metrics.nearest_neighbors.NeighborsResults, got "
+            f"{type(neighbors).__name__}; pass None to compute them."
+        )
+    if neighbors.n_samples != n_cells:
+        raise DfmInputError(
+            f"The neighbours passed are for {neighbors.n_samples} cells; the embedding has "
+            f"{n_cells}. Compute them on the same cells, in the same order."
+        )
+    if neighbors.n_neighbors < k:
+        raise DfmInputError(
+            f"The neighbours passed have k={neighbors.n_neighbors}; the metrics need {k}."
+        )
 
 
 def _isolated_label_set(labels: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -434,10 +494,8 @@ def _integration_kernel(
         t = time.perf_counter()
         if neighbors is None:
             neighbors = compute_neighbors(X, k_max, method=knn_method, seed=seed, n_jobs=n_jobs)
-        elif neighbors.n_neighbors < k_max:
-            raise DfmInputError(
-                f"The neighbours passed have k={neighbors.n_neighbors}; the metrics need {k_max}."
-            )
+        else:
+            check_neighbors(neighbors, X.shape[0], k_max)
         tick("neighbors", t)
 
     if wanted & {"silhouette_label", "isolated_labels"}:
@@ -453,7 +511,9 @@ def _integration_kernel(
     if wanted & {"kmeans_nmi", "kmeans_ari"}:
         t = time.perf_counter()
         km = KMeans(int(np.unique(labels).size), seed=int(seed))
-        km.fit(np.asarray(X, dtype=np.float32))
+        # scib-metrics' KMeans.fit centres its input in place (X -= mean; X += mean),
+        # which leaves float32 round-off in the caller's array: give it a copy.
+        km.fit(np.array(X, dtype=np.float32, copy=True))
         pred = np.asarray(km.labels_)
         if "kmeans_nmi" in wanted:
             values["kmeans_nmi"] = float(
@@ -484,9 +544,14 @@ def _integration_kernel(
             tick(name, t)
 
     if wanted & {"bras", "silhouette_batch"}:
-        # scib-metrics raises on an empty concat when no label spans two batches.
-        spans = pd.DataFrame({"l": labels, "b": batch}).groupby("l")["b"].nunique()
-        mixable = bool((spans > 1).any())
+        # scib-metrics' silhouette_batch skips a label whose cells lie in one batch, or
+        # each in its own batch, and raises on an empty concat when it skips them all.
+        per_label = (
+            pd.DataFrame({"l": labels, "b": batch}).groupby("l")["b"].agg(["nunique", "size"])
+        )
+        mixable = bool(
+            ((per_label["nunique"] > 1) & (per_label["nunique"] < per_label["size"])).any()
+        )
         for name in ("bras", "silhouette_batch"):
             if name not in wanted:
                 continue
@@ -537,40 +602,45 @@ def aggregate_scores(values: Mapping[str, float]) -> tuple[dict[str, float], dic
       that group that the scib-metrics 0.5.10 ``Benchmarker`` knows (every metric
       here except ``silhouette_batch``, which it replaced by BRAS);
       ``total = 0.6 * bio_conservation + 0.4 * batch_correction``, as the
-      ``Benchmarker``'s ``Total``.
+      ``Benchmarker``'s ``Total``. As in the ``Benchmarker`` (a pandas mean),
+      NaN metrics (e.g. kBET when no label spans two batches) are skipped; a group
+      with no finite metric is NaN.
     * ``avg_bio``: mean of NMI, ARI and silhouette label (the scGPT and
       Kedzierska et al. convention; Leiden NMI/ARI when computed, else KMeans);
       ``avg_batch``: mean of silhouette batch (scIB's ASW_batch) and graph
-      connectivity.
+      connectivity. These fixed-formula scores are NaN when an input is NaN.
 
-    An aggregate whose inputs were not all computed is left out.
+    An aggregate whose inputs were not computed at all is left out.
 
     Returns
     -------
-    ``(aggregates, inputs)`` where ``inputs`` lists the metrics behind each aggregate.
+    ``(aggregates, inputs)`` where ``inputs`` lists the metrics behind each
+    aggregate (for the group means, only the finite ones that were averaged).
     """
     agg: dict[str, float] = {}
     inputs: dict[str, list[str]] = {}
+
+    def finite(names: list[str]) -> list[str]:
+        return [m for m in names if np.isfinite(values[m])]
+
     bio = [m for m in BIO_METRICS if m in values]
     batch = [m for m in BATCH_METRICS if m in values and m != "silhouette_batch"]
-    if bio:
-        agg["bio_conservation"] = float(np.mean([values[m] for m in bio]))
-        inputs["bio_conservation"] = bio
-    if batch:
-        agg["batch_correction"] = float(np.mean([values[m] for m in batch]))
-        inputs["batch_correction"] = batch
+    for key, group in (("bio_conservation", bio), ("batch_correction", batch)):
+        if group:
+            used = finite(group)
+            agg[key] = float(np.mean([values[m] for m in used])) if used else float("nan")
+            inputs[key] = used
     if bio and batch:
         agg["total"] = 0.6 * agg["bio_conservation"] + 0.4 * agg["batch_correction"]
         inputs["total"] = ["bio_conservation", "batch_correction"]
     clu = "leiden" if {"leiden_nmi", "leiden_ari"} <= set(values) else "kmeans"
-    avg_bio = [f"{clu}_nmi", f"{clu}_ari", "silhouette_label"]
-    if all(m in values for m in avg_bio):
-        agg["avg_bio"] = float(np.mean([values[m] for m in avg_bio]))
-        inputs["avg_bio"] = avg_bio
-    avg_batch = ["silhouette_batch", "graph_connectivity"]
-    if all(m in values for m in avg_batch):
-        agg["avg_batch"] = float(np.mean([values[m] for m in avg_batch]))
-        inputs["avg_batch"] = avg_batch
+    for key, group in (
+        ("avg_bio", [f"{clu}_nmi", f"{clu}_ari", "silhouette_label"]),
+        ("avg_batch", ["silhouette_batch", "graph_connectivity"]),
+    ):
+        if all(m in values for m in group):
+            agg[key] = float(np.mean([values[m] for m in group]))
+            inputs[key] = group
     return agg, inputs
 
 
@@ -583,7 +653,7 @@ def _check_integration_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate and return ``(X, label codes, batch codes)``."""
     check_adata(adata, check_var_names=False)
-    X = check_obsm_rep(adata, use_rep)
+    X = get_rep(adata, use_rep)
     labels = check_obs_key(adata, label_key)
     batch = check_obs_key(adata, batch_key)
     check_labels_batches(adata, labels, batch, label_key, batch_key, metrics)
@@ -591,13 +661,19 @@ def _check_integration_inputs(
 
 
 def check_labels_batches(adata, labels, batch, label_key, batch_key, metrics) -> None:
-    """Raise for a single label, a single batch (batch metrics) or too few cells."""
+    """Raise for a single label, a single batch (batch metrics), batch = label or too few cells."""
     if labels.nunique() < 2:
         raise DfmInputError(
             f"adata.obs[{label_key!r}] has a single label ({labels.iloc[0]!r}); the "
             "integration metrics need at least two cell labels."
         )
     batch_metrics = [m for m in metrics if m in BATCH_METRICS]
+    if batch_metrics and batch_key == label_key:
+        raise DfmInputError(
+            f"batch_key and label_key are both {batch_key!r}: the batch metrics "
+            f"{batch_metrics} compare batches within each label and are undefined. Pass "
+            "the batch column as batch_key, or metrics= with bio-conservation metrics only."
+        )
     if batch_metrics and batch.nunique() < 2:
         raise DfmInputError(
             f"adata.obs[{batch_key!r}] has a single batch ({batch.iloc[0]!r}), so the batch "
@@ -631,12 +707,12 @@ def resolve_pre_integrated(
         )
         return X_pre, "pca_baseline (computed)"
     if isinstance(pre_integrated, str):
-        return check_obsm_rep(adata, pre_integrated), f"obsm:{pre_integrated}"
+        return get_rep(adata, pre_integrated), f"obsm:{pre_integrated}"
     X_pre = np.asarray(pre_integrated)
-    if X_pre.ndim != 2 or X_pre.shape[0] != adata.n_obs:
+    if X_pre.ndim != 2 or X_pre.shape[0] != adata.n_obs or X_pre.dtype.kind not in "iuf":
         raise DfmInputError(
-            f"pre_integrated must be an (n_cells={adata.n_obs}, n_dims) array, an .obsm key "
-            f"or None, got shape {X_pre.shape}."
+            f"pre_integrated must be a numeric (n_cells={adata.n_obs}, n_dims) array, an "
+            f".obsm key or None, got shape {X_pre.shape} of dtype {X_pre.dtype}."
         )
     if not np.isfinite(X_pre).all():
         raise DfmInputError("pre_integrated holds NaN or infinite values.")
@@ -675,7 +751,12 @@ def score_integration(
     for graph connectivity and Leiden are its first columns) serves every graph
     metric, and one silhouette pass serves both ``silhouette_label`` and
     ``isolated_labels``. The values equal the scib-metrics functions called on the
-    same arrays and neighbours (KMeans uses ``seed``; scib-metrics' own default is 0).
+    same arrays and neighbours (KMeans and Leiden use ``seed``; scib-metrics' own
+    defaults are 0 and 42). NaN metrics are possible where scib-metrics returns
+    them (kBET when no label has 10 cells in two batches; BRAS / silhouette batch
+    when no label mixes batches) and are skipped by the group means, as in the
+    ``Benchmarker``. kBET's diffusion map calls ARPACK without a start vector, so
+    it can vary slightly between calls (scib-metrics takes no seed for it).
 
     Parameters
     ----------
@@ -700,7 +781,8 @@ def score_integration(
         ``'pynndescent'`` (the ``Benchmarker``'s choice).
     neighbors
         Precomputed ``scib_metrics.nearest_neighbors.NeighborsResults`` of
-        ``use_rep`` with at least the neighbours needed (self included).
+        ``use_rep`` with at least the neighbours needed (self included), sorted
+        by distance; the first 15 / 50 / 90 columns are used.
     seed
         Seed of the KMeans, Leiden, pynndescent and reference PCA steps.
     n_jobs
@@ -722,6 +804,8 @@ def score_integration(
     X, labels, batch = _check_integration_inputs(adata, use_rep, batch_key, label_key, metrics)
     if knn_method not in _KNN_METHODS:
         raise DfmInputError(f"Unknown knn_method {knn_method!r}; use one of {list(_KNN_METHODS)}.")
+    if neighbors is not None and _max_neighbors(metrics):
+        check_neighbors(neighbors, X.shape[0], _max_neighbors(metrics))
     pcr_pre, pre_source = None, None
     if "pcr_comparison" in metrics:
         X_pre, pre_source = resolve_pre_integrated(adata, pre_integrated, layer=layer, seed=seed)
