@@ -44,7 +44,11 @@ def render() -> str:
         for name in names:
             obj = getattr(mod, name)
             try:
-                sig = str(inspect.signature(obj))
+                target = obj.__init__ if inspect.isclass(obj) and "__init__" in vars(obj) else obj
+                sig = inspect.signature(target)
+                if target is not obj:
+                    sig = sig.replace(parameters=list(sig.parameters.values())[1:])
+                sig = str(sig)
             except (TypeError, ValueError):
                 sig = "(...)"
             lines += [f"### `dfm.{mod_name}.{name}{sig}`", ""]

@@ -76,3 +76,11 @@ def test_demo_dataset():
     assert a.var_names.str.startswith("ENSG").all()
     path = REPO / "src/diffbio_sc/datasets/data/celllines_demo.h5ad"
     assert path.stat().st_size < 5e6
+
+
+def test_api_reference_is_current():
+    """docs/api.md is generated from the docstrings; regenerate with python docs/make_api.py."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "docs" / "make_api.py"), "--check"], capture_output=True
+    )
+    assert out.returncode == 0, "docs/api.md is stale: run python docs/make_api.py"

@@ -73,6 +73,8 @@ def get_matrix(adata, layer: str | None):
 
 
 def _to_csr(block) -> sp.csr_matrix:
+    if hasattr(block, "compute") and hasattr(block, "chunks"):  # a Dask array: load this chunk
+        block = block.compute()
     if sp.issparse(block):
         return sp.csr_matrix(block)
     arr = np.asarray(block)
@@ -86,8 +88,9 @@ def iter_row_chunks(
 ) -> Iterator[tuple[int, int, sp.csr_matrix]]:
     """Yield ``(start, stop, csr_chunk)`` over the rows of X or a layer.
 
-    Works for dense, CSR and CSC matrices in memory and for backed AnnData
-    (``backed='r'``), where only one chunk is read into memory at a time. An
+    Works for dense, CSR and CSC matrices in memory, for backed AnnData
+    (``backed='r'``) and for Dask arrays (``anndata.experimental.read_elem_lazy``
+    or ``adata.X = dask_array``), where only one chunk is read into memory at a time. An
     in-memory CSC matrix is converted to CSR once (row slicing CSC is slow).
     """
     from ._settings import settings
