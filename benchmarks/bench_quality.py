@@ -80,8 +80,14 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     p.add_argument("options", nargs="*", help="pretrain options, key=value")
     args = p.parse_args()
-    kw = {k: _parse_value(v) for k, v in (o.split("=", 1) for o in args.options)}
-    rows = [run(d, use_batch_key=args.batch_key, pretrain_kwargs=kw) for d in args.datasets]
+    # `--datasets a b epochs=3` hands the key=value options to --datasets too.
+    options = [d for d in args.datasets if "=" in d] + list(args.options)
+    datasets = [d for d in args.datasets if "=" not in d]
+    missing = [d for d in datasets if not (DATA / "singlecell" / f"{d}.h5ad").is_file()]
+    if missing:
+        p.error(f"datasets not found in {DATA / 'singlecell'}: {missing}")
+    kw = {k: _parse_value(v) for k, v in (o.split("=", 1) for o in options)}
+    rows = [run(d, use_batch_key=args.batch_key, pretrain_kwargs=kw) for d in datasets]
     print(
         "| dataset | cells x genes | vocab | epochs (steps) | embed wall s | embed CPU s "
         "| kNN macro-F1 dfm | PCA | bio dfm | PCA | batch dfm | PCA |"

@@ -23,9 +23,13 @@ VOCAB = 40
 
 
 def _model(seed=0, **kw):
+    # The public constructor (eager): its primitives compile once for all the
+    # configs here, where create_model compiles per config; both give the same
+    # parameters (test_public_constructor_matches_fast_builder).
     base = dict(vocab_size=VOCAB, hidden_dim=16, n_layers=2, n_heads=2, max_tokens=8)
     base.update(kw)
-    return create_model(MaskedExpressionConfig(**base), jax.random.key(seed))
+    cfg = MaskedExpressionConfig(**base)
+    return MaskedExpressionModel(cfg, rngs=nnx.Rngs(params=jax.random.key(seed)))
 
 
 def test_public_constructor_matches_fast_builder():
@@ -71,6 +75,11 @@ def test_config_defaults_and_dict_round_trip():
         MaskedExpressionConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     with pytest.raises(TypeError):
         MaskedExpressionModel({"vocab_size": VOCAB}, rngs=nnx.Rngs(0))
+    # vocab_size 0 = "set by dfm.tl.pretrain": a valid config, but no model yet.
+    unset = MaskedExpressionConfig(hidden_dim=32)
+    assert unset.vocab_size == 0 and unset.max_tokens == 64 and unset.mask_ratio == 0.3
+    with pytest.raises(ValueError, match="vocab_size is not set"):
+        MaskedExpressionModel(unset, rngs=nnx.Rngs(0))
 
 
 # ---------------------------------------------------------------- encodings
@@ -119,12 +128,22 @@ def test_mean_pooling_is_the_mean_of_valid_token_states():
     np.testing.assert_allclose(emb[1], h[1, :2].mean(axis=0), atol=1e-5)
 
 
-def test_cls_pooling_uses_the_first_token():
-    model = _model(use_cls=True, pooling="cls")
+def test_cls_token_and_pooling():
     ids, vals = _tokens()
-    h, emb = model(ids, vals)
+    cls_model = _model(use_cls=True, pooling="cls")
+    h, emb = cls_model(ids, vals)
     assert h.shape == (2, 9, 16)
     np.testing.assert_allclose(emb, np.asarray(h)[:, 0], atol=1e-6)
+    # Same parameters, mean pooling: the mean over the valid gene tokens, <cls> excluded.
+    mean_model = _model(use_cls=True, pooling="mean")
+    h2, emb2 = mean_model(ids, vals)
+    np.testing.assert_allclose(h2, h, atol=1e-6)
+    h2 = np.asarray(h2)
+    np.testing.assert_allclose(emb2[0], h2[0, 1:5].mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(emb2[1], h2[1, 1:3].mean(axis=0), atol=1e-5)
+    # The <cls> token is really there: it changes the gene tokens' states.
+    h_plain, _ = _model()(ids, vals)
+    assert not np.allclose(np.asarray(h_plain)[0, :4], h2[0, 1:5], atol=1e-3)
 
 
 def test_cells_are_embedded_independently():
@@ -213,7 +232,8 @@ def test_soft_path_gradients_and_hard_limit():
     def f(m, x):
         return jnp.sum(m.embed_soft(ids, x, temperature=1e-2) ** 2)
 
-    g_model, g_x = nnx.grad(f, argnums=(0, 1))(model, jnp.asarray(expr))
+    # Compiled once (op-by-op eager gradients of the soft ranks are slow).
+    g_model, g_x = nnx.jit(nnx.grad(f, argnums=(0, 1)))(model, jnp.asarray(expr))
     g_x = np.asarray(g_x)
     leaves = [np.asarray(v) for v in jax.tree.leaves(g_model)]
     assert np.isfinite(g_x).all() and np.abs(g_x).sum() > 0

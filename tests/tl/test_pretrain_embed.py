@@ -26,7 +26,7 @@ FAST = dict(epochs=2, batch_size=32, n_top_genes=50, progress_bar=False)
 def _cfg(**kw):
     from diffbio_sc.models import MaskedExpressionConfig
 
-    return MaskedExpressionConfig(vocab_size=10, **{**TINY, **kw})
+    return MaskedExpressionConfig(**{**TINY, **kw})  # vocab_size is set by pretrain
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,45 @@ def trained(data):
     return dfm.tl.pretrain(data, config=_cfg(), seed=0, batch_key="batch", **FAST)
 
 
+@pytest.fixture(scope="module")
+def embedded(trained, data):
+    """``data`` embedded once with ``trained`` (batch 32): the reference embedding."""
+    out = data.copy()
+    dfm.tl.embed(out, trained, batch_size=32, progress_bar=False)
+    return out.obsm["X_dfm"]
+
+
 def _params(model):
     from diffbio_sc.models._io import _flat_params
 
     return _flat_params(model)
+
+
+def _model_inputs_via_tokenize(adata, model):
+    """The model's input tokens, from the public tokenizer plus a plain reference.
+
+    Token ids come from ``dfm.pp.tokenize`` (given the model's gene medians),
+    mapped from its vocabulary (``var_names`` position + 4) to the model's;
+    values are ``count / cell total * 1e4 / median`` computed here in NumPy.
+    """
+    genes = model.metadata["genes"]
+    med = dict(zip(genes, model.metadata["medians"], strict=True))
+    max_tokens = model.config.max_tokens
+    tok = dfm.pp.tokenize(adata, gene_medians=med, max_tokens=max_tokens, copy=True)
+    var_ids = tok.obsm["dfm_tokens"]
+    model_pos = {g: i for i, g in enumerate(genes)}
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    ids = np.zeros(var_ids.shape, np.int32)
+    vals = np.zeros(var_ids.shape, np.float32)
+    for c in range(adata.n_obs):
+        total = X[c].sum()
+        for t, v in enumerate(var_ids[c]):
+            if v == 0:  # <pad>
+                break
+            gene = adata.var_names[v - 4]
+            ids[c, t] = model_pos[gene] + 4
+            vals[c, t] = X[c, v - 4] / total * 1e4 / med[gene]
+    return ids, vals
 
 
 def _snapshot(adata):
@@ -102,18 +137,79 @@ def test_pretrain_same_seed_same_weights(trained, data):
     assert trained.history == again.history
 
 
-def test_pretrain_early_stopping_restores_best(data):
-    # A vanishing learning rate cannot improve the validation loss, so
-    # training stops after `patience` epochs without improvement.
+def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, monkeypatch, capsys):
+    """Spy on the compiled steps of one run: dropout on in the train step and off in
+    validation; each minibatch row's batch code and bottleneck target belong to
+    the cell whose tokens are in that row; early stopping on the validation loss
+    restores the best epoch's weights; a progress bar shows the loss.
+    """
+    import jax
+    from flax import nnx
+
+    from diffbio_sc.tl import _pretrain
+
+    fns = _pretrain._compiled()
+    real_train = fns["train_step"]
+    ids_by_cell, _ = _model_inputs_via_tokenize(data, trained)
+    cell_of_row = {row.tobytes(): c for c, row in enumerate(ids_by_cell)}
+    assert len(cell_of_row) == data.n_obs  # token rows identify the cells
+    codes = np.unique(data.obs["batch"].astype(str), return_inverse=True)[1]
+    seen = {"train_det": set(), "eval_det": set(), "cells": [], "bc": [], "prof": []}
+
+    def spy_train(graphdef, params, opt_state, lr, ids, vals, prof, bc, key):
+        seen["train_det"].add(nnx.merge(graphdef, params).embed_drop.deterministic)
+        seen["cells"].extend(cell_of_row[row.tobytes()] for row in np.asarray(ids))
+        seen["bc"].extend(np.asarray(bc).tolist())
+        seen["prof"].append(np.asarray(prof))
+        return real_train(graphdef, params, opt_state, lr, ids, vals, prof, bc, key)
+
+    val_losses = iter([3.0, 1.0, 2.0, 4.0, 5.0, 6.0])  # best at epoch 2
+    snapshots = []
+
+    def fake_eval(graphdef, params, ids, vals, prof, bc, w, key):
+        seen["eval_det"].add(nnx.merge(graphdef, params).embed_drop.deterministic)
+        snapshots.append([np.asarray(x) for x in jax.tree.leaves(params)])
+        return np.float32(next(val_losses))
+
+    monkeypatch.setitem(fns, "train_step", spy_train)
+    monkeypatch.setitem(fns, "eval_step", fake_eval)
+    capsys.readouterr()
     model = dfm.tl.pretrain(
         data,
         config=_cfg(),
-        **{**FAST, "epochs": 8},
-        learning_rate=1e-12,
-        early_stopping_patience=1,
+        seed=0,
+        batch_key="batch",
+        **{**FAST, "epochs": 6, "progress_bar": True},
+        early_stopping_patience=2,
     )
+    err = capsys.readouterr().err
+    assert "pretrain" in err and "loss=" in err  # tqdm bar showing the loss
+    assert seen["train_det"] == {False} and seen["eval_det"] == {True}
+    cells = np.asarray(seen["cells"])
+    assert cells.size == 4 * 3 * 32  # 4 epochs x 3 steps x 32 cells
+    np.testing.assert_array_equal(seen["bc"], codes[cells])
+    # Bottleneck targets: log1p(count / total * 1e4) over the profile genes,
+    # centred by the training cells' mean.
+    X = data.X.toarray().astype(np.float64)
+    logn = np.log1p(X / X.sum(axis=1, keepdims=True) * 1e4)
+    cols = data.var_names.get_indexer(model.metadata["profile_genes"])
+    mean = np.asarray(model.metadata["profile_mean"])
+    np.testing.assert_allclose(
+        np.concatenate(seen["prof"]), logn[cells][:, cols] - mean, rtol=1e-5, atol=1e-5
+    )
+    # The mean is over the training cells (with this seed, every one of them
+    # was drawn at least once; validation cells never are).
+    train_cells = np.unique(cells)
+    assert train_cells.size == model.metadata["training"]["n_train"] == 108
+    np.testing.assert_allclose(mean, logn[train_cells][:, cols].mean(axis=0), rtol=1e-5)
     tr = model.metadata["training"]
-    assert tr["stopped_early"] and tr["epochs_run"] == 2 and tr["best_epoch"] == 1
+    assert tr["stopped_early"] and tr["epochs_run"] == 4 and tr["best_epoch"] == 2
+    assert model.history["val_loss"] == [3.0, 1.0, 2.0, 4.0] and tr["best_val_loss"] == 1.0
+    assert len(snapshots) == 4  # one validation batch per epoch
+    final = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+    for got, want in zip(final, snapshots[1], strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(a, b) for a, b in zip(final, snapshots[3], strict=True))
 
 
 def test_pretrain_batch_key_conditions_decoders(trained):
@@ -134,7 +230,9 @@ def test_pretrain_on_backed_data_matches_in_memory(trained, data, tmp_path):
         np.testing.assert_allclose(p0[k], p1[k], atol=1e-6)
 
 
-def test_pretrain_restricted_vocabulary_and_no_validation(data):
+def test_pretrain_restricted_vocabulary_and_no_validation(data, caplog):
+    import logging
+
     model = dfm.tl.pretrain(
         data, config=_cfg(), n_vocab_genes=30, validation_fraction=0.0, init="random", **FAST
     )
@@ -142,10 +240,27 @@ def test_pretrain_restricted_vocabulary_and_no_validation(data):
     # The profile genes are drawn from the vocabulary.
     assert set(model.metadata["profile_genes"]) <= set(model.metadata["genes"])
     assert model.history["val_loss"] == [] and model.metadata["training"]["best_epoch"] is None
+    # Other genes are ignored; a cell expressing none of the model's genes is
+    # embedded (as the zero vector with mean pooling) and reported.
     adata = data.copy()
-    dfm.tl.embed(adata, model, progress_bar=False)  # other genes are ignored
-    assert adata.uns["dfm"]["embeddings"]["X_dfm"]["gene_coverage"] == 1.0
-    assert np.isfinite(adata.obsm["X_dfm"]).all()
+    outside = np.flatnonzero(~adata.var_names.isin(model.metadata["genes"]))[0]
+    X = adata.X.tolil()
+    X[3, :] = 0
+    X[3, outside] = 7
+    adata.X = X.tocsr()
+    logger = logging.getLogger("diffbio_sc")
+    logger.addHandler(caplog.handler)
+    try:
+        dfm.tl.embed(adata, model, batch_size=32, progress_bar=False)
+    finally:
+        logger.removeHandler(caplog.handler)
+    entry = adata.uns["dfm"]["embeddings"]["X_dfm"]
+    assert entry["gene_coverage"] == 1.0 and entry["n_cells_without_tokens"] == 1
+    assert "1 of 120 cells express none of the model's genes" in caplog.text
+    assert f"'{adata.obs_names[3]}'" in caplog.text
+    emb = adata.obsm["X_dfm"]
+    assert np.isfinite(emb).all() and not emb[3].any()
+    assert (np.abs(np.delete(emb, 3, axis=0)).sum(axis=1) > 0).all()
 
 
 @pytest.mark.parametrize(
@@ -157,6 +272,7 @@ def test_pretrain_restricted_vocabulary_and_no_validation(data):
         (dict(layer="counts"), "counts"),
         (dict(learning_rate=-1.0), "learning_rate"),
         (dict(init="zeros"), "init"),
+        (dict(seed=-1), "seed"),
     ],
 )
 def test_pretrain_rejects_bad_input_and_leaves_adata_unchanged(data, kwargs, match):
@@ -196,39 +312,36 @@ def test_embed_writes_obsm_and_uns_and_survives_h5ad(trained, data, tmp_path):
     back = ad.read_h5ad(path)
     np.testing.assert_array_equal(back.obsm["X_dfm"], X)
     assert back.uns["dfm"]["embeddings"]["X_dfm"]["config_sha256"] == entry["config_sha256"]
-    # The embedding is the model's forward pass on the tokenizer's tokens.
-    from diffbio_sc.pp._tokenize import rank_value_encode
-
-    med = np.asarray(trained.metadata["medians"])
-    cols = data.var_names.get_indexer(trained.metadata["genes"])
-    scale = np.zeros(data.n_vars)
-    scale[cols] = 1.0 / med
-    gidx, vals, _ = rank_value_encode(data.X[:5], scale, target_sum=1e4, max_tokens=16)
-    tok = np.zeros(data.n_vars, np.int32)
-    tok[cols] = np.arange(cols.size) + 4
-    ids = np.where(gidx >= 0, tok[np.maximum(gidx, 0)], 0)
-    ref = np.asarray(trained.embed(ids, vals))
-    np.testing.assert_allclose(X[:5], ref, atol=1e-5)
+    # The embedding is the model's forward pass on dfm.pp.tokenize's tokens.
+    ids, vals = _model_inputs_via_tokenize(data[:5].copy(), trained)
+    assert (ids[:, -1] != 0).all()  # every cell fills the 16-token context
+    np.testing.assert_allclose(X[:5], np.asarray(trained.embed(ids, vals)), atol=1e-5)
 
 
-def test_embed_independent_of_batch_composition(trained, data):
-    full = data.copy()
-    dfm.tl.embed(full, trained, batch_size=32, progress_bar=False)
+def test_embed_independent_of_batch_composition(trained, data, embedded):
     rng = np.random.default_rng(0)
-    idx = rng.permutation(data.n_obs)[:37]
+    idx = rng.permutation(data.n_obs)[:37]  # other cells, other order, other batch size
     sub = data[idx].copy()
-    dfm.tl.embed(sub, trained, batch_size=8, progress_bar=False)
-    np.testing.assert_allclose(sub.obsm["X_dfm"], full.obsm["X_dfm"][idx], atol=1e-5)
+    dfm.tl.embed(sub, trained, batch_size=16, progress_bar=False)
+    np.testing.assert_allclose(sub.obsm["X_dfm"], embedded[idx], atol=1e-5)
+    # Distinct cells get distinct embeddings (the comparison above is not vacuous).
+    assert np.linalg.norm(embedded[idx[0]] - embedded[idx[1]]) > 1e-2
 
 
-def test_embed_from_saved_model_and_copy(trained, data, tmp_path):
+def test_embed_from_saved_model_and_copy(trained, data, embedded, tmp_path):
     path = trained.save(tmp_path / "model")
     adata = data.copy()
     out = dfm.tl.embed(adata, str(path), batch_size=32, copy=True, progress_bar=False)
     assert "X_dfm" not in adata.obsm and out is not adata
-    ref = data.copy()
-    dfm.tl.embed(ref, trained, batch_size=32, progress_bar=False)
-    np.testing.assert_allclose(out.obsm["X_dfm"], ref.obsm["X_dfm"], atol=1e-6)
+    np.testing.assert_allclose(out.obsm["X_dfm"], embedded, atol=1e-6)
+    # A model left in training mode is embedded without dropout and stays in its mode.
+    trained.train()
+    try:
+        again = dfm.tl.embed(data, trained, batch_size=32, copy=True, progress_bar=False)
+        assert not trained.embed_drop.deterministic
+    finally:
+        trained.eval()
+    np.testing.assert_allclose(again.obsm["X_dfm"], embedded, atol=1e-6)
     assert out.uns["dfm"]["embeddings"]["X_dfm"]["model_path"] == str(path)
 
 
@@ -243,9 +356,28 @@ def test_embed_gene_vocabulary_mismatch_names_missing_genes(trained, data):
         dfm.tl.embed(other, trained, progress_bar=False)
     _assert_unchanged(other, snap)
     # Allowed when the caller lowers the coverage threshold; unknown genes ignored.
-    dfm.tl.embed(other, trained, min_gene_coverage=0.2, progress_bar=False)
+    dfm.tl.embed(other, trained, min_gene_coverage=0.2, batch_size=32, progress_bar=False)
     entry = other.uns["dfm"]["embeddings"]["X_dfm"]
     assert entry["gene_coverage"] == pytest.approx(20 / n_model)
+
+
+def test_gene_mapping_ignores_ensembl_versions_like_tokenize():
+    import pandas as pd
+
+    from diffbio_sc.tl._model_data import gene_mapping
+
+    genes = ["ENSG00000000003.14", "ENSG00000000005", "TP53"]
+    var = pd.Index(["TP53", "ENSG00000000005.6", "XIST", "ENSG00000000003"])
+    scale, tok, summary = gene_mapping(genes, np.array([2.0, 4.0, 0.5]), var, min_gene_coverage=1)
+    np.testing.assert_allclose(scale, [2.0, 0.25, 0.0, 0.5])
+    np.testing.assert_array_equal(tok, [6, 5, 0, 4])
+    assert summary == {"n_model_genes": 3, "n_genes_found": 3, "gene_coverage": 1.0}
+    # Names that collide once versions are removed are matched exactly instead.
+    var2 = pd.Index(["ENSG00000000005.1", "ENSG00000000005.2", "TP53"])
+    with pytest.raises(DfmInputError, match=r"Only 1 of the model's 3 genes.*ENSG00000000003\.14"):
+        gene_mapping(genes, np.ones(3), var2, min_gene_coverage=0.5)
+    with pytest.raises(DfmInputError, match="corrupt"):
+        gene_mapping(["A", "A"], np.ones(2), var, min_gene_coverage=0.0)
 
 
 def test_embed_rejects_bad_arguments(trained, data):
@@ -262,28 +394,32 @@ def test_embed_rejects_bad_arguments(trained, data):
     _assert_unchanged(adata, snap)
 
 
-def test_embed_without_model_pretrains(trained, data):
+def test_embed_without_model_pretrains(data, embedded):
     adata = data.copy()
     kw = {k: v for k, v in FAST.items() if k != "batch_size"}
-    dfm.tl.embed(adata, config=_cfg(), seed=0, batch_key="batch", pretrain_batch_size=32, **kw)
+    dfm.tl.embed(
+        adata,
+        batch_size=32,
+        config=_cfg(),
+        seed=0,
+        batch_key="batch",
+        pretrain_batch_size=32,
+        **kw,
+    )
     assert adata.uns["dfm"]["embeddings"]["X_dfm"]["training"]["steps"] == 6
-    expect = data.copy()
-    dfm.tl.embed(expect, trained, progress_bar=False)
-    np.testing.assert_allclose(adata.obsm["X_dfm"], expect.obsm["X_dfm"], atol=1e-6)
+    np.testing.assert_allclose(adata.obsm["X_dfm"], embedded, atol=1e-6)
 
 
-def test_embed_streams_backed_anndata(trained, data, tmp_path):
+def test_embed_streams_backed_anndata(trained, data, embedded, tmp_path):
     path = tmp_path / "b.h5ad"
     data.write_h5ad(path)
     backed = ad.read_h5ad(path, backed="r")
     dfm.tl.embed(backed, trained, batch_size=16, chunk_size=25, progress_bar=False)
-    mem = data.copy()
-    dfm.tl.embed(mem, trained, batch_size=32, progress_bar=False)
-    np.testing.assert_allclose(backed.obsm["X_dfm"], mem.obsm["X_dfm"], atol=1e-5)
+    np.testing.assert_allclose(backed.obsm["X_dfm"], embedded, atol=1e-5)
     backed.file.close()
 
 
-def test_embed_data_parallel_two_devices_matches_one(trained, data, tmp_path):
+def test_embed_data_parallel_two_devices_matches_one(trained, data, embedded, tmp_path):
     model_dir = trained.save(tmp_path / "model")
     h5 = tmp_path / "d.h5ad"
     data.write_h5ad(h5)
@@ -307,9 +443,7 @@ def test_embed_data_parallel_two_devices_matches_one(trained, data, tmp_path):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    one = data.copy()
-    dfm.tl.embed(one, trained, batch_size=32, progress_bar=False)
-    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one.obsm["X_dfm"], atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), embedded, atol=1e-5)
 
 
 # ---------------------------------------------------------------- end to end

@@ -137,10 +137,11 @@ def load(path: str | os.PathLike):
         doc = json.loads(cfile.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{cfile} is not valid JSON ({err}).") from err
-    if doc.get("format") != FORMAT_NAME:
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if fmt != FORMAT_NAME:
         raise ValueError(
             f"{cfile} is not a diffbio_sc masked-expression model "
-            f"(format {doc.get('format')!r}, expected {FORMAT_NAME!r})."
+            f"(format {fmt!r}, expected {FORMAT_NAME!r})."
         )
     version = doc.get("format_version")
     if version != FORMAT_VERSION:
@@ -149,6 +150,8 @@ def load(path: str | os.PathLike):
             f"{FORMAT_VERSION}. Use the diffbio_sc version that saved it "
             f"({doc.get('package_version', 'unknown')}) or re-train the model."
         )
+    if not isinstance(doc.get("config"), dict):
+        raise ValueError(f"{cfile} has no 'config' section; the saved model is incomplete.")
     config = MaskedExpressionConfig.from_dict(doc["config"])
     wname = doc.get("weights_file", "")
     if wname not in _WEIGHT_FILES.values():

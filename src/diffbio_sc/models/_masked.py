@@ -58,8 +58,9 @@ class MaskedExpressionConfig:
     ----------
     vocab_size
         Number of token ids, special tokens included (``<pad>`` = 0, ``<mask>`` = 1,
-        ``<cls>`` = 2, ``<eos>`` = 3, then genes). :func:`diffbio_sc.tl.pretrain`
-        sets it from the data.
+        ``<cls>`` = 2, ``<eos>`` = 3, then genes). The default 0 means "not set
+        yet": :func:`diffbio_sc.tl.pretrain` sets it from the data, and a model
+        can only be built from a config where it is set.
     hidden_dim, n_layers, n_heads
         Transformer width, depth and attention heads (``hidden_dim`` must be a
         multiple of ``n_heads``). The cell embedding has ``hidden_dim`` dimensions.
@@ -112,10 +113,11 @@ class MaskedExpressionConfig:
         def bad(msg: str) -> None:
             raise ValueError(f"MaskedExpressionConfig: {msg}")
 
-        if self.vocab_size < len(_keys.SPECIAL_TOKENS) + 1:
+        if self.vocab_size != 0 and self.vocab_size < len(_keys.SPECIAL_TOKENS) + 1:
             bad(
                 f"vocab_size must be > {len(_keys.SPECIAL_TOKENS)} (special tokens plus at "
-                f"least one gene), got {self.vocab_size}; dfm.tl.pretrain sets it from the data."
+                f"least one gene), got {self.vocab_size}; leave it at 0 and dfm.tl.pretrain "
+                "sets it from the data."
             )
         if self.hidden_dim < 1 or self.n_layers < 1 or self.n_heads < 1:
             bad("hidden_dim, n_layers and n_heads must be >= 1.")
@@ -251,6 +253,11 @@ class MaskedExpressionModel(nnx.Module):
                 f"config must be a MaskedExpressionConfig, got {type(config).__name__}."
             )
         cfg = config
+        if cfg.vocab_size == 0:
+            raise ValueError(
+                "MaskedExpressionConfig.vocab_size is not set (0): pass the number of token "
+                "ids, or let dfm.tl.pretrain build the model, which sets it from the data."
+            )
         h = cfg.hidden_dim
         self.config = cfg
         init = nnx.initializers.normal(0.02)

@@ -9,8 +9,8 @@ import os
 import numpy as np
 
 from .. import _keys, _uns
-from .._logging import timed
-from .._validate import DfmInputError, check_adata, get_matrix, is_backed
+from .._logging import logger, timed
+from .._validate import DfmInputError, _preview, check_adata, get_matrix, is_backed
 
 #: Default cells per forward pass.
 DEFAULT_BATCH_SIZE = 256
@@ -79,13 +79,17 @@ class _Embedder:
         from flax import nnx
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-        model.eval()
         self.max_tokens = model.config.max_tokens
         devices = list(devices) if devices is not None else jax.devices()
         self.n_devices = len(devices)
         # Fixed batch shape, a multiple of the device count.
         self.batch_size = int(-(-batch_size // self.n_devices) * self.n_devices)
+        # Embed in eval mode (no dropout), leaving the caller's model in its mode.
+        was_training = not model.embed_drop.deterministic
+        model.eval()
         self.graphdef, state = nnx.split(model)
+        if was_training:
+            model.train()
         if self.n_devices > 1:
             # Data parallel: parameters replicated, the batch axis split over a 1-D mesh.
             mesh = Mesh(np.asarray(devices), ("batch",))
@@ -187,7 +191,10 @@ def embed(
         ``weights_sha256``, ``n_dims``, ``created_by``, ``config`` (the
         architecture), ``tokenizer`` settings, ``gene_coverage``,
         ``n_model_genes``, ``n_genes_found``, ``model_path`` (when loaded from
-        disk), ``layer``, ``n_devices`` and ``training`` (the training summary).
+        disk), ``layer``, ``n_devices``, ``n_cells_without_tokens`` (cells that
+        express none of the model's genes: their embedding holds no information
+        about them, the zero vector with mean pooling; a warning names them)
+        and ``training`` (the training summary).
     """
     from .._settings import settings
     from ._model_data import gene_mapping, iter_token_chunks
@@ -225,7 +232,9 @@ def embed(
             kwargs = dict(pretrain_kwargs)
             if "pretrain_batch_size" in kwargs:
                 kwargs["batch_size"] = kwargs.pop("pretrain_batch_size")
-            model = pretrain(adata, layer=layer, progress_bar=progress_bar, **kwargs)
+            model = pretrain(
+                adata, layer=layer, progress_bar=progress_bar, chunk_size=chunk_size, **kwargs
+            )
             model_path = None
         else:
             model, model_path = _resolve_model(model)
@@ -248,6 +257,7 @@ def embed(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc="embed", unit="cells", disable=not show_bar, leave=False)
+        empty = np.zeros(n, dtype=bool)
         try:
             for start, stop, ids, vals in iter_token_chunks(
                 adata,
@@ -259,6 +269,7 @@ def embed(
                 chunk_size=chunk_size,
             ):
                 result[start:stop] = embedder(ids, vals)
+                empty[start:stop] = ids[:, 0] == _keys.PAD_ID
                 bar.update(stop - start)
         finally:
             bar.close()
@@ -266,20 +277,30 @@ def embed(
             raise FloatingPointError(
                 "The model produced non-finite embeddings; the model weights are corrupt."
             )
+        n_empty = int(empty.sum())
+        if n_empty:
+            logger.warning(
+                "%d of %d cells express none of the model's genes, so their embedding holds "
+                "no information about them (the zero vector with mean pooling), e.g. %s",
+                n_empty,
+                n,
+                _preview(adata.obs_names[np.flatnonzero(empty)]),
+            )
 
         digest = config_digest(model)
+        wdigest = weights_digest(model)
         entry = {
             "source": "dfm",
             "model_family": "single_cell_transformer",
             "adapter_mode": "native_trainable",
-            "artifact_id": f"dfm-masked-expression-{weights_digest(model)[:16]}",
+            "artifact_id": f"dfm-masked-expression-{wdigest[:16]}",
             "preprocessing_version": (
                 f"{tok.get('recipe', 'geneformer_v1')};max_tokens={model.config.max_tokens};"
                 f"target_sum={float(tok['target_sum']):g}"
             ),
             "pooling_strategy": model.config.pooling,
             "config_sha256": digest,
-            "weights_sha256": weights_digest(model),
+            "weights_sha256": wdigest,
             "n_dims": int(model.config.hidden_dim),
             "created_by": _uns.provenance("tl.embed"),
             "config": model.config.to_dict(),
@@ -288,6 +309,7 @@ def embed(
             "model_path": model_path,
             "layer": layer,
             "n_devices": int(embedder.n_devices),
+            "n_cells_without_tokens": n_empty,
             "training": meta.get("training", {}),
         }
         # ------------------------------------------------------------ write last

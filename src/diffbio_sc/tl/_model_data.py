@@ -2,7 +2,7 @@
 
 Everything here works on row chunks (:func:`diffbio_sc._validate.iter_row_chunks`),
 so neither function densifies the whole matrix: tokens are computed per chunk
-with the tokenizer kernel :func:`diffbio_sc.pp._tokenize.rank_value_encode`
+with the tokenizer's kernel :func:`diffbio_sc.pp._kernels.rank_value_encode`
 (the top ``max_tokens`` genes of the rank-value encoding that
 ``dfm.pp.tokenize`` writes), and bottleneck targets are kept sparse and only
 densified per minibatch.
@@ -122,7 +122,7 @@ def tokens_for_chunk(
     token ids in rank order right-padded with the pad id 0, and the tokenizer
     values (normalised count times gene scale; 0 at padding).
     """
-    from ..pp._tokenize import rank_value_encode
+    from ..pp._kernels import rank_value_encode
 
     gene_idx, values, _n = rank_value_encode(
         chunk, gene_scale, target_sum=target_sum, max_tokens=max_tokens
@@ -168,14 +168,30 @@ def gene_mapping(
         When fewer than ``min_gene_coverage`` of the model's genes are present,
         naming the missing genes.
     """
-    pos = pd.Index(model_genes).get_indexer(var_names)
+    from ..pp._tables import normalise_gene_ids
+
+    # Match as dfm.pp.tokenize does: Ensembl version suffixes are ignored
+    # (ENSG00000139618.15 == ENSG00000139618), unless removing them would make
+    # names collide on either side; then names are matched exactly.
+    model_ids = pd.Index(normalise_gene_ids(model_genes))
+    data_ids = pd.Index(normalise_gene_ids(var_names))
+    if not (model_ids.is_unique and data_ids.is_unique):
+        model_ids, data_ids = pd.Index(model_genes), pd.Index(var_names)
+    if not model_ids.is_unique or len(model_medians) != len(model_genes):
+        raise DfmInputError(
+            f"The model's gene vocabulary is inconsistent ({len(model_genes)} genes, "
+            f"{int(model_ids.duplicated().sum())} repeated, {len(model_medians)} medians); "
+            "the saved model is corrupt: re-train or re-save it."
+        )
+    pos = model_ids.get_indexer(data_ids)
     present = pos >= 0
     n_model = len(model_genes)
     n_found = int(len(np.unique(pos[present])))
     coverage = n_found / max(n_model, 1)
     if n_found == 0 or coverage < min_gene_coverage:
-        found = set(np.asarray(var_names)[present])
-        missing = [g for g in model_genes if g not in found]
+        found = np.zeros(n_model, dtype=bool)
+        found[pos[present]] = True
+        missing = [g for g, f in zip(model_genes, found, strict=True) if not f]
         from .._validate import _preview
 
         raise DfmInputError(

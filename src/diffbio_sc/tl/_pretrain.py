@@ -70,7 +70,8 @@ def pretrain(
     config
         A :class:`~diffbio_sc.models.MaskedExpressionConfig`; ``None`` uses the
         defaults. ``vocab_size``, ``max_tokens``, ``n_batches`` and
-        ``n_profile_genes`` are set from the data and arguments
+        ``n_profile_genes`` are set from the data and arguments, so e.g.
+        ``MaskedExpressionConfig(hidden_dim=64)`` is enough
         (``profile_weight=0`` turns the bottleneck objective off).
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
@@ -141,12 +142,13 @@ def pretrain(
     check_adata(adata)
     get_matrix(adata, layer)
     if config is None:
-        config = MaskedExpressionConfig(vocab_size=N_SPECIAL + 1)
+        config = MaskedExpressionConfig()
     elif not isinstance(config, MaskedExpressionConfig):
         raise TypeError(
             f"config must be a MaskedExpressionConfig or None, got {type(config).__name__}."
         )
     batch_size = _check_positive_int("batch_size", batch_size)
+    seed = _check_positive_int("seed", seed, minimum=0)
     if epochs is not None:
         epochs = _check_positive_int("epochs", epochs)
     if max_tokens is not None:
@@ -490,7 +492,7 @@ def _train(
         rows, vectors, other_scale = gene_init
         emb = np.asarray(model.gene_embed.embedding.get_value())
         emb = emb.copy()
-        emb[4:] *= other_scale
+        emb[len(_keys.SPECIAL_TOKENS) :] *= other_scale
         emb[rows] = vectors
         model.gene_embed.embedding.set_value(jax.numpy.asarray(emb))
 
