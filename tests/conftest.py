@@ -33,3 +33,15 @@ def small_counts():
     import diffbio_sc as dfm
 
     return dfm.datasets.synthetic_counts(200, 300, seed=0)
+
+
+@pytest.fixture
+def dfm_log(caplog):
+    """caplog that sees the ``diffbio_sc`` logger (which does not propagate to root)."""
+    import logging
+
+    logger = logging.getLogger("diffbio_sc")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="diffbio_sc")
+    yield caplog
+    logger.removeHandler(caplog.handler)

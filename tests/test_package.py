@@ -84,3 +84,16 @@ def test_api_reference_is_current():
         [sys.executable, str(REPO / "docs" / "make_api.py"), "--check"], capture_output=True
     )
     assert out.returncode == 0, "docs/api.md is stale: run python docs/make_api.py"
+
+
+def test_lint_clean():
+    """ruff (lint rules in pyproject.toml) passes on the package, tests and benchmarks."""
+    import shutil
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (it is in the test extras)")
+    out = subprocess.run(
+        [ruff, "check", "src", "tests", "benchmarks"], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout[-3000:]

@@ -12,9 +12,9 @@ that needs them is used.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
 from ._settings import settings
 from ._version import __version__
 
@@ -23,16 +23,7 @@ _SUBMODULES = ("pp", "tl", "pl", "models", "ops", "io", "datasets")
 if TYPE_CHECKING:  # pragma: no cover
     from . import datasets, io, models, ops, pl, pp, tl
 
-__all__ = ["__version__", "settings", *_SUBMODULES]
+__all__ = ["__version__", "settings", "datasets", "io", "models", "ops", "pl", "pp", "tl"]
 
 
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'diffbio_sc' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), {name: f".{name}" for name in _SUBMODULES})

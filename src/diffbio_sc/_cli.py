@@ -33,8 +33,10 @@ def _demo(args: argparse.Namespace) -> int:
     dfm.pp.gene_medians(adata)
     dfm.pp.tokenize(adata, recipe="geneformer_v1")
     n_tok = adata.obs["dfm_n_tokens"].to_numpy()
-    step(f"  tokens: .obsm['dfm_tokens'] {adata.obsm['dfm_tokens'].shape}, "
-         f"median {int(np.median(n_tok))} genes per cell")
+    step(
+        f"  tokens: .obsm['dfm_tokens'] {adata.obsm['dfm_tokens'].shape}, "
+        f"median {int(np.median(n_tok))} genes per cell"
+    )
     step("dfm.pp.bin_expression (scGPT per-cell bins)")
     dfm.pp.bin_expression(adata)
 
@@ -47,8 +49,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     step("dfm.tl.benchmark: native embedding vs PCA baseline (kNN annotation + scib-metrics)")
     results = dfm.tl.benchmark(
-        adata, ["X_dfm"], batch_key="batch", label_key="cell_type", baselines=("pca",),
-        name="demo", seed=args.seed,
+        adata,
+        ["X_dfm"],
+        batch_key="batch",
+        label_key="cell_type",
+        baselines=("pca",),
+        name="demo",
+        seed=args.seed,
     )
     table = results.pivot_table(index="metric", columns="embedding", values="value")
     results.to_csv(out / "scores.csv", index=False)

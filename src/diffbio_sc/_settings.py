@@ -41,9 +41,7 @@ class _Settings:
             name = str(value).lower()
             level = logging.getLevelName(name.upper())
             if not isinstance(level, int):
-                raise ValueError(
-                    f"Unknown verbosity {value!r}; use 'warning', 'info' or 'debug'."
-                )
+                raise ValueError(f"Unknown verbosity {value!r}; use 'warning', 'info' or 'debug'.")
         logging.getLogger("diffbio_sc").setLevel(level)
         self._verbosity = name
 

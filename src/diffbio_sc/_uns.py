@@ -59,7 +59,7 @@ def provenance(function: str) -> dict[str, str]:
         "function": f"diffbio_sc.{function}",
         "package": "diffbio_sc",
         "version": __version__,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

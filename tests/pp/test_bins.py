@@ -72,15 +72,6 @@ def bins_of(adata, **kw) -> np.ndarray:
     return adata.layers[kw.get("key_added", "dfm_bins")].toarray()
 
 
-@pytest.fixture
-def dfm_log(caplog):
-    logger = logging.getLogger("diffbio_sc")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="diffbio_sc")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 # --------------------------------------------------------------------------- hand-computed
 
 

@@ -66,15 +66,6 @@ def assert_same_medians(a, b):
     np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=2e-7)
 
 
-@pytest.fixture
-def dfm_log(caplog):
-    logger = logging.getLogger("diffbio_sc")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="diffbio_sc")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 # --------------------------------------------------------------------------- hand-computed
 
 

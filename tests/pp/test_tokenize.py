@@ -143,16 +143,6 @@ def assert_unchanged(adata: ad.AnnData, before: ad.AnnData) -> None:
     assert_uns_equal(dict(adata.uns), dict(before.uns))
 
 
-@pytest.fixture
-def dfm_log(caplog):
-    """caplog that sees the ``diffbio_sc`` logger (which does not propagate to root)."""
-    logger = logging.getLogger("diffbio_sc")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="diffbio_sc")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 def warnings_text(caplog) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
 

@@ -6,7 +6,7 @@ Functions are imported on first use to keep ``import diffbio_sc`` light
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "benchmark": "._benchmark",
@@ -14,14 +14,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        obj = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = obj
-        return obj
-    raise AttributeError(f"module 'diffbio_sc.pl' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
