@@ -98,6 +98,19 @@ def test_pca_baseline_of_backed_anndata(tmp_path):
     backed.file.close()
 
 
+def test_harmony_missing_gives_install_hint(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "harmonypy", None)  # makes `import harmonypy` fail
+    adata = _make_adata()
+    before = adata.copy()
+    with pytest.raises(ImportError, match=r"pip install diffbio_sc\[harmony\]"):
+        harmony_baseline(adata, "batch")
+    with pytest.raises(ImportError, match=r"pip install diffbio_sc\[harmony\]"):
+        dfm.tl.benchmark(adata, ["X_good"], "batch", "cell_type", baselines=("harmony",))
+    assert set(adata.obsm) == set(before.obsm) and "dfm" not in adata.uns
+
+
 def test_harmony_baseline_mixes_batches():
     from diffbio_sc.tl._scoring import pcr_score
 
