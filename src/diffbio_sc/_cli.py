@@ -67,13 +67,6 @@ def _demo(args: argparse.Namespace) -> int:
     except Exception as err:  # plotting is a convenience: report, do not fail the demo
         step(f"  (plot skipped: {err})")
     adata.write_h5ad(out / "demo.h5ad")
-    print()
-    print(table.round(3).to_string())
-    print()
-    step("done. Wrote:")
-    for name in ("demo.h5ad", "scores.csv", "scores.png", "model"):
-        if (out / name).exists():
-            print(f"    {out / name}")
     summary = {
         "n_cells": int(adata.n_obs),
         "n_genes": int(adata.n_vars),
@@ -81,6 +74,13 @@ def _demo(args: argparse.Namespace) -> int:
         "scores": {c: table[c].dropna().round(4).to_dict() for c in table.columns},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print()
+    print(table.round(3).to_string())
+    print()
+    step("done. Wrote:")
+    for name in ("demo.h5ad", "scores.csv", "scores.png", "summary.json", "model"):
+        if (out / name).exists():
+            print(f"    {out / name}")
     return 0
 
 
