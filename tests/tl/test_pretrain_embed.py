@@ -458,3 +458,41 @@ def test_demo_end_to_end_beats_chance_clearly():
     y = adata.obs["cell_type"].astype(str).to_numpy()
     pred = cross_val_predict(KNeighborsClassifier(15), adata.obsm["X_dfm"], y, cv=5)
     assert f1_score(y, pred, average="macro") > 0.8
+
+
+def test_model_tokens_sum_duplicate_entries_like_the_tokenizer():
+    """A non-canonical CSR (a gene stored twice in a cell) is summed, as dfm.pp.tokenize does."""
+    import scipy.sparse as sp
+
+    from diffbio_sc.tl._model_data import iter_token_chunks
+
+    # cell 0 stores gene 1 as 2 + 3 (= 5 counts); cell 1 is canonical
+    dup = sp.csr_matrix(
+        (
+            np.array([1, 2, 3, 4, 2], dtype=np.float32),
+            np.array([0, 1, 1, 2, 0]),
+            np.array([0, 4, 5]),
+        ),
+        shape=(2, 3),
+    )
+    assert not dup.has_canonical_format
+    canon = dup.copy()
+    canon.sum_duplicates()
+    scale = np.ones(3)
+    col_to_token = np.arange(3, dtype=np.int32) + 4
+    out = []
+    for X in (dup, canon):
+        a = ad.AnnData(X)
+        out.append(
+            list(
+                iter_token_chunks(
+                    a, None, scale, col_to_token, target_sum=10.0, max_tokens=3, chunk_size=1
+                )
+            )
+        )
+    for (_, _, ids_d, vals_d), (_, _, ids_c, vals_c) in zip(*out, strict=True):
+        np.testing.assert_array_equal(ids_d, ids_c)
+        np.testing.assert_allclose(vals_d, vals_c)
+    # by hand: cell 0 = [1, 5, 4] / 10 * 10 -> genes 1, 2, 0 -> tokens 5, 6, 4
+    np.testing.assert_array_equal(out[0][0][2], [[5, 6, 4]])
+    np.testing.assert_allclose(out[0][0][3], [[5.0, 4.0, 1.0]])

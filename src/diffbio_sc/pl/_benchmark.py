@@ -41,6 +41,18 @@ def _metric_label(metric: str) -> str:
     return metric
 
 
+def _select(df: pd.DataFrame, column: str, wanted, what: str) -> pd.DataFrame:
+    """Keep the rows whose ``column`` is in ``wanted`` (a name or a list); None keeps all."""
+    if wanted is None:
+        return df
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    available = set(df[column])
+    bad = [w for w in wanted if w not in available]
+    if bad:
+        raise DfmInputError(f"{what} {bad} not in the results; available: {sorted(available)}.")
+    return df[df[column].isin(wanted)]
+
+
 def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFrame, list, list]:
     """Return ``(tidy table, column order as (group, metric), embedding order)``."""
     from ..tl._benchmark import results_frame
@@ -52,22 +64,8 @@ def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFram
         if bad:
             raise DfmInputError(f"Unknown group(s) {bad}; choose from {list(_GROUP_ORDER)}.")
         df = df[df["group"].isin(groups)]
-    if metrics is not None:
-        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-        bad = [m for m in metrics if m not in set(df["metric"])]
-        if bad:
-            raise DfmInputError(
-                f"Metric(s) {bad} not in the results; available: {sorted(set(df['metric']))}."
-            )
-        df = df[df["metric"].isin(metrics)]
-    if embeddings is not None:
-        embeddings = [embeddings] if isinstance(embeddings, str) else list(embeddings)
-        bad = [e for e in embeddings if e not in set(df["embedding"])]
-        if bad:
-            raise DfmInputError(
-                f"Embedding(s) {bad} not in the results; available: {sorted(set(df['embedding']))}."
-            )
-        df = df[df["embedding"].isin(embeddings)]
+    df = _select(df, "metric", metrics, "Metric(s)")
+    df = _select(df, "embedding", embeddings, "Embedding(s)")
     if df.empty:
         raise DfmInputError("Nothing to plot: no scores left after the selection.")
     order = {g: i for i, g in enumerate(_GROUP_ORDER)}

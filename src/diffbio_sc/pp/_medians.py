@@ -11,6 +11,23 @@ from ._common import resolve_copy, validated_chunks
 from ._kernels import nonzero_medians, normalised_nonzeros
 
 
+def compute_medians(
+    adata, *, layer: str | None, target_sum: float, chunk_size: int | None
+) -> np.ndarray:
+    """Per-gene nonzero medians of counts normalised to ``target_sum`` (NaN: gene never expressed).
+
+    Streams validated chunks; cells without counts contribute nothing.
+    """
+    genes, vals = [], []
+    for _, _, chunk, _ in validated_chunks(
+        adata, layer, chunk_size, require_integer=False, allow_empty=True
+    ):
+        g, v = normalised_nonzeros(chunk, target_sum)
+        genes.append(g)
+        vals.append(v)
+    return nonzero_medians(np.concatenate(genes), np.concatenate(vals), adata.n_vars)
+
+
 def gene_medians(
     adata,
     *,
@@ -62,14 +79,7 @@ def gene_medians(
     if not np.isfinite(target_sum) or target_sum <= 0:
         raise ValueError(f"target_sum must be a positive number, got {target_sum}.")
     with timed("computing gene medians") as info:
-        genes, vals = [], []
-        for _, _, chunk, _ in validated_chunks(
-            adata, layer, chunk_size, require_integer=False, allow_empty=True
-        ):
-            g, v = normalised_nonzeros(chunk, target_sum)
-            genes.append(g)
-            vals.append(v)
-        med = nonzero_medians(np.concatenate(genes), np.concatenate(vals), adata.n_vars)
+        med = compute_medians(adata, layer=layer, target_sum=target_sum, chunk_size=chunk_size)
         out = resolve_copy(adata, copy)
         out.var[key_added] = med
         _uns.set_section(

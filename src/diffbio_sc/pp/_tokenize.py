@@ -12,7 +12,8 @@ from .. import _keys, _uns
 from .._logging import timed
 from .._validate import DfmInputError, _preview, check_adata
 from ._common import resolve_copy, validated_chunks
-from ._kernels import nonzero_medians, normalised_nonzeros, rank_value_encode
+from ._kernels import rank_value_encode
+from ._medians import compute_medians
 from ._tables import is_table_path, normalise_gene_ids, read_table, strip_ensembl_version
 
 logger = logging.getLogger("diffbio_sc")
@@ -162,14 +163,7 @@ def _resolve_medians(adata, gene_medians, var_ids, layer, target_sum, chunk_size
             logger.info(
                 "    .var[%r] not found: computing gene medians from the data", gene_medians
             )
-            genes, vals = [], []
-            for _, _, chunk, _ in validated_chunks(
-                adata, layer, chunk_size, require_integer=False, allow_empty=True
-            ):
-                g, v = normalised_nonzeros(chunk, target_sum)
-                genes.append(g)
-                vals.append(v)
-            med = nonzero_medians(np.concatenate(genes), np.concatenate(vals), adata.n_vars)
+            med = compute_medians(adata, layer=layer, target_sum=target_sum, chunk_size=chunk_size)
             return med, "computed from data", True
         raise DfmInputError(
             f"gene_medians={gene_medians!r} is neither a .var column (available: "

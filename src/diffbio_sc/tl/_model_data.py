@@ -17,13 +17,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys
-from .._validate import DfmInputError, check_cells_nonempty, check_values, iter_row_chunks
+from .._validate import DfmInputError
+from ..pp._common import validated_chunks
 
 N_SPECIAL = len(_keys.SPECIAL_TOKENS)
-
-
-def _where(layer: str | None) -> str:
-    return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
 
 
 def normalise_rows(chunk: sp.csr_matrix, target_sum: float, totals: np.ndarray) -> sp.csr_matrix:
@@ -60,10 +57,9 @@ def gene_stats(
     s2 = np.zeros(n_vars)
     nz = np.zeros(n_vars, dtype=np.int64)
     med_genes, med_vals = [], []
-    for start, _stop, chunk in iter_row_chunks(adata, layer, chunk_size):
-        check_values(chunk.data, require_integer=False, where=_where(layer))
-        totals = np.asarray(chunk.sum(axis=1)).ravel()
-        check_cells_nonempty(totals, adata.obs_names, start)
+    for _start, _stop, chunk, totals in validated_chunks(
+        adata, layer, chunk_size, require_integer=False
+    ):
         norm = normalise_rows(chunk, target_sum, totals)
         d = norm.data.astype(np.float64)
         s1 += np.bincount(norm.indices, weights=d, minlength=n_vars)
@@ -115,8 +111,9 @@ def tokens_for_chunk(
     *,
     target_sum: float,
     max_tokens: int,
+    totals: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-value tokens of one CSR chunk as model inputs.
+    """Rank-value tokens of one CSR chunk (canonical: no duplicate entries) as model inputs.
 
     Returns ``(token_ids int32, values float32)`` of shape ``(rows, max_tokens)``:
     token ids in rank order right-padded with the pad id 0, and the tokenizer
@@ -124,14 +121,16 @@ def tokens_for_chunk(
     """
     from ..pp._kernels import rank_value_encode
 
-    gene_idx, values, _n = rank_value_encode(
-        chunk, gene_scale, target_sum=target_sum, max_tokens=max_tokens
+    ids, vals, _n = rank_value_encode(
+        chunk,
+        gene_scale,
+        target_sum=target_sum,
+        max_tokens=max_tokens,
+        totals=totals,
+        lut=col_to_token,
+        pad_value=_keys.PAD_ID,
     )
-    gene_idx = np.asarray(gene_idx)
-    valid = gene_idx >= 0
-    ids = np.where(valid, col_to_token[np.where(valid, gene_idx, 0)], _keys.PAD_ID)
-    vals = np.where(valid, np.asarray(values, dtype=np.float32), 0.0).astype(np.float32)
-    return ids.astype(np.int32), vals
+    return ids, vals
 
 
 def profile_rows(chunk: sp.csr_matrix, hvg_cols: np.ndarray, target_sum: float) -> sp.csr_matrix:
@@ -222,15 +221,21 @@ def iter_token_chunks(
     target_sum: float,
     max_tokens: int,
     chunk_size: int,
-    check: bool = True,
 ):
-    """Yield ``(start, stop, token_ids, values)`` chunk by chunk (backed data too)."""
-    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
-        if check:
-            check_values(chunk.data, require_integer=False, where=_where(layer))
-            totals = np.asarray(chunk.sum(axis=1)).ravel()
-            check_cells_nonempty(totals, adata.obs_names, start)
+    """Yield ``(start, stop, token_ids, values)`` chunk by chunk (backed data too).
+
+    Chunks are validated and made canonical by the tokenizer's own
+    :func:`diffbio_sc.pp._common.validated_chunks`.
+    """
+    for start, stop, chunk, totals in validated_chunks(
+        adata, layer, chunk_size, require_integer=False
+    ):
         ids, vals = tokens_for_chunk(
-            chunk, gene_scale, col_to_token, target_sum=target_sum, max_tokens=max_tokens
+            chunk,
+            gene_scale,
+            col_to_token,
+            target_sum=target_sum,
+            max_tokens=max_tokens,
+            totals=totals,
         )
         yield start, stop, ids, vals

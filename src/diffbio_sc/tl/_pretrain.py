@@ -240,7 +240,6 @@ def pretrain(
             target_sum=target_sum,
             max_tokens=max_tokens,
             chunk_size=chunk_size,
-            check=False,  # gene_stats validated every chunk already
         ):
             token_ids[start:stop] = ids
             token_vals[start:stop] = vals
