@@ -250,3 +250,111 @@ def check_obs_key(adata, key: str, what: str = "column") -> pd.Series:
             "those cells first."
         )
     return col
+
+
+# ------------------------------------------------------------------ argument checks
+# One place for the scalar argument checks every public function uses, so that
+# ``chunk_size=2.5``, ``seed='3'`` or ``key_added='a/b'`` fail the same way,
+# before anything is read or written.
+
+
+def check_int(
+    name: str,
+    value,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    allow_none: bool = False,
+) -> int | None:
+    """Return ``value`` as a Python int, or raise if it is not an integer in range.
+
+    Booleans, floats (even ``2.0``) and strings are refused: no silent coercion.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        hint = " or None" if allow_none else ""
+        raise TypeError(
+            f"{name} must be an integer{hint}, got {value!r} ({type(value).__name__}). "
+            f"Pass a whole number, e.g. {name}={minimum if minimum is not None else 0}."
+        )
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise DfmInputError(f"{name} must be >= {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise DfmInputError(f"{name} must be <= {maximum}, got {value}.")
+    return value
+
+
+#: Seeds are passed to numpy and JAX: both accept 0 .. 2**32 - 1 without surprises.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """Return a valid seed (an integer in ``[0, 2**32 - 1]``)."""
+    return check_int(name, value, minimum=0, maximum=MAX_SEED)
+
+
+def check_float(
+    name: str,
+    value,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+    allow_none: bool = False,
+) -> float | None:
+    """Return ``value`` as a finite Python float in range, or raise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not np.isfinite(value):
+        raise DfmInputError(f"{name} must be a finite number, got {value!r}.")
+    if minimum is not None and (value <= minimum if strict_min else value < minimum):
+        op = ">" if strict_min else ">="
+        raise DfmInputError(f"{name} must be {op} {minimum}, got {value!r}.")
+    if maximum is not None and value > maximum:
+        raise DfmInputError(f"{name} must be <= {maximum}, got {value!r}.")
+    return value
+
+
+def check_key(name: str, value, *, allow_none: bool = False) -> str | None:
+    """Check an output key (``key_added`` and friends): a non-empty string without '/'.
+
+    h5ad/h5mu files store keys as HDF5 paths, so ``'a/b'`` would make the AnnData
+    impossible to save.
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a string naming where to store the result, got {value!r} "
+            f"({type(value).__name__})."
+        )
+    if not value.strip():
+        raise DfmInputError(f"{name} must be a non-empty string, got {value!r}.")
+    if "/" in value:
+        raise DfmInputError(
+            f"{name}={value!r} contains '/', which .h5ad files cannot store as a key. "
+            "Choose a name without '/'."
+        )
+    return value
+
+
+def check_choice(name: str, value, choices) -> object:
+    """Check that ``value`` is one of ``choices`` (compared with ``==``)."""
+    choices = tuple(choices)
+    if isinstance(value, (list, dict, set)) or value not in choices:
+        raise DfmInputError(
+            f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}."
+        )
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    """Check that ``value`` is a real boolean (numpy bools accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
+    return bool(value)
