@@ -304,3 +304,21 @@ def test_save_falls_back_to_npz_without_safetensors(tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         np.asarray(load(out).embed(ids, vals)), np.asarray(model.embed(ids, vals))
     )
+
+
+def test_embed_soft_mask_removes_candidates_exactly():
+    """A candidate masked out has no effect: same as leaving it out of the candidate set."""
+    model = _model(max_tokens=3)
+    ids = np.array([5, 9, 7, 12, 20], np.int32)
+    expr = np.array([[9.0, 0.5, 2.0, 4.0, 1.0], [0.5, 3.0, 0.2, 0.1, 6.0]], np.float32)
+    mask = np.ones_like(expr, dtype=bool)
+    mask[0, 0] = False  # cell 0: the top gene is not a candidate
+    mask[1, 4] = False  # cell 1: neither is its top gene
+    kw = dict(temperature=1e-3, keep_temperature=1e-2)
+    masked = np.asarray(model.embed_soft(ids, expr, mask, **kw))
+    for row, drop in ((0, 0), (1, 4)):
+        keep = np.delete(np.arange(5), drop)
+        ref = np.asarray(model.embed_soft(ids[keep], expr[row : row + 1, keep], **kw))
+        np.testing.assert_allclose(masked[row], ref[0], atol=1e-4)
+    full = np.asarray(model.embed_soft(ids, expr, **kw))
+    assert np.abs(full - masked).max() > 1e-2  # the mask changed something

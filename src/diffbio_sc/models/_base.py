@@ -306,6 +306,8 @@ class _ModelInfo:
     def __init__(self) -> None:
         self.metadata: dict[str, Any] = {}
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        #: ``(directory, weights_sha256)`` of the last save or load, else None.
+        self.saved: tuple[str, str] | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _ModelInfo)
@@ -356,6 +358,15 @@ class SavedModel(nnx.Module):
         if not isinstance(value, Mapping):
             raise TypeError(f"history must be a dict, got {type(value).__name__}.")
         self._info.history = dict(value)
+
+    @property
+    def saved_as(self) -> tuple[str, str] | None:
+        """``(directory, weights_sha256)`` of the last ``save`` or ``load`` of this object.
+
+        ``None`` when it was never saved or loaded. Compare the digest with
+        :meth:`weights_sha256` to know whether the weights changed since.
+        """
+        return self._info.saved
 
     @classmethod
     def check_metadata(cls, config: ModelConfig, metadata: Mapping[str, Any]) -> None:

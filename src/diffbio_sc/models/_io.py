@@ -78,6 +78,34 @@ def _is_model_dir(path: Path) -> bool:
     return fmt == FORMAT_NAME or any(fmt == name for name, _ in LEGACY_FORMATS)
 
 
+def check_save_target(path: str | os.PathLike) -> Path:
+    """Check, before any work, that a model can be saved at ``path``; return it as a Path.
+
+    Refuses a file in the way, an existing non-empty directory that is not a saved
+    model (saving replaces the whole directory), and an existing parent that is
+    not a writable directory. Missing parents are fine (``save`` creates them).
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"A model path must be a non-empty str or os.PathLike, got {path!r}.")
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; choose another path.")
+    if out.is_dir() and any(out.iterdir()) and not _is_model_dir(out):
+        raise FileExistsError(
+            f"{out} is a non-empty directory that is not a saved diffbio_sc model; saving "
+            "would replace its contents. Choose a new path (or remove the directory)."
+        )
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"Cannot save the model to {out}: {parent} is not a writable directory. "
+            "Choose a writable location."
+        )
+    return out
+
+
 def save_model(model, path: str | os.PathLike, *, weights_format: str | None = None) -> Path:
     """Write ``model`` (a registered :class:`SavedModel`) to the directory ``path``.
 
@@ -103,14 +131,7 @@ def save_model(model, path: str | os.PathLike, *, weights_format: str | None = N
             "weights_format='safetensors' needs the optional safetensors package "
             "(pip install safetensors), or pass weights_format='npz'."
         )
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory; choose another path.")
-    if out.is_dir() and any(out.iterdir()) and not _is_model_dir(out):
-        raise FileExistsError(
-            f"{out} is a non-empty directory that is not a saved diffbio_sc model; saving "
-            "would replace its contents. Choose a new path (or remove the directory)."
-        )
+    out = check_save_target(path)
     params = model.get_weights()
     # Serialise everything before touching the disk: a bad metadata value fails here.
     doc = {
@@ -141,6 +162,7 @@ def save_model(model, path: str | os.PathLike, *, weights_format: str | None = N
             with open(wfile, "wb") as fh:
                 np.savez(fh, **params)
         (tmp / CONFIG_FILE).write_text(text)
+    model._info.saved = (str(out.resolve()), doc["weights_sha256"])
     return out
 
 
@@ -324,4 +346,6 @@ def load(path: str | os.PathLike):
             )
     else:
         logger.info("Model %s has the version-1 format (no weights checksum); re-save it.", p)
-    return cls.from_weights(config, arrays, metadata=metadata, history=history)
+    model = cls.from_weights(config, arrays, metadata=metadata, history=history)
+    model._info.saved = (str(p.resolve()), expected_digest or _digest(arrays))
+    return model

@@ -48,6 +48,7 @@ from ._layers import (
 )
 
 __all__ = [
+    "GENE_INIT_STD",
     "MaskedExpressionConfig",
     "MaskedExpressionModel",
     "abstract_model",
@@ -60,7 +61,9 @@ __all__ = [
 #: Initial scale of gene-identity embeddings. Identity must dominate the
 #: (cell-independent) rank code at initialisation, or every cell starts with
 #: nearly the same pooled embedding.
-_GENE_INIT_STD = 1.0
+GENE_INIT_STD = 1.0
+#: Number of special tokens (<pad>, <mask>, <cls>, <eos>) before the genes.
+N_SPECIAL = len(_keys.SPECIAL_TOKENS)
 #: Scale of the sinusoidal rank code added to each token.
 _RANK_SCALE = 0.5
 
@@ -208,7 +211,7 @@ class MaskedExpressionModel(SavedModel):
         h = cfg.hidden_dim
         init = nnx.initializers.normal(0.02)
         self.gene_embed = nnx.Embed(
-            cfg.vocab_size, h, embedding_init=nnx.initializers.normal(_GENE_INIT_STD), rngs=rngs
+            cfg.vocab_size, h, embedding_init=nnx.initializers.normal(GENE_INIT_STD), rngs=rngs
         )
         self.value_in = nnx.Linear(1, h, rngs=rngs)
         self.value_hidden = nnx.Linear(h, h, rngs=rngs)
@@ -285,6 +288,28 @@ class MaskedExpressionModel(SavedModel):
             raise ValueError(
                 f"'batch_categories' has {len(cats)} entries for {config.n_batches} batches."
             )
+
+    def init_gene_embeddings(
+        self, token_ids: np.ndarray, vectors: np.ndarray, *, other_scale: float = 1.0
+    ) -> None:
+        """Set the embeddings of ``token_ids`` to ``vectors``; scale every other gene's.
+
+        Used for data-driven initialisation (``dfm.tl.pretrain(init='pca')``): gene
+        tokens not in ``token_ids`` are multiplied by ``other_scale``; the special
+        tokens are left as they are.
+        """
+        emb = np.array(self.gene_embed.embedding.get_value())
+        token_ids = np.asarray(token_ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=emb.dtype)
+        if vectors.shape != (token_ids.size, emb.shape[1]):
+            raise ValueError(
+                f"vectors must have shape ({token_ids.size}, {emb.shape[1]}), got {vectors.shape}."
+            )
+        if token_ids.size and (token_ids.min() < N_SPECIAL or token_ids.max() >= emb.shape[0]):
+            raise ValueError(f"token_ids must be gene tokens in [{N_SPECIAL}, {emb.shape[0]}).")
+        emb[N_SPECIAL:] *= other_scale
+        emb[token_ids] = vectors
+        self.gene_embed.embedding.set_value(jnp.asarray(emb))
 
     # ------------------------------------------------------------------ encoder
     def encode(

@@ -10,7 +10,17 @@ import numpy as np
 
 from .. import _keys, _uns
 from .._logging import logger, timed
-from .._validate import DfmInputError, _preview, check_adata, get_matrix, is_backed
+from .._validate import (
+    DfmInputError,
+    _preview,
+    check_adata,
+    check_bool,
+    check_float,
+    check_int,
+    check_key,
+    get_matrix,
+    is_backed,
+)
 
 #: Default cells per forward pass.
 DEFAULT_BATCH_SIZE = 256
@@ -28,13 +38,14 @@ def weights_digest(model) -> str:
 
 
 def _resolve_model(model):
+    """Return the model object for ``model`` (an object, or a saved-model path: loaded)."""
     from ..models._io import load
     from ..models._masked import MaskedExpressionModel
 
     if isinstance(model, (str, os.PathLike)):
-        return load(model), os.fspath(model)
+        model = load(model)
     if isinstance(model, MaskedExpressionModel):
-        return model, None
+        return model
     raise TypeError(
         "model must be None (pretrain on adata), a MaskedExpressionModel or the path of a "
         f"saved model directory; got {type(model).__name__}."
@@ -124,6 +135,7 @@ def embed(
     min_gene_coverage: float = 0.5,
     chunk_size: int | None = None,
     progress_bar: bool | None = None,
+    save_model: str | os.PathLike | None = None,
     copy: bool = False,
     **pretrain_kwargs,
 ):
@@ -137,19 +149,24 @@ def embed(
     other cells in its batch or their order. With several JAX devices (GPUs, or
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on CPU) batches are
     split across them (data parallel, ``jax.sharding``). Backed AnnData is
-    streamed.
+    streamed. Every argument is checked before any work; the AnnData is written
+    last, so it is unchanged after an error.
 
     Parameters
     ----------
     adata
-        AnnData with raw counts in ``.X`` or ``layer``.
+        AnnData with raw counts in ``.X`` or ``layer`` (whole numbers; float16 is
+        read as float32).
     model
         ``None``: pretrain a model on ``adata`` with the default budget
         (:func:`diffbio_sc.tl.pretrain`, taking ``**pretrain_kwargs``) and embed
-        with it. Or a :class:`~diffbio_sc.models.MaskedExpressionModel`, or the
-        path of a directory written by ``model.save``.
+        with it; pass ``save_model=`` to keep it, so that new cells can later be
+        embedded in the same space. Or a
+        :class:`~diffbio_sc.models.MaskedExpressionModel`, or the path of a
+        directory written by ``model.save``.
     key_added
-        ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry.
+        ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry
+        (a non-empty string without ``'/'``).
     batch_size
         Cells per forward pass (rounded up to a multiple of the device count).
     layer
@@ -164,6 +181,10 @@ def embed(
         ``dfm.settings.chunk_size``.
     progress_bar
         Show a tqdm bar; ``None`` follows ``dfm.settings.progress_bar``.
+    save_model
+        Directory to save the model to (atomically, with ``model.save``), before
+        the AnnData is written; recorded as ``model_path``. Most useful with
+        ``model=None``, where the trained model is otherwise discarded.
     copy
         Return a new AnnData instead of writing into ``adata``.
     **pretrain_kwargs
@@ -181,30 +202,36 @@ def embed(
         ``source`` ('dfm'), ``model_family`` ('single_cell_transformer'),
         ``adapter_mode`` ('native_trainable'), ``artifact_id``,
         ``preprocessing_version``, ``pooling_strategy``, ``config_sha256``,
-        ``weights_sha256``, ``n_dims``, ``created_by``, ``config`` (the
-        architecture), ``tokenizer`` settings, ``gene_coverage``,
-        ``n_model_genes``, ``n_genes_found``, ``model_path`` (when loaded from
-        disk), ``layer``, ``n_devices``, ``n_cells_without_tokens`` (cells that
-        express none of the model's genes: their embedding holds no information
-        about them, the zero vector with mean pooling; a warning names them)
-        and ``training`` (the training summary).
+        ``n_dims``, ``created_by``, ``config`` (the architecture), ``tokenizer``
+        settings, ``gene_coverage``, ``n_model_genes``, ``n_genes_found``,
+        ``model_saved`` (whether the weights can be retrieved from disk),
+        ``model_path`` (where: the directory the model was loaded from or saved
+        to, when its weights are unchanged since; else None),
+        ``weights_sha256`` (the checksum in the saved ``config.json``; omitted,
+        with a ``model_note`` saying why, when the model was trained by this call
+        and not saved), ``layer``, ``n_devices``, ``n_cells_without_tokens``
+        (cells that express none of the model's genes: their embedding holds no
+        information about them, the zero vector with mean pooling; a warning
+        names them) and ``training`` (the training summary).
     """
     from .._settings import settings
+    from ..models._io import check_save_target
     from ._model_data import gene_mapping, iter_token_chunks
 
     # ---------------------------------------------------------------- validate
     check_adata(adata)
     get_matrix(adata, layer)
-    if not isinstance(key_added, str) or not key_added:
-        raise DfmInputError(f"key_added must be a non-empty string, got {key_added!r}.")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise DfmInputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
-    if not 0.0 <= float(min_gene_coverage) <= 1.0:
-        raise DfmInputError(f"min_gene_coverage must be in [0, 1], got {min_gene_coverage!r}.")
+    check_key("key_added", key_added)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    min_gene_coverage = check_float(
+        "min_gene_coverage", min_gene_coverage, minimum=0.0, maximum=1.0
+    )
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    if chunk_size is None:
+        chunk_size = check_int("dfm.settings.chunk_size", settings.chunk_size, minimum=1)
+    if progress_bar is not None:
+        check_bool("progress_bar", progress_bar)
+    copy = check_bool("copy", copy)
     if copy and is_backed(adata):
         raise DfmInputError(
             "copy=True is not supported for backed AnnData; use copy=False or "
@@ -215,11 +242,15 @@ def embed(
             f"Unexpected arguments {sorted(pretrain_kwargs)}: pretraining options are only "
             "used with model=None."
         )
-    chunk_size = int(chunk_size or settings.chunk_size)
+    if save_model is not None:
+        check_save_target(save_model)
     show_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
+    trained_here = model is None
+    if not trained_here:
+        model = _resolve_model(model)  # a path is loaded (and checked) before any work
 
     with timed(f"embedding cells into .obsm[{key_added!r}]") as info:
-        if model is None:
+        if trained_here:
             from ._pretrain import pretrain
 
             kwargs = dict(pretrain_kwargs)
@@ -228,9 +259,6 @@ def embed(
             model = pretrain(
                 adata, layer=layer, progress_bar=progress_bar, chunk_size=chunk_size, **kwargs
             )
-            model_path = None
-        else:
-            model, model_path = _resolve_model(model)
         meta = model.metadata
         if not meta.get("genes"):
             raise DfmInputError(
@@ -280,31 +308,44 @@ def embed(
                 _preview(adata.obs_names[np.flatnonzero(empty)]),
             )
 
-        digest = config_digest(model)
+        if save_model is not None:  # before the AnnData is touched
+            model.save(save_model)
         wdigest = weights_digest(model)
+        saved = model.saved_as
+        model_path = saved[0] if saved is not None and saved[1] == wdigest else None
         entry = {
             "source": "dfm",
-            "model_family": "single_cell_transformer",
-            "adapter_mode": "native_trainable",
+            "model_family": _keys.MODEL_FAMILIES[0],
+            "adapter_mode": _keys.ADAPTER_MODES[0],
             "artifact_id": f"dfm-masked-expression-{wdigest[:16]}",
             "preprocessing_version": (
                 f"{tok.get('recipe', 'geneformer_v1')};max_tokens={model.config.max_tokens};"
                 f"target_sum={float(tok['target_sum']):g}"
             ),
             "pooling_strategy": model.config.pooling,
-            "config_sha256": digest,
+            "config_sha256": config_digest(model),
             "weights_sha256": wdigest,
             "n_dims": int(model.config.hidden_dim),
             "created_by": _uns.provenance("tl.embed"),
             "config": model.config.to_dict(),
             "tokenizer": dict(tok),
             **coverage,
+            "model_saved": model_path is not None,
             "model_path": model_path,
             "layer": layer,
             "n_devices": int(embedder.n_devices),
             "n_cells_without_tokens": n_empty,
             "training": meta.get("training", {}),
         }
+        if trained_here and model_path is None:
+            del entry["weights_sha256"]
+            entry["artifact_id"] = "dfm-masked-expression-unsaved"
+            entry["model_note"] = (
+                "The model was trained by dfm.tl.embed and not saved: its weights cannot be "
+                "retrieved. Pass save_model=<directory> to keep it and embed new cells in the "
+                "same space."
+            )
+        entry = _uns.to_h5ad_safe(entry)  # fails here, before anything is written
         # ------------------------------------------------------------ write last
         out = adata.copy() if copy else adata
         out.obsm[key_added] = result

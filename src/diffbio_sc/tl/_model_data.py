@@ -1,15 +1,28 @@
-"""Data plumbing shared by :func:`~diffbio_sc.tl.pretrain` and :func:`~diffbio_sc.tl.embed`.
+"""Model-data preparation for :func:`~diffbio_sc.tl.pretrain` and :func:`~diffbio_sc.tl.embed`.
 
-Everything here works on row chunks (:func:`diffbio_sc._validate.iter_row_chunks`),
-so neither function densifies the whole matrix: tokens are computed per chunk
-with the tokenizer's kernel :func:`diffbio_sc.pp._kernels.rank_value_encode`
-(the top ``max_tokens`` genes of the rank-value encoding that
-``dfm.pp.tokenize`` writes), and bottleneck targets are kept sparse and only
-densified per minibatch.
+The matrix is read at most twice, chunk by chunk (backed data too), always
+through the validated chunk reader (values checked, duplicate CSR entries
+summed, empty or overflowing cells refused):
+
+1. :func:`scan` (pretraining only): per gene the number of expressing cells and,
+   when the AnnData has no ``.var['dfm_median']``, the nonzero medians of counts
+   normalised to ``target_sum`` (the tokenizer's kernels); plus the
+   log-normalised rows of a seeded sample of at most :data:`HVG_MAX_CELLS` cells
+   (every cell in smaller data), from which :func:`select_hvg` picks highly
+   variable genes with ``scanpy.pp.highly_variable_genes`` (Seurat flavour).
+2. :func:`tokens_and_targets`: the rank-value tokens (the top ``max_tokens``
+   genes of the encoding ``dfm.pp.tokenize`` writes) and the bottleneck targets
+   (``log1p`` of the normalised counts on the HVGs), both from the same chunk
+   and the same cell totals. :func:`iter_token_chunks` is the tokens-only
+   stream :func:`~diffbio_sc.tl.embed` uses.
+
+Bottleneck targets stay sparse; :func:`profile_mean` averages them with
+scikit-learn's sparse mean (``sklearn.utils.sparsefuncs``).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,93 +30,117 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys
-from .._validate import DfmInputError
+from .._validate import DfmInputError, _preview
 from ..pp._common import validated_chunks
 
 N_SPECIAL = len(_keys.SPECIAL_TOKENS)
+#: Cells whose log-normalised rows feed the HVG selection (all cells below this).
+HVG_MAX_CELLS = 10_000
+#: Appended to the "not counts" error of the chunk reader.
+COUNTS_HINT = (
+    "dfm.tl.pretrain and dfm.tl.embed normalise each cell themselves, as dfm.pp.tokenize does."
+)
 
 
-def normalise_rows(chunk: sp.csr_matrix, target_sum: float, totals: np.ndarray) -> sp.csr_matrix:
-    """Scale each row of ``chunk`` to ``target_sum`` given the row totals."""
-    scale = target_sum / np.maximum(totals, 1e-12)
-    out = chunk.astype(np.float32, copy=True)
-    out.data *= np.repeat(scale, np.diff(out.indptr)).astype(np.float32)
-    return out
+def _chunks(adata, layer, chunk_size):
+    """Yield validated chunks: counts required (whole numbers), canonical CSR."""
+    for start, stop, chunk, totals in validated_chunks(
+        adata, layer, chunk_size, require_integer=True
+    ):
+        if not np.isfinite(totals).all():
+            bad = np.flatnonzero(~np.isfinite(totals))
+            raise DfmInputError(
+                f"{bad.size} cells have a total count that is not finite (values near "
+                f"1e308 overflow), e.g. {_preview(adata.obs_names[start + bad])}. These are "
+                "not counts: pass the raw counts with layer=."
+            )
+        yield start, stop, chunk, totals
 
 
+def log_normalised(chunk: sp.csr_matrix, totals: np.ndarray, target_sum: float) -> sp.csr_matrix:
+    """``log1p(count / total * target_sum)`` of a canonical CSR chunk (float32, sparse)."""
+    scale = target_sum / np.maximum(np.asarray(totals, dtype=np.float64), 1e-12)
+    data = np.log1p(chunk.data.astype(np.float64) * np.repeat(scale, np.diff(chunk.indptr)))
+    return sp.csr_matrix(
+        (data.astype(np.float32), chunk.indices.copy(), chunk.indptr.copy()), shape=chunk.shape
+    )
+
+
+# ---------------------------------------------------------------- pass 1
 @dataclass
-class GeneStats:
-    """Per-gene streaming statistics of counts normalised to ``target_sum``."""
+class Scan:
+    """What pass 1 learns about the genes."""
 
-    mean: np.ndarray
-    var: np.ndarray
     n_cells_expressed: np.ndarray
-    n_obs: int
-    median: np.ndarray | None = None
+    medians: np.ndarray | None
+    sample: sp.csr_matrix
+    sample_cells: np.ndarray
 
 
-def gene_stats(
-    adata, layer: str | None, target_sum: float, chunk_size: int, *, medians: bool = False
-) -> GeneStats:
-    """One pass over the rows: validate values, accumulate per-gene mean/variance.
+def sample_cells(n_obs: int, seed: int, max_cells: int = HVG_MAX_CELLS) -> np.ndarray:
+    """Sorted indices of the cells whose rows feed the HVG selection (all when few)."""
+    if n_obs <= max_cells:
+        return np.arange(n_obs)
+    rng = np.random.default_rng([seed, 3])
+    return np.sort(rng.choice(n_obs, max_cells, replace=False))
 
-    With ``medians=True`` the gene medians are computed in the same pass (with
-    the tokenizer's kernels) and stored as ``GeneStats.median``.
-    """
+
+def scan(
+    adata,
+    layer: str | None,
+    *,
+    target_sum: float,
+    chunk_size: int,
+    need_medians: bool,
+    cells: np.ndarray,
+) -> Scan:
+    """Pass 1: expressing-cell counts, medians (if needed) and the HVG sample rows."""
     from ..pp._kernels import nonzero_medians, normalised_nonzeros
 
     n_vars = adata.n_vars
-    s1 = np.zeros(n_vars)
-    s2 = np.zeros(n_vars)
     nz = np.zeros(n_vars, dtype=np.int64)
-    med_genes, med_vals = [], []
-    for _start, _stop, chunk, totals in validated_chunks(
-        adata, layer, chunk_size, require_integer=False
-    ):
-        norm = normalise_rows(chunk, target_sum, totals)
-        d = norm.data.astype(np.float64)
-        s1 += np.bincount(norm.indices, weights=d, minlength=n_vars)
-        s2 += np.bincount(norm.indices, weights=d * d, minlength=n_vars)
-        nz += np.bincount(norm.indices[d > 0], minlength=n_vars)
-        if medians:
+    med_genes, med_vals, rows = [], [], []
+    for start, stop, chunk, totals in _chunks(adata, layer, chunk_size):
+        nz += np.bincount(chunk.indices, minlength=n_vars)
+        if need_medians:
             g, v = normalised_nonzeros(chunk, target_sum)
             med_genes.append(g)
             med_vals.append(v)
-    n = adata.n_obs
-    mean = s1 / n
-    var = (s2 - n * mean**2) / max(n - 1, 1)
-    med = None
-    if medians:
-        med = nonzero_medians(np.concatenate(med_genes), np.concatenate(med_vals), n_vars)
-    return GeneStats(mean=mean, var=np.maximum(var, 0.0), n_cells_expressed=nz, n_obs=n, median=med)
+        lo, hi = np.searchsorted(cells, [start, stop])
+        if hi > lo:
+            local = cells[lo:hi] - start
+            rows.append(log_normalised(chunk[local], totals[local], target_sum))
+    medians = None
+    if need_medians:
+        medians = nonzero_medians(np.concatenate(med_genes), np.concatenate(med_vals), n_vars)
+    sample = sp.vstack(rows, format="csr") if rows else sp.csr_matrix((0, n_vars), np.float32)
+    return Scan(n_cells_expressed=nz, medians=medians, sample=sample, sample_cells=cells)
 
 
-def highly_variable(stats: GeneStats, n_top: int, candidates: np.ndarray) -> np.ndarray:
-    """Return the ``n_top`` most variable genes among ``candidates`` (sorted indices).
+def select_hvg(sample: sp.csr_matrix, candidates: np.ndarray, n_top: int) -> np.ndarray:
+    """Return the ``n_top`` most variable genes among ``candidates`` (sorted column indices).
 
-    Seurat-style: log dispersion (variance / mean of normalised counts),
-    z-scored within 20 bins of log mean expression; ties by gene order.
+    Normalised dispersions from ``scanpy.pp.highly_variable_genes(flavor='seurat')``
+    on the log-normalised sample rows of the candidate genes; the top ``n_top`` by
+    normalised dispersion (genes without one last), ties broken by gene order.
     """
-    cand = np.asarray(candidates)
+    cand = np.sort(np.asarray(candidates))
     if cand.size <= n_top:
-        return np.sort(cand)
-    mean = np.maximum(stats.mean[cand], 1e-12)
-    disp = stats.var[cand] / mean
-    disp[disp == 0] = np.nan
-    log_disp = np.log(disp)
-    log_mean = np.log1p(mean)
-    bins = pd.cut(log_mean, bins=20)
-    frame = pd.DataFrame({"d": log_disp, "bin": bins})
-    grp = frame.groupby("bin", observed=True)["d"]
-    mu = grp.transform("mean").to_numpy()
-    sd = grp.transform("std").to_numpy()
-    sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
-    z = (log_disp - mu) / sd
-    z = np.where(np.isfinite(z), z, -np.inf)
-    order = np.lexsort((np.arange(cand.size), -z))[:n_top]
+        return cand
+    import anndata as ad
+    import scanpy as sc
+
+    a = ad.AnnData(sp.csr_matrix(sample[:, cand], dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "n_top_genes > number of dispersions"
+        sc.pp.highly_variable_genes(a, flavor="seurat", n_top_genes=int(n_top))
+    disp = a.var["dispersions_norm"].to_numpy(dtype=np.float64)
+    disp = np.where(np.isfinite(disp), disp, -np.inf)
+    order = np.lexsort((np.arange(cand.size), -disp))[:n_top]
     return np.sort(cand[order])
 
 
+# ---------------------------------------------------------------- pass 2
 def tokens_for_chunk(
     chunk: sp.csr_matrix,
     gene_scale: np.ndarray,
@@ -113,7 +150,7 @@ def tokens_for_chunk(
     max_tokens: int,
     totals: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-value tokens of one CSR chunk (canonical: no duplicate entries) as model inputs.
+    """Rank-value tokens of one canonical CSR chunk as model inputs.
 
     Returns ``(token_ids int32, values float32)`` of shape ``(rows, max_tokens)``:
     token ids in rank order right-padded with the pad id 0, and the tokenizer
@@ -133,19 +170,92 @@ def tokens_for_chunk(
     return ids, vals
 
 
-def profile_rows(chunk: sp.csr_matrix, hvg_cols: np.ndarray, target_sum: float) -> sp.csr_matrix:
-    """``log1p`` of counts normalised to ``target_sum`` (over all genes), HVG columns only."""
-    totals = np.asarray(chunk.sum(axis=1)).ravel()
-    norm = normalise_rows(chunk, target_sum, totals)[:, hvg_cols]
-    norm.data = np.log1p(norm.data)
-    return sp.csr_matrix(norm, dtype=np.float32)
+def iter_token_chunks(
+    adata,
+    layer: str | None,
+    gene_scale: np.ndarray,
+    col_to_token: np.ndarray,
+    *,
+    target_sum: float,
+    max_tokens: int,
+    chunk_size: int,
+):
+    """Yield ``(start, stop, token_ids, values)`` chunk by chunk (validated chunks)."""
+    for start, stop, chunk, totals in _chunks(adata, layer, chunk_size):
+        ids, vals = tokens_for_chunk(
+            chunk,
+            gene_scale,
+            col_to_token,
+            target_sum=target_sum,
+            max_tokens=max_tokens,
+            totals=totals,
+        )
+        yield start, stop, ids, vals
 
 
+def tokens_and_targets(
+    adata,
+    layer: str | None,
+    gene_scale: np.ndarray,
+    col_to_token: np.ndarray,
+    *,
+    target_sum: float,
+    max_tokens: int,
+    chunk_size: int,
+    hvg_cols: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix | None]:
+    """Pass 2: ``(token_ids, values, profile)`` for every cell.
+
+    ``profile`` (``None`` without ``hvg_cols``) is the sparse float32
+    ``(n_cells, len(hvg_cols))`` matrix of ``log1p(count / total * target_sum)``
+    over the HVG columns, with the cell total over all genes.
+    """
+    n = adata.n_obs
+    token_ids = np.zeros((n, max_tokens), dtype=np.int32)
+    token_vals = np.zeros((n, max_tokens), dtype=np.float32)
+    blocks = []
+    for start, stop, chunk, totals in _chunks(adata, layer, chunk_size):
+        ids, vals = tokens_for_chunk(
+            chunk,
+            gene_scale,
+            col_to_token,
+            target_sum=target_sum,
+            max_tokens=max_tokens,
+            totals=totals,
+        )
+        token_ids[start:stop] = ids
+        token_vals[start:stop] = vals
+        if hvg_cols is not None:
+            blocks.append(log_normalised(chunk, totals, target_sum)[:, hvg_cols])
+    profile = sp.vstack(blocks, format="csr").astype(np.float32) if blocks else None
+    return token_ids, token_vals, profile
+
+
+def profile_mean(profile: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """Column means of ``profile[rows]`` (float32), with scikit-learn's sparse mean."""
+    from sklearn.utils.sparsefuncs import mean_variance_axis
+
+    sub = sp.csr_matrix(profile[rows], dtype=np.float64)
+    return mean_variance_axis(sub, axis=0)[0].astype(np.float32)
+
+
+# ---------------------------------------------------------------- genes
 def var_medians(adata) -> np.ndarray | None:
-    """``.var['dfm_median']`` as float64 when present (from :func:`dfm.pp.gene_medians`)."""
+    """``.var['dfm_median']`` as float64 when present (from :func:`dfm.pp.gene_medians`).
+
+    A column that is not numeric is an error (as in ``dfm.pp.tokenize``), never
+    silently turned into NaN.
+    """
     if _keys.MEDIAN_KEY not in adata.var.columns:
         return None
-    return pd.to_numeric(adata.var[_keys.MEDIAN_KEY], errors="coerce").to_numpy(float)
+    col = adata.var[_keys.MEDIAN_KEY]
+    if col.dtype.kind not in "iuf":
+        raise DfmInputError(
+            f".var[{_keys.MEDIAN_KEY!r}] has dtype {col.dtype}, not numbers. Recompute it "
+            "with dfm.pp.gene_medians(adata), or delete the column to compute medians on "
+            "the fly."
+        )
+    return col.to_numpy(dtype=np.float64)
 
 
 def gene_mapping(
@@ -191,8 +301,6 @@ def gene_mapping(
         found = np.zeros(n_model, dtype=bool)
         found[pos[present]] = True
         missing = [g for g, f in zip(model_genes, found, strict=True) if not f]
-        from .._validate import _preview
-
         raise DfmInputError(
             f"Only {n_found} of the model's {n_model} genes ({coverage:.1%}) are in "
             f"adata.var_names; missing e.g. {_preview(missing)}. Check that the data uses "
@@ -210,32 +318,3 @@ def gene_mapping(
         "gene_coverage": float(coverage),
     }
     return gene_scale, col_to_token, summary
-
-
-def iter_token_chunks(
-    adata,
-    layer: str | None,
-    gene_scale: np.ndarray,
-    col_to_token: np.ndarray,
-    *,
-    target_sum: float,
-    max_tokens: int,
-    chunk_size: int,
-):
-    """Yield ``(start, stop, token_ids, values)`` chunk by chunk (backed data too).
-
-    Chunks are validated and made canonical by the tokenizer's own
-    :func:`diffbio_sc.pp._common.validated_chunks`.
-    """
-    for start, stop, chunk, totals in validated_chunks(
-        adata, layer, chunk_size, require_integer=False
-    ):
-        ids, vals = tokens_for_chunk(
-            chunk,
-            gene_scale,
-            col_to_token,
-            target_sum=target_sum,
-            max_tokens=max_tokens,
-            totals=totals,
-        )
-        yield start, stop, ids, vals

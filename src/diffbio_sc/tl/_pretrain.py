@@ -11,7 +11,18 @@ import pandas as pd
 
 from .. import _keys
 from .._logging import logger, timed
-from .._validate import DfmInputError, check_adata, check_obs_key, get_matrix, is_backed
+from .._validate import (
+    DfmInputError,
+    check_adata,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_obs_key,
+    check_seed,
+    get_matrix,
+    is_backed,
+)
 
 #: Default training budget: optimizer steps aimed for when ``epochs=None``.
 DEFAULT_STEPS = 600
@@ -19,12 +30,6 @@ DEFAULT_STEPS = 600
 _OTHER_GENE_SCALE = 0.25
 #: Bounds on the automatic number of epochs.
 MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 200
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DfmInputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def pretrain(
@@ -129,16 +134,11 @@ def pretrain(
     """
     from .._settings import settings
     from ..models._masked import MaskedExpressionConfig
-    from ._model_data import (
-        N_SPECIAL,
-        gene_stats,
-        highly_variable,
-        iter_token_chunks,
-        profile_rows,
-        var_medians,
-    )
+    from ..models._train import TrainConfig
+    from . import _model_data as md
 
     # ---------------------------------------------------------------- validate
+    # Every argument is checked before the matrix is read.
     check_adata(adata)
     get_matrix(adata, layer)
     if config is None:
@@ -147,32 +147,33 @@ def pretrain(
         raise TypeError(
             f"config must be a MaskedExpressionConfig or None, got {type(config).__name__}."
         )
-    batch_size = _check_positive_int("batch_size", batch_size)
-    seed = _check_positive_int("seed", seed, minimum=0)
-    if epochs is not None:
-        epochs = _check_positive_int("epochs", epochs)
-    if max_tokens is not None:
-        max_tokens = _check_positive_int("max_tokens", max_tokens)
-    else:
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    seed = check_seed(seed)
+    epochs = check_int("epochs", epochs, minimum=1, allow_none=True)
+    max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
+    if max_tokens is None:
         max_tokens = config.max_tokens
-    n_top_genes = _check_positive_int("n_top_genes", n_top_genes)
-    if n_vocab_genes is not None:
-        n_vocab_genes = _check_positive_int("n_vocab_genes", n_vocab_genes)
-    if early_stopping_patience is not None:
-        early_stopping_patience = _check_positive_int(
-            "early_stopping_patience", early_stopping_patience
-        )
-    if not 0.0 <= float(validation_fraction) < 1.0:
-        raise DfmInputError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
-    for name, val in (("learning_rate", learning_rate), ("target_sum", target_sum)):
-        if not float(val) > 0:
-            raise DfmInputError(f"{name} must be > 0, got {val!r}.")
-    if not 0.0 <= float(warmup_fraction) < 1.0:
-        raise DfmInputError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}.")
-    if float(weight_decay) < 0 or float(grad_clip) <= 0:
-        raise DfmInputError("weight_decay must be >= 0 and grad_clip > 0.")
-    if init not in ("pca", "random"):
-        raise DfmInputError(f"init must be 'pca' or 'random', got {init!r}.")
+    n_top_genes = check_int("n_top_genes", n_top_genes, minimum=1)
+    n_vocab_genes = check_int("n_vocab_genes", n_vocab_genes, minimum=1, allow_none=True)
+    early_stopping_patience = check_int(
+        "early_stopping_patience", early_stopping_patience, minimum=1, allow_none=True
+    )
+    validation_fraction = check_float("validation_fraction", validation_fraction, minimum=0.0)
+    if validation_fraction >= 1.0:
+        raise DfmInputError(f"validation_fraction must be < 1, got {validation_fraction!r}.")
+    learning_rate = check_float("learning_rate", learning_rate, minimum=0.0, strict_min=True)
+    target_sum = check_float("target_sum", target_sum, minimum=0.0, strict_min=True)
+    warmup_fraction = check_float("warmup_fraction", warmup_fraction, minimum=0.0)
+    if warmup_fraction >= 1.0:
+        raise DfmInputError(f"warmup_fraction must be < 1, got {warmup_fraction!r}.")
+    weight_decay = check_float("weight_decay", weight_decay, minimum=0.0)
+    grad_clip = check_float("grad_clip", grad_clip, minimum=0.0, strict_min=True)
+    check_choice("init", init, ("pca", "random"))
+    if progress_bar is not None:
+        check_bool("progress_bar", progress_bar)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    if chunk_size is None:
+        chunk_size = check_int("dfm.settings.chunk_size", settings.chunk_size, minimum=1)
     batch_codes = None
     batch_categories: list[str] = []
     if batch_key is not None:
@@ -180,59 +181,70 @@ def pretrain(
         cat = pd.Categorical(col)
         batch_categories = [str(c) for c in cat.categories]
         batch_codes = np.asarray(cat.codes, dtype=np.int32)
-    chunk_size = int(chunk_size or settings.chunk_size)
+    medians = md.var_medians(adata)
+    if medians is not None and medians.shape != (adata.n_vars,):
+        raise DfmInputError(
+            f".var[{_keys.MEDIAN_KEY!r}] has shape {medians.shape}, expected ({adata.n_vars},)."
+        )
     show_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
+    # The train/validation split depends on the cell count and seed only.
+    n = adata.n_obs
+    n_val = int(round(validation_fraction * n))
+    if validation_fraction > 0:
+        n_val = max(n_val, 1)
+    if n - n_val < 1:
+        raise DfmInputError(
+            f"Too few cells ({n}) for validation_fraction={validation_fraction}; "
+            "lower it or pass validation_fraction=0."
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx = np.sort(perm[:n_val])
+    train_idx = np.sort(perm[n_val:])
 
     with timed("pretraining the masked-expression model") as info:
         start_time = time.perf_counter()
         cpu_start = time.process_time()
-        # ------------------------------------------------------ genes and vocab
-        medians = var_medians(adata)
-        stats = gene_stats(adata, layer, target_sum, chunk_size, medians=medians is None)
+        # ------------------------------------------------- pass 1: statistics
+        scan = md.scan(
+            adata,
+            layer,
+            target_sum=target_sum,
+            chunk_size=chunk_size,
+            need_medians=medians is None,
+            cells=md.sample_cells(n, seed),
+        )
         if medians is None:
-            medians = stats.median
-        if medians.shape != (adata.n_vars,):
-            raise DfmInputError(
-                f".var[{_keys.MEDIAN_KEY!r}] has shape {medians.shape}, expected ({adata.n_vars},)."
-            )
+            medians = scan.medians
         expressed = np.flatnonzero(
-            np.isfinite(medians) & (medians > 0) & (stats.n_cells_expressed > 0)
+            np.isfinite(medians) & (medians > 0) & (scan.n_cells_expressed > 0)
         )
         if expressed.size == 0:
             raise DfmInputError(
                 "No gene has a positive median and nonzero counts; nothing to train on."
             )
         if n_vocab_genes is not None and n_vocab_genes < expressed.size:
-            vocab_cols = highly_variable(stats, n_vocab_genes, expressed)
+            vocab_cols = md.select_hvg(scan.sample, expressed, n_vocab_genes)
         else:
             vocab_cols = expressed
-        hvg_cols = highly_variable(stats, n_top_genes, vocab_cols if n_vocab_genes else expressed)
+        n_profile = min(n_top_genes, vocab_cols.size) if config.profile_weight > 0 else 0
+        hvg_cols = md.select_hvg(scan.sample, vocab_cols, n_top_genes) if n_profile else None
+        del scan
         genes = [str(g) for g in adata.var_names[vocab_cols]]
         vocab_medians = medians[vocab_cols]
         gene_scale = np.zeros(adata.n_vars)
         gene_scale[vocab_cols] = 1.0 / vocab_medians
         col_to_token = np.zeros(adata.n_vars, dtype=np.int32)
-        col_to_token[vocab_cols] = np.arange(vocab_cols.size, dtype=np.int32) + N_SPECIAL
-
-        n_profile = int(hvg_cols.size) if config.profile_weight > 0 else 0
+        col_to_token[vocab_cols] = np.arange(vocab_cols.size, dtype=np.int32) + md.N_SPECIAL
         config = dataclasses.replace(
             config,
-            vocab_size=int(vocab_cols.size + N_SPECIAL),
+            vocab_size=int(vocab_cols.size + md.N_SPECIAL),
             max_tokens=max_tokens,
             n_batches=len(batch_categories),
-            n_profile_genes=n_profile,
+            n_profile_genes=int(n_profile),
         )
 
-        # ------------------------------------------------------ tokenize once
-        n = adata.n_obs
-        token_ids = np.zeros((n, max_tokens), dtype=np.int32)
-        token_vals = np.zeros((n, max_tokens), dtype=np.float32)
-        prof_blocks = []
-        import scipy.sparse as sp
-
-        from .._validate import iter_row_chunks
-
-        for start, stop, ids, vals in iter_token_chunks(
+        # ------------------------------------------- pass 2: tokens and targets
+        token_ids, token_vals, profile = md.tokens_and_targets(
             adata,
             layer,
             gene_scale,
@@ -240,34 +252,10 @@ def pretrain(
             target_sum=target_sum,
             max_tokens=max_tokens,
             chunk_size=chunk_size,
-        ):
-            token_ids[start:stop] = ids
-            token_vals[start:stop] = vals
-        if n_profile:
-            for _s, _e, chunk in iter_row_chunks(adata, layer, chunk_size):
-                prof_blocks.append(profile_rows(chunk, hvg_cols, target_sum))
-            profile = sp.vstack(prof_blocks).tocsr()
-        else:
-            profile = None
-
-        # ------------------------------------------------------ split
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(n)
-        n_val = int(round(validation_fraction * n))
-        if validation_fraction > 0:
-            n_val = max(n_val, 1)
-        if n - n_val < 1:
-            raise DfmInputError(
-                f"Too few cells ({n}) for validation_fraction={validation_fraction}; "
-                "lower it or pass validation_fraction=0."
-            )
-        val_idx = np.sort(perm[:n_val])
-        train_idx = np.sort(perm[n_val:])
-        profile_mean = (
-            np.asarray(profile[train_idx].mean(axis=0)).ravel().astype(np.float32)
-            if n_profile
-            else np.zeros(0, np.float32)
+            hvg_cols=hvg_cols,
         )
+
+        profile_mean = md.profile_mean(profile, train_idx) if n_profile else np.zeros(0, np.float32)
 
         bs = min(batch_size, train_idx.size)
         steps_per_epoch = max(train_idx.size // bs, 1)
@@ -284,17 +272,15 @@ def pretrain(
             if vec is not None:
                 rows = col_to_token[hvg_cols]
                 gene_init = (rows, vec, _OTHER_GENE_SCALE)
-        from ..models._train import TrainConfig
-
         train_config = TrainConfig(
             epochs=epochs,
             batch_size=bs,
-            learning_rate=float(learning_rate),
-            weight_decay=float(weight_decay),
-            warmup_fraction=float(warmup_fraction),
-            grad_clip=float(grad_clip),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_fraction=warmup_fraction,
+            grad_clip=grad_clip,
             patience=early_stopping_patience,
-            seed=int(seed),
+            seed=seed,
             progress_bar=show_bar,
             desc="pretrain",
         )
@@ -392,9 +378,9 @@ def _pca_gene_init(profile, train_idx, profile_mean, hidden_dim, seed, max_cells
     vec = np.zeros((X.shape[1], hidden_dim), np.float32)
     vec[:, :k] = (vt.T * (sv / sv[0])).astype(np.float32)
     rms = np.sqrt(np.mean(np.sum(vec**2, axis=1)))
-    from ..models._masked import _GENE_INIT_STD
+    from ..models._masked import GENE_INIT_STD
 
-    return vec * (_GENE_INIT_STD * np.sqrt(hidden_dim) / max(rms, 1e-12))
+    return vec * (GENE_INIT_STD * np.sqrt(hidden_dim) / max(rms, 1e-12))
 
 
 def _masked_loss(model, batch, key):
@@ -433,10 +419,7 @@ def _train(
     model = create_model(config, init_key)
     if gene_init is not None:
         rows, vectors, other_scale = gene_init
-        emb = np.array(model.gene_embed.embedding.get_value())
-        emb[len(_keys.SPECIAL_TOKENS) :] *= other_scale
-        emb[rows] = vectors
-        model.gene_embed.embedding.set_value(jax.numpy.asarray(emb))
+        model.init_gene_embeddings(rows, vectors, other_scale=other_scale)
 
     def get_batch(idx):
         prof = None
