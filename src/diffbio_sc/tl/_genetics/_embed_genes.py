@@ -176,12 +176,22 @@ def project_subjects(
     mean = X[train].mean(axis=0)
     Xc = X - mean
     if method == "pca":
-        _, s, vt = np.linalg.svd(Xc[train], full_matrices=False)
-        tol = s.max(initial=0.0) * max(Xc.shape) * np.finfo(np.float64).eps
-        k = int(min(n_components, (s > tol).sum()))
+        Xt = Xc[train]
+        if Xt.shape[1] > Xt.shape[0]:
+            # Wide data: principal axes from the (n_train x n_train) Gram matrix.
+            e, U = np.linalg.eigh(Xt @ Xt.T)
+            e, U = e[::-1], U[:, ::-1]
+            tol = max(e[0], 0.0) * max(Xt.shape) * np.finfo(np.float64).eps
+            r = int((e > tol).sum())
+            v = (Xt.T @ U[:, :r]) / np.sqrt(e[:r])
+        else:
+            _, sv, vt = np.linalg.svd(Xt, full_matrices=False)
+            tol = sv.max(initial=0.0) * max(Xt.shape) * np.finfo(np.float64).eps
+            v = vt[: int((sv > tol).sum())].T
+        k = int(min(n_components, v.shape[1]))
+        v = v[:, :k]
         comps = np.zeros((X.shape[1], n_components))
         # Sign convention: the largest-magnitude loading of each axis is positive.
-        v = vt[:k].T
         signs = np.sign(v[np.abs(v).argmax(axis=0), np.arange(k)])
         signs[signs == 0] = 1.0
         comps[:, :k] = v * signs
