@@ -35,6 +35,7 @@ __all__ = [
     "KmerEncoder",
     "PrecomputedEncoder",
     "FunctionEncoder",
+    "NativeSequenceEncoder",
     "as_encoder",
 ]
 
@@ -249,6 +250,63 @@ class PrecomputedEncoder:
         return self._emb[[self._row[k] for k in keys]]
 
 
+class NativeSequenceEncoder:
+    """A ``dfm.models.SequenceEncoder`` (frozen, evaluation mode) as a gene encoder.
+
+    Sequences go through :func:`diffbio_sc.tl.embed_sequences` (its fixed-shape,
+    length-bucketed batches; the model's own pooling), one strand at a time:
+    :func:`embed_genes` adds the reverse complements itself for
+    ``reverse_complement='average'``, and an encoder built with
+    ``reverse_complement='equivariant'`` is RC-invariant by construction.
+
+    ``max_length`` is in bases: the model's sequence tokens for the ``char``
+    tokenizer, ``tokens + k - 1`` for overlapping k-mers, and
+    ``6 * (tokens - 5) + 5`` for Nucleotide-Transformer 6-mers (the most bases
+    that always fit, since leftover bases become single tokens).
+    """
+
+    def __init__(self, model, *, batch_size: int = 64) -> None:
+        import dataclasses
+
+        cfg = model.config
+        tokens = int(cfg.max_sequence_tokens)
+        if cfg.tokenizer == "char":
+            self.max_length = tokens
+        elif cfg.tokenizer == "kmer":
+            self.max_length = tokens + int(cfg.k) - 1
+        else:
+            self.max_length = 6 * (tokens - 5) + 5
+        self.rc_equivariant = cfg.reverse_complement == "equivariant"
+        self.model = model
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        config = {k: v for k, v in dataclasses.asdict(cfg).items()}
+        self.description = {
+            "kind": "dfm_sequence_encoder",
+            "config": config,
+            "weights_sha256": model.weights_sha256(),
+            "pooling": cfg.pooling,
+        }
+
+    def embed(self, sequences: list[str]) -> np.ndarray:
+        """Embed with the native encoder (no RC averaging here; see the class notes)."""
+        from ...io import sequences_to_adata
+        from .. import embed_sequences
+
+        if not sequences:
+            return np.zeros((0, int(self.model.config.hidden_dim)), dtype=np.float32)
+        ids = [f"s{i}" for i in range(len(sequences))]
+        adata = sequences_to_adata(list(sequences), ids=ids)
+        out = embed_sequences(
+            adata,
+            encoder=self.model,
+            reverse_complement="equivariant" if self.rc_equivariant else None,
+            batch_size=self.batch_size,
+            key_added="X_gene_window",
+            copy=True,
+        )
+        return np.asarray(out.obsm["X_gene_window"], dtype=np.float32)
+
+
 def as_encoder(encoder, *, batch_size: int = 64) -> GeneEncoder:
     """Return ``encoder`` as a :class:`GeneEncoder` (``None``: ``KmerEncoder(k=4)``)."""
     if encoder is None:
@@ -257,6 +315,8 @@ def as_encoder(encoder, *, batch_size: int = 64) -> GeneEncoder:
         return encoder
     if isinstance(encoder, (str, os.PathLike)):
         return PrecomputedEncoder(encoder)
+    if type(encoder).__name__ == "SequenceEncoder" and hasattr(encoder, "weights_sha256"):
+        return NativeSequenceEncoder(encoder, batch_size=batch_size)
     if isinstance(encoder, GeneEncoder):
         return encoder
     raise TypeError(
