@@ -244,6 +244,7 @@ def test_precomputed_embeddings_round_trip(toy, toyvcf, tmp_path):
         run(toy, toyvcf, encoder=dfm.tl.PrecomputedEncoder(npz))
 
 
+@pytest.mark.slow
 def test_native_sequence_encoder(toy, toyvcf):
     try:
         from diffbio_sc.models import create_dna_encoder
