@@ -12,6 +12,8 @@ _EXPORTS = {
     "MaskedExpressionModel": "._masked",
     "MaskedExpressionConfig": "._masked",
     "load": "._io",
+    "GENOMICS_MODELS": "._genomics_registry",
+    "genomics_models_markdown": "._genomics_registry",
 }
 __all__ = list(_EXPORTS)
 

@@ -152,17 +152,21 @@ def _fold_scores(
     trace = np.trace(Ac, axis1=-2, axis2=-1)
     lam = alpha * np.maximum(trace, 1e-300) / n_tr
     if classifier == "ridge" and n_components >= n_tr:
-        coef = np.linalg.solve(Ac + lam[:, None, None] * np.eye(n_tr), np.broadcast_to(Yc, (len(Ks), *Yc.shape)))
-        return Bc @ coef
+        # scores = Bc (Ac + lam I)^-1 Yc; solve for the (test x train) map first, so the
+        # many labelings cost one matrix product.
+        M = np.linalg.solve(
+            Ac + lam[:, None, None] * np.eye(n_tr), Bc.transpose(0, 2, 1)
+        ).transpose(0, 2, 1)
+        return M @ Yc
     e, U = np.linalg.eigh(Ac)  # ascending
     e, U = e[:, ::-1], U[:, :, ::-1]
     k = min(n_components, n_tr)
     e, U = e[:, :k], U[:, :, :k]
     keep = e > np.maximum(e[:, :1] * n_tr * np.finfo(np.float64).eps, 0)
     if classifier == "ridge":
-        proj = Bc @ U  # (v, m, k): test scores times sqrt(e)
         w = np.where(keep, 1.0 / (e + lam[:, None]), 0.0)  # (v, k)
-        return proj @ (w[:, :, None] * (U.transpose(0, 2, 1) @ Yc))
+        M = ((Bc @ U) * w[:, None, :]) @ U.transpose(0, 2, 1)  # (v, m, n_train)
+        return M @ Yc
     from sklearn.linear_model import LogisticRegression
 
     out = np.empty((len(Ks), te.size, Y_tr.shape[1]))
