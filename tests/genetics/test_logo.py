@@ -43,7 +43,7 @@ def test_nadeau_bengio_hand_computed():
     assert out["p"][1] == 1.0 and out["t"][1] == 0.0  # a gene that never changes anything
 
 
-@pytest.mark.parametrize("n_components", [100, 5])
+@pytest.mark.parametrize("n_components", [100, 25, 5])
 def test_gram_path_equals_explicit_pca_plus_ridge(n_components):
     rng = np.random.default_rng(1)
     n, G, d = 40, 3, 7
@@ -53,7 +53,10 @@ def test_gram_path_equals_explicit_pca_plus_ridge(n_components):
     K_gene = np.einsum("igd,jgd->gij", blocks, blocks)
     Ks = np.concatenate([K_gene.sum(0)[None], K_gene.sum(0)[None] - K_gene])
     tr, te = np.arange(30), np.arange(30, 40)
-    got = _fold_scores(Ks, tr, te, y[tr, None], n_components=n_components, alpha=0.7, classifier="ridge")
+    got = _fold_scores(
+        Ks, tr, te, y[tr, None], n_components=n_components, alpha=0.7, classifier="ridge",
+        n_features=G * d,
+    )
     for v in range(G + 1):
         cols = np.ones(G * d, bool)
         if v:

@@ -21,7 +21,8 @@ as recommended by Bouckaert & Frank (2004) for repeated k-fold CV:
 
 with :math:`s^2` the sample variance of the :math:`d_j`. p-values are one-sided
 (``alternative='greater'``, "the gene helps") by default, and corrected for the
-number of genes by Benjamini-Hochberg.
+number of genes by Benjamini-Hochberg. By default the p-values come from a
+permutation test instead (see Test).
 
 Computation
 -----------
@@ -37,9 +38,24 @@ principal scores predicts
 
     f(x) = \sum_{j \le k} \frac{(k_c(x)^T u_j)(u_j^T y_c)}{e_j + \lambda}.
 
-When ``n_components >= n_train`` the PCA keeps every informative axis and this
-equals kernel ridge, :math:`f = K_{c,te}(K_c + \lambda I)^{-1} y_c`, solved
-directly. All genes of a fold are batched into one stacked solve.
+When ``n_components`` is at least the number of training subjects or of
+features, the PCA keeps every informative axis and this equals kernel ridge,
+:math:`f = K_{c,te}(K_c + \lambda I)^{-1} y_c`, solved directly. All genes of a
+fold are batched into one stacked solve, and since the fit is linear in the
+labels, the permutation test's relabelings share that solve (one extra matrix
+product). Held-out scores are compared by AUC (Mann-Whitney, ties count half).
+
+Test
+----
+``test='permutation'`` (default): the statistic is each gene's mean
+delta-AUC over all resamples; the labels are permuted ``n_permutations``
+times (the same folds, all genes refitted), and
+``p = (1 + #{perm >= observed}) / (1 + n_permutations)``. Under "no gene
+carries information about the phenotype" this is a valid test whatever the
+dependence between folds. ``test='corrected_t'`` is the Nadeau-Bengio
+corrected resampled t-test above (cheaper, approximate: a chance association in
+the sample recurs in every fold, which its variance correction only partly
+covers). The confidence interval is the corrected-t interval in both cases.
 """
 
 from __future__ import annotations
@@ -136,6 +152,7 @@ def _fold_scores(
     n_components: int,
     alpha: float,
     classifier: str,
+    n_features: int | None = None,
 ) -> np.ndarray:
     """Held-out decision scores ``(v, n_test, n_labelings)`` for each Gram in ``Ks (v, n, n)``.
 
@@ -151,7 +168,8 @@ def _fold_scores(
     Yc = Yc - Yc.mean(axis=0, keepdims=True)
     trace = np.trace(Ac, axis1=-2, axis2=-1)
     lam = alpha * np.maximum(trace, 1e-300) / n_tr
-    if classifier == "ridge" and n_components >= n_tr:
+    lossless = n_components >= min(n_tr, n_features or n_tr)
+    if classifier == "ridge" and lossless:
         # scores = Bc (Ac + lam I)^-1 Yc; solve for the (test x train) map first, so the
         # many labelings cost one matrix product.
         M = np.linalg.solve(
@@ -300,8 +318,14 @@ def logo_attribution(
         Confidence level of the interval on the mean delta-AUC.
     fdr
         Benjamini-Hochberg level for ``significant``.
+    test
+        ``'permutation'`` (default) or ``'corrected_t'`` (module notes).
+    n_permutations
+        Label permutations for ``test='permutation'`` (the smallest p-value is
+        ``1 / (1 + n_permutations)``: with many genes, use enough to pass the
+        BH threshold, e.g. 999 for 15 genes at 5%).
     seed
-        Seed of the fold assignment.
+        Seed of the fold assignment and of the permutations.
     return_deltas
         Also return the ``(n_genes, n_repeats * n_folds)`` delta-AUC array.
 
@@ -310,7 +334,9 @@ def logo_attribution(
     pandas.DataFrame
         One row per gene, sorted by mean delta-AUC (largest first): ``gene``,
         ``delta_auc`` (mean), ``ci_low``, ``ci_high``, ``t``, ``p``, ``q`` (BH),
-        ``significant`` (``q < fdr``), ``rank``. ``.attrs`` holds ``auc_all``
+        ``significant`` (``q < fdr``), ``rank``. ``p`` is the permutation
+        p-value (or the corrected t-test's); ``t`` and the CI are always the
+        corrected t-test's. ``.attrs`` holds ``auc_all``
         (mean held-out AUC with all genes), ``auc_all_sd`` and the settings.
         With ``return_deltas``, ``(table, deltas)``.
     """
@@ -370,7 +396,8 @@ def logo_attribution(
     with _blas_limit(n):
         for tr, te in splitter.split(np.zeros(n), y):
             scores = _fold_scores(
-                Ks, tr, te, Y[tr], n_components=n_components, alpha=alpha, classifier=classifier
+                Ks, tr, te, Y[tr], n_components=n_components, alpha=alpha,
+                classifier=classifier, n_features=G * d,
             )  # (G + 1, m, 1 + B)
             fold_aucs.append(auc_rows(scores.transpose(2, 0, 1), Y[te].T[:, None, :]))
             n_tr_list.append(tr.size)
