@@ -23,11 +23,12 @@ def test_auc_rows_matches_sklearn_with_ties():
     np.testing.assert_allclose(auc_rows(S[:2], Y), [want[0], 1 - want[1]])
 
 
-def test_benjamini_hochberg_matches_statsmodels():
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.array([0.001, 0.04, 0.03, 0.5, 0.2, 0.04, 1.0])
-    np.testing.assert_allclose(benjamini_hochberg(p), multipletests(p, method="fdr_bh")[1])
+def test_benjamini_hochberg_hand_computed():
+    # sorted p 0.01, 0.03, 0.04, 0.5 -> p*m/rank 0.04, 0.06, 0.0533, 0.5 -> running min from the top
+    q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5]))
+    np.testing.assert_allclose(q, [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+    assert benjamini_hochberg(np.array([0.9, 0.99]))[1] == 0.99
+    assert (benjamini_hochberg(np.array([1.0, 1.0, 0.9])) <= 1.0).all()
 
 
 def test_nadeau_bengio_hand_computed():

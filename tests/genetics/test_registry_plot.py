@@ -86,3 +86,15 @@ def test_logo_plot_bad_input():
         dfm.pl.logo(pd.DataFrame({"gene": ["A"]}))
     with pytest.raises(TypeError, match="DataFrame"):
         dfm.pl.logo([1, 2])
+
+
+def test_docs_table_is_the_rendered_registry():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "notes" / "genetics.md"
+    text = doc.read_text()
+    start = text.index("<!-- genomics-models-table:start -->\n") + len(
+        "<!-- genomics-models-table:start -->\n"
+    )
+    end = text.index("<!-- genomics-models-table:end -->")
+    assert text[start:end].strip() == dfm.models.genomics_models_markdown().strip()
