@@ -87,11 +87,21 @@ def child(case: str, vcf: str, k: int, canonical: bool, n_perm: int) -> None:
 
 
 def run_case(case, vcf, k, canonical, n_perm):
-    cmd = [sys.executable, __file__, "--child", case, "--vcf", vcf, "--k", str(k),
-           "--permutations", str(n_perm)] + (["--canonical"] if canonical else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        case,
+        "--vcf",
+        vcf,
+        "--k",
+        str(k),
+        "--permutations",
+        str(n_perm),
+    ] + (["--canonical"] if canonical else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main() -> None:
@@ -117,15 +127,27 @@ def main() -> None:
     genes = dfm.io.read_gtf(gtf)["gene_name"].dropna().unique().tolist()
     vcf = tmp / "cohort.vcf"
     cohort = dfm.datasets.simulate_genetic_cohort(
-        fasta, gtf, genes, vcf, n_subjects=args.subjects, contig_map=CONTIGS,
-        sites_per_gene=args.sites, n_founders=args.founders, private_rate=args.private, seed=0,
+        fasta,
+        gtf,
+        genes,
+        vcf,
+        n_subjects=args.subjects,
+        contig_map=CONTIGS,
+        sites_per_gene=args.sites,
+        n_founders=args.founders,
+        private_rate=args.private,
+        seed=0,
     )
     n_sites = len(cohort.sites)
     print(f"machine: {platform.machine()}, python {platform.python_version()}")
-    print(f"cohort: {args.subjects} haploid subjects x {len(genes)} MT genes, {n_sites} VCF "
-          f"records ({int(cohort.sites['private'].sum())} private)\n")
-    print("| encoder | haplotype cache | wall s | CPU s | peak RSS added, MiB | sequences embedded "
-          "(of encoder inputs) | distinct gene sequences | alt alleles / subject |")
+    print(
+        f"cohort: {args.subjects} haploid subjects x {len(genes)} MT genes, {n_sites} VCF "
+        f"records ({int(cohort.sites['private'].sum())} private)\n"
+    )
+    print(
+        "| encoder | haplotype cache | wall s | CPU s | peak RSS added, MiB | sequences embedded "
+        "(of encoder inputs) | distinct gene sequences | alt alleles / subject |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     results = {}
     for k, canon in ((args.k, args.canonical), (3, True)):
@@ -133,22 +155,28 @@ def main() -> None:
             r = run_case(case, str(vcf), k, canon, args.permutations)
             results[(k, canon, case)] = r
             name = f"KmerEncoder(k={k}{', canonical' if canon else ''})"
-            print(f"| {name} | {'on' if case == 'cache' else 'off'} | {r['wall_s']:.2f} | "
-                  f"{r['cpu_s']:.2f} | {r['peak_rss_added_mib']:.0f} | {r['embedded']:,} "
-                  f"({r['encoder_inputs']:,}) | {r['distinct_gene_seqs']:,} | "
-                  f"{r['alt_alleles_per_subject']:.1f} |")
+            print(
+                f"| {name} | {'on' if case == 'cache' else 'off'} | {r['wall_s']:.2f} | "
+                f"{r['cpu_s']:.2f} | {r['peak_rss_added_mib']:.0f} | {r['embedded']:,} "
+                f"({r['encoder_inputs']:,}) | {r['distinct_gene_seqs']:,} | "
+                f"{r['alt_alleles_per_subject']:.1f} |"
+            )
         on, off = results[(k, canon, "cache")], results[(k, canon, "no_cache")]
         assert abs(on["checksum"] - off["checksum"]) <= 1e-3 * max(1.0, off["checksum"])
         print(f"|  | speed-up | {off['wall_s'] / on['wall_s']:.1f}x |  |  |  |  |  |")
     print()
     r = run_case("logo", str(vcf), 3, True, args.permutations)
-    print("| LOGO | subjects | genes x dims | resamples | permutations | wall s | CPU s | "
-          "peak RSS added, MiB | top gene (q) | genes flagged | AUC all genes |")
+    print(
+        "| LOGO | subjects | genes x dims | resamples | permutations | wall s | CPU s | "
+        "peak RSS added, MiB | top gene (q) | genes flagged | AUC all genes |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| ridge on per-fold PCA (512) | {args.subjects} | 15 x 32 | 10 x 5 | "
-          f"{args.permutations} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-          f"{r['peak_rss_added_mib']:.0f} | {r['top_gene']} ({r['top_q']:.3g}) | "
-          f"{r['n_flagged']} | {r['auc_all']:.3f} |")
+    print(
+        f"| ridge on per-fold PCA (512) | {args.subjects} | 15 x 32 | 10 x 5 | "
+        f"{args.permutations} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+        f"{r['peak_rss_added_mib']:.0f} | {r['top_gene']} ({r['top_q']:.3g}) | "
+        f"{r['n_flagged']} | {r['auc_all']:.3f} |"
+    )
 
 
 if __name__ == "__main__":

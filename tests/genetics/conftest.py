@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-
-import os
 
 REPO = Path(__file__).resolve().parents[2]
 GENOME = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data")) / "genome"
@@ -44,19 +43,22 @@ def write(path: Path, text: str) -> Path:
 
 # A 60-base toy contig 'c1' and a two-exon gene on each strand.
 TOY_SEQ = "ACGTACGGTTCAGATCCATGAAATTTGGGCCCAAACCCGGGTTTACGATCGATGCATGCA"
-TOY_GTF = "\n".join(
-    [
-        'c1\tt\tgene\t5\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS";',
-        'c1\tt\ttranscript\t5\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS"; transcript_id "P1";',
-        'c1\tt\texon\t5\t14\t.\t+\t.\tgene_id "P"; gene_name "PLUS"; transcript_id "P1"; exon_number "1";',
-        'c1\tt\texon\t31\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS"; transcript_id "P1"; exon_number "2";',
-        'c1\tt\tCDS\t7\t14\t.\t+\t0\tgene_id "P"; gene_name "PLUS"; transcript_id "P1";',
-        'c1\tt\tCDS\t31\t36\t.\t+\t1\tgene_id "P"; gene_name "PLUS"; transcript_id "P1";',
-        'c1\tt\tgene\t42\t58\t.\t-\t.\tgene_id "M"; gene_name "MINUS";',
-        'c1\tt\texon\t42\t47\t.\t-\t.\tgene_id "M"; gene_name "MINUS"; transcript_id "M1"; exon_number "2";',
-        'c1\tt\texon\t52\t58\t.\t-\t.\tgene_id "M"; gene_name "MINUS"; transcript_id "M1"; exon_number "1";',
-    ]
-) + "\n"
+TOY_GTF = (
+    "\n".join(
+        [
+            'c1\tt\tgene\t5\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS";',
+            'c1\tt\ttranscript\t5\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS"; transcript_id "P1";',
+            'c1\tt\texon\t5\t14\t.\t+\t.\tgene_id "P"; gene_name "PLUS"; transcript_id "P1"; exon_number "1";',
+            'c1\tt\texon\t31\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS"; transcript_id "P1"; exon_number "2";',
+            'c1\tt\tCDS\t7\t14\t.\t+\t0\tgene_id "P"; gene_name "PLUS"; transcript_id "P1";',
+            'c1\tt\tCDS\t31\t36\t.\t+\t1\tgene_id "P"; gene_name "PLUS"; transcript_id "P1";',
+            'c1\tt\tgene\t42\t58\t.\t-\t.\tgene_id "M"; gene_name "MINUS";',
+            'c1\tt\texon\t42\t47\t.\t-\t.\tgene_id "M"; gene_name "MINUS"; transcript_id "M1"; exon_number "2";',
+            'c1\tt\texon\t52\t58\t.\t-\t.\tgene_id "M"; gene_name "MINUS"; transcript_id "M1"; exon_number "1";',
+        ]
+    )
+    + "\n"
+)
 
 
 @pytest.fixture

@@ -108,7 +108,9 @@ def test_haplotype_cache_same_result_fewer_encoder_calls(toy, toyvcf):
     plain = run(toy, toyvcf, encoder=enc, haplotype_cache=False)["genetics"]
     n_plain = sum(calls)
     np.testing.assert_allclose(cached.obsm["X_dfm_genes"], plain.obsm["X_dfm_genes"], atol=1e-6)
-    np.testing.assert_allclose(cached.obsm["X_dfm_genetics"], plain.obsm["X_dfm_genetics"], atol=1e-5)
+    np.testing.assert_allclose(
+        cached.obsm["X_dfm_genetics"], plain.obsm["X_dfm_genetics"], atol=1e-5
+    )
     # cached: distinct sequences x 2 strands; plain: (1 + 2 x 4 subjects) x 2 genes x 2 strands
     assert n_cached == 2 * (3 + 2) and n_plain == 2 * 2 * 9
     assert cached.uns["dfm"]["genetics"]["counts"]["n_encoder_calls_sequences"] == n_cached
@@ -168,7 +170,9 @@ def test_projection_fitted_on_training_subjects_only():
     W = rng.normal(size=(8, 50))
     Zw, iw = project_subjects(W, np.ones(8, bool), method="pca", n_components=10, seed=0)
     assert iw["n_informative"] == 7 and not Zw[:, 7:].any()
-    np.testing.assert_allclose(Zw[:, :7].T @ Zw[:, :7], np.diag(np.diag(Zw[:, :7].T @ Zw[:, :7])), atol=1e-4)
+    np.testing.assert_allclose(
+        Zw[:, :7].T @ Zw[:, :7], np.diag(np.diag(Zw[:, :7].T @ Zw[:, :7])), atol=1e-4
+    )
     R1, _ = project_subjects(X, train, method="random", n_components=5, seed=3)
     R2, _ = project_subjects(X, train, method="random", n_components=5, seed=3)
     np.testing.assert_array_equal(R1, R2)
@@ -196,7 +200,9 @@ def test_mudata_layout_h5mu_round_trip_and_log(toy, toyvcf, tmp_path):
     b = mudata.read_h5mu(path)["genetics"]
     for k in a.obsm:
         np.testing.assert_array_equal(b.obsm[k], a.obsm[k])
-    np.testing.assert_array_equal(b.varm["dfm_reference_embedding"], a.varm["dfm_reference_embedding"])
+    np.testing.assert_array_equal(
+        b.varm["dfm_reference_embedding"], a.varm["dfm_reference_embedding"]
+    )
     np.testing.assert_array_equal(b.X, a.X)
     assert b.uns["embedding_strategy_id"] == sid and list(b.uns["gene_list"]) == ["PLUS", "MINUS"]
     assert b.uns["dfm"]["genetics"]["strategy"] == a.uns["dfm"]["genetics"]["strategy"]
@@ -251,7 +257,9 @@ def test_native_sequence_encoder(toy, toyvcf):
     except (ImportError, AttributeError) as err:
         pytest.skip(f"dfm.models.SequenceEncoder is not available on this branch yet ({err})")
     rc = toy["rc"]
-    small = dict(hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32, max_length=16, seed=0)
+    small = dict(
+        hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32, max_length=16, seed=0
+    )
     enc = create_dna_encoder(**small)
     a = run(toy, toyvcf, encoder=enc)["genetics"]
     assert a.uns["dfm"]["genetics"]["gene_dim"] == 16
@@ -276,7 +284,9 @@ def test_bad_input_leaves_nothing_behind(toy, toyvcf, tmp_path):
         run(toy, toyvcf, genes=["PLUSX"], mdata=md, mod="new", log_path=log)
     with pytest.raises(DfmInputError, match="Contig 'c1' is not in the FASTA"):
         other = toy["write"](tmp_path / "other.fa", ">c2\nACGT\n")
-        dfm.tl.embed_genes(other, toy["gtf"], toyvcf, genes=["PLUS"], mdata=md, mod="new", log_path=log)
+        dfm.tl.embed_genes(
+            other, toy["gtf"], toyvcf, genes=["PLUS"], mdata=md, mod="new", log_path=log
+        )
     with pytest.raises(DfmInputError, match="projection must be one of"):
         run(toy, toyvcf, projection="umap", mdata=md, mod="new")
     with pytest.raises(TypeError, match="mdata must be a MuData"):

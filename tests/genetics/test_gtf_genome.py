@@ -28,12 +28,22 @@ def _raw_fasta(path) -> dict[str, str]:
 def test_read_gtf_columns_types_and_attributes(toy):
     gtf = dfm.io.read_gtf(toy["gtf"])
     assert list(gtf.columns[:8]) == [
-        "seqname", "source", "feature", "start", "end", "score", "strand", "frame"
+        "seqname",
+        "source",
+        "feature",
+        "start",
+        "end",
+        "score",
+        "strand",
+        "frame",
     ]
     assert len(gtf) == 9  # the comment line is skipped
     assert gtf["start"].dtype == np.int64 and gtf["end"].dtype == np.int64
     cds = gtf[gtf["feature"] == "CDS"]
-    assert cds["start"].tolist() == [7, 31] and cds["end"].tolist() == [14, 36]  # 1-based, as in file
+    assert cds["start"].tolist() == [7, 31] and cds["end"].tolist() == [
+        14,
+        36,
+    ]  # 1-based, as in file
     assert cds["frame"].tolist() == [0, 1]
     assert gtf["frame"].isna().sum() == 7 and gtf["score"].isna().all()
     assert set(gtf["gene_name"]) == {"PLUS", "MINUS"}
@@ -54,9 +64,9 @@ def test_read_gtf_repeated_keys_and_unquoted_values(tmp_path, toy):
 @pytest.mark.parametrize(
     ("line", "match"),
     [
-        ("c1\tx\texon\t10\t5\t.\t+\t.\tgene_id \"G\";\n", "start 10 > end 5"),
-        ("c1\tx\texon\t0\t5\t.\t+\t.\tgene_id \"G\";\n", "positive integer"),
-        ("c1\tx\texon\t1\t5\t.\t*\t.\tgene_id \"G\";\n", "strand"),
+        ('c1\tx\texon\t10\t5\t.\t+\t.\tgene_id "G";\n', "start 10 > end 5"),
+        ('c1\tx\texon\t0\t5\t.\t+\t.\tgene_id "G";\n', "positive integer"),
+        ('c1\tx\texon\t1\t5\t.\t*\t.\tgene_id "G";\n', "strand"),
         ("c1\tx\texon\t1\t5\n", "9"),
     ],
 )
@@ -93,7 +103,9 @@ def test_spliced_extraction_both_strands(toy):
 
 def test_gene_and_contig_errors(toy):
     gtf = dfm.io.read_gtf(toy["gtf"])
-    with pytest.raises(dfm._validate.DfmInputError, match="not found.*'PLUSS'.*did you mean 'PLUS'"):
+    with pytest.raises(
+        dfm._validate.DfmInputError, match="not found.*'PLUSS'.*did you mean 'PLUS'"
+    ):
         select_gene_models(gtf, ["PLUSS"])
     with pytest.raises(dfm._validate.DfmInputError, match="non-coding: use feature='exon'"):
         select_gene_models(gtf, ["MINUS"], feature="CDS")
@@ -153,7 +165,11 @@ def test_all_fifteen_mt_genes_and_overlaps(mt):
     assert by["MT-ATP8"].span[1] > by["MT-ATP6"].span[0]
     assert by["MT-ND4L"].span[1] > by["MT-ND4"].span[0]
     with Genome(mt["fasta"], contig_map=mt["contig_map"]) as g:
-        starts = {m.gene: g.extract(m)[:3] for m in models if m.gene.startswith("MT-") and "RNR" not in m.gene}
+        starts = {
+            m.gene: g.extract(m)[:3]
+            for m in models
+            if m.gene.startswith("MT-") and "RNR" not in m.gene
+        }
     assert all(v in ("ATG", "ATA", "ATT") for v in starts.values())
 
 

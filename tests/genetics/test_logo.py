@@ -55,7 +55,13 @@ def test_gram_path_equals_explicit_pca_plus_ridge(n_components):
     Ks = np.concatenate([K_gene.sum(0)[None], K_gene.sum(0)[None] - K_gene])
     tr, te = np.arange(30), np.arange(30, 40)
     got = _fold_scores(
-        Ks, tr, te, y[tr, None], n_components=n_components, alpha=0.7, classifier="ridge",
+        Ks,
+        tr,
+        te,
+        y[tr, None],
+        n_components=n_components,
+        alpha=0.7,
+        classifier="ridge",
         n_features=G * d,
     )
     for v in range(G + 1):
@@ -79,11 +85,20 @@ def test_gram_path_equals_explicit_pca_plus_ridge(n_components):
 def cohort(mt, tmp_path_factory):
     path = tmp_path_factory.mktemp("cohort") / "cohort.vcf"
     c = dfm.datasets.simulate_genetic_cohort(
-        mt["fasta"], mt["gtf"], mt["genes"], path, n_subjects=120,
-        contig_map=mt["contig_map"], seed=1,
+        mt["fasta"],
+        mt["gtf"],
+        mt["genes"],
+        path,
+        n_subjects=120,
+        contig_map=mt["contig_map"],
+        seed=1,
     )
     md = dfm.tl.embed_genes(
-        mt["fasta"], mt["gtf"], path, genes=mt["genes"], contig_map=mt["contig_map"],
+        mt["fasta"],
+        mt["gtf"],
+        path,
+        genes=mt["genes"],
+        contig_map=mt["contig_map"],
         projection=None,
     )
     return c, md
@@ -94,7 +109,15 @@ def test_causal_gene_is_flagged_and_ranked_first(cohort):
     y = dfm.datasets.simulate_phenotype(c, "MT-ND2", effect=2.0, seed=3)
     res = dfm.tl.logo_attribution(md, y, n_repeats=10, n_folds=5, n_permutations=499, seed=0)
     assert list(res.columns[:9]) == [
-        "gene", "delta_auc", "ci_low", "ci_high", "t", "p", "q", "significant", "rank"
+        "gene",
+        "delta_auc",
+        "ci_low",
+        "ci_high",
+        "t",
+        "p",
+        "q",
+        "significant",
+        "rank",
     ]
     top = res.iloc[0]
     assert top["gene"] == "MT-ND2" and top["q"] < 0.05 and top["significant"]
@@ -117,11 +140,20 @@ def test_null_cohorts_keep_false_positives_at_nominal_rate(mt, tmp_path):
     for rep in range(20):
         path = tmp_path / f"null{rep}.vcf"
         c = dfm.datasets.simulate_genetic_cohort(
-            mt["fasta"], mt["gtf"], mt["genes"], path, n_subjects=100,
-            contig_map=mt["contig_map"], seed=100 + rep,
+            mt["fasta"],
+            mt["gtf"],
+            mt["genes"],
+            path,
+            n_subjects=100,
+            contig_map=mt["contig_map"],
+            seed=100 + rep,
         )
         md = dfm.tl.embed_genes(
-            mt["fasta"], mt["gtf"], path, genes=mt["genes"], contig_map=mt["contig_map"],
+            mt["fasta"],
+            mt["gtf"],
+            path,
+            genes=mt["genes"],
+            contig_map=mt["contig_map"],
             projection=None,
         )
         y = dfm.datasets.simulate_phenotype(c, None, seed=rep)

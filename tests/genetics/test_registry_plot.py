@@ -13,7 +13,12 @@ from diffbio_sc._validate import DfmInputError
 def test_registry_records_are_complete_plain_data():
     names = [m["name"] for m in dfm.models.GENOMICS_MODELS]
     assert names == [
-        "Caduceus-PS", "Caduceus-Ph", "DNABERT-2", "Evo 2", "GENERator", "HyenaDNA",
+        "Caduceus-PS",
+        "Caduceus-Ph",
+        "DNABERT-2",
+        "Evo 2",
+        "GENERator",
+        "HyenaDNA",
         "Nucleotide Transformer",
     ]
     from diffbio_sc.models._genomics_registry import TOKENIZER_KINDS
@@ -27,9 +32,12 @@ def test_registry_records_are_complete_plain_data():
         assert all(isinstance(v, (str, int, dict, type(None))) for v in m.values())
     by = {m["name"]: m for m in dfm.models.GENOMICS_MODELS}
     assert by["Caduceus-PS"]["dfm_rc_mode"] == "equivariant"
-    assert by["Nucleotide Transformer"]["checkpoints"][
-        "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"
-    ] == 1024
+    assert (
+        by["Nucleotide Transformer"]["checkpoints"][
+            "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"
+        ]
+        == 1024
+    )
 
 
 def test_markdown_table_is_rendered_from_the_data():
@@ -56,7 +64,9 @@ def _table():
             "rank": [1, 2, 3],
         }
     )
-    res.attrs.update({"auc_all": 0.71, "n_repeats": 10, "n_folds": 5, "test": "permutation", "fdr": 0.05})
+    res.attrs.update(
+        {"auc_all": 0.71, "n_repeats": 10, "n_folds": 5, "test": "permutation", "fdr": 0.05}
+    )
     return res
 
 

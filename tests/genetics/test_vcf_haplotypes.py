@@ -198,8 +198,12 @@ def test_contig_prefix_unsorted_and_index(toy):
 def test_indexed_query_matches_full_read(toy):
     pysam = pytest.importorskip("pysam")
     s = toy["seq"]
-    recs = [(2, s[1], "A", ["0|1", "1|1"]), (8, s[7], "T", ["0|1", "0|0"]),
-            (45, s[44], "G", ["1|1", "0|1"]), (59, s[58], "A", ["0|1", "0|0"])]
+    recs = [
+        (2, s[1], "A", ["0|1", "1|1"]),
+        (8, s[7], "T", ["0|1", "0|0"]),
+        (45, s[44], "G", ["1|1", "0|1"]),
+        (59, s[58], "A", ["0|1", "0|0"]),
+    ]
     plain = make_vcf(toy["dir"] / "i.vcf", recs)
     gz = pysam.tabix_index(str(plain), preset="vcf", keep_original=True, force=True)
     regions = [("c1", 5, 40), ("c1", 42, 58)]
@@ -212,7 +216,9 @@ def test_indexed_query_matches_full_read(toy):
 
 def test_sample_subset_keeps_requested_order(toy):
     s = toy["seq"]
-    vcf = make_vcf(toy["dir"] / "s.vcf", [(8, s[7], "T", ["0|1", "1|1", "0|0"])], samples=("A", "B", "C"))
+    vcf = make_vcf(
+        toy["dir"] / "s.vcf", [(8, s[7], "T", ["0|1", "1|1", "0|0"])], samples=("A", "B", "C")
+    )
     v = dfm.io.read_vcf(vcf, samples=["C", "A"])
     assert v.samples == ["C", "A"]
     assert v.genotypes[0].tolist() == [[0, 0], [0, 1]]

@@ -27,9 +27,7 @@ from ._gtf import GeneModel
 __all__ = ["Genome", "reverse_complement", "contig_hint"]
 
 # IUPAC complement (R<->Y, K<->M, B<->V, D<->H; S, W, N self-complementary), both cases.
-_COMPLEMENT = str.maketrans(
-    "ACGTUNRYKMBVDHSWacgtunrykmbvdhsw", "TGCAANYRMKVBHDSWtgcaanyrmkvbhdsw"
-)
+_COMPLEMENT = str.maketrans("ACGTUNRYKMBVDHSWacgtunrykmbvdhsw", "TGCAANYRMKVBHDSWtgcaanyrmkvbhdsw")
 
 
 def reverse_complement(seq: str) -> str:

@@ -318,11 +318,7 @@ def select_gene_models(
             raise DfmInputError(
                 f"Gene {gene!r} has no {sub_feature!r} records with a transcript_id in "
                 f"{where}"
-                + (
-                    "; it is probably non-coding: use feature='exon'."
-                    if feature == "CDS"
-                    else "."
-                )
+                + ("; it is probably non-coding: use feature='exon'." if feature == "CDS" else ".")
             )
         recs = recs[recs["transcript_id"].notna()]
         if gene in transcripts:

@@ -64,22 +64,6 @@ class VariantSet:
         """Number of records kept."""
         return int(self.pos.shape[0])
 
-    def subset(self, index: np.ndarray) -> VariantSet:
-        """The records at ``index`` (an integer array), same samples."""
-        index = np.asarray(index, dtype=np.int64)
-        return VariantSet(
-            self.path,
-            self.samples,
-            self.contig[index],
-            self.pos[index],
-            [self.ref[i] for i in index],
-            [self.alts[i] for i in index],
-            [self.ids[i] for i in index],
-            self.genotypes[index],
-            self.phased[index],
-            dict(self.counts),
-        )
-
 
 def _open(path: Path, samples):
     import cyvcf2
@@ -228,9 +212,7 @@ def read_vcf(
         if use_index:
             if by_contig is None:
                 raise DfmInputError("use_index=True needs regions= to query.")
-            if not any(
-                Path(str(path) + suffix).is_file() for suffix in (".tbi", ".csi")
-            ):
+            if not any(Path(str(path) + suffix).is_file() for suffix in (".tbi", ".csi")):
                 raise DfmInputError(
                     f"The VCF {str(path)!r} has no index (.tbi or .csi beside it). Sort, "
                     "bgzip and index it (bcftools sort -Oz -o x.vcf.gz x.vcf && "

@@ -80,7 +80,11 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "tokenizer": "byte",
         "context_length_bp": 1_000_000,
         "context_note": "1M bp for evo2_7b / evo2_40b; 8,192 bp for evo2_1b_base and the *_base models",
-        "checkpoints": {"arcinstitute/evo2_7b": 4096, "arcinstitute/evo2_40b": 8192, "arcinstitute/evo2_1b_base": 1920},
+        "checkpoints": {
+            "arcinstitute/evo2_7b": 4096,
+            "arcinstitute/evo2_40b": 8192,
+            "arcinstitute/evo2_1b_base": 1920,
+        },
         "width_note": "embedding dimension; embeddings are usually read from an intermediate block (e.g. blocks.28.mlp.l3 for 7B, blocks.20.mlp.l3 for 1B)",
         "pooling": "mean over positions of an intermediate layer",
         "rc_handling": "none (causal); average forward and RC embeddings",
@@ -143,7 +147,8 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "pooling": "mean over non-padding token states (the authors' example)",
         "rc_handling": "none (strand-specific); average forward and RC embeddings",
         "dfm_rc_mode": "average",
-        "dfm_loader": _GENE_LOADER + "; tl.load_embeddings(source='nucleotide_transformer', mod='dna')",
+        "dfm_loader": _GENE_LOADER
+        + "; tl.load_embeddings(source='nucleotide_transformer', mod='dna')",
     },
 )
 

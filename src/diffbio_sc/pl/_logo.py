@@ -101,6 +101,11 @@ def logo(
         from ..io._atomic import atomic_path
 
         with atomic_path(save, what="figure") as tmp:
-            ax.figure.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="white",
-                              format=os.path.splitext(os.fspath(save))[1].lstrip(".") or None)
+            ax.figure.savefig(
+                tmp,
+                dpi=dpi,
+                bbox_inches="tight",
+                facecolor="white",
+                format=os.path.splitext(os.fspath(save))[1].lstrip(".") or None,
+            )
     return ax

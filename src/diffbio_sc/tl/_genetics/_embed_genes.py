@@ -34,6 +34,7 @@ from ...io._gtf import read_gtf, select_gene_models
 from ...io._vcf import read_vcf
 from ._encoders import GeneEncoder, as_encoder, strategy_digest, unique_in_order
 from ._haplotypes import GeneHaplotypes, gene_haplotypes
+from ._threads import single_thread_blas
 
 __all__ = ["embed_genes", "export_gene_sequences", "window_starts", "project_subjects"]
 
@@ -179,13 +180,15 @@ def project_subjects(
         Xt = Xc[train]
         if Xt.shape[1] > Xt.shape[0]:
             # Wide data: principal axes from the (n_train x n_train) Gram matrix.
-            e, U = np.linalg.eigh(Xt @ Xt.T)
+            with single_thread_blas(Xt.shape[0]):
+                e, U = np.linalg.eigh(Xt @ Xt.T)
             e, U = e[::-1], U[:, ::-1]
             tol = max(e[0], 0.0) * max(Xt.shape) * np.finfo(np.float64).eps
             r = int((e > tol).sum())
             v = (Xt.T @ U[:, :r]) / np.sqrt(e[:r])
         else:
-            _, sv, vt = np.linalg.svd(Xt, full_matrices=False)
+            with single_thread_blas(Xt.shape[1]):
+                _, sv, vt = np.linalg.svd(Xt, full_matrices=False)
             tol = sv.max(initial=0.0) * max(Xt.shape) * np.finfo(np.float64).eps
             v = vt[: int((sv > tol).sum())].T
         k = int(min(n_components, v.shape[1]))
@@ -227,8 +230,7 @@ def _check_train(train_subjects, samples: list[str]) -> np.ndarray:
         missing = sorted(set(names) - set(samples))
         if missing:
             raise DfmInputError(
-                f"train_subjects names {len(missing)} subjects not in the VCF, e.g. "
-                f"{missing[:5]}."
+                f"train_subjects names {len(missing)} subjects not in the VCF, e.g. {missing[:5]}."
             )
         mask = np.isin(np.asarray(samples), names)
     if mask.sum() < 2:
@@ -562,9 +564,7 @@ def embed_genes(
         },
         index=pd.Index(gene_list, name="gene"),
     )
-    obs = pd.DataFrame(
-        {_keys.TRAIN_KEY: train}, index=pd.Index(prep.samples, name="subject")
-    )
+    obs = pd.DataFrame({_keys.TRAIN_KEY: train}, index=pd.Index(prep.samples, name="subject"))
     X = np.stack([h.alt_alleles for h in prep.haplotypes], axis=1).astype(np.int32)
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.obsm[_keys.GENE_EMBEDDINGS_KEY] = flat
@@ -663,7 +663,9 @@ def export_gene_sequences(
         use_index=use_index,
         unique=True,
     )
-    inputs, _ = _encoder_inputs(prep.haplotypes, window, window_stride or window, reverse_complement)
+    inputs, _ = _encoder_inputs(
+        prep.haplotypes, window, window_stride or window, reverse_complement
+    )
     distinct, _ = unique_in_order(inputs)
     ids = [sequence_digest(s) for s in distinct]
     with atomic_path(path, what="FASTA") as tmp, open(tmp, "w") as fh:

@@ -60,7 +60,6 @@ covers). The confidence interval is the corrected-t interval in both cases.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -69,6 +68,7 @@ import pandas as pd
 
 from ... import _keys
 from ..._validate import DfmInputError, check_choice, check_float, check_int, check_seed
+from ._threads import single_thread_blas
 
 __all__ = ["logo_attribution", "nadeau_bengio", "benjamini_hochberg", "auc_rows"]
 
@@ -91,7 +91,12 @@ def auc_rows(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def nadeau_bengio(
-    deltas: np.ndarray, n_train: float, n_test: float, *, alternative: str = "greater", ci: float = 0.95
+    deltas: np.ndarray,
+    n_train: float,
+    n_test: float,
+    *,
+    alternative: str = "greater",
+    ci: float = 0.95,
 ) -> dict[str, np.ndarray]:
     """Corrected resampled t-test over the last axis of ``deltas`` (one row per gene).
 
@@ -133,8 +138,10 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 
 def _center(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre stacked train Grams ``A (v, n, n)`` and test-train Grams ``B (v, m, n)``
-    on the training mean in feature space."""
+    """Centre train Grams ``A (v, n, n)`` and test-train Grams ``B (v, m, n)``.
+
+    Both are centred on the training mean in feature space.
+    """
     col = A.mean(axis=-2, keepdims=True)  # (v, 1, n)
     row = A.mean(axis=-1, keepdims=True)  # (v, n, 1)
     tot = A.mean(axis=(-2, -1), keepdims=True)
@@ -202,22 +209,6 @@ def _fold_scores(
     return out
 
 
-@contextlib.contextmanager
-def _blas_limit(n: int):
-    """Run small per-fold solves single-threaded.
-
-    Matrices of a few hundred rows gain nothing from BLAS threads, and on a
-    shared machine idle-spinning threads make them ~100x slower.
-    """
-    if n > 1000:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def _get_data(data, mod: str | None, labels):
     """Return ``(X_genes, gene_list, gene_dim, labels array, obs_names)``."""
     import anndata as ad
@@ -256,8 +247,7 @@ def _get_data(data, mod: str | None, labels):
             y = obs_extra.loc[adata.obs_names, labels]
         else:
             raise DfmInputError(
-                f"Label column {labels!r} not found in .obs; available: "
-                f"{list(adata.obs.columns)}."
+                f"Label column {labels!r} not found in .obs; available: {list(adata.obs.columns)}."
             )
         y = y.to_numpy()
     else:
@@ -393,11 +383,17 @@ def logo_attribution(
     Y = np.column_stack([y] + [rng.permutation(y) for _ in range(n_perm)])  # (n, 1 + B)
     fold_aucs = []  # per fold: (1 + B, G + 1)
     n_tr_list, n_te_list = [], []
-    with _blas_limit(n):
+    with single_thread_blas(n):
         for tr, te in splitter.split(np.zeros(n), y):
             scores = _fold_scores(
-                Ks, tr, te, Y[tr], n_components=n_components, alpha=alpha,
-                classifier=classifier, n_features=G * d,
+                Ks,
+                tr,
+                te,
+                Y[tr],
+                n_components=n_components,
+                alpha=alpha,
+                classifier=classifier,
+                n_features=G * d,
             )  # (G + 1, m, 1 + B)
             fold_aucs.append(auc_rows(scores.transpose(2, 0, 1), Y[te].T[:, None, :]))
             n_tr_list.append(tr.size)
