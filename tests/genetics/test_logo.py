@@ -81,17 +81,15 @@ def test_gram_path_equals_explicit_pca_plus_ridge(n_components):
         np.testing.assert_allclose(got[v, :, 0], Zte @ w, atol=1e-8)
 
 
-@pytest.fixture(scope="module")
-def cohort(mt, tmp_path_factory):
-    path = tmp_path_factory.mktemp("cohort") / "cohort.vcf"
+def simulate(mt, path, n_subjects, seed):
     c = dfm.datasets.simulate_genetic_cohort(
         mt["fasta"],
         mt["gtf"],
         mt["genes"],
         path,
-        n_subjects=120,
+        n_subjects=n_subjects,
         contig_map=mt["contig_map"],
-        seed=1,
+        seed=seed,
     )
     md = dfm.tl.embed_genes(
         mt["fasta"],
@@ -102,6 +100,11 @@ def cohort(mt, tmp_path_factory):
         projection=None,
     )
     return c, md
+
+
+@pytest.fixture(scope="module")
+def cohort(mt, tmp_path_factory):
+    return simulate(mt, tmp_path_factory.mktemp("cohort") / "cohort.vcf", 120, seed=1)
 
 
 def test_causal_gene_is_flagged_and_ranked_first(cohort):
@@ -140,24 +143,7 @@ def test_causal_gene_is_flagged_and_ranked_first(cohort):
 def test_null_cohorts_keep_false_positives_at_nominal_rate(mt, tmp_path):
     flagged, total = 0, 0
     for rep in range(20):
-        path = tmp_path / f"null{rep}.vcf"
-        c = dfm.datasets.simulate_genetic_cohort(
-            mt["fasta"],
-            mt["gtf"],
-            mt["genes"],
-            path,
-            n_subjects=100,
-            contig_map=mt["contig_map"],
-            seed=100 + rep,
-        )
-        md = dfm.tl.embed_genes(
-            mt["fasta"],
-            mt["gtf"],
-            path,
-            genes=mt["genes"],
-            contig_map=mt["contig_map"],
-            projection=None,
-        )
+        c, md = simulate(mt, tmp_path / f"null{rep}.vcf", 100, seed=100 + rep)
         y = dfm.datasets.simulate_phenotype(c, None, seed=rep)
         res = dfm.tl.logo_attribution(md, y, n_permutations=199, seed=rep)
         flagged += int(res["significant"].sum())

@@ -77,16 +77,16 @@ def _prepare(
     vcf,
     *,
     genes,
-    feature,
-    transcripts,
-    samples,
-    contig_map,
-    vcf_contig_map,
-    reference_version,
-    unphased,
-    missing,
-    use_index,
-    unique,
+    feature="exon",
+    transcripts=None,
+    samples=None,
+    contig_map=None,
+    vcf_contig_map=None,
+    reference_version=None,
+    unphased="ordered",
+    missing="reference",
+    use_index=False,
+    unique=True,
 ) -> _Prepared:
     timings = {}
     t0 = time.perf_counter()
@@ -611,6 +611,18 @@ def embed_genes(
     return mdata
 
 
+_EXPORT_OPTIONS = (
+    "feature",
+    "transcripts",
+    "samples",
+    "contig_map",
+    "vcf_contig_map",
+    "unphased",
+    "missing",
+    "use_index",
+)
+
+
 def export_gene_sequences(
     fasta: str | os.PathLike,
     gtf: str | os.PathLike | pd.DataFrame,
@@ -621,14 +633,7 @@ def export_gene_sequences(
     window: int | None = None,
     window_stride: int | None = None,
     reverse_complement: str | None = "average",
-    feature: str = "exon",
-    transcripts: Mapping[str, str] | None = None,
-    samples: Sequence[str] | None = None,
-    contig_map: Mapping[str, str] | None = None,
-    vcf_contig_map: Mapping[str, str] | None = None,
-    unphased: str = "ordered",
-    missing: str = "reference",
-    use_index: bool = False,
+    **options: Any,
 ) -> pd.DataFrame:
     """Write the distinct sequences :func:`embed_genes` would embed, for an external model.
 
@@ -637,32 +642,33 @@ def export_gene_sequences(
     vectors again. Use the same settings here and in :func:`embed_genes`
     (``window`` = the upstream model's context, the same ``reverse_complement``).
 
+    Parameters
+    ----------
+    fasta, gtf, vcf, genes, window, window_stride, reverse_complement
+        As in :func:`embed_genes`.
+    path
+        FASTA to write (atomically).
+    **options
+        ``feature``, ``transcripts``, ``samples``, ``contig_map``,
+        ``vcf_contig_map``, ``unphased``, ``missing``, ``use_index``, as in
+        :func:`embed_genes`.
+
     Returns
     -------
     pandas.DataFrame
-        ``sequence_id`` and ``length`` of each record written (the FASTA is
-        written atomically).
+        ``sequence_id`` and ``length`` of each record written.
     """
+    unknown = sorted(set(options) - set(_EXPORT_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"export_gene_sequences got unexpected options {unknown}; allowed: "
+            f"{list(_EXPORT_OPTIONS)}."
+        )
     check_choice("reverse_complement", reverse_complement, RC_MODES)
     window = check_int("window", window, minimum=1, allow_none=True)
     window_stride = check_int("window_stride", window_stride, minimum=1, allow_none=True)
     check_writable_target(path, what="FASTA")
-    prep = _prepare(
-        fasta,
-        gtf,
-        vcf,
-        genes=genes,
-        feature=feature,
-        transcripts=transcripts,
-        samples=samples,
-        contig_map=contig_map,
-        vcf_contig_map=vcf_contig_map,
-        reference_version=None,
-        unphased=unphased,
-        missing=missing,
-        use_index=use_index,
-        unique=True,
-    )
+    prep = _prepare(fasta, gtf, vcf, genes=genes, **options)
     inputs, _ = _encoder_inputs(
         prep.haplotypes, window, window_stride or window, reverse_complement
     )
