@@ -147,7 +147,7 @@ def main() -> None:
     )
     print(
         "| encoder | haplotype cache | wall s | CPU s | peak RSS added, MiB | sequences embedded "
-        "(of encoder inputs) | distinct gene sequences | alt alleles / subject |"
+        "(of encoder inputs) | distinct gene sequences | differences from the reference per subject |"
     )
     print("|---|---|---|---|---|---|---|---|")
     results = {}
