@@ -248,6 +248,8 @@ def test_precomputed_embeddings_round_trip(toy, toyvcf, tmp_path):
     np.savez(npz, embeddings=emb[:-1], sequence_ids=np.array(list(seqs)[:-1]))
     with pytest.raises(DfmInputError, match="1 of .* sequences are not in"):
         run(toy, toyvcf, encoder=dfm.tl.PrecomputedEncoder(npz))
+    with pytest.raises(TypeError, match=r"unexpected options \['windw'\]"):
+        dfm.tl.export_gene_sequences(toy["fasta"], toy["gtf"], toyvcf, fa, genes=["PLUS"], windw=3)
 
 
 @pytest.mark.slow

@@ -182,3 +182,15 @@ def test_larger_fasta_chr22_slice(genome_dir):
         assert g.fetch(name, 150_001, 150_100) == raw[name][150_000:150_100]
         assert g.fetch(name, 299_901, 300_000, "-") == reverse_complement(raw[name][-100:])
         assert g.version.startswith(path.name)
+
+
+def test_existing_index_is_used(toy):
+    import pyfaidx
+
+    pyfaidx.Faidx(str(toy["fasta"])).close()  # writes toy.fa.fai beside the file
+    fai = toy["dir"] / "toy.fa.fai"
+    before = fai.read_bytes()
+    with Genome(toy["fasta"]) as g:
+        assert g._tmpdir is None
+        assert g.fetch("c1", 31, 40) == toy["seq"][30:40]
+    assert fai.read_bytes() == before
