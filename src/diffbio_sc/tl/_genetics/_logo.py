@@ -167,8 +167,8 @@ def _fold_scores(
     subjects (the observed one first, then permutations); the ridge fit is
     linear in the labels, so all labelings share one factorisation per Gram.
     """
-    A = Ks[:, tr][:, :, tr]
-    B = Ks[:, te][:, :, tr]
+    A = Ks[:, tr[:, None], tr]  # one gather, no intermediate copy
+    B = Ks[:, te[:, None], tr]
     Ac, Bc = _center(A, B)
     n_tr = tr.size
     Yc = np.where(Y_tr, 1.0, -1.0)
