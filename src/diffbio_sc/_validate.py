@@ -207,6 +207,53 @@ def check_cells_nonempty(totals: np.ndarray, obs_names: pd.Index, start: int = 0
         )
 
 
+def validated_chunks(
+    adata,
+    layer: str | None,
+    chunk_size: int | None,
+    *,
+    require_integer: bool,
+    allow_empty: bool = False,
+) -> Iterator[tuple[int, int, sp.csr_matrix, np.ndarray]]:
+    """Yield ``(start, stop, csr, totals)`` after checking values (and empty cells unless allowed).
+
+    Each chunk is canonical (no duplicate entries, no stored zeros). A chunk
+    of an in-memory CSR matrix is a view of the AnnData's arrays, so it is
+    copied before anything is changed: callers must treat chunks as read-only.
+    """
+    from .ops._csr import row_totals
+
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
+        check_values(chunk.data, require_integer=require_integer, where=where)
+        if not chunk.has_canonical_format or not chunk.data.all():
+            # Sum duplicate entries and drop stored zeros on a private copy.
+            chunk = chunk.copy()
+            chunk.sum_duplicates()
+            chunk.eliminate_zeros()
+        totals = row_totals(chunk)
+        if not allow_empty:
+            check_cells_nonempty(totals, adata.obs_names, start)
+        yield start, stop, chunk, totals
+
+
+def resolve_copy(adata, copy: bool):
+    """Return the AnnData to write into: ``adata`` itself, or a copy when ``copy=True``.
+
+    The one ``copy=`` handler of the AnnData writers: call it after every
+    argument has been validated, right before writing.
+    """
+    check_bool("copy", copy)
+    if copy:
+        if is_backed(adata):
+            raise DfmInputError(
+                "copy=True is not supported for backed AnnData; load it into memory "
+                "(adata.to_memory()) or write results in place with copy=False."
+            )
+        return adata.copy()
+    return adata
+
+
 def check_obsm_rep(adata, use_rep: str) -> np.ndarray:
     """Return ``adata.obsm[use_rep]`` as a finite float 2-D array, or raise clearly."""
     if use_rep == "X":

@@ -339,7 +339,7 @@ def test_custom_vocab_matches_reference(case, data):
 def test_kernel_contract(case, max_tokens, data):
     """``rank_value_encode`` (used by other modules): indices, values and lengths, and the
     ``lut``/``out``/``pad_value`` options, against the per-cell rule."""
-    from diffbio_sc.pp._kernels import rank_value_encode
+    from diffbio_sc.ops._rank_value import rank_value_encode
 
     X, med, _, _, _ = case
     n, g = X.shape

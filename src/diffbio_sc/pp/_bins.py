@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
@@ -10,21 +9,10 @@ import scipy.sparse as sp
 
 from .. import _keys, _uns
 from .._logging import timed
-from .._validate import DfmInputError, _preview, check_adata
-from ._common import resolve_copy, validated_chunks
-from ._kernels import quantile_bins
+from .._validate import DfmInputError, _preview, check_adata, resolve_copy, validated_chunks
+from ..ops._bins import cell_keys, quantile_bins
 
 logger = logging.getLogger("diffbio_sc")
-
-
-def cell_keys(obs_names, seed: int) -> np.ndarray:
-    """Return a 64-bit key per cell from its name and the seed (blake2b), stable across sessions."""
-    seed_bytes = int(seed).to_bytes(8, "little", signed=True)
-    out = np.empty(len(obs_names), dtype=np.uint64)
-    for i, name in enumerate(obs_names):
-        h = hashlib.blake2b(str(name).encode(), digest_size=8, key=seed_bytes)
-        out[i] = int.from_bytes(h.digest(), "little")
-    return out
 
 
 def bin_expression(

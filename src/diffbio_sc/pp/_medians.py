@@ -6,9 +6,8 @@ import numpy as np
 
 from .. import _keys, _uns
 from .._logging import timed
-from .._validate import check_adata
-from ._common import resolve_copy, validated_chunks
-from ._kernels import nonzero_medians, normalised_nonzeros
+from .._validate import check_adata, resolve_copy, validated_chunks
+from ..ops._medians import nonzero_medians, normalised_nonzeros
 
 
 def compute_medians(

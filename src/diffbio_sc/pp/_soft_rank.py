@@ -10,8 +10,14 @@ import scipy.sparse as sp
 from .. import _keys, _uns
 from .._logging import timed
 from .._settings import settings
-from .._validate import DfmInputError, check_adata, is_backed, iter_row_chunks
-from ._common import resolve_copy, validated_chunks
+from .._validate import (
+    DfmInputError,
+    check_adata,
+    is_backed,
+    iter_row_chunks,
+    resolve_copy,
+    validated_chunks,
+)
 
 # Upper bound on padded entries (cells x width) per chunk when chunk_size is None.
 _MAX_CHUNK_ENTRIES = 1 << 22

@@ -10,11 +10,11 @@ import numpy as np
 
 from .. import _keys, _uns
 from .._logging import timed
-from .._validate import DfmInputError, _preview, check_adata
-from ._common import resolve_copy, validated_chunks
-from ._kernels import rank_value_encode
+from .._validate import DfmInputError, _preview, check_adata, resolve_copy, validated_chunks
+from ..io._ids import normalise_gene_ids, strip_ensembl_version
+from ..io._tables import is_table_path, read_table
+from ..ops._rank_value import rank_value_encode
 from ._medians import compute_medians
-from ._tables import is_table_path, normalise_gene_ids, read_table, strip_ensembl_version
 
 logger = logging.getLogger("diffbio_sc")
 

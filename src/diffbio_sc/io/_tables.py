@@ -9,28 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .._validate import DfmInputError
 
-_ENSEMBL_VERSIONED = re.compile(r"^(ENS[A-Z]*[GTPE]\d{11})\.\d+$")
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".pk"}
-
-
-def strip_ensembl_version(name: str) -> str:
-    """``'ENSG00000139618.15'`` -> ``'ENSG00000139618'``; other names unchanged."""
-    m = _ENSEMBL_VERSIONED.match(name)
-    return m.group(1) if m else name
-
-
-def normalise_gene_ids(names) -> np.ndarray:
-    """Strip Ensembl version suffixes from an iterable of gene names."""
-    return np.asarray([strip_ensembl_version(str(n)) for n in names], dtype=object)
 
 
 def pickle_to_json_hint(path) -> str:
