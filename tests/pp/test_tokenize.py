@@ -171,7 +171,7 @@ def test_v1_hand_computed():
     dfm.pp.tokenize(adata, max_tokens=2)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], [[7, 4], [5, 7]])
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [2, 2])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["recipe"] == "geneformer_v1" and meta["max_tokens"] == 2
     assert meta["median_source"] == "var:dfm_median" and meta["target_sum"] == 10_000.0
     assert meta["pad_id"] == PAD and meta["vocab_size"] == 4 + 4
@@ -192,7 +192,7 @@ def test_v2_hand_computed_cls_eos_pad():
     dfm.pp.tokenize(adata, recipe="geneformer_v2", max_tokens=4)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], [[CLS, 7, 4, EOS], [CLS, 5, 7, EOS]])
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [4, 4])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["recipe"] == "geneformer_v2" and meta["prepend_cls"] and meta["append_eos"]
     assert meta["max_gene_tokens"] == 2
 
@@ -201,11 +201,11 @@ def test_recipe_default_lengths():
     adata = make_adata(sp.csr_matrix(HAND_X), medians=HAND_MED)
     dfm.pp.tokenize(adata)
     assert adata.obsm["dfm_tokens"].shape == (2, 2048)
-    assert adata.uns["dfm"]["tokenizer"]["max_gene_tokens"] == 2048
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["max_gene_tokens"] == 2048
     dfm.pp.tokenize(adata, recipe="geneformer_v2")
     tokens = adata.obsm["dfm_tokens"]
     assert tokens.shape == (2, 4096) and tokens.dtype == np.int32
-    assert adata.uns["dfm"]["tokenizer"]["max_gene_tokens"] == 4094
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["max_gene_tokens"] == 4094
     np.testing.assert_array_equal(tokens[:, :5], [[CLS, 7, 4, 6, EOS], [CLS, 5, 7, EOS, PAD]])
     assert (tokens[:, 5:] == PAD).all()
 
@@ -228,7 +228,7 @@ def test_custom_recipe_object():
         adata.obsm["dfm_tokens"], [[CLS, 7, 4, 6, PAD], [CLS, 5, 7, PAD, PAD]]
     )
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [4, 3])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert (
         meta["recipe"] == "cls_only"
         and meta["target_sum"] == 100.0
@@ -243,7 +243,7 @@ def test_custom_vocab_hand_computed():
     np.testing.assert_array_equal(
         adata.obsm["dfm_tokens"], [[8, 10, 100, 20, 9, 7], [8, 50, 10, 9, 7, 7]]
     )
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["pad_id"] == 7 and meta["vocab_size"] == 7 and meta["vocab_source"] == "mapping"
     assert meta["special_token_ids"] == {"<pad>": 7, "<cls>": 8, "<eos>": 9}
 
@@ -256,7 +256,7 @@ def test_cells_without_usable_genes_get_only_special_tokens(dfm_log):
         adata.obsm["dfm_tokens"], [[CLS, 4, 6, EOS, PAD], [CLS, EOS, PAD, PAD, PAD]]
     )
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [4, 2])
-    assert adata.uns["dfm"]["tokenizer"]["n_cells_without_gene_tokens"] == 1
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["n_cells_without_gene_tokens"] == 1
     text = warnings_text(dfm_log)
     assert "1 cells express none of the usable genes" in text and "'c1'" in text
 
@@ -454,7 +454,7 @@ def test_input_formats_give_identical_tokens(synth, variant):
     np.testing.assert_array_equal(n_tok, expected[1])
     assert_matrix_equal(adata.X, before.X)  # input never modified (stored zeros, order)
     if layer:
-        assert adata.uns["dfm"]["tokenizer"]["layer"] == "counts"
+        assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["layer"] == "counts"
 
 
 def test_chunk_sizes_give_identical_tokens(synth):
@@ -490,7 +490,7 @@ def test_default_medians_are_computed_and_written(synth):
     adata = synth.copy()
     del adata.var["dfm_median"]
     _tokens(adata)
-    assert adata.uns["dfm"]["tokenizer"]["median_source"] == "computed from data"
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["median_source"] == "computed from data"
     np.testing.assert_array_equal(adata.var["dfm_median"], synth.var["dfm_median"])
     expected = reference_tokens(adata.X, synth.var["dfm_median"], max_tokens=60)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected[0])
@@ -503,7 +503,7 @@ def test_copy_and_keys(synth):
     assert out is not adata
     assert_unchanged(adata, before)
     assert "tok" in out.obsm and "ntok" in out.obs and "dfm_tokens" not in out.obsm
-    meta = out.uns["dfm"]["tokenizer"]
+    meta = out.uns["dfm"]["tokenizer"]["tok"]
     assert meta["key_added"] == "tok" and meta["n_tokens_key"] == "ntok"
     assert dfm.pp.tokenize(adata, max_tokens=30) is None
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], out.obsm["tok"])
@@ -615,7 +615,7 @@ def test_median_sources_agree(small, tmp_path, source):
     expected, n_tok = reference_tokens(X, medv, max_tokens=4)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected)
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], n_tok)
-    assert adata.uns["dfm"]["tokenizer"]["median_source"] == expected_source
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["median_source"] == expected_source
     assert "dfm_median" not in adata.var  # only written when computed from the data
 
 
@@ -661,7 +661,7 @@ def test_vocab_sources_agree(small, tmp_path, source):
         X, list(med.values()), max_tokens=6, recipe="geneformer_v2", token_of=[40, 30, 20, 10]
     )
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected)
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["vocab_size"] == 8
     assert meta["vocab_source"] == ("mapping" if source == "mapping" else f"file:{arg}")
 
@@ -701,7 +701,7 @@ def test_ensembl_versions_are_matched(versioned_side):
     dfm.pp.tokenize(adata, gene_medians=med, vocab=vocab, max_tokens=4)
     expected, _ = reference_tokens(X, [2.0, 0.5, 1.5, 1.0], max_tokens=4, token_of=[11, 12, 13, 14])
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected)
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["n_genes_used"] == 4 and meta["frac_genes_in_vocab"] == 1.0
 
 
@@ -715,7 +715,7 @@ def test_missing_genes_are_excluded_reported_and_recorded(dfm_log):
     # cell 0: a 1000/1 = 1000, d 4000/2 = 2000 -> [d, a]; cell 1: d 5000/2 -> [d]
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], [[13, 10, 0], [13, 0, 0]])
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [2, 1])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["n_genes"] == 4 and meta["n_genes_in_vocab"] == 3 and meta["n_genes_used"] == 2
     assert meta["frac_genes_in_vocab"] == pytest.approx(3 / 4)
     # counts of a, b, d over all counts: (1 + 2 + 4 + 5 + 5) / (10 + 10)
@@ -835,7 +835,7 @@ def _bad_case(name):
         err, msg = TypeError, "vocab must be"
     elif name == "target_sum":
         kw = {"target_sum": 0, "max_tokens": 4}
-        msg = "target_sum must be a positive number"
+        msg = "target_sum must be > 0"
     elif name == "not_anndata":
         return X, kw, TypeError, "Expected an AnnData"
     adata = make_adata(sp.csr_matrix(X), var_names=var_names, obs_names=obs_names, medians=med)
@@ -899,7 +899,7 @@ def test_h5ad_round_trip(synth, tmp_path):
     adata = synth.copy()
     del adata.var["dfm_median"]
     dfm.pp.tokenize(adata, recipe="geneformer_v2", max_tokens=40)
-    adata.uns["dfm"]["tokenizer"]["genes_not_in_vocab"] = ["keep", "these"]  # non-empty list
+    adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["genes_not_in_vocab"] = ["keep", "these"]  # non-empty list
     path = tmp_path / "tok.h5ad"
     adata.write_h5ad(path)
     back = ad.read_h5ad(path)
@@ -908,7 +908,7 @@ def test_h5ad_round_trip(synth, tmp_path):
     np.testing.assert_array_equal(back.obs["dfm_n_tokens"], adata.obs["dfm_n_tokens"])
     np.testing.assert_array_equal(back.var["dfm_median"], adata.var["dfm_median"])
     assert_uns_equal(dict(back.uns["dfm"]), dict(adata.uns["dfm"]))
-    meta = back.uns["dfm"]["tokenizer"]
+    meta = back.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert (
         meta["recipe"] == "geneformer_v2"
         and meta["created_by"]["function"] == "diffbio_sc.pp.tokenize"
@@ -934,7 +934,7 @@ def test_real_pbmc_matches_reference(pbmc_path):
     # every kept token is a distinct gene id
     for row, n in zip(tokens[sample], n_tok, strict=True):
         assert len(set(row[:n])) == n
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["frac_genes_in_vocab"] == 1.0 and meta["frac_counts_in_vocab"] == 1.0
 
 
@@ -980,7 +980,7 @@ def test_bundled_demo_with_ensembl_vocab_file(tmp_path):
     )
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"][sample], expected)
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"].to_numpy()[sample], n_tok)
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["n_genes_in_vocab"] == keep.sum()
     X = adata.X.tocsr()
     frac_counts = X[:, np.flatnonzero(keep)].sum() / X.sum()
