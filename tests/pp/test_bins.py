@@ -215,61 +215,26 @@ def synth():
     return dfm.datasets.synthetic_counts(90, 150, seed=5)
 
 
-@pytest.mark.parametrize(
-    "variant",
-    [
-        "dense_int",
-        "dense_float",
-        "csc",
-        "csr_float32",
-        "csr_int64",
-        "layer",
-        "stored_zeros",
-        "unsorted",
-    ],
-)
-def test_input_formats_agree(synth, variant):
+def test_input_formats_agree(synth, input_format):
+    """Every storage (conftest.INPUT_FORMATS) gives the bins of the in-memory CSR."""
     expected = bins_of(synth.copy(), seed=3)
-    X = synth.X.tocsr()
-    layer = None
-    if variant == "dense_int":
-        X = X.toarray()
-    elif variant == "dense_float":
-        X = X.toarray().astype(np.float64)
-    elif variant == "csc":
-        X = X.tocsc()
-    elif variant == "csr_float32":
-        X = X.astype(np.float32)
-    elif variant == "csr_int64":
-        X = X.astype(np.int64)
-    elif variant == "stored_zeros":
-        X = X.copy()
-        X.data[::4] = 0
-    elif variant == "unsorted":
-        X = X.copy()
-        for i in range(X.shape[0]):  # reverse the column order inside every row
-            a, b = X.indptr[i], X.indptr[i + 1]
-            X.indices[a:b] = X.indices[a:b][::-1].copy()
-            X.data[a:b] = X.data[a:b][::-1].copy()
-        X.has_sorted_indices = False
+    adata, layer = input_format(synth)
+    b = bins_of(adata, seed=3, layer=layer, chunk_size=32)
+    np.testing.assert_array_equal(b, expected)
+    assert adata.layers["dfm_bins"].nnz == synth.X.nnz  # explicit zeros dropped
+
+
+def test_explicit_zeros_stay_in_the_input_and_leave_the_result(synth):
+    X = synth.X.tocsr().copy()
+    X.data[::4] = 0  # stored zeros: not expressed
     adata = make_adata(X, obs_names=synth.obs_names, var_names=synth.var_names)
-    if variant == "layer":
-        adata.layers["counts"] = adata.X
-        adata.X = np.full(adata.shape, -1.0)  # rejected if read
-        layer = "counts"
-    before = adata.X.copy()
-    b = bins_of(adata, seed=3, layer=layer)
-    if variant == "stored_zeros":
-        Xd = as_dense(X)
-        for i in range(Xd.shape[0]):
-            lo, hi = reference_bounds(Xd[i], 51)
-            assert ((b[i] >= lo) & (b[i] <= hi)).all()
-        np.testing.assert_array_equal(adata.X.data, before.data)  # zeros still stored
-        assert adata.layers["dfm_bins"].nnz == (Xd > 0).sum()  # zeros dropped from the result
-    else:
-        np.testing.assert_array_equal(b, expected)
-    if variant == "unsorted":  # the input keeps its own order
-        np.testing.assert_array_equal(adata.X.indices, before.indices)
+    b = bins_of(adata, seed=3)
+    Xd = as_dense(X)
+    for i in range(Xd.shape[0]):
+        lo, hi = reference_bounds(Xd[i], 51)
+        assert ((b[i] >= lo) & (b[i] <= hi)).all()
+    assert (adata.X.data == 0).sum() == (X.data == 0).sum()  # zeros still stored
+    assert adata.layers["dfm_bins"].nnz == (Xd > 0).sum()  # zeros dropped from the result
 
 
 def test_sparsity_pattern_follows_input(synth):

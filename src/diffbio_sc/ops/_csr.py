@@ -30,7 +30,8 @@ def row_totals(X: sp.csr_matrix, *, piece: int = 1 << 20) -> np.ndarray:
             continue
         starts = indptr[s:e]
         nonempty = np.flatnonzero(indptr[s + 1 : e + 1] > starts)
-        out[s + nonempty] = np.add.reduceat(X.data[a:b], starts[nonempty] - a, dtype=np.float64)
+        with np.errstate(over="ignore"):  # an overflow gives inf, which callers check
+            out[s + nonempty] = np.add.reduceat(X.data[a:b], starts[nonempty] - a, dtype=np.float64)
     return out
 
 
