@@ -377,7 +377,8 @@ def embed_genes(
         - ``.varm['dfm_reference_embedding']``: each gene's reference embedding
         - ``.var``: ``gene_id``, ``transcript_id``, ``seqname``, ``strand``,
           ``feature``, ``start``, ``end`` (1-based closed span), ``n_bases``,
-          ``n_unique_haplotypes``, ``n_variants``, ``n_applied``, ...
+          ``n_unique_haplotypes`` (-1 with ``haplotype_cache=False``),
+          ``n_variants``, ``n_applied``, ``n_boundary_skipped``
         - ``.uns['gene_list']``, ``.uns['reference_version']``,
           ``.uns['embedding_strategy_id']``
         - ``.uns['dfm']['genetics']``: ``strategy`` (what the id digests),
