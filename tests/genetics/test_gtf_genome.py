@@ -194,3 +194,12 @@ def test_existing_index_is_used(toy):
         assert g._tmpdir is None
         assert g.fetch("c1", 31, 40) == toy["seq"][30:40]
     assert fai.read_bytes() == before
+
+
+def test_gzipped_gtf(toy):
+    import gzip
+
+    gz = toy["dir"] / "toy.gtf.gz"
+    gz.write_bytes(gzip.compress(toy["gtf"].read_bytes()))
+    a, b = dfm.io.read_gtf(toy["gtf"]), dfm.io.read_gtf(gz)
+    assert a.equals(b)

@@ -224,3 +224,16 @@ def test_sample_subset_keeps_requested_order(toy):
     assert v.genotypes[0].tolist() == [[0, 0], [0, 1]]
     with pytest.raises(DfmInputError, match=r"Samples \['Z'\] are not in the VCF"):
         dfm.io.read_vcf(vcf, samples=["Z"])
+
+
+def test_plain_gzip_vcf_reads_like_the_text_file(toy):
+    import gzip
+
+    s = toy["seq"]
+    plain = make_vcf(toy["dir"] / "p.vcf", [(8, s[7], "T", ["0|1", "1/1"])])
+    gz = toy["dir"] / "p.vcf.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = dfm.io.read_vcf(plain), dfm.io.read_vcf(gz)
+    np.testing.assert_array_equal(a.genotypes, b.genotypes)
+    np.testing.assert_array_equal(a.phased, b.phased)
+    assert a.phased[0].tolist() == [True, False]
