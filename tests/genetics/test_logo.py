@@ -102,6 +102,32 @@ def simulate(mt, path, n_subjects, seed):
     return c, md
 
 
+@pytest.mark.parametrize("n_components", [100, 6])
+def test_feature_path_equals_gram_path(n_components):
+    from diffbio_sc.tl._genetics._logo import _fold_scores_primal
+
+    rng = np.random.default_rng(2)
+    n, G, d = 60, 4, 5  # 20 features < 60 subjects
+    X = rng.normal(size=(n, G * d)) * rng.uniform(0.5, 2.0, size=G * d)
+    Y = rng.random((n, 7)) < 0.5  # several labelings at once
+    blocks = X.reshape(n, G, d)
+    K_gene = np.einsum("igd,jgd->gij", blocks, blocks)
+    Ks = np.concatenate([K_gene.sum(0)[None], K_gene.sum(0)[None] - K_gene])
+    tr, te = np.arange(45), np.arange(45, 60)
+    dual = _fold_scores(
+        Ks,
+        tr,
+        te,
+        Y[tr],
+        n_components=n_components,
+        alpha=0.3,
+        classifier="ridge",
+        n_features=G * d,
+    )
+    primal = _fold_scores_primal(X, G, tr, te, Y[tr], n_components=n_components, alpha=0.3)
+    np.testing.assert_allclose(primal, dual, atol=1e-8)
+
+
 @pytest.fixture(scope="module")
 def cohort(mt, tmp_path_factory):
     return simulate(mt, tmp_path_factory.mktemp("cohort") / "cohort.vcf", 120, seed=1)

@@ -40,10 +40,13 @@ principal scores predicts
 
 When ``n_components`` is at least the number of training subjects or of
 features, the PCA keeps every informative axis and this equals kernel ridge,
-:math:`f = K_{c,te}(K_c + \lambda I)^{-1} y_c`, solved directly. All genes of a
-fold are batched into one stacked solve, and since the fit is linear in the
-labels, the permutation test's relabelings share that solve (one extra matrix
-product). Held-out scores are compared by AUC (Mann-Whitney, ties count half).
+:math:`f = K_{c,te}(K_c + \lambda I)^{-1} y_c`, solved directly. All genes of
+a fold are batched into one stacked solve. With fewer features than subjects
+the same fit runs on ``(features x features)`` covariance matrices instead
+(PCA axes from each variant's training covariance), so memory does not grow
+with the square of the cohort. Since the fit is linear in the labels, the
+permutation test's relabelings share each solve (one extra matrix product).
+Held-out scores are compared by AUC (Mann-Whitney, ties count half).
 
 Test
 ----
@@ -209,6 +212,53 @@ def _fold_scores(
     return out
 
 
+def _fold_scores_primal(
+    X: np.ndarray,
+    G: int,
+    tr: np.ndarray,
+    te: np.ndarray,
+    Y_tr: np.ndarray,
+    *,
+    n_components: int,
+    alpha: float,
+) -> np.ndarray:
+    """Compute the scores of :func:`_fold_scores` (ridge) from features, not Gram matrices.
+
+    Used when there are fewer features than subjects: the work is on
+    ``(features x features)`` covariance matrices and memory does not grow with
+    the square of the cohort. With ``n_components`` below the number of
+    features the PCA axes are the top eigenvectors of each variant's training
+    covariance; otherwise the PCA is lossless and ridge is solved directly.
+    """
+    n_tr, D = tr.size, X.shape[1]
+    d = D // G
+    mu = X[tr].mean(axis=0)
+    Xtr, Xte = X[tr] - mu, X[te] - mu
+    Yc = np.where(Y_tr, 1.0, -1.0)
+    Yc = Yc - Yc.mean(axis=0, keepdims=True)
+    C = Xtr.T @ Xtr  # (D, D)
+    XtY = Xtr.T @ Yc  # (D, L)
+    keep = np.ones((G + 1, D), dtype=bool)
+    for g in range(G):
+        keep[g + 1, g * d : (g + 1) * d] = False
+    out = np.empty((G + 1, te.size, Yc.shape[1]))
+    eye_full, eye_minus = np.eye(D), np.eye(D - d)
+    for v in range(G + 1):
+        cols = np.flatnonzero(keep[v])
+        Cv = C[np.ix_(cols, cols)]
+        lam = alpha * max(np.trace(Cv), 1e-300) / n_tr
+        if n_components >= min(n_tr, cols.size):
+            eye = eye_full if v == 0 else eye_minus
+            W = np.linalg.solve(Cv + lam * eye, XtY[cols])
+        else:
+            e, V = np.linalg.eigh(Cv)
+            e, V = e[::-1][:n_components], V[:, ::-1][:, :n_components]
+            ok = e > max(e[0], 0.0) * cols.size * np.finfo(np.float64).eps
+            W = V[:, ok] @ ((V[:, ok].T @ XtY[cols]) / (e[ok] + lam)[:, None])
+        out[v] = Xte[:, cols] @ W
+    return out
+
+
 def _get_data(data, mod: str | None, labels):
     """Return ``(X_genes, gene_list, gene_dim, labels array, obs_names)``."""
     import anndata as ad
@@ -371,11 +421,13 @@ def logo_attribution(
     if G < 2:
         raise DfmInputError("Leave-one-gene-out needs at least 2 genes.")
 
-    blocks = X.reshape(n, G, d)
-    K_gene = np.einsum("igd,jgd->gij", blocks, blocks)  # (G, n, n)
-    K_all = K_gene.sum(axis=0)
-    Ks = np.concatenate([K_all[None], K_all[None] - K_gene], axis=0)  # all, then minus g
-    del K_gene
+    primal = classifier == "ridge" and G * d < n
+    if not primal:
+        blocks = X.reshape(n, G, d)
+        K_gene = np.einsum("igd,jgd->gij", blocks, blocks)  # (G, n, n)
+        K_all = K_gene.sum(axis=0)
+        Ks = np.concatenate([K_all[None], K_all[None] - K_gene], axis=0)  # all, then minus g
+        del K_gene
 
     splitter = RepeatedStratifiedKFold(n_splits=n_folds, n_repeats=n_repeats, random_state=seed)
     rng = np.random.default_rng(seed)
@@ -385,16 +437,21 @@ def logo_attribution(
     n_tr_list, n_te_list = [], []
     with single_thread_blas(n):
         for tr, te in splitter.split(np.zeros(n), y):
-            scores = _fold_scores(
-                Ks,
-                tr,
-                te,
-                Y[tr],
-                n_components=n_components,
-                alpha=alpha,
-                classifier=classifier,
-                n_features=G * d,
-            )  # (G + 1, m, 1 + B)
+            if primal:
+                scores = _fold_scores_primal(
+                    X, G, tr, te, Y[tr], n_components=n_components, alpha=alpha
+                )
+            else:
+                scores = _fold_scores(
+                    Ks,
+                    tr,
+                    te,
+                    Y[tr],
+                    n_components=n_components,
+                    alpha=alpha,
+                    classifier=classifier,
+                    n_features=G * d,
+                )  # (G + 1, m, 1 + B)
             fold_aucs.append(auc_rows(scores.transpose(2, 0, 1), Y[te].T[:, None, :]))
             n_tr_list.append(tr.size)
             n_te_list.append(te.size)
