@@ -249,12 +249,16 @@ def _fold_scores_primal(
         lam = alpha * max(np.trace(Cv), 1e-300) / n_tr
         if n_components >= min(n_tr, cols.size):
             eye = eye_full if v == 0 else eye_minus
-            W = np.linalg.solve(Cv + lam * eye, XtY[cols])
-        else:
-            e, V = np.linalg.eigh(Cv)
-            e, V = e[::-1][:n_components], V[:, ::-1][:, :n_components]
-            ok = e > max(e[0], 0.0) * cols.size * np.finfo(np.float64).eps
-            W = V[:, ok] @ ((V[:, ok].T @ XtY[cols]) / (e[ok] + lam)[:, None])
+            # (Cv + lam I) is symmetric: solve for whichever side has fewer columns.
+            if te.size < XtY.shape[1]:
+                out[v] = np.linalg.solve(Cv + lam * eye, Xte[:, cols].T).T @ XtY[cols]
+            else:
+                out[v] = Xte[:, cols] @ np.linalg.solve(Cv + lam * eye, XtY[cols])
+            continue
+        e, V = np.linalg.eigh(Cv)
+        e, V = e[::-1][:n_components], V[:, ::-1][:, :n_components]
+        ok = e > max(e[0], 0.0) * cols.size * np.finfo(np.float64).eps
+        W = V[:, ok] @ ((V[:, ok].T @ XtY[cols]) / (e[ok] + lam)[:, None])
         out[v] = Xte[:, cols] @ W
     return out
 
