@@ -237,3 +237,17 @@ def test_plain_gzip_vcf_reads_like_the_text_file(toy):
     np.testing.assert_array_equal(a.genotypes, b.genotypes)
     np.testing.assert_array_equal(a.phased, b.phased)
     assert a.phased[0].tolist() == [True, False]
+
+
+def test_not_a_vcf_and_no_samples(toy):
+    bad = toy["write"](toy["dir"] / "bad.vcf", "hello\nworld\n")
+    with pytest.raises(DfmInputError, match="Could not open the VCF"):
+        dfm.io.read_vcf(bad)
+    sites_only = toy["write"](
+        toy["dir"] / "sites.vcf",
+        "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nc1\t8\t.\tG\tT\t.\t.\t.\n",
+    )
+    with pytest.raises(DfmInputError, match="no samples"):
+        dfm.io.read_vcf(sites_only)
+    with pytest.raises(FileNotFoundError):
+        dfm.io.read_vcf(toy["dir"] / "missing.vcf")
