@@ -30,8 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys
-from .._validate import DfmInputError, _preview
-from ..pp._common import validated_chunks
+from .._validate import DfmInputError, _preview, validated_chunks
 
 N_SPECIAL = len(_keys.SPECIAL_TOKENS)
 #: Cells whose log-normalised rows feed the HVG selection (all cells below this).
@@ -43,18 +42,14 @@ COUNTS_HINT = (
 
 
 def _chunks(adata, layer, chunk_size):
-    """Yield validated chunks: counts required (whole numbers), canonical CSR."""
-    for start, stop, chunk, totals in validated_chunks(
-        adata, layer, chunk_size, require_integer=True
-    ):
-        if not np.isfinite(totals).all():
-            bad = np.flatnonzero(~np.isfinite(totals))
-            raise DfmInputError(
-                f"{bad.size} cells have a total count that is not finite (values near "
-                f"1e308 overflow), e.g. {_preview(adata.obs_names[start + bad])}. These are "
-                "not counts: pass the raw counts with layer=."
-            )
-        yield start, stop, chunk, totals
+    """Yield validated chunks: counts required (whole numbers), canonical CSR.
+
+    The shared reader also refuses object dtypes, empty cells and totals that
+    overflow float64, and reads float16 as float32.
+    """
+    yield from validated_chunks(
+        adata, layer, chunk_size, require_integer=True, counts_fix=COUNTS_HINT
+    )
 
 
 def log_normalised(chunk: sp.csr_matrix, totals: np.ndarray, target_sum: float) -> sp.csr_matrix:
@@ -95,7 +90,7 @@ def scan(
     cells: np.ndarray,
 ) -> Scan:
     """Pass 1: expressing-cell counts, medians (if needed) and the HVG sample rows."""
-    from ..pp._kernels import nonzero_medians, normalised_nonzeros
+    from ..ops._medians import nonzero_medians, normalised_nonzeros
 
     n_vars = adata.n_vars
     nz = np.zeros(n_vars, dtype=np.int64)
@@ -156,7 +151,7 @@ def tokens_for_chunk(
     token ids in rank order right-padded with the pad id 0, and the tokenizer
     values (normalised count times gene scale; 0 at padding).
     """
-    from ..pp._kernels import rank_value_encode
+    from ..ops._rank_value import rank_value_encode
 
     ids, vals, _n = rank_value_encode(
         chunk,
@@ -277,7 +272,7 @@ def gene_mapping(
         When fewer than ``min_gene_coverage`` of the model's genes are present,
         naming the missing genes.
     """
-    from ..pp._tables import normalise_gene_ids
+    from ..io._ids import normalise_gene_ids
 
     # Match as dfm.pp.tokenize does: Ensembl version suffixes are ignored
     # (ENSG00000139618.15 == ENSG00000139618), unless removing them would make
