@@ -208,40 +208,29 @@ def test_save_refuses_to_replace_a_directory_that_is_not_a_model(tmp_path):
 
 
 # ---------------------------------------------------------------- tampering
-def _set_doc(key, value):
+def _edit_doc(fn):
     def f(d):
         doc = _doc(d)
-        doc[key] = value
+        fn(doc)
         _write_doc(d, doc)
 
     return f
+
+
+def _set_doc(key, value):
+    return _edit_doc(lambda doc: doc.__setitem__(key, value))
 
 
 def _del_doc(key):
-    def f(d):
-        doc = _doc(d)
-        del doc[key]
-        _write_doc(d, doc)
-
-    return f
+    return _edit_doc(lambda doc: doc.pop(key))
 
 
 def _set_config(key, value):
-    def f(d):
-        doc = _doc(d)
-        doc["config"][key] = value
-        _write_doc(d, doc)
-
-    return f
+    return _edit_doc(lambda doc: doc["config"].__setitem__(key, value))
 
 
 def _set_meta(key, value):
-    def f(d):
-        doc = _doc(d)
-        doc["metadata"][key] = value
-        _write_doc(d, doc)
-
-    return f
+    return _edit_doc(lambda doc: doc["metadata"].__setitem__(key, value))
 
 
 def _edit_npz(fn):
@@ -271,12 +260,7 @@ def _write(name, content: bytes):
 
 
 def _meds(value):
-    def f(d):
-        doc = _doc(d)
-        doc["metadata"]["medians"][2] = value
-        _write_doc(d, doc)
-
-    return f
+    return _edit_doc(lambda doc: doc["metadata"]["medians"].__setitem__(2, value))
 
 
 def _pickle_weights(d):

