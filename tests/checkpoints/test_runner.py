@@ -1,0 +1,92 @@
+"""BucketedRunner: order, batch independence, fixed shapes, memory budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffbio_sc.models._runner import BucketedRunner, bucket_edges, plan_batches
+
+
+def _tokens(n=57, max_len=96, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, max_len + 1, size=n)
+    ids = np.zeros((n, max_len), np.int32)
+    for i, m in enumerate(lengths):
+        ids[i, :m] = rng.integers(1, 50, size=m)
+    return ids, lengths
+
+
+def _fn(params, ids):
+    import jax.numpy as jnp
+
+    w = (ids != 0).astype(jnp.float32)
+    emb = params["table"][ids] * w[..., None]
+    return emb.sum(axis=1), w.sum(axis=1)
+
+
+def _expected(table, ids):
+    w = (ids != 0).astype(np.float64)
+    return (table[ids] * w[..., None]).sum(axis=1), w.sum(axis=1)
+
+
+def test_bucket_edges_cover_and_grow():
+    e = bucket_edges(2048)
+    assert e[0] == 32 and e[-1] == 2048
+    assert all(b > a for a, b in zip(e, e[1:], strict=False))
+    assert all(v % 8 == 0 for v in e)
+    assert all(b / a <= 1.6 for a, b in zip(e[:-2], e[1:-1], strict=False))
+    assert bucket_edges(5) == [5]
+
+
+def test_plan_batches_budget_and_partition():
+    lengths = np.array([1, 5, 33, 64, 64, 10, 0, 100])
+    plan = plan_batches(lengths, [16, 64, 128], max_batch_tokens=128, multiple=2)
+    seen = np.concatenate([idx for _, _, idx in plan])
+    assert sorted(seen.tolist()) == list(range(lengths.size))  # each item exactly once
+    for edge, rows, idx in plan:
+        assert rows % 2 == 0 and idx.size <= rows
+        assert (lengths[idx] <= edge).all()
+        assert rows * edge <= 128 or rows == 2  # within the budget (or the minimum)
+        smaller = [e for e in (16, 64, 128) if e < edge]
+        if smaller:  # smallest edge that fits
+            assert (lengths[idx] > max(smaller)).all()
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_runner_order_and_values(bucketing):
+    ids, lengths = _tokens()
+    table = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    runner = BucketedRunner(
+        _fn, {"table": table}, max_length=96, max_batch_tokens=256, bucketing=bucketing
+    )
+    emb, count = runner(lengths, ids)
+    want_emb, want_count = _expected(table, ids)
+    np.testing.assert_allclose(emb, want_emb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(count, lengths)  # results back in the original order
+    if bucketing:
+        assert {edge for _, edge in runner.shapes} <= set(bucket_edges(96))
+        assert len({edge for _, edge in runner.shapes}) > 1
+    else:
+        assert {edge for _, edge in runner.shapes} == {96}
+
+
+def test_item_independent_of_its_batch():
+    ids, lengths = _tokens(n=40)
+    table = np.random.default_rng(2).normal(size=(50, 4)).astype(np.float32)
+    runner = BucketedRunner(_fn, {"table": table}, max_length=96, max_batch_tokens=192)
+    full, _ = runner(lengths, ids)
+    perm = np.random.default_rng(3).permutation(40)[:17]
+    part, _ = runner(lengths[perm], ids[perm])
+    np.testing.assert_array_equal(part, full[perm])
+
+
+def test_runner_rejects_bad_shapes():
+    ids, lengths = _tokens(n=5)
+    runner = BucketedRunner(_fn, {"table": np.zeros((50, 2), np.float32)}, max_length=96)
+    with pytest.raises(ValueError, match="token arrays"):
+        runner(lengths, ids[:, :50])
+    with pytest.raises(ValueError, match="lengths"):
+        runner(lengths + 200, ids)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        BucketedRunner(_fn, {}, max_length=8, max_batch_tokens=0)
