@@ -16,6 +16,10 @@ _EXPORTS = {
     "EmbeddingPreset": "._presets",
     "PRESETS": "._presets",
     "get_preset": "._presets",
+    "read_checkpoint": "._checkpoints",
+    "read_torch_weights": "._checkpoints",
+    "Checkpoint": "._checkpoints",
+    "CheckpointError": "._checkpoints",
 }
 __all__ = list(_EXPORTS)
 

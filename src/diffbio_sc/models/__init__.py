@@ -12,6 +12,13 @@ _EXPORTS = {
     "MaskedExpressionModel": "._masked",
     "MaskedExpressionConfig": "._masked",
     "load": "._io",
+    "load_checkpoint": "._pretrained",
+    "CheckpointModel": "._pretrained",
+    "BertConfig": "._bert",
+    "BertEncoder": "._bert",
+    "ScGPTConfig": "._scgpt",
+    "ScGPTEncoder": "._scgpt",
+    "BucketedRunner": "._runner",
 }
 __all__ = list(_EXPORTS)
 

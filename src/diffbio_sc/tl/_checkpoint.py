@@ -1,0 +1,604 @@
+"""``dfm.tl.embed_checkpoint``: cell embeddings from published Geneformer / scGPT checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+from .. import _keys, _uns
+from .._logging import logger, timed
+from .._validate import (
+    DfmInputError,
+    _preview,
+    check_adata,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_key,
+    check_seed,
+    get_matrix,
+    is_backed,
+    iter_row_chunks,
+)
+
+try:  # the ops/io layout of issue 10
+    from ..io._ids import normalise_gene_ids
+    from ..io._tables import is_table_path, read_table
+    from ..ops._bins import cell_keys, cell_uniforms
+except ImportError:  # pragma: no cover - layout before the refactor
+    from ..pp._bins import cell_keys
+    from ..pp._kernels import cell_uniforms
+    from ..pp._tables import is_table_path, normalise_gene_ids, read_table
+
+__all__ = ["embed_checkpoint"]
+
+#: Default obsm keys per checkpoint family (the API contract).
+DEFAULT_KEYS = {"geneformer": "X_geneformer", "scgpt": "X_scgpt"}
+#: Cells tokenized and run per chunk (bounds the token arrays' memory).
+DEFAULT_CHUNK = 2048
+
+
+@contextmanager
+def _quiet():
+    """Silence per-chunk warnings of pp functions; coverage is reported once, here."""
+    lg = logging.getLogger("diffbio_sc")
+    old = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
+
+
+def _resolve_dictionary(value, what: str, value_kind: str, trust_pickle: bool):
+    """Return a user dictionary as a mapping (paths read as JSON/CSV/TSV; pickles only when trusted)."""
+    if value is None or isinstance(value, dict):
+        return value, None
+    if is_table_path(value):
+        return read_table(value, what=what, value_kind=value_kind, trust_pickle=trust_pickle), str(
+            value
+        )
+    if hasattr(value, "items"):
+        return dict(value.items()), None
+    raise TypeError(
+        f"{what} must be a mapping or a path to a .json/.csv/.tsv file, got {type(value).__name__}."
+    )
+
+
+def _load(checkpoint, token_dictionary, gene_median_dictionary, vocab, trust_pickle):
+    from ..models._pretrained import CheckpointModel, load_checkpoint
+
+    if isinstance(checkpoint, CheckpointModel):
+        if any(v is not None for v in (token_dictionary, gene_median_dictionary, vocab)):
+            raise TypeError(
+                "Dictionaries are fixed when a checkpoint is loaded; pass them to "
+                "dfm.models.load_checkpoint, not with a loaded model."
+            )
+        return checkpoint
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(
+            "checkpoint must be a checkpoint directory or a model from "
+            f"dfm.models.load_checkpoint, got {type(checkpoint).__name__}."
+        )
+    tok, tok_src = _resolve_dictionary(
+        token_dictionary, "token dictionary", "token id", trust_pickle
+    )
+    med, med_src = _resolve_dictionary(
+        gene_median_dictionary, "gene median", "median", trust_pickle
+    )
+    voc, voc_src = _resolve_dictionary(vocab, "vocabulary", "token id", trust_pickle)
+    model = load_checkpoint(checkpoint, token_dictionary=tok, gene_median_dictionary=med, vocab=voc)
+    for role, src in (
+        ("token_dictionary", tok_src),
+        ("gene_median_dictionary", med_src),
+        ("vocab", voc_src),
+    ):
+        if src is not None:
+            model.sources[role] = src
+    return model
+
+
+def _gene_ids(adata, gene_key: str | None) -> np.ndarray:
+    if gene_key is None:
+        return normalise_gene_ids(adata.var_names)
+    if gene_key not in adata.var.columns:
+        raise DfmInputError(
+            f"gene_key={gene_key!r} is not a .var column; available: {list(adata.var.columns)}."
+        )
+    col = adata.var[gene_key]
+    if col.isna().any():
+        raise DfmInputError(
+            f".var[{gene_key!r}] has {int(col.isna().sum())} missing gene IDs; fill or drop them."
+        )
+    return normalise_gene_ids(col.astype(str))
+
+
+def _coverage_error(adata, ids, genes: set, gene_key, min_cov: float, found: np.ndarray):
+    """Raise a clear error when too few genes match the checkpoint's vocabulary."""
+    suggestions = []
+    for col in adata.var.columns:
+        if (
+            col == gene_key
+            or adata.var[col].dtype.kind not in "OUS"
+            and str(adata.var[col].dtype) not in ("category", "string")
+        ):
+            continue
+        vals = normalise_gene_ids(adata.var[col].astype(str))
+        frac = float(np.isin(vals, list(genes)).mean())
+        if frac >= min_cov:
+            suggestions.append((frac, col))
+    if (
+        gene_key is not None
+        and float(np.isin(normalise_gene_ids(adata.var_names), list(genes)).mean()) >= min_cov
+    ):
+        suggestions.append((1.0, None))
+    hint = ""
+    if suggestions:
+        frac, col = max(suggestions, key=lambda t: t[0])
+        hint = (
+            f" .var[{col!r}] matches {frac:.0%}: pass gene_key={col!r}."
+            if col is not None
+            else " adata.var_names match: pass gene_key=None."
+        )
+    example_vocab = [g for g in list(genes)[:5]]
+    raise DfmInputError(
+        f"Only {int(found.sum())} of {adata.n_vars} genes ({found.mean():.1%}) of "
+        f"{'adata.var_names' if gene_key is None else f'.var[{gene_key!r}]'} are in the "
+        f"checkpoint's vocabulary (needs >= {min_cov:.0%}; vocabulary entries look like "
+        f"{example_vocab}, the data's like {[str(x) for x in ids[:5]]}). Geneformer "
+        "dictionaries use Ensembl gene IDs and scGPT's gene symbols; map your genes or pass "
+        "gene_key= naming a .var column with matching IDs." + hint
+    )
+
+
+def _tmp_adata(X, obs_names, var_names):
+    import anndata as ad
+    import pandas as pd
+
+    return ad.AnnData(
+        X=X,
+        obs=pd.DataFrame(index=pd.Index(obs_names)),
+        var=pd.DataFrame(index=pd.Index(var_names)),
+    )
+
+
+def _geneformer_chunks(adata, model, ids, layer, chunk_size):
+    """Yield ``(start, stop, tokens, lengths)`` tokenized with ``dfm.pp.tokenize``."""
+    from ..pp._tokenize import tokenize
+
+    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
+        tmp = _tmp_adata(chunk, adata.obs_names[start:stop], ids)
+        with _quiet():
+            tokenize(
+                tmp,
+                recipe=model.recipe,
+                gene_medians=model.medians,
+                vocab=model.vocab,
+                max_tokens=model.max_tokens,
+                chunk_size=stop - start,
+            )
+        yield (
+            start,
+            stop,
+            chunk,
+            np.asarray(tmp.obsm[_keys.TOKENS_KEY]),
+            np.asarray(tmp.obs[_keys.N_TOKENS_KEY], dtype=np.int64),
+        )
+
+
+def _sample_keep(indptr, priorities, k):
+    """Per row, keep the ``k`` entries with the smallest priority (all when a row has <= k)."""
+    n_rows = indptr.size - 1
+    counts = np.diff(indptr)
+    rows = np.repeat(np.arange(n_rows), counts)
+    keep = np.ones(rows.size, dtype=bool)
+    over = np.flatnonzero(counts > k)
+    if over.size:
+        sel = np.isin(rows, over)
+        pos = np.flatnonzero(sel)
+        order = np.lexsort((priorities[pos], rows[pos]))  # by row, then priority
+        ranked = pos[order]
+        first = np.searchsorted(rows[ranked], rows[ranked], side="left")
+        rank = np.arange(ranked.size) - first
+        keep[ranked[rank >= k]] = False
+    return keep
+
+
+def _scgpt_chunks(adata, model, ids, found, layer, chunk_size, seed, max_length):
+    """Yield ``(start, stop, chunk, gene_ids, values, lengths)``: ``<cls>`` + binned genes."""
+    from ..pp._bins import bin_expression
+
+    cfg = model.config
+    cols = np.flatnonzero(found)
+    gene_tok = np.asarray([model.vocab[g] for g in ids[cols]], dtype=np.int64)
+    k = max_length - 1
+    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
+        names = adata.obs_names[start:stop]
+        tmp = _tmp_adata(chunk[:, cols], names, ids[cols])
+        with _quiet():
+            bin_expression(tmp, n_bins=cfg.n_bins, seed=seed, chunk_size=stop - start)
+        bins = tmp.layers[_keys.BINS_KEY].tocsr()
+        bins.sort_indices()
+        n = stop - start
+        counts = np.diff(bins.indptr)
+        rows = np.repeat(np.arange(n), counts)
+        toks = gene_tok[bins.indices]
+        # scGPT samples max_length - 1 genes at random; here by a hash of (seed, cell, gene).
+        prio = cell_uniforms(cell_keys(names, seed), toks.astype(np.uint64), rows)
+        keep = _sample_keep(bins.indptr, prio, k)
+        rows_k = rows[keep]
+        kept_counts = np.bincount(rows_k, minlength=n)
+        first = np.concatenate([[0], np.cumsum(kept_counts)[:-1]])
+        pos = 1 + np.arange(rows_k.size) - first[rows_k]
+        g = np.full((n, max_length), cfg.pad_token_id, dtype=np.int32)
+        v = np.full((n, max_length), cfg.pad_value, dtype=np.float32)
+        g[:, 0] = cfg.cls_token_id
+        g[rows_k, pos] = toks[keep]
+        v[rows_k, pos] = bins.data[keep]
+        yield start, stop, chunk, g, v, kept_counts + 1, int((counts > k).sum())
+
+
+def embed_checkpoint(
+    adata,
+    checkpoint,
+    *,
+    key_added: str | None = None,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    emb_layer: int | None = None,
+    pooling: str | None = None,
+    token_dictionary=None,
+    gene_median_dictionary=None,
+    vocab=None,
+    max_length: int | None = None,
+    seed: int = 0,
+    min_gene_coverage: float = 0.1,
+    max_batch_tokens: int = 65_536,
+    bucketing: bool = True,
+    gene_embeddings_key: str | None = None,
+    chunk_size: int | None = None,
+    trust_pickle: bool = False,
+    progress_bar: bool | None = None,
+    copy: bool = False,
+):
+    """Embed cells with a published Geneformer or scGPT checkpoint, in JAX, in cell order.
+
+    The checkpoint is read without torch (safetensors, or ``.bin``/``.pt`` through
+    a restricted unpickler that rebuilds tensors only) and run by a Flax NNX
+    encoder equal to the reference implementation (tested layer by layer
+    against ``transformers`` and scGPT's own module to 1e-5 in float32).
+
+    Geneformer
+        Cells are tokenized with :func:`diffbio_sc.pp.tokenize` using the
+        model's own token and gene-median dictionaries (V1: 2,048 genes, no
+        special tokens; V2: ``<cls>`` + 4,094 genes + ``<eos>``; capped at the
+        model's ``max_position_embeddings``). The embedding is taken from layer
+        ``emb_layer`` as Geneformer's ``EmbExtractor`` does: ``pooling='mean'``
+        averages the non-padding tokens excluding ``<cls>``/``<eos>``;
+        ``'cls'`` takes the ``<cls>`` token (V2 models).
+    scGPT
+        The in-vocabulary genes with nonzero values of each cell get per-cell
+        bins from :func:`diffbio_sc.pp.bin_expression` (deterministic ties,
+        ``seed``); ``<cls>`` comes first with ``pad_value``. A cell with more
+        than ``max_length - 1`` such genes keeps a subset chosen by a hash of
+        (``seed``, cell name, gene), not a global random state, so its embedding
+        does not depend on the other cells. The embedding is the last layer's
+        ``<cls>`` state, L2-normalised, as scGPT's ``embed_data``.
+
+    Cells are grouped by token count into length buckets, each padded to its
+    own length (attention cost follows the cell's real length) and run in
+    fixed-shape batches, data-parallel over the JAX devices; results are
+    written back in the AnnData's cell order. A cell's embedding depends on
+    that cell alone.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts in ``.X`` or ``layer`` (dense, sparse or backed;
+        streamed in chunks).
+    checkpoint
+        Checkpoint directory (Hugging Face ``config.json`` + ``model.safetensors``
+        / ``pytorch_model.bin``, or scGPT ``args.json`` + ``vocab.json`` +
+        ``best_model.pt``), or a model from :func:`diffbio_sc.models.load_checkpoint`.
+    key_added
+        ``.obsm`` key; default ``'X_geneformer'`` or ``'X_scgpt'``.
+    layer
+        Layer with the counts instead of ``.X``.
+    gene_key
+        ``.var`` column with the gene IDs to match (default ``var_names``);
+        Ensembl version suffixes are ignored. Geneformer uses Ensembl IDs,
+        scGPT gene symbols.
+    emb_layer
+        Geneformer: layer relative to the last, as upstream's ``emb_layer``:
+        ``-1`` (default) the second-to-last layer, ``0`` the last, ``-n_layers``
+        the embedding output. scGPT: the last layer (``0``, the default).
+    pooling
+        Geneformer: ``'mean'`` (default) or ``'cls'``. scGPT: ``'cls'`` only.
+    token_dictionary, gene_median_dictionary
+        Geneformer dictionaries (mapping or JSON/CSV/TSV path; pickles need
+        ``trust_pickle=True``); default: the JSON files in the checkpoint directory.
+    vocab
+        scGPT vocabulary (mapping or path); default ``vocab.json`` of the checkpoint.
+    max_length
+        Longest input in tokens; default the model's (Geneformer's input size;
+        scGPT 1,200 or ``max_seq_len`` of ``args.json``).
+    seed
+        scGPT: seed of the bin tie-breaking and gene sub-sampling hashes.
+    min_gene_coverage
+        Smallest fraction of the AnnData's genes that must be in the vocabulary.
+    max_batch_tokens
+        Cells x padded length per forward batch (bounds memory).
+    bucketing
+        Group cells by length (default); ``False`` pads every cell to ``max_length``.
+    gene_embeddings_key
+        Geneformer: also write per-gene contextual embeddings (the mean, over the
+        cells where a gene is tokenized, of its state at ``emb_layer``) to
+        ``.varm[gene_embeddings_key]`` (NaN for genes never tokenized).
+    chunk_size
+        Cells tokenized at a time (default 2,048).
+    trust_pickle
+        Allow pickled dictionaries (unpickling can run code).
+    progress_bar
+        Show a progress bar; ``None`` follows ``dfm.settings.progress_bar``.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the new AnnData when ``copy=True``. Writes
+
+    ``.obsm[key_added]``
+        float32 ``(n_cells, hidden_size)`` cell embeddings, in cell order.
+    ``.varm[gene_embeddings_key]``
+        float32 ``(n_genes, hidden_size)``, when asked (Geneformer).
+    ``.uns['dfm']['embeddings'][key_added]``
+        ``source`` (``'geneformer'``/``'scgpt'``), ``model_family``,
+        ``adapter_mode`` (``'frozen_encoder'``), ``artifact_id``,
+        ``artifact_sha256`` (weights), ``vocab_sha256``, ``gene_medians_sha256``,
+        dictionary sources, ``checkpoint_path``, ``preprocessing_version``,
+        ``pooling_strategy``, ``emb_layer`` and ``layer_index``, ``n_dims``,
+        ``config``, gene coverage (``n_genes``, ``n_genes_in_vocab``,
+        ``frac_genes_in_vocab``, ``frac_counts_in_vocab``, ``gene_key``),
+        ``n_cells_without_gene_tokens``, ``n_cells_subsampled`` (scGPT),
+        ``bucketing``, ``max_batch_tokens``, ``n_devices``, ``created_by``.
+    """
+    from tqdm.auto import tqdm
+
+    from .._settings import settings
+    from ..models._runner import BucketedRunner
+
+    # ---------------------------------------------------------------- validate
+    check_adata(adata)
+    get_matrix(adata, layer)
+    check_key("key_added", key_added, allow_none=True)
+    check_key("gene_embeddings_key", gene_embeddings_key, allow_none=True)
+    emb_layer = check_int("emb_layer", emb_layer, maximum=0, allow_none=True)
+    check_choice("pooling", pooling, (None, "mean", "cls"))
+    max_length = check_int("max_length", max_length, minimum=2, allow_none=True)
+    seed = check_seed(seed)
+    min_gene_coverage = check_float("min_gene_coverage", min_gene_coverage, minimum=0, maximum=1)
+    max_batch_tokens = check_int("max_batch_tokens", max_batch_tokens, minimum=1)
+    bucketing = check_bool("bucketing", bucketing)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True) or DEFAULT_CHUNK
+    trust_pickle = check_bool("trust_pickle", trust_pickle)
+    copy = check_bool("copy", copy)
+    if copy and is_backed(adata):
+        raise DfmInputError(
+            "copy=True is not supported for backed AnnData; use copy=False or "
+            "adata.to_memory() first."
+        )
+    show_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
+
+    model = _load(checkpoint, token_dictionary, gene_median_dictionary, vocab, trust_pickle)
+    family = model.family
+    key_added = key_added or DEFAULT_KEYS[family]
+    cfg = model.config
+    n_layers = model.n_layers
+    if family == "scgpt":
+        if pooling not in (None, "cls"):
+            raise DfmInputError("scGPT cell embeddings are the <cls> token: pooling='cls' only.")
+        if emb_layer not in (None, 0):
+            raise DfmInputError("scGPT cell embeddings come from the last layer: emb_layer=0.")
+        emb_layer = 0
+        if gene_embeddings_key is not None:
+            raise DfmInputError("gene_embeddings_key is available for Geneformer checkpoints.")
+        pooling = "cls"
+        layer_index = n_layers
+    else:
+        pooling = pooling or "mean"
+        emb_layer = -1 if emb_layer is None else emb_layer
+        if pooling == "cls" and model.recipe != "geneformer_v2":
+            raise DfmInputError(
+                "pooling='cls' needs a V2 Geneformer (a token dictionary with <cls>); this "
+                "checkpoint's dictionary has none. Use pooling='mean'."
+            )
+        if emb_layer < -n_layers:
+            raise DfmInputError(
+                f"emb_layer={emb_layer} is below -{n_layers} (the model has {n_layers} layers)."
+            )
+        layer_index = n_layers + emb_layer
+    max_len = int(max_length or model.max_tokens)
+    if family == "geneformer" and max_len > model.max_tokens:
+        raise DfmInputError(
+            f"max_length={max_len} exceeds the model's input size {model.max_tokens}."
+        )
+    if family == "geneformer":
+        model.max_tokens = min(model.max_tokens, max_len)
+
+    ids = _gene_ids(adata, gene_key)
+    specials = set(_keys.SPECIAL_TOKENS) | {"<eoc>"}
+    genes = {g for g in model.vocab if g not in specials}
+    found = np.isin(ids, list(genes))
+    if family == "geneformer":
+        has_median = np.asarray(
+            [g in model.medians and float(model.medians[g]) > 0 for g in ids], dtype=bool
+        )
+        usable = found & has_median
+    else:
+        usable = found
+    if found.mean() < min_gene_coverage or not usable.any():
+        _coverage_error(adata, ids, genes, gene_key, max(min_gene_coverage, 1e-9), found)
+
+    with timed(f"embedding cells with the {family} checkpoint into .obsm[{key_added!r}]") as info:
+        from flax import nnx
+
+        graphdef, state = nnx.split(model.module)
+        want_genes = gene_embeddings_key is not None
+        if family == "geneformer":
+            specials_ids = tuple(
+                model.vocab[t] for t in (_keys.CLS_TOKEN, _keys.EOS_TOKEN) if t in model.vocab
+            )
+
+            def fn(params, tokens):
+                m = nnx.merge(graphdef, params)
+                if not want_genes:
+                    return m.pooled(
+                        tokens, layer=layer_index, pooling=pooling, exclude_ids=specials_ids
+                    )
+                x = m.layer_states(tokens, layer_index)
+                return m.pooled(
+                    tokens, layer=layer_index, pooling=pooling, exclude_ids=specials_ids
+                ), x
+
+            pads = (cfg.pad_token_id,)
+        else:
+
+            def fn(params, tokens, values):
+                return nnx.merge(graphdef, params).cell_embedding(tokens, values)
+
+            pads = (cfg.pad_token_id, cfg.pad_value)
+        runner = BucketedRunner(
+            fn,
+            state,
+            max_length=max_len,
+            max_batch_tokens=max_batch_tokens,
+            bucketing=bucketing,
+            pad_values=pads,
+        )
+        n = adata.n_obs
+        result = np.empty((n, model.hidden_dim), dtype=np.float32)
+        no_genes = np.zeros(n, dtype=bool)
+        total_counts = 0.0
+        vocab_counts = 0.0
+        n_sub = 0
+        found_f = found.astype(np.float64)
+        gsum = gcount = None
+        if want_genes:
+            gsum = np.zeros((cfg.vocab_size, model.hidden_dim), dtype=np.float64)
+            gcount = np.zeros(cfg.vocab_size, dtype=np.int64)
+            excluded = np.asarray([cfg.pad_token_id, *specials_ids])
+        bar = tqdm(total=n, desc=family, unit="cells", disable=not show_bar, leave=False)
+        try:
+            if family == "geneformer":
+                chunks = (
+                    (s, e, c, (t,), ln, 0)
+                    for s, e, c, t, ln in _geneformer_chunks(adata, model, ids, layer, chunk_size)
+                )
+            else:
+                chunks = (
+                    (s, e, c, (g, v), ln, ns)
+                    for s, e, c, g, v, ln, ns in _scgpt_chunks(
+                        adata, model, ids, found, layer, chunk_size, seed, max_len
+                    )
+                )
+            for start, stop, chunk, arrays, lengths, ns in chunks:
+                n_sub += ns
+                for idx, outs in runner.iter_batches(lengths, *arrays):
+                    result[start + idx] = outs[0]
+                    if want_genes:
+                        tok = arrays[0][idx, : outs[1].shape[1]]
+                        sel = ~np.isin(tok, excluded)
+                        t, x = tok[sel], outs[1][sel]
+                        order = np.argsort(t, kind="stable")
+                        t, x = t[order], x[order]
+                        uniq, first = np.unique(t, return_index=True)
+                        if uniq.size:
+                            gsum[uniq] += np.add.reduceat(x.astype(np.float64), first, axis=0)
+                            gcount[uniq] += np.diff(np.append(first, t.size))
+                n_special = (
+                    2 if model.recipe == "geneformer_v2" else (1 if family == "scgpt" else 0)
+                )
+                no_genes[start:stop] = lengths <= n_special
+                tot = np.asarray(chunk.sum(axis=1)).ravel()
+                total_counts += float(tot.sum())
+                vocab_counts += float((chunk @ found_f).sum())
+                bar.update(stop - start)
+        finally:
+            bar.close()
+        if not np.isfinite(result).all():
+            raise FloatingPointError(
+                f"The {family} checkpoint produced non-finite embeddings; its weights are corrupt."
+            )
+        n_empty = int(no_genes.sum())
+        if n_empty:
+            logger.warning(
+                "%d of %d cells express none of the checkpoint's genes; their embedding holds no "
+                "information about them, e.g. %s",
+                n_empty,
+                n,
+                _preview(adata.obs_names[np.flatnonzero(no_genes)]),
+            )
+        gene_emb = None
+        if want_genes:
+            tok_of_var = np.asarray([model.vocab.get(g, -1) for g in ids], dtype=np.int64)
+            gene_emb = np.full((adata.n_vars, model.hidden_dim), np.nan, dtype=np.float32)
+            ok = (tok_of_var >= 0) & (gcount[np.maximum(tok_of_var, 0)] > 0)
+            t = tok_of_var[ok]
+            gene_emb[ok] = (gsum[t] / gcount[t][:, None]).astype(np.float32)
+
+        if family == "geneformer":
+            prep = (
+                f"{model.recipe};max_tokens={model.max_tokens};target_sum=10000;"
+                "dictionaries=checkpoint"
+            )
+            pooling_strategy = f"{pooling}@layer{layer_index}of{n_layers}"
+        else:
+            prep = f"scgpt_bins;n_bins={cfg.n_bins};max_length={max_len};seed={seed}"
+            pooling_strategy = "cls_l2"
+        entry = {
+            "source": family,
+            "model_family": _keys.MODEL_FAMILIES[0],
+            "adapter_mode": _keys.ADAPTER_MODES[2],
+            "artifact_id": f"{family}-{model.sha256[:16]}",
+            "artifact_sha256": model.sha256,
+            **model.digests(),
+            "dictionary_sources": dict(model.sources),
+            "checkpoint_path": os.fspath(model.path),
+            "preprocessing_version": prep,
+            "pooling_strategy": pooling_strategy,
+            "pooling": pooling,
+            "emb_layer": int(emb_layer),
+            "layer_index": int(layer_index),
+            "n_layers": int(n_layers),
+            "n_dims": int(model.hidden_dim),
+            "config": cfg.to_dict(),
+            "layer": layer if layer is not None else "X",
+            "gene_key": gene_key if gene_key is not None else "var_names",
+            "n_genes": int(adata.n_vars),
+            "n_genes_in_vocab": int(found.sum()),
+            "n_genes_used": int(usable.sum()),
+            "frac_genes_in_vocab": float(found.mean()),
+            "frac_counts_in_vocab": float(vocab_counts / total_counts) if total_counts else 0.0,
+            "max_length": max_len,
+            "seed": seed if family == "scgpt" else None,
+            "n_cells_without_gene_tokens": n_empty,
+            "n_cells_subsampled": n_sub if family == "scgpt" else None,
+            "bucketing": bucketing,
+            "max_batch_tokens": max_batch_tokens,
+            "n_devices": int(runner.n_devices),
+            "n_compiled_shapes": len(runner.shapes),
+            "gene_embeddings_key": gene_embeddings_key,
+            "created_by": _uns.provenance("tl.embed_checkpoint"),
+        }
+        # ------------------------------------------------------------ write last
+        out = adata.copy() if copy else adata
+        out.obsm[key_added] = result
+        if gene_emb is not None:
+            out.varm[gene_embeddings_key] = gene_emb
+        _uns.set_entry(out, _keys.UNS_EMBEDDINGS, key_added, entry)
+        info["added"] = [f".obsm[{key_added!r}]", f".uns['dfm']['embeddings'][{key_added!r}]"]
+    return out if copy else None
