@@ -17,7 +17,7 @@ def _tokens(n=57, max_len=96, seed=0):
     return ids, lengths
 
 
-def _fn(params, ids):
+def _fn(_static, params, ids):
     import jax.numpy as jnp
 
     w = (ids != 0).astype(jnp.float32)

@@ -327,30 +327,28 @@ class BertEncoder(nnx.Module):
         """Hidden state ``(B, L, H)`` of one layer (0 = embeddings); later layers are not run."""
         return self.hidden_states(input_ids, n_layers=layer)[layer]
 
-    def pooled(
-        self,
-        input_ids,
-        *,
-        layer: int,
-        pooling: str = "mean",
-        exclude_ids: tuple[int, ...] = (),
-    ):
-        """Geneformer's cell embedding from one layer.
+    def pool(self, input_ids, states, *, pooling: str = "mean", exclude_ids: tuple[int, ...] = ()):
+        """Geneformer's cell embedding from one layer's ``states`` ``(B, L, H)``.
 
         ``pooling='mean'``: mean over the tokens that are not padding and not in
         ``exclude_ids`` (``<cls>``/``<eos>``); a cell without such tokens gets 0.
         ``pooling='cls'``: the first token's state.
         """
         ids = jnp.asarray(input_ids)
-        x = self.layer_states(ids, layer)
         if pooling == "cls":
-            return x[:, 0]
+            return states[:, 0]
         keep = ids != self.config.pad_token_id
         for t in exclude_ids:
             keep = keep & (ids != t)
-        w = keep.astype(x.dtype)
-        total = jnp.einsum("bl,blh->bh", w, x, precision=HIGHEST)
+        w = keep.astype(states.dtype)
+        total = jnp.einsum("bl,blh->bh", w, states, precision=HIGHEST)
         return total / jnp.maximum(w.sum(axis=1), 1.0)[:, None]
+
+    def pooled(self, input_ids, *, layer: int, pooling: str = "mean", exclude_ids=()):
+        """Cell embedding from layer ``layer`` (see :meth:`pool`); later layers are not run."""
+        return self.pool(
+            input_ids, self.layer_states(input_ids, layer), pooling=pooling, exclude_ids=exclude_ids
+        )
 
 
 # ------------------------------------------------------------------ weights

@@ -126,7 +126,7 @@ def _json_mapping(path: Path, what: str) -> dict:
 def _dictionary(value, default: Path | None, what: str, checkpoint: Path) -> tuple[dict, str]:
     """Return a dictionary given as a mapping, or read from the checkpoint's JSON side file."""
     if isinstance(value, Mapping):
-        return dict(value), "mapping"
+        return dict(value), str(getattr(value, "source", "mapping"))
     if value is not None:
         raise TypeError(
             f"{what} must be a mapping (read files with dfm.tl.embed_checkpoint, which accepts "

@@ -8,9 +8,12 @@ pads each bucket only to its own edge, and runs fixed-shape batches through one
 jit-compiled function per bucket shape (so each shape compiles once), writing
 results back in the items' original order.
 
-It is generic: ``fn(params, *arrays)`` is any JAX function of a parameter
-pytree and right-padded ``(B, L)`` token arrays that returns one array, or a
-tuple of arrays, with the batch on the first axis. An item's result never
+It is generic: ``fn(static, params, *arrays)`` is any JAX function of a
+hashable ``static`` argument (e.g. an NNX graph definition and settings), a
+parameter pytree and right-padded ``(B, L)`` token arrays that returns one
+array, or a tuple of arrays, with the batch on the first axis. ``fn`` is
+jit-compiled once per module-level function (``static`` is a static argument),
+so runners built again for the same model and shapes reuse the compiled code. An item's result never
 depends on the other items in its batch, provided ``fn`` treats rows
 independently and ignores positions past a row's length (masked attention).
 
@@ -78,24 +81,43 @@ def plan_batches(
         if not idx.size:
             continue
         rows = max(multiple, (int(max_batch_tokens) // int(edge)) // multiple * multiple)
-        # Do not pad a small bucket up to a huge batch: use the rows it needs.
-        rows = min(rows, -(-idx.size // multiple) * multiple)
+        # Do not pad a small bucket up to a huge batch: use the rows it needs, rounded
+        # up to a power of two (times ``multiple``) so that few shapes are compiled.
+        need = 1 << int(np.ceil(np.log2(max(1, -(-idx.size // multiple)))))
+        rows = min(rows, need * multiple)
         for s in range(0, idx.size, rows):
             plan.append((int(edge), rows, idx[s : s + rows]))
     return plan
 
 
+_JITTED: dict = {}
+
+
+def _jitted(fn: Callable):
+    """``jax.jit(fn, static_argnums=0)``, one per function for the whole session."""
+    if fn not in _JITTED:
+        import jax
+
+        _JITTED[fn] = jax.jit(fn, static_argnums=0)
+    return _JITTED[fn]
+
+
 class BucketedRunner:
-    """Run ``fn(params, *arrays)`` over right-padded token arrays in length buckets.
+    """Run ``fn(static, params, *arrays)`` over right-padded token arrays in length buckets.
 
     Parameters
     ----------
     fn
-        ``fn(params, *arrays) -> array | tuple[array, ...]``, each output with
-        the batch first. Compiled with ``jax.jit`` once per batch shape.
+        ``fn(static, params, *arrays) -> array | tuple[array, ...]``, each output
+        with the batch first. Compiled with ``jax.jit`` (``static`` static) once
+        per batch shape; use a module-level function so that the compiled code
+        is reused across runners.
     params
         Parameter pytree (e.g. ``nnx.split(model)[1]``), placed on the devices
         once (replicated).
+    static
+        Hashable settings passed as ``fn``'s first argument (e.g. the graph
+        definition, the layer to pool).
     max_length
         Length of the token arrays (the longest possible input).
     max_batch_tokens
@@ -116,6 +138,7 @@ class BucketedRunner:
         fn: Callable,
         params,
         *,
+        static=None,
         max_length: int,
         max_batch_tokens: int = 32_768,
         bucketing: bool = True,
@@ -151,7 +174,8 @@ class BucketedRunner:
         else:
             self._data_sharding = devices[0]
             self.params = jax.device_put(params, devices[0])
-        self._fn = jax.jit(fn)
+        self.static = static
+        self._fn = _jitted(fn)
         #: Shapes run so far (one compilation each), for reports and tests.
         self.shapes: set[tuple[int, int]] = set()
 
@@ -198,7 +222,7 @@ class BucketedRunner:
                     x = np.concatenate([x, fill])
                 batch.append(jax.device_put(x, self._data_sharding))
             self.shapes.add((rows, edge))
-            out = self._fn(self.params, *batch)
+            out = self._fn(self.static, self.params, *batch)
             single = not isinstance(out, (tuple, list))
             outs = (out,) if single else tuple(out)
             yield idx, tuple(np.asarray(o)[: idx.size] for o in outs)

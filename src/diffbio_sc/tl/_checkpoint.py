@@ -54,14 +54,22 @@ def _quiet():
         lg.setLevel(old)
 
 
+class _FileMapping(dict):
+    """A dictionary read from a file, remembering the file (named in errors and provenance)."""
+
+    source = "mapping"
+
+
 def _resolve_dictionary(value, what: str, value_kind: str, trust_pickle: bool):
     """Return a user dictionary as a mapping (paths read as JSON/CSV/TSV; pickles only when trusted)."""
     if value is None or isinstance(value, dict):
         return value, None
     if is_table_path(value):
-        return read_table(value, what=what, value_kind=value_kind, trust_pickle=trust_pickle), str(
-            value
+        table = _FileMapping(
+            read_table(value, what=what, value_kind=value_kind, trust_pickle=trust_pickle)
         )
+        table.source = str(value)
+        return table, str(value)
     if hasattr(value, "items"):
         return dict(value.items()), None
     raise TypeError(
@@ -240,6 +248,24 @@ def _scgpt_chunks(adata, model, ids, found, layer, chunk_size, seed, max_length)
         g[rows_k, pos] = toks[keep]
         v[rows_k, pos] = bins.data[keep]
         yield start, stop, chunk, g, v, kept_counts + 1, int((counts > k).sum())
+
+
+def _geneformer_apply(static, params, tokens):
+    """Pooled embedding (and, when asked, token states) of one batch; ``static`` hashable."""
+    from flax import nnx
+
+    graphdef, layer_index, pooling, specials_ids, want_genes = static
+    m = nnx.merge(graphdef, params)
+    x = m.layer_states(tokens, layer_index)
+    pooled = m.pool(tokens, x, pooling=pooling, exclude_ids=specials_ids)
+    return (pooled, x) if want_genes else pooled
+
+
+def _scgpt_apply(graphdef, params, tokens, values):
+    """Return scGPT's L2-normalised ``<cls>`` embedding of one batch."""
+    from flax import nnx
+
+    return nnx.merge(graphdef, params).cell_embedding(tokens, values)
 
 
 def embed_checkpoint(
@@ -452,28 +478,17 @@ def embed_checkpoint(
             specials_ids = tuple(
                 model.vocab[t] for t in (_keys.CLS_TOKEN, _keys.EOS_TOKEN) if t in model.vocab
             )
-
-            def fn(params, tokens):
-                m = nnx.merge(graphdef, params)
-                if not want_genes:
-                    return m.pooled(
-                        tokens, layer=layer_index, pooling=pooling, exclude_ids=specials_ids
-                    )
-                x = m.layer_states(tokens, layer_index)
-                return m.pooled(
-                    tokens, layer=layer_index, pooling=pooling, exclude_ids=specials_ids
-                ), x
-
+            fn = _geneformer_apply
+            static = (graphdef, layer_index, pooling, specials_ids, want_genes)
             pads = (cfg.pad_token_id,)
         else:
-
-            def fn(params, tokens, values):
-                return nnx.merge(graphdef, params).cell_embedding(tokens, values)
-
+            fn = _scgpt_apply
+            static = graphdef
             pads = (cfg.pad_token_id, cfg.pad_value)
         runner = BucketedRunner(
             fn,
             state,
+            static=static,
             max_length=max_len,
             max_batch_tokens=max_batch_tokens,
             bucketing=bucketing,
