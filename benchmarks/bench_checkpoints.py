@@ -70,6 +70,7 @@ TORCH_BUILD = textwrap.dedent(
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(vocab_size=vocab_size, pad_token_id=0, **cfg)).eval()
     model.save_pretrained(out, safe_serialization=True)
+    print("{}")
     """
 )
 

@@ -438,7 +438,8 @@ class Checkpoint:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json_object(path: Path, what: str) -> dict:
+    """Read a JSON file holding an object; a clear ``CheckpointError`` otherwise."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -455,7 +456,7 @@ def _load_weight_file(path: Path) -> dict[str, np.ndarray]:
 
 
 def _load_sharded(directory: Path, index: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
-    doc = _read_json(index, "weights index")
+    doc = read_json_object(index, "weights index")
     wmap = doc.get("weight_map")
     if not isinstance(wmap, dict) or not wmap:
         raise CheckpointError(f"{index} has no 'weight_map'.")
@@ -553,12 +554,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     directory, family = find_checkpoint(path)
     if family == "scgpt":
         cfile = directory / "args.json"
-        config = _read_json(cfile, "scGPT model arguments")
+        config = read_json_object(cfile, "scGPT model arguments")
         wfile = next(directory / w for w in _SCGPT_WEIGHTS if (directory / w).is_file())
         weights, files = _load_weight_file(wfile), [wfile]
     else:
         cfile = directory / "config.json"
-        config = _read_json(cfile, "model configuration")
+        config = read_json_object(cfile, "model configuration")
         single = next((directory / w for w in _HF_WEIGHTS if (directory / w).is_file()), None)
         if single is not None:
             weights, files = _load_weight_file(single), [single]

@@ -113,16 +113,6 @@ class CheckpointModel:
         return out
 
 
-def _json_mapping(path: Path, what: str) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} ({what}) is not valid JSON ({err}).") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path} ({what}) must hold a JSON object, got {type(doc).__name__}.")
-    return doc
-
-
 def _dictionary(value, default: Path | None, what: str, checkpoint: Path) -> tuple[dict, str]:
     """Return a dictionary given as a mapping, or read from the checkpoint's JSON side file."""
     if isinstance(value, Mapping):
@@ -138,7 +128,9 @@ def _dictionary(value, default: Path | None, what: str, checkpoint: Path) -> tup
             f"{default.name if default is not None else what + '.json'} in the checkpoint "
             "directory (see dfm.models.load_checkpoint for converting upstream pickles)."
         )
-    return _json_mapping(default, what), str(default)
+    from ..io._checkpoints import read_json_object
+
+    return read_json_object(default, what), str(default)
 
 
 def _token_ids(vocab: Mapping, what: str, source: str) -> dict[str, int]:
