@@ -357,9 +357,15 @@ def test_loaded_model_reused(cells, loaded):
     m = loaded("geneformer_v1")
     assert m.family == "geneformer" and m.recipe == "geneformer_v1" and m.max_tokens == 32
     dfm.tl.embed_checkpoint(cells, m)
-    np.testing.assert_allclose(
-        cells.obsm["X_geneformer"], _expected("geneformer_v1")["mean_embedding"], atol=TOL
-    )
+    want = _expected("geneformer_v1")["mean_embedding"]
+    np.testing.assert_allclose(cells.obsm["X_geneformer"], want, atol=TOL)
+    short = dfm.tl.embed_checkpoint(cells, m, max_length=8, copy=True)
+    assert m.max_tokens == 32  # the loaded model is not changed by a call
+    entry = short.uns["dfm"]["embeddings"]["X_geneformer"]
+    assert entry["preprocessing_version"].startswith("geneformer_v1;max_tokens=8;")
+    # cell0 has 3 tokens: unaffected; longer cells are truncated to their top 8 genes
+    np.testing.assert_allclose(short.obsm["X_geneformer"][0], want[0], atol=TOL)
+    assert not np.allclose(short.obsm["X_geneformer"][1:], want[1:], atol=1e-3)
 
 
 # ------------------------------------------------------------------ bad input

@@ -174,7 +174,7 @@ def _tmp_adata(X, obs_names, var_names):
     )
 
 
-def _geneformer_chunks(adata, model, ids, layer, chunk_size):
+def _geneformer_chunks(adata, model, ids, layer, chunk_size, max_tokens):
     """Yield ``(start, stop, tokens, lengths)`` tokenized with ``dfm.pp.tokenize``."""
     from ..pp._tokenize import tokenize
 
@@ -186,7 +186,7 @@ def _geneformer_chunks(adata, model, ids, layer, chunk_size):
                 recipe=model.recipe,
                 gene_medians=model.medians,
                 vocab=model.vocab,
-                max_tokens=model.max_tokens,
+                max_tokens=max_tokens,
                 chunk_size=stop - start,
             )
         yield (
@@ -452,8 +452,6 @@ def embed_checkpoint(
         raise DfmInputError(
             f"max_length={max_len} exceeds the model's input size {model.max_tokens}."
         )
-    if family == "geneformer":
-        model.max_tokens = min(model.max_tokens, max_len)
 
     ids = _gene_ids(adata, gene_key)
     specials = set(_keys.SPECIAL_TOKENS) | {"<eoc>"}
@@ -511,7 +509,9 @@ def embed_checkpoint(
             if family == "geneformer":
                 chunks = (
                     (s, e, c, (t,), ln, 0)
-                    for s, e, c, t, ln in _geneformer_chunks(adata, model, ids, layer, chunk_size)
+                    for s, e, c, t, ln in _geneformer_chunks(
+                        adata, model, ids, layer, chunk_size, max_len
+                    )
                 )
             else:
                 chunks = (
@@ -566,10 +566,7 @@ def embed_checkpoint(
             gene_emb[ok] = (gsum[t] / gcount[t][:, None]).astype(np.float32)
 
         if family == "geneformer":
-            prep = (
-                f"{model.recipe};max_tokens={model.max_tokens};target_sum=10000;"
-                "dictionaries=checkpoint"
-            )
+            prep = f"{model.recipe};max_tokens={max_len};target_sum=10000;dictionaries=checkpoint"
             pooling_strategy = f"{pooling}@layer{layer_index}of{n_layers}"
         else:
             prep = f"scgpt_bins;n_bins={cfg.n_bins};max_length={max_len};seed={seed}"
