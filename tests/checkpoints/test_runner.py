@@ -34,8 +34,8 @@ def test_bucket_edges_cover_and_grow():
     e = bucket_edges(2048)
     assert e[0] == 32 and e[-1] == 2048
     assert all(b > a for a, b in zip(e, e[1:], strict=False))
-    assert all(v % 8 == 0 for v in e)
-    assert all(b / a <= 1.6 for a, b in zip(e[:-2], e[1:-1], strict=False))
+    assert all(v % 8 == 0 for v in e) and all(v % 64 == 0 for v in e if v > 512)
+    assert all(b / a <= 1.4 for a, b in zip(e[:-2], e[1:-1], strict=False))
     assert bucket_edges(5) == [5]
 
 
@@ -90,3 +90,21 @@ def test_runner_rejects_bad_shapes():
         runner(lengths + 200, ids)
     with pytest.raises(ValueError, match="max_batch_tokens"):
         BucketedRunner(_fn, {}, max_length=8, max_batch_tokens=0)
+
+
+def test_blocked_attention_equals_plain_softmax_attention():
+    from diffbio_sc.models._bert import _query_block, masked_attention
+
+    assert _query_block(640) == 160 and _query_block(200) == 200
+    rng = np.random.default_rng(0)
+    b, t, h, d = 2, 640, 2, 8
+    q, k, v = (rng.normal(size=(b, t, h, d)).astype(np.float32) for _ in range(3))
+    mask = np.ones((b, t), bool)
+    mask[1, 500:] = False  # padding keys of the second item
+    got = np.asarray(masked_attention(q, k, v, mask))
+    s = np.einsum("bqhd,bkhd->bhqk", q.astype(np.float64), k) / np.sqrt(d)
+    s = np.where(mask[:, None, None, :], s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    want = np.einsum("bhqk,bkhd->bqhd", p, v)
+    np.testing.assert_allclose(got, want, atol=1e-5)

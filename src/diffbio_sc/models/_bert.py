@@ -206,18 +206,45 @@ class BertConfig:
             raise bad(str(err)) from None
 
 
+def _query_block(length: int) -> int:
+    """Query block for long inputs: the largest multiple of 8 in [64, 256] dividing ``length``.
+
+    Scores are then built for one block of queries at a time (each row's
+    softmax still sees every key, so the result is the same), which keeps the
+    ``(heads, block, L)`` scores closer to the cache: 1.3-2x faster at 2,048
+    tokens on this CPU (attention alone, noisy shared machine).
+    """
+    if length <= 256:
+        return length
+    for blk in range(256, 63, -8):
+        if length % blk == 0:
+            return blk
+    return length
+
+
+def _attention_block(q, k, v, bias):
+    d = q.shape[-1]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=HIGHEST) / math.sqrt(d)
+    probs = jax.nn.softmax(scores + bias, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision=HIGHEST)
+
+
 def masked_attention(q, k, v, key_mask):
     """Scaled dot-product attention with a key mask, in float32 at highest precision.
 
     ``q, k, v``: ``(B, L, heads, d)``; ``key_mask``: ``(B, L)`` bool, True = attend.
     Masked keys get the float32 minimum added to their score (Hugging Face's
     rule), so their weight is exactly 0 whenever a query has one valid key.
+    Long inputs are processed in blocks of queries (see :func:`_query_block`).
     """
-    d = q.shape[-1]
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=HIGHEST) / math.sqrt(d)
-    scores = scores + jnp.where(key_mask, 0.0, MASK_BIAS)[:, None, None, :]
-    probs = jax.nn.softmax(scores, axis=-1)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision=HIGHEST)
+    bias = jnp.where(key_mask, 0.0, MASK_BIAS)[:, None, None, :]
+    b, t, h, d = q.shape
+    blk = _query_block(t)
+    if blk == t:
+        return _attention_block(q, k, v, bias)
+    qb = q.reshape(b, t // blk, blk, h, d).transpose(1, 0, 2, 3, 4)
+    out = jax.lax.map(lambda x: _attention_block(x, k, v, bias), qb)
+    return out.transpose(1, 0, 2, 3, 4).reshape(b, t, h, d)
 
 
 def _linear(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
