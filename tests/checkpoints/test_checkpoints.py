@@ -353,12 +353,19 @@ def test_provenance_survives_h5ad(cells, tmp_path, loaded):
     np.testing.assert_array_equal(back.obsm["X_geneformer"], cells.obsm["X_geneformer"])
 
 
-def test_loaded_model_reused(cells, loaded):
+def test_loaded_model_reused_and_saved(cells, loaded, tmp_path):
     m = loaded("geneformer_v1")
     assert m.family == "geneformer" and m.recipe == "geneformer_v1" and m.max_tokens == 32
     dfm.tl.embed_checkpoint(cells, m)
     want = _expected("geneformer_v1")["mean_embedding"]
     np.testing.assert_allclose(cells.obsm["X_geneformer"], want, atol=TOL)
+    # diffbio_sc's own format: one directory with weights and dictionaries
+    m.save(tmp_path / "saved")
+    assert isinstance(dfm.models.load(tmp_path / "saved"), dfm.models.BertEncoder)
+    again = dfm.tl.embed_checkpoint(cells, tmp_path / "saved", copy=True)
+    np.testing.assert_allclose(again.obsm["X_geneformer"], want, atol=TOL)
+    entry = again.uns["dfm"]["embeddings"]["X_geneformer"]
+    assert entry["artifact_sha256"] == m.sha256
     short = dfm.tl.embed_checkpoint(cells, m, max_length=8, copy=True)
     assert m.max_tokens == 32  # the loaded model is not changed by a call
     entry = short.uns["dfm"]["embeddings"]["X_geneformer"]
@@ -425,7 +432,7 @@ def test_bad_checkpoints_give_clear_errors_and_leave_adata_unchanged(tmp_path, c
     dd = tmp_path / "shape"
     shutil.copytree(FIX / "geneformer_v1", dd)
     _edit_config(dd, intermediate_size=40)
-    with pytest.raises(ValueError, match=r"shape .* implies"):
+    with pytest.raises(ValueError, match=r"config\.json.*has shape .* expected"):
         dfm.tl.embed_checkpoint(cells, dd)
     _assert_unchanged(cells, snap)
 

@@ -33,12 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ._base import ModelConfig, ModelFormatError, SavedModel, register_model
+
 __all__ = [
     "BertConfig",
     "BertEncoder",
     "bert_from_checkpoint",
     "masked_attention",
-    "fill_params",
+    "from_torch_weights",
     "ACTIVATIONS",
 ]
 
@@ -76,7 +78,7 @@ SUPPORTED_ARCHITECTURES = (
 
 
 @dataclass(frozen=True)
-class BertConfig:
+class BertConfig(ModelConfig):
     """Architecture of a Hugging Face BERT encoder (the fields of its ``config.json``).
 
     Parameters
@@ -112,7 +114,8 @@ class BertConfig:
     tie_word_embeddings: bool = True
     mlm_head: bool = False
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when the config is invalid."""
         for name in (
             "vocab_size",
             "hidden_size",
@@ -139,19 +142,6 @@ class BertConfig:
             raise ValueError(
                 f"BertConfig: pad_token_id {self.pad_token_id} outside the vocabulary."
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (JSON-serialisable)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> BertConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Unknown BertConfig fields {sorted(unknown)}.")
-        return cls(**d)
 
     @classmethod
     def from_hf(cls, cfg: Mapping[str, Any], *, source: str = "config.json") -> BertConfig:
@@ -279,8 +269,14 @@ class _BertLayer(nnx.Module):
         return self.out_norm(y + x)
 
 
-class BertEncoder(nnx.Module):
+@register_model("bert_encoder")
+class BertEncoder(SavedModel):
     """BERT encoder (+ optional masked-LM head) equal to Hugging Face's.
+
+    A :class:`~diffbio_sc.models.SavedModel`: ``model.save(path)`` writes it in
+    diffbio_sc's format (with its ``metadata``, e.g. the tokenizer dictionaries
+    set by :func:`~diffbio_sc.models.load_checkpoint`) and
+    :func:`diffbio_sc.models.load` reads it back.
 
     Parameters
     ----------
@@ -291,10 +287,12 @@ class BertEncoder(nnx.Module):
         :func:`bert_from_checkpoint`).
     """
 
+    config_class = BertConfig
+
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        super().__init__(config)
         cfg = config
         h = cfg.hidden_size
-        self.config = cfg
         self.word = nnx.Embed(cfg.vocab_size, h, rngs=rngs)
         self.position = nnx.Embed(cfg.max_position_embeddings, h, rngs=rngs)
         self.token_type = nnx.Embed(cfg.type_vocab_size, h, rngs=rngs)
@@ -381,35 +379,18 @@ class BertEncoder(nnx.Module):
 # ------------------------------------------------------------------ weights
 
 
-def fill_params(abstract, arrays: Mapping[str, np.ndarray], *, where: str):
-    """Merge ``arrays`` (dotted NNX paths -> arrays) into an abstract module, checking names/shapes.
+def from_torch_weights(cls, config, arrays: Mapping[str, np.ndarray], *, where: str):
+    """Build ``cls`` (a :class:`~diffbio_sc.models.SavedModel`) from mapped checkpoint arrays.
 
-    Every parameter of the module must be given exactly once with its shape;
-    missing or unexpected names, or a wrong shape, raise ``ValueError`` naming ``where``.
-    Arrays are cast to the parameter's dtype (float32).
+    The names, shapes and values are checked by ``cls.from_weights``; an error
+    names ``where`` (the checkpoint files) and the mismatch.
     """
-    graphdef, state = nnx.split(abstract)
-    flat = nnx.to_flat_state(state)
-    names = {".".join(map(str, p)) for p, _ in flat}
-    missing, extra = sorted(names - set(arrays)), sorted(set(arrays) - names)
-    if missing or extra:
-        raise ValueError(
-            f"{where}: the weights do not match the architecture: missing {missing[:6]}"
-            f"{' ...' if len(missing) > 6 else ''}, unexpected {extra[:6]}"
-            f"{' ...' if len(extra) > 6 else ''}."
-        )
-    leaves = []
-    for path, var in flat:
-        key = ".".join(map(str, path))
-        arr = np.asarray(arrays[key])
-        want = var.get_value()
-        if tuple(arr.shape) != tuple(want.shape):
-            raise ValueError(
-                f"{where}: weight {key!r} has shape {tuple(arr.shape)}, but the configuration "
-                f"implies {tuple(want.shape)}; the config and the weights do not belong together."
-            )
-        leaves.append((path, var.replace(jnp.asarray(arr, dtype=want.dtype))))
-    return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+    try:
+        return cls.from_weights(config, arrays)
+    except ModelFormatError as err:
+        raise ModelFormatError(
+            f"{where}: {err} The config and the weights do not belong together."
+        ) from None
 
 
 _LAYER_MAP = {
@@ -515,5 +496,4 @@ def bert_from_checkpoint(ckpt) -> BertEncoder:
         cfg = dataclasses.replace(cfg, mlm_head=False)
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
     arrays = _map_bert_weights(ckpt.weights, cfg, where)
-    abstract = nnx.eval_shape(lambda: BertEncoder(cfg, rngs=nnx.Rngs(0)))
-    return fill_params(abstract, arrays, where=where)
+    return from_torch_weights(BertEncoder, cfg, arrays, where=where)

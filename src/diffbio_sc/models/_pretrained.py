@@ -105,6 +105,27 @@ class CheckpointModel:
         cfg = self.config
         return int(getattr(cfg, "hidden_size", getattr(cfg, "d_model", 0)))
 
+    def save(self, path: str | os.PathLike, *, weights_format: str | None = None) -> Path:
+        """Save in diffbio_sc's model format (weights + dictionaries in one directory).
+
+        :func:`load_checkpoint` (and :func:`diffbio_sc.models.load`) read it back.
+        """
+        self.module.metadata = self._metadata()
+        return self.module.save(path, weights_format=weights_format)
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "vocab": dict(self.vocab),
+            "medians": None if self.medians is None else dict(self.medians),
+            "recipe": self.recipe,
+            "max_tokens": int(self.max_tokens),
+            "settings": dict(self.settings),
+            "sources": dict(self.sources),
+            "checkpoint_sha256": self.sha256,
+            "checkpoint_path": os.fspath(self.path),
+        }
+
     def digests(self) -> dict[str, str]:
         """sha256 of the weights and of each dictionary (content, not file bytes)."""
         out = {"checkpoint_sha256": self.sha256, "vocab_sha256": mapping_sha256(self.vocab)}
@@ -212,6 +233,36 @@ def _load_scgpt(ckpt, vocab) -> CheckpointModel:
     )
 
 
+def _load_saved(path) -> CheckpointModel | None:
+    """Return a checkpoint encoder saved with :meth:`CheckpointModel.save`, or ``None``."""
+    from ._io import _is_model_dir, load
+
+    p = Path(path)
+    if p.is_file():
+        p = p.parent
+    if not _is_model_dir(p):
+        return None
+    module = load(p)
+    md = module.metadata
+    if md.get("family") not in ("geneformer", "scgpt") or not isinstance(md.get("vocab"), dict):
+        raise ValueError(
+            f"{p} is a saved {type(module).__name__}, not a checkpoint encoder saved with "
+            "CheckpointModel.save; load it with dfm.models.load."
+        )
+    return CheckpointModel(
+        family=md["family"],
+        module=module,
+        path=p,
+        sha256=str(md.get("checkpoint_sha256", "")),
+        vocab={str(k): int(v) for k, v in md["vocab"].items()},
+        medians=md.get("medians"),
+        recipe=md.get("recipe"),
+        max_tokens=int(md["max_tokens"]),
+        settings=dict(md.get("settings", {})),
+        sources=dict(md.get("sources", {})),
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     *,
@@ -228,6 +279,8 @@ def load_checkpoint(
         ``model.safetensors`` or ``pytorch_model.bin``; Geneformer) or scGPT
         layout (``args.json``, ``vocab.json``, ``best_model.pt``). ``.bin``/``.pt``
         files are read without torch by a restricted unpickler (tensors only).
+        Or a directory written by :meth:`CheckpointModel.save` (diffbio_sc's
+        format, dictionaries included).
     token_dictionary, gene_median_dictionary
         Geneformer dictionaries as mappings; default: the JSON files
         ``token_dictionary.json`` / ``gene_median_dictionary.json`` in ``path``.
@@ -248,6 +301,14 @@ def load_checkpoint(
     """
     from ..io._checkpoints import read_checkpoint
 
+    saved = _load_saved(path)
+    if saved is not None:
+        if any(v is not None for v in (token_dictionary, gene_median_dictionary, vocab)):
+            raise ValueError(
+                f"{path} is a saved diffbio_sc model that holds its dictionaries; do not pass "
+                "token_dictionary=, gene_median_dictionary= or vocab=."
+            )
+        return saved
     ckpt = read_checkpoint(path)
     if ckpt.family == "scgpt":
         if token_dictionary is not None or gene_median_dictionary is not None:

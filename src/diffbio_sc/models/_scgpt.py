@@ -24,7 +24,6 @@ embeddings need batch labels this encoder does not take.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ._bert import HIGHEST, fill_params, masked_attention
+from ._base import ModelConfig, SavedModel, register_model
+from ._bert import HIGHEST, from_torch_weights, masked_attention
 
 __all__ = ["ScGPTConfig", "ScGPTEncoder", "scgpt_from_checkpoint", "scgpt_vocab"]
 
@@ -44,7 +44,7 @@ _STYLES = ("continuous", "category", "scaling")
 
 
 @dataclass(frozen=True)
-class ScGPTConfig:
+class ScGPTConfig(ModelConfig):
     """Architecture of an scGPT encoder (from its ``args.json`` and vocabulary).
 
     Parameters
@@ -84,7 +84,8 @@ class ScGPTConfig:
     layer_norm_eps: float = 1e-5
     max_value: float = 512.0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when the config is invalid."""
         for name in ("vocab_size", "d_model", "n_heads", "d_hid", "n_layers", "n_bins"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -99,19 +100,6 @@ class ScGPTConfig:
             )
         if self.input_emb_style == "category" and self.n_input_bins < 1:
             raise ValueError("ScGPTConfig: category style needs n_input_bins >= 1.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (JSON-serialisable)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ScGPTConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Unknown ScGPTConfig fields {sorted(unknown)}.")
-        return cls(**d)
 
 
 def scgpt_vocab(vocab: Mapping[str, int], *, source: str = "vocab.json") -> dict[str, int]:
@@ -214,8 +202,11 @@ class _EncoderLayer(nnx.Module):
         return self.norm2(x + self._ff(x))
 
 
-class ScGPTEncoder(nnx.Module):
+@register_model("scgpt_encoder")
+class ScGPTEncoder(SavedModel):
     """scGPT's gene + value encoders and transformer (the path to its cell embedding).
+
+    A :class:`~diffbio_sc.models.SavedModel` (``save``/:func:`diffbio_sc.models.load`).
 
     Parameters
     ----------
@@ -226,10 +217,12 @@ class ScGPTEncoder(nnx.Module):
         :func:`scgpt_from_checkpoint`).
     """
 
+    config_class = ScGPTConfig
+
     def __init__(self, config: ScGPTConfig, *, rngs: nnx.Rngs):
+        super().__init__(config)
         cfg = config
         d = cfg.d_model
-        self.config = cfg
         self.gene_embed = nnx.Embed(cfg.vocab_size, d, rngs=rngs)
         self.gene_norm = nnx.LayerNorm(d, epsilon=cfg.layer_norm_eps, rngs=rngs)
         style = cfg.input_emb_style
@@ -387,5 +380,4 @@ def scgpt_from_checkpoint(ckpt, vocab: Mapping[str, int]) -> ScGPTEncoder:
         )
     cfg = _config_from_args(ckpt.config, vocab, ckpt.weights, str(ckpt.config_file))
     arrays = _map_scgpt_weights(ckpt.weights, where)
-    abstract = nnx.eval_shape(lambda: ScGPTEncoder(cfg, rngs=nnx.Rngs(0)))
-    return fill_params(abstract, arrays, where=where)
+    return from_torch_weights(ScGPTEncoder, cfg, arrays, where=where)

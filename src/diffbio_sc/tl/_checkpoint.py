@@ -16,23 +16,18 @@ from .._validate import (
     check_adata,
     check_bool,
     check_choice,
+    check_copy,
     check_float,
     check_int,
     check_key,
     check_seed,
     get_matrix,
-    is_backed,
     iter_row_chunks,
+    resolve_copy,
 )
-
-try:  # the ops/io layout of issue 10
-    from ..io._ids import normalise_gene_ids
-    from ..io._tables import is_table_path, read_table
-    from ..ops._bins import cell_keys, cell_uniforms
-except ImportError:  # pragma: no cover - layout before the refactor
-    from ..pp._bins import cell_keys
-    from ..pp._kernels import cell_uniforms
-    from ..pp._tables import is_table_path, normalise_gene_ids, read_table
+from ..io._ids import normalise_gene_ids
+from ..io._tables import is_table_path, read_table
+from ..ops._bins import cell_keys, cell_uniforms
 
 __all__ = ["embed_checkpoint"]
 
@@ -411,12 +406,7 @@ def embed_checkpoint(
     bucketing = check_bool("bucketing", bucketing)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True) or DEFAULT_CHUNK
     trust_pickle = check_bool("trust_pickle", trust_pickle)
-    copy = check_bool("copy", copy)
-    if copy and is_backed(adata):
-        raise DfmInputError(
-            "copy=True is not supported for backed AnnData; use copy=False or "
-            "adata.to_memory() first."
-        )
+    copy = check_copy(adata, copy)
     show_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
 
     model = _load(checkpoint, token_dictionary, gene_median_dictionary, vocab, trust_pickle)
@@ -607,7 +597,7 @@ def embed_checkpoint(
             "created_by": _uns.provenance("tl.embed_checkpoint"),
         }
         # ------------------------------------------------------------ write last
-        out = adata.copy() if copy else adata
+        out = resolve_copy(adata, copy)
         out.obsm[key_added] = result
         if gene_emb is not None:
             out.varm[gene_embeddings_key] = gene_emb
