@@ -344,8 +344,15 @@ def test_gene_contextual_embeddings_are_means_of_token_states(cells, loaded):
     assert np.isfinite(got).all(axis=1).sum() > 20
 
 
-def test_provenance_survives_h5ad(cells, tmp_path, loaded):
-    dfm.tl.embed_checkpoint(cells, loaded("geneformer_v2"))
+def test_embed_dispatches_checkpoints_and_provenance_survives_h5ad(cells, tmp_path):
+    from diffbio_sc.tl._checkpoint import is_checkpoint
+
+    assert is_checkpoint(FIX / "scgpt") and is_checkpoint(FIX / "geneformer_v1_bin")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert not is_checkpoint(tmp_path) and not is_checkpoint(tmp_path / "missing")
+    dfm.tl.embed(cells, FIX / "geneformer_v2")  # dfm.tl.embed hands checkpoints over
+    want = _expected("geneformer_v2")["mean_embedding"]
+    np.testing.assert_allclose(cells.obsm["X_geneformer"], want, atol=TOL)
     cells.write_h5ad(tmp_path / "a.h5ad")
     back = ad.read_h5ad(tmp_path / "a.h5ad")
     entry = back.uns["dfm"]["embeddings"]["X_geneformer"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -103,6 +104,33 @@ def _load(checkpoint, token_dictionary, gene_median_dictionary, vocab, trust_pic
         if src is not None:
             model.sources[role] = src
     return model
+
+
+def is_checkpoint(model) -> bool:
+    """Whether ``model`` is a Geneformer/scGPT checkpoint (directory or loaded) for this module.
+
+    ``dfm.tl.embed`` hands such models to :func:`embed_checkpoint`. Only file
+    names and ``config.json``'s ``model_type`` are read.
+    """
+    from ..models._pretrained import CheckpointModel
+
+    if isinstance(model, CheckpointModel):
+        return True
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    from ..io._checkpoints import find_checkpoint, read_json_object
+
+    try:
+        find_checkpoint(model)
+        return True
+    except (FileNotFoundError, OSError):
+        pass
+    cfile = Path(model) / "config.json"
+    try:
+        doc = read_json_object(cfile, "model configuration") if cfile.is_file() else {}
+    except ValueError:
+        return False
+    return doc.get("model_type") in ("bert_encoder", "scgpt_encoder")
 
 
 def _gene_ids(adata, gene_key: str | None) -> np.ndarray:
