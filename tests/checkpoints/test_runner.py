@@ -108,3 +108,45 @@ def test_blocked_attention_equals_plain_softmax_attention():
     p /= p.sum(-1, keepdims=True)
     want = np.einsum("bhqk,bkhd->bqhd", p, v)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_runner_data_parallel_over_two_host_devices():
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        import jax, numpy as np
+        from diffbio_sc.models._runner import BucketedRunner
+        import tests_runner_fn as t
+        ids, lengths = t._tokens(n=23)
+        table = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+        runner = BucketedRunner(t._fn, {"table": table}, max_length=96, max_batch_tokens=256)
+        emb, count = runner(lengths, ids)
+        want, _ = t._expected(table, ids)
+        assert runner.n_devices == 2 == len(jax.devices())
+        assert all(rows % 2 == 0 for rows, _ in runner.shapes)
+        np.testing.assert_allclose(emb, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(count, lengths)
+        print("ok")
+        """
+    )
+    here = Path(__file__).parent
+    src = here.parents[1] / "src"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["PYTHONPATH"] = os.pathsep.join([str(src), str(here), env.get("PYTHONPATH", "")])
+    shim = "import importlib.util, sys\n" + (
+        "spec = importlib.util.spec_from_file_location('tests_runner_fn', "
+        f"{str(here / 'test_runner.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "sys.modules['tests_runner_fn'] = m\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", shim + code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")

@@ -306,7 +306,7 @@ def embed_checkpoint(
     max_length: int | None = None,
     seed: int = 0,
     min_gene_coverage: float = 0.1,
-    max_batch_tokens: int = 65_536,
+    max_batch_tokens: int = 32_768,
     bucketing: bool = True,
     gene_embeddings_key: str | None = None,
     chunk_size: int | None = None,
