@@ -29,7 +29,25 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["BucketedRunner", "bucket_edges", "plan_batches"]
+__all__ = ["BucketedRunner", "bucket_edges", "plan_batches", "data_parallel"]
+
+
+def data_parallel(params, devices=None):
+    """Place ``params`` for data-parallel inference; return ``(params, data_sharding, n)``.
+
+    With several devices, parameters are replicated over a 1-D ``('batch',)``
+    mesh and ``data_sharding`` splits a batch's first axis across it (batches
+    must hold a multiple of ``n`` rows); with one device both go to it.
+    """
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = list(devices) if devices is not None else jax.devices()
+    if len(devices) > 1:
+        mesh = Mesh(np.asarray(devices), ("batch",))
+        placed = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+        return placed, NamedSharding(mesh, PartitionSpec("batch")), len(devices)
+    return jax.device_put(params, devices[0]), devices[0], 1
 
 
 def bucket_edges(max_length: int, *, min_length: int = 32, growth: float = 1.25) -> list[int]:
@@ -149,9 +167,6 @@ class BucketedRunner:
         pad_values: Sequence | None = None,
         devices=None,
     ) -> None:
-        import jax
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
         self.max_length = int(max_length)
         if self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}.")
@@ -168,15 +183,7 @@ class BucketedRunner:
                     f"edges {self.edges} must be positive and reach max_length {self.max_length}."
                 )
         self.pad_values = None if pad_values is None else tuple(pad_values)
-        devices = list(devices) if devices is not None else jax.devices()
-        self.n_devices = len(devices)
-        if self.n_devices > 1:
-            mesh = Mesh(np.asarray(devices), ("batch",))
-            self._data_sharding = NamedSharding(mesh, PartitionSpec("batch"))
-            self.params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-        else:
-            self._data_sharding = devices[0]
-            self.params = jax.device_put(params, devices[0])
+        self.params, self._data_sharding, self.n_devices = data_parallel(params, devices)
         self.static = static
         self._fn = _jitted(fn)
         #: Shapes run so far (one compilation each), for reports and tests.
