@@ -197,6 +197,16 @@ def test_torch_reader_refuses_other_persistent_ids_and_truncation(tmp_path):
             zout.writestr(n, data[:8] if n.endswith("data/0") else data)
     with pytest.raises(CheckpointError, match="truncated"):
         read_torch_weights(bad)
+    # a storage class called as a function, and a huge stride-0 view of a tiny storage
+    calls_storage = b"\x80\x02ctorch\nFloatStorage\n)R."
+    p2 = tmp_path / "call.bin"
+    with zipfile.ZipFile(p2, "w") as zf:
+        zf.writestr("archive/data.pkl", calls_storage)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read_torch_weights(p2)
+    with zipfile.ZipFile(src) as zin:
+        pkl = zin.read("pytorch_model/data.pkl")
+    assert pkl.count(b"_rebuild_tensor_v2") == 1  # memoised: one GLOBAL, then references
     with pytest.raises(CheckpointError, match="neither"):
         (tmp_path / "text.bin").write_text("hello")
         read_torch_weights(tmp_path / "text.bin")
@@ -482,3 +492,43 @@ def test_gene_id_mismatch_suggests_the_matching_column(cells):
     with pytest.raises(dfm._validate.DfmInputError, match="emb_layer"):
         dfm.tl.embed_checkpoint(cells, FIX / "geneformer_v1", emb_layer=-4)
     _assert_unchanged(cells, snap)
+
+
+def test_expanded_view_larger_than_its_storage_is_refused(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    torch_mod, utils_mod = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*args):  # pickled by reference only
+        raise AssertionError
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils_mod._rebuild_tensor_v2 = _rebuild_tensor_v2
+    storage_cls = type("FloatStorage", (), {"__module__": "torch"})
+    torch_mod.FloatStorage = storage_cls
+    monkeypatch.setitem(sys.modules, "torch", torch_mod)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils_mod)
+
+    class _Storage:
+        pass
+
+    class _Tensor:
+        def __reduce__(self):  # 10**9 elements, all reading the one stored float
+            return (_rebuild_tensor_v2, (store, 0, (10**9,), (0,), False, OrderedDict()))
+
+    store = _Storage()
+
+    class _P(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", storage_cls, "0", "cpu", 1) if obj is store else None
+
+    buf = io.BytesIO()
+    _P(buf, protocol=2).dump(OrderedDict([("w", _Tensor())]))
+    path = tmp_path / "expanded.bin"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", buf.getvalue())
+        zf.writestr("archive/data/0", np.ones(1, np.float32).tobytes())
+    with pytest.raises(CheckpointError, match="more elements than its storage"):
+        read_torch_weights(path)

@@ -125,8 +125,14 @@ def _tensor_ref(storage, offset, size, stride, where: str) -> _TensorRef:
 
 def _materialise(ref: _TensorRef, where: str) -> np.ndarray:
     buf = ref.storage.array
-    if int(np.prod(ref.size)) == 0:
+    numel = int(np.prod(ref.size, dtype=np.float64))
+    if numel == 0:
         return np.zeros(ref.size, dtype=buf.dtype)
+    if numel > buf.size:  # only expanded (stride-0) views hold more elements than storage
+        raise CheckpointError(
+            f"{where}: a tensor of size {ref.size} has more elements than its storage "
+            f"({buf.size}); expanded views are not read. Save contiguous tensors."
+        )
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
     if last >= buf.size:
         raise CheckpointError(
@@ -172,7 +178,10 @@ def _make_rebuilders(where: str) -> dict[tuple[str, str], object]:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only tensor-rebuild globals; storages come from ``load_storage``."""
+    """Unpickler that resolves only tensor-rebuild globals; storages come from ``load_storage``.
+
+    :meth:`load` turns every failure of a malformed pickle into a :class:`CheckpointError`.
+    """
 
     def __init__(self, fh, *, where: str, load_storage, legacy: bool = False) -> None:
         super().__init__(fh)
@@ -180,6 +189,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._allowed = _make_rebuilders(where)
         self._load_storage = load_storage
         self._legacy = legacy
+
+    def load(self):  # noqa: D102 - pickle API
+        try:
+            return super().load()
+        except CheckpointError:
+            raise
+        except Exception as err:  # a malformed pickle fails in many ways
+            raise CheckpointError(
+                f"{self._where} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})."
+            ) from None
 
     def find_class(self, module: str, name: str):  # noqa: D102 - pickle hook
         key = (module, name)
