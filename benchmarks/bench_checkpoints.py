@@ -21,7 +21,10 @@ second-to-last layer, as the extractor). Torch runs where ``--torch-python``
 (default ``/work/venv-torch/bin/python`` or ``$DFM_TORCH_PYTHON``) has
 ``torch`` and ``transformers``; torch is never a dependency of diffbio_sc.
 
-    python benchmarks/bench_checkpoints.py [--n-cells 32] [--v2-cells 8] [--dataset pbmc_3batch_symphony]
+The unbucketed runs (every cell padded to 2,048 / 4,096 tokens) use only the
+first ``--full-cells`` cells: on a shared CPU they cost minutes per cell.
+
+    python benchmarks/bench_checkpoints.py [--n-cells 16] [--v2-cells 8] [--full-cells 2] [--dataset pbmc_3batch_symphony]
 """
 
 from __future__ import annotations
@@ -161,8 +164,9 @@ def prepare(dataset: str, n_cells: int, seed: int, tmp: Path):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="pbmc_3batch_symphony")
-    ap.add_argument("--n-cells", type=int, default=32)
+    ap.add_argument("--n-cells", type=int, default=16)
     ap.add_argument("--v2-cells", type=int, default=8)
+    ap.add_argument("--full-cells", type=int, default=2, help="cells for the unbucketed runs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=8, help="torch batch size")
     ap.add_argument(
@@ -209,40 +213,35 @@ def main() -> None:
                 copy=True,
             )
             lengths = np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
-            np.savez(tmp / "tokens.npz", ids=t.obsm["dfm_tokens"], lengths=lengths, v2=v2)
+            ids = t.obsm["dfm_tokens"]
+            nf = min(n, args.full_cells)
+            np.savez(tmp / "tokens.npz", ids=ids, lengths=lengths, v2=v2)
+            np.savez(tmp / "tokens_full.npz", ids=ids[:nf], lengths=lengths[:nf], v2=v2)
+            h5ad_full = tmp / "cells_full.h5ad"
+            sub[:nf].copy().write_h5ad(h5ad_full)
             del model
             label = f"{name}, {n} cells, tokens/cell median {int(np.median(lengths))} (max {lengths.max()})"
             ref = None
             for bucketing in (True, False):
-                r = _run(sys.executable, JAX_RUN, ckpt, h5ad, int(bucketing), tmp / "jax.npy")
+                cells_file, m = (h5ad, n) if bucketing else (h5ad_full, nf)
+                r = _run(sys.executable, JAX_RUN, ckpt, cells_file, int(bucketing), tmp / "jax.npy")
                 emb = np.load(tmp / "jax.npy")
                 ref = emb if bucketing else ref
-                rows.append(
-                    (
-                        label,
-                        f"dfm JAX, {'length buckets' if bucketing else 'padded to input size'}",
-                        n / r["warm"],
-                        n / r["cold"],
-                        r["peak_mb"],
-                        f"{r['shapes']} shapes",
-                    )
-                )
+                note = f"{r['shapes']} compiled shapes"
                 if not bucketing:
-                    rows[-1] = (
-                        *rows[-1][:5],
-                        f"{r['shapes']} shape; max diff vs buckets {np.abs(emb - ref).max():.1e}",
-                    )
-            for mode in ("sorted", "full"):
-                r = _run(
-                    args.torch_python,
-                    TORCH_RUN,
-                    ckpt,
-                    tmp / "tokens.npz",
-                    mode,
-                    args.batch,
-                    tmp / "torch.npy",
+                    note = f"{m} cells; max diff vs buckets {np.abs(emb - ref[:m]).max():.1e}"
+                what = "length buckets" if bucketing else "padded to input size"
+                rows.append(
+                    (label, f"dfm JAX, {what}", m / r["warm"], m / r["cold"], r["peak_mb"], note)
                 )
-                diff = np.abs(np.load(tmp / "torch.npy") - ref).max()
+            for mode in ("sorted", "full"):
+                tokens, m = (
+                    (tmp / "tokens.npz", n) if mode == "sorted" else (tmp / "tokens_full.npz", nf)
+                )
+                r = _run(
+                    args.torch_python, TORCH_RUN, ckpt, tokens, mode, args.batch, tmp / "torch.npy"
+                )
+                diff = np.abs(np.load(tmp / "torch.npy") - ref[:m]).max()
                 what = (
                     "batches sorted by length, padded to their longest (EmbExtractor)"
                     if mode == "sorted"
@@ -252,15 +251,16 @@ def main() -> None:
                     (
                         label,
                         f"transformers {r['torch']} on torch CPU ({r['threads']} threads), {what}",
-                        n / r["seconds"],
+                        m / r["seconds"],
                         None,
                         r["peak_mb"],
-                        f"max diff vs dfm {diff:.1e}",
+                        f"{m} cells; max diff vs dfm {diff:.1e}",
                     )
                 )
     print(
         f"\nCommand: python benchmarks/bench_checkpoints.py --dataset {args.dataset} "
-        f"--n-cells {args.n_cells} --v2-cells {args.v2_cells}; {time.strftime('%Y-%m-%d')}\n"
+        f"--n-cells {args.n_cells} --v2-cells {args.v2_cells} --full-cells {args.full_cells}; "
+        f"{time.strftime('%Y-%m-%d')}\n"
     )
     print(
         "| model, cells | runner | cells/s (warm) | cells/s (first call, compile incl.) | peak RSS MiB | notes |"
