@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ._csr import as_csr, row_ids, row_totals
+from ._csr import as_csr, row_ids, row_pieces, row_totals
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 # Initial buffer (values) when no bound on the number of nonzeros is known.
@@ -125,15 +125,7 @@ class MedianAccumulator:
         n = chunk.shape[0]
         factor = np.divide(self.target_sum, totals, out=np.zeros(n), where=totals > 0)
         indptr = np.asarray(chunk.indptr, dtype=np.int64)
-        nnz = int(indptr[-1])
-        if nnz == 0:
-            return
-        rows_per_piece = max(1, int(n * _PIECE // nnz))
-        for s in range(0, n, rows_per_piece):
-            e = min(s + rows_per_piece, n)
-            a, b = int(indptr[s]), int(indptr[e])
-            if a == b:
-                continue
+        for s, e, a, b in row_pieces(indptr, _PIECE):
             vals = chunk.data[a:b].astype(np.float64)
             vals *= np.repeat(factor[s:e], np.diff(indptr[s : e + 1]))
             keep = vals > 0
