@@ -263,6 +263,18 @@ def test_directory_and_missing_table_paths(arg, tmp_path, unchanged):
     unchanged(adata, before)
 
 
+@pytest.mark.parametrize("bad", [4.5, True, "4", float("nan")])
+def test_vocab_ids_are_not_truncated_or_parsed(bad, unchanged):
+    # on main int(4.5) silently became token 4, True became 1 and '4' was parsed
+    adata = make(sp.csr_matrix(COUNTS))
+    adata.var["dfm_median"] = 1.0
+    vocab = {"<pad>": 0, **{g: 4 + i for i, g in enumerate(GENES)}, "g2": bad}
+    before = adata.copy()
+    with pytest.raises(DfmInputError, match="integer token ids.*'g2'"):
+        dfm.pp.tokenize(adata, max_tokens=4, vocab=vocab)
+    unchanged(adata, before)
+
+
 def test_identical_gene_ids_stay_text(tmp_path):
     # gene IDs are read as written: '0012' is not 12 and 'NA' is not NaN
     path = _write(tmp_path / "m.csv", "gene,median\n0012,2.0\nNA,4.0\n")
