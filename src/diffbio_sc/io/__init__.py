@@ -20,6 +20,9 @@ _EXPORTS = {
     "read_torch_weights": "._checkpoints",
     "Checkpoint": "._checkpoints",
     "CheckpointError": "._checkpoints",
+    "read_gtf": "._gtf",
+    "read_vcf": "._vcf",
+    "Genome": "._genome",
 }
 __all__ = list(_EXPORTS)
 

@@ -27,6 +27,8 @@ _EXPORTS = {
     "ScGPTConfig": "._scgpt",
     "ScGPTEncoder": "._scgpt",
     "BucketedRunner": "._runner",
+    "GENOMICS_MODELS": "._genomics_registry",
+    "genomics_models_markdown": "._genomics_registry",
     "ModelConfig": "._base",
     "SavedModel": "._base",
     "ModelFormatError": "._base",
