@@ -163,7 +163,10 @@ def embed(
         with it; pass ``save_model=`` to keep it, so that new cells can later be
         embedded in the same space. Or a
         :class:`~diffbio_sc.models.MaskedExpressionModel`, or the path of a
-        directory written by ``model.save``.
+        directory written by ``model.save``. A Geneformer or scGPT
+        checkpoint (directory or :func:`~diffbio_sc.models.load_checkpoint`)
+        is run by :func:`~diffbio_sc.tl.embed_checkpoint` (its options as
+        keywords; ``key_added`` defaults to ``X_geneformer``/``X_scgpt``).
     key_added
         ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry
         (a non-empty string without ``'/'``).
@@ -216,7 +219,15 @@ def embed(
     """
     from .._settings import settings
     from ..models._io import check_save_target
+    from ._checkpoint import embed_checkpoint, is_checkpoint
     from ._model_data import gene_mapping, iter_token_chunks
+
+    if is_checkpoint(model):  # published Geneformer / scGPT checkpoints (issue 13)
+        if save_model is not None:
+            raise TypeError("save_model= keeps a native model; a checkpoint is already on disk.")
+        key = None if key_added == _keys.EMBEDDING_KEY else key_added
+        kw = dict(layer=layer, chunk_size=chunk_size, progress_bar=progress_bar, copy=copy)
+        return embed_checkpoint(adata, model, key_added=key, **kw, **pretrain_kwargs)
 
     # ---------------------------------------------------------------- validate
     check_adata(adata)
