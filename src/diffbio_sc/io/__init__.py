@@ -16,6 +16,8 @@ _EXPORTS = {
     "EmbeddingPreset": "._presets",
     "PRESETS": "._presets",
     "get_preset": "._presets",
+    "read_fasta": "._fasta",
+    "sequences_to_adata": "._fasta",
 }
 __all__ = list(_EXPORTS)
 

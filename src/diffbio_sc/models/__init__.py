@@ -12,6 +12,12 @@ _EXPORTS = {
     "MaskedExpressionModel": "._masked",
     "MaskedExpressionConfig": "._masked",
     "load": "._io",
+    "SequenceEncoder": "._sequence",
+    "SequenceEncoderConfig": "._sequence",
+    "SequenceClassifier": "._sequence",
+    "SequenceClassifierConfig": "._sequence",
+    "create_dna_encoder": "._sequence",
+    "create_rna_encoder": "._sequence",
 }
 __all__ = list(_EXPORTS)
 

@@ -18,6 +18,9 @@ _EXPORTS = {
     "save_baseline": "._benchmark",
     "pca_baseline": "._baselines",
     "harmony_baseline": "._baselines",
+    "embed_sequences": "._sequence._embed",
+    "pretrain_sequences": "._sequence._pretrain",
+    "genomics_tasks": "._sequence._tasks",
 }
 __all__ = list(_EXPORTS)
 
