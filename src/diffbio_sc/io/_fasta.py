@@ -174,9 +174,13 @@ def _build(
                 f"{len(dup)} duplicate sequence id(s){where}, e.g. {shown}. Ids must be "
                 "unique: fix the headers or pass duplicates='make_unique'."
             )
+        import warnings
+
         from anndata.utils import make_index_unique
 
-        index = make_index_unique(index, join="-")
+        with warnings.catch_warnings():  # anndata warns when made-up names resemble others
+            warnings.simplefilter("ignore", UserWarning)
+            index = make_index_unique(index, join="-")
     obs = pd.DataFrame(index=index.astype(str))
     obs[SEQUENCE_KEY] = pd.Series(seqs, index=obs.index, dtype=object)
     obs["length"] = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
