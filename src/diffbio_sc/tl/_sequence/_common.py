@@ -81,10 +81,13 @@ def check_sequences(adata, *, alphabet: str, sequence_key: str = _keys.SEQUENCE_
             raise DfmInputError(f"Sequence {str(name)!r} is empty; drop it first.")
     for start in range(0, len(seqs), 4096):  # bounded memory on large sets
         part = seqs[start : start + 4096]
-        codes, lengths = pack_sequences(part)
-        check_alphabet(
-            codes, lengths, alphabet=alphabet, names=adata.obs_names[start : start + 4096]
-        )
+        try:
+            codes, lengths = pack_sequences(part)
+            check_alphabet(
+                codes, lengths, alphabet=alphabet, names=adata.obs_names[start : start + 4096]
+            )
+        except ValueError as err:
+            raise DfmInputError(str(err)) from None
     return seqs
 
 
