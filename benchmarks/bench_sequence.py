@@ -140,6 +140,10 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=30)
     ap.add_argument("--pretrain-epochs", type=int, default=5)
     ap.add_argument("--max-per-class", type=int, default=None)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--pooling", default="mean")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -169,11 +173,20 @@ def main() -> None:
                 f"{r['gflop_per_s']:.1f} | {r['fraction_of_peak']:.2f} | {r['peak_rss_mb']:.0f} |"
             )
     if args.tasks:
+        from diffbio_sc.models import SequenceEncoderConfig
         from diffbio_sc.tl import genomics_tasks
 
+        config = SequenceEncoderConfig(
+            hidden_dim=args.hidden, num_layers=args.layers, num_heads=4,
+            intermediate_dim=4 * args.hidden, max_length=256, pooling=args.pooling,
+            use_cls=args.pooling == "cls",
+        )
+        results["config"] = config.to_dict()
         t = time.perf_counter()
         df = genomics_tasks(
             args.tasks,
+            config=config,
+            learning_rate=args.lr,
             finetune_epochs=args.finetune_epochs,
             pretrain_epochs=args.pretrain_epochs,
             max_per_class=args.max_per_class,

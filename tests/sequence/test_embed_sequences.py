@@ -79,6 +79,7 @@ def test_batch_independent_and_deterministic(encoder):
     np.testing.assert_array_equal(a.obsm["X_dfm_seq"], full)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_mudata_expression_and_sequences_linked_by_gene_id(encoder, equivariant, tmp_path):
     md = pytest.importorskip("mudata")
     genes = [f"g{i}" for i in range(12)]
@@ -172,6 +173,7 @@ def test_bad_sequences_leave_data_unchanged(encoder, a, match):
     assert not a.obsm and "embeddings" not in a.uns.get("dfm", {})
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_duplicate_ids_and_missing_modality(encoder):
     md = pytest.importorskip("mudata")
     a = _adata(3)

@@ -14,36 +14,44 @@ TINY = SequenceEncoderConfig(
 )
 
 
-def _periodic(n=48, seed=0):
-    """Rotations of a period-4 pattern: a masked base is fixed by its neighbours."""
+def _skewed(n=48, seed=0):
+    """Random 20-mers with 90 % A: the masked-base entropy is 0.39 nats, chance is ln 4."""
     rng = np.random.default_rng(seed)
-    unit = "ACGT" * 8
-    return dfm.io.sequences_to_adata([unit[r : r + 20] for r in rng.integers(0, 4, n)])
+    letters = np.frombuffer(b"ACGT", np.uint8)
+    codes = rng.choice(4, size=(n, 20), p=[0.9, 1 / 30, 1 / 30, 1 / 30])
+    return dfm.io.sequences_to_adata([letters[c].tobytes().decode() for c in codes])
 
 
 def test_pretrain_learns_save_load_and_seed(tmp_path):
-    a = _periodic()
+    a = _skewed()
     m = dfm.tl.pretrain_sequences(
-        a, config=TINY, epochs=12, batch_size=8, learning_rate=1e-2, progress_bar=False,
+        a, config=TINY, epochs=12, batch_size=8, learning_rate=2e-2, progress_bar=False,
         early_stopping_patience=None,
     )
     assert isinstance(m, SequenceEncoder)
     h = m.history
     assert len(h["train_loss"]) == 12 and len(h["val_loss"]) == 12
-    # chance level is ln 4 = 1.386; the pattern is learnable from the context
-    assert min(h["val_loss"]) < 0.7
+    # chance level is ln 4 = 1.386, the base composition alone gives 0.39; the
+    # same initialisation (seed 0) before training is near chance
+    import jax
+    from flax import nnx
+
+    init = SequenceEncoder(TINY, rngs=nnx.Rngs(params=0))
+    ids, valid = TINY.get_tokenizer().encode(list(a.obs["sequence"]))
+    before = float(jax.jit(lambda k: init.loss(ids, valid, key=k)[0])(jax.random.key(0)))
+    assert before > 1.0 and min(h["val_loss"]) < 0.7
     assert m.metadata["training"]["mask_ratio"] == 0.15
     m.save(tmp_path / "enc")
     back = dfm.models.load(tmp_path / "enc")
     assert back.weights_sha256() == m.weights_sha256()
     assert back.history["train_loss"] == h["train_loss"]
     m2 = dfm.tl.pretrain_sequences(
-        a, config=TINY, epochs=12, batch_size=8, learning_rate=1e-2, progress_bar=False,
+        a, config=TINY, epochs=12, batch_size=8, learning_rate=2e-2, progress_bar=False,
         early_stopping_patience=None,
     )
     assert m2.weights_sha256() == m.weights_sha256()
     # embed_sequences with encoder=None trains one with the same function and keeps it
-    b = _periodic(16, seed=1)
+    b = _skewed(16, seed=1)
     dfm.tl.embed_sequences(
         b, encoder=None, config=TINY, epochs=1, batch_size=8, progress_bar=False,
         save_model=tmp_path / "auto",
@@ -54,7 +62,7 @@ def test_pretrain_learns_save_load_and_seed(tmp_path):
 
 
 def test_bad_input():
-    a = _periodic(4)
+    a = _skewed(4)
     with pytest.raises(TypeError, match="SequenceEncoderConfig"):
         dfm.tl.pretrain_sequences(a, config={"hidden_dim": 8})
     with pytest.raises(DfmInputError, match="Too few sequences"):

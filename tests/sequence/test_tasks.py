@@ -111,6 +111,15 @@ def test_baselines_on_splice_junctions_table_and_plot():
     assert fig2.axes
 
 
+@needs_data
+def test_too_long_for_the_encoder_fails_before_training():
+    from diffbio_sc.models import SequenceEncoderConfig
+
+    cfg = SequenceEncoderConfig(hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=8, max_length=64)
+    with pytest.raises(DfmInputError, match=r"max_length=64 tokens of the encoder \(task 'promoters_ecoli'\)"):
+        dfm.tl.genomics_tasks("promoters_ecoli", methods="fine_tuned", config=cfg, data_dir=DNA)
+
+
 def test_bad_arguments():
     with pytest.raises(DfmInputError, match="Unknown task"):
         dfm.tl.genomics_tasks("tfbs")
@@ -126,7 +135,7 @@ def test_encoder_methods_run_end_to_end():
     from diffbio_sc.models import SequenceEncoderConfig
 
     cfg = SequenceEncoderConfig(
-        hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32, max_length=64, dropout=0.0
+        hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32, max_length=96, dropout=0.0
     )
     df = dfm.tl.genomics_tasks(
         "promoters_ecoli", methods=("frozen_probe", "fine_tuned"), config=cfg, data_dir=DNA,

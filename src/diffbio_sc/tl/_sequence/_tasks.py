@@ -450,6 +450,15 @@ def genomics_tasks(
                 )
                 timings["onehot_logreg"] = time.perf_counter() - t
             if needs_encoder:
+                # lengths checked before any training
+                enc_cfg = encoder.config if encoder is not None else config
+                tok = enc_cfg.get_tokenizer()
+                counts = token_counts(tok, seqs, add_cls=False)
+                check_lengths(
+                    counts, enc_cfg.max_sequence_tokens, [f"row{i}" for i in keep],
+                    what=f"the encoder (task {task!r})",
+                )
+                width = int(counts.max())
                 enc, how = encoder, ("given" if model_path is None else f"loaded from {model_path}")
                 if enc is None:
                     from ._pretrain import pretrain_sequences
@@ -465,10 +474,6 @@ def genomics_tasks(
                     )
                     how = "pretrained (masked-language model) on this task's training sequences"
                     timings["pretrain"] = time.perf_counter() - t
-                tok = enc.config.get_tokenizer()
-                counts = token_counts(tok, seqs, add_cls=False)
-                check_lengths(counts, enc.config.max_sequence_tokens, [f"row{i}" for i in keep])
-                width = int(counts.max())
                 ids, valid = tok.encode(seqs, max_length=width)
                 task_info["encoder"] = {
                     "how": how,
