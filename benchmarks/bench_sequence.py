@@ -177,8 +177,12 @@ def main() -> None:
         from diffbio_sc.tl import genomics_tasks
 
         config = SequenceEncoderConfig(
-            hidden_dim=args.hidden, num_layers=args.layers, num_heads=4,
-            intermediate_dim=4 * args.hidden, max_length=256, pooling=args.pooling,
+            hidden_dim=args.hidden,
+            num_layers=args.layers,
+            num_heads=4,
+            intermediate_dim=4 * args.hidden,
+            max_length=256,
+            pooling=args.pooling,
             use_cls=args.pooling == "cls",
         )
         results["config"] = config.to_dict()

@@ -36,7 +36,9 @@ def equivariant():
 def _seqs(n, lo=5, hi=38, seed=0):
     rng = np.random.default_rng(seed)
     letters = np.frombuffer(b"ACGT", np.uint8)
-    return [letters[rng.integers(0, 4, rng.integers(lo, hi + 1))].tobytes().decode() for _ in range(n)]
+    return [
+        letters[rng.integers(0, 4, rng.integers(lo, hi + 1))].tobytes().decode() for _ in range(n)
+    ]
 
 
 def _adata(n=20, seed=0, ids=None):
@@ -61,10 +63,14 @@ def test_anndata_embedding_and_provenance(encoder):
     dfm.tl.embed_sequences(rc, encoder=encoder, batch_size=8)
     np.testing.assert_allclose(rc.obsm["X_dfm_seq"], emb, atol=1e-5)
     # None: forward strand only, matching the model's own pooled output
-    dfm.tl.embed_sequences(a, encoder=encoder, batch_size=8, reverse_complement=None, key_added="fwd")
+    dfm.tl.embed_sequences(
+        a, encoder=encoder, batch_size=8, reverse_complement=None, key_added="fwd"
+    )
     tok = encoder.config.get_tokenizer()
     ids, valid = tok.encode(list(a.obs["sequence"]))
-    np.testing.assert_allclose(a.obsm["fwd"], encoder.embed(ids, valid, reverse_complement=None), atol=1e-5)
+    np.testing.assert_allclose(
+        a.obsm["fwd"], encoder.embed(ids, valid, reverse_complement=None), atol=1e-5
+    )
 
 
 def test_batch_independent_and_deterministic(encoder):
@@ -101,14 +107,19 @@ def test_mudata_expression_and_sequences_linked_by_gene_id(encoder, equivariant,
     mdata.write(path)
     back = md.read_h5mu(path)
     np.testing.assert_array_equal(back["dna"].obsm["X_dfm_seq"], mdata["dna"].obsm["X_dfm_seq"])
-    assert back["dna"].uns["dfm"]["embeddings"]["X_dfm_seq"]["weights_sha256"] == entry["weights_sha256"]
+    assert (
+        back["dna"].uns["dfm"]["embeddings"]["X_dfm_seq"]["weights_sha256"]
+        == entry["weights_sha256"]
+    )
     assert list(back["dna"].obs["sequence"]) == list(dna.obs["sequence"])
     # the link: gene ids of the expression modality index the sequence embeddings
     per_gene = pd.DataFrame(back["dna"].obsm["X_dfm_seq"], index=back["dna"].obs_names)
     aligned = per_gene.loc[back["rna"].var_names].to_numpy()
     np.testing.assert_array_equal(aligned[3], mdata["dna"].obsm["X_dfm_seq"][3])
     # copy=True leaves the input alone
-    out = dfm.tl.embed_sequences(mdata, mod="dna", encoder=encoder, batch_size=8, key_added="k2", copy=True)
+    out = dfm.tl.embed_sequences(
+        mdata, mod="dna", encoder=encoder, batch_size=8, key_added="k2", copy=True
+    )
     assert "k2" in out["dna"].obsm and "k2" not in mdata["dna"].obsm
 
 

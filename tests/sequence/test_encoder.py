@@ -35,7 +35,10 @@ def _jit_embed(m, mode=True):
 def _seqs(n=6, lo=5, hi=20, seed=0, letters="ACGT"):
     rng = np.random.default_rng(seed)
     arr = np.frombuffer(letters.encode(), np.uint8)
-    return [arr[rng.integers(0, len(letters), rng.integers(lo, hi + 1))].tobytes().decode() for _ in range(n)]
+    return [
+        arr[rng.integers(0, len(letters), rng.integers(lo, hi + 1))].tobytes().decode()
+        for _ in range(n)
+    ]
 
 
 def test_factories_defaults():
@@ -171,7 +174,10 @@ def test_gradients_match_finite_differences():
     gp = jax.jit(jax.grad(f_par))(params)
     leaf = ("blocks", 0, "ff1", "kernel")
     d = jax.tree.map(jnp.zeros_like, params)
-    dk = jnp.asarray(np.random.default_rng(5).normal(size=params[leaf[0]][leaf[1]][leaf[2]][leaf[3]].shape), jnp.float32)
+    dk = jnp.asarray(
+        np.random.default_rng(5).normal(size=params[leaf[0]][leaf[1]][leaf[2]][leaf[3]].shape),
+        jnp.float32,
+    )
     d[leaf[0]][leaf[1]][leaf[2]][leaf[3]] = nnx.Param(dk)
     analytic = float(jnp.sum(gp[leaf[0]][leaf[1]][leaf[2]][leaf[3]][...] * dk))
 

@@ -22,12 +22,21 @@ def _skewed(n=48, seed=0):
     return dfm.io.sequences_to_adata([letters[c].tobytes().decode() for c in codes])
 
 
-def test_pretrain_learns_save_load_and_seed(tmp_path):
-    a = _skewed()
-    m = dfm.tl.pretrain_sequences(
-        a, config=TINY, epochs=12, batch_size=8, learning_rate=2e-2, progress_bar=False,
+def _train(a):
+    return dfm.tl.pretrain_sequences(
+        a,
+        config=TINY,
+        epochs=12,
+        batch_size=8,
+        learning_rate=2e-2,
+        progress_bar=False,
         early_stopping_patience=None,
     )
+
+
+def test_pretrain_learns_save_load_and_seed(tmp_path):
+    a = _skewed()
+    m = _train(a)
     assert isinstance(m, SequenceEncoder)
     h = m.history
     assert len(h["train_loss"]) == 12 and len(h["val_loss"]) == 12
@@ -45,15 +54,17 @@ def test_pretrain_learns_save_load_and_seed(tmp_path):
     back = dfm.models.load(tmp_path / "enc")
     assert back.weights_sha256() == m.weights_sha256()
     assert back.history["train_loss"] == h["train_loss"]
-    m2 = dfm.tl.pretrain_sequences(
-        a, config=TINY, epochs=12, batch_size=8, learning_rate=2e-2, progress_bar=False,
-        early_stopping_patience=None,
-    )
+    m2 = _train(a)
     assert m2.weights_sha256() == m.weights_sha256()
     # embed_sequences with encoder=None trains one with the same function and keeps it
     b = _skewed(16, seed=1)
     dfm.tl.embed_sequences(
-        b, encoder=None, config=TINY, epochs=1, batch_size=8, progress_bar=False,
+        b,
+        encoder=None,
+        config=TINY,
+        epochs=1,
+        batch_size=8,
+        progress_bar=False,
         save_model=tmp_path / "auto",
     )
     entry = b.uns["dfm"]["embeddings"]["X_dfm_seq"]

@@ -39,7 +39,9 @@ def test_split_keeps_identical_sequences_together_and_stratifies():
     _, te3 = grouped_stratified_split(seqs, labels, test_fraction=0.25, seed=2)
     assert not np.array_equal(te, te3)
     with pytest.raises(DfmInputError, match="too few"):
-        grouped_stratified_split(["AC", "GT", "GT"], np.array(["a", "b", "b"]), test_fraction=0.5, seed=0)
+        grouped_stratified_split(
+            ["AC", "GT", "GT"], np.array(["a", "b", "b"]), test_fraction=0.5, seed=0
+        )
 
 
 def test_kmer_features_hand_case():
@@ -94,12 +96,16 @@ def test_load_tasks_real_data():
 @needs_data
 def test_baselines_on_splice_junctions_table_and_plot():
     df = dfm.tl.genomics_tasks(
-        "splice_junctions", methods=("kmer_logreg", "onehot_logreg"), data_dir=DNA,
+        "splice_junctions",
+        methods=("kmer_logreg", "onehot_logreg"),
+        data_dir=DNA,
         max_per_class=150,
     )
     assert list(df.columns) == ["embedding", "metric", "group", "value", "sd"]
     assert set(df["embedding"]) == {"kmer_logreg", "onehot_logreg"}
-    assert set(df["metric"]) == {f"splice_junctions_{s}" for s in ("accuracy", "macro_f1", "mcc", "auroc")}
+    assert set(df["metric"]) == {
+        f"splice_junctions_{s}" for s in ("accuracy", "macro_f1", "mcc", "auroc")
+    }
     mcc = df[df["metric"] == "splice_junctions_mcc"].set_index("embedding")["value"]
     # positional information decides splice junctions: one-hot clearly beats k-mer bags
     assert mcc["onehot_logreg"] > mcc["kmer_logreg"] + 0.1
@@ -115,8 +121,12 @@ def test_baselines_on_splice_junctions_table_and_plot():
 def test_too_long_for_the_encoder_fails_before_training():
     from diffbio_sc.models import SequenceEncoderConfig
 
-    cfg = SequenceEncoderConfig(hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=8, max_length=64)
-    with pytest.raises(DfmInputError, match=r"max_length=64 tokens of the encoder \(task 'promoters_ecoli'\)"):
+    cfg = SequenceEncoderConfig(
+        hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=8, max_length=64
+    )
+    with pytest.raises(
+        DfmInputError, match=r"max_length=64 tokens of the encoder \(task 'promoters_ecoli'\)"
+    ):
         dfm.tl.genomics_tasks("promoters_ecoli", methods="fine_tuned", config=cfg, data_dir=DNA)
 
 
@@ -138,8 +148,14 @@ def test_encoder_methods_run_end_to_end():
         hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32, max_length=96, dropout=0.0
     )
     df = dfm.tl.genomics_tasks(
-        "promoters_ecoli", methods=("frozen_probe", "fine_tuned"), config=cfg, data_dir=DNA,
-        max_per_class=60, pretrain_epochs=1, finetune_epochs=2, progress_bar=False,
+        "promoters_ecoli",
+        methods=("frozen_probe", "fine_tuned"),
+        config=cfg,
+        data_dir=DNA,
+        max_per_class=60,
+        pretrain_epochs=1,
+        finetune_epochs=2,
+        progress_bar=False,
     )
     assert set(df["embedding"]) == {"frozen_probe", "fine_tuned"}
     assert np.isfinite(df["value"]).all()

@@ -30,6 +30,7 @@ import gzip
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ import pandas as pd
 
 from .. import _keys, _uns
 from .._validate import DfmInputError, check_bool, check_choice
-from ..ops._sequence import _AMBIGUOUS, ALPHABETS, _valid_table, _bases
+from ..ops._sequence import _AMBIGUOUS, ALPHABETS, _bases, _valid_table
 
 __all__ = ["read_fasta", "sequences_to_adata", "SEQUENCE_KEY"]
 
@@ -140,6 +141,17 @@ def _clean(
         arr[amb] = ord("N")
     text = arr.tobytes().decode("ascii") if ambiguous == "N" else seq.decode("ascii")
     return text if keep_case else text.upper()
+
+
+def _cleaner(alphabet: str, ambiguous: str, keep_case: bool):
+    """Return ``clean(raw, name, where=...)`` applying :func:`_clean` with these rules."""
+    return partial(
+        _clean,
+        alphabet=alphabet,
+        ambiguous=ambiguous,
+        keep_case=keep_case,
+        valid=_valid_table(alphabet),
+    )
 
 
 def _check_options(alphabet, ambiguous, duplicates, keep_case, parse_coordinates):
@@ -256,7 +268,7 @@ def read_fasta(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"FASTA file {str(p)!r} not found.")
-    valid = _valid_table(alphabet)
+    clean = _cleaner(alphabet, ambiguous, keep_case)
     where = f" in {p.name}"
     uns = {
         "source": str(p),
@@ -264,40 +276,21 @@ def read_fasta(
         "ambiguous": ambiguous,
         "keep_case": bool(keep_case),
     }
+    if regions is not None:
+        records = ((name, "", raw, where) for name, raw in _read_regions(p, regions))
+        uns["regions"] = "samtools style, 1-based closed"
+    else:
+        records = (
+            (name, desc, raw, f"{where} (header on line {line})")
+            for name, desc, raw, line in _iter_records(p)
+        )
     names: list[str] = []
     seqs: list[str] = []
     descs: list[str] = []
-    if regions is not None:
-        for name, raw in _read_regions(p, regions):
-            names.append(name)
-            descs.append("")
-            seqs.append(
-                _clean(
-                    raw,
-                    name,
-                    alphabet=alphabet,
-                    ambiguous=ambiguous,
-                    keep_case=keep_case,
-                    valid=valid,
-                    where=where,
-                )
-            )
-        uns["regions"] = "samtools style, 1-based closed"
-    else:
-        for name, desc, raw, line in _iter_records(p):
-            names.append(name)
-            descs.append(desc)
-            seqs.append(
-                _clean(
-                    raw,
-                    name,
-                    alphabet=alphabet,
-                    ambiguous=ambiguous,
-                    keep_case=keep_case,
-                    valid=valid,
-                    where=f"{where} (header on line {line})",
-                )
-            )
+    for name, desc, raw, place in records:
+        names.append(name)
+        descs.append(desc)
+        seqs.append(clean(raw, name, where=place))
     return _build(
         names,
         seqs,
@@ -426,8 +419,8 @@ def sequences_to_adata(
             f"data must be a list, mapping, Series or DataFrame of sequences, got "
             f"{type(data).__name__}."
         )
-    valid = _valid_table(alphabet)
-    clean = []
+    clean = _cleaner(alphabet, ambiguous, keep_case)
+    cleaned = []
     for name, s in zip(names, seqs, strict=True):
         if not isinstance(s, str):
             raise TypeError(f"Sequence {name!r} is a {type(s).__name__}, expected a string.")
@@ -438,17 +431,7 @@ def sequences_to_adata(
             raise DfmInputError(
                 f"Invalid character {s[pos]!r} in sequence {name!r} at position {pos + 1}."
             ) from None
-        clean.append(
-            _clean(
-                raw,
-                name,
-                alphabet=alphabet,
-                ambiguous=ambiguous,
-                keep_case=keep_case,
-                valid=valid,
-                where="",
-            )
-        )
+        cleaned.append(clean(raw, name, where=""))
     uns = {
         "source": "in-memory " + type(data).__name__,
         "alphabet": alphabet,
@@ -457,7 +440,7 @@ def sequences_to_adata(
     }
     return _build(
         names,
-        clean,
+        cleaned,
         duplicates=duplicates,
         parse_coordinates=parse_coordinates,
         extra=extra,

@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -138,7 +137,9 @@ class SequenceEncoderConfig(ModelConfig):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.hidden_dim % self.num_heads:
-            bad(f"hidden_dim ({self.hidden_dim}) must be a multiple of num_heads ({self.num_heads}).")
+            bad(
+                f"hidden_dim ({self.hidden_dim}) must be a multiple of num_heads ({self.num_heads})."
+            )
         if self.hidden_dim % 2:
             bad(f"hidden_dim must be even (sinusoidal positions), got {self.hidden_dim}.")
         if self.max_length < 2:
@@ -163,7 +164,7 @@ class SequenceEncoderConfig(ModelConfig):
             bad(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
 
     def get_tokenizer(self):
-        """The tokenizer this config names (:func:`diffbio_sc.ops._sequence.get_tokenizer`)."""
+        """Return the tokenizer this config names (:func:`diffbio_sc.ops._sequence.get_tokenizer`)."""
         return get_tokenizer(self.tokenizer, alphabet=self.alphabet, k=self.k)
 
     @property
@@ -498,10 +499,12 @@ class SequenceClassifierConfig(SequenceEncoderConfig):
         """Check the encoder fields and ``n_classes >= 2``."""
         super().validate()
         if self.n_classes < 2:
-            raise ValueError(f"SequenceClassifierConfig: n_classes must be >= 2, got {self.n_classes}.")
+            raise ValueError(
+                f"SequenceClassifierConfig: n_classes must be >= 2, got {self.n_classes}."
+            )
 
     def encoder_config(self) -> SequenceEncoderConfig:
-        """The encoder part of this config."""
+        """Return the encoder part of this config."""
         names = {f.name for f in dataclasses.fields(SequenceEncoderConfig)}
         return SequenceEncoderConfig(**{n: getattr(self, n) for n in names})
 
@@ -531,78 +534,51 @@ class SequenceClassifier(SavedModel):
         return jnp.sum(w * nll) / jnp.maximum(w.sum(), 1.0), {}
 
 
-def _create(alphabet: str, **kwargs: Any) -> SequenceEncoder:
-    seed = kwargs.pop("seed", 0)
-    config = SequenceEncoderConfig(alphabet=alphabet, **kwargs)
-    return SequenceEncoder(config, rngs=nnx.Rngs(params=int(seed)))
+def _factory(alphabet: str, doc: str):
+    """Return an encoder factory for ``alphabet`` (one signature for DNA and RNA)."""
+
+    def create(
+        *,
+        hidden_dim: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_dim: int = 1024,
+        max_length: int = 512,
+        dropout: float = 0.1,
+        pooling: str = "mean",
+        use_cls: bool | None = None,
+        tokenizer: str = "char",
+        k: int = 6,
+        reverse_complement: str | None = None,
+        seed: int = 0,
+    ) -> SequenceEncoder:
+        config = SequenceEncoderConfig(
+            alphabet=alphabet,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            max_length=max_length,
+            dropout=dropout,
+            pooling=pooling,
+            use_cls=(pooling == "cls") if use_cls is None else use_cls,
+            tokenizer=tokenizer,
+            k=k,
+            reverse_complement=reverse_complement,
+        )
+        return SequenceEncoder(config, rngs=nnx.Rngs(params=int(seed)))
+
+    create.__name__ = create.__qualname__ = f"create_{alphabet}_encoder"
+    create.__doc__ = doc
+    return create
 
 
-def create_dna_encoder(
-    *,
-    hidden_dim: int = 256,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    intermediate_dim: int = 1024,
-    max_length: int = 512,
-    dropout: float = 0.1,
-    pooling: str = "mean",
-    use_cls: bool | None = None,
-    tokenizer: str = "char",
-    k: int = 6,
-    reverse_complement: str | None = None,
-    seed: int = 0,
-) -> SequenceEncoder:
-    """A DNA :class:`SequenceEncoder` with the documented defaults (eval mode).
+_FACTORY_DOC = """Build a{n} {name} :class:`SequenceEncoder` ({bases}) with the documented defaults.
 
-    ``use_cls=None`` means ``pooling == 'cls'``. ``reverse_complement`` is
-    ``None`` (strand-specific), ``'average'`` or ``'equivariant'``; ``seed``
-    seeds the initialisation.
+    The model is in eval mode. ``use_cls=None`` means ``pooling == 'cls'``;
+    ``reverse_complement`` is ``None`` (strand-specific), ``'average'`` or
+    ``'equivariant'``; ``seed`` seeds the initialisation. The other arguments
+    are the :class:`SequenceEncoderConfig` fields.
     """
-    return _create(
-        "dna",
-        hidden_dim=hidden_dim,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        intermediate_dim=intermediate_dim,
-        max_length=max_length,
-        dropout=dropout,
-        pooling=pooling,
-        use_cls=(pooling == "cls") if use_cls is None else use_cls,
-        tokenizer=tokenizer,
-        k=k,
-        reverse_complement=reverse_complement,
-        seed=seed,
-    )
-
-
-def create_rna_encoder(
-    *,
-    hidden_dim: int = 256,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    intermediate_dim: int = 1024,
-    max_length: int = 512,
-    dropout: float = 0.1,
-    pooling: str = "mean",
-    use_cls: bool | None = None,
-    tokenizer: str = "char",
-    k: int = 6,
-    reverse_complement: str | None = None,
-    seed: int = 0,
-) -> SequenceEncoder:
-    """An RNA :class:`SequenceEncoder` (``ACGU``; strand-specific by default), as DNA's."""
-    return _create(
-        "rna",
-        hidden_dim=hidden_dim,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        intermediate_dim=intermediate_dim,
-        max_length=max_length,
-        dropout=dropout,
-        pooling=pooling,
-        use_cls=(pooling == "cls") if use_cls is None else use_cls,
-        tokenizer=tokenizer,
-        k=k,
-        reverse_complement=reverse_complement,
-        seed=seed,
-    )
+create_dna_encoder = _factory("dna", _FACTORY_DOC.format(n="", name="DNA", bases="``ACGT``"))
+create_rna_encoder = _factory("rna", _FACTORY_DOC.format(n="n", name="RNA", bases="``ACGU``"))

@@ -116,7 +116,7 @@ def _bases(alphabet: str) -> str:
 
 
 def _table(mapping: dict[str, int], default: int, dtype=np.int32) -> np.ndarray:
-    """A 256-entry lookup table over ASCII codes (upper- and lowercase keys)."""
+    """Build a 256-entry lookup table over ASCII codes (upper- and lowercase keys)."""
     t = np.full(256, default, dtype=dtype)
     for ch, v in mapping.items():
         t[ord(ch.upper())] = v
@@ -236,8 +236,7 @@ def check_alphabet(
         hint = " This looks like DNA: pass alphabet='dna' (or replace T with U)."
     else:
         hint = (
-            f" Allowed: {_bases(alphabet)} and the IUPAC codes {_AMBIGUOUS} "
-            "(upper or lower case)."
+            f" Allowed: {_bases(alphabet)} and the IUPAC codes {_AMBIGUOUS} (upper or lower case)."
         )
     raise ValueError(
         f"Invalid character {ch!r} in sequence {name} at position {pos + 1} "
@@ -561,7 +560,9 @@ class NucleotideTransformerTokenizer(_KmerBase):
         ids, starts = self._layout(codes, lengths)
         counts = starts.sum(axis=1)
         order = np.argsort(~starts, axis=1, kind="stable")
-        packed = np.take_along_axis(ids, order, axis=1)[:, : int(counts.max()) if counts.size else 0]
+        packed = np.take_along_axis(ids, order, axis=1)[
+            :, : int(counts.max()) if counts.size else 0
+        ]
         packed[~_valid_mask(packed, counts)] = PAD_ID
         return packed, counts
 

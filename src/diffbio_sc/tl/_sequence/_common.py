@@ -222,15 +222,19 @@ class SequenceRunner:
         c = token_counts(self.tokenizer, sequences, add_cls=False)
         if self._needs_rc_tokens():
             rc = token_counts(
-                self.tokenizer, reverse_complement(list(sequences), alphabet=self.alphabet),
+                self.tokenizer,
+                reverse_complement(list(sequences), alphabet=self.alphabet),
                 add_cls=False,
             )
             c = np.maximum(c, rc)
         return c
 
     def _needs_rc_tokens(self) -> bool:
-        return self.native and self.mode == "average" and self.config.tokenizer != "char" and (
-            self.config.reverse_complement != "equivariant"
+        return (
+            self.native
+            and self.mode == "average"
+            and self.config.tokenizer != "char"
+            and (self.config.reverse_complement != "equivariant")
         )
 
     def __call__(self, sequences: Sequence[str], counts: np.ndarray | None = None) -> np.ndarray:
@@ -274,7 +278,9 @@ class SequenceRunner:
             part = seqs[s : s + self.batch_size]
             emb = self._frozen_batch(part)
             if self.mode == "average":
-                emb = 0.5 * (emb + self._frozen_batch(reverse_complement(part, alphabet=self.alphabet)))
+                emb = 0.5 * (
+                    emb + self._frozen_batch(reverse_complement(part, alphabet=self.alphabet))
+                )
             parts.append(emb)
         out = np.concatenate(parts).astype(np.float32)
         self.n_dims = int(out.shape[1])
@@ -293,7 +299,7 @@ class SequenceRunner:
 
 
 def resolve_encoder(encoder):
-    """``(encoder, model_path)`` for an encoder object, a callable or a saved-model path."""
+    """Return ``(encoder, model_path)`` for an encoder object, a callable or a saved-model path."""
     if isinstance(encoder, (str, os.PathLike)):
         from ...models._io import load
         from ...models._sequence import SequenceEncoder

@@ -148,7 +148,9 @@ def embed_sequences(
             if save_model is not None:
                 model_path = str(encoder.save(save_model))
         runner = SequenceRunner(
-            encoder, reverse_complement=reverse_complement, batch_size=batch_size,
+            encoder,
+            reverse_complement=reverse_complement,
+            batch_size=batch_size,
             alphabet=alphabet,
         )
         counts = None
@@ -163,7 +165,9 @@ def embed_sequences(
             cfg = encoder.config
             wdigest = encoder.weights_sha256()
             tok = runner.tokenizer.describe()
-            effective = "equivariant" if cfg.reverse_complement == "equivariant" else reverse_complement
+            effective = (
+                "equivariant" if cfg.reverse_complement == "equivariant" else reverse_complement
+            )
             entry = {
                 "source": "dfm",
                 "model_family": _keys.MODEL_FAMILIES[1],

@@ -118,9 +118,9 @@ def pretrain_sequences(
     """
     from flax import nnx
 
+    from ..._validate import DfmInputError
     from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
     from ...models._train import TrainConfig, fit
-    from ..._validate import DfmInputError
 
     # ---------------------------------------------------------------- validate
     target, _ = resolve_target(data, mod)

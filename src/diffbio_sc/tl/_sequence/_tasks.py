@@ -52,8 +52,7 @@ METHODS = ("frozen_probe", "fine_tuned", "kmer_logreg", "onehot_logreg")
 SCORES = ("accuracy", "macro_f1", "mcc", "auroc")
 
 _CNNPROM = (
-    "CNNProm, Umarov & Solovyev 2017 (PLOS One), via nmach22/Promoter-Classification "
-    "dataset/ (MIT)"
+    "CNNProm, Umarov & Solovyev 2017 (PLOS One), via nmach22/Promoter-Classification dataset/ (MIT)"
 )
 TASKS: dict[str, dict] = {
     "splice_junctions": {
@@ -132,7 +131,9 @@ def load_task(name: str, data_dir: str | Path | None = None) -> tuple[list[str],
         "data": "real",
         "files": [str(p) for p in paths.values()],
         "n_sequences": len(seqs),
-        "class_counts": {str(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))},
+        "class_counts": {
+            str(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True), strict=True)
+        },
     }
     return seqs, labels.astype(str), info
 
@@ -271,14 +272,27 @@ def _predict_proba(model, ids: np.ndarray, valid: np.ndarray, batch_size: int) -
     for s in range(0, ids.shape[0], batch_size):
         i, v = ids[s : s + batch_size], valid[s : s + batch_size]
         p = _PREDICT["fn"](
-            graphdef, state, jnp.asarray(pad_rows(i, batch_size)), jnp.asarray(pad_rows(v, batch_size))
+            graphdef,
+            state,
+            jnp.asarray(pad_rows(i, batch_size)),
+            jnp.asarray(pad_rows(v, batch_size)),
         )
         out.append(np.asarray(p, np.float64)[: i.shape[0]])
     return np.concatenate(out)
 
 
 def _fine_tune(
-    encoder, ids, valid, y, train_idx, *, n_classes, epochs, batch_size, learning_rate, seed,
+    encoder,
+    ids,
+    valid,
+    y,
+    train_idx,
+    *,
+    n_classes,
+    epochs,
+    batch_size,
+    learning_rate,
+    seed,
     progress_bar,
 ):
     from flax import nnx
@@ -378,7 +392,7 @@ def genomics_tasks(
         columns, so the report itself can be plotted).
     """
     from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
-    from ._common import resolve_encoder, token_counts, check_lengths
+    from ._common import check_lengths, resolve_encoder, token_counts
 
     # ---------------------------------------------------------------- validate
     task_list = [tasks] if isinstance(tasks, str) else list(tasks)
@@ -389,7 +403,9 @@ def genomics_tasks(
     bad = [m for m in method_list if m not in METHODS]
     if bad or not method_list:
         raise DfmInputError(f"Unknown method(s) {bad or method_list}; available: {list(METHODS)}.")
-    test_fraction = check_float("test_fraction", test_fraction, minimum=0.0, strict_min=True, maximum=0.5)
+    test_fraction = check_float(
+        "test_fraction", test_fraction, minimum=0.0, strict_min=True, maximum=0.5
+    )
     max_per_class = check_int("max_per_class", max_per_class, minimum=4, allow_none=True)
     pretrain_epochs = check_int("pretrain_epochs", pretrain_epochs, minimum=1, allow_none=True)
     finetune_epochs = check_int("finetune_epochs", finetune_epochs, minimum=1)
@@ -404,7 +420,11 @@ def genomics_tasks(
         )
     if config is None:
         config = SequenceEncoderConfig(
-            hidden_dim=64, num_layers=2, num_heads=4, intermediate_dim=256, max_length=256,
+            hidden_dim=64,
+            num_layers=2,
+            num_heads=4,
+            intermediate_dim=256,
+            max_length=256,
             dropout=0.1,
         )
     elif not isinstance(config, SequenceEncoderConfig):
@@ -455,22 +475,29 @@ def genomics_tasks(
                 tok = enc_cfg.get_tokenizer()
                 counts = token_counts(tok, seqs, add_cls=False)
                 check_lengths(
-                    counts, enc_cfg.max_sequence_tokens, [f"row{i}" for i in keep],
+                    counts,
+                    enc_cfg.max_sequence_tokens,
+                    [f"row{i}" for i in keep],
                     what=f"the encoder (task {task!r})",
                 )
                 width = int(counts.max())
                 enc, how = encoder, ("given" if model_path is None else f"loaded from {model_path}")
                 if enc is None:
-                    from ._pretrain import pretrain_sequences
                     from ...io._fasta import sequences_to_adata
+                    from ._pretrain import pretrain_sequences
 
                     t = time.perf_counter()
                     train_ad = sequences_to_adata(
                         [seqs[i] for i in train_idx], ids=[f"s{i}" for i in train_idx]
                     )
                     enc = pretrain_sequences(
-                        train_ad, config=config, epochs=pretrain_epochs, batch_size=batch_size,
-                        learning_rate=learning_rate, seed=seed, progress_bar=progress_bar,
+                        train_ad,
+                        config=config,
+                        epochs=pretrain_epochs,
+                        batch_size=batch_size,
+                        learning_rate=learning_rate,
+                        seed=seed,
+                        progress_bar=progress_bar,
                     )
                     how = "pretrained (masked-language model) on this task's training sequences"
                     timings["pretrain"] = time.perf_counter() - t
@@ -486,7 +513,8 @@ def genomics_tasks(
 
                     t = time.perf_counter()
                     runner = SequenceRunner(
-                        enc, reverse_complement=enc.config.reverse_complement,
+                        enc,
+                        reverse_complement=enc.config.reverse_complement,
                         batch_size=batch_size,
                     )
                     emb = runner(seqs)
@@ -497,9 +525,17 @@ def genomics_tasks(
                 if "fine_tuned" in method_list:
                     t = time.perf_counter()
                     clf, res = _fine_tune(
-                        enc, ids, valid, y, train_idx, n_classes=len(classes),
-                        epochs=finetune_epochs, batch_size=batch_size,
-                        learning_rate=learning_rate, seed=seed, progress_bar=progress_bar,
+                        enc,
+                        ids,
+                        valid,
+                        y,
+                        train_idx,
+                        n_classes=len(classes),
+                        epochs=finetune_epochs,
+                        batch_size=batch_size,
+                        learning_rate=learning_rate,
+                        seed=seed,
+                        progress_bar=progress_bar,
                     )
                     probas["fine_tuned"] = _predict_proba(
                         clf, ids[test_idx], valid[test_idx], batch_size
