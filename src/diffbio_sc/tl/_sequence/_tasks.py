@@ -340,6 +340,7 @@ def genomics_tasks(
     learning_rate: float = 1e-3,
     seed: int = 0,
     progress_bar: bool | None = None,
+    frozen_encoders=None,
 ) -> pd.DataFrame:
     """Score a sequence encoder and two baselines on real genomics tasks.
 
@@ -376,6 +377,13 @@ def genomics_tasks(
         Seeds the split, subsampling, pretraining, fine-tuning and the probes.
     progress_bar
         Show training bars; ``None`` follows ``dfm.settings.progress_bar``.
+    frozen_encoders
+        Optional mapping ``name -> callable``: each callable maps a list of
+        sequences to an ``(n, d)`` array (a frozen in-process encoder, or a
+        lookup of imported embeddings, e.g. DNABERT-2 or Nucleotide Transformer
+        vectors read with :func:`diffbio_sc.tl.load_embeddings`, by sequence)
+        and is scored with the same logistic-regression probe as
+        ``frozen_probe`` under its own name (``adapter_mode='frozen_encoder'``).
 
     Returns
     -------
@@ -399,6 +407,13 @@ def genomics_tasks(
     bad = [t for t in task_list if t not in TASKS]
     if bad or not task_list:
         raise DfmInputError(f"Unknown task(s) {bad or task_list}; available: {list(TASKS)}.")
+    frozen = dict(frozen_encoders or {})
+    for name, fn in frozen.items():
+        if not isinstance(name, str) or name in METHODS or not callable(fn):
+            raise DfmInputError(
+                f"frozen_encoders must map new names (not {list(METHODS)}) to callables; got "
+                f"{name!r}: {type(fn).__name__}."
+            )
     method_list = [methods] if isinstance(methods, str) else list(methods)
     bad = [m for m in method_list if m not in METHODS]
     if bad or not method_list:
@@ -542,7 +557,16 @@ def genomics_tasks(
                     )
                     task_info["fine_tuning"] = {**res.summary, "history": res.history}
                     timings["fine_tuned"] = time.perf_counter() - t
-            for method in method_list:
+            for name, fn in frozen.items():
+                from ._common import SequenceRunner
+
+                t = time.perf_counter()
+                emb = SequenceRunner(fn, reverse_complement=None, batch_size=batch_size)(seqs)
+                probas[name] = _fit_predict_logreg(
+                    emb[train_idx], y[train_idx], emb[test_idx], seed=seed
+                )
+                timings[name] = time.perf_counter() - t
+            for method in [*method_list, *frozen]:
                 scores = classification_scores(y[test_idx], probas[method])
                 for score in SCORES:
                     rows.append((method, f"{task}_{score}", "annotation", scores[score], np.nan))
@@ -558,6 +582,9 @@ def genomics_tasks(
         "created_by": _uns.provenance("tl.genomics_tasks"),
         "tasks": report_tasks,
         "methods": method_list,
+        "frozen_encoders": {
+            k: getattr(v, "__qualname__", type(v).__name__) for k, v in frozen.items()
+        },
         "params": {
             "test_fraction": float(test_fraction),
             "max_per_class": max_per_class,
