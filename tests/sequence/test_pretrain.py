@@ -34,6 +34,7 @@ def _train(a):
     )
 
 
+@pytest.mark.slow
 def test_pretrain_learns_save_load_and_seed(tmp_path):
     a = _skewed()
     m = _train(a)
