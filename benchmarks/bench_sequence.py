@@ -200,7 +200,10 @@ def main() -> None:
         results["scores"] = df.to_dict(orient="list")
         rep = df.attrs["report"]["tasks"]
         results["task_info"] = {
-            k: {kk: v[kk] for kk in ("n_train", "n_test", "n_identical_grouped", "timings_s")}
+            k: {
+                kk: v.get(kk)
+                for kk in ("n_train", "n_test", "n_identical_grouped", "timings_s", "fine_tuning")
+            }
             for k, v in rep.items()
         }
         print(df.pivot_table(index="metric", columns="embedding", values="value").round(3))
