@@ -143,7 +143,7 @@ def _directional_fd(f, x, d, eps):
 
 
 def test_gradients_match_finite_differences():
-    m = _model(reverse_complement="equivariant")
+    m = _model()
     seqs = _seqs(3, 6, 10, seed=4)
     x, mask = one_hot(seqs)
     rng = np.random.default_rng(0)
