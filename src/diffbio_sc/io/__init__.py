@@ -18,6 +18,9 @@ _EXPORTS = {
     "get_preset": "._presets",
     "read_fasta": "._fasta",
     "sequences_to_adata": "._fasta",
+    "read_gtf": "._gtf",
+    "read_vcf": "._vcf",
+    "Genome": "._genome",
 }
 __all__ = list(_EXPORTS)
 

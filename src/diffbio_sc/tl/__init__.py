@@ -21,6 +21,12 @@ _EXPORTS = {
     "embed_sequences": "._sequence._embed",
     "pretrain_sequences": "._sequence._pretrain",
     "genomics_tasks": "._sequence._tasks",
+    "embed_genes": "._genetics._embed_genes",
+    "export_gene_sequences": "._genetics._embed_genes",
+    "KmerEncoder": "._genetics._encoders",
+    "FunctionEncoder": "._genetics._encoders",
+    "PrecomputedEncoder": "._genetics._encoders",
+    "logo_attribution": "._genetics._logo",
 }
 __all__ = list(_EXPORTS)
 
