@@ -167,3 +167,31 @@ def test_encoder_methods_run_end_to_end():
     assert np.isfinite(df["value"]).all()
     enc = df.attrs["report"]["tasks"]["promoters_ecoli"]["encoder"]
     assert "training sequences" in enc["how"] and enc["config"]["hidden_dim"] == 16
+
+
+@needs_data
+def test_imported_embeddings_scored_through_the_same_tasks(tmp_path):
+    # a DNABERT-2-style export (ids + vectors) loaded onto the task's sequences,
+    # then scored by the same probe as a native encoder
+    seqs, _, _ = load_task("promoters_ecoli", DNA)
+    seqs = sorted(set(seqs))
+    a = dfm.io.sequences_to_adata(seqs)
+    vec = dfm.ops.one_hot([s[-40:] for s in seqs])[0].reshape(len(seqs), -1)
+    perm = np.random.default_rng(0).permutation(len(seqs))
+    path = dfm.io.write_embeddings(
+        tmp_path / "dnabert2.npz", vec[perm], np.asarray(a.obs_names)[perm], id_key="sequence_id"
+    )
+    dfm.tl.load_embeddings(a, path, source="dnabert2")
+    assert a.uns["dfm"]["embeddings"]["X_dnabert2"]["model_family"] == "sequence_transformer"
+    lookup = dfm.tl.embedding_lookup(a, "X_dnabert2")
+    np.testing.assert_array_equal(lookup([seqs[3], seqs[0]]), vec[[3, 0]])
+    df = dfm.tl.genomics_tasks(
+        "promoters_ecoli",
+        methods="onehot_logreg",
+        data_dir=DNA,
+        max_per_class=100,
+        frozen_encoders={"dnabert2": lookup},
+    )
+    assert set(df["embedding"]) == {"onehot_logreg", "dnabert2"}
+    with pytest.raises(DfmInputError, match="no vector"):
+        lookup(["ACGT"])

@@ -243,6 +243,46 @@ def _fit_predict_logreg(Xtr, ytr, Xte, *, seed, scale="standard"):  # noqa: N803
     return clf.predict_proba(Xte)
 
 
+def embedding_lookup(adata, use_rep: str, *, sequence_key: str = "sequence"):
+    """Return ``f(list_of_sequences) -> (n, d)`` reading vectors from ``adata.obsm[use_rep]``.
+
+    Bridges imported embeddings (e.g. DNABERT-2 / Nucleotide Transformer files
+    loaded with :func:`diffbio_sc.tl.load_embeddings` onto an AnnData of
+    sequences) into ``genomics_tasks(frozen_encoders=...)``: each sequence is
+    looked up by its string. Identical sequences must carry identical vectors;
+    a sequence without a vector is an error naming it.
+    """
+    from ..._validate import check_obsm_rep
+
+    if sequence_key not in adata.obs.columns:
+        raise DfmInputError(f".obs[{sequence_key!r}] not found; pass sequence_key=.")
+    rep = np.asarray(check_obsm_rep(adata, use_rep), dtype=np.float32)
+    keys = adata.obs[sequence_key].astype(str).str.upper().to_numpy()
+    table = pd.DataFrame(rep, index=keys)
+    dup = table.index.duplicated(keep=False)
+    if dup.any():
+        grouped = table[dup].groupby(level=0)
+        if (grouped.max() - grouped.min()).to_numpy().max() > 0:
+            raise DfmInputError(
+                f"Identical sequences carry different vectors in .obsm[{use_rep!r}]; a "
+                "lookup by sequence needs one vector per sequence."
+            )
+    table = table[~table.index.duplicated()]
+
+    def lookup(seqs):
+        wanted = pd.Index([str(s).upper() for s in seqs])
+        missing = wanted[~wanted.isin(table.index)]
+        if len(missing):
+            raise DfmInputError(
+                f"{len(missing)} sequence(s) have no vector in .obsm[{use_rep!r}], e.g. "
+                f"{missing[0][:30]!r}..."
+            )
+        return table.loc[wanted].to_numpy()
+
+    lookup.__qualname__ = f"embedding_lookup({use_rep!r})"
+    return lookup
+
+
 # ---------------------------------------------------------------------- encoder
 def _clf_loss(model, batch, key):
     """Trainer loss of the fine-tuned classifier (module level: compiled once)."""
