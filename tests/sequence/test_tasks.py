@@ -9,7 +9,7 @@ import pytest
 
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
-from diffbio_sc.tl._sequence._tasks import (
+from diffbio_sc.tl._sequence._task_data import (
     classification_scores,
     grouped_stratified_split,
     kmer_features,

@@ -21,7 +21,7 @@ _EXPORTS = {
     "embed_sequences": "._sequence._embed",
     "pretrain_sequences": "._sequence._pretrain",
     "genomics_tasks": "._sequence._tasks",
-    "embedding_lookup": "._sequence._tasks",
+    "embedding_lookup": "._sequence._task_data",
     "embed_genes": "._genetics._embed_genes",
     "export_gene_sequences": "._genetics._embed_genes",
     "KmerEncoder": "._genetics._encoders",
