@@ -184,7 +184,7 @@ def test_non_numeric_dimension_column_is_error(tmp_path):
 
 
 def test_csv_without_pyarrow_matches(tmp_path, emb_ids, monkeypatch):
-    from diffbio_sc.io import _embeddings
+    from diffbio_sc.io._embeddings import _table as _embeddings
 
     emb, ids = emb_ids
     labels = {"cell_type": np.array(["x", "y", "z"] * 4)}
@@ -204,7 +204,7 @@ def test_csv_without_pyarrow_matches(tmp_path, emb_ids, monkeypatch):
 
 
 def test_csv_read_in_many_blocks(tmp_path, monkeypatch):
-    from diffbio_sc.io import _embeddings
+    from diffbio_sc.io._embeddings import _table as _embeddings
 
     rng = np.random.default_rng(8)
     emb = rng.normal(size=(300, 7)).astype(np.float32)
