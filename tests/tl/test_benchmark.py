@@ -11,7 +11,7 @@ import pytest
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
 from diffbio_sc.tl._baselines import harmony_baseline, pca_baseline
-from diffbio_sc.tl._benchmark import BaselineRegressionError, results_frame
+from diffbio_sc.tl._scoring import BaselineRegressionError, results_frame
 
 # Same shapes as tests/tl/test_scoring.py (300 cells; 3- and 10-dim embeddings), so
 # the JAX kernels compiled there are reused when both files run in one session.

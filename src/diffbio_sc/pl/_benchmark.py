@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .._schema import GROUPS, metric_label, results_frame
 from .._validate import DfmInputError
 
-_GROUP_ORDER = ("annotation", "bio", "batch", "aggregate")
+_GROUP_ORDER = GROUPS
 _GROUP_TITLES = {
     "annotation": "Annotation",
     "bio": "Bio conservation",
@@ -22,23 +23,6 @@ _KINDS = ("table", "dots", "bars")
 
 def _fmt(v: float) -> str:
     return f"{0.0 if abs(v) < 0.005 else v:.2f}"
-
-
-def _metric_label(metric: str) -> str:
-    from ..tl._scoring import METRIC_NAMES
-
-    if metric in METRIC_NAMES:
-        return METRIC_NAMES[metric]
-    for probe in ("knn", "logreg"):
-        if metric.startswith(probe + "_"):
-            rest = metric[len(probe) + 1 :]
-            nice = {
-                "accuracy": "accuracy",
-                "balanced_accuracy": "bal. accuracy",
-                "macro_f1": "macro F1",
-            }
-            return f"{'kNN' if probe == 'knn' else 'LogReg'} {nice.get(rest, rest)}"
-    return metric
 
 
 def _select(df: pd.DataFrame, column: str, wanted, what: str) -> pd.DataFrame:
@@ -55,8 +39,6 @@ def _select(df: pd.DataFrame, column: str, wanted, what: str) -> pd.DataFrame:
 
 def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFrame, list, list]:
     """Return ``(tidy table, column order as (group, metric), embedding order)``."""
-    from ..tl._benchmark import results_frame
-
     df = results_frame(results, name=name)
     if groups is not None:
         groups = [groups] if isinstance(groups, str) else list(groups)
@@ -154,7 +136,7 @@ def _table(df, cols, emb, *, cmap, figsize, title):
         ax.text(
             x,
             -0.8,
-            _metric_label(m).replace(" ", "\n", 1),
+            metric_label(m).replace(" ", "\n", 1),
             ha="center",
             va="bottom",
             fontsize=8,
@@ -235,7 +217,7 @@ def _chart(df, cols, emb, *, kind, figsize, title):
                     x + off, v, yerr=s, fmt="o", color=color, label=e, ms=6, capsize=2, lw=0.8
                 )
         ax.set_xticks(x)
-        ax.set_xticklabels([_metric_label(m) for m in mets], rotation=45, ha="right", fontsize=8)
+        ax.set_xticklabels([metric_label(m) for m in mets], rotation=45, ha="right", fontsize=8)
         ax.set_title(_GROUP_TITLES.get(g, g), fontsize=10)
         ax.set_ylim(min(0.0, np.nanmin(val.to_numpy()) - 0.05), 1.05)
         ax.grid(axis="y", lw=0.4, alpha=0.6)

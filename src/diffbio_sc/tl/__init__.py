@@ -13,9 +13,9 @@ _EXPORTS = {
     "load_embeddings": "._load_embeddings",
     "score_annotation": "._scoring",
     "score_integration": "._scoring",
-    "benchmark": "._benchmark",
-    "compare_to_baseline": "._benchmark",
-    "save_baseline": "._benchmark",
+    "benchmark": "._scoring",
+    "compare_to_baseline": "._scoring",
+    "save_baseline": "._scoring",
     "pca_baseline": "._baselines",
     "harmony_baseline": "._baselines",
 }

@@ -8,7 +8,7 @@ layouts and the rules for tables are documented in :func:`read_embeddings`.
 
 from __future__ import annotations
 
-from ._api import FORMAT_TABLE, read_embeddings, write_embeddings
+from ._api import FORMAT_TABLE, make_parent_dirs, read_embeddings, write_embeddings
 from ._common import (
     FORMATS,
     ID_ARRAYS,
@@ -31,6 +31,7 @@ __all__ = [
     "file_sha256",
     "ids_to_str",
     "infer_format",
+    "make_parent_dirs",
     "overflow_note",
     "read_embeddings",
     "write_embeddings",

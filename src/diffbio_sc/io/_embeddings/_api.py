@@ -223,6 +223,8 @@ def read_embeddings(
         dim_columns=dim_columns,
         prefer_ids=preset.id_kind if preset is not None else None,
         preferred_obsm=preset.obsm_keys if preset is not None else (),
+        extra_id_arrays=preset.extra_id_arrays if preset is not None else (),
+        extra_id_columns=preset.extra_id_columns if preset is not None else (),
         allow_positional=allow_positional,
         max_dims=max_dims,
         dtype=target,

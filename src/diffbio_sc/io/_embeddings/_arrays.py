@@ -74,7 +74,9 @@ def read_npz(req: ReadRequest):
             f"The .npz has no array {req.embeddings_key!r}; it holds {names}. Save the "
             "embeddings under 'embeddings' or pass embeddings_key= naming the array."
         )
-    ids_key = choose_ids_key(names, req.ids_key, req.prefer_ids, ".npz", f"arrays {names}")
+    ids_key = choose_ids_key(
+        names, req.ids_key, req.prefer_ids, ".npz", f"arrays {names}", req.extra_id_arrays
+    )
     require_ids(
         ids_key is not None,
         req.allow_positional,
@@ -209,7 +211,9 @@ def read_safetensors(req: ReadRequest):
             req.max_dims,
         )
         holds = f"metadata keys {sorted(meta)}, tensors {keys}"
-        ids_key = choose_ids_key([*meta, *keys], req.ids_key, req.prefer_ids, ".safetensors", holds)
+        ids_key = choose_ids_key(
+            [*meta, *keys], req.ids_key, req.prefer_ids, ".safetensors", holds, req.extra_id_arrays
+        )
         require_ids(
             ids_key is not None,
             req.allow_positional,

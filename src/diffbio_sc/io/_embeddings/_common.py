@@ -252,13 +252,19 @@ def is_int_name(name: Any) -> bool:
 
 
 def choose_ids_key(
-    present: list[str], ids_key: str | None, prefer_ids: str | None, what: str, holds: str
+    present: list[str],
+    ids_key: str | None,
+    prefer_ids: str | None,
+    what: str,
+    holds: str,
+    extra: tuple[str, ...] = (),
 ) -> str | None:
     """Pick the id entry of an ``.npz``/``.safetensors`` file.
 
     ``present`` lists the entries of the file that can hold ids; an explicit
     ``ids_key`` must be among them; otherwise ``cell_ids`` or ``sequence_ids``
-    is taken (the preset's kind, ``prefer_ids``, when the file holds both).
+    is taken (the preset's kind, ``prefer_ids``, when the file holds both), then
+    the preset's ``extra`` names in order.
     """
     if ids_key is not None:
         if ids_key not in present:
@@ -269,7 +275,19 @@ def choose_ids_key(
         if prefer_ids in found:
             return prefer_ids
         raise DfmInputError(f"The {what} holds both {ID_ARRAYS}; pass ids_key= to choose.")
-    return found[0] if found else None
+    if found:
+        return found[0]
+    return next((k for k in extra if k in present), None)
+
+
+def choose_id_column(columns: list, index_col: str | None, extra: tuple[str, ...] = ()):
+    """Pick the id column of a table: ``cell_id``/``sequence_id``, the preset's names, the index.
+
+    An explicit id column wins over an unnamed index column: the latter is usually
+    pandas' row numbering (Geneformer's EmbExtractor writes 0 .. n-1 and sorts cells
+    by length), the former names the ids on purpose.
+    """
+    return next((c for c in (*ID_COLUMNS, *extra) if c in columns), index_col)
 
 
 def require_ids(ids_found: bool, allow_positional: bool, what: str, holds: str, fix: str) -> None:
@@ -298,6 +316,8 @@ class ReadRequest:
     allow_positional: bool = False
     max_dims: int = MAX_DIMS
     dtype: Any = np.float32
+    extra_id_arrays: tuple[str, ...] = ()
+    extra_id_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ._common import (
     ReadRequest,
     WriteRequest,
     check_shape,
+    choose_id_column,
     ids_to_str,
     is_int_name,
     require_ids,
@@ -80,16 +81,6 @@ def _select_dim_columns(columns: list, dim_columns, exclude: set) -> list:
     raise TypeError(
         f"dim_columns must be None, a prefix string or a list of names, got {type(dim_columns)}."
     )
-
-
-def _default_id_column(columns: list, index_col: str | None) -> str | None:
-    # An explicit cell_id / sequence_id column wins over an unnamed index column: the
-    # latter is usually pandas' row numbering (Geneformer's EmbExtractor writes 0 .. n-1
-    # and sorts cells by length), the former names the ids on purpose.
-    for name in ID_COLUMNS:
-        if name in columns:
-            return name
-    return index_col
 
 
 def _have_pyarrow() -> bool:
@@ -297,7 +288,7 @@ def read_table(req: ReadRequest):
             )
         id_col = id_key
     else:
-        id_col = _default_id_column(names, index_col)
+        id_col = choose_id_column(names, index_col, req.extra_id_columns)
     exclude = {c for c in (id_col, index_col) if c is not None}
     dims = _select_dim_columns(names, dim_columns, exclude)
     check_shape((1, len(dims)), f"The {fmt} table", max_dims)
@@ -305,7 +296,8 @@ def read_table(req: ReadRequest):
         id_col is not None or positions is not None,
         req.allow_positional,
         "table",
-        f"no id column: no leading unnamed index column and no {list(ID_COLUMNS)} column; "
+        "no id column: no leading unnamed index column and none of "
+        f"{[*ID_COLUMNS, *req.extra_id_columns]}; "
         f"columns: {_preview(names, 12)}",
         "Pass id_key= naming the id column.",
     )
