@@ -200,17 +200,24 @@ def test_benchmark_pca_baseline_is_the_pcr_reference(bench):
 def test_benchmark_report_contents(bench):
     import scib_metrics
 
-    adata, before, _ = bench
+    adata, before, df = bench
     rep = adata.uns["dfm"]["benchmarks"]["default"]
     assert rep["versions"]["scib-metrics"] == scib_metrics.__version__
-    assert "harmonypy" in rep["versions"]
-    assert "grn_transfer" in rep["deferred"]
-    assert rep["seeds"]["seed"] == 0
-    assert list(rep["inputs"]["use_reps"]) == ["X_good", "X_rand"]
-    assert list(rep["inputs"]["baselines"]) == ["X_pca_baseline", "X_harmony_baseline"]
-    assert rep["inputs"]["pre_integrated"] == "pca_baseline (computed)"
-    assert rep["higher_is_better"] is True
-    assert rep["created_by"]["function"] == "diffbio_sc.tl.benchmark"
+    # the stored scores are the returned table
+    pd.testing.assert_frame_equal(results_frame(rep), df)
+    # per embedding, each group mean is the mean of exactly the finite metrics it lists
+    for emb in dict.fromkeys(df["embedding"]):
+        sub = df[df.embedding == emb].set_index("metric")["value"]
+        inputs = rep["aggregate_inputs"][emb]
+        for agg in ("bio_conservation", "batch_correction"):
+            group = "bio" if agg == "bio_conservation" else "batch"
+            finite = [
+                m
+                for m in df[(df.embedding == emb) & (df.group == group)]["metric"]
+                if m != "silhouette_batch" and np.isfinite(sub[m])
+            ]
+            assert list(inputs[agg]) == finite, (emb, agg)
+            assert sub[agg] == pytest.approx(np.mean([sub[m] for m in finite]))
     # only the report was added; baselines are not written unless asked, and the
     # data scored are left bit-identical
     assert set(adata.obsm.keys()) == set(before.obsm.keys())
@@ -220,6 +227,35 @@ def test_benchmark_report_contents(bench):
     pd.testing.assert_frame_equal(adata.obs, before.obs)
     pd.testing.assert_frame_equal(adata.var, before.var)
     assert list(adata.uns.keys()) == ["dfm"] and list(before.uns.keys()) == []
+
+
+def test_benchmark_aggregate_inputs_are_per_embedding(monkeypatch):
+    """A metric that is NaN for one embedding only changes that embedding's aggregates."""
+    from diffbio_sc.tl._scoring import _kernels
+
+    steps = list(_kernels.METRIC_STEPS)
+    i = next(i for i, (name, _, _) in enumerate(steps) if name == "kmeans_nmi_ari")
+    name, provides, real = steps[i]
+
+    def kmeans_nan_for_wide(d):
+        out = real(d)
+        if d.X.shape[1] == 10:  # X_rand
+            out["kmeans_ari"] = float("nan")
+        return out
+
+    steps[i] = (name, provides, kmeans_nan_for_wide)
+    monkeypatch.setattr(_kernels, "METRIC_STEPS", tuple(steps))
+    adata = _make_adata()
+    df = _fast(adata)
+    rep = adata.uns["dfm"]["benchmarks"]["default"]["aggregate_inputs"]
+    assert "kmeans_ari" in list(rep["X_good"]["bio_conservation"])
+    assert "kmeans_ari" not in list(rep["X_rand"]["bio_conservation"])
+    rand = df[df.embedding == "X_rand"].set_index("metric")["value"]
+    assert rand["bio_conservation"] == pytest.approx(
+        np.mean([rand["kmeans_nmi"], rand["silhouette_label"]])
+    )
+    # avg_bio is a fixed formula: NaN when an input is NaN
+    assert np.isnan(rand["avg_bio"])
 
 
 def test_benchmark_report_survives_h5ad(bench, tmp_path):
@@ -232,7 +268,11 @@ def test_benchmark_report_survives_h5ad(bench, tmp_path):
     rep = back.uns["dfm"]["benchmarks"]["default"]
     pd.testing.assert_frame_equal(results_frame(back), results_frame(df))
     _assert_same_tree(rep, adata.uns["dfm"]["benchmarks"]["default"])
-    assert list(rep["aggregate_inputs"]["total"]) == ["bio_conservation", "batch_correction"]
+    for emb in dict.fromkeys(df["embedding"]):
+        assert list(rep["aggregate_inputs"][emb]["total"]) == [
+            "bio_conservation",
+            "batch_correction",
+        ]
     assert set(rep["timings"]) == set(dict.fromkeys(df["embedding"]))
 
 
@@ -351,7 +391,7 @@ def _snapshot(adata):
             DfmInputError,
             "X_nope",
         ),
-        (("X_good", "batch", "cell_type"), {"probe_neighbors": 0}, DfmInputError, "n_neighbors"),
+        (("X_good", "batch", "cell_type"), {"probe_neighbors": 0}, DfmInputError, "probe_neighbors"),
         (("X_good", "batch", "batch"), {}, DfmInputError, "both 'batch'"),
     ],
 )
@@ -492,7 +532,7 @@ def test_compare_accepts_report_and_anndata(bench, tmp_path):
 def test_compare_rejects_bad_files_and_tolerance(fast_df, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(DfmInputError, match="not valid JSON"):
+    with pytest.raises(DfmInputError, match="not a JSON text file"):
         dfm.tl.compare_to_baseline(fast_df, bad)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "something"}))

@@ -82,7 +82,10 @@ def _baseline_targets(baseline_key_added, baselines: list[str], use_reps: list[s
                 f"baseline_key_added names baselines {unknown} that are not computed; "
                 f"baselines={baselines}."
             )
-        targets = {str(b): str(k) for b, k in baseline_key_added.items()}
+        targets = {
+            str(b): check_key(f"baseline_key_added[{b!r}]", k)
+            for b, k in baseline_key_added.items()
+        }
     else:
         raise TypeError(
             "baseline_key_added must be False, True or a mapping baseline -> .obsm key, "
@@ -133,6 +136,7 @@ def benchmark(
     n_comps: int = 50,
     n_top_genes: int = 2000,
     baseline_key_added: bool | Mapping[str, str] = False,
+    dataset: str | None = None,
 ) -> pd.DataFrame:
     """Score embeddings and baselines for cell-type annotation and batch integration.
 
@@ -196,6 +200,9 @@ def benchmark(
         ``True``: write them to ``.obsm['X_pca_baseline']`` /
         ``.obsm['X_harmony_baseline']``; a mapping such as
         ``{'pca': 'X_pca_hvg'}`` chooses the keys. Existing keys are overwritten.
+    dataset
+        Name of the dataset, recorded in the report and shown by
+        :func:`diffbio_sc.pl.benchmark`.
 
     Returns
     -------
@@ -239,6 +246,8 @@ def benchmark(
             f"use_reps {clash} share a name with a computed baseline; drop the baseline "
             "from baselines= or rename the .obsm key."
         )
+    if dataset is not None and (not isinstance(dataset, str) or not dataset.strip()):
+        raise DfmInputError(f"dataset must be a non-empty string or None, got {dataset!r}.")
     n_comps = check_int("n_comps", n_comps, minimum=1)
     n_top_genes = check_int("n_top_genes", n_top_genes, minimum=2)
     arrays = {k: get_rep(adata, k) for k in reps}
@@ -312,6 +321,10 @@ def benchmark(
         df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
         df["value"] = df["value"].astype(float)
         df["sd"] = df["sd"].astype(float)
+        df.attrs.update(
+            name=name, dataset=dataset, label_key=label_key, batch_key=batch_key,
+            n_cells=int(adata.n_obs),
+        )  # fmt: skip
 
         not_evaluated = {}
         if not annotation:
@@ -322,6 +335,7 @@ def benchmark(
         report: dict[str, Any] = {
             "created_by": _uns.provenance("tl.benchmark"),
             "inputs": {
+                "dataset": dataset,
                 "use_reps": reps,
                 "baselines": [BASELINE_KEYS[b] for b in baselines],
                 "batch_key": batch_key,
