@@ -122,7 +122,9 @@ def test_benchmark_table_rows_sorted_by_total(results):
     total = results[results.metric == "total"].set_index("embedding")["value"]
     assert order == list(total.sort_values(ascending=False).index)
     labels = set(_table_texts(fig))
-    assert {"Annotation", "Bio conservation", "Batch correction", "Aggregate score"} <= labels, labels
+    assert {"Annotation", "Bio conservation", "Batch correction", "Aggregate score"} <= labels, (
+        labels
+    )
 
 
 def test_benchmark_full_table_is_readable_width_with_title_and_footnote(tmp_path):

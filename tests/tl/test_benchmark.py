@@ -391,7 +391,12 @@ def _snapshot(adata):
             DfmInputError,
             "X_nope",
         ),
-        (("X_good", "batch", "cell_type"), {"probe_neighbors": 0}, DfmInputError, "probe_neighbors"),
+        (
+            ("X_good", "batch", "cell_type"),
+            {"probe_neighbors": 0},
+            DfmInputError,
+            "probe_neighbors",
+        ),
         (("X_good", "batch", "batch"), {}, DfmInputError, "both 'batch'"),
     ],
 )
@@ -579,3 +584,17 @@ def test_plot_real_benchmark_output(bench, tmp_path):
         assert len(fig.axes) == 1 and len(fig.axes[0].containers) == 4
     finally:
         plt.close("all")
+
+
+def test_benchmark_shows_progress_per_embedding_and_score_group(capsys, monkeypatch):
+    from diffbio_sc._settings import settings
+
+    adata = _make_adata()
+    monkeypatch.setattr(settings, "progress_bar", True)
+    _fast(adata)
+    err = capsys.readouterr().err
+    for emb in ("X_good", "X_rand"):
+        assert f"{emb}: annotation probes" in err and f"{emb}: integration metrics" in err
+    monkeypatch.setattr(settings, "progress_bar", False)
+    _fast(adata)
+    assert "annotation probes" not in capsys.readouterr().err
