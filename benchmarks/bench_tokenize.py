@@ -424,7 +424,7 @@ def main(argv=None) -> None:
 
 def print_report(args, info, results, checks, chunk_sizes) -> None:
     import diffbio_sc as dfm
-    from diffbio_sc.pp._kernels import n_threads
+    from diffbio_sc.ops._rank_value import n_threads
 
     loops = {
         (r["method"], r["input"]): r["wall_s"] for r in results if r["method"].startswith("loop")

@@ -13,7 +13,7 @@ import pandas as pd
 from .. import _keys
 from .._logging import logger, timed
 from .._uns import provenance, set_entry
-from .._validate import DfmInputError, _preview, check_bool, check_key
+from .._validate import DfmInputError, _preview, check_bool, check_copy, check_key
 from ..io._presets import LAYER_FROM_TOP, get_preset
 from ._target import resolve_target, writable_target
 
@@ -302,7 +302,7 @@ def load_embeddings(
     allow_subset = check_bool("allow_subset", allow_subset)
     allow_positional = check_bool("allow_positional", allow_positional)
     l2_normalize = check_bool("l2_normalize", l2_normalize)
-    copy = check_bool("copy", copy)
+    copy = check_copy(adata, copy)
     if requires_batch_context is not None:
         requires_batch_context = check_bool("requires_batch_context", requires_batch_context)
     if not isinstance(path, (str, os.PathLike)):

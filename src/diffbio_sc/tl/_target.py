@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._validate import DfmInputError, _preview
+from .._validate import DfmInputError, _preview, resolve_copy
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,8 @@ def resolve_target(
 
 def writable_target(target: Target, copy: bool) -> Target:
     """Return ``target`` itself, or with ``copy=True`` the same target within a copy of its root."""
-    if not copy:
+    root = resolve_copy(target.root, copy)  # the one copy= handler
+    if root is target.root:
         return target
-    if getattr(target.root, "isbacked", False):
-        raise DfmInputError(
-            "copy=True is not supported for a backed object; load it into memory "
-            "(.to_memory()) or write the results in place with copy=False."
-        )
-    root = target.root.copy()
     adata = root.mod[target.mod] if target.mod is not None else root
     return Target(root=root, mod=target.mod, adata=adata)
