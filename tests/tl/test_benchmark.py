@@ -598,3 +598,88 @@ def test_benchmark_shows_progress_per_embedding_and_score_group(capsys, monkeypa
     monkeypatch.setattr(settings, "progress_bar", False)
     _fast(adata)
     assert "annotation probes" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# atomic baseline writes
+# --------------------------------------------------------------------------
+
+
+def _big_results(n_emb: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    rows = [
+        (f"X_{e}", m, "bio", float(rng.uniform()), np.nan)
+        for e in range(n_emb)
+        for m in ("kmeans_nmi", "kmeans_ari", "silhouette_label", "clisi")
+    ]
+    return pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
+
+
+def _old_baseline(tmp_path):
+    path = dfm.tl.save_baseline(_big_results(2), tmp_path / "baseline.json")
+    return path, path.read_bytes()
+
+
+def test_save_baseline_killed_mid_write_keeps_previous(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, before = _old_baseline(tmp_path)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    big = _big_results()
+    size = dfm.tl.save_baseline(big, ref / "b.json").stat().st_size
+    big.to_csv(ref / "big.csv", index=False)
+    code = f"""
+import resource, signal
+import pandas as pd
+from diffbio_sc.tl._scoring import save_baseline
+big = pd.read_csv({str(ref / "big.csv")!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({size // 2}, {size // 2}))
+save_baseline(big, {str(path)!r})
+"""
+    src = str(Path(dfm.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ref, env=env)
+    assert proc.returncode != 0, proc.stderr.decode()[-2000:]
+    assert path.read_bytes() == before
+    names = [p.name for p in tmp_path.iterdir() if p.name not in ("baseline.json", "ref")]
+    assert all(n.startswith(".baseline.json.") for n in names), names
+
+
+def test_save_baseline_full_disk_or_error_keeps_previous(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path, before = _old_baseline(tmp_path)
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        dfm.tl.save_baseline(_big_results(), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json"]
+
+    from pathlib import Path
+
+    real_write = Path.write_text
+
+    def half_then_fail(self, text, *args, **kwargs):
+        real_write(self, text[: len(text) // 2], *args, **kwargs)
+        raise RuntimeError("crashed mid-write")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    with pytest.raises(RuntimeError, match="mid-write"):
+        dfm.tl.save_baseline(_big_results(), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json"]
+    # and the previous baseline still reads and compares
+    out = dfm.tl.compare_to_baseline(_big_results(2), path)
+    assert out.attrs["passed"]
