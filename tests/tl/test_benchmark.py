@@ -129,6 +129,7 @@ def test_harmony_baseline_mixes_batches():
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_table_shape(bench):
     _, _, df = bench
     assert list(df.columns) == ["embedding", "metric", "group", "value", "sd"]
@@ -147,6 +148,7 @@ def test_benchmark_table_shape(bench):
     }
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_ranks_good_first_random_last(bench):
     _, _, df = bench
     total = df[df.metric == "total"].set_index("embedding")["value"]
@@ -160,6 +162,7 @@ def test_benchmark_ranks_good_first_random_last(bench):
     assert batch["X_harmony_baseline"] > batch["X_pca_baseline"]
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_scores_equal_the_single_scorers(bench):
     adata, _, df = bench
     direct = dfm.tl.score_integration(
@@ -185,6 +188,7 @@ def test_benchmark_scores_equal_the_single_scorers(bench):
     assert row["sd"] == pytest.approx(ann["scores"]["knn"]["accuracy"]["sd"])
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_pca_baseline_is_the_pcr_reference(bench):
     adata, _, df = bench
     pcr = df[df.metric == "pcr_comparison"].set_index("embedding")["value"]
@@ -197,6 +201,7 @@ def test_benchmark_pca_baseline_is_the_pcr_reference(bench):
     assert sil["value"].iloc[0] == pytest.approx(res["metrics"]["silhouette_label"], abs=1e-6)
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_report_contents(bench):
     import scib_metrics
 
@@ -258,6 +263,7 @@ def test_benchmark_aggregate_inputs_are_per_embedding(monkeypatch):
     assert np.isnan(rand["avg_bio"])
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_report_survives_h5ad(bench, tmp_path):
     import anndata
 
@@ -519,6 +525,7 @@ def test_compare_bootstrap_writes_baseline(fast_df, tmp_path):
     assert dfm.tl.compare_to_baseline(fast_df, path).attrs["passed"]
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_compare_accepts_report_and_anndata(bench, tmp_path):
     adata, _, df = bench
     path = dfm.tl.save_baseline(adata, tmp_path / "b.json")
@@ -563,6 +570,7 @@ def test_compare_rejects_bad_files_and_tolerance(fast_df, tmp_path):
         results_frame(_make_adata(), name="nothing")
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_plot_real_benchmark_output(bench, tmp_path):
     import matplotlib
 

@@ -253,6 +253,7 @@ def test_annotation_errors(adata, kwargs, match):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_integration_equals_direct_scib_calls(adata, neighbors, integration_good):
     import scib_metrics
 
@@ -285,7 +286,7 @@ def test_integration_equals_direct_scib_calls(adata, neighbors, integration_good
     assert set(got) == set(dfm.tl._scoring.DEFAULT_METRICS)
 
 
-def test_kbet_step_passes_50_neighbours_batches_and_labels(adata, neighbors, monkeypatch):
+def test_kbet_step_passes_50_neighbours_batches_and_labels(adata, monkeypatch):
     """Deterministic check of the kBET step: what it hands scib-metrics and what it returns."""
     import scib_metrics
 
@@ -300,15 +301,17 @@ def test_kbet_step_passes_50_neighbours_batches_and_labels(adata, neighbors, mon
     monkeypatch.setattr(scib_metrics, "kbet_per_label", fake_kbet)
     labels = np.asarray(adata.obs["cell_type"].cat.codes, dtype=np.int64)
     batch = np.asarray(adata.obs["batch"].cat.codes, dtype=np.int64)
+    nn = _kernels.compute_neighbors(adata.obsm["X_good"], 60, method="exact")
     values, _ = _kernels.integration_kernel(
-        adata.obsm["X_good"], labels, batch, metrics=["kbet"], neighbors=neighbors["X_good"]
+        adata.obsm["X_good"], labels, batch, metrics=["kbet"], neighbors=nn
     )
     assert values == {"kbet": 0.4321}
-    np.testing.assert_array_equal(seen["idx"], neighbors["X_good"].subset_neighbors(50).indices)
+    np.testing.assert_array_equal(seen["idx"], nn.subset_neighbors(50).indices)
     np.testing.assert_array_equal(seen["batch"], batch)
     np.testing.assert_array_equal(seen["labels"], labels)
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_integration_aggregates_by_hand(integration_good):
     m = integration_good["metrics"]
     bio = np.mean(
@@ -329,6 +332,7 @@ def test_integration_aggregates_by_hand(integration_good):
     assert integration_good["groups"]["kbet"] == "batch"
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_integration_good_top_random_bottom(integration_good, integration_rand, adata):
     g, r = integration_good["aggregate"], integration_rand["aggregate"]
     assert g["bio_conservation"] > 0.9 and g["total"] > 0.85 and g["avg_bio"] > 0.9
@@ -412,6 +416,7 @@ def test_integration_leaves_embedding_bit_identical(adata):
     assert ad.obsm["X_skew"] is X and "dfm" not in ad.uns
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_integration_use_rep_x_of_backed_anndata(adata, integration_good, tmp_path):
     import anndata
     import scipy.sparse as sp
@@ -431,6 +436,7 @@ def test_integration_use_rep_x_of_backed_anndata(adata, integration_good, tmp_pa
     backed.file.close()
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_integration_records_the_reference_pcr_and_version(adata, integration_good):
     import scib_metrics
     from scib_metrics.utils import principal_component_regression
