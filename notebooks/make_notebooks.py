@@ -41,7 +41,7 @@ Geneformer's rank-value encoding: normalise each cell to 10,000 counts, divide b
 nonzero median over cells, rank the expressed genes. Ties keep gene order."""),
     ("code", """dfm.pp.gene_medians(adata)                       # .var['dfm_median']
 dfm.pp.tokenize(adata, recipe="geneformer_v1")   # .obsm['dfm_tokens'], .obs['dfm_n_tokens']
-tok = adata.uns["dfm"]["tokenizer"]
+tok = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
 print(adata.obsm["dfm_tokens"].shape, "tokens; coverage of counts:", round(tok["frac_counts_in_vocab"], 3))
 adata.obsm["dfm_tokens"][:3, :8]"""),
     ("code", """# Token ids map back to genes: <pad>, <mask>, <cls>, <eos>, then var_names in order

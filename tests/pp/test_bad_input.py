@@ -79,7 +79,7 @@ def test_tokenize_bad_n_tokens_key_writes_neither_medians_nor_tokens(unchanged):
 
 # --------------------------------------------------------------------------- integers
 
-INT_CASES = [(w, "chunk_size", bad) for w in WRITERS for bad in (0, 2.5, "10", True)] + [
+NUMBER_CASES = [(w, "chunk_size", bad) for w in WRITERS for bad in (0, 2.5, "10", True)] + [
     ("bin_expression", "seed", 0.7),
     ("bin_expression", "seed", 2**64),
     ("bin_expression", "seed", -1),
@@ -87,23 +87,6 @@ INT_CASES = [(w, "chunk_size", bad) for w in WRITERS for bad in (0, 2.5, "10", T
     ("bin_expression", "n_bins", "10"),
     ("tokenize", "max_tokens", 2.5),
     ("tokenize", "max_tokens", "10"),
-]
-
-
-@pytest.mark.parametrize(("writer", "arg", "bad"), INT_CASES)
-def test_integers_are_real_integers_in_range(writer, arg, bad, unchanged):
-    # no chunk_size=0 meaning "default", no 2.5 truncated, no '10' parsed, no seed=0.7 -> 0
-    rejects(
-        unchanged,
-        writer,
-        make(sp.csr_matrix(COUNTS)),
-        (TypeError, DfmInputError),
-        arg,
-        **{arg: bad},
-    )
-
-
-FLOAT_CASES = [
     ("gene_medians", "target_sum", "1e4"),
     ("gene_medians", "target_sum", True),
     ("tokenize", "target_sum", "1e4"),
@@ -112,8 +95,10 @@ FLOAT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("writer", "arg", "bad"), FLOAT_CASES)
-def test_floats_are_numbers(writer, arg, bad, unchanged):
+@pytest.mark.parametrize(("writer", "arg", "bad"), NUMBER_CASES)
+def test_numbers_are_real_numbers_in_range(writer, arg, bad, unchanged):
+    # no chunk_size=0 meaning "default", no 2.5 truncated, no '10' parsed, no seed=0.7 -> 0,
+    # no target_sum='1e4' parsed or True read as 1
     rejects(
         unchanged,
         writer,
@@ -275,6 +260,18 @@ def test_directory_and_missing_table_paths(arg, tmp_path, unchanged):
         dfm.pp.tokenize(adata, max_tokens=4, **{arg: str(folder)})
     with pytest.raises(FileNotFoundError, match="missing.csv.*working directory.*Check the path"):
         dfm.pp.tokenize(adata, max_tokens=4, **{arg: str(tmp_path / "missing.csv")})
+    unchanged(adata, before)
+
+
+@pytest.mark.parametrize("bad", [4.5, True, "4", float("nan")])
+def test_vocab_ids_are_not_truncated_or_parsed(bad, unchanged):
+    # on main int(4.5) silently became token 4, True became 1 and '4' was parsed
+    adata = make(sp.csr_matrix(COUNTS))
+    adata.var["dfm_median"] = 1.0
+    vocab = {"<pad>": 0, **{g: 4 + i for i, g in enumerate(GENES)}, "g2": bad}
+    before = adata.copy()
+    with pytest.raises(DfmInputError, match="integer token ids.*'g2'"):
+        dfm.pp.tokenize(adata, max_tokens=4, vocab=vocab)
     unchanged(adata, before)
 
 

@@ -1,6 +1,7 @@
 """Tests for ``dfm.pp.bin_expression`` (scGPT-style per-cell quantile bins).
 
-The reference is written below with ``np.quantile`` and ``np.digitize`` per
+The reference is written below with the documented linear quantiles
+(:func:`linear_quantiles`, numpy's formula written out) and ``np.digitize`` per
 cell: for distinct values no draw is involved and the bins must match exactly;
 for tied values the bin must lie in scGPT's range
 ``digitize(x, edges, right=True) + 1 .. digitize(x, edges)``.
@@ -40,6 +41,24 @@ def as_dense(X) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
 
 
+def linear_quantiles(v: np.ndarray, n_edges: int) -> np.ndarray:
+    """Quantiles of ``v`` at ``linspace(0, 1, n_edges)``, linear interpolation, written out.
+
+    The documented rule (numpy's 'linear' method, as ``np.quantile`` computes it
+    since NumPy 1.22): position ``p = q (n - 1)`` in the sorted values, ``a, b``
+    the values at ``floor(p)`` and the next, ``t = p - floor(p)``; the edge is
+    ``a + (b - a) t``, or ``b - (b - a)(1 - t)`` when ``t >= 0.5``. Written here so
+    that the reference does not move with NumPy's implementation.
+    """
+    v = np.sort(np.asarray(v, dtype=np.float64))
+    pos = np.linspace(0.0, 1.0, n_edges) * (v.size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, v.size - 1)
+    t = pos - lo
+    a, b = v[lo], v[hi]
+    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+
+
 def reference_bounds(x: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Per cell: (lowest, highest) allowed bin of every entry of the row ``x`` (0 for zeros)."""
     lo = np.zeros(x.size, dtype=np.int64)
@@ -47,7 +66,7 @@ def reference_bounds(x: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray
     nz = x > 0
     if nz.any():
         v = x[nz]
-        edges = np.quantile(v, np.linspace(0, 1, n_bins - 1))
+        edges = linear_quantiles(v, n_bins - 1)
         left = np.digitize(v, edges)  # edges <= v
         right = np.digitize(v, edges, right=True)  # edges < v
         lo[nz] = np.where(right < left, right + 1, left)
@@ -56,13 +75,13 @@ def reference_bounds(x: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray
 
 
 def reference_distinct(X, n_bins: int) -> np.ndarray:
-    """Exact bins for rows whose nonzero values are distinct: np.digitize against np.quantile."""
+    """Exact bins for rows whose nonzero values are distinct: np.digitize against the quantiles."""
     X = as_dense(X)
     out = np.zeros(X.shape, dtype=np.int64)
     for i, x in enumerate(X):
         nz = x > 0
         if nz.sum() >= 2:
-            edges = np.quantile(x[nz], np.linspace(0, 1, n_bins - 1))
+            edges = linear_quantiles(x[nz], n_bins - 1)
             out[i, nz] = np.digitize(x[nz], edges)
     return out
 
@@ -112,6 +131,7 @@ def test_values_on_edges_follow_np_quantile():
     )
     b = bins_of(make_adata(sp.csr_matrix(X)), n_bins=7)
     np.testing.assert_array_equal(b, reference_distinct(X, 7))
+    assert linear_quantiles(X[0], 6)[3] == np.nextafter(21.0, np.inf)  # the ulp above 21
     ranks = np.argsort(np.argsort(X, axis=1), axis=1) + 1
     np.testing.assert_array_equal(b[1:], ranks[1:])
     np.testing.assert_array_equal(b[0], [1, 2, 6, 5, 3, 3])

@@ -18,6 +18,8 @@ _EXPORTS = {
     "MaskedExpressionModel": "._masked",
     "MaskedExpressionConfig": "._masked",
     "load": "._io",
+    "GENOMICS_MODELS": "._genomics_registry",
+    "genomics_models_markdown": "._genomics_registry",
     "ModelConfig": "._base",
     "SavedModel": "._base",
     "ModelFormatError": "._base",

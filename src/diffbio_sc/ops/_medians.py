@@ -14,11 +14,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ._csr import as_csr, row_ids, row_totals
+from ._csr import as_csr, row_ids, row_pieces, row_totals
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 # Initial buffer (values) when no bound on the number of nonzeros is known.
 _INITIAL_CAPACITY = 1 << 20
+# Values normalised at a time in MedianAccumulator.add.
+_PIECE = 1 << 18
 
 
 def normalised_nonzeros(
@@ -113,8 +115,24 @@ class MedianAccumulator:
         self._n = 0
 
     def add(self, chunk: sp.csr_matrix, totals: np.ndarray | None = None) -> None:
-        """Add the cells of a canonical CSR chunk (``totals``: their totals, if known)."""
-        gene_idx, values = normalised_nonzeros(chunk, self.target_sum, totals)
+        """Add the cells of a canonical CSR chunk (``totals``: their totals, if known).
+
+        The chunk is normalised in pieces of about ``2**18`` values, so the
+        temporaries stay a few MiB whatever the chunk size.
+        """
+        chunk = as_csr(chunk)
+        totals = row_totals(chunk) if totals is None else np.asarray(totals, dtype=np.float64)
+        n = chunk.shape[0]
+        factor = np.divide(self.target_sum, totals, out=np.zeros(n), where=totals > 0)
+        indptr = np.asarray(chunk.indptr, dtype=np.int64)
+        for s, e, a, b in row_pieces(indptr, _PIECE):
+            vals = chunk.data[a:b].astype(np.float64)
+            vals *= np.repeat(factor[s:e], np.diff(indptr[s : e + 1]))
+            keep = vals > 0
+            gene_idx = chunk.indices[a:b][keep]
+            self._append(gene_idx, vals[keep])
+
+    def _append(self, gene_idx: np.ndarray, values: np.ndarray) -> None:
         m = gene_idx.size
         if self._n + m > self._keys.size:
             grown = np.empty(max(self._n + m, self._keys.size + self._keys.size // 2), np.uint64)

@@ -116,10 +116,20 @@ def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pi
             "vocab must be None, a mapping gene -> token id, or a path to a JSON/CSV/TSV "
             f"table; got {type(vocab).__name__}."
         )
-    try:
-        vocab = {str(k): int(v) for k, v in vocab.items()}
-    except (TypeError, ValueError) as err:
-        raise DfmInputError(f"vocab values must be integer token ids ({err}).") from None
+    not_ids = [
+        (k, v)
+        for k, v in vocab.items()
+        if isinstance(v, (bool, np.bool_))
+        or not isinstance(v, (int, np.integer, float, np.floating))
+        or not float(v).is_integer()
+    ]
+    if not_ids:
+        shown = ", ".join(f"{k!r}: {v!r}" for k, v in not_ids[:5])
+        raise DfmInputError(
+            f"vocab values must be integer token ids; {len(not_ids)} are not ({shown}). "
+            "Fix the table (no fractional, boolean or text ids)."
+        )
+    vocab = {str(k): int(v) for k, v in vocab.items()}
     ids_all = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
     if ids_all.size and (ids_all.min() < 0 or ids_all.max() > np.iinfo(np.int32).max):
         raise DfmInputError("vocab token ids must lie in [0, 2**31 - 1].")
