@@ -428,9 +428,22 @@ def test_benchmark_errors_leave_adata_unchanged(args, kwargs, exc, match):
 
 
 @pytest.fixture(scope="module")
-def fast_df(bench):
-    """The full benchmark's table (the guard tests copy before they change it)."""
-    return bench[2]
+def fast_df():
+    """A results table in dfm.tl.benchmark's schema (the guard needs no real scores).
+
+    Annotation rows carry a fold sd, one kBET value is NaN (written as null), and the
+    guard tests copy the table before they change it.
+    """
+    rng = np.random.default_rng(3)
+    rows = []
+    for emb in ("X_good", "X_rand", "X_pca_baseline"):
+        rows.append((emb, "knn_accuracy", "annotation", rng.uniform(0.5, 1), 0.03))
+        for m in ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label"):
+            rows.append((emb, m, "bio", rng.uniform(0.2, 0.9), np.nan))
+        kbet = np.nan if emb == "X_rand" else rng.uniform(0.2, 0.9)
+        rows.append((emb, "kbet", "batch", kbet, np.nan))
+        rows.append((emb, "total", "aggregate", rng.uniform(0.3, 0.8), np.nan))
+    return pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
 
 
 def test_save_baseline_json(fast_df, tmp_path):
@@ -441,6 +454,11 @@ def test_save_baseline_json(fast_df, tmp_path):
     assert len(payload["scores"]) == len(fast_df)
     first = payload["scores"][0]
     assert set(first) == {"embedding", "metric", "group", "value", "sd"}
+    # NaN is written as JSON null, and the file reads back as the same table
+    nan_rows = [r for r in payload["scores"] if r["metric"] == "kbet" and r["value"] is None]
+    assert [r["embedding"] for r in nan_rows] == ["X_rand"]
+    back = pd.DataFrame(payload["scores"]).astype({"value": float, "sd": float})
+    pd.testing.assert_frame_equal(back, fast_df.reset_index(drop=True))
 
 
 def test_compare_passes_on_same_scores(fast_df, tmp_path):
@@ -448,7 +466,9 @@ def test_compare_passes_on_same_scores(fast_df, tmp_path):
     res = dfm.tl.compare_to_baseline(fast_df, path)
     assert res.attrs["passed"] and not res.attrs["bootstrapped"]
     assert set(res["status"]) == {"ok"}
-    np.testing.assert_allclose(res["delta"], 0.0)
+    # a score that is NaN in both has nothing to compare and does not fail the review
+    assert res["delta"].isna().sum() == 1
+    np.testing.assert_allclose(res["delta"].dropna(), 0.0)
 
 
 def test_compare_flags_worse_metric(fast_df, tmp_path):

@@ -460,14 +460,23 @@ def test_exact_neighbors_match_brute_force(adata):
     ref = np.sort(D, axis=1)[:, :20]
     np.testing.assert_allclose(nn.distances, ref, atol=1e-4)
     assert (nn.indices[:, 0] == np.arange(X.shape[0])).all()  # self first
-    # 'auto' is exact at this size; 'pynndescent' is scib-metrics' search, seeded
+    # 'auto' is exact at this size
     np.testing.assert_array_equal(compute_neighbors(X, 20, method="auto").indices, nn.indices)
+
+
+@pytest.mark.slow  # numba compiles pynndescent (~20 s)
+def test_pynndescent_neighbors_are_scib_metrics_seeded_search(adata):
     from scib_metrics.nearest_neighbors import pynndescent
+
+    from diffbio_sc.tl._scoring import compute_neighbors
+
+    X = adata.obsm["X_rand"]
 
     approx = compute_neighbors(X, 20, method="pynndescent", seed=4)
     np.testing.assert_array_equal(approx.indices, pynndescent(X, 20, random_state=4).indices)
 
 
+@pytest.mark.slow  # Leiden's resolution sweep (~25 s)
 def test_integration_bio_only_with_single_batch_and_leiden(adata):
     ad = adata.copy()
     ad.obs["one_batch"] = "b0"
