@@ -82,6 +82,7 @@ LAST_REPORT: dict = {}
 def run_dfm(adata, keys, knn_method):
     import diffbio_sc as dfm
 
+    dfm.settings.progress_bar = False  # quiet: the tables below are the output
     df = dfm.tl.benchmark(
         adata,
         list(keys),
