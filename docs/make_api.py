@@ -15,13 +15,13 @@ HERE = Path(__file__).parent
 SECTIONS = {
     "pp": ["gene_medians", "tokenize", "bin_expression", "soft_rank"],
     "tl": [
-        "pretrain", "embed", "load_embeddings", "score_annotation", "score_integration",
+        "pretrain", "embed", "embed_checkpoint", "load_embeddings", "score_annotation", "score_integration",
         "benchmark", "save_baseline", "compare_to_baseline", "pca_baseline", "harmony_baseline",
     ],
     "pl": ["benchmark", "embedding"],
     "ops": ["soft_rank", "soft_sort", "neural_sort", "soft_rank_value_tokens"],
-    "models": ["MaskedExpressionConfig", "MaskedExpressionModel", "load"],
-    "io": ["read_embeddings", "write_embeddings"],
+    "models": ["MaskedExpressionConfig", "MaskedExpressionModel", "load", "load_checkpoint"],
+    "io": ["read_embeddings", "write_embeddings", "read_checkpoint"],
     "datasets": ["celllines_demo", "synthetic_counts"],
 }
 
