@@ -193,8 +193,8 @@ def test_duplicate_ids_and_missing_modality(encoder):
     with pytest.raises(DfmInputError, match="duplicate sequence ids"):
         dfm.tl.embed_sequences(a, encoder=encoder)
     mdata = md.MuData({"rna": _adata(3)})
-    with pytest.raises(DfmInputError, match=r"no modality 'dna'; available: \['rna'\]"):
+    with pytest.raises(DfmInputError, match=r"Modality 'dna' not found; the MuData has \['rna'\]"):
         dfm.tl.embed_sequences(mdata, mod="dna", encoder=encoder)
     assert not mdata["rna"].obsm
-    with pytest.raises(TypeError, match="AnnData of sequences or a MuData"):
+    with pytest.raises(TypeError, match="Expected an AnnData or MuData"):
         dfm.tl.embed_sequences({"a": "ACGT"}, encoder=encoder)

@@ -1,7 +1,7 @@
 """Shared pieces of the sequence tools: target resolution, validation, bucketed batches.
 
 * :func:`resolve_target` finds the AnnData of sequences in a MuData (``mod``)
-  or takes an AnnData as it is.
+  or takes an AnnData as it is (the shared resolver of ``tl/_target.py``).
 * :func:`check_sequences` reads ``.obs['sequence']`` and validates it against
   an alphabet (errors name the record and 1-based position).
 * :func:`length_buckets` groups sequences by token count into fixed widths
@@ -29,30 +29,20 @@ MIN_BUCKET = 16
 
 
 def resolve_target(data, mod: str | None):
-    """Return ``(adata, is_mudata)`` for a MuData modality ``mod`` or an AnnData."""
-    from anndata import AnnData
+    """Return the :class:`~diffbio_sc.tl._target.Target` holding the sequences.
 
-    if isinstance(data, AnnData):
-        return data, False
-    try:
-        from mudata import MuData
-    except ImportError:  # pragma: no cover - mudata is a dependency
-        MuData = ()  # noqa: N806
-    if MuData and isinstance(data, MuData):
-        if mod is None:
-            raise DfmInputError(
-                f"data is a MuData: pass mod= naming the sequence modality; available: "
-                f"{list(data.mod)}."
-            )
-        if mod not in data.mod:
-            raise DfmInputError(
-                f"The MuData has no modality {mod!r}; available: {list(data.mod)}. Pass "
-                "mod= naming the modality that holds the sequences."
-            )
-        return data.mod[mod], True
-    raise TypeError(
-        f"data must be an AnnData of sequences or a MuData, got {type(data).__name__}. "
-        "Read sequences with dfm.io.read_fasta or dfm.io.sequences_to_adata."
+    The one MuData/AnnData resolver of the tools (``tl/_target.py``); for an
+    AnnData ``mod`` is ignored, since the sequence tools default to
+    ``mod='dna'`` for MuData. Duplicate ids are checked with the sequences.
+    """
+    from .._target import _is_mudata
+    from .._target import resolve_target as _resolve
+
+    return _resolve(
+        data,
+        mod if _is_mudata(data) else None,
+        require_unique_obs=False,
+        what="sequence embeddings",
     )
 
 

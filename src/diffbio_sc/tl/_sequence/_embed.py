@@ -7,6 +7,7 @@ import numpy as np
 from ... import _keys, _uns
 from ..._logging import timed
 from ..._validate import DfmInputError, check_bool, check_choice, check_int, check_key
+from .._target import writable_target
 from ._common import (
     SequenceRunner,
     check_lengths,
@@ -109,7 +110,8 @@ def embed_sequences(
     from ._common import bucket_widths
 
     # ---------------------------------------------------------------- validate
-    target, is_mudata = resolve_target(data, mod)
+    tgt = resolve_target(data, mod)
+    target, is_mudata = tgt.adata, tgt.mod is not None
     check_key("key_added", key_added)
     check_key("sequence_key", sequence_key)
     batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -207,9 +209,9 @@ def embed_sequences(
             }
         )
         # ------------------------------------------------------------ write last
-        out = data.copy() if copy else data
-        out_target = out.mod[mod] if is_mudata else out
+        out = writable_target(tgt, copy)
+        out_target = out.adata
         out_target.obsm[key_added] = emb
         _uns.set_entry(out_target, _keys.UNS_EMBEDDINGS, key_added, entry)
         info["added"] = [f".obsm[{key_added!r}]", f".uns['dfm']['embeddings'][{key_added!r}]"]
-    return out if copy else None
+    return out.root if copy else None

@@ -123,7 +123,7 @@ def pretrain_sequences(
     from ...models._train import TrainConfig, fit
 
     # ---------------------------------------------------------------- validate
-    target, _ = resolve_target(data, mod)
+    target = resolve_target(data, mod).adata
     if config is None:
         config = SequenceEncoderConfig()
     elif not isinstance(config, SequenceEncoderConfig):
