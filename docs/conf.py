@@ -1,0 +1,142 @@
+"""Sphinx configuration of the diffbio_sc documentation.
+
+Build: ``pip install -e ".[docs]"`` then
+``sphinx-build -W -b html docs docs/_build/html`` from the repository root.
+
+Two things are generated at build time, so that they cannot drift from the code:
+
+* ``api/<module>.md``: one page per public subpackage, listing every name in
+  its ``__all__`` (autosummary then renders each docstring). A name exported by
+  a subpackage appears in the reference as soon as it is exported.
+* ``tutorials/*.ipynb``: copies of ``notebooks/*.ipynb``, executed by myst-nb at
+  build time in their quick mode (``DFM_TUTORIAL_QUICK=1``: a small training
+  budget). ``DFM_DOCS_EXECUTE=off`` builds without executing them (no figures),
+  e.g. while editing prose.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(REPO / "src") not in sys.path:  # document this checkout, installed or not
+    sys.path.insert(0, str(REPO / "src"))
+
+import diffbio_sc  # noqa: E402
+
+# -- project -------------------------------------------------------------------
+project = "diffbio_sc"
+author = "diffbio_sc developers"
+copyright = "diffbio_sc developers"  # noqa: A001
+release = version = diffbio_sc.__version__
+
+# -- extensions ----------------------------------------------------------------
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "numpydoc",
+]
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "make_api.py"]
+templates_path = ["_templates"]
+
+# MyST
+myst_enable_extensions = ["colon_fence", "dollarmath", "deflist"]
+myst_heading_anchors = 3
+# Engineering notes are appended to by several people and skip heading levels
+# in places; that is a style matter, not a broken page.
+suppress_warnings = ["myst.header"]
+
+# myst-nb: execute the tutorials at build time, in their quick mode.
+nb_execution_mode = os.environ.get("DFM_DOCS_EXECUTE", "cache")
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_execution_cache_path = str(HERE / "_build" / ".jupyter_cache")
+nb_merge_streams = True
+os.environ.setdefault("DFM_TUTORIAL_QUICK", "1")
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures inline
+
+# autodoc / autosummary / numpydoc
+autosummary_generate = True
+autodoc_typehints = "none"  # numpydoc docstrings describe the types; signatures show them
+autodoc_member_order = "bysource"
+numpydoc_show_class_members = False
+numpydoc_xref_param_type = False
+numpydoc_validation_checks: set[str] = set()
+add_module_names = False
+
+# -- HTML ----------------------------------------------------------------------
+html_theme = "sphinx_book_theme"
+html_title = f"diffbio_sc {release}"
+html_theme_options = {
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+}
+html_static_path: list[str] = []
+
+# -- generated sources -----------------------------------------------------------
+
+#: Public subpackages, in the order of the API reference, with a one-line summary.
+API_MODULES = {
+    "pp": "Preprocessing: gene medians, tokenization, expression bins, soft ranks.",
+    "tl": "Tools: pretraining, embedding, embedding import, scoring and benchmarks.",
+    "pl": "Plots: benchmark tables and charts, embeddings.",
+    "models": "Flax NNX models, their configurations and save/load.",
+    "ops": "Pure JAX kernels: differentiable ranking and sorting.",
+    "io": "Readers and writers for artifacts made elsewhere.",
+    "datasets": "Bundled demo data and synthetic generators.",
+}
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` unless it already holds it (keeps incremental builds)."""
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def api_page(name: str, summary: str) -> str:
+    """Return the MyST source of the reference page of ``diffbio_sc.<name>``."""
+    module = importlib.import_module(f"diffbio_sc.{name}")
+    names = list(getattr(module, "__all__", []))
+    if not names:
+        raise RuntimeError(f"diffbio_sc.{name} has no __all__; the API page would be empty.")
+    entries = "\n".join(f"   {n}" for n in names)
+    return (
+        f"# `dfm.{name}`\n\n{summary}\n\n"
+        "```{eval-rst}\n"
+        f".. automodule:: diffbio_sc.{name}\n\n"
+        f".. currentmodule:: diffbio_sc.{name}\n\n"
+        ".. autosummary::\n"
+        "   :toctree: generated\n"
+        "   :nosignatures:\n\n"
+        f"{entries}\n"
+        "```\n"
+    )
+
+
+def generate_sources() -> None:
+    """Write the API pages and copy the tutorial notebooks into the source tree."""
+    api = HERE / "api"
+    for name, summary in API_MODULES.items():
+        _write_if_changed(api / f"{name}.md", api_page(name, summary))
+    tutorials = HERE / "tutorials"
+    tutorials.mkdir(exist_ok=True)
+    wanted = {p.name: p for p in sorted((REPO / "notebooks").glob("*.ipynb"))}
+    for stale in tutorials.glob("*.ipynb"):
+        if stale.name not in wanted:
+            stale.unlink()
+    for name, src in wanted.items():
+        dst = tutorials / name
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            shutil.copyfile(src, dst)
+
+
+generate_sources()
