@@ -42,7 +42,8 @@ extensions = [
     "sphinx.ext.autosummary",
     "numpydoc",
 ]
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+# .rst first: autosummary writes its stub pages with the first suffix
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "make_api.py"]
 templates_path = ["_templates"]
 
@@ -83,16 +84,8 @@ html_static_path: list[str] = []
 
 # -- generated sources -----------------------------------------------------------
 
-#: Public subpackages, in the order of the API reference, with a one-line summary.
-API_MODULES = {
-    "pp": "Preprocessing: gene medians, tokenization, expression bins, soft ranks.",
-    "tl": "Tools: pretraining, embedding, embedding import, scoring and benchmarks.",
-    "pl": "Plots: benchmark tables and charts, embeddings.",
-    "models": "Flax NNX models, their configurations and save/load.",
-    "ops": "Pure JAX kernels: differentiable ranking and sorting.",
-    "io": "Readers and writers for artifacts made elsewhere.",
-    "datasets": "Bundled demo data and synthetic generators.",
-}
+#: Public subpackages, in the order of the API reference.
+API_MODULES = ("pp", "tl", "pl", "models", "ops", "io", "datasets")
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -102,7 +95,7 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def api_page(name: str, summary: str) -> str:
+def api_page(name: str) -> str:
     """Return the MyST source of the reference page of ``diffbio_sc.<name>``."""
     module = importlib.import_module(f"diffbio_sc.{name}")
     names = list(getattr(module, "__all__", []))
@@ -110,7 +103,7 @@ def api_page(name: str, summary: str) -> str:
         raise RuntimeError(f"diffbio_sc.{name} has no __all__; the API page would be empty.")
     entries = "\n".join(f"   {n}" for n in names)
     return (
-        f"# `dfm.{name}`\n\n{summary}\n\n"
+        f"# `dfm.{name}`\n\n"
         "```{eval-rst}\n"
         f".. automodule:: diffbio_sc.{name}\n\n"
         f".. currentmodule:: diffbio_sc.{name}\n\n"
@@ -125,8 +118,8 @@ def api_page(name: str, summary: str) -> str:
 def generate_sources() -> None:
     """Write the API pages and copy the tutorial notebooks into the source tree."""
     api = HERE / "api"
-    for name, summary in API_MODULES.items():
-        _write_if_changed(api / f"{name}.md", api_page(name, summary))
+    for name in API_MODULES:
+        _write_if_changed(api / f"{name}.md", api_page(name))
     tutorials = HERE / "tutorials"
     tutorials.mkdir(exist_ok=True)
     wanted = {p.name: p for p in sorted((REPO / "notebooks").glob("*.ipynb"))}
@@ -140,3 +133,18 @@ def generate_sources() -> None:
 
 
 generate_sources()
+
+
+def _init_signature(app, what, name, obj, options, signature, return_annotation):
+    """Show ``__init__``'s signature for classes whose metaclass hides it (Flax NNX modules)."""
+    import inspect
+
+    if what == "class" and signature == "(*args, **kwargs)" and "__init__" in vars(obj):
+        params = list(inspect.signature(obj.__init__).parameters.values())[1:]
+        return str(inspect.Signature(params)), return_annotation
+    return None
+
+
+def setup(app):
+    """Register the signature fix."""
+    app.connect("autodoc-process-signature", _init_signature)
