@@ -11,7 +11,9 @@ Two things are generated at build time, so that they cannot drift from the code:
 * ``tutorials/*.ipynb``: copies of ``notebooks/*.ipynb``, executed by myst-nb at
   build time in their quick mode (``DFM_TUTORIAL_QUICK=1``: a small training
   budget). ``DFM_DOCS_EXECUTE=off`` builds without executing them (no figures),
-  e.g. while editing prose.
+  e.g. while editing prose. ``DFM_DOCS_NOTEBOOKS=<folder>`` renders the
+  notebooks of that folder instead, as they are (the test suite passes the
+  copies it has just executed, so they run once per CI run).
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ myst_heading_anchors = 3
 # in places; that is a style matter, not a broken page.
 suppress_warnings = ["myst.header"]
 
-# myst-nb: execute the tutorials at build time, in their quick mode.
-nb_execution_mode = os.environ.get("DFM_DOCS_EXECUTE", "cache")
+# myst-nb: execute the tutorials at build time, in their quick mode. DFM_DOCS_NOTEBOOKS
+# names a folder of notebooks executed elsewhere (the test suite's run), rendered as they are.
+NOTEBOOKS = Path(os.environ.get("DFM_DOCS_NOTEBOOKS", REPO / "notebooks"))
+nb_execution_mode = os.environ.get(
+    "DFM_DOCS_EXECUTE", "off" if "DFM_DOCS_NOTEBOOKS" in os.environ else "cache"
+)
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -122,7 +128,7 @@ def generate_sources() -> None:
         _write_if_changed(api / f"{name}.md", api_page(name))
     tutorials = HERE / "tutorials"
     tutorials.mkdir(exist_ok=True)
-    wanted = {p.name: p for p in sorted((REPO / "notebooks").glob("*.ipynb"))}
+    wanted = {p.name: p for p in sorted(NOTEBOOKS.glob("*.ipynb"))}
     for stale in tutorials.glob("*.ipynb"):
         if stale.name not in wanted:
             stale.unlink()
