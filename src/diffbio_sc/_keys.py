@@ -44,3 +44,15 @@ EOS_ID = 3
 # Values allowed in .uns['dfm']['embeddings'][key]
 MODEL_FAMILIES = ("single_cell_transformer", "sequence_transformer")
 ADAPTER_MODES = ("native_trainable", "precomputed", "frozen_encoder")
+
+# Genetics modality written by dfm.tl.embed_genes (subjects as observations, genes as vars)
+GENETICS_MOD = "genetics"
+GENE_EMBEDDINGS_KEY = "X_dfm_genes"  # .obsm: per-gene vectors, concatenated in gene_list order
+SUBJECT_VECTOR_KEY = "X_dfm_subject"  # .obsm: genes combined (concatenation or mean)
+GENETICS_EMBEDDING_KEY = "X_dfm_genetics"  # .obsm: the subject vector projected (512 dims)
+REFERENCE_EMBEDDING_KEY = "dfm_reference_embedding"  # .varm: each gene's reference embedding
+TRAIN_KEY = "dfm_train"  # .obs: subjects the projection was fitted on
+UNS_GENETICS = "genetics"  # .uns['dfm']['genetics']: strategy, counts, projection
+GENE_LIST_KEY = "gene_list"  # .uns (top level of the modality)
+REFERENCE_VERSION_KEY = "reference_version"  # .uns
+STRATEGY_ID_KEY = "embedding_strategy_id"  # .uns

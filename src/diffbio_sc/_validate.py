@@ -80,7 +80,29 @@ def _to_csr(block) -> sp.csr_matrix:
     arr = np.asarray(block)
     if arr.ndim != 2:
         raise DfmInputError(f"Expected a 2-D expression matrix, got shape {arr.shape}.")
+    if arr.dtype == np.float16:  # scipy.sparse has no float16
+        arr = arr.astype(np.float32)
     return sp.csr_matrix(arr)
+
+
+def check_matrix_dtype(X, where: str) -> np.dtype | None:
+    """Refuse matrices whose dtype no kernel can use, with our own message.
+
+    Numbers (including booleans, which :func:`check_values` reports) pass;
+    float16 passes too and is read as float32 by :func:`iter_row_chunks`
+    (scipy.sparse has no float16). Returns the dtype (None when unknown).
+    """
+    dtype = getattr(X, "dtype", None)
+    if dtype is None:
+        return None
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise DfmInputError(
+            f"{where} has dtype {dtype} ({'text or Python objects' if dtype.kind in 'OUS' else 'not a real number type'}); "
+            "expected a numeric matrix of counts or expression values. Convert it first, "
+            "e.g. adata.X = adata.X.astype(np.float32) (or pick the numeric layer with layer=)."
+        )
+    return dtype
 
 
 def _csr_view(data, indices, indptr, shape) -> sp.csr_matrix:
@@ -127,10 +149,12 @@ def iter_row_chunks(
     """
     from ._settings import settings
 
-    chunk_size = int(chunk_size or settings.chunk_size)
-    if chunk_size < 1:
-        raise DfmInputError(f"chunk_size must be >= 1, got {chunk_size}.")
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    if chunk_size is None:
+        chunk_size = check_int("dfm.settings.chunk_size", settings.chunk_size, minimum=1)
     X = get_matrix(adata, layer)
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    half = check_matrix_dtype(X, where) == np.float16
     n, n_vars = adata.shape
     backed = is_backed(adata)
     arrays = _backed_csr_arrays(X, adata.shape) if backed else None
@@ -151,12 +175,13 @@ def iter_row_chunks(
             d, i, p = arrays
             indptr = np.asarray(p[start : stop + 1])
             a, b = int(indptr[0]), int(indptr[-1])
+            data = np.asarray(d[a:b])
+            if half:
+                data = data.astype(np.float32)
             yield (
                 start,
                 stop,
-                _csr_view(
-                    np.asarray(d[a:b]), np.asarray(i[a:b]), indptr - a, (stop - start, n_vars)
-                ),
+                _csr_view(data, np.asarray(i[a:b]), indptr - a, (stop - start, n_vars)),
             )
         else:
             yield start, stop, _to_csr(X[start:stop])
@@ -168,8 +193,12 @@ def check_values(
     require_integer: bool,
     where: str = "the expression matrix",
     fix: str = "",
+    counts_fix: str = "",
 ) -> None:
-    """Check stored values: finite, non-negative and, if asked, whole numbers."""
+    """Check stored values: finite, non-negative and, if asked, whole numbers.
+
+    ``fix`` is appended to every message, ``counts_fix`` to the whole-number one.
+    """
     if data.size == 0:
         return
     if data.dtype.kind == "b":
@@ -191,8 +220,23 @@ def check_values(
         )
     if require_integer and data.dtype.kind == "f" and not np.all(data == np.round(data)):
         raise DfmInputError(
-            f"{where} holds non-integer values, but this recipe needs raw counts. Pass "
-            "the raw counts with layer= (e.g. layer='counts')." + (f" {fix}" if fix else "")
+            f"{where} holds non-integer values, but raw counts are needed here (e.g. "
+            "log-normalised data would be normalised again). Pass the raw counts with layer= "
+            "(e.g. layer='counts')."
+            + (f" {counts_fix}" if counts_fix else "")
+            + (f" {fix}" if fix else "")
+        )
+
+
+def check_totals_finite(totals: np.ndarray, obs_names: pd.Index, start: int, where: str) -> None:
+    """Raise if a cell's total overflows float64 (values near 1e308 are not counts)."""
+    bad = np.flatnonzero(~np.isfinite(totals))
+    if bad.size:
+        raise DfmInputError(
+            f"The values of {bad.size} cells in {where} sum to more than the largest float64 "
+            f"(about 1.8e308), e.g. {_preview(obs_names[start + bad])}; totals, medians and "
+            "ranks cannot be computed. These are not counts: pass the raw counts with layer= "
+            "or rescale the values."
         )
 
 
@@ -205,6 +249,62 @@ def check_cells_nonempty(totals: np.ndarray, obs_names: pd.Index, start: int = 0
             f"{empty.size} cells have no counts, e.g. {_preview(names)}. Remove empty "
             "cells first, e.g. sc.pp.filter_cells(adata, min_counts=1)."
         )
+
+
+def validated_chunks(
+    adata,
+    layer: str | None,
+    chunk_size: int | None,
+    *,
+    require_integer: bool,
+    allow_empty: bool = False,
+    counts_fix: str = "",
+) -> Iterator[tuple[int, int, sp.csr_matrix, np.ndarray]]:
+    """Yield ``(start, stop, csr, totals)`` after checking values (and empty cells unless allowed).
+
+    Values must be finite and non-negative (whole numbers with
+    ``require_integer``; ``counts_fix`` is appended to that error), and each cell's
+    total finite. Each chunk is canonical (no duplicate entries, no stored zeros). A chunk
+    of an in-memory CSR matrix is a view of the AnnData's arrays, so it is
+    copied before anything is changed: callers must treat chunks as read-only.
+    """
+    from .ops._csr import row_totals
+
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
+        check_values(
+            chunk.data, require_integer=require_integer, where=where, counts_fix=counts_fix
+        )
+        if not chunk.has_canonical_format or not chunk.data.all():
+            # Sum duplicate entries and drop stored zeros on a private copy.
+            chunk = chunk.copy()
+            chunk.sum_duplicates()
+            chunk.eliminate_zeros()
+        totals = row_totals(chunk)
+        check_totals_finite(totals, adata.obs_names, start, where)
+        if not allow_empty:
+            check_cells_nonempty(totals, adata.obs_names, start)
+        yield start, stop, chunk, totals
+
+
+def check_copy(adata, copy) -> bool:
+    """Check ``copy=`` up front: a real boolean, and not ``True`` for a backed AnnData."""
+    copy = check_bool("copy", copy)
+    if copy and is_backed(adata):
+        raise DfmInputError(
+            "copy=True is not supported for backed AnnData; load it into memory "
+            "(adata.to_memory()) or write results in place with copy=False."
+        )
+    return copy
+
+
+def resolve_copy(adata, copy: bool):
+    """Return the AnnData to write into: ``adata`` itself, or a copy when ``copy=True``.
+
+    The one ``copy=`` handler of the AnnData writers: check the argument with
+    :func:`check_copy` first, with the others, and call this right before writing.
+    """
+    return adata.copy() if check_copy(adata, copy) else adata
 
 
 def check_obsm_rep(adata, use_rep: str) -> np.ndarray:

@@ -259,7 +259,7 @@ def test_save_load_round_trip(tmp_path, fmt):
     model.history = {"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}
     out = model.save(tmp_path / "m", weights_format=fmt)
     doc = json.loads((out / "config.json").read_text())
-    assert doc["format_version"] == 1 and doc["weights_format"] == fmt
+    assert doc["format_version"] == 2 and doc["weights_format"] == fmt
     assert doc["metadata"]["genes"] == ["a", "b"]
     assert (out / doc["weights_file"]).is_file()
     loaded = load(out)
@@ -284,7 +284,7 @@ def test_load_rejects_bad_directories(tmp_path):
     (out / "config.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="format_version 99"):
         load(out)
-    doc["format_version"] = 1
+    doc["format_version"] = 2
     doc["config"]["hidden_dim"] = 32  # weights no longer match
     (out / "config.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="shape"):

@@ -593,7 +593,7 @@ def test_soft_tokens_converge_to_pp_tokenize():
     dfm.pp.tokenize(adata, gene_medians="med", max_tokens=max_tokens)
     tokens = np.asarray(adata.obsm["dfm_tokens"])
     n_tokens = adata.obs["dfm_n_tokens"].to_numpy()
-    n_special = len(adata.uns["dfm"]["tokenizer"]["special_token_ids"])
+    n_special = len(adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["special_token_ids"])
     # the documented normalisation, written here: counts / cell total * 10,000 / median
     # (float64), compared in float32
     X = adata.X.toarray().astype(np.float64)

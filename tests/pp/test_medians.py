@@ -75,7 +75,7 @@ def test_hand_computed_odd_even_and_unexpressed():
     med = adata.var["dfm_median"].to_numpy()
     assert med.dtype == np.float64
     np.testing.assert_array_equal(med, HAND_MEDIANS)  # exact: small integers
-    meta = adata.uns["dfm"]["gene_medians"]
+    meta = adata.uns["dfm"]["gene_medians"]["dfm_median"]
     assert meta["n_genes_without_median"] == 1 and meta["target_sum"] == 10.0
     assert meta["layer"] == "X" and meta["key_added"] == "dfm_median"
     assert meta["created_by"]["function"] == "diffbio_sc.pp.gene_medians"
@@ -96,7 +96,7 @@ def test_unexpressed_gene_is_excluded_by_tokenize_with_a_warning(dfm_log):
     dfm.pp.tokenize(adata, max_tokens=4, target_sum=10)
     text = "\n".join(r.getMessage() for r in dfm_log.records if r.levelno >= logging.WARNING)
     assert "1 of 4 vocabulary genes have no positive median" in text and "'g2'" in text
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["n_genes_without_median"] == 1 and list(meta["genes_without_median"]) == ["g2"]
     assert meta["n_genes_used"] == 3
     assert not (adata.obsm["dfm_tokens"] == 2 + 4).any()  # g2's token id never appears
@@ -155,39 +155,14 @@ def test_synthetic_matches_reference(synth):
     assert_same_medians(adata.var["dfm_median"], reference_medians(synth.X, 10_000))
 
 
-@pytest.mark.parametrize(
-    "variant", ["dense_int", "dense_float", "csc", "csr_float32", "layer", "stored_zeros"]
-)
-def test_input_formats_agree(synth, variant):
+def test_input_formats_agree(synth, input_format):
+    """Every storage (conftest.INPUT_FORMATS) gives the medians of the in-memory CSR."""
     expected = synth.copy()
     dfm.pp.gene_medians(expected)
-    X = synth.X.tocsr()
-    layer = None
-    if variant == "dense_int":
-        X = X.toarray()
-    elif variant == "dense_float":
-        X = X.toarray().astype(np.float64)
-    elif variant == "csc":
-        X = X.tocsc()
-    elif variant == "csr_float32":
-        X = X.astype(np.float32)
-    elif variant == "stored_zeros":
-        X = X.copy()
-        X.data[:7] = 0  # stored zeros: not expressed
-    adata = make_adata(X, var_names=synth.var_names, obs_names=synth.obs_names)
-    if variant == "layer":
-        adata.layers["counts"] = adata.X
-        adata.X = np.full(adata.shape, -1.0)  # would be rejected if read
-        layer = "counts"
-    before_X = adata.X.copy()
-    dfm.pp.gene_medians(adata, layer=layer)
-    if variant == "stored_zeros":
-        assert_same_medians(adata.var["dfm_median"], reference_medians(X, 10_000))
-        np.testing.assert_array_equal(adata.X.data, before_X.data)  # zeros still stored
-    else:
-        np.testing.assert_array_equal(adata.var["dfm_median"], expected.var["dfm_median"])
-    if layer:
-        assert adata.uns["dfm"]["gene_medians"]["layer"] == "counts"
+    adata, layer = input_format(synth)
+    dfm.pp.gene_medians(adata, layer=layer, chunk_size=32)
+    np.testing.assert_array_equal(adata.var["dfm_median"], expected.var["dfm_median"])
+    assert adata.uns["dfm"]["gene_medians"]["dfm_median"]["layer"] == (layer or "X")
 
 
 def test_chunk_sizes_agree(synth):
@@ -219,7 +194,7 @@ def test_copy_and_key_added(synth):
     adata = synth.copy()
     out = dfm.pp.gene_medians(adata, key_added="med", copy=True)
     assert "med" in out.var and "med" not in adata.var and "dfm" not in adata.uns
-    assert out.uns["dfm"]["gene_medians"]["key_added"] == "med"
+    assert out.uns["dfm"]["gene_medians"]["med"]["key_added"] == "med"
     assert dfm.pp.gene_medians(adata, key_added="med") is None
     np.testing.assert_array_equal(adata.var["med"], out.var["med"])
 
@@ -237,7 +212,7 @@ def test_copy_and_key_added(synth):
         ("empty", DfmInputError, "empty"),
         ("dup_var", DfmInputError, "duplicate var_names"),
         ("missing_layer", DfmInputError, "Layer 'raw' not found"),
-        ("target_sum", ValueError, "target_sum must be a positive number"),
+        ("target_sum", ValueError, "target_sum must be > 0"),
         ("bool", DfmInputError, "boolean"),
     ],
 )
@@ -273,10 +248,13 @@ def test_bad_input(name, err, msg):
     assert adata.uns["dfm"] == {"gene_medians": {"target_sum": 5.0}}
 
 
-def test_non_integer_values_are_accepted():
+def test_non_integer_values_need_require_counts_false():
     X = np.array([[0.5, 1.5], [2.0, 0.0]])
     adata = make_adata(sp.csr_matrix(X))
-    dfm.pp.gene_medians(adata, target_sum=1.0)
+    with pytest.raises(DfmInputError, match="raw counts.*layer=.*require_counts=False"):
+        dfm.pp.gene_medians(adata, target_sum=1.0)
+    assert "dfm_median" not in adata.var and "dfm" not in adata.uns
+    dfm.pp.gene_medians(adata, target_sum=1.0, require_counts=False)
     np.testing.assert_allclose(adata.var["dfm_median"], [(0.25 + 1.0) / 2, 0.75], rtol=1e-7)
 
 
@@ -290,11 +268,11 @@ def test_h5ad_round_trip(tmp_path):
     adata.write_h5ad(path)
     back = ad.read_h5ad(path)
     np.testing.assert_array_equal(back.var["dfm_median"], HAND_MEDIANS)
-    assert back.uns["dfm"]["gene_medians"]["n_genes_without_median"] == 1
-    assert back.uns["dfm"]["gene_medians"]["target_sum"] == 10.0
+    assert back.uns["dfm"]["gene_medians"]["dfm_median"]["n_genes_without_median"] == 1
+    assert back.uns["dfm"]["gene_medians"]["dfm_median"]["target_sum"] == 10.0
     assert (
-        back.uns["dfm"]["gene_medians"]["created_by"]
-        == adata.uns["dfm"]["gene_medians"]["created_by"]
+        back.uns["dfm"]["gene_medians"]["dfm_median"]["created_by"]
+        == adata.uns["dfm"]["gene_medians"]["dfm_median"]["created_by"]
     )
 
 

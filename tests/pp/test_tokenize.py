@@ -97,52 +97,6 @@ def reference_tokens(
     return out, n_tok
 
 
-def assert_uns_equal(a, b, path="uns"):
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys {set(a)} != {set(b)}"
-        for k in a:
-            assert_uns_equal(a[k], b[k], f"{path}[{k!r}]")
-    elif isinstance(a, (list, tuple, np.ndarray)):
-        a_arr, b_arr = np.asarray(a), np.asarray(b)
-        assert a_arr.shape == b_arr.shape, path
-        if a_arr.size:
-            if a_arr.dtype.kind in "iufb" and b_arr.dtype.kind in "iufb":
-                np.testing.assert_array_equal(a_arr, b_arr, err_msg=path)
-            else:
-                assert [str(x) for x in a_arr.ravel()] == [str(x) for x in b_arr.ravel()], path
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), path
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
-def assert_matrix_equal(a, b):
-    assert sp.issparse(a) == sp.issparse(b)
-    if sp.issparse(a):
-        assert a.format == b.format and a.dtype == b.dtype
-        np.testing.assert_array_equal(a.indptr, b.indptr)
-        np.testing.assert_array_equal(a.indices, b.indices)
-        np.testing.assert_array_equal(a.data, b.data)
-    else:
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
-
-
-def assert_unchanged(adata: ad.AnnData, before: ad.AnnData) -> None:
-    """Everything a writer could touch is as it was (X bit for bit, stored zeros included)."""
-    assert adata.shape == before.shape
-    assert_matrix_equal(adata.X, before.X)
-    pd.testing.assert_frame_equal(adata.obs, before.obs)
-    pd.testing.assert_frame_equal(adata.var, before.var)
-    assert set(adata.obsm) == set(before.obsm)
-    for k in before.obsm:
-        np.testing.assert_array_equal(adata.obsm[k], before.obsm[k])
-    assert set(adata.layers) == set(before.layers)
-    for k in before.layers:
-        assert_matrix_equal(adata.layers[k], before.layers[k])
-    assert_uns_equal(dict(adata.uns), dict(before.uns))
-
-
 def warnings_text(caplog) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
 
@@ -171,7 +125,7 @@ def test_v1_hand_computed():
     dfm.pp.tokenize(adata, max_tokens=2)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], [[7, 4], [5, 7]])
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [2, 2])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["recipe"] == "geneformer_v1" and meta["max_tokens"] == 2
     assert meta["median_source"] == "var:dfm_median" and meta["target_sum"] == 10_000.0
     assert meta["pad_id"] == PAD and meta["vocab_size"] == 4 + 4
@@ -192,7 +146,7 @@ def test_v2_hand_computed_cls_eos_pad():
     dfm.pp.tokenize(adata, recipe="geneformer_v2", max_tokens=4)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], [[CLS, 7, 4, EOS], [CLS, 5, 7, EOS]])
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [4, 4])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["recipe"] == "geneformer_v2" and meta["prepend_cls"] and meta["append_eos"]
     assert meta["max_gene_tokens"] == 2
 
@@ -201,11 +155,11 @@ def test_recipe_default_lengths():
     adata = make_adata(sp.csr_matrix(HAND_X), medians=HAND_MED)
     dfm.pp.tokenize(adata)
     assert adata.obsm["dfm_tokens"].shape == (2, 2048)
-    assert adata.uns["dfm"]["tokenizer"]["max_gene_tokens"] == 2048
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["max_gene_tokens"] == 2048
     dfm.pp.tokenize(adata, recipe="geneformer_v2")
     tokens = adata.obsm["dfm_tokens"]
     assert tokens.shape == (2, 4096) and tokens.dtype == np.int32
-    assert adata.uns["dfm"]["tokenizer"]["max_gene_tokens"] == 4094
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["max_gene_tokens"] == 4094
     np.testing.assert_array_equal(tokens[:, :5], [[CLS, 7, 4, 6, EOS], [CLS, 5, 7, EOS, PAD]])
     assert (tokens[:, 5:] == PAD).all()
 
@@ -228,7 +182,7 @@ def test_custom_recipe_object():
         adata.obsm["dfm_tokens"], [[CLS, 7, 4, 6, PAD], [CLS, 5, 7, PAD, PAD]]
     )
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [4, 3])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert (
         meta["recipe"] == "cls_only"
         and meta["target_sum"] == 100.0
@@ -243,7 +197,7 @@ def test_custom_vocab_hand_computed():
     np.testing.assert_array_equal(
         adata.obsm["dfm_tokens"], [[8, 10, 100, 20, 9, 7], [8, 50, 10, 9, 7, 7]]
     )
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["pad_id"] == 7 and meta["vocab_size"] == 7 and meta["vocab_source"] == "mapping"
     assert meta["special_token_ids"] == {"<pad>": 7, "<cls>": 8, "<eos>": 9}
 
@@ -256,7 +210,7 @@ def test_cells_without_usable_genes_get_only_special_tokens(dfm_log):
         adata.obsm["dfm_tokens"], [[CLS, 4, 6, EOS, PAD], [CLS, EOS, PAD, PAD, PAD]]
     )
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [4, 2])
-    assert adata.uns["dfm"]["tokenizer"]["n_cells_without_gene_tokens"] == 1
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["n_cells_without_gene_tokens"] == 1
     text = warnings_text(dfm_log)
     assert "1 cells express none of the usable genes" in text and "'c1'" in text
 
@@ -339,7 +293,7 @@ def test_custom_vocab_matches_reference(case, data):
 def test_kernel_contract(case, max_tokens, data):
     """``rank_value_encode`` (used by other modules): indices, values and lengths, and the
     ``lut``/``out``/``pad_value`` options, against the per-cell rule."""
-    from diffbio_sc.pp._kernels import rank_value_encode
+    from diffbio_sc.ops._rank_value import rank_value_encode
 
     X, med, _, _, _ = case
     n, g = X.shape
@@ -401,60 +355,22 @@ def test_reference_on_synthetic_data(synth):
     np.testing.assert_array_equal(n_tok, n_exp)
 
 
-@pytest.mark.parametrize(
-    "variant",
-    [
-        "dense_int",
-        "dense_float64",
-        "csr_float32",
-        "csc",
-        "csr_int64",
-        "layer",
-        "unsorted",
-        "stored_zeros",
-    ],
-)
-def test_input_formats_give_identical_tokens(synth, variant):
-    base = synth.copy()
-    expected = _tokens(base)
-    X = synth.X.tocsr()
-    layer = None
-    if variant == "dense_int":
-        X = X.toarray()
-    elif variant == "dense_float64":
-        X = X.toarray().astype(np.float64)
-    elif variant == "csr_float32":
-        X = X.astype(np.float32)
-    elif variant == "csc":
-        X = X.tocsc()
-    elif variant == "csr_int64":
-        X = X.astype(np.int64)
-    elif variant == "unsorted":
-        X = X.copy()
-        for i in range(X.shape[0]):  # reverse the column order inside every row
-            a, b = X.indptr[i], X.indptr[i + 1]
-            X.indices[a:b] = X.indices[a:b][::-1].copy()
-            X.data[a:b] = X.data[a:b][::-1].copy()
-        X.has_sorted_indices = False
-        assert not X.has_sorted_indices
-    elif variant == "stored_zeros":
-        X = X.copy()
-        X.data[::5] = 0  # explicit zeros: not expressed, and must stay stored in adata.X
-    adata = make_adata(X, var_names=synth.var_names, obs_names=synth.obs_names)
-    adata.var["dfm_median"] = synth.var["dfm_median"]
-    if variant == "layer":
-        adata.layers["counts"] = adata.X.copy()
-        adata.X = sp.csr_matrix(np.ones(adata.shape, dtype=np.float32) * 0.5)  # not counts
-        layer = "counts"
-    before = adata.copy()
-    tokens, n_tok = _tokens(adata, layer=layer)
-    if variant == "stored_zeros":
-        expected = reference_tokens(X, synth.var["dfm_median"], max_tokens=60)
+def test_input_formats_give_identical_tokens(synth, input_format, matrix_equal):
+    """Every storage (conftest.INPUT_FORMATS) gives the tokens of the in-memory CSR."""
+    expected = _tokens(synth.copy())
+    adata, layer = input_format(synth)  # .var['dfm_median'] carried over
+    before = None if adata.isbacked else adata.copy()
+    tokens, n_tok = _tokens(adata, layer=layer, chunk_size=32)
     np.testing.assert_array_equal(tokens, expected[0])
     np.testing.assert_array_equal(n_tok, expected[1])
-    assert_matrix_equal(adata.X, before.X)  # input never modified (stored zeros, order)
-    if layer:
-        assert adata.uns["dfm"]["tokenizer"]["layer"] == "counts"
+    if before is not None:  # input never modified (stored zeros, duplicates, order)
+        X, X0 = (
+            adata.layers[layer] if layer else adata.X,
+            before.layers[layer] if layer else before.X,
+        )
+        if sp.issparse(X) or isinstance(X, np.ndarray):
+            matrix_equal(X, X0)
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["layer"] == (layer or "X")
 
 
 def test_chunk_sizes_give_identical_tokens(synth):
@@ -490,20 +406,20 @@ def test_default_medians_are_computed_and_written(synth):
     adata = synth.copy()
     del adata.var["dfm_median"]
     _tokens(adata)
-    assert adata.uns["dfm"]["tokenizer"]["median_source"] == "computed from data"
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["median_source"] == "computed from data"
     np.testing.assert_array_equal(adata.var["dfm_median"], synth.var["dfm_median"])
     expected = reference_tokens(adata.X, synth.var["dfm_median"], max_tokens=60)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected[0])
 
 
-def test_copy_and_keys(synth):
+def test_copy_and_keys(synth, unchanged):
     adata = synth.copy()
     before = adata.copy()
     out = dfm.pp.tokenize(adata, max_tokens=30, copy=True, key_added="tok", n_tokens_key="ntok")
     assert out is not adata
-    assert_unchanged(adata, before)
+    unchanged(adata, before)
     assert "tok" in out.obsm and "ntok" in out.obs and "dfm_tokens" not in out.obsm
-    meta = out.uns["dfm"]["tokenizer"]
+    meta = out.uns["dfm"]["tokenizer"]["tok"]
     assert meta["key_added"] == "tok" and meta["n_tokens_key"] == "ntok"
     assert dfm.pp.tokenize(adata, max_tokens=30) is None
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], out.obsm["tok"])
@@ -615,7 +531,7 @@ def test_median_sources_agree(small, tmp_path, source):
     expected, n_tok = reference_tokens(X, medv, max_tokens=4)
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected)
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], n_tok)
-    assert adata.uns["dfm"]["tokenizer"]["median_source"] == expected_source
+    assert adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["median_source"] == expected_source
     assert "dfm_median" not in adata.var  # only written when computed from the data
 
 
@@ -661,12 +577,12 @@ def test_vocab_sources_agree(small, tmp_path, source):
         X, list(med.values()), max_tokens=6, recipe="geneformer_v2", token_of=[40, 30, 20, 10]
     )
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected)
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["vocab_size"] == 8
     assert meta["vocab_source"] == ("mapping" if source == "mapping" else f"file:{arg}")
 
 
-def test_pickle_needs_trust_flag(small, tmp_path):
+def test_pickle_needs_trust_flag(small, tmp_path, unchanged):
     adata, X, med = small
     med_path = tmp_path / "gene_median_dictionary.pkl"
     with open(med_path, "wb") as fh:
@@ -676,13 +592,13 @@ def test_pickle_needs_trust_flag(small, tmp_path):
         dfm.pp.tokenize(adata, gene_medians=med_path, max_tokens=4)
     assert "JSON" in str(err.value) and "json.dump" in str(err.value)
     assert "trust_pickle=True" in str(err.value)
-    assert_unchanged(adata, before)
+    unchanged(adata, before)
     vocab_path = tmp_path / "token_dictionary.pickle"
     with open(vocab_path, "wb") as fh:
         pickle.dump({"<pad>": 0, "g0": 5, "g1": 6, "g2": 7, "g3": 8}, fh)
     with pytest.raises(DfmInputError, match="JSON"):
         dfm.pp.tokenize(adata, gene_medians=med, vocab=vocab_path, max_tokens=4)
-    assert_unchanged(adata, before)
+    unchanged(adata, before)
     dfm.pp.tokenize(adata, gene_medians=med_path, vocab=vocab_path, max_tokens=4, trust_pickle=True)
     expected, _ = reference_tokens(X, list(med.values()), max_tokens=4, token_of=[5, 6, 7, 8])
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected)
@@ -701,7 +617,7 @@ def test_ensembl_versions_are_matched(versioned_side):
     dfm.pp.tokenize(adata, gene_medians=med, vocab=vocab, max_tokens=4)
     expected, _ = reference_tokens(X, [2.0, 0.5, 1.5, 1.0], max_tokens=4, token_of=[11, 12, 13, 14])
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], expected)
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["n_genes_used"] == 4 and meta["frac_genes_in_vocab"] == 1.0
 
 
@@ -715,7 +631,7 @@ def test_missing_genes_are_excluded_reported_and_recorded(dfm_log):
     # cell 0: a 1000/1 = 1000, d 4000/2 = 2000 -> [d, a]; cell 1: d 5000/2 -> [d]
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"], [[13, 10, 0], [13, 0, 0]])
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"], [2, 1])
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["n_genes"] == 4 and meta["n_genes_in_vocab"] == 3 and meta["n_genes_used"] == 2
     assert meta["frac_genes_in_vocab"] == pytest.approx(3 / 4)
     # counts of a, b, d over all counts: (1 + 2 + 4 + 5 + 5) / (10 + 10)
@@ -743,12 +659,12 @@ def test_nonpositive_medians_are_excluded(dfm_log):
         ({"<pad>": 0, "<cls>": 2, "g0": 4, "g1": 5}, "geneformer_v2", "<eos>"),
     ],
 )
-def test_vocab_without_special_tokens_is_an_error(vocab, recipe, missing):
+def test_vocab_without_special_tokens_is_an_error(vocab, recipe, missing, unchanged):
     adata = make_adata(sp.csr_matrix(np.array([[1, 2]])), medians=[1.0, 1.0])
     before = adata.copy()
     with pytest.raises(DfmInputError, match=missing):
         dfm.pp.tokenize(adata, vocab=vocab, recipe=recipe, max_tokens=4)
-    assert_unchanged(adata, before)
+    unchanged(adata, before)
 
 
 def test_v1_vocab_needs_only_pad():
@@ -835,7 +751,7 @@ def _bad_case(name):
         err, msg = TypeError, "vocab must be"
     elif name == "target_sum":
         kw = {"target_sum": 0, "max_tokens": 4}
-        msg = "target_sum must be a positive number"
+        msg = "target_sum must be > 0"
     elif name == "not_anndata":
         return X, kw, TypeError, "Expected an AnnData"
     adata = make_adata(sp.csr_matrix(X), var_names=var_names, obs_names=obs_names, medians=med)
@@ -857,7 +773,7 @@ BAD = [
 
 @pytest.mark.filterwarnings("ignore:(Observation|Variable) names are not unique")
 @pytest.mark.parametrize("name", BAD)
-def test_bad_input_is_rejected_and_adata_unchanged(name):
+def test_bad_input_is_rejected_and_adata_unchanged(name, unchanged):
     adata, kw, err, msg = _bad_case(name)
     if not isinstance(adata, ad.AnnData):
         with pytest.raises(err, match=msg):
@@ -866,11 +782,11 @@ def test_bad_input_is_rejected_and_adata_unchanged(name):
     before = adata.copy()
     with pytest.raises(err, match=msg):
         dfm.pp.tokenize(adata, **kw)
-    assert_unchanged(adata, before)
+    unchanged(adata, before)
 
 
 @pytest.mark.parametrize("name", ["negative", "nan", "all_zero_cell"])
-def test_bad_input_with_computed_medians_leaves_adata_unchanged(name):
+def test_bad_input_with_computed_medians_leaves_adata_unchanged(name, unchanged):
     """The medians pass must not write .var['dfm_median'] before the error."""
     adata, kw, err, msg = _bad_case(name)
     del adata.var["dfm_median"]
@@ -878,10 +794,10 @@ def test_bad_input_with_computed_medians_leaves_adata_unchanged(name):
     with pytest.raises(err, match=msg):
         dfm.pp.tokenize(adata, **kw)
     assert "dfm_median" not in adata.var
-    assert_unchanged(adata, before)
+    unchanged(adata, before)
 
 
-def test_bad_value_in_a_late_chunk_leaves_adata_unchanged(synth):
+def test_bad_value_in_a_late_chunk_leaves_adata_unchanged(synth, unchanged):
     adata = synth.copy()
     X = adata.X.tocsr().astype(np.float32)
     X.data[-1] = -2.0  # last cell, so every earlier chunk is processed first
@@ -889,17 +805,20 @@ def test_bad_value_in_a_late_chunk_leaves_adata_unchanged(synth):
     before = adata.copy()
     with pytest.raises(DfmInputError, match="negative"):
         dfm.pp.tokenize(adata, max_tokens=20, chunk_size=10)
-    assert_unchanged(adata, before)
+    unchanged(adata, before)
 
 
 # --------------------------------------------------------------------------- h5ad
 
 
-def test_h5ad_round_trip(synth, tmp_path):
+def test_h5ad_round_trip(synth, tmp_path, uns_equal):
     adata = synth.copy()
     del adata.var["dfm_median"]
     dfm.pp.tokenize(adata, recipe="geneformer_v2", max_tokens=40)
-    adata.uns["dfm"]["tokenizer"]["genes_not_in_vocab"] = ["keep", "these"]  # non-empty list
+    adata.uns["dfm"]["tokenizer"]["dfm_tokens"]["genes_not_in_vocab"] = [
+        "keep",
+        "these",
+    ]  # non-empty list
     path = tmp_path / "tok.h5ad"
     adata.write_h5ad(path)
     back = ad.read_h5ad(path)
@@ -907,8 +826,8 @@ def test_h5ad_round_trip(synth, tmp_path):
     assert back.obsm["dfm_tokens"].dtype == np.int32
     np.testing.assert_array_equal(back.obs["dfm_n_tokens"], adata.obs["dfm_n_tokens"])
     np.testing.assert_array_equal(back.var["dfm_median"], adata.var["dfm_median"])
-    assert_uns_equal(dict(back.uns["dfm"]), dict(adata.uns["dfm"]))
-    meta = back.uns["dfm"]["tokenizer"]
+    uns_equal(dict(back.uns["dfm"]), dict(adata.uns["dfm"]))
+    meta = back.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert (
         meta["recipe"] == "geneformer_v2"
         and meta["created_by"]["function"] == "diffbio_sc.pp.tokenize"
@@ -934,7 +853,7 @@ def test_real_pbmc_matches_reference(pbmc_path):
     # every kept token is a distinct gene id
     for row, n in zip(tokens[sample], n_tok, strict=True):
         assert len(set(row[:n])) == n
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["frac_genes_in_vocab"] == 1.0 and meta["frac_counts_in_vocab"] == 1.0
 
 
@@ -980,7 +899,7 @@ def test_bundled_demo_with_ensembl_vocab_file(tmp_path):
     )
     np.testing.assert_array_equal(adata.obsm["dfm_tokens"][sample], expected)
     np.testing.assert_array_equal(adata.obs["dfm_n_tokens"].to_numpy()[sample], n_tok)
-    meta = adata.uns["dfm"]["tokenizer"]
+    meta = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
     assert meta["n_genes_in_vocab"] == keep.sum()
     X = adata.X.tocsr()
     frac_counts = X[:, np.flatnonzero(keep)].sum() / X.sum()

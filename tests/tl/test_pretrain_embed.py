@@ -48,9 +48,7 @@ def embedded(trained, data):
 
 
 def _params(model):
-    from diffbio_sc.models._io import _flat_params
-
-    return _flat_params(model)
+    return model.get_weights()
 
 
 def _model_inputs_via_tokenize(adata, model):
@@ -146,33 +144,32 @@ def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, m
     import jax
     from flax import nnx
 
+    from diffbio_sc.models import _train
     from diffbio_sc.tl import _pretrain
 
-    fns = _pretrain._compiled()
-    real_train = fns["train_step"]
+    real_train, _ = _train._steps(_pretrain._masked_loss)
     ids_by_cell, _ = _model_inputs_via_tokenize(data, trained)
     cell_of_row = {row.tobytes(): c for c, row in enumerate(ids_by_cell)}
     assert len(cell_of_row) == data.n_obs  # token rows identify the cells
     codes = np.unique(data.obs["batch"].astype(str), return_inverse=True)[1]
     seen = {"train_det": set(), "eval_det": set(), "cells": [], "bc": [], "prof": []}
 
-    def spy_train(graphdef, params, opt_state, lr, ids, vals, prof, bc, key):
-        seen["train_det"].add(nnx.merge(graphdef, params).embed_drop.deterministic)
-        seen["cells"].extend(cell_of_row[row.tobytes()] for row in np.asarray(ids))
-        seen["bc"].extend(np.asarray(bc).tolist())
-        seen["prof"].append(np.asarray(prof))
-        return real_train(graphdef, params, opt_state, lr, ids, vals, prof, bc, key)
+    def spy_train(model, optimizer, lr, batch, key):
+        seen["train_det"].add(model.embed_drop.deterministic)
+        seen["cells"].extend(cell_of_row[row.tobytes()] for row in np.asarray(batch["ids"]))
+        seen["bc"].extend(np.asarray(batch["batch_codes"]).tolist())
+        seen["prof"].append(np.asarray(batch["profile"]))
+        return real_train(model, optimizer, lr, batch, key)
 
     val_losses = iter([3.0, 1.0, 2.0, 4.0, 5.0, 6.0])  # best at epoch 2
     snapshots = []
 
-    def fake_eval(graphdef, params, ids, vals, prof, bc, w, key):
-        seen["eval_det"].add(nnx.merge(graphdef, params).embed_drop.deterministic)
-        snapshots.append([np.asarray(x) for x in jax.tree.leaves(params)])
+    def fake_eval(model, batch, key):
+        seen["eval_det"].add(model.embed_drop.deterministic)
+        snapshots.append([np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
         return np.float32(next(val_losses))
 
-    monkeypatch.setitem(fns, "train_step", spy_train)
-    monkeypatch.setitem(fns, "eval_step", fake_eval)
+    monkeypatch.setattr(_train, "_steps", lambda loss_fn: (spy_train, fake_eval))
     capsys.readouterr()
     model = dfm.tl.pretrain(
         data,
@@ -206,7 +203,7 @@ def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, m
     assert tr["stopped_early"] and tr["epochs_run"] == 4 and tr["best_epoch"] == 2
     assert model.history["val_loss"] == [3.0, 1.0, 2.0, 4.0] and tr["best_val_loss"] == 1.0
     assert len(snapshots) == 4  # one validation batch per epoch
-    final = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+    final = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
     for got, want in zip(final, snapshots[1], strict=True):
         np.testing.assert_array_equal(got, want)
     assert any(not np.array_equal(a, b) for a, b in zip(final, snapshots[3], strict=True))

@@ -1,6 +1,7 @@
 """Bundled demo data and synthetic generators."""
 
 from ._demo import celllines_demo
+from ._genetics import simulate_genetic_cohort, simulate_phenotype
 from ._synthetic import synthetic_counts
 
-__all__ = ["celllines_demo", "synthetic_counts"]
+__all__ = ["celllines_demo", "synthetic_counts", "simulate_genetic_cohort", "simulate_phenotype"]

@@ -16,6 +16,9 @@ _EXPORTS = {
     "EmbeddingPreset": "._presets",
     "PRESETS": "._presets",
     "get_preset": "._presets",
+    "read_gtf": "._gtf",
+    "read_vcf": "._vcf",
+    "Genome": "._genome",
 }
 __all__ = list(_EXPORTS)
 

@@ -89,7 +89,8 @@ def atomic_path(path: str | os.PathLike, *, what: str = "output file") -> Iterat
             "Remove it or choose a file name."
         )
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + "".join(target.suffixes[-1:]),
+        prefix=f".{target.name}.",
+        suffix=".tmp" + "".join(target.suffixes[-1:]),
         dir=target.parent if str(target.parent) else ".",
     )
     os.close(fd)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .._validate import DfmInputError, _preview
+from ._ids import ids_to_str
 
 FORMATS = ("npz", "npy", "h5ad", "csv", "tsv", "parquet", "safetensors")
 MAX_DIMS = 65_536
@@ -120,57 +121,6 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
         while chunk := fh.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def ids_to_str(values: Any, where: str) -> np.ndarray:
-    """Convert ids to a unicode string array; integers become their decimal text."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise DfmInputError(f"{where} must be 1-D, got shape {arr.shape}.")
-    kind = arr.dtype.kind
-    not_integer = f"{where} holds non-integer or missing numbers; ids must be strings or integers."
-    if kind == "U":
-        out = arr.astype(str)
-    elif kind == "S":
-        try:
-            out = np.char.decode(arr, "utf-8").astype(str)
-        except UnicodeDecodeError as err:
-            raise DfmInputError(f"{where} holds bytes that are not UTF-8 ({err}).") from None
-    elif kind in "iu":
-        out = arr.astype(str)
-    elif kind == "f":
-        finite = np.isfinite(arr)
-        if not (finite.all() and np.all(arr == np.round(arr))):
-            raise DfmInputError(not_integer)
-        out = arr.astype(np.int64).astype(str)
-    elif kind == "O":
-        series = pd.Series(arr, dtype=object)
-        missing = series.isna().to_numpy()
-        if missing.any():
-            raise DfmInputError(
-                f"{where} has {int(missing.sum())} missing ids, e.g. at rows "
-                f"{_preview(np.flatnonzero(missing))}. Every row needs an id."
-            )
-
-        def text(v) -> str:
-            # a float column of whole numbers (e.g. a Parquet/.obs id column) reads
-            # as 7.0: write it as 7, as for float arrays, so it can match '7'
-            if isinstance(v, (float, np.floating)):
-                if not float(v).is_integer():
-                    raise DfmInputError(not_integer)
-                return str(int(v))
-            return str(v)
-
-        out = np.asarray([text(v) for v in series.tolist()], dtype=str)
-    else:
-        raise DfmInputError(f"{where} has dtype {arr.dtype}; ids must be strings or integers.")
-    empty = np.flatnonzero(out == "")
-    if empty.size:
-        raise DfmInputError(
-            f"{where} has {empty.size} empty ids, e.g. at rows {_preview(empty)}. Every row "
-            "needs a non-empty id."
-        )
-    return out
 
 
 def overflow_note(original_dtype: str, dtype: np.dtype) -> str:

@@ -1,7 +1,13 @@
-"""Flax NNX models: the native masked-expression transformer and its save/load.
+"""Flax NNX models, their shared layers, save/load and the trainer.
 
 Imported on first attribute access (``dfm.models.MaskedExpressionModel``), so
 that ``import diffbio_sc`` does not import JAX.
+
+* ``MaskedExpressionModel`` / ``MaskedExpressionConfig``: the native model.
+* ``load(path)``: rebuild any saved model (its class is read from ``config.json``).
+* ``ModelConfig``, ``SavedModel``, ``register_model``, ``ModelFormatError``: the
+  base every saveable model builds on (``models/_base.py``).
+* ``fit``, ``TrainConfig``, ``TrainResult``: the shared training loop (``models/_train.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,15 @@ _EXPORTS = {
     "MaskedExpressionModel": "._masked",
     "MaskedExpressionConfig": "._masked",
     "load": "._io",
+    "GENOMICS_MODELS": "._genomics_registry",
+    "genomics_models_markdown": "._genomics_registry",
+    "ModelConfig": "._base",
+    "SavedModel": "._base",
+    "ModelFormatError": "._base",
+    "register_model": "._base",
+    "fit": "._train",
+    "TrainConfig": "._train",
+    "TrainResult": "._train",
 }
 __all__ = list(_EXPORTS)
 

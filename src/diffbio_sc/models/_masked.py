@@ -27,8 +27,7 @@ the encoder), so the pooled embedding is not asked to carry the batch.
 
 from __future__ import annotations
 
-import dataclasses
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -39,9 +38,25 @@ import numpy as np
 from flax import nnx
 
 from .. import _keys
+from ._base import ModelConfig, SavedModel, register_model
+from ._layers import (
+    TransformerBlock,
+    masked_mean_pool,
+    random_token_mask,
+    sinusoidal_encoding,
+    weights_to_bias,
+)
 
-#: Bias given to attention keys with weight 0 (padding); exp(-1e9) is exactly 0.
-_NEG = -1e9
+__all__ = [
+    "MaskedExpressionConfig",
+    "MaskedExpressionModel",
+    "abstract_model",
+    "create_model",
+    "param_count",
+    "random_token_mask",
+    "rank_encoding",
+    "weights_to_bias",
+]
 #: Initial scale of gene-identity embeddings. Identity must dominate the
 #: (cell-independent) rank code at initialisation, or every cell starts with
 #: nearly the same pooled embedding.
@@ -51,7 +66,7 @@ _RANK_SCALE = 0.5
 
 
 @dataclass(frozen=True)
-class MaskedExpressionConfig:
+class MaskedExpressionConfig(ModelConfig):
     """Architecture and objective of :class:`MaskedExpressionModel`.
 
     Parameters
@@ -109,7 +124,9 @@ class MaskedExpressionConfig:
     value_weight: float = 1.0
     profile_weight: float = 50.0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+
         def bad(msg: str) -> None:
             raise ValueError(f"MaskedExpressionConfig: {msg}")
 
@@ -147,88 +164,19 @@ class MaskedExpressionConfig:
         """Feed-forward width."""
         return int(self.mlp_dim or 2 * self.hidden_dim)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (JSON-serialisable)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MaskedExpressionConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(
-                f"Unknown MaskedExpressionConfig fields {sorted(unknown)}; the model was "
-                "saved by a newer diffbio_sc. Upgrade diffbio_sc to load it."
-            )
-        return cls(**d)
-
 
 def rank_encoding(ranks: jax.Array, dim: int) -> jax.Array:
     """Sinusoidal encoding of continuous ranks: ``(...,)`` -> ``(..., dim)``.
 
-    The frequencies are those of the original transformer positional encoding;
-    integer ranks give exactly the positional encoding of those positions, and a
-    soft rank between two integers gives a smooth interpolation.
+    :func:`diffbio_sc.models._layers.sinusoidal_encoding`: integer ranks give
+    exactly the positional encoding of those positions, and a soft rank between
+    two integers gives a smooth interpolation.
     """
-    half = dim // 2
-    freqs = jnp.exp(-math.log(10_000.0) * jnp.arange(half, dtype=jnp.float32) / half)
-    angles = ranks[..., None].astype(jnp.float32) * freqs
-    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    return sinusoidal_encoding(ranks, dim)
 
 
-def weights_to_bias(weights: jax.Array) -> jax.Array:
-    """Attention key bias from token weights: ``log(w)``, and exactly masked where w == 0."""
-    safe = jnp.maximum(weights, 1e-30)
-    return jnp.where(weights > 0, jnp.log(safe), _NEG)
-
-
-class _ModelInfo:
-    """Holder of a model's metadata and history, outside the computation.
-
-    All instances compare equal and hash alike, so that the model's graph
-    definition (and with it the jit cache) does not depend on them.
-    """
-
-    def __init__(self) -> None:
-        self.metadata: dict[str, Any] = {}
-        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ModelInfo)
-
-    def __hash__(self) -> int:
-        return hash(_ModelInfo)
-
-
-class _Block(nnx.Module):
-    """Pre-LayerNorm transformer encoder block."""
-
-    def __init__(self, cfg: MaskedExpressionConfig, *, rngs: nnx.Rngs):
-        h = cfg.hidden_dim
-        self.n_heads = cfg.n_heads
-        self.ln1 = nnx.LayerNorm(h, rngs=rngs)
-        self.qkv = nnx.Linear(h, 3 * h, rngs=rngs)
-        self.out = nnx.Linear(h, h, rngs=rngs)
-        self.ln2 = nnx.LayerNorm(h, rngs=rngs)
-        self.ff1 = nnx.Linear(h, cfg.ff_dim, rngs=rngs)
-        self.ff2 = nnx.Linear(cfg.ff_dim, h, rngs=rngs)
-        self.drop = nnx.Dropout(cfg.dropout)
-
-    def __call__(self, x: jax.Array, bias: jax.Array, key: jax.Array | None) -> jax.Array:
-        b, t, h = x.shape
-        k1 = k2 = None
-        if key is not None:
-            k1, k2 = jax.random.split(key)
-        qkv = self.qkv(self.ln1(x)).reshape(b, t, 3, self.n_heads, h // self.n_heads)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        att = jax.nn.dot_product_attention(q, k, v, bias=bias[:, None, None, :])
-        x = x + self.drop(self.out(att.reshape(b, t, h)), rngs=k1)
-        y = self.ff2(jax.nn.gelu(self.ff1(self.ln2(x))))
-        return x + self.drop(y, rngs=k2)
-
-
-class MaskedExpressionModel(nnx.Module):
+@register_model("masked_expression")
+class MaskedExpressionModel(SavedModel):
     """Masked-expression transformer over rank-value gene tokens.
 
     Parameters
@@ -247,11 +195,10 @@ class MaskedExpressionModel(nnx.Module):
     settings, training summary) and ``model.history``.
     """
 
+    config_class = MaskedExpressionConfig
+
     def __init__(self, config: MaskedExpressionConfig, *, rngs: nnx.Rngs):
-        if not isinstance(config, MaskedExpressionConfig):
-            raise TypeError(
-                f"config must be a MaskedExpressionConfig, got {type(config).__name__}."
-            )
+        super().__init__(config)
         cfg = config
         if cfg.vocab_size == 0:
             raise ValueError(
@@ -259,7 +206,6 @@ class MaskedExpressionModel(nnx.Module):
                 "ids, or let dfm.tl.pretrain build the model, which sets it from the data."
             )
         h = cfg.hidden_dim
-        self.config = cfg
         init = nnx.initializers.normal(0.02)
         self.gene_embed = nnx.Embed(
             cfg.vocab_size, h, embedding_init=nnx.initializers.normal(_GENE_INIT_STD), rngs=rngs
@@ -269,7 +215,12 @@ class MaskedExpressionModel(nnx.Module):
         self.mask_embed = nnx.Param(init(rngs.params(), (h,)))
         self.embed_norm = nnx.LayerNorm(h, rngs=rngs)
         self.embed_drop = nnx.Dropout(cfg.dropout)
-        self.blocks = nnx.List([_Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.blocks = nnx.List(
+            [
+                TransformerBlock(h, cfg.n_heads, cfg.ff_dim, cfg.dropout, rngs=rngs)
+                for _ in range(cfg.n_layers)
+            ]
+        )
         self.final_norm = nnx.LayerNorm(h, rngs=rngs)
         self.value_head = nnx.Linear(h, 1, rngs=rngs)
         if cfg.n_batches:
@@ -280,38 +231,60 @@ class MaskedExpressionModel(nnx.Module):
             self.profile_head = nnx.Linear(h, cfg.n_profile_genes, rngs=rngs)
         else:
             self.profile_head = None
-        # Filled by dfm.tl.pretrain / dfm.models.load; plain Python, not parameters.
-        self._info = _ModelInfo()
         self.eval()
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """Gene vocabulary, medians, tokenizer settings and training summary (JSON types)."""
-        return self._info.metadata
+    @classmethod
+    def check_metadata(cls, config: MaskedExpressionConfig, metadata: Mapping[str, Any]) -> None:
+        """Check the vocabulary, medians and tokenizer settings a loaded model relies on.
 
-    @metadata.setter
-    def metadata(self, value: dict[str, Any]) -> None:
-        self._info.metadata = dict(value)
-
-    @property
-    def history(self) -> dict[str, list[float]]:
-        """Per-epoch training history (``train_loss``, ``val_loss``, ...)."""
-        return self._info.history
-
-    @history.setter
-    def history(self, value: dict[str, list[float]]) -> None:
-        self._info.history = dict(value)
-
-    def save(self, path, *, weights_format: str | None = None):
-        """Save to the directory ``path``: ``config.json`` plus non-pickle weights.
-
-        ``weights_format`` is ``'safetensors'`` (default when the optional package is
-        importable) or ``'npz'``. Read back with :func:`diffbio_sc.models.load`.
-        Returns the directory as a :class:`pathlib.Path`.
+        Each part is checked when present (a model built by hand may have none):
+        ``genes`` unique strings with one positive, finite ``medians`` entry each
+        and no more than the vocabulary holds; ``tokenizer.target_sum`` positive
+        and finite; ``profile_mean`` one finite value per bottleneck gene;
+        ``batch_categories`` one per batch label.
         """
-        from ._io import save_model
-
-        return save_model(self, path, weights_format=weights_format)
+        genes = metadata.get("genes")
+        medians = metadata.get("medians")
+        if genes is not None:
+            if not isinstance(genes, list) or not all(isinstance(g, str) for g in genes):
+                raise ValueError("'genes' must be a list of gene names (strings).")
+            if len(set(genes)) != len(genes):
+                raise ValueError("'genes' holds repeated gene names.")
+            if len(genes) > config.vocab_size - len(_keys.SPECIAL_TOKENS):
+                raise ValueError(
+                    f"{len(genes)} genes do not fit the vocabulary of {config.vocab_size} tokens."
+                )
+        if medians is not None or genes is not None:
+            if not isinstance(medians, list) or len(medians) != len(genes or []):
+                raise ValueError("'medians' must be a list with one value per gene in 'genes'.")
+            med = _finite_array("medians", medians)
+            if (med <= 0).any():
+                bad = [g for g, m in zip(genes, med, strict=True) if not m > 0][:5]
+                raise ValueError(
+                    f"gene medians must be positive; not so for {int((med <= 0).sum())} "
+                    f"genes, e.g. {bad}."
+                )
+        tok = metadata.get("tokenizer")
+        if tok is not None:
+            if not isinstance(tok, dict):
+                raise ValueError("'tokenizer' must be an object.")
+            if "target_sum" in tok:
+                ts = _finite_array("tokenizer.target_sum", [tok["target_sum"]])
+                if not ts[0] > 0:
+                    raise ValueError(f"tokenizer.target_sum must be > 0, got {tok['target_sum']}.")
+        pmean = metadata.get("profile_mean")
+        if pmean is not None and len(pmean):
+            if len(pmean) != config.n_profile_genes:
+                raise ValueError(
+                    f"'profile_mean' has {len(pmean)} values for {config.n_profile_genes} "
+                    "bottleneck genes."
+                )
+            _finite_array("profile_mean", pmean)
+        cats = metadata.get("batch_categories")
+        if cats and len(cats) != config.n_batches:
+            raise ValueError(
+                f"'batch_categories' has {len(cats)} entries for {config.n_batches} batches."
+            )
 
     # ------------------------------------------------------------------ encoder
     def encode(
@@ -375,7 +348,7 @@ class MaskedExpressionModel(nnx.Module):
             w = weights
             if cfg.use_cls:
                 w = w.at[:, 0].set(0.0)
-            emb = jnp.einsum("bt,bth->bh", w, x) / jnp.maximum(w.sum(axis=1), 1e-6)[:, None]
+            emb = masked_mean_pool(x, w)
         return x, emb
 
     def __call__(
@@ -535,21 +508,17 @@ def create_model(config: MaskedExpressionConfig, key: jax.Array) -> MaskedExpres
 
 def abstract_model(config: MaskedExpressionConfig) -> MaskedExpressionModel:
     """Build the model's structure with shape-only parameters (no computation)."""
-    return nnx.eval_shape(lambda: MaskedExpressionModel(config, rngs=nnx.Rngs(0)))
+    return MaskedExpressionModel.abstract(config)
 
 
-def random_token_mask(key: jax.Array, valid: jax.Array, ratio: float) -> jax.Array:
-    """Per-cell random mask over valid tokens: ``max(1, round(ratio * n_valid))`` each.
-
-    Returns a bool array of the shape of ``valid``; padding is never masked.
-    """
-    u = jax.random.uniform(key, valid.shape)
-    u = jnp.where(valid, u, 2.0)
-    n_valid = valid.sum(axis=1)
-    n_mask = jnp.clip(jnp.round(ratio * n_valid).astype(jnp.int32), 1, None)
-    n_mask = jnp.minimum(n_mask, jnp.maximum(n_valid, 1))
-    order = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
-    return (order < n_mask[:, None]) & valid
+def _finite_array(name: str, values) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name!r} must hold numbers only.") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name!r} holds {int((~np.isfinite(arr)).sum())} NaN/inf values.")
+    return arr
 
 
 def param_count(model: MaskedExpressionModel) -> int:

@@ -1,4 +1,4 @@
-"""Pure JAX kernels: differentiable ranking and sorting.
+"""Pure array kernels: differentiable ranking and sorting (JAX), tokenization kernels.
 
 * :func:`soft_rank`, :func:`soft_sort`: projection onto the permutahedron
   (Blondel et al., ICML 2020), O(n log n) forward, O(n) backward, ``jit``/
@@ -9,14 +9,25 @@
   top-k membership) that converge to ``dfm.pp.tokenize`` as the temperature
   goes to 0.
 
-Importing this module imports JAX; the host sorting kernel (numba) is compiled
-on first use.
+The host (NumPy) kernels behind ``dfm.pp`` live in private modules here too,
+one per job, and know nothing of AnnData: ``_rank_value`` (rank-value
+encoding), ``_medians`` (nonzero gene medians), ``_bins`` (per-cell quantile
+bins) and ``_csr`` (row sums and CSR helpers).
+
+Functions are imported on first use: importing the package imports neither JAX
+nor numba; the host sorting kernel (numba) is compiled on first use.
 """
 
 from __future__ import annotations
 
-from ._neural_sort import neural_sort
-from ._soft_rank import soft_rank, soft_sort
-from ._tokens import soft_rank_value_tokens
+from .._lazy import lazy_exports
 
-__all__ = ["neural_sort", "soft_rank", "soft_sort", "soft_rank_value_tokens"]
+_EXPORTS = {
+    "neural_sort": "._neural_sort",
+    "soft_rank": "._soft_rank",
+    "soft_sort": "._soft_rank",
+    "soft_rank_value_tokens": "._tokens",
+}
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

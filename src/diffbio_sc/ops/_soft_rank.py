@@ -31,7 +31,32 @@ _REGULARIZATIONS = ("l2", "kl")
 
 
 # --------------------------------------------------------------------------- helpers
+def _check_representable(x) -> None:
+    """Refuse concrete values that overflow the dtype JAX will compute in.
+
+    Without ``jax_enable_x64``, float64 input is computed in float32, where
+    1e100, 1e200 and 1e300 all become ``inf`` and would rank as ties.
+    """
+    if isinstance(x, (jax.Array, jax.core.Tracer)):
+        return
+    arr = np.asarray(x)
+    # integers (|x| < 2**64) and floats of at most 32 bits always fit float32
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= 4 or arr.size == 0:
+        return
+    target = jnp.dtype(jnp.result_type(float))  # float32 unless jax_enable_x64
+    big = float(np.finfo(target).max)
+    finite = np.abs(arr[np.isfinite(arr)])
+    if finite.size and float(finite.max()) > big:
+        raise ValueError(
+            f"x holds values up to {float(finite.max()):.3g}, beyond the {target.name} range "
+            f"({big:.3g}) JAX computes in here; they would become infinite and rank as ties. "
+            "Rescale the values (e.g. np.log1p) or enable float64 with "
+            "jax.config.update('jax_enable_x64', True)."
+        )
+
+
 def _as_float(x) -> jax.Array:
+    _check_representable(x)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))

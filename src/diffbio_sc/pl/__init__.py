@@ -11,6 +11,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "benchmark": "._benchmark",
     "embedding": "._embedding",
+    "logo": "._logo",
 }
 __all__ = list(_EXPORTS)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
@@ -10,21 +9,19 @@ import scipy.sparse as sp
 
 from .. import _keys, _uns
 from .._logging import timed
-from .._validate import DfmInputError, _preview, check_adata
-from ._common import resolve_copy, validated_chunks
-from ._kernels import quantile_bins
+from .._validate import (
+    _preview,
+    check_adata,
+    check_copy,
+    check_int,
+    check_key,
+    check_seed,
+    resolve_copy,
+    validated_chunks,
+)
+from ..ops._bins import cell_keys, quantile_bins
 
 logger = logging.getLogger("diffbio_sc")
-
-
-def cell_keys(obs_names, seed: int) -> np.ndarray:
-    """Return a 64-bit key per cell from its name and the seed (blake2b), stable across sessions."""
-    seed_bytes = int(seed).to_bytes(8, "little", signed=True)
-    out = np.empty(len(obs_names), dtype=np.uint64)
-    for i, name in enumerate(obs_names):
-        h = hashlib.blake2b(str(name).encode(), digest_size=8, key=seed_bytes)
-        out[i] = int.from_bytes(h.digest(), "little")
-    return out
 
 
 def bin_expression(
@@ -76,15 +73,18 @@ def bin_expression(
     ``.layers[key_added]``
         CSR int16 matrix with the same sparsity pattern as the input (explicit
         zeros dropped): bin 0 for zeros, 1..n_bins-1 for nonzero values.
-    ``.uns['dfm']['bins']``
-        n_bins, seed, layer, tie-breaking rule, provenance.
+    ``.uns['dfm']['bins'][key_added]``
+        n_bins, seed, layer, key_added, tie-breaking rule, provenance (one
+        record per ``key_added``).
 
     Cells without any nonzero value are allowed (all bin 0) and reported in a warning.
     """
     check_adata(adata)
-    if not isinstance(n_bins, (int, np.integer)) or not 2 <= int(n_bins) <= 32767:
-        raise DfmInputError(f"n_bins must be an integer in [2, 32767], got {n_bins!r}.")
-    n_bins = int(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=2, maximum=32767)
+    seed = check_seed(seed)
+    check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    check_key("key_added", key_added)
+    check_copy(adata, copy)
     with timed(f"binning expression into {n_bins} bins") as info:
         keys = cell_keys(adata.obs_names, seed)
         parts = []
@@ -102,21 +102,18 @@ def bin_expression(
                 len(n_empty),
                 _preview(adata.obs_names[np.asarray(n_empty)]),
             )
+        record = {
+            "n_bins": n_bins,
+            "seed": int(seed),
+            "layer": layer if layer is not None else "X",
+            "key_added": key_added,
+            "edges": "per-cell quantiles of nonzero values, linspace(0, 1, n_bins - 1)",
+            "tie_breaking": "uniform among tied bins; draw keyed by seed, obs_name and gene",
+            "n_empty_cells": len(n_empty),
+            "created_by": _uns.provenance("pp.bin_expression"),
+        }
         out = resolve_copy(adata, copy)
         out.layers[key_added] = bins
-        _uns.set_section(
-            out,
-            _keys.UNS_BINS,
-            {
-                "n_bins": n_bins,
-                "seed": int(seed),
-                "layer": layer if layer is not None else "X",
-                "key_added": key_added,
-                "edges": "per-cell quantiles of nonzero values, linspace(0, 1, n_bins - 1)",
-                "tie_breaking": "uniform among tied bins; draw keyed by seed, obs_name and gene",
-                "n_empty_cells": len(n_empty),
-                "created_by": _uns.provenance("pp.bin_expression"),
-            },
-        )
-        info["added"] = [f".layers[{key_added!r}]", ".uns['dfm']['bins']"]
+        _uns.set_record(out, _keys.UNS_BINS, key_added, record)
+        info["added"] = [f".layers[{key_added!r}]", f".uns['dfm']['bins'][{key_added!r}]"]
     return out if copy else None

@@ -3,29 +3,70 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import _keys, _uns
 from .._logging import timed
-from .._validate import check_adata
-from ._common import resolve_copy, validated_chunks
-from ._kernels import nonzero_medians, normalised_nonzeros
+from .._validate import (
+    check_adata,
+    check_bool,
+    check_copy,
+    check_float,
+    check_int,
+    check_key,
+    get_matrix,
+    is_backed,
+    resolve_copy,
+    validated_chunks,
+)
+from ..ops._medians import MedianAccumulator
+
+_COUNTS_FIX = (
+    "If the matrix holds linearly scaled counts (e.g. counts per 10k, which medians "
+    "normalise away), pass require_counts=False."
+)
+
+
+def stored_values_bound(adata, layer: str | None) -> int | None:
+    """Upper bound on the nonzero values of X or a layer, when it is known without a pass."""
+    X = get_matrix(adata, layer)
+    if sp.issparse(X):
+        return int(X.nnz)
+    if is_backed(adata):
+        group = getattr(X, "group", None)
+        try:
+            return int(group["data"].shape[0]) if group is not None else None
+        except (KeyError, TypeError):
+            return None
+    return None
 
 
 def compute_medians(
-    adata, *, layer: str | None, target_sum: float, chunk_size: int | None
+    adata,
+    *,
+    layer: str | None,
+    target_sum: float,
+    chunk_size: int | None,
+    require_counts: bool = False,
+    counts_fix: str = "",
 ) -> np.ndarray:
     """Per-gene nonzero medians of counts normalised to ``target_sum`` (NaN: gene never expressed).
 
     Streams validated chunks; cells without counts contribute nothing.
     """
-    genes, vals = [], []
-    for _, _, chunk, _ in validated_chunks(
-        adata, layer, chunk_size, require_integer=False, allow_empty=True
+    acc = MedianAccumulator(
+        adata.n_vars, target_sum=target_sum, capacity=stored_values_bound(adata, layer)
+    )
+    for _, _, chunk, totals in validated_chunks(
+        adata,
+        layer,
+        chunk_size,
+        require_integer=require_counts,
+        allow_empty=True,
+        counts_fix=counts_fix,
     ):
-        g, v = normalised_nonzeros(chunk, target_sum)
-        genes.append(g)
-        vals.append(v)
-    return nonzero_medians(np.concatenate(genes), np.concatenate(vals), adata.n_vars)
+        acc.add(chunk, totals)
+    return acc.result()
 
 
 def gene_medians(
@@ -35,6 +76,7 @@ def gene_medians(
     target_sum: float = 10_000,
     key_added: str = _keys.MEDIAN_KEY,
     chunk_size: int | None = None,
+    require_counts: bool = True,
     copy: bool = False,
 ):
     """Compute each gene's median over the cells that express it, after normalisation.
@@ -45,9 +87,14 @@ def gene_medians(
     ubiquitously high genes (housekeeping, mitochondrial) do not dominate every
     cell's token sequence.
 
-    The matrix is read in chunks of cells (backed AnnData too); the nonzero
-    values are then kept as float32 with their gene index (8 bytes per nonzero)
-    to take exact medians. Cells without counts contribute nothing and are allowed.
+    The matrix is read in chunks of cells (backed AnnData too). Exact medians
+    need every nonzero value: each is kept as one packed 8-byte key (gene
+    index and float32 value), so memory is 8 bytes per nonzero plus one chunk
+    for sparse and backed sparse input (measured with tracemalloc: about 8.3
+    bytes per nonzero in all, see ``benchmarks/bench_tokenize.py --medians-memory``);
+    for dense input, whose number of nonzeros is not known in advance, the
+    buffer grows and can briefly take up to about 20 bytes per nonzero. Cells
+    without counts contribute nothing and are allowed.
 
     Parameters
     ----------
@@ -61,6 +108,10 @@ def gene_medians(
         ``.var`` column to write.
     chunk_size
         Cells per chunk (default ``dfm.settings.chunk_size``).
+    require_counts
+        Refuse non-integer values, as :func:`~diffbio_sc.pp.tokenize` does
+        (log-normalised data gives meaningless medians). Pass ``False`` for
+        linearly scaled counts (e.g. counts per 10k).
     copy
         Return a modified copy instead of writing in place.
 
@@ -71,27 +122,35 @@ def gene_medians(
     ``.var[key_added]``
         float64 median of the gene's nonzero normalised values; NaN for genes
         expressed in no cell (the tokenizer excludes such genes and reports them).
-    ``.uns['dfm']['gene_medians']``
-        target_sum, layer, the number of genes without a median, provenance.
+    ``.uns['dfm']['gene_medians'][key_added]``
+        target_sum, layer, key_added, the number of genes without a median,
+        provenance (one record per ``key_added``).
     """
     check_adata(adata)
-    target_sum = float(target_sum)
-    if not np.isfinite(target_sum) or target_sum <= 0:
-        raise ValueError(f"target_sum must be a positive number, got {target_sum}.")
+    target_sum = check_float("target_sum", target_sum, minimum=0.0, strict_min=True)
+    check_key("key_added", key_added)
+    check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    require_counts = check_bool("require_counts", require_counts)
+    check_copy(adata, copy)
     with timed("computing gene medians") as info:
-        med = compute_medians(adata, layer=layer, target_sum=target_sum, chunk_size=chunk_size)
+        med = compute_medians(
+            adata,
+            layer=layer,
+            target_sum=target_sum,
+            chunk_size=chunk_size,
+            require_counts=require_counts,
+            counts_fix=_COUNTS_FIX,
+        )
+        record = {
+            "target_sum": target_sum,
+            "layer": layer if layer is not None else "X",
+            "key_added": key_added,
+            "require_counts": require_counts,
+            "n_genes_without_median": int(np.isnan(med).sum()),
+            "created_by": _uns.provenance("pp.gene_medians"),
+        }
         out = resolve_copy(adata, copy)
         out.var[key_added] = med
-        _uns.set_section(
-            out,
-            _keys.UNS_MEDIANS,
-            {
-                "target_sum": target_sum,
-                "layer": layer if layer is not None else "X",
-                "key_added": key_added,
-                "n_genes_without_median": int(np.isnan(med).sum()),
-                "created_by": _uns.provenance("pp.gene_medians"),
-            },
-        )
-        info["added"] = [f".var[{key_added!r}]"]
+        _uns.set_record(out, _keys.UNS_MEDIANS, key_added, record)
+        info["added"] = [f".var[{key_added!r}]", f".uns['dfm']['gene_medians'][{key_added!r}]"]
     return out if copy else None

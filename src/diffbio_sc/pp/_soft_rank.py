@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.sparse as sp
 
 from .. import _keys, _uns
 from .._logging import timed
 from .._settings import settings
-from .._validate import DfmInputError, check_adata, is_backed, iter_row_chunks
-from ._common import resolve_copy, validated_chunks
+from .._validate import (
+    DfmInputError,
+    check_adata,
+    check_bool,
+    check_choice,
+    check_copy,
+    check_float,
+    check_int,
+    check_key,
+    iter_row_chunks,
+    resolve_copy,
+    validated_chunks,
+)
 
 # Upper bound on padded entries (cells x width) per chunk when chunk_size is None.
 _MAX_CHUNK_ENTRIES = 1 << 22
@@ -19,14 +28,7 @@ _WIDTH_MULTIPLE = 8
 
 
 def _check_params(temperature, descending, regularization, chunk_size, key_added) -> float:
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise DfmInputError(
-            f"temperature must be a positive number, got {temperature!r}."
-        ) from None
-    if not (t > 0 and math.isfinite(t)):
-        raise DfmInputError(f"temperature must be a positive finite number, got {temperature!r}.")
+    t = check_float("temperature", temperature, minimum=0.0, strict_min=True)
     f32 = np.finfo(np.float32)
     if not (float(f32.tiny) <= t <= float(f32.max)):
         # the kernel runs in float32: a smaller value is flushed to 0 (NaN gradients, ties
@@ -35,19 +37,22 @@ def _check_params(temperature, descending, regularization, chunk_size, key_added
             f"temperature={temperature!r} is outside the float32 range the ranks are computed "
             f"in ({float(f32.tiny):.3g} .. {float(f32.max):.3g}); rescale the values instead."
         )
-    if not isinstance(descending, (bool, np.bool_)):
-        raise DfmInputError(f"descending must be True or False, got {descending!r}.")
-    if regularization not in ("l2", "kl"):
-        raise DfmInputError(f"regularization must be 'l2' or 'kl', got {regularization!r}.")
-    if chunk_size is not None and (
-        not isinstance(chunk_size, (int, np.integer))
-        or isinstance(chunk_size, bool)
-        or chunk_size < 1
-    ):
-        raise DfmInputError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
-    if not isinstance(key_added, str) or not key_added:
-        raise DfmInputError(f"key_added must be a non-empty string, got {key_added!r}.")
+    check_bool("descending", descending)
+    check_choice("regularization", regularization, ("l2", "kl"))
+    check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    check_key("key_added", key_added)
     return t
+
+
+def _check_float32_range(chunk: sp.csr_matrix, where: str) -> None:
+    """Refuse values beyond float32: the kernel ranks in float32, where they all tie at inf."""
+    big = float(np.finfo(np.float32).max)
+    if chunk.nnz and float(chunk.data.max()) > big:
+        raise DfmInputError(
+            f"{where} holds values up to {float(chunk.data.max()):.3g}, beyond the float32 "
+            f"range ({big:.3g}) the soft ranks are computed in: they would all become "
+            "infinite and tie. Rescale them first (e.g. np.log1p, or divide by a constant)."
+        )
 
 
 def _padded(chunk: sp.csr_matrix, rows: int, width: int):
@@ -131,8 +136,8 @@ def soft_rank(
         CSR float32 matrix with the sparsity pattern of the input's nonzero
         entries (explicitly stored zeros are dropped): soft ranks in
         ``[1, m]`` at expressed genes, 0 elsewhere.
-    ``.uns['dfm']['soft_rank']``
-        ``temperature``, ``descending``, ``regularization``, ``layer``,
+    ``.uns['dfm']['soft_rank'][key_added]``
+        one record per ``key_added``: ``temperature``, ``descending``, ``regularization``, ``layer``,
         ``key_added``, ``chunk_size``, ``width`` (padded genes per chunk row),
         ``n_cells``, the conventions (``ranked``, ``fill_value``) and
         ``created_by`` (provenance).
@@ -153,8 +158,7 @@ def soft_rank(
     """
     check_adata(adata)
     t = _check_params(temperature, descending, regularization, chunk_size, key_added)
-    if copy and is_backed(adata):
-        resolve_copy(adata, copy)  # raises the shared, explanatory error
+    check_copy(adata, copy)
     import jax
     import jax.numpy as jnp
 
@@ -162,11 +166,13 @@ def soft_rank(
 
     with timed(f"soft-ranking expressed genes per cell (temperature={t:g})") as info:
         # pass 1: validate every chunk (values, empty cells) and find the width
-        read_chunk = int(chunk_size or settings.chunk_size)
+        read_chunk = chunk_size if chunk_size is not None else settings.chunk_size
         width = 0
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         for _, _, chunk, _ in validated_chunks(
             adata, layer, read_chunk, require_integer=False, allow_empty=False
         ):
+            _check_float32_range(chunk, where)
             width = max(width, int(np.diff(chunk.indptr).max(initial=0)))
         width = max(_WIDTH_MULTIPLE, -(-width // _WIDTH_MULTIPLE) * _WIDTH_MULTIPLE)
         if chunk_size is None:
@@ -197,28 +203,28 @@ def soft_rank(
             )
         result = sp.vstack(parts, format="csr", dtype=np.float32)
 
+        record = {
+            "temperature": t,
+            "descending": bool(descending),
+            "regularization": regularization,
+            "layer": layer if layer is not None else "X",
+            "key_added": key_added,
+            "chunk_size": int(rows),
+            "width": int(width),
+            "n_cells": int(adata.n_obs),
+            "ranked": "nonzero entries of each cell, among themselves (masked ranking)",
+            "rank_convention": "1-based; 1 = highest value"
+            if descending
+            else "1-based; 1 = lowest nonzero value",
+            "fill_value": 0.0,
+            "method": "projection onto the permutahedron (Blondel et al. 2020), PAV",
+            "created_by": _uns.provenance("pp.soft_rank"),
+        }
         out = resolve_copy(adata, copy)
         out.layers[key_added] = result
-        _uns.set_section(
-            out,
-            _keys.UNS_SOFT_RANK,
-            {
-                "temperature": t,
-                "descending": bool(descending),
-                "regularization": regularization,
-                "layer": layer if layer is not None else "X",
-                "key_added": key_added,
-                "chunk_size": int(rows),
-                "width": int(width),
-                "n_cells": int(adata.n_obs),
-                "ranked": "nonzero entries of each cell, among themselves (masked ranking)",
-                "rank_convention": "1-based; 1 = highest value"
-                if descending
-                else "1-based; 1 = lowest nonzero value",
-                "fill_value": 0.0,
-                "method": "projection onto the permutahedron (Blondel et al. 2020), PAV",
-                "created_by": _uns.provenance("pp.soft_rank"),
-            },
-        )
-        info["added"] = [f".layers[{key_added!r}]", f".uns['dfm'][{_keys.UNS_SOFT_RANK!r}]"]
+        _uns.set_record(out, _keys.UNS_SOFT_RANK, key_added, record)
+        info["added"] = [
+            f".layers[{key_added!r}]",
+            f".uns['dfm'][{_keys.UNS_SOFT_RANK!r}][{key_added!r}]",
+        ]
     return out if copy else None

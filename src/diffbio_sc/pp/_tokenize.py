@@ -10,11 +10,22 @@ import numpy as np
 
 from .. import _keys, _uns
 from .._logging import timed
-from .._validate import DfmInputError, _preview, check_adata
-from ._common import resolve_copy, validated_chunks
-from ._kernels import rank_value_encode
+from .._validate import (
+    DfmInputError,
+    _preview,
+    check_adata,
+    check_bool,
+    check_copy,
+    check_float,
+    check_int,
+    check_key,
+    resolve_copy,
+    validated_chunks,
+)
+from ..io._ids import normalise_gene_ids, strip_ensembl_version
+from ..io._tables import is_table_path, read_table
+from ..ops._rank_value import rank_value_encode
 from ._medians import compute_medians
-from ._tables import is_table_path, normalise_gene_ids, read_table, strip_ensembl_version
 
 logger = logging.getLogger("diffbio_sc")
 
@@ -62,6 +73,11 @@ RECIPES: dict[str, TokenizerRecipe] = {
 def _resolve_recipe(recipe: str | TokenizerRecipe) -> TokenizerRecipe:
     if isinstance(recipe, TokenizerRecipe):
         return recipe
+    if not isinstance(recipe, str):
+        raise TypeError(
+            f"recipe must be a recipe name ({', '.join(sorted(RECIPES))}) or a TokenizerRecipe, "
+            f"got {type(recipe).__name__}."
+        )
     if recipe not in RECIPES:
         raise DfmInputError(f"Unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}.")
     return RECIPES[recipe]
@@ -100,10 +116,20 @@ def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pi
             "vocab must be None, a mapping gene -> token id, or a path to a JSON/CSV/TSV "
             f"table; got {type(vocab).__name__}."
         )
-    try:
-        vocab = {str(k): int(v) for k, v in vocab.items()}
-    except (TypeError, ValueError) as err:
-        raise DfmInputError(f"vocab values must be integer token ids ({err}).") from None
+    not_ids = [
+        (k, v)
+        for k, v in vocab.items()
+        if isinstance(v, (bool, np.bool_))
+        or not isinstance(v, (int, np.integer, float, np.floating))
+        or not float(v).is_integer()
+    ]
+    if not_ids:
+        shown = ", ".join(f"{k!r}: {v!r}" for k, v in not_ids[:5])
+        raise DfmInputError(
+            f"vocab values must be integer token ids; {len(not_ids)} are not ({shown}). "
+            "Fix the table (no fractional, boolean or text ids)."
+        )
+    vocab = {str(k): int(v) for k, v in vocab.items()}
     ids_all = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
     if ids_all.size and (ids_all.min() < 0 or ids_all.max() > np.iinfo(np.int32).max):
         raise DfmInputError("vocab token ids must lie in [0, 2**31 - 1].")
@@ -142,7 +168,9 @@ def _median_values(values: list, var_ids: np.ndarray) -> np.ndarray:
     return med
 
 
-def _resolve_medians(adata, gene_medians, var_ids, layer, target_sum, chunk_size, trust_pickle):
+def _resolve_medians(
+    adata, gene_medians, var_ids, layer, target_sum, chunk_size, trust_pickle, requires_counts
+):
     """Return (median per var, float64 with NaN = missing, source, computed?)."""
     if isinstance(gene_medians, Mapping):
         values, _ = _lookup(gene_medians, var_ids, what="gene median")
@@ -163,7 +191,13 @@ def _resolve_medians(adata, gene_medians, var_ids, layer, target_sum, chunk_size
             logger.info(
                 "    .var[%r] not found: computing gene medians from the data", gene_medians
             )
-            med = compute_medians(adata, layer=layer, target_sum=target_sum, chunk_size=chunk_size)
+            med = compute_medians(
+                adata,
+                layer=layer,
+                target_sum=target_sum,
+                chunk_size=chunk_size,
+                require_counts=requires_counts,
+            )
             return med, "computed from data", True
         raise DfmInputError(
             f"gene_medians={gene_medians!r} is neither a .var column (available: "
@@ -197,7 +231,17 @@ def tokenize(
     over *all* genes), divided by each gene's nonzero median, and the expressed
     genes are ranked by that value, highest first. The token sequence is the
     ranked genes' token ids, truncated to the recipe's length and right-padded
-    with ``<pad>``. A cell's tokens depend on that cell alone.
+    with ``<pad>``.
+
+    Which cells a cell's tokens depend on: with fixed medians (a ``.var``
+    column, a mapping or a table), on that cell alone, whatever other cells are
+    in the AnnData. With the default ``gene_medians='dfm_median'`` and no such
+    column, the medians are computed from the AnnData passed in, so every
+    cell's tokens depend on all the cells in it: tokenizing a subset, or new
+    data, gives different tokens. To tokenize datasets consistently, compute
+    medians once (:func:`~diffbio_sc.pp.gene_medians` on a reference, or
+    Geneformer's published table) and pass them. ``.uns`` records the median
+    source and ``medians_fixed``.
 
     Recipes
         ``geneformer_v1``: 2,048 gene tokens, no special tokens.
@@ -236,7 +280,8 @@ def tokenize(
         A ``.var`` column name, a mapping gene -> median, or a path to a JSON
         object or a CSV/TSV table (gene ID column first, then a ``median`` column).
         With the default ``'dfm_median'`` and no such column, medians are computed
-        from the data and also written to ``.var['dfm_median']``.
+        from the data and also written to ``.var['dfm_median']`` (then tokens
+        depend on all the cells passed in; see above).
     vocab
         Mapping gene -> token id, or a path to such a JSON/CSV/TSV table (must
         contain ``<pad>``, and ``<cls>``/``<eos>`` for v2). Default: ``<pad>``=0,
@@ -267,23 +312,35 @@ def tokenize(
     ``.obs[n_tokens_key]``
         int, the number of non-pad tokens of each cell (special tokens included).
     ``.var['dfm_median']``
-        only when medians were computed from the data.
-    ``.uns['dfm']['tokenizer']``
+        only when medians were computed from the data (with its record in
+        ``.uns['dfm']['gene_medians']['dfm_median']``).
+    ``.uns['dfm']['tokenizer'][key_added]``
         recipe, vocabulary source and size, special token ids, max_tokens,
-        target_sum, median source, coverage (fractions of genes and of counts in
-        the vocabulary), excluded genes, tie-breaking rule, package version.
+        target_sum, median source and ``medians_fixed`` (False when computed
+        from the cells passed in), coverage (fractions of genes and of counts in
+        the vocabulary), excluded genes, tie-breaking rule, package version. One
+        record per ``key_added``: tokens written under another key keep theirs.
     """
     check_adata(adata)
     rec = _resolve_recipe(recipe)
-    max_tokens = int(rec.max_tokens if max_tokens is None else max_tokens)
+    max_tokens = check_int("max_tokens", max_tokens, allow_none=True)
+    max_tokens = rec.max_tokens if max_tokens is None else max_tokens
     if max_tokens < rec.n_special + 1:
         raise DfmInputError(
             f"max_tokens={max_tokens} leaves no room for genes with recipe {rec.name!r} "
             f"({rec.n_special} special tokens)."
         )
-    target_sum = float(rec.target_sum if target_sum is None else target_sum)
-    if not np.isfinite(target_sum) or target_sum <= 0:
-        raise DfmInputError(f"target_sum must be a positive number, got {target_sum}.")
+    target_sum = check_float(
+        "target_sum",
+        rec.target_sum if target_sum is None else target_sum,
+        minimum=0.0,
+        strict_min=True,
+    )
+    check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    check_key("key_added", key_added)
+    check_key("n_tokens_key", n_tokens_key)
+    trust_pickle = check_bool("trust_pickle", trust_pickle)
+    check_copy(adata, copy)
     n_genes_max = max_tokens - rec.n_special
     var_ids = normalise_gene_ids(adata.var_names)
     if len(set(var_ids)) != var_ids.size:
@@ -300,7 +357,14 @@ def tokenize(
             vocab, var_ids, rec, trust_pickle
         )
         medians, median_source, computed = _resolve_medians(
-            adata, gene_medians, var_ids, layer, target_sum, chunk_size, trust_pickle
+            adata,
+            gene_medians,
+            var_ids,
+            layer,
+            target_sum,
+            chunk_size,
+            trust_pickle,
+            rec.requires_counts,
         )
         in_vocab = token_ids >= 0
         has_median = np.isfinite(medians) & (medians > 0)
@@ -388,6 +452,7 @@ def tokenize(
             "append_eos": rec.append_eos,
             "target_sum": target_sum,
             "median_source": median_source,
+            "medians_fixed": not computed,
             "n_genes": int(adata.n_vars),
             "n_genes_in_vocab": int(in_vocab.sum()),
             "n_genes_used": int(usable.sum()),
@@ -401,15 +466,26 @@ def tokenize(
             "ensembl_versions_stripped": True,
             "created_by": _uns.provenance("pp.tokenize"),
         }
+        median_record = {
+            "target_sum": target_sum,
+            "layer": meta["layer"],
+            "key_added": _keys.MEDIAN_KEY,
+            "require_counts": rec.requires_counts,
+            "n_genes_without_median": int(np.isnan(medians).sum()),
+            "created_by": _uns.provenance("pp.tokenize"),
+        }
+        # convert the records before writing anything: an unstorable value raises here
+        meta = _uns.to_h5ad_safe(meta, f".uns['dfm']['tokenizer'][{key_added!r}]")
         out = resolve_copy(adata, copy)
         if computed:
             out.var[_keys.MEDIAN_KEY] = medians
+            _uns.set_record(out, _keys.UNS_MEDIANS, _keys.MEDIAN_KEY, median_record)
         out.obsm[key_added] = tokens
         out.obs[n_tokens_key] = n_tok
-        _uns.set_section(out, _keys.UNS_TOKENIZER, meta)
+        _uns.set_record(out, _keys.UNS_TOKENIZER, key_added, meta)
         info["added"] = [
             f".obsm[{key_added!r}]",
             f".obs[{n_tokens_key!r}]",
-            ".uns['dfm']['tokenizer']",
+            f".uns['dfm']['tokenizer'][{key_added!r}]",
         ]
     return out if copy else None

@@ -18,6 +18,12 @@ _EXPORTS = {
     "save_baseline": "._benchmark",
     "pca_baseline": "._baselines",
     "harmony_baseline": "._baselines",
+    "embed_genes": "._genetics._embed_genes",
+    "export_gene_sequences": "._genetics._embed_genes",
+    "KmerEncoder": "._genetics._encoders",
+    "FunctionEncoder": "._genetics._encoders",
+    "PrecomputedEncoder": "._genetics._encoders",
+    "logo_attribution": "._genetics._logo",
 }
 __all__ = list(_EXPORTS)
 

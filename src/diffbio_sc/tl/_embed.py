@@ -23,15 +23,8 @@ def config_digest(model) -> str:
 
 
 def weights_digest(model) -> str:
-    """sha256 over the model's parameters (names, shapes and float32 bytes)."""
-    from ..models._io import _flat_params
-
-    h = hashlib.sha256()
-    for name, arr in sorted(_flat_params(model).items()):
-        h.update(name.encode())
-        h.update(str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
-    return h.hexdigest()
+    """sha256 over the model's parameters (the checksum ``model.save`` writes)."""
+    return model.weights_sha256()
 
 
 def _resolve_model(model):

@@ -2,7 +2,7 @@
 
 Everything here works on row chunks (:func:`diffbio_sc._validate.iter_row_chunks`),
 so neither function densifies the whole matrix: tokens are computed per chunk
-with the tokenizer's kernel :func:`diffbio_sc.pp._kernels.rank_value_encode`
+with the tokenizer's kernel :func:`diffbio_sc.ops._rank_value.rank_value_encode`
 (the top ``max_tokens`` genes of the rank-value encoding that
 ``dfm.pp.tokenize`` writes), and bottleneck targets are kept sparse and only
 densified per minibatch.
@@ -17,8 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys
-from .._validate import DfmInputError
-from ..pp._common import validated_chunks
+from .._validate import DfmInputError, validated_chunks
 
 N_SPECIAL = len(_keys.SPECIAL_TOKENS)
 
@@ -50,7 +49,7 @@ def gene_stats(
     With ``medians=True`` the gene medians are computed in the same pass (with
     the tokenizer's kernels) and stored as ``GeneStats.median``.
     """
-    from ..pp._kernels import nonzero_medians, normalised_nonzeros
+    from ..ops._medians import nonzero_medians, normalised_nonzeros
 
     n_vars = adata.n_vars
     s1 = np.zeros(n_vars)
@@ -119,7 +118,7 @@ def tokens_for_chunk(
     token ids in rank order right-padded with the pad id 0, and the tokenizer
     values (normalised count times gene scale; 0 at padding).
     """
-    from ..pp._kernels import rank_value_encode
+    from ..ops._rank_value import rank_value_encode
 
     ids, vals, _n = rank_value_encode(
         chunk,
@@ -167,7 +166,7 @@ def gene_mapping(
         When fewer than ``min_gene_coverage`` of the model's genes are present,
         naming the missing genes.
     """
-    from ..pp._tables import normalise_gene_ids
+    from ..io._ids import normalise_gene_ids
 
     # Match as dfm.pp.tokenize does: Ensembl version suffixes are ignored
     # (ENSG00000139618.15 == ENSG00000139618), unless removing them would make
@@ -225,7 +224,7 @@ def iter_token_chunks(
     """Yield ``(start, stop, token_ids, values)`` chunk by chunk (backed data too).
 
     Chunks are validated and made canonical by the tokenizer's own
-    :func:`diffbio_sc.pp._common.validated_chunks`.
+    :func:`diffbio_sc._validate.validated_chunks`.
     """
     for start, stop, chunk, totals in validated_chunks(
         adata, layer, chunk_size, require_integer=False

@@ -277,7 +277,6 @@ def pretrain(
                     math.ceil(DEFAULT_STEPS / steps_per_epoch), MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS
                 )
             )
-        total_steps = epochs * steps_per_epoch
 
         gene_init = None
         if init == "pca" and n_profile:
@@ -285,6 +284,20 @@ def pretrain(
             if vec is not None:
                 rows = col_to_token[hvg_cols]
                 gene_init = (rows, vec, _OTHER_GENE_SCALE)
+        from ..models._train import TrainConfig
+
+        train_config = TrainConfig(
+            epochs=epochs,
+            batch_size=bs,
+            learning_rate=float(learning_rate),
+            weight_decay=float(weight_decay),
+            warmup_fraction=float(warmup_fraction),
+            grad_clip=float(grad_clip),
+            patience=early_stopping_patience,
+            seed=int(seed),
+            progress_bar=show_bar,
+            desc="pretrain",
+        )
         model, history, summary = _train(
             config,
             token_ids=token_ids,
@@ -294,17 +307,7 @@ def pretrain(
             batch_codes=batch_codes,
             train_idx=train_idx,
             val_idx=val_idx,
-            batch_size=bs,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            total_steps=total_steps,
-            learning_rate=float(learning_rate),
-            weight_decay=float(weight_decay),
-            warmup_fraction=float(warmup_fraction),
-            grad_clip=float(grad_clip),
-            patience=early_stopping_patience,
-            seed=int(seed),
-            show_bar=show_bar,
+            train_config=train_config,
             gene_init=gene_init,
         )
         summary.update(
@@ -330,8 +333,8 @@ def pretrain(
         )
         from .._version import __version__
 
-        model._info.history = history
-        model._info.metadata = {
+        model.history = history
+        model.metadata = {
             "genes": genes,
             "medians": [float(m) for m in vocab_medians],
             "tokenizer": {
@@ -394,63 +397,17 @@ def _pca_gene_init(profile, train_idx, profile_mean, hidden_dim, seed, max_cells
     return vec * (_GENE_INIT_STD * np.sqrt(hidden_dim) / max(rms, 1e-12))
 
 
-def _decay_mask(params):
-    """Weight decay on matrices only (not biases, norms or the mask vector)."""
-    import jax
-
-    return jax.tree.map(lambda x: x.ndim >= 2, params)
-
-
-def _make_tx(learning_rate, weight_decay, grad_clip):
-    import optax
-
-    return optax.chain(
-        optax.clip_by_global_norm(grad_clip),
-        optax.adamw(learning_rate, weight_decay=weight_decay, mask=_decay_mask),
+def _masked_loss(model, batch, key):
+    """Loss of :class:`MaskedExpressionModel` on one batch, in the trainer's convention."""
+    loss, parts = model.loss(
+        batch["ids"],
+        batch["vals"],
+        key=key,
+        profile=batch["profile"],
+        batch=batch["batch_codes"],
+        cell_weight=batch["weight"],
     )
-
-
-_JIT_CACHE: dict = {}
-
-
-def _compiled():
-    """Return the module-level jitted train and eval steps (built once).
-
-    Repeated ``pretrain`` calls with the same architecture and shapes reuse the
-    compiled programs.
-
-    The optimizer is optax AdamW behind global-norm clipping, with its
-    learning rate, weight decay and clip injected as state, so the schedule
-    (warmup + cosine) is evaluated on the host and passed in per step.
-    """
-    if _JIT_CACHE:
-        return _JIT_CACHE
-    from functools import partial
-
-    import jax
-    import optax
-    from flax import nnx
-
-    tx = optax.inject_hyperparams(_make_tx)(learning_rate=0.0, weight_decay=0.0, grad_clip=1.0)
-
-    @partial(jax.jit, static_argnums=0)
-    def train_step(graphdef, params, opt_state, lr, ids, vals, prof, bc, key):
-        def loss_fn(p):
-            return nnx.merge(graphdef, p).loss(ids, vals, key=key, profile=prof, batch=bc)
-
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        opt_state.hyperparams["learning_rate"] = lr
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, parts
-
-    @partial(jax.jit, static_argnums=0)
-    def eval_step(graphdef, params, ids, vals, prof, bc, w, key):
-        return nnx.merge(graphdef, params).loss(
-            ids, vals, key=key, profile=prof, batch=bc, cell_weight=w
-        )[0]
-
-    _JIT_CACHE.update(tx=tx, train_step=train_step, eval_step=eval_step)
-    return _JIT_CACHE
+    return loss, {"value_loss": parts["value"], "profile_loss": parts["profile"]}
 
 
 def _train(
@@ -463,157 +420,45 @@ def _train(
     batch_codes,
     train_idx,
     val_idx,
-    batch_size,
-    epochs,
-    steps_per_epoch,
-    total_steps,
-    learning_rate,
-    weight_decay,
-    warmup_fraction,
-    grad_clip,
-    patience,
-    seed,
-    show_bar,
+    train_config,
     gene_init=None,
 ):
-    """Run the optimisation loop; return ``(model, history, summary)``."""
+    """Build the model and run the shared trainer; return ``(model, history, summary)``."""
     import jax
-    import optax
-    from flax import nnx
 
     from ..models._masked import create_model
+    from ..models._train import fit
 
-    fns = _compiled()
-    key = jax.random.key(seed)
-    init_key, step_key, val_key = jax.random.split(key, 3)
+    init_key = jax.random.split(jax.random.key(train_config.seed), 3)[0]
     model = create_model(config, init_key)
     if gene_init is not None:
         rows, vectors, other_scale = gene_init
-        emb = np.asarray(model.gene_embed.embedding.get_value())
-        emb = emb.copy()
+        emb = np.array(model.gene_embed.embedding.get_value())
         emb[len(_keys.SPECIAL_TOKENS) :] *= other_scale
         emb[rows] = vectors
         model.gene_embed.embedding.set_value(jax.numpy.asarray(emb))
 
-    warmup = int(round(warmup_fraction * total_steps))
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=learning_rate,
-        warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1),
-        end_value=0.0,
-    )
-    model.train()
-    train_def, params = nnx.split(model)
-    model.eval()
-    eval_def, _ = nnx.split(model)
-    opt_state = fns["tx"].init(params)
-    opt_state.hyperparams["weight_decay"] = np.float32(weight_decay)
-    opt_state.hyperparams["grad_clip"] = np.float32(grad_clip)
-
-    def _batch(idx):
-        ids = token_ids[idx]
-        vals = token_vals[idx]
+    def get_batch(idx):
         prof = None
         if profile is not None:
             prof = profile[idx].toarray() - profile_mean[None, :]
-        bc = None if batch_codes is None else batch_codes[idx]
-        return ids, vals, prof, bc
+        return {
+            "ids": token_ids[idx],
+            "vals": token_vals[idx],
+            "profile": prof,
+            "batch_codes": None if batch_codes is None else batch_codes[idx],
+        }
 
-    # Fixed-shape validation batches (padded, weight 0 on padding rows).
-    val_batches = []
-    for i in range(0, val_idx.size, batch_size):
-        idx = val_idx[i : i + batch_size]
-        w = np.ones(batch_size, np.float32)
-        if idx.size < batch_size:
-            w[idx.size :] = 0.0
-            idx = np.concatenate([idx, np.repeat(idx[:1], batch_size - idx.size)])
-        val_batches.append((idx, w))
-
-    def val_loss(params):
-        tot, wsum = 0.0, 0.0
-        for j, (idx, w) in enumerate(val_batches):
-            ids, vals, prof, bc = _batch(idx)
-            loss = fns["eval_step"](
-                eval_def, params, ids, vals, prof, bc, w, jax.random.fold_in(val_key, j)
-            )
-            tot += float(loss) * float(w.sum())
-            wsum += float(w.sum())
-        return tot / wsum
-
-    history: dict[str, list[float]] = {
-        "train_loss": [],
-        "val_loss": [],
-        "train_value_loss": [],
-        "train_profile_loss": [],
-    }
-    rng = np.random.default_rng(seed + 1)
-    best = math.inf
-    best_params = None
-    best_epoch = -1
-    bad_epochs = 0
-    step = 0
-    stopped_early = False
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total_steps, desc="pretrain", disable=not show_bar, leave=False)
-    try:
-        for epoch in range(epochs):
-            order = rng.permutation(train_idx)
-            losses, vlosses, plosses = [], [], []
-            for b in range(steps_per_epoch):
-                idx = np.sort(order[b * batch_size : (b + 1) * batch_size])
-                ids, vals, prof, bc = _batch(idx)
-                params, opt_state, loss, parts = fns["train_step"](
-                    train_def,
-                    params,
-                    opt_state,
-                    np.float32(schedule(step)),
-                    ids,
-                    vals,
-                    prof,
-                    bc,
-                    jax.random.fold_in(step_key, step),
-                )
-                step += 1
-                lv = float(loss)
-                if not math.isfinite(lv):
-                    raise FloatingPointError(
-                        f"Training loss became {lv} at step {step}; lower learning_rate."
-                    )
-                losses.append(lv)
-                vlosses.append(float(parts["value"]))
-                plosses.append(float(parts["profile"]))
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{lv:.4f}")
-            history["train_loss"].append(float(np.mean(losses)))
-            history["train_value_loss"].append(float(np.mean(vlosses)))
-            history["train_profile_loss"].append(float(np.mean(plosses)))
-            if val_batches:
-                vl = val_loss(params)
-                history["val_loss"].append(vl)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", val=f"{vl:.4f}")
-                if vl < best:
-                    best, best_epoch, bad_epochs = vl, epoch, 0
-                    best_params = params
-                else:
-                    bad_epochs += 1
-                    if patience is not None and bad_epochs >= patience:
-                        stopped_early = True
-                        break
-    finally:
-        bar.close()
-    model = nnx.merge(eval_def, best_params if best_params is not None else params)
-    summary = {
-        "epochs_run": len(history["train_loss"]),
-        "steps": int(step),
-        "best_epoch": int(best_epoch + 1) if best_epoch >= 0 else None,
-        "best_val_loss": float(best) if math.isfinite(best) else None,
-        "final_train_loss": history["train_loss"][-1] if history["train_loss"] else None,
-        "stopped_early": bool(stopped_early),
-        "objective": "masked value regression + cell-level HVG-profile bottleneck"
+    result = fit(
+        model, _masked_loss, get_batch, train_idx=train_idx, val_idx=val_idx, config=train_config
+    )
+    summary = dict(result.summary)
+    summary["objective"] = (
+        "masked value regression + cell-level HVG-profile bottleneck"
         if config.n_profile_genes
-        else "masked value regression",
-    }
+        else "masked value regression"
+    )
+    history = {k: list(v) for k, v in result.history.items()}
+    for k in ("train_value_loss", "train_profile_loss"):
+        history.setdefault(k, [])
     return model, history, summary

@@ -1,8 +1,7 @@
-"""NumPy kernels for rank-value encoding, gene medians and expression bins.
+"""Rank-value encoding of a CSR chunk of cells (Geneformer's tokenization kernel).
 
-Everything here works on one CSR chunk of cells and returns plain arrays; the
-AnnData-facing functions in ``_tokenize``, ``_medians`` and ``_bins`` stream
-chunks through these kernels.
+A pure array function: the AnnData-facing :func:`diffbio_sc.pp.tokenize` and
+the native model's data preparation stream chunks through it.
 
 Sorting trick: a positive float32's bit pattern, read as an unsigned integer,
 orders like the float itself. Packing ``(~bits(value)) << 32 | gene_index`` into
@@ -17,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
+
+from ._csr import as_csr, row_totals
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 # Rows per sorted block: the padded block (rows x max nonzeros in the block, 8
@@ -34,41 +35,6 @@ def n_threads(n_jobs: int | None = None) -> int:
     if n_jobs is None or n_jobs <= 0:
         return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     return int(n_jobs)
-
-
-def row_totals(X: sp.csr_matrix, *, piece: int = 1 << 20) -> np.ndarray:
-    """Per-row sums in float64 (0 for empty rows).
-
-    Summed over pieces of about ``piece`` stored values, so the float64
-    temporary stays small whatever the size of ``X``.
-    """
-    indptr = np.asarray(X.indptr, dtype=np.int64)
-    n = indptr.size - 1
-    out = np.zeros(n, dtype=np.float64)
-    nnz = int(indptr[-1])
-    if nnz == 0:
-        return out
-    rows_per_piece = max(1, int(n * piece // nnz))
-    for s in range(0, n, rows_per_piece):
-        e = min(s + rows_per_piece, n)
-        a, b = int(indptr[s]), int(indptr[e])
-        if b == a:
-            continue
-        starts = indptr[s:e]
-        nonempty = np.flatnonzero(indptr[s + 1 : e + 1] > starts)
-        out[s + nonempty] = np.add.reduceat(X.data[a:b], starts[nonempty] - a, dtype=np.float64)
-    return out
-
-
-def as_csr(X) -> sp.csr_matrix:
-    """``X`` as CSR without copying one that already is (scipy's constructor may copy views)."""
-    if sp.issparse(X) and X.format == "csr":
-        return X
-    return sp.csr_matrix(X)
-
-
-def _row_ids(indptr: np.ndarray) -> np.ndarray:
-    return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
 
 
 def rank_value_encode(
@@ -236,118 +202,3 @@ def rank_value_encode(
         for s in starts:
             work(s)
     return out, values, n_tokens
-
-
-def normalised_nonzeros(X: sp.csr_matrix, target_sum: float) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(gene_index int32, value float32)`` of the nonzeros normalised to ``target_sum``."""
-    X = as_csr(X)
-    totals = row_totals(X)
-    factor = np.divide(float(target_sum), totals, out=np.zeros(X.shape[0]), where=totals > 0)
-    val = X.data.astype(np.float64) * factor[_row_ids(X.indptr)]
-    keep = val > 0
-    return X.indices[keep].astype(np.int32), val[keep].astype(np.float32)
-
-
-def nonzero_medians(gene_idx: np.ndarray, values: np.ndarray, n_genes: int) -> np.ndarray:
-    """Median of the values of each gene (NaN for genes with none).
-
-    Sorts one packed uint64 key per value (gene above, float bits below), then
-    reads the middle element(s) of each gene's run; even counts average the two
-    middle values, as ``np.median`` does.
-    """
-    gene_idx = np.asarray(gene_idx, dtype=np.uint64)
-    bits = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    keys = (gene_idx << np.uint64(32)) | bits
-    keys.sort()
-    sorted_vals = (keys & _LOW32).astype(np.uint32).view(np.float32).astype(np.float64)
-    counts = np.bincount(gene_idx.astype(np.int64), minlength=n_genes)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    med = np.full(n_genes, np.nan)
-    has = counts > 0
-    lo = starts[has] + (counts[has] - 1) // 2
-    hi = starts[has] + counts[has] // 2
-    med[has] = 0.5 * (sorted_vals[lo] + sorted_vals[hi])
-    return med
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
-    z = x
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def cell_uniforms(cell_keys: np.ndarray, gene_idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Uniforms in [0, 1) that depend only on (cell key, gene index): a counter-based hash."""
-    with np.errstate(over="ignore"):
-        h = _splitmix64(cell_keys[rows].astype(np.uint64) ^ _splitmix64(gene_idx.astype(np.uint64)))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def quantile_bins(X: sp.csr_matrix, n_bins: int, cell_keys: np.ndarray) -> np.ndarray:
-    """scGPT-style per-cell bins of the nonzero values of a CSR chunk.
-
-    For each cell, ``n_bins - 1`` edges are the quantiles (linear interpolation,
-    as ``np.quantile``) of its nonzero values at ``linspace(0, 1, n_bins - 1)``.
-    A value's bin lies between ``digitize(x, edges, right=True)`` and
-    ``digitize(x, edges)``; where those differ (the value sits on tied edges)
-    the bin is drawn uniformly in between, as scGPT does, with a uniform that
-    depends only on ``cell_keys[cell]`` and the gene, so a cell's bins do not
-    depend on the other cells. Zeros stay 0; nonzeros get bins 1..n_bins-1.
-
-    Returns
-    -------
-    int array of the bins of ``X.data`` (same order as ``X.data``).
-    """
-    # No in-place canonicalisation here (sorting indices would reorder the
-    # caller's arrays): nothing below needs sorted indices within a row.
-    X = as_csr(X)
-    n_edges = n_bins - 1
-    q = np.linspace(0.0, 1.0, n_edges)
-    out = np.zeros(X.data.size, dtype=np.int16)
-    indptr = X.indptr
-    counts = np.diff(indptr)
-    rows = _row_ids(indptr)
-    data = X.data.astype(np.float64)
-    nz = data > 0
-    if not nz.any():
-        return out
-    # Sort values within each row (row-major, then value) with a stable lexsort.
-    order = np.lexsort((data, rows))
-    sorted_vals = data[order]
-    # Offsets of the nonzero run of each row inside the sorted array: zeros stored
-    # explicitly sort first within the row.
-    n_zero = np.bincount(rows[~nz], minlength=X.shape[0])
-    n_nz = counts - n_zero
-    first = indptr[:-1] + n_zero
-    has = n_nz > 0
-    pos = q[None, :] * (n_nz[has, None] - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n_nz[has, None] - 1)
-    frac = pos - lo
-    base = first[has, None]
-    edges = np.empty((X.shape[0], n_edges))
-    # Interpolate exactly as np.quantile's 'linear' method does (a + (b - a) t, or
-    # b - (b - a)(1 - t) for t >= 0.5), so that edges equal np.quantile's to the
-    # bit and a value sitting on an edge falls in the same bin.
-    a = sorted_vals[base + lo]
-    b = sorted_vals[base + hi]
-    diff = b - a
-    edges[has] = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)
-    # digitize each row's values against its own edges (searchsorted per row:
-    # O(nnz log n_bins) time and no nnz x n_bins temporary)
-    left = np.zeros(X.data.size, dtype=np.int64)
-    right = np.zeros(X.data.size, dtype=np.int64)
-    for i in np.flatnonzero(has):
-        a, b = indptr[i], indptr[i + 1]
-        vals = data[a:b]
-        left[a:b] = np.searchsorted(edges[i], vals, side="right")
-        right[a:b] = np.searchsorted(edges[i], vals, side="left")
-    left, right = left[nz], right[nz]
-    r = rows[nz]
-    u = cell_uniforms(cell_keys, X.indices[nz], r)
-    digits = np.ceil(u * (right - left) + left).astype(np.int64)
-    digits = np.clip(digits, 1, n_edges)
-    out[nz] = digits.astype(np.int16)
-    return out

@@ -1,0 +1,298 @@
+"""VCF reading (via cyvcf2) into plain arrays: positions, alleles, genotypes.
+
+Coordinates are VCF's own: ``POS`` is **1-based** and the reference allele
+covers ``POS .. POS + len(REF) - 1`` (closed).
+
+Genotypes become an ``int16`` array ``(n_variants, n_samples, 2)`` of allele
+indices (0 = REF, k = the k-th ALT, -1 = missing) and a boolean ``phased``
+array ``(n_variants, n_samples)``. A haploid call (``1``, as in most
+mitochondrial VCFs) fills both haplotypes with the same allele and counts as
+phased (there is nothing to phase).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._validate import DfmInputError
+from ._genome import contig_hint
+
+__all__ = ["VariantSet", "read_vcf"]
+
+
+@dataclass
+class VariantSet:
+    """Variants of a VCF restricted to some regions.
+
+    Attributes
+    ----------
+    path
+        The VCF file.
+    samples
+        Sample ids, in file order (or the order asked for).
+    contig, pos, ref, alts, ids
+        One entry per record: contig (as in the VCF), 1-based ``POS``, ``REF``,
+        the tuple of ``ALT`` alleles, and ``ID`` (``'.'`` when absent).
+    genotypes
+        ``int16 (n_variants, n_samples, 2)`` allele indices, -1 for missing.
+    phased
+        ``bool (n_variants, n_samples)``.
+    counts
+        ``n_records`` (records read), ``n_kept`` (overlapping a region),
+        ``n_outside`` (records outside every region, ignored; ``None`` for an
+        indexed query, which never reads them).
+    """
+
+    path: str
+    samples: list[str]
+    contig: np.ndarray
+    pos: np.ndarray
+    ref: list[str]
+    alts: list[tuple[str, ...]]
+    ids: list[str]
+    genotypes: np.ndarray
+    phased: np.ndarray
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def n_variants(self) -> int:
+        """Number of records kept."""
+        return int(self.pos.shape[0])
+
+
+def _open(path: Path, samples):
+    import cyvcf2
+
+    try:
+        vcf = cyvcf2.VCF(str(path), gts012=False, lazy=True, threads=1)
+    except (OSError, Exception) as err:  # cyvcf2 raises bare Exceptions for bad files
+        raise DfmInputError(
+            f"Could not open the VCF {str(path)!r}: {err}. Check that it is a VCF "
+            "(plain, or gzip/bgzip-compressed)."
+        ) from None
+    file_samples = list(vcf.samples)
+    if samples is not None:
+        samples = [str(s) for s in samples]
+        missing = [s for s in samples if s not in file_samples]
+        if missing:
+            vcf.close()
+            raise DfmInputError(
+                f"Samples {missing[:10]} are not in the VCF {str(path)!r} "
+                f"(it has {len(file_samples)} samples, e.g. {file_samples[:5]})."
+            )
+        if len(set(samples)) != len(samples):
+            vcf.close()
+            raise DfmInputError("samples lists a sample more than once.")
+        vcf.set_samples(samples)
+        # set_samples keeps file order; reorder the columns ourselves afterwards.
+        order = np.array([sorted(samples, key=file_samples.index).index(s) for s in samples])
+    else:
+        samples = file_samples
+        order = None
+    if not samples:
+        vcf.close()
+        raise DfmInputError(
+            f"The VCF {str(path)!r} has no samples (no genotype columns); subject "
+            "embeddings need per-sample genotypes."
+        )
+    return vcf, samples, order
+
+
+def _genotype_block(record, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(alleles (n, 2) int16, phased (n,) bool)`` for one record."""
+    arr = record.genotype.array()
+    if arr.shape[1] == 2:  # every sample haploid
+        a = arr[:, 0].astype(np.int16)
+        return np.stack([a, a], axis=1), np.ones(n_samples, dtype=bool)
+    if arr.shape[1] != 3:
+        raise DfmInputError(
+            f"VCF record {record.CHROM}:{record.POS} has ploidy {arr.shape[1] - 1}; only "
+            "haploid and diploid genotypes are supported."
+        )
+    a = arr[:, 0].astype(np.int16)
+    b = arr[:, 1].astype(np.int16)
+    haploid = b == -2
+    b = np.where(haploid, a, b)
+    phased = (arr[:, 2] == 1) | haploid
+    return np.stack([a, b], axis=1), phased
+
+
+def _overlaps(regions_by_contig, contig: str, start: int, end: int) -> bool:
+    ivs = regions_by_contig.get(contig)
+    if ivs is None:
+        return False
+    starts, ends = ivs
+    i = np.searchsorted(starts, end, side="right")  # regions starting at or before `end`
+    return bool(i > 0 and ends[:i].max() >= start)
+
+
+def read_vcf(
+    path: str | os.PathLike,
+    *,
+    regions: Sequence[tuple[str, int, int]] | None = None,
+    samples: Sequence[str] | None = None,
+    contig_map: dict[str, str] | None = None,
+    use_index: bool = False,
+) -> VariantSet:
+    """Read the records of a VCF that overlap ``regions``.
+
+    Parameters
+    ----------
+    path
+        VCF file: plain, gzip or bgzip-compressed.
+    regions
+        ``(contig, start, end)`` triples, **1-based closed**, with contigs named
+        as in the caller's annotation; ``None`` keeps every record. A record
+        overlaps a region when its REF span ``POS .. POS+len(REF)-1`` does.
+    samples
+        Keep these samples, in this order; ``None`` keeps all.
+    contig_map
+        ``{annotation contig: VCF contig}`` where the names differ (e.g.
+        ``{'MT': 'chrM'}``).
+    use_index
+        Query each region through the file's tabix/CSI index instead of reading
+        the whole file once (for large whole-genome files). Records outside the
+        regions are then not counted. Needs a bgzip-compressed, indexed file.
+
+    Returns
+    -------
+    VariantSet
+
+    Raises
+    ------
+    DfmInputError
+        Unreadable file, unsorted records (in a full read), a region contig that
+        the VCF names differently (a ``chr`` prefix is called out), an index
+        that is missing when ``use_index=True``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"VCF file {str(path)!r} not found. Check the path.")
+    contig_map = dict(contig_map or {})
+    vcf, samples, order = _open(path, samples)
+    n_samples = len(samples)
+    try:
+        header_contigs = list(vcf.seqnames)
+    except Exception:  # pragma: no cover - header without contig lines in some htslib builds
+        header_contigs = []
+    to_vcf = {}
+    by_contig = None
+    if regions is not None:
+        grouped: dict[str, list[tuple[int, int]]] = {}
+        for contig, start, end in regions:
+            vname = contig_map.get(contig, contig)
+            to_vcf[contig] = vname
+            grouped.setdefault(vname, []).append((int(start), int(end)))
+        by_contig = {}
+        for c, ivs in grouped.items():
+            ivs.sort()
+            by_contig[c] = (np.array([s for s, _ in ivs]), np.array([e for _, e in ivs]))
+
+    contigs, positions, refs, alts, ids, gts, phs = [], [], [], [], [], [], []
+    n_records = 0
+    n_outside = 0
+    seen_contigs: list[str] = []
+
+    def keep(record) -> None:
+        block, phased = _genotype_block(record, n_samples)
+        contigs.append(record.CHROM)
+        positions.append(record.POS)
+        refs.append(record.REF)
+        alts.append(tuple(record.ALT))
+        ids.append(record.ID or ".")
+        gts.append(block)
+        phs.append(phased)
+
+    try:
+        if use_index:
+            if by_contig is None:
+                raise DfmInputError("use_index=True needs regions= to query.")
+            if not any(Path(str(path) + suffix).is_file() for suffix in (".tbi", ".csi")):
+                raise DfmInputError(
+                    f"The VCF {str(path)!r} has no index (.tbi or .csi beside it). Sort, "
+                    "bgzip and index it (bcftools sort -Oz -o x.vcf.gz x.vcf && "
+                    "bcftools index -t x.vcf.gz), or pass use_index=False to read it whole."
+                )
+            done = set()
+            for c, (starts, ends) in by_contig.items():
+                for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                    try:
+                        records = vcf(f"{c}:{s}-{e}")
+                    except Exception as err:
+                        raise DfmInputError(
+                            f"Index query {c}:{s}-{e} failed on {str(path)!r}: {err}."
+                        ) from None
+                    for record in records:
+                        key = (record.CHROM, record.POS, record.REF, tuple(record.ALT))
+                        if key in done:
+                            continue
+                        done.add(key)
+                        n_records += 1
+                        keep(record)
+            n_outside = None
+        else:
+            last_contig, last_pos = None, 0
+            for record in vcf:
+                n_records += 1
+                chrom, pos = record.CHROM, record.POS
+                if chrom != last_contig:
+                    if chrom in seen_contigs:
+                        raise DfmInputError(
+                            f"The VCF {str(path)!r} is not sorted: contig {chrom!r} appears "
+                            f"again at record {n_records} after other contigs. Sort it "
+                            "(bcftools sort) first."
+                        )
+                    seen_contigs.append(chrom)
+                    last_contig, last_pos = chrom, 0
+                if pos < last_pos:
+                    raise DfmInputError(
+                        f"The VCF {str(path)!r} is not sorted: {chrom}:{pos} comes after "
+                        f"{chrom}:{last_pos} (record {n_records}). Sort it (bcftools sort) first."
+                    )
+                last_pos = pos
+                end = pos + len(record.REF) - 1
+                if by_contig is None or _overlaps(by_contig, chrom, pos, end):
+                    keep(record)
+                else:
+                    n_outside += 1
+    finally:
+        vcf.close()
+
+    if by_contig is not None:
+        known = set(header_contigs) | set(seen_contigs)
+        for contig, vname in to_vcf.items():
+            if vname in known or not known:
+                continue
+            hint = contig_hint(vname, sorted(known))
+            if "prefix" in hint or "mitochondrial" in hint:
+                raise DfmInputError(
+                    f"Contig {contig!r} of the annotation is not in the VCF {str(path)!r}. "
+                    + hint.replace("contig_map=", "contig_map= (annotation name -> VCF name) ")
+                )
+
+    if gts:
+        genotypes = np.stack(gts).astype(np.int16)
+        phased = np.stack(phs)
+    else:
+        genotypes = np.zeros((0, n_samples, 2), dtype=np.int16)
+        phased = np.zeros((0, n_samples), dtype=bool)
+    if order is not None:
+        genotypes = genotypes[:, order]
+        phased = phased[:, order]
+    return VariantSet(
+        path=str(path),
+        samples=list(samples),
+        contig=np.asarray(contigs, dtype=object),
+        pos=np.asarray(positions, dtype=np.int64),
+        ref=refs,
+        alts=alts,
+        ids=ids,
+        genotypes=genotypes,
+        phased=phased,
+        counts={"n_records": n_records, "n_kept": len(positions), "n_outside": n_outside},
+    )

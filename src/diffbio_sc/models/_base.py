@@ -1,0 +1,459 @@
+"""One base for every saved diffbio_sc model: config, weights, metadata, registry.
+
+A saveable model is an ``nnx.Module`` that subclasses :class:`SavedModel`, has
+a frozen :class:`ModelConfig` dataclass, and is registered under a stable name::
+
+    from diffbio_sc.models._base import ModelConfig, SavedModel, register_model
+
+    @dataclass(frozen=True)
+    class MyConfig(ModelConfig):
+        hidden_dim: int = 64
+        n_layers: int = 2
+
+        def validate(self) -> None:          # called on construction and on load
+            if self.hidden_dim < 1:
+                raise ValueError("MyConfig: hidden_dim must be >= 1.")
+
+    @register_model("my_model")              # stored in config.json as model_type
+    class MyModel(SavedModel):
+        config_class = MyConfig
+
+        def __init__(self, config: MyConfig, *, rngs: nnx.Rngs):
+            super().__init__(config)         # checks the type, sets .config, .metadata, .history
+            self.dense = nnx.Linear(config.hidden_dim, config.hidden_dim, rngs=rngs)
+
+Then ``model.save(path)`` writes the directory and :func:`diffbio_sc.models.load`
+rebuilds it in any process: ``load`` reads ``model_type`` from ``config.json``,
+imports the module that registered it (the one named in ``config.json``, only
+if it lies inside ``diffbio_sc``, else the modules in :data:`MODEL_MODULES`),
+rebuilds the architecture from the config with shape-only parameters, checks
+the stored weights against it (names, shapes, floating dtype, finite values,
+sha256) and fills them in. See :mod:`diffbio_sc.models._io` for the files.
+
+Hooks a subclass may override:
+
+* :meth:`ModelConfig.validate` -- raise ``ValueError`` on invalid fields;
+* :meth:`SavedModel.check_metadata` -- raise ``ValueError`` when the metadata a
+  loaded model depends on is inconsistent (e.g. non-positive gene medians);
+* :meth:`SavedModel.expected_weights` -- names and shapes of the weights; the
+  default traces the constructor with ``nnx.eval_shape`` (no computation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from flax import nnx
+
+from .._validate import DfmInputError
+
+__all__ = [
+    "MODEL_MODULES",
+    "ModelConfig",
+    "ModelFormatError",
+    "SavedModel",
+    "check_weights",
+    "get_model_class",
+    "register_model",
+    "registered_models",
+    "weights_sha256",
+]
+
+
+class ModelFormatError(DfmInputError):
+    """A saved model (or imported checkpoint) cannot be read as it is on disk.
+
+    The message names the model directory, the offending file and what to do
+    (re-save the model, or re-export / re-import the checkpoint).
+    """
+
+
+# ---------------------------------------------------------------------- configs
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "int": (int, np.integer),
+    "float": (int, float, np.integer, np.floating),
+    "bool": (bool, np.bool_),
+    "str": (str,),
+}
+
+
+def _check_field(cls_name: str, name: str, annotation: str, value: Any) -> Any:
+    """Check ``value`` against a simple string annotation; return it (floats as float)."""
+    parts = [p.strip() for p in str(annotation).split("|")]
+    if value is None:
+        if "None" in parts:
+            return None
+        raise ValueError(f"{cls_name}: {name} must not be None.")
+    known = [p for p in parts if p in _SCALARS]
+    if not known or len(known) != len([p for p in parts if p != "None"]):
+        return value  # a type this checker does not know (tuples, ...): the class validates
+    for p in known:
+        types = _SCALARS[p]
+        if p in ("int", "float") and isinstance(value, (bool, np.bool_)):
+            continue
+        if isinstance(value, types):
+            if p == "float":
+                value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError(f"{cls_name}: {name} must be finite, got {value!r}.")
+            elif p == "int":
+                value = int(value)
+            elif p == "bool":
+                value = bool(value)
+            return value
+    want = " or ".join(parts)
+    raise ValueError(f"{cls_name}: {name} must be {want}, got {value!r} ({type(value).__name__}).")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base of model configs: a frozen dataclass with typed fields, validation and dict form.
+
+    On construction each field is checked against its annotation when that is a
+    plain ``int``, ``float``, ``bool`` or ``str`` (optionally ``| None``):
+    booleans are not integers, floats must be finite, ints given for float
+    fields become floats. Then :meth:`validate` runs. Configs compare and hash
+    by value (usable as static jit arguments).
+    """
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = _check_field(type(self).__name__, f.name, f.type, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when the config is invalid (override)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable: tuples become lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown fields are an error, missing ones take defaults."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"Unknown {cls.__name__} fields {unknown}; the model was saved by a newer "
+                "diffbio_sc. Upgrade diffbio_sc to load it."
+            )
+        kwargs = {}
+        for k, v in d.items():
+            if isinstance(v, list) and "tuple" in str(fields[k].type):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------- registry
+#: Modules that register saveable models. :func:`get_model_class` imports them (those
+#: that exist) when a ``model_type`` is not registered yet, so a fresh process can
+#: load any saved model. A new model module adds itself here.
+MODEL_MODULES: tuple[str, ...] = (
+    "diffbio_sc.models._masked",
+    "diffbio_sc.models._sequence",
+    "diffbio_sc.models._bert",
+    "diffbio_sc.models._scgpt",
+)
+
+_REGISTRY: dict[str, type] = {}
+
+M = TypeVar("M")
+
+
+def register_model(name: str) -> Callable[[type[M]], type[M]]:
+    """Class decorator: register a :class:`SavedModel` subclass under ``name``.
+
+    ``name`` is written to ``config.json`` as ``model_type``; keep it stable.
+    Registering a second, different class under a taken name is an error.
+
+    Parameters
+    ----------
+    name
+        The model type, non-empty and without ``/``.
+
+    Returns
+    -------
+    Callable
+        The decorator; it returns the class unchanged after registering it.
+    """
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"register_model needs a non-empty name without '/', got {name!r}.")
+
+    def deco(cls: type[M]) -> type[M]:
+        if not (isinstance(cls, type) and issubclass(cls, SavedModel)):
+            raise TypeError(f"register_model({name!r}) decorates SavedModel subclasses only.")
+        cfg = getattr(cls, "config_class", None)
+        if not (isinstance(cfg, type) and issubclass(cfg, ModelConfig)):
+            raise TypeError(
+                f"{cls.__name__}.config_class must be a ModelConfig subclass to register it."
+            )
+        old = _REGISTRY.get(name)
+        # The same class defined again (a module reload) may replace itself.
+        same = old is not None and (old.__module__, old.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )
+        if old is not None and not same:
+            raise ValueError(f"Model type {name!r} is already registered to {old.__qualname__}.")
+        cls.model_type = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def registered_models() -> dict[str, type]:
+    """Return a copy of the registry: ``model_type -> class``."""
+    return dict(_REGISTRY)
+
+
+def _import_if_present(module: str) -> None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None:
+        importlib.import_module(module)
+
+
+def get_model_class(name: str, module: str | None = None) -> type:
+    """Return the class registered under ``name``, importing its module when needed.
+
+    ``module`` (as stored in ``config.json``) is imported first when it lies inside
+    ``diffbio_sc``; nothing outside the package is ever imported from a file's say-so.
+
+    Raises
+    ------
+    KeyError
+        When no module registers ``name``.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if isinstance(module, str) and module.startswith("diffbio_sc.") and module.isascii():
+        _import_if_present(module)
+    for mod in MODEL_MODULES:
+        if name in _REGISTRY:
+            break
+        _import_if_present(mod)
+    if name not in _REGISTRY:
+        raise KeyError(name)
+    return _REGISTRY[name]
+
+
+# ---------------------------------------------------------------------- weights
+def weights_sha256(weights: Mapping[str, Any]) -> str:
+    """sha256 over weights in name order: each name, its shape and its float32 bytes.
+
+    The same digest is written at save, checked at load and recorded by
+    ``dfm.tl.embed`` (``weights_sha256``), so an embedding's provenance can be
+    matched to a saved model's ``config.json``.
+    """
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        arr = np.asarray(weights[name])
+        h.update(name.encode())
+        h.update(str(tuple(arr.shape)).encode())
+        h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def check_weights(expected: Mapping[str, tuple[int, ...]], arrays: Mapping[str, Any]) -> list[str]:
+    """Problems (empty list: none) of ``arrays`` against the expected ``name -> shape``.
+
+    Checks the names (missing and unexpected named), shapes, a floating-point
+    dtype and finite values.
+    """
+    problems = []
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing:
+        problems.append(f"missing weights {_few(missing)}")
+    if extra:
+        problems.append(f"unexpected weights {_few(extra)}")
+    for name in sorted(set(expected) & set(arrays)):
+        arr = arrays[name]
+        shape = tuple(getattr(arr, "shape", ()))
+        if shape != tuple(expected[name]):
+            problems.append(f"weight {name!r} has shape {shape}, expected {tuple(expected[name])}")
+            continue
+        dtype = np.dtype(getattr(arr, "dtype", object))
+        if dtype.kind != "f":
+            problems.append(f"weight {name!r} has dtype {dtype}, expected floating point")
+            continue
+        if not np.isfinite(np.asarray(arr)).all():
+            problems.append(f"weight {name!r} holds NaN or infinite values")
+    return problems
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    more = f" (and {len(names) - n} more)" if len(names) > n else ""
+    return "[" + ", ".join(repr(x) for x in names[:n]) + "]" + more
+
+
+# ---------------------------------------------------------------------- models
+class _ModelInfo:
+    """Holder of a model's metadata and history, outside the computation.
+
+    All instances compare equal and hash alike, so that the model's graph
+    definition (and with it the jit cache) does not depend on them.
+    """
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, Any] = {}
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ModelInfo)
+
+    def __hash__(self) -> int:
+        return hash(_ModelInfo)
+
+
+class SavedModel(nnx.Module):
+    """Base of saveable models: ``config``, ``metadata``, ``history``, ``save``.
+
+    Subclasses set ``config_class``, call ``super().__init__(config)`` first in
+    their ``__init__(config, *, rngs)``, and are registered with
+    :func:`register_model`.
+    """
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    model_type: ClassVar[str] = ""
+
+    def __init__(self, config: ModelConfig):
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"config must be a {self.config_class.__name__}, got {type(config).__name__}."
+            )
+        self.config = config
+        # Plain Python, not parameters: filled by training code or by load().
+        self._info = _ModelInfo()
+
+    # ------------------------------------------------------------ metadata
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """JSON-serialisable facts the model needs beyond its weights (vocabulary, ...)."""
+        return self._info.metadata
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"metadata must be a dict, got {type(value).__name__}.")
+        self._info.metadata = dict(value)
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch training history (``train_loss``, ``val_loss``, ...)."""
+        return self._info.history
+
+    @history.setter
+    def history(self, value: Mapping[str, list[float]]) -> None:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"history must be a dict, got {type(value).__name__}.")
+        self._info.history = dict(value)
+
+    @classmethod
+    def check_metadata(cls, config: ModelConfig, metadata: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` when ``metadata`` is inconsistent with ``config`` (override)."""
+
+    # ------------------------------------------------------------ weights
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Return the parameters as ``dotted.name -> NumPy array`` (the saved layout)."""
+        flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
+        return {".".join(map(str, path)): np.asarray(var[...]) for path, var in flat}
+
+    def weights_sha256(self) -> str:
+        """:func:`weights_sha256` of :meth:`get_weights`."""
+        return weights_sha256(self.get_weights())
+
+    @classmethod
+    def abstract(cls, config: ModelConfig):
+        """Build the model's structure with shape-only parameters (no computation)."""
+        return nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
+
+    @classmethod
+    def expected_weights(cls, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """``name -> shape`` of every parameter the config implies."""
+        flat = nnx.to_flat_state(nnx.state(cls.abstract(config), nnx.Param))
+        return {".".join(map(str, p)): tuple(v.get_value().shape) for p, v in flat}
+
+    @classmethod
+    def from_weights(
+        cls,
+        config: ModelConfig,
+        weights: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        history: Mapping[str, list[float]] | None = None,
+    ):
+        """Build a model (eval mode) from ``config`` and flat weights, checking them first.
+
+        Raises
+        ------
+        ModelFormatError
+            When names, shapes or dtypes do not match the config, or values are not finite.
+        """
+        import jax.numpy as jnp
+
+        graphdef, state = nnx.split(cls.abstract(config))
+        flat = nnx.to_flat_state(state)
+        expected = {}
+        for path, var in flat:
+            name = ".".join(map(str, path))
+            if not isinstance(var, nnx.Param):  # a developer error, not a user one
+                raise TypeError(
+                    f"{cls.__name__}: state {name!r} is a {type(var).__name__}; only nnx.Param "
+                    "variables are saved, so a SavedModel may hold no other state."
+                )
+            expected[name] = tuple(var.get_value().shape)
+        problems = check_weights(expected, weights)
+        if problems:
+            raise ModelFormatError(
+                f"The weights do not match the {cls.__name__} architecture: "
+                + "; ".join(problems)
+                + "."
+            )
+        leaves = []
+        for path, var in flat:
+            want = var.get_value()
+            arr = jnp.asarray(weights[".".join(map(str, path))], dtype=want.dtype)
+            leaves.append((path, var.replace(arr)))
+        model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
+        if metadata is not None:
+            model.metadata = metadata
+        if history is not None:
+            model.history = history
+        model.eval()
+        return model
+
+    # ------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike, *, weights_format: str | None = None):
+        """Save to the directory ``path`` atomically: ``config.json`` plus non-pickle weights.
+
+        ``weights_format`` is ``'safetensors'`` (default when the optional package is
+        importable) or ``'npz'``. The directory is written beside the target and
+        swapped in only when complete, so an error or a crash leaves any previous
+        model at ``path`` loadable. Read back with :func:`diffbio_sc.models.load`.
+
+        Returns
+        -------
+        The directory as a :class:`pathlib.Path`.
+        """
+        from ._io import save_model
+
+        return save_model(self, path, weights_format=weights_format)

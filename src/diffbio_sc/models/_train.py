@@ -1,0 +1,470 @@
+"""One training loop for every diffbio_sc model (Flax NNX + optax).
+
+:func:`fit` trains a model in place on examples held in host memory::
+
+    from diffbio_sc.models import TrainConfig, fit
+
+    def loss_fn(model, batch, key):
+        # batch: dict of (B, ...) arrays, plus batch["weight"] (B,) float32
+        pred = model(batch["x"], dropout_key=key)
+        per_example = jnp.mean((pred - batch["y"]) ** 2, axis=-1)
+        w = batch["weight"]
+        loss = jnp.sum(w * per_example) / jnp.maximum(w.sum(), 1.0)
+        return loss, {"mse": loss}             # aux: dict of scalars (may be empty)
+
+    result = fit(
+        model, loss_fn, {"x": X, "y": Y},
+        train_idx=np.arange(900), val_idx=np.arange(900, 1000),
+        config=TrainConfig(epochs=20, batch_size=64, learning_rate=1e-3, seed=0),
+    )
+    result.history["val_loss"], result.summary["best_epoch"]
+
+What it does
+------------
+* **Optimizer.** optax AdamW (decoupled weight decay on matrices only: leaves
+  with ``ndim >= 2``) after global-norm gradient clipping, in an
+  ``nnx.Optimizer``; the learning rate follows linear warmup over
+  ``warmup_fraction`` of the steps, then cosine decay to 0. All three
+  hyperparameters are optimizer *state* (``optax.inject_hyperparams``), so the
+  compiled step is reused across calls with the same architecture and shapes.
+* **Steps.** A module-level ``nnx.jit`` step per loss function; the training
+  step is called through ``nnx.cached_partial`` (the model and optimizer graph
+  is traversed once, not at every step). Pass the same (module-level) ``loss_fn`` object
+  to reuse compiled steps across calls.
+* **Minibatches.** Each epoch shuffles ``train_idx`` with a NumPy generator
+  seeded from ``seed`` and takes ``len(train_idx) // batch_size`` full batches
+  (the remainder of an epoch is dropped; it differs from epoch to epoch), each
+  sorted by index. ``data`` is a mapping ``name -> array`` indexed along axis 0
+  on the host, or a callable ``idx -> dict of arrays`` (e.g. to densify sparse
+  rows per batch). The trainer adds ``batch["weight"]``.
+* **Validation and early stopping.** After each epoch the loss over
+  ``val_idx`` (fixed-shape batches, the last one padded with weight-0 rows) is
+  the weighted mean of the batch losses; the best epoch's weights are kept
+  and restored at the end, and training stops after ``patience`` epochs
+  without improvement (``patience=None``: run all epochs, still restore the
+  best). Without ``val_idx`` the final weights are kept.
+* **Randomness.** ``seed`` fixes the shuffling, and the keys passed to
+  ``loss_fn`` (``fold_in(step_key, step)`` for training step ``step``,
+  ``fold_in(val_key, j)`` for validation batch ``j``, the same every epoch):
+  the same seed and data give the same weights.
+* **Devices.** Data parallel over ``config.devices`` (default: all JAX
+  devices): parameters and optimizer state replicated, each batch split along
+  axis 0 over a 1-D mesh (``jax.sharding``); the number of devices used is the
+  largest that divides the batch size. On CPU,
+  ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` gives two devices.
+* **Progress.** A tqdm bar with the loss, following ``dfm.settings.progress_bar``
+  unless ``config.progress_bar`` is set.
+* **Failure.** A non-finite training loss raises ``FloatingPointError``; on any
+  error the model's weights are restored to those it had before :func:`fit`.
+
+The model ends in eval mode (``model.eval()``); :class:`TrainResult` holds
+``history`` (``train_loss``, ``val_loss`` and ``train_<aux name>`` per epoch) and
+a ``summary``.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._validate import (
+    DfmInputError,
+    check_bool,
+    check_float,
+    check_int,
+    check_key,
+    check_seed,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "fit"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of :func:`fit` (validated on construction).
+
+    Parameters
+    ----------
+    epochs
+        Passes over the training examples (>= 1).
+    batch_size
+        Examples per optimizer step (capped at the number of training examples).
+    learning_rate
+        Peak AdamW learning rate (> 0).
+    weight_decay
+        Decoupled weight decay on matrices (>= 0).
+    warmup_fraction
+        Fraction of the steps with linear warmup, in ``[0, 1)``.
+    grad_clip
+        Global gradient-norm clip (> 0).
+    patience
+        Early stopping after this many epochs without a better validation loss;
+        ``None`` runs all epochs.
+    seed
+        Seed for shuffling and the per-step keys.
+    progress_bar
+        Show a tqdm bar; ``None`` follows ``dfm.settings.progress_bar``.
+    desc
+        Label of the progress bar.
+    devices
+        JAX devices for data parallelism; ``None`` uses ``jax.devices()``.
+    """
+
+    epochs: int
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    patience: int | None = 10
+    seed: int = 0
+    progress_bar: bool | None = None
+    desc: str = "train"
+    devices: Sequence[Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_float("learning_rate", self.learning_rate, minimum=0.0, strict_min=True)
+        check_float("weight_decay", self.weight_decay, minimum=0.0)
+        check_float("warmup_fraction", self.warmup_fraction, minimum=0.0)
+        if self.warmup_fraction >= 1.0:
+            raise DfmInputError(f"warmup_fraction must be < 1, got {self.warmup_fraction!r}.")
+        check_float("grad_clip", self.grad_clip, minimum=0.0, strict_min=True)
+        check_int("patience", self.patience, minimum=1, allow_none=True)
+        check_seed(self.seed)
+        if self.progress_bar is not None:
+            check_bool("progress_bar", self.progress_bar)
+        check_key("desc", self.desc)
+        if self.devices is not None and len(self.devices) == 0:
+            raise DfmInputError("devices must list at least one JAX device (or be None).")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns (the model itself is trained in place).
+
+    Attributes
+    ----------
+    history
+        Per-epoch ``train_loss``, ``val_loss`` (empty without validation) and
+        ``train_<name>`` for each entry of the loss function's ``aux``.
+    summary
+        ``epochs_run``, ``steps``, ``best_epoch`` (1-based, or ``None``),
+        ``best_val_loss``, ``final_train_loss``, ``stopped_early``,
+        ``batch_size``, ``steps_per_epoch``, ``n_devices``.
+    """
+
+    history: dict[str, list[float]]
+    summary: dict[str, Any]
+
+
+# ---------------------------------------------------------------- compiled pieces
+def _decay_mask(params):
+    """Weight decay on matrices only (not biases, norms or vectors)."""
+    import jax
+
+    return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def _make_tx(learning_rate, weight_decay, grad_clip):
+    import optax
+
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip),
+        optax.adamw(learning_rate, weight_decay=weight_decay, mask=_decay_mask),
+    )
+
+
+_TX: list = []
+
+
+def _tx():
+    """Return the one optax transformation (hyperparameters as state), built once."""
+    if not _TX:
+        import optax
+
+        _TX.append(
+            optax.inject_hyperparams(_make_tx)(learning_rate=0.0, weight_decay=0.0, grad_clip=1.0)
+        )
+    return _TX[0]
+
+
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _steps(loss_fn: Callable) -> tuple[Callable, Callable]:
+    """Return the jitted ``(train_step, eval_step)`` for ``loss_fn``, built once per function."""
+    try:
+        return _STEPS[loss_fn]
+    except (KeyError, TypeError):
+        pass
+    from flax import nnx
+
+    @nnx.jit
+    def train_step(model, optimizer, lr, batch, key):
+        optimizer.opt_state.hyperparams["learning_rate"][...] = lr
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, key)
+        optimizer.update(model, grads)
+        return loss, aux
+
+    @nnx.jit
+    def eval_step(model, batch, key):
+        return loss_fn(model, batch, key)[0]
+
+    fns = (train_step, eval_step)
+    try:
+        _STEPS[loss_fn] = fns
+    except TypeError:  # not weak-referenceable: compile per call
+        pass
+    return fns
+
+
+def lr_schedule(total_steps: int, learning_rate: float, warmup_fraction: float) -> np.ndarray:
+    """Learning rate of every step: linear warmup from 0, then cosine decay to 0.
+
+    ``optax.warmup_cosine_decay_schedule`` evaluated once for all steps (float32).
+    """
+    import jax.numpy as jnp
+    import optax
+
+    warmup = int(round(warmup_fraction * total_steps))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1),
+        end_value=0.0,
+    )
+    return np.asarray(schedule(jnp.arange(total_steps)), dtype=np.float32)
+
+
+def _indices(name: str, idx, n: int | None) -> np.ndarray:
+    arr = np.asarray(idx)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise DfmInputError(f"{name} must be a 1-D array of integer indices.")
+    arr = arr.astype(np.int64)
+    if n is not None and arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise DfmInputError(f"{name} holds indices outside [0, {n}).")
+    if np.unique(arr).size != arr.size:
+        raise DfmInputError(f"{name} holds repeated indices.")
+    return arr
+
+
+def _batch_getter(data) -> tuple[Callable[[np.ndarray], dict], int | None]:
+    if callable(data):
+        return data, None
+    if not isinstance(data, Mapping) or not data:
+        raise TypeError(
+            "data must be a non-empty mapping name -> array (first axis = examples) or a "
+            f"callable idx -> dict of arrays; got {type(data).__name__}."
+        )
+    sizes = {k: len(v) for k, v in data.items() if v is not None}
+    if len(set(sizes.values())) > 1:
+        raise DfmInputError(f"data arrays differ in length along axis 0: {sizes}.")
+    n = next(iter(sizes.values())) if sizes else None
+
+    def get(idx: np.ndarray) -> dict:
+        return {k: None if v is None else np.asarray(v[idx]) for k, v in data.items()}
+
+    return get, n
+
+
+def _n_devices_for(batch_size: int, n_available: int) -> int:
+    """Return the largest device count <= ``n_available`` that divides ``batch_size``."""
+    for d in range(min(n_available, batch_size), 0, -1):
+        if batch_size % d == 0:
+            return d
+    return 1
+
+
+# ---------------------------------------------------------------- the loop
+def fit(
+    model,
+    loss_fn: Callable,
+    data,
+    *,
+    train_idx,
+    val_idx=None,
+    config: TrainConfig,
+) -> TrainResult:
+    """Train ``model`` in place with AdamW, warmup/cosine, clipping and early stopping.
+
+    Parameters
+    ----------
+    model
+        An ``nnx.Module`` (e.g. a :class:`~diffbio_sc.models._base.SavedModel`)
+        whose ``nnx.Param`` variables are trained.
+    loss_fn
+        ``loss_fn(model, batch, key) -> (loss, aux)``: a scalar loss (a
+        ``batch["weight"]``-weighted mean over the examples, so that the
+        weight-0 padding rows of validation batches do not count) and a dict
+        of scalar diagnostics (may be empty). ``key`` is a fresh PRNG key per
+        step (masking, dropout). The model is in training mode
+        (``model.train()``) for training steps and in eval mode for validation.
+    data
+        A mapping ``name -> array`` (first axis = examples; ``None`` values are
+        passed through) or a callable ``idx -> dict of arrays`` for the sorted
+        example indices ``idx``.
+    train_idx, val_idx
+        Indices of the training and validation examples (disjoint);
+        ``val_idx=None`` or empty disables validation and early stopping.
+    config
+        A :class:`TrainConfig`.
+
+    Returns
+    -------
+    A :class:`TrainResult`; the model holds the best (or final) weights, in eval mode.
+    """
+    import jax
+    from flax import nnx
+    from tqdm.auto import tqdm
+
+    from .._settings import settings
+
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}.")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
+    get_batch, n_examples = _batch_getter(data)
+    train_idx = _indices("train_idx", train_idx, n_examples)
+    val_idx = _indices("val_idx", [] if val_idx is None else val_idx, n_examples)
+    if train_idx.size == 0:
+        raise DfmInputError("train_idx is empty: there is nothing to train on.")
+    if np.intersect1d(train_idx, val_idx).size:
+        raise DfmInputError("train_idx and val_idx overlap; validation examples must be held out.")
+
+    bs = min(config.batch_size, int(train_idx.size))
+    steps_per_epoch = max(train_idx.size // bs, 1)
+    total_steps = config.epochs * steps_per_epoch
+    lrs = lr_schedule(total_steps, config.learning_rate, config.warmup_fraction)
+    devices = list(config.devices) if config.devices is not None else jax.devices()
+    n_dev = _n_devices_for(bs, len(devices))
+    show_bar = settings.progress_bar if config.progress_bar is None else config.progress_bar
+
+    initial = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    optimizer = nnx.Optimizer(model, _tx(), wrt=nnx.Param)
+    optimizer.opt_state.hyperparams["weight_decay"][...] = np.float32(config.weight_decay)
+    optimizer.opt_state.hyperparams["grad_clip"][...] = np.float32(config.grad_clip)
+    if n_dev > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(np.asarray(devices[:n_dev]), ("batch",))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        data_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+        for node in (model, optimizer):
+            nnx.update(node, jax.device_put(nnx.state(node), replicated))
+
+        def put(batch):
+            return jax.device_put(batch, data_sharding)
+    else:
+
+        def put(batch):
+            return batch
+
+    train_step, eval_step = _steps(loss_fn)
+    model.train()
+    train_fn = nnx.cached_partial(train_step, model, optimizer)
+    model.eval()  # validation runs on the original (eval-mode) module, once per epoch
+
+    def eval_fn(batch, key):
+        return eval_step(model, batch, key)
+
+    def make(idx: np.ndarray, weight: np.ndarray) -> dict:
+        batch = dict(get_batch(idx))
+        if "weight" in batch:
+            raise DfmInputError("data must not hold an entry named 'weight'; fit adds it.")
+        batch["weight"] = weight
+        return put(batch)
+
+    # Fixed-shape validation batches: the last is padded with weight-0 copies of a row.
+    val_batches = []
+    for i in range(0, val_idx.size, bs):
+        idx = np.sort(val_idx[i : i + bs])
+        w = np.ones(bs, np.float32)
+        if idx.size < bs:
+            w[idx.size :] = 0.0
+            idx = np.concatenate([idx, np.repeat(idx[:1], bs - idx.size)])
+        val_batches.append((idx, w))
+
+    _, step_key, val_key = jax.random.split(jax.random.key(config.seed), 3)
+    rng = np.random.default_rng(config.seed + 1)
+    ones = np.ones(bs, np.float32)
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    best, best_epoch, best_params, bad_epochs = math.inf, -1, None, 0
+    step, stopped_early = 0, False
+    bar = tqdm(total=total_steps, desc=config.desc, disable=not show_bar, leave=False)
+    try:
+        for epoch in range(config.epochs):
+            order = rng.permutation(train_idx)
+            losses: list[float] = []
+            aux_sums: dict[str, float] = {}
+            for b in range(steps_per_epoch):
+                idx = np.sort(order[b * bs : (b + 1) * bs])
+                loss, aux = train_fn(lrs[step], make(idx, ones), jax.random.fold_in(step_key, step))
+                step += 1
+                lv = float(loss)
+                if not math.isfinite(lv):
+                    raise FloatingPointError(
+                        f"Training loss became {lv} at step {step}; lower the learning rate."
+                    )
+                losses.append(lv)
+                for k, v in aux.items():
+                    aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{lv:.4f}")
+            history["train_loss"].append(float(np.mean(losses)))
+            for k, v in aux_sums.items():
+                history.setdefault(f"train_{k}", []).append(v / len(losses))
+            if not val_batches:
+                continue
+            tot = wsum = 0.0
+            for j, (idx, w) in enumerate(val_batches):
+                vl = float(eval_fn(make(idx, w), jax.random.fold_in(val_key, j)))
+                tot += vl * float(w.sum())
+                wsum += float(w.sum())
+            val = tot / wsum
+            history["val_loss"].append(val)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", val=f"{val:.4f}")
+            if val < best:
+                best, best_epoch, bad_epochs = val, epoch, 0
+                best_params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+            else:
+                bad_epochs += 1
+                if config.patience is not None and bad_epochs >= config.patience:
+                    stopped_early = True
+                    break
+    except BaseException:
+        _restore(model, initial)
+        raise
+    finally:
+        bar.close()
+    if best_params is not None:
+        _restore(model, best_params)
+    model.eval()
+    summary = {
+        "epochs_run": len(history["train_loss"]),
+        "steps": int(step),
+        "best_epoch": int(best_epoch + 1) if best_epoch >= 0 else None,
+        "best_val_loss": float(best) if math.isfinite(best) else None,
+        "final_train_loss": history["train_loss"][-1] if history["train_loss"] else None,
+        "stopped_early": bool(stopped_early),
+        "batch_size": int(bs),
+        "steps_per_epoch": int(steps_per_epoch),
+        "n_devices": int(n_dev),
+    }
+    return TrainResult(history=history, summary=summary)
+
+
+def _restore(model, pure: dict) -> None:
+    from flax import nnx
+
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(model, state)
+    model.eval()

@@ -1,0 +1,1 @@
+"""Gene-level genetics: subject x gene embeddings and leave-one-gene-out attribution."""

@@ -1,0 +1,683 @@
+"""``dfm.tl.embed_genes``: reference + GTF + VCF -> subjects x genes embeddings in MuData.
+
+Cost follows unique sequences, not subjects: each gene's haplotypes are
+deduplicated (most subjects share most alleles), the windows and reverse
+complements fed to the encoder are deduplicated again across all genes and
+haplotypes, and each distinct input is embedded exactly once. The reference
+haplotype of every gene is one of those inputs, so it is embedded once and
+reused for every subject that carries no variant in the gene (it is also kept
+in ``.varm``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ... import _keys
+from ..._uns import provenance, to_h5ad_safe
+from ..._validate import DfmInputError, check_choice, check_int, check_key, check_seed
+from ...io._atomic import atomic_path, check_writable_target
+from ...io._genome import Genome, reverse_complement, sequence_digest
+from ...io._gtf import read_gtf, select_gene_models
+from ...io._vcf import read_vcf
+from ._encoders import GeneEncoder, as_encoder, strategy_digest, unique_in_order
+from ._haplotypes import GeneHaplotypes, gene_haplotypes
+from ._threads import single_thread_blas
+
+__all__ = ["embed_genes", "export_gene_sequences", "window_starts", "project_subjects"]
+
+logger = logging.getLogger("diffbio_sc")
+
+RC_MODES = ("average", "equivariant", None)
+SUBJECT_POOLING = ("concat", "mean")
+PROJECTIONS = ("pca", "random", None)
+
+
+def window_starts(length: int, window: int | None, stride: int | None) -> list[int]:
+    """Start offsets of the windows that cover a sequence of ``length`` bases.
+
+    Windows of ``window`` bases start at ``0, stride, 2*stride, ...``; the last
+    one is aligned to the end of the sequence (so every window is full length
+    and every base is covered). A sequence no longer than ``window`` (or
+    ``window=None``) is one window.
+    """
+    if window is None or length <= window:
+        return [0]
+    stride = stride or window
+    starts = list(range(0, length - window, stride))
+    starts.append(length - window)
+    return starts
+
+
+@dataclass
+class _Prepared:
+    genome_version: str
+    models: list
+    haplotypes: list[GeneHaplotypes]
+    samples: list[str]
+    vcf_counts: dict
+    timings: dict
+
+
+def _prepare(
+    fasta,
+    gtf,
+    vcf,
+    *,
+    genes,
+    feature="exon",
+    transcripts=None,
+    samples=None,
+    contig_map=None,
+    vcf_contig_map=None,
+    reference_version=None,
+    unphased="ordered",
+    missing="reference",
+    use_index=False,
+    unique=True,
+) -> _Prepared:
+    timings = {}
+    t0 = time.perf_counter()
+    table = gtf if isinstance(gtf, pd.DataFrame) else read_gtf(gtf)
+    models = select_gene_models(table, list(genes), feature=feature, transcripts=transcripts)
+    with Genome(fasta, contig_map=contig_map, version=reference_version) as genome:
+        for m in models:  # contigs and bounds checked before the VCF is read
+            genome.fetch(m.seqname, m.span[0], m.span[1])
+        timings["annotation_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        vcf_contig_map = dict(vcf_contig_map or {})
+        regions = [(m.seqname, m.span[0], m.span[1]) for m in models]
+        variants = read_vcf(
+            vcf, regions=regions, samples=samples, contig_map=vcf_contig_map, use_index=use_index
+        )
+        timings["read_vcf_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        haps = [
+            gene_haplotypes(
+                genome,
+                m,
+                variants,
+                vcf_contig=vcf_contig_map.get(m.seqname, m.seqname),
+                unphased=unphased,
+                missing=missing,
+                unique=unique,
+            )
+            for m in models
+        ]
+        timings["haplotypes_s"] = time.perf_counter() - t0
+        version = genome.version
+    return _Prepared(version, models, haps, list(variants.samples), variants.counts, timings)
+
+
+def _encoder_inputs(
+    haps: list[GeneHaplotypes], window: int | None, stride: int | None, rc_mode
+) -> tuple[list[str], sp.csr_matrix]:
+    """All encoder inputs (with repeats) and the averaging matrix (gene sequences x inputs)."""
+    inputs: list[str] = []
+    rows, cols, vals = [], [], []
+    r = 0
+    for hap in haps:
+        for seq in hap.sequences:
+            starts = window_starts(len(seq), window, stride)
+            pieces = [seq[s : s + window] if window else seq for s in starts]
+            if rc_mode == "average":
+                pieces = pieces + [reverse_complement(p) for p in pieces]
+            w = 1.0 / len(pieces)
+            for p in pieces:
+                rows.append(r)
+                cols.append(len(inputs))
+                vals.append(w)
+                inputs.append(p)
+            r += 1
+    avg = sp.csr_matrix((vals, (rows, cols)), shape=(r, len(inputs)), dtype=np.float64)
+    return inputs, avg
+
+
+def _embed_batched(encoder: GeneEncoder, seqs: list[str], batch_size: int) -> np.ndarray:
+    parts = []
+    for i in range(0, len(seqs), batch_size):
+        out = np.asarray(encoder.embed(seqs[i : i + batch_size]), dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != len(seqs[i : i + batch_size]):
+            raise DfmInputError(
+                f"The encoder returned shape {out.shape} for {len(seqs[i : i + batch_size])} "
+                "sequences; expected (n_sequences, n_dims)."
+            )
+        parts.append(out)
+    dims = {p.shape[1] for p in parts}
+    if len(dims) > 1:
+        raise DfmInputError(f"The encoder returned different widths across batches: {dims}.")
+    return np.concatenate(parts, axis=0)
+
+
+def project_subjects(
+    X: np.ndarray, train: np.ndarray, *, method, n_components: int, seed: int
+) -> tuple[np.ndarray, dict]:
+    """Project subject vectors to ``n_components`` dims, fitted on the ``train`` rows only.
+
+    ``'pca'``: centre on the training mean, keep the top principal axes of the
+    training rows (at most ``n_train - 1`` carry information; the rest of the
+    ``n_components`` columns are zero, recorded as ``n_informative``).
+    ``'random'``: centre on the training mean and multiply by a seeded Gaussian
+    matrix scaled by ``1/sqrt(n_components)`` (a Johnson-Lindenstrauss map).
+    Returns the projection and its parameters (``mean``, ``components``).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    mean = X[train].mean(axis=0)
+    Xc = X - mean
+    if method == "pca":
+        Xt = Xc[train]
+        if Xt.shape[1] > Xt.shape[0]:
+            # Wide data: principal axes from the (n_train x n_train) Gram matrix.
+            with single_thread_blas(Xt.shape[0]):
+                e, U = np.linalg.eigh(Xt @ Xt.T)
+            e, U = e[::-1], U[:, ::-1]
+            tol = max(e[0], 0.0) * max(Xt.shape) * np.finfo(np.float64).eps
+            r = int((e > tol).sum())
+            v = (Xt.T @ U[:, :r]) / np.sqrt(e[:r])
+        else:
+            with single_thread_blas(Xt.shape[1]):
+                _, sv, vt = np.linalg.svd(Xt, full_matrices=False)
+            tol = sv.max(initial=0.0) * max(Xt.shape) * np.finfo(np.float64).eps
+            v = vt[: int((sv > tol).sum())].T
+        k = int(min(n_components, v.shape[1]))
+        v = v[:, :k]
+        comps = np.zeros((X.shape[1], n_components))
+        # Sign convention: the largest-magnitude loading of each axis is positive.
+        signs = np.sign(v[np.abs(v).argmax(axis=0), np.arange(k)])
+        signs[signs == 0] = 1.0
+        comps[:, :k] = v * signs
+    else:
+        rng = np.random.default_rng(seed)
+        comps = rng.standard_normal((X.shape[1], n_components)) / np.sqrt(n_components)
+        k = n_components
+    Z = (Xc @ comps).astype(np.float32)
+    return Z, {
+        "method": method,
+        "n_components": n_components,
+        "n_informative": k,
+        "n_train": int(train.sum()),
+        "mean": mean.astype(np.float32),
+        "components": comps.astype(np.float32),
+    }
+
+
+def _check_train(train_subjects, samples: list[str]) -> np.ndarray:
+    n = len(samples)
+    if train_subjects is None:
+        return np.ones(n, dtype=bool)
+    arr = np.asarray(train_subjects)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise DfmInputError(
+                f"train_subjects as a boolean mask needs {n} entries (one per subject), got "
+                f"shape {arr.shape}."
+            )
+        mask = arr.copy()
+    else:
+        names = [str(x) for x in np.atleast_1d(arr)]
+        missing = sorted(set(names) - set(samples))
+        if missing:
+            raise DfmInputError(
+                f"train_subjects names {len(missing)} subjects not in the VCF, e.g. {missing[:5]}."
+            )
+        mask = np.isin(np.asarray(samples), names)
+    if mask.sum() < 2:
+        raise DfmInputError("train_subjects must hold at least 2 subjects to fit a projection.")
+    return mask
+
+
+def _file_sha256(path) -> str | None:
+    if isinstance(path, pd.DataFrame):
+        return None
+    from ...io._embeddings import file_sha256
+
+    return file_sha256(path)
+
+
+def embed_genes(
+    fasta: str | os.PathLike,
+    gtf: str | os.PathLike | pd.DataFrame,
+    vcf: str | os.PathLike,
+    *,
+    genes: Sequence[str],
+    encoder: Any = None,
+    feature: str = "exon",
+    transcripts: Mapping[str, str] | None = None,
+    samples: Sequence[str] | None = None,
+    contig_map: Mapping[str, str] | None = None,
+    vcf_contig_map: Mapping[str, str] | None = None,
+    reference_version: str | None = None,
+    reverse_complement: str | None = "average",
+    window: int | None = None,
+    window_stride: int | None = None,
+    subject_pooling: str = "concat",
+    projection: str | None = "pca",
+    n_components: int = 512,
+    train_subjects: Sequence[str] | np.ndarray | None = None,
+    unphased: str = "ordered",
+    missing: str = "reference",
+    haplotype_cache: bool = True,
+    batch_size: int = 256,
+    use_index: bool = False,
+    seed: int = 0,
+    mdata=None,
+    mod: str = _keys.GENETICS_MOD,
+    key_added: str = _keys.GENETICS_EMBEDDING_KEY,
+    log_path: str | os.PathLike | None = None,
+):
+    """Embed each subject's gene sequences and combine them into a subject vector.
+
+    For every gene the reference sequence (``feature`` intervals from ``gtf``,
+    read from ``fasta``, spliced, reverse-complemented on the minus strand) is
+    patched with each subject's alleles from ``vcf`` (two haplotypes per
+    subject; rules in ``docs/notes/genetics.md``), embedded, and the two
+    haplotype vectors averaged into the subject's gene vector. Gene vectors
+    are joined into a subject vector (``subject_pooling``) and projected to
+    ``n_components`` dimensions, fitted on ``train_subjects`` only.
+
+    Parameters
+    ----------
+    fasta
+        Reference FASTA (indexed or not; an index is built privately if absent).
+    gtf
+        GTF path, or a table from :func:`diffbio_sc.io.read_gtf`.
+    vcf
+        VCF with the subjects as samples (plain, gzip or bgzip).
+    genes
+        Gene names or ids (``gene_name`` or ``gene_id`` in the GTF), in the order
+        kept in ``gene_list``.
+    encoder
+        A :class:`~diffbio_sc.tl.KmerEncoder`, :class:`~diffbio_sc.tl.FunctionEncoder`
+        (e.g. a frozen model), :class:`~diffbio_sc.tl.PrecomputedEncoder` or a path
+        to precomputed embeddings (see :func:`export_gene_sequences`), or any
+        object with ``embed``, ``description``, ``max_length`` and
+        ``rc_equivariant``. ``None``: ``KmerEncoder(k=4)``. Pooling (mean or
+        CLS) is the encoder's own setting and is part of its description.
+    feature
+        ``'exon'`` (spliced exons of the chosen transcript), ``'CDS'``,
+        ``'transcript'`` or ``'gene'`` (unspliced spans).
+    transcripts
+        ``{gene: transcript_id}`` overrides of the transcript choice.
+    samples
+        Subjects to keep (VCF sample ids), in this order; ``None``: all.
+    contig_map, vcf_contig_map
+        ``{GTF contig: FASTA contig}`` and ``{GTF contig: VCF contig}`` where names
+        differ (e.g. ``{'MT': 'chrM'}``).
+    reference_version
+        Label of the reference assembly; ``None``: file name + contig digest.
+    reverse_complement
+        ``'average'``: embed each input and its reverse complement and average;
+        ``'equivariant'``: the encoder is RC-invariant by construction (e.g.
+        ``KmerEncoder(canonical=True)``), one pass; ``None``: forward strand only.
+    window, window_stride
+        Genes longer than ``window`` bases are cut into windows of ``window``
+        bases every ``window_stride`` (default ``window``) bases, the last one
+        aligned to the gene end; the gene vector is the mean of the window
+        vectors. ``None``: the encoder's ``max_length`` (whole genes if it has none).
+    subject_pooling
+        ``'concat'`` (genes side by side, in ``gene_list`` order) or ``'mean'``.
+    projection
+        ``'pca'``, ``'random'`` (seeded Gaussian map) or ``None`` (no projection).
+    n_components
+        Width of the projection (512 by default).
+    train_subjects
+        Subjects (ids or a boolean mask) the projection is fitted on; ``None``:
+        all. Use the training split of a downstream model to avoid leakage
+        (:func:`logo_attribution` refits it inside every fold itself).
+    unphased
+        ``'ordered'`` (unphased calls used in written order) or ``'error'``
+        (refuse subjects unphased-heterozygous at >= 2 variants of a gene).
+    missing
+        ``'reference'`` (missing alleles read as the reference) or ``'error'``.
+    haplotype_cache
+        Embed each distinct input once (default). ``False`` embeds every
+        subject's haplotypes one by one (same result, for benchmarking).
+    batch_size
+        Sequences per encoder call.
+    use_index
+        Query the VCF through its tabix/CSI index (large files) instead of one
+        full read; out-of-gene records are then not counted.
+    seed
+        Seed of the ``'random'`` projection.
+    mdata
+        A MuData to add the modality to (in place); ``None`` creates one.
+    mod
+        Name of the modality.
+    key_added
+        ``.obsm`` key of the projected subject vectors.
+    log_path
+        Where to write the JSON run log (atomically); ``None``: not written
+        (the same record is in ``.uns['dfm']['genetics']['run_log']``).
+
+    Returns
+    -------
+    mudata.MuData
+        ``mdata`` (or a new MuData) whose modality ``mod`` has subjects as
+        observations and genes as variables:
+
+        - ``.X``: non-reference alleles applied per subject and gene (int32, 0..)
+        - ``.obsm['X_dfm_genes']``: per-gene vectors, ``n_genes * d`` columns in
+          ``gene_list`` order
+        - ``.obsm['X_dfm_subject']``: the subject vector (``concat`` or ``mean``)
+        - ``.obsm[key_added]``: the projection (``n_components`` columns), unless
+          ``projection=None``
+        - ``.obs['dfm_train']``: subjects the projection was fitted on
+        - ``.varm['dfm_reference_embedding']``: each gene's reference embedding
+        - ``.var``: ``gene_id``, ``transcript_id``, ``seqname``, ``strand``,
+          ``feature``, ``start``, ``end`` (1-based closed span), ``n_bases``,
+          ``n_unique_haplotypes`` (-1 with ``haplotype_cache=False``),
+          ``n_variants``, ``n_applied``, ``n_boundary_skipped``
+        - ``.uns['gene_list']``, ``.uns['reference_version']``,
+          ``.uns['embedding_strategy_id']``
+        - ``.uns['dfm']['genetics']``: ``strategy`` (what the id digests),
+          ``gene_dim``, ``projection`` (``mean``, ``components``), ``counts``
+          (VCF records read, ignored outside the genes ...), ``run_log``.
+    """
+    import anndata as ad
+    import mudata as md
+
+    # ---- validate every argument before reading anything
+    if isinstance(genes, str) or not isinstance(genes, Sequence) or not len(genes):
+        raise DfmInputError("genes must be a non-empty list of gene names or ids.")
+    check_choice("reverse_complement", reverse_complement, RC_MODES)
+    check_choice("subject_pooling", subject_pooling, SUBJECT_POOLING)
+    check_choice("projection", projection, PROJECTIONS)
+    check_choice("unphased", unphased, ("ordered", "error"))
+    check_choice("missing", missing, ("reference", "error"))
+    n_components = check_int("n_components", n_components, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    window = check_int("window", window, minimum=1, allow_none=True)
+    window_stride = check_int("window_stride", window_stride, minimum=1, allow_none=True)
+    seed = check_seed(seed)
+    check_key("mod", mod)
+    check_key("key_added", key_added)
+    if mdata is not None and not isinstance(mdata, md.MuData):
+        raise TypeError(f"mdata must be a MuData or None, got {type(mdata).__name__}.")
+    if log_path is not None:
+        check_writable_target(log_path, what="run log")
+    enc = as_encoder(encoder, batch_size=batch_size)
+    if reverse_complement == "equivariant" and not enc.rc_equivariant:
+        raise DfmInputError(
+            "reverse_complement='equivariant' needs an encoder that is RC-invariant by "
+            "construction (KmerEncoder(canonical=True), a SequenceEncoder created with "
+            "reverse_complement='equivariant'); use reverse_complement='average' for this one."
+        )
+    if window is None:
+        window = enc.max_length
+    elif enc.max_length is not None and window > enc.max_length:
+        raise DfmInputError(
+            f"window={window} exceeds the encoder's max_length {enc.max_length}; pass "
+            f"window <= {enc.max_length} (or None to use it)."
+        )
+    if window_stride is not None and window is None:
+        raise DfmInputError("window_stride needs a window (or an encoder with max_length).")
+    if window is not None and window_stride is not None and window_stride > window:
+        raise DfmInputError(
+            f"window_stride={window_stride} > window={window} would skip bases; use a "
+            "stride <= window."
+        )
+    stride = window_stride or window
+
+    t_start = time.perf_counter()
+    prep = _prepare(
+        fasta,
+        gtf,
+        vcf,
+        genes=genes,
+        feature=feature,
+        transcripts=transcripts,
+        samples=samples,
+        contig_map=contig_map,
+        vcf_contig_map=vcf_contig_map,
+        reference_version=reference_version,
+        unphased=unphased,
+        missing=missing,
+        use_index=use_index,
+        unique=haplotype_cache,
+    )
+    train = _check_train(train_subjects, prep.samples)
+    n_sub, n_genes = len(prep.samples), len(prep.models)
+
+    # ---- embed distinct inputs once
+    t0 = time.perf_counter()
+    inputs, avg = _encoder_inputs(prep.haplotypes, window, stride, reverse_complement)
+    if haplotype_cache:
+        distinct, inverse = unique_in_order(inputs)
+        emb = _embed_batched(enc, distinct, batch_size)
+        seq_emb = avg @ emb[inverse].astype(np.float64)
+        n_embedded = len(distinct)
+    else:
+        emb = _embed_batched(enc, inputs, batch_size)
+        seq_emb = avg @ emb.astype(np.float64)
+        n_embedded = len(inputs)
+    if not np.isfinite(seq_emb).all():
+        raise DfmInputError("The encoder produced NaN or infinite embeddings.")
+    prep.timings["embed_s"] = time.perf_counter() - t0
+    d = seq_emb.shape[1]
+
+    # ---- gene vectors (mean of the two haplotypes), subject vectors, projection
+    t0 = time.perf_counter()
+    gene_vecs = np.empty((n_sub, n_genes, d), dtype=np.float32)
+    ref_vecs = np.empty((n_genes, d), dtype=np.float32)
+    offset = 0
+    for g, hap in enumerate(prep.haplotypes):
+        block = seq_emb[offset : offset + len(hap.sequences)]
+        gene_vecs[:, g] = 0.5 * (block[hap.index[:, 0]] + block[hap.index[:, 1]])
+        ref_vecs[g] = block[0]
+        offset += len(hap.sequences)
+    flat = gene_vecs.reshape(n_sub, n_genes * d)
+    subject = flat if subject_pooling == "concat" else gene_vecs.mean(axis=1)
+    proj_info = None
+    Z = None
+    if projection is not None:
+        Z, proj_info = project_subjects(
+            subject, train, method=projection, n_components=n_components, seed=seed
+        )
+    prep.timings["project_s"] = time.perf_counter() - t0
+    prep.timings["total_s"] = time.perf_counter() - t_start
+
+    # ---- metadata
+    strategy = {
+        "encoder": dict(enc.description),
+        "reverse_complement": reverse_complement,
+        "window": window,
+        "window_stride": stride if window is not None else None,
+        "window_pooling": "mean",
+        "haplotype_pooling": "mean",
+        "feature": feature,
+        "transcripts": dict(sorted((transcripts or {}).items())),
+        "subject_pooling": subject_pooling,
+        "projection": projection,
+        "n_components": n_components if projection is not None else None,
+        "projection_seed": seed if projection == "random" else None,
+        "unphased": unphased,
+        "missing": missing,
+    }
+    strategy_id = strategy_digest(strategy)
+    gene_list = [m.gene for m in prep.models]
+    counts = {
+        "n_subjects": n_sub,
+        "n_genes": n_genes,
+        "vcf_records_read": prep.vcf_counts.get("n_records"),
+        "vcf_records_in_gene_spans": prep.vcf_counts.get("n_kept"),
+        "vcf_records_outside_genes": prep.vcf_counts.get("n_outside"),
+        "n_distinct_gene_sequences": int(sum(len(h.sequences) for h in prep.haplotypes)),
+        "n_encoder_inputs": len(inputs),
+        "n_encoder_calls_sequences": n_embedded,
+    }
+    for key in (
+        "n_variants",
+        "n_applied",
+        "n_boundary_skipped",
+        "n_between_intervals",
+        "n_missing_calls",
+        "n_unphased_het",
+        "n_star_alleles",
+    ):
+        counts[key] = int(sum(h.counts[key] for h in prep.haplotypes))
+    run_log = {
+        "created_by": provenance("tl.embed_genes"),
+        "inputs": {
+            "fasta": str(fasta),
+            "gtf": "<DataFrame>" if isinstance(gtf, pd.DataFrame) else str(gtf),
+            "gtf_sha256": _file_sha256(gtf),
+            "vcf": str(vcf),
+            "vcf_sha256": _file_sha256(vcf),
+        },
+        "gene_list": gene_list,
+        "reference_version": prep.genome_version,
+        "embedding_strategy_id": strategy_id,
+        "strategy": strategy,
+        "haplotype_cache": bool(haplotype_cache),
+        "counts": counts,
+        "timings_s": {k: round(float(v), 4) for k, v in prep.timings.items()},
+    }
+
+    # ---- build the modality (nothing written yet)
+    var = pd.DataFrame(
+        {
+            "gene_id": [m.gene_id for m in prep.models],
+            "transcript_id": [m.transcript_id or "" for m in prep.models],
+            "seqname": [m.seqname for m in prep.models],
+            "strand": [m.strand for m in prep.models],
+            "feature": [m.feature for m in prep.models],
+            "start": [m.span[0] for m in prep.models],
+            "end": [m.span[1] for m in prep.models],
+            "n_bases": [m.length for m in prep.models],
+            "n_unique_haplotypes": [
+                len(np.unique(h.index)) if haplotype_cache else -1 for h in prep.haplotypes
+            ],
+            "n_variants": [h.counts["n_variants"] for h in prep.haplotypes],
+            "n_applied": [h.counts["n_applied"] for h in prep.haplotypes],
+            "n_boundary_skipped": [h.counts["n_boundary_skipped"] for h in prep.haplotypes],
+        },
+        index=pd.Index(gene_list, name="gene"),
+    )
+    obs = pd.DataFrame({_keys.TRAIN_KEY: train}, index=pd.Index(prep.samples, name="subject"))
+    X = np.stack([h.alt_alleles for h in prep.haplotypes], axis=1).astype(np.int32)
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    adata.obsm[_keys.GENE_EMBEDDINGS_KEY] = flat
+    adata.obsm[_keys.SUBJECT_VECTOR_KEY] = subject.astype(np.float32)
+    if Z is not None:
+        adata.obsm[key_added] = Z
+    adata.varm[_keys.REFERENCE_EMBEDDING_KEY] = ref_vecs
+    adata.uns[_keys.GENE_LIST_KEY] = gene_list
+    adata.uns[_keys.REFERENCE_VERSION_KEY] = prep.genome_version
+    adata.uns[_keys.STRATEGY_ID_KEY] = strategy_id
+    section = {
+        "strategy": json.dumps(strategy, sort_keys=True),
+        "gene_dim": int(d),
+        "subject_pooling": subject_pooling,
+        "key_added": key_added if Z is not None else None,
+        "counts": counts,
+        "projection": proj_info,
+        "run_log": json.dumps(run_log, sort_keys=True, default=str),
+        "created_by": provenance("tl.embed_genes"),
+    }
+    adata.uns[_keys.UNS_KEY] = {_keys.UNS_GENETICS: to_h5ad_safe(section)}
+
+    # ---- write last: the log file, then the MuData
+    if log_path is not None:
+        with atomic_path(log_path, what="run log") as tmp:
+            Path(tmp).write_text(json.dumps(run_log, indent=2, sort_keys=True, default=str))
+    logger.info(
+        "embed_genes: %d subjects x %d genes, %d distinct encoder inputs of %d "
+        "(strategy %s) in %.2fs",
+        n_sub,
+        n_genes,
+        n_embedded,
+        len(inputs),
+        strategy_id,
+        prep.timings["total_s"],
+    )
+    with warnings.catch_warnings():
+        # mudata 0.3 announces a change of .update() defaults; it does not affect us.
+        warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
+        if mdata is None:
+            return md.MuData({mod: adata})
+        mdata.mod[mod] = adata
+        mdata.update()
+    return mdata
+
+
+_EXPORT_OPTIONS = (
+    "feature",
+    "transcripts",
+    "samples",
+    "contig_map",
+    "vcf_contig_map",
+    "unphased",
+    "missing",
+    "use_index",
+)
+
+
+def export_gene_sequences(
+    fasta: str | os.PathLike,
+    gtf: str | os.PathLike | pd.DataFrame,
+    vcf: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    genes: Sequence[str],
+    window: int | None = None,
+    window_stride: int | None = None,
+    reverse_complement: str | None = "average",
+    **options: Any,
+) -> pd.DataFrame:
+    """Write the distinct sequences :func:`embed_genes` would embed, for an external model.
+
+    Each record id is the sequence's digest (``seq_`` + 20 hex digits of its
+    SHA-256), which is how :class:`~diffbio_sc.tl.PrecomputedEncoder` finds the
+    vectors again. Use the same settings here and in :func:`embed_genes`
+    (``window`` = the upstream model's context, the same ``reverse_complement``).
+
+    Parameters
+    ----------
+    fasta, gtf, vcf, genes, window, window_stride, reverse_complement
+        As in :func:`embed_genes`.
+    path
+        FASTA to write (atomically).
+    **options
+        ``feature``, ``transcripts``, ``samples``, ``contig_map``,
+        ``vcf_contig_map``, ``unphased``, ``missing``, ``use_index``, as in
+        :func:`embed_genes`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``sequence_id`` and ``length`` of each record written.
+    """
+    unknown = sorted(set(options) - set(_EXPORT_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"export_gene_sequences got unexpected options {unknown}; allowed: "
+            f"{list(_EXPORT_OPTIONS)}."
+        )
+    check_choice("reverse_complement", reverse_complement, RC_MODES)
+    window = check_int("window", window, minimum=1, allow_none=True)
+    window_stride = check_int("window_stride", window_stride, minimum=1, allow_none=True)
+    check_writable_target(path, what="FASTA")
+    prep = _prepare(fasta, gtf, vcf, genes=genes, **options)
+    inputs, _ = _encoder_inputs(
+        prep.haplotypes, window, window_stride or window, reverse_complement
+    )
+    distinct, _ = unique_in_order(inputs)
+    ids = [sequence_digest(s) for s in distinct]
+    with atomic_path(path, what="FASTA") as tmp, open(tmp, "w") as fh:
+        for i, s in zip(ids, distinct, strict=True):
+            fh.write(f">{i}\n")
+            for k in range(0, len(s), 80):
+                fh.write(s[k : k + 80] + "\n")
+    return pd.DataFrame({"sequence_id": ids, "length": [len(s) for s in distinct]})
