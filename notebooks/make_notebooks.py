@@ -93,7 +93,7 @@ labels) profiled with five protocols (the batches), from the sc_mixology benchma
     (
         CODE,
         SETUP.format(
-            full="2 minutes",
+            full="4 minutes",
             budget="EPOCHS = 3 if QUICK else 15  # passes over the training cells\n"
             "N_CELLS = 500 if QUICK else None  # None: all 1,408 cells",
         ),
@@ -126,7 +126,7 @@ print("cell 0, top genes:", list(adata.var_names[first - 4]))""",
 `dfm.tl.pretrain` trains a small Flax NNX transformer on *this* dataset: each cell's top 64
 genes go in as rank-value tokens with their expression, a random 30% of them are masked
 (`MaskedExpressionConfig.mask_ratio`), and the model learns to predict their values. The validation loss is measured on held-out cells, and the best weights are kept.
-This is a model trained in a minute on one dataset, not a foundation model pretrained on
+This is a model trained in minutes on one dataset, not a foundation model pretrained on
 millions of cells: see the external-models tutorial for importing those.""",
     ),
     (
@@ -424,7 +424,7 @@ import numpy as np
 
 import diffbio_sc as dfm
 
-# Budget: the full run takes about 1 minute on a 2-core CPU. The test suite and the
+# Budget: the full run takes about 15 seconds on a 2-core CPU. The test suite and the
 # documentation build set DFM_TUTORIAL_QUICK=1 to run a smaller version of it.
 QUICK = os.environ.get("DFM_TUTORIAL_QUICK") == "1"
 N_SUBJECTS = 120 if QUICK else 300
