@@ -245,7 +245,7 @@ layouts, the alignment and the provenance are the point.""",
     (
         CODE,
         SETUP.format(
-            full="1 minute",
+            full="3 minutes",
             budget="N_CELLS = 400 if QUICK else None  # None: all 1,408 cells",
         ),
     ),
