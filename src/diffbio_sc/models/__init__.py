@@ -8,6 +8,8 @@ that ``import diffbio_sc`` does not import JAX.
 * ``ModelConfig``, ``SavedModel``, ``register_model``, ``ModelFormatError``: the
   base every saveable model builds on (``models/_base.py``).
 * ``fit``, ``TrainConfig``, ``TrainResult``: the shared training loop (``models/_train.py``).
+* ``load_checkpoint``, ``CheckpointModel``: published Geneformer / scGPT checkpoints
+  (``BertEncoder``, ``ScGPTEncoder``), and ``BucketedRunner`` for length-bucketed inference.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ _EXPORTS = {
     "MaskedExpressionModel": "._masked",
     "MaskedExpressionConfig": "._masked",
     "load": "._io",
+    "load_checkpoint": "._pretrained",
+    "CheckpointModel": "._pretrained",
+    "BertConfig": "._bert",
+    "BertEncoder": "._bert",
+    "ScGPTConfig": "._scgpt",
+    "ScGPTEncoder": "._scgpt",
+    "BucketedRunner": "._runner",
     "GENOMICS_MODELS": "._genomics_registry",
     "genomics_models_markdown": "._genomics_registry",
     "ModelConfig": "._base",

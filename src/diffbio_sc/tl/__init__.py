@@ -10,6 +10,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "pretrain": "._pretrain",
     "embed": "._embed",
+    "embed_checkpoint": "._checkpoint",
     "load_embeddings": "._load_embeddings",
     "score_annotation": "._scoring",
     "score_integration": "._scoring",

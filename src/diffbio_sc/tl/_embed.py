@@ -147,7 +147,10 @@ def embed(
         ``None``: pretrain a model on ``adata`` with the default budget
         (:func:`diffbio_sc.tl.pretrain`, taking ``**pretrain_kwargs``) and embed
         with it. Or a :class:`~diffbio_sc.models.MaskedExpressionModel`, or the
-        path of a directory written by ``model.save``.
+        path of a directory written by ``model.save``. A Geneformer or scGPT
+        checkpoint (directory or :func:`~diffbio_sc.models.load_checkpoint`)
+        is run by :func:`~diffbio_sc.tl.embed_checkpoint` (its options as
+        keywords; ``key_added`` defaults to ``X_geneformer``/``X_scgpt``).
     key_added
         ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry.
     batch_size
@@ -190,7 +193,13 @@ def embed(
         and ``training`` (the training summary).
     """
     from .._settings import settings
+    from ._checkpoint import embed_checkpoint, is_checkpoint
     from ._model_data import gene_mapping, iter_token_chunks
+
+    if is_checkpoint(model):  # published Geneformer / scGPT checkpoints (issue 13)
+        key = None if key_added == _keys.EMBEDDING_KEY else key_added
+        kw = dict(layer=layer, chunk_size=chunk_size, progress_bar=progress_bar, copy=copy)
+        return embed_checkpoint(adata, model, key_added=key, **kw, **pretrain_kwargs)
 
     # ---------------------------------------------------------------- validate
     check_adata(adata)

@@ -1,0 +1,275 @@
+"""Geneformer-sized checkpoints: dfm (JAX, length buckets) vs transformers on torch, CPU.
+
+Two random-weight ``BertForMaskedLM`` checkpoints are built with transformers
+(saved as safetensors): a Geneformer-V1-sized model (6 layers x 256, relu, 2,048
+positions) and a V2-sized one (12 layers x 512, 8 heads, gelu, 4,096
+positions, ``<cls>``/``<eos>``). Real cells from ``../shared/data/singlecell``
+are tokenized once with ``dfm.pp.tokenize`` (a token dictionary over the data's
+genes, medians from ``dfm.pp.gene_medians``), and the same tokens are embedded by
+
+* ``dfm.tl.embed_checkpoint`` with length bucketing (default) and without
+  (every cell padded to the model's input size), each in a fresh process,
+  reporting the first call (compilation included) and a second, warm call;
+* transformers on torch (``torch.no_grad``, float32), in a fresh process of a
+  separate environment that has torch: batches sorted by length and padded to
+  their longest cell (what Geneformer's ``EmbExtractor`` does) and, for the
+  unbucketed comparison, padded to the model's input size.
+
+Cells/s and each process's peak RSS are printed as a markdown table, with the
+largest difference between the dfm and torch embeddings (mean pooling of the
+second-to-last layer, as the extractor). Torch runs where ``--torch-python``
+(default ``/work/venv-torch/bin/python`` or ``$DFM_TORCH_PYTHON``) has
+``torch`` and ``transformers``; torch is never a dependency of diffbio_sc.
+
+The unbucketed runs (every cell padded to 2,048 / 4,096 tokens) use only the
+first ``--full-cells`` cells: on a shared CPU they cost minutes per cell.
+
+    python benchmarks/bench_checkpoints.py [--n-cells 16] [--v2-cells 8] [--full-cells 2] [--dataset pbmc_3batch_symphony]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+CONFIGS = {
+    "V1-size (6x256, 2,048)": dict(
+        hidden_size=256,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=2048,
+        hidden_act="relu",
+        v2=False,
+    ),
+    "V2-size (12x512, 4,096)": dict(
+        hidden_size=512,
+        num_hidden_layers=12,
+        num_attention_heads=8,
+        intermediate_size=1024,
+        max_position_embeddings=4096,
+        hidden_act="gelu",
+        v2=True,
+    ),
+}
+
+TORCH_BUILD = textwrap.dedent(
+    """
+    import json, sys, torch
+    from transformers import BertConfig, BertForMaskedLM
+    out, vocab_size, cfg = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=vocab_size, pad_token_id=0, **cfg)).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    print("{}")
+    """
+)
+
+TORCH_RUN = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    import numpy as np, torch
+    from transformers import BertForMaskedLM
+    ckpt, tokens, mode, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    z = np.load(tokens)
+    ids, lengths, v2 = z["ids"], z["lengths"], bool(z["v2"])
+    model = BertForMaskedLM.from_pretrained(ckpt).eval()
+    layer = model.config.num_hidden_layers - 1
+    order = np.argsort(-lengths, kind="stable") if mode == "sorted" else np.arange(len(ids))
+    out = np.zeros((len(ids), model.config.hidden_size), np.float32)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, len(ids), batch):
+            idx = order[s : s + batch]
+            L = int(lengths[idx].max()) if mode == "sorted" else ids.shape[1]
+            x = torch.from_numpy(ids[idx, :L].astype(np.int64))
+            mask = (torch.arange(L)[None] < torch.from_numpy(lengths[idx])[:, None]).long()
+            h = model(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            n = torch.from_numpy(lengths[idx]).float()
+            if v2:  # EmbExtractor: drop <cls>, average the len - 2 gene positions
+                h, n = h[:, 1:], n - 2
+            keep = (torch.arange(h.shape[1])[None] < n[:, None]).float()
+            out[idx] = ((h * keep[..., None]).sum(1) / n[:, None].clamp(min=1)).numpy()
+    dt = time.perf_counter() - t0
+    np.save(sys.argv[5], out)
+    print(json.dumps({"seconds": dt, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+    """
+)
+
+JAX_RUN = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    import anndata as ad, numpy as np
+    import diffbio_sc as dfm
+    dfm.settings.progress_bar = False
+    ckpt, h5ad, bucketing, out = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+    adata = ad.read_h5ad(h5ad)
+    model = dfm.models.load_checkpoint(ckpt)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        dfm.tl.embed_checkpoint(adata, model, bucketing=bucketing, max_batch_tokens=16384)
+        times.append(time.perf_counter() - t0)
+    np.save(out, adata.obsm["X_geneformer"])
+    entry = adata.uns["dfm"]["embeddings"]["X_geneformer"]
+    import jax
+    print(json.dumps({"cold": times[0], "warm": times[1], "shapes": int(entry["n_compiled_shapes"]),
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "devices": str(jax.devices()[0].platform)}))
+    """
+)
+
+
+def _run(python: str, code: str, *args) -> dict:
+    proc = subprocess.run(
+        [python, "-c", code, *map(str, args)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def prepare(dataset: str, n_cells: int, seed: int, tmp: Path):
+    """Real cells and dictionaries: token ids for the data's genes, medians from the data."""
+    import anndata as ad
+
+    import diffbio_sc as dfm
+
+    adata = ad.read_h5ad(DATA / "singlecell" / f"{dataset}.h5ad")
+    dfm.pp.gene_medians(adata)
+    medians = {
+        g: float(m) for g, m in zip(adata.var_names, adata.var["dfm_median"], strict=True) if m > 0
+    }
+    rng = np.random.default_rng(seed)
+    sub = adata[np.sort(rng.choice(adata.n_obs, size=n_cells, replace=False))].copy()
+    del sub.var["dfm_median"]
+    path = tmp / "cells.h5ad"
+    sub.write_h5ad(path)
+    return sub, medians, path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="pbmc_3batch_symphony")
+    ap.add_argument("--n-cells", type=int, default=16)
+    ap.add_argument("--v2-cells", type=int, default=8)
+    ap.add_argument("--full-cells", type=int, default=2, help="cells for the unbucketed runs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=8, help="torch batch size")
+    ap.add_argument(
+        "--torch-python",
+        default=os.environ.get("DFM_TORCH_PYTHON", "/work/venv-torch/bin/python"),
+    )
+    ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    args = ap.parse_args()
+    have_torch = Path(args.torch_python).exists()
+    if not have_torch:
+        print(f"# no torch environment at {args.torch_python}: torch columns skipped")
+
+    import diffbio_sc as dfm
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for name in args.configs:
+            cfg = dict(CONFIGS[name])
+            v2 = cfg.pop("v2")
+            n = args.v2_cells if v2 else args.n_cells
+            sub, medians, h5ad = prepare(args.dataset, n, args.seed, tmp)
+            specials = ["<pad>", "<mask>"] + (["<cls>", "<eos>"] if v2 else [])
+            tok = {t: i for i, t in enumerate(specials)}
+            for g in sub.var_names:
+                if g in medians:
+                    tok[g] = len(tok)
+            ckpt = tmp / f"ckpt_{int(v2)}"
+            if not have_torch:
+                raise SystemExit("building the checkpoints needs transformers (--torch-python)")
+            _run(args.torch_python, TORCH_BUILD, ckpt, len(tok), json.dumps(cfg))
+            (ckpt / "token_dictionary.json").write_text(json.dumps(tok))
+            (ckpt / "gene_median_dictionary.json").write_text(
+                json.dumps({g: medians[g] for g in tok if g in medians})
+            )
+            # the tokens both sides embed
+            model = dfm.models.load_checkpoint(ckpt)
+            t = dfm.pp.tokenize(
+                sub.copy(),
+                recipe=model.recipe,
+                vocab=tok,
+                gene_medians=medians,
+                max_tokens=model.max_tokens,
+                copy=True,
+            )
+            lengths = np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
+            ids = t.obsm["dfm_tokens"]
+            nf = min(n, args.full_cells)
+            np.savez(tmp / "tokens.npz", ids=ids, lengths=lengths, v2=v2)
+            np.savez(tmp / "tokens_full.npz", ids=ids[:nf], lengths=lengths[:nf], v2=v2)
+            h5ad_full = tmp / "cells_full.h5ad"
+            sub[:nf].copy().write_h5ad(h5ad_full)
+            del model
+            label = f"{name}, {n} cells, tokens/cell median {int(np.median(lengths))} (max {lengths.max()})"
+            ref = None
+            for bucketing in (True, False):
+                cells_file, m = (h5ad, n) if bucketing else (h5ad_full, nf)
+                r = _run(sys.executable, JAX_RUN, ckpt, cells_file, int(bucketing), tmp / "jax.npy")
+                emb = np.load(tmp / "jax.npy")
+                ref = emb if bucketing else ref
+                note = f"{r['shapes']} compiled shapes"
+                if not bucketing:
+                    note = f"{m} cells; max diff vs buckets {np.abs(emb - ref[:m]).max():.1e}"
+                what = "length buckets" if bucketing else "padded to input size"
+                rows.append(
+                    (label, f"dfm JAX, {what}", m / r["warm"], m / r["cold"], r["peak_mb"], note)
+                )
+            for mode in ("sorted", "full"):
+                tokens, m = (
+                    (tmp / "tokens.npz", n) if mode == "sorted" else (tmp / "tokens_full.npz", nf)
+                )
+                r = _run(
+                    args.torch_python, TORCH_RUN, ckpt, tokens, mode, args.batch, tmp / "torch.npy"
+                )
+                diff = np.abs(np.load(tmp / "torch.npy") - ref[:m]).max()
+                what = (
+                    "batches sorted by length, padded to their longest (EmbExtractor)"
+                    if mode == "sorted"
+                    else "padded to input size"
+                )
+                rows.append(
+                    (
+                        label,
+                        f"transformers {r['torch']} on torch CPU ({r['threads']} threads), {what}",
+                        m / r["seconds"],
+                        None,
+                        r["peak_mb"],
+                        f"{m} cells; max diff vs dfm {diff:.1e}",
+                    )
+                )
+    print(
+        f"\nCommand: python benchmarks/bench_checkpoints.py --dataset {args.dataset} "
+        f"--n-cells {args.n_cells} --v2-cells {args.v2_cells} --full-cells {args.full_cells}; "
+        f"{time.strftime('%Y-%m-%d')}\n"
+    )
+    print(
+        "| model, cells | runner | cells/s (warm) | cells/s (first call, compile incl.) | peak RSS MiB | notes |"
+    )
+    print("|---|---|---:|---:|---:|---|")
+    for label, runner, warm, cold, peak, note in rows:
+        cold_s = f"{cold:.2f}" if cold is not None else "-"
+        print(f"| {label} | {runner} | {warm:.2f} | {cold_s} | {peak:.0f} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""``dfm.tl.embed_checkpoint``: cell embeddings from published Geneformer / scGPT checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import _keys, _uns
+from .._logging import logger, timed
+from .._validate import (
+    DfmInputError,
+    _preview,
+    check_adata,
+    check_bool,
+    check_choice,
+    check_copy,
+    check_float,
+    check_int,
+    check_key,
+    check_seed,
+    get_matrix,
+    resolve_copy,
+)
+from ._checkpoint_inputs import (
+    coverage_error,
+    gene_ids_of,
+    geneformer_chunks,
+    is_checkpoint,
+    resolve_checkpoint,
+    scgpt_chunks,
+)
+
+__all__ = ["embed_checkpoint", "is_checkpoint"]
+
+#: Default obsm keys per checkpoint family (the API contract).
+DEFAULT_KEYS = {"geneformer": "X_geneformer", "scgpt": "X_scgpt"}
+#: Cells tokenized and run per chunk (bounds the token arrays' memory).
+DEFAULT_CHUNK = 2048
+
+
+def _geneformer_apply(static, params, tokens):
+    """Pooled embedding (and, when asked, token states) of one batch; ``static`` hashable."""
+    from flax import nnx
+
+    graphdef, layer_index, pooling, specials_ids, want_genes = static
+    m = nnx.merge(graphdef, params)
+    x = m.layer_states(tokens, layer_index)
+    pooled = m.pool(tokens, x, pooling=pooling, exclude_ids=specials_ids)
+    return (pooled, x) if want_genes else pooled
+
+
+def _scgpt_apply(graphdef, params, tokens, values):
+    """Return scGPT's L2-normalised ``<cls>`` embedding of one batch."""
+    from flax import nnx
+
+    return nnx.merge(graphdef, params).cell_embedding(tokens, values)
+
+
+def embed_checkpoint(
+    adata,
+    checkpoint,
+    *,
+    key_added: str | None = None,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    emb_layer: int | None = None,
+    pooling: str | None = None,
+    token_dictionary=None,
+    gene_median_dictionary=None,
+    vocab=None,
+    max_length: int | None = None,
+    seed: int = 0,
+    min_gene_coverage: float = 0.1,
+    max_batch_tokens: int = 32_768,
+    bucketing: bool = True,
+    gene_embeddings_key: str | None = None,
+    chunk_size: int | None = None,
+    trust_pickle: bool = False,
+    progress_bar: bool | None = None,
+    copy: bool = False,
+):
+    """Embed cells with a published Geneformer or scGPT checkpoint, in JAX, in cell order.
+
+    The checkpoint is read without torch (safetensors, or ``.bin``/``.pt`` through
+    a restricted unpickler that rebuilds tensors only) and run by a Flax NNX
+    encoder equal to the reference implementation (tested layer by layer
+    against ``transformers`` and scGPT's own module to 1e-5 in float32).
+
+    Geneformer
+        Cells are tokenized with :func:`diffbio_sc.pp.tokenize` using the
+        model's own token and gene-median dictionaries (V1: 2,048 genes, no
+        special tokens; V2: ``<cls>`` + 4,094 genes + ``<eos>``; capped at the
+        model's ``max_position_embeddings``). The embedding is taken from layer
+        ``emb_layer`` as Geneformer's ``EmbExtractor`` does: ``pooling='mean'``
+        averages the non-padding tokens excluding ``<cls>``/``<eos>``;
+        ``'cls'`` takes the ``<cls>`` token (V2 models).
+    scGPT
+        The in-vocabulary genes with nonzero values of each cell get per-cell
+        bins from :func:`diffbio_sc.pp.bin_expression` (deterministic ties,
+        ``seed``); ``<cls>`` comes first with ``pad_value``. A cell with more
+        than ``max_length - 1`` such genes keeps a subset chosen by a hash of
+        (``seed``, cell name, gene), not a global random state, so its embedding
+        does not depend on the other cells. The embedding is the last layer's
+        ``<cls>`` state, L2-normalised, as scGPT's ``embed_data``.
+
+    Cells are grouped by token count into length buckets, each padded to its
+    own length (attention cost follows the cell's real length) and run in
+    fixed-shape batches, data-parallel over the JAX devices; results are
+    written back in the AnnData's cell order. A cell's embedding depends on
+    that cell alone.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts in ``.X`` or ``layer`` (dense, sparse or backed;
+        streamed in chunks).
+    checkpoint
+        Checkpoint directory (Hugging Face ``config.json`` + ``model.safetensors``
+        / ``pytorch_model.bin``, or scGPT ``args.json`` + ``vocab.json`` +
+        ``best_model.pt``), or a model from :func:`diffbio_sc.models.load_checkpoint`.
+    key_added
+        ``.obsm`` key; default ``'X_geneformer'`` or ``'X_scgpt'``.
+    layer
+        Layer with the counts instead of ``.X``.
+    gene_key
+        ``.var`` column with the gene IDs to match (default ``var_names``);
+        Ensembl version suffixes are ignored. Geneformer uses Ensembl IDs,
+        scGPT gene symbols.
+    emb_layer
+        Geneformer: layer relative to the last, as upstream's ``emb_layer``:
+        ``-1`` (default) the second-to-last layer, ``0`` the last, ``-n_layers``
+        the embedding output. scGPT: the last layer (``0``, the default).
+    pooling
+        Geneformer: ``'mean'`` (default) or ``'cls'``. scGPT: ``'cls'`` only.
+    token_dictionary, gene_median_dictionary
+        Geneformer dictionaries (mapping or JSON/CSV/TSV path; pickles need
+        ``trust_pickle=True``); default: the JSON files in the checkpoint directory.
+    vocab
+        scGPT vocabulary (mapping or path); default ``vocab.json`` of the checkpoint.
+    max_length
+        Longest input in tokens; default the model's (Geneformer's input size;
+        scGPT 1,200 or ``max_seq_len`` of ``args.json``).
+    seed
+        scGPT: seed of the bin tie-breaking and gene sub-sampling hashes.
+    min_gene_coverage
+        Smallest fraction of the AnnData's genes that must be in the vocabulary.
+    max_batch_tokens
+        Cells x padded length per forward batch (bounds memory).
+    bucketing
+        Group cells by length (default); ``False`` pads every cell to ``max_length``.
+    gene_embeddings_key
+        Geneformer: also write per-gene contextual embeddings (the mean, over the
+        cells where a gene is tokenized, of its state at ``emb_layer``) to
+        ``.varm[gene_embeddings_key]`` (NaN for genes never tokenized).
+    chunk_size
+        Cells tokenized at a time (default 2,048).
+    trust_pickle
+        Allow pickled dictionaries (unpickling can run code).
+    progress_bar
+        Show a progress bar; ``None`` follows ``dfm.settings.progress_bar``.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the new AnnData when ``copy=True``. Writes
+
+    ``.obsm[key_added]``
+        float32 ``(n_cells, hidden_size)`` cell embeddings, in cell order.
+    ``.varm[gene_embeddings_key]``
+        float32 ``(n_genes, hidden_size)``, when asked (Geneformer).
+    ``.uns['dfm']['embeddings'][key_added]``
+        ``source`` (``'geneformer'``/``'scgpt'``), ``model_family``,
+        ``adapter_mode`` (``'frozen_encoder'``), ``artifact_id``,
+        ``artifact_sha256`` (weights), ``vocab_sha256``, ``gene_medians_sha256``,
+        dictionary sources, ``checkpoint_path``, ``preprocessing_version``,
+        ``pooling_strategy``, ``emb_layer`` and ``layer_index``, ``n_dims``,
+        ``config``, gene coverage (``n_genes``, ``n_genes_in_vocab``,
+        ``frac_genes_in_vocab``, ``frac_counts_in_vocab``, ``gene_key``),
+        ``n_cells_without_gene_tokens``, ``n_cells_subsampled`` (scGPT),
+        ``bucketing``, ``max_batch_tokens``, ``n_devices``, ``created_by``.
+    """
+    from tqdm.auto import tqdm
+
+    from .._settings import settings
+    from ..models._runner import BucketedRunner
+
+    # ---------------------------------------------------------------- validate
+    check_adata(adata)
+    get_matrix(adata, layer)
+    check_key("key_added", key_added, allow_none=True)
+    check_key("gene_embeddings_key", gene_embeddings_key, allow_none=True)
+    emb_layer = check_int("emb_layer", emb_layer, maximum=0, allow_none=True)
+    check_choice("pooling", pooling, (None, "mean", "cls"))
+    max_length = check_int("max_length", max_length, minimum=2, allow_none=True)
+    seed = check_seed(seed)
+    min_gene_coverage = check_float("min_gene_coverage", min_gene_coverage, minimum=0, maximum=1)
+    max_batch_tokens = check_int("max_batch_tokens", max_batch_tokens, minimum=1)
+    bucketing = check_bool("bucketing", bucketing)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True) or DEFAULT_CHUNK
+    trust_pickle = check_bool("trust_pickle", trust_pickle)
+    copy = check_copy(adata, copy)
+    show_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
+
+    model = resolve_checkpoint(
+        checkpoint, token_dictionary, gene_median_dictionary, vocab, trust_pickle
+    )
+    family = model.family
+    key_added = key_added or DEFAULT_KEYS[family]
+    cfg = model.config
+    n_layers = model.n_layers
+    if family == "scgpt":
+        if pooling not in (None, "cls"):
+            raise DfmInputError("scGPT cell embeddings are the <cls> token: pooling='cls' only.")
+        if emb_layer not in (None, 0):
+            raise DfmInputError("scGPT cell embeddings come from the last layer: emb_layer=0.")
+        emb_layer = 0
+        if gene_embeddings_key is not None:
+            raise DfmInputError("gene_embeddings_key is available for Geneformer checkpoints.")
+        pooling = "cls"
+        layer_index = n_layers
+    else:
+        pooling = pooling or "mean"
+        emb_layer = -1 if emb_layer is None else emb_layer
+        if pooling == "cls" and model.recipe != "geneformer_v2":
+            raise DfmInputError(
+                "pooling='cls' needs a V2 Geneformer (a token dictionary with <cls>); this "
+                "checkpoint's dictionary has none. Use pooling='mean'."
+            )
+        if emb_layer < -n_layers:
+            raise DfmInputError(
+                f"emb_layer={emb_layer} is below -{n_layers} (the model has {n_layers} layers)."
+            )
+        layer_index = n_layers + emb_layer
+    max_len = int(max_length or model.max_tokens)
+    if family == "geneformer" and max_len > model.max_tokens:
+        raise DfmInputError(
+            f"max_length={max_len} exceeds the model's input size {model.max_tokens}."
+        )
+
+    ids = gene_ids_of(adata, gene_key)
+    specials = set(_keys.SPECIAL_TOKENS) | {"<eoc>"}
+    genes = {g for g in model.vocab if g not in specials}
+    found = np.isin(ids, list(genes))
+    if family == "geneformer":
+        has_median = np.asarray(
+            [g in model.medians and float(model.medians[g]) > 0 for g in ids], dtype=bool
+        )
+        usable = found & has_median
+    else:
+        usable = found
+    if found.mean() < min_gene_coverage or not usable.any():
+        coverage_error(adata, ids, genes, gene_key, max(min_gene_coverage, 1e-9), found)
+
+    with timed(f"embedding cells with the {family} checkpoint into .obsm[{key_added!r}]") as info:
+        from flax import nnx
+
+        graphdef, state = nnx.split(model.module)
+        want_genes = gene_embeddings_key is not None
+        if family == "geneformer":
+            specials_ids = tuple(
+                model.vocab[t] for t in (_keys.CLS_TOKEN, _keys.EOS_TOKEN) if t in model.vocab
+            )
+            fn = _geneformer_apply
+            static = (graphdef, layer_index, pooling, specials_ids, want_genes)
+            pads = (cfg.pad_token_id,)
+        else:
+            fn = _scgpt_apply
+            static = graphdef
+            pads = (cfg.pad_token_id, cfg.pad_value)
+        runner = BucketedRunner(
+            fn,
+            state,
+            static=static,
+            max_length=max_len,
+            max_batch_tokens=max_batch_tokens,
+            bucketing=bucketing,
+            pad_values=pads,
+        )
+        n = adata.n_obs
+        result = np.empty((n, model.hidden_dim), dtype=np.float32)
+        no_genes = np.zeros(n, dtype=bool)
+        total_counts = 0.0
+        vocab_counts = 0.0
+        n_sub = 0
+        found_f = found.astype(np.float64)
+        gsum = gcount = None
+        if want_genes:
+            gsum = np.zeros((cfg.vocab_size, model.hidden_dim), dtype=np.float64)
+            gcount = np.zeros(cfg.vocab_size, dtype=np.int64)
+            excluded = np.asarray([cfg.pad_token_id, *specials_ids])
+        bar = tqdm(total=n, desc=family, unit="cells", disable=not show_bar, leave=False)
+        try:
+            if family == "geneformer":
+                chunks = (
+                    (s, e, c, (t,), ln, 0)
+                    for s, e, c, t, ln in geneformer_chunks(
+                        adata, model, ids, layer, chunk_size, max_len
+                    )
+                )
+            else:
+                chunks = (
+                    (s, e, c, (g, v), ln, ns)
+                    for s, e, c, g, v, ln, ns in scgpt_chunks(
+                        adata, model, ids, found, layer, chunk_size, seed, max_len
+                    )
+                )
+            for start, stop, chunk, arrays, lengths, ns in chunks:
+                n_sub += ns
+                for idx, outs in runner.iter_batches(lengths, *arrays):
+                    result[start + idx] = outs[0]
+                    if want_genes:
+                        tok = arrays[0][idx, : outs[1].shape[1]]
+                        sel = ~np.isin(tok, excluded)
+                        t, x = tok[sel], outs[1][sel]
+                        order = np.argsort(t, kind="stable")
+                        t, x = t[order], x[order]
+                        uniq, first = np.unique(t, return_index=True)
+                        if uniq.size:
+                            gsum[uniq] += np.add.reduceat(x.astype(np.float64), first, axis=0)
+                            gcount[uniq] += np.diff(np.append(first, t.size))
+                n_special = (
+                    2 if model.recipe == "geneformer_v2" else (1 if family == "scgpt" else 0)
+                )
+                no_genes[start:stop] = lengths <= n_special
+                tot = np.asarray(chunk.sum(axis=1)).ravel()
+                total_counts += float(tot.sum())
+                vocab_counts += float((chunk @ found_f).sum())
+                bar.update(stop - start)
+        finally:
+            bar.close()
+        if not np.isfinite(result).all():
+            raise FloatingPointError(
+                f"The {family} checkpoint produced non-finite embeddings; its weights are corrupt."
+            )
+        n_empty = int(no_genes.sum())
+        if n_empty:
+            logger.warning(
+                "%d of %d cells express none of the checkpoint's genes; their embedding holds no "
+                "information about them, e.g. %s",
+                n_empty,
+                n,
+                _preview(adata.obs_names[np.flatnonzero(no_genes)]),
+            )
+        gene_emb = None
+        if want_genes:
+            tok_of_var = np.asarray([model.vocab.get(g, -1) for g in ids], dtype=np.int64)
+            gene_emb = np.full((adata.n_vars, model.hidden_dim), np.nan, dtype=np.float32)
+            ok = (tok_of_var >= 0) & (gcount[np.maximum(tok_of_var, 0)] > 0)
+            t = tok_of_var[ok]
+            gene_emb[ok] = (gsum[t] / gcount[t][:, None]).astype(np.float32)
+
+        if family == "geneformer":
+            prep = f"{model.recipe};max_tokens={max_len};target_sum=10000;dictionaries=checkpoint"
+            pooling_strategy = f"{pooling}@layer{layer_index}of{n_layers}"
+        else:
+            prep = f"scgpt_bins;n_bins={cfg.n_bins};max_length={max_len};seed={seed}"
+            pooling_strategy = "cls_l2"
+        entry = {
+            "source": family,
+            "model_family": _keys.MODEL_FAMILIES[0],
+            "adapter_mode": _keys.ADAPTER_MODES[2],
+            "artifact_id": f"{family}-{model.sha256[:16]}",
+            "artifact_sha256": model.sha256,
+            **model.digests(),
+            "dictionary_sources": dict(model.sources),
+            "checkpoint_path": os.fspath(model.path),
+            "preprocessing_version": prep,
+            "pooling_strategy": pooling_strategy,
+            "pooling": pooling,
+            "emb_layer": int(emb_layer),
+            "layer_index": int(layer_index),
+            "n_layers": int(n_layers),
+            "n_dims": int(model.hidden_dim),
+            "config": cfg.to_dict(),
+            "layer": layer if layer is not None else "X",
+            "gene_key": gene_key if gene_key is not None else "var_names",
+            "n_genes": int(adata.n_vars),
+            "n_genes_in_vocab": int(found.sum()),
+            "n_genes_used": int(usable.sum()),
+            "frac_genes_in_vocab": float(found.mean()),
+            "frac_counts_in_vocab": float(vocab_counts / total_counts) if total_counts else 0.0,
+            "max_length": max_len,
+            "seed": seed if family == "scgpt" else None,
+            "n_cells_without_gene_tokens": n_empty,
+            "n_cells_subsampled": n_sub if family == "scgpt" else None,
+            "bucketing": bucketing,
+            "max_batch_tokens": max_batch_tokens,
+            "n_devices": int(runner.n_devices),
+            "n_compiled_shapes": len(runner.shapes),
+            "gene_embeddings_key": gene_embeddings_key,
+            "created_by": _uns.provenance("tl.embed_checkpoint"),
+        }
+        # ------------------------------------------------------------ write last
+        out = resolve_copy(adata, copy)
+        out.obsm[key_added] = result
+        if gene_emb is not None:
+            out.varm[gene_embeddings_key] = gene_emb
+        _uns.set_entry(out, _keys.UNS_EMBEDDINGS, key_added, entry)
+        info["added"] = [f".obsm[{key_added!r}]", f".uns['dfm']['embeddings'][{key_added!r}]"]
+    return out if copy else None
