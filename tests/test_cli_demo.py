@@ -29,3 +29,13 @@ def test_demo_writes_results(tmp_path, capsys):
     adata = ad.read_h5ad(out / "demo.h5ad")
     assert adata.obsm["X_dfm"].shape == (400, 128)
     assert {"tokenizer", "embeddings", "benchmarks"} <= set(adata.uns["dfm"])
+
+
+def test_demo_refuses_a_file_as_output_folder(tmp_path):
+    from diffbio_sc._cli import main
+
+    target = tmp_path / "results"
+    target.write_text("keep me")
+    with pytest.raises(SystemExit, match="is a file; pass a folder"):
+        main(["demo", "--out", str(target), "--n-cells", "50", "--epochs", "1"])
+    assert target.read_text() == "keep me"

@@ -14,8 +14,16 @@ def _demo(args: argparse.Namespace) -> int:
 
     import diffbio_sc as dfm
 
+    from .io._atomic import atomic_path
+    from .io._embeddings import make_parent_dirs
+
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"dfm demo: --out {str(out)!r} is a file; pass a folder for the results.")
+    try:
+        make_parent_dirs(out / "summary.json")
+    except OSError as err:
+        raise SystemExit(f"dfm demo: {err}") from None
     t0 = time.perf_counter()
 
     def step(msg: str) -> None:
@@ -58,22 +66,29 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     table = results.pivot_table(index="metric", columns="embedding", values="value")
-    results.to_csv(out / "scores.csv", index=False)
+    # Every output goes through atomic_path: a crash or a full disk leaves the
+    # previous file (or none), never a half-written one.
+    with atomic_path(out / "scores.csv", what="scores table") as tmp:
+        results.to_csv(tmp, index=False)
     try:
-        fig = dfm.pl.benchmark(results, save=out / "scores.png")
+        fig = dfm.pl.benchmark(results, title="dfm demo: native embedding vs PCA")
         import matplotlib.pyplot as plt
 
-        plt.close(fig if not isinstance(fig, tuple) else fig[0])
+        with atomic_path(out / "scores.png", what="scores figure") as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight", facecolor="white")
+        plt.close(fig)
     except Exception as err:  # plotting is a convenience: report, do not fail the demo
         step(f"  (plot skipped: {err})")
-    adata.write_h5ad(out / "demo.h5ad")
+    with atomic_path(out / "demo.h5ad", what="demo AnnData") as tmp:
+        adata.write_h5ad(tmp)
     summary = {
         "n_cells": int(adata.n_obs),
         "n_genes": int(adata.n_vars),
         "seconds": round(time.perf_counter() - t0, 1),
         "scores": {c: table[c].dropna().round(4).to_dict() for c in table.columns},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_path(out / "summary.json", what="summary") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     print()
     print(table.round(3).to_string())
     print()

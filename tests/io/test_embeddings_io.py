@@ -184,7 +184,7 @@ def test_non_numeric_dimension_column_is_error(tmp_path):
 
 
 def test_csv_without_pyarrow_matches(tmp_path, emb_ids, monkeypatch):
-    from diffbio_sc.io import _embeddings
+    from diffbio_sc.io._embeddings import _table as _embeddings
 
     emb, ids = emb_ids
     labels = {"cell_type": np.array(["x", "y", "z"] * 4)}
@@ -204,7 +204,7 @@ def test_csv_without_pyarrow_matches(tmp_path, emb_ids, monkeypatch):
 
 
 def test_csv_read_in_many_blocks(tmp_path, monkeypatch):
-    from diffbio_sc.io import _embeddings
+    from diffbio_sc.io._embeddings import _table as _embeddings
 
     rng = np.random.default_rng(8)
     emb = rng.normal(size=(300, 7)).astype(np.float32)
@@ -585,3 +585,154 @@ def test_io_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------
+# atomic writes: the previous file survives a kill, a full disk or an error mid-write
+
+ATOMIC_FORMATS = [
+    "npz",
+    "npy",
+    "csv",
+    "tsv",
+    "parquet",
+    "safetensors",
+    pytest.param("h5ad", marks=pytest.mark.slow),
+]
+
+
+def _old_file(tmp_path, fmt):
+    """Write the 'previous' file at the target and return (path, its bytes, new emb, new ids)."""
+    rng = np.random.default_rng(2)
+    old = rng.normal(size=(5, 3)).astype(np.float32)
+    old_ids = None if fmt == "npy" else np.array([f"old{i}" for i in range(5)])
+    path = dfm.io.write_embeddings(tmp_path / f"emb.{fmt}", old, old_ids)
+    new = rng.normal(size=(3000, 48)).astype(np.float32)
+    new_ids = None if fmt == "npy" else np.array([f"cell{i:05d}" for i in range(3000)])
+    return path, path.read_bytes(), new, new_ids
+
+
+def _child_env():
+    """Environment for a child Python that imports this same diffbio_sc source tree."""
+    import os
+    from pathlib import Path
+
+    src = str(Path(dfm.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def _only_target(tmp_path, path):
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [path.name], names
+
+
+KILL_FORMATS = [
+    "npz",
+    "csv",
+    *(pytest.param(f, marks=pytest.mark.slow) for f in ("npy", "tsv", "parquet", "safetensors")),
+    pytest.param("h5ad", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("fmt", KILL_FORMATS)
+def test_write_killed_mid_write_keeps_previous_file(tmp_path, fmt):
+    """RLIMIT_FSIZE at half the new file's size kills the writer (SIGXFSZ) part-way."""
+    path, before, new, new_ids = _old_file(tmp_path, fmt)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    size = dfm.io.write_embeddings(ref / path.name, new, new_ids).stat().st_size
+    assert size > 4 * len(before)
+    np.save(ref / "new.npy", new)
+    if new_ids is not None:
+        np.save(ref / "ids.npy", new_ids)
+    code = f"""
+import resource, signal
+import numpy as np
+from diffbio_sc.io._embeddings import write_embeddings
+new = np.load({str(ref / "new.npy")!r})
+ids = np.load({str(ref / "ids.npy")!r}) if {new_ids is not None} else None
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({size // 2}, {size // 2}))
+write_embeddings({str(path)!r}, new, ids)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, cwd=ref, env=_child_env()
+    )
+    assert proc.returncode != 0, proc.stderr.decode()[-2000:]
+    assert path.read_bytes() == before
+    # the killed child could not clean up: a hidden temporary may remain, never the target
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in (path.name, "ref")]
+    assert all(n.startswith(".") for n in leftovers), leftovers
+    ids_back = dfm.io.read_embeddings(path, allow_positional=fmt == "npy")
+    assert ids_back.n_rows == 5
+
+
+@pytest.mark.parametrize("fmt", ATOMIC_FORMATS)
+def test_write_full_disk_keeps_previous_file(tmp_path, fmt, monkeypatch):
+    """ENOSPC surfacing at fsync (where delayed allocation reports it) leaves the old file."""
+    import errno
+    import os as _os
+
+    path, before, new, new_ids = _old_file(tmp_path, fmt)
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        dfm.io.write_embeddings(path, new, new_ids)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    _only_target(tmp_path, path)
+
+
+@pytest.mark.parametrize("fmt", ATOMIC_FORMATS)
+def test_write_error_mid_write_keeps_previous_file(tmp_path, fmt, monkeypatch):
+    """The real writer writes, then fails part-way: nothing partial under the target name."""
+    from dataclasses import replace
+
+    from diffbio_sc.io._embeddings import _api
+
+    path, before, new, new_ids = _old_file(tmp_path, fmt)
+    handler = _api.FORMAT_TABLE[fmt]
+
+    def half_then_fail(tmp, emb, req):
+        handler.write(tmp, emb, req)
+        with open(tmp, "r+b") as fh:
+            fh.truncate(tmp.stat().st_size // 2)
+        raise RuntimeError("writer crashed half-way")
+
+    monkeypatch.setitem(_api.FORMAT_TABLE, fmt, replace(handler, write=half_then_fail))
+    with pytest.raises(RuntimeError, match="half-way"):
+        dfm.io.write_embeddings(path, new, new_ids)
+    assert path.read_bytes() == before
+    _only_target(tmp_path, path)
+
+
+def test_write_output_location_errors(tmp_path, emb_ids):
+    emb, ids = emb_ids
+    (tmp_path / "adir.npz").mkdir()
+    with pytest.raises(IsADirectoryError, match="adir.npz.*a directory is there"):
+        dfm.io.write_embeddings(tmp_path / "adir.npz", emb, ids)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="afile.*is a file, not a directory"):
+        dfm.io.write_embeddings(tmp_path / "afile" / "e.npz", emb, ids)
+    # missing parent folders are created, as documented
+    out = dfm.io.write_embeddings(tmp_path / "new" / "deeper" / "e.npz", emb, ids)
+    assert dfm.io.read_embeddings(out).n_rows == 12
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+    reason="root ignores directory permissions",
+)
+def test_write_read_only_directory_is_our_error(tmp_path, emb_ids):
+    emb, ids = emb_ids
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="not writable"):
+            dfm.io.write_embeddings(ro / "e.npz", emb, ids)
+    finally:
+        ro.chmod(0o700)

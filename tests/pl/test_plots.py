@@ -41,31 +41,115 @@ def results() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
 
 
-def _is_png(path) -> bool:
+def _png_size(path) -> tuple[int, int]:
+    from PIL import Image
+
     data = path.read_bytes()
-    return len(data) > 1000 and data[:8] == PNG_MAGIC
+    assert data[:8] == PNG_MAGIC
+    with Image.open(path) as im:
+        return im.size
 
 
-@pytest.mark.parametrize("kind", ["table", "dots", "bars"])
-def test_benchmark_plot_kinds_return_figure_and_save_png(results, kind, tmp_path):
-    from matplotlib.figure import Figure
+def _table_texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
 
-    path = tmp_path / f"{kind}.png"
-    fig = dfm.pl.benchmark(results, kind=kind, save=path)
-    assert isinstance(fig, Figure)
-    assert _is_png(path)
+
+def _circles(fig):
+    """(axis, xy, facecolor) of every metric circle of a table figure."""
+    from matplotlib.collections import PathCollection
+
+    out = []
+    for ax in fig.axes:
+        for coll in ax.collections:
+            if not isinstance(coll, PathCollection):  # the colour legend's mesh
+                continue
+            for xy, fc in zip(coll.get_offsets(), coll.get_facecolors(), strict=False):
+                out.append((ax, tuple(xy), tuple(fc)))
+    return out
+
+
+def _full_results(n_emb: int = 4) -> pd.DataFrame:
+    """Every column dfm.tl.benchmark writes by default, for n_emb embeddings."""
+    from diffbio_sc._schema import AGGREGATES, DEFAULT_METRICS, group_of
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for e in range(n_emb):
+        emb = f"X_embedding_{e}"
+        for p in ("knn", "logreg"):
+            for sc in ("accuracy", "balanced_accuracy", "macro_f1"):
+                rows.append((emb, f"{p}_{sc}", "annotation", rng.uniform(0.5, 1), 0.02))
+        for m in DEFAULT_METRICS:
+            v = np.nan if m == "kbet" else rng.uniform(0, 1)
+            rows.append((emb, m, group_of(m), v, np.nan))
+        for m in AGGREGATES:
+            rows.append((emb, m, "aggregate", rng.uniform(0.3, 0.9), np.nan))
+    df = pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
+    df.attrs.update(name="full", label_key="cell_type", batch_key="sample", n_cells=500)
+    return df
+
+
+def test_benchmark_table_content_matches_the_values(results):
+    from matplotlib import colormaps
+
+    fig = dfm.pl.benchmark(results, kind="table")
+    texts = _table_texts(fig)
+    non_agg = results[results.group != "aggregate"]
+    agg = results[results.group == "aggregate"]
+    circles = _circles(fig)
+    assert len(circles) == len(non_agg)  # one circle per metric cell
+    bars = [p for ax in fig.axes for p in ax.patches if p.get_width() > 0]
+    assert len(bars) == len(agg)  # one bar per aggregate cell
+    # every value is printed, rounded to 2 decimals
+    for v in results["value"]:
+        assert f"{v:.2f}" in texts
+    # colours follow the values on one 0-1 scale: equal values, equal colours
+    cmap = colormaps["viridis"]
+    expected = {tuple(np.round(cmap(float(np.clip(v, 0, 1))), 4)) for v in non_agg["value"]}
+    assert {tuple(np.round(fc, 4)) for _, _, fc in circles} == expected
+    widths = sorted(round(b.get_width() / 0.85, 6) for b in bars)
+    assert widths == sorted(round(float(np.clip(v, 0, 1)), 6) for v in agg["value"])
+    # a colour legend
+    assert any("colour = value" in ax.get_xlabel() for ax in fig.axes)
 
 
 def test_benchmark_table_rows_sorted_by_total(results):
     fig = dfm.pl.benchmark(results, kind="table")
-    texts = [t for t in fig.axes[0].texts if t.get_text() in {"X_a", "X_b", "X_c"}]
+    ax = fig.axes[0]
+    texts = [t for t in ax.texts if t.get_text() in {"X_a", "X_b", "X_c"}]
     # rows run top to bottom along increasing y (the axis is inverted)
     order = [t.get_text() for t in sorted(texts, key=lambda t: t.get_position()[1])]
     total = results[results.metric == "total"].set_index("embedding")["value"]
     assert order == list(total.sort_values(ascending=False).index)
-    # group headers present
-    labels = {t.get_text() for t in fig.axes[0].texts}
-    assert {"Annotation", "Bio conservation", "Batch correction", "Aggregate score"} <= labels
+    labels = set(_table_texts(fig))
+    assert {"Annotation", "Bio conservation", "Batch correction", "Aggregate score"} <= labels, (
+        labels
+    )
+
+
+def test_benchmark_full_table_is_readable_width_with_title_and_footnote(tmp_path):
+    df = _full_results()
+    path = tmp_path / "t.png"
+    fig = dfm.pl.benchmark(df, save=path)
+    width, _ = _png_size(path)
+    assert width <= 1600
+    assert fig.get_figwidth() * 150 <= 1600
+    texts = _table_texts(fig) + [t.get_text() for t in fig.texts]
+    assert "Benchmark 'full'" in fig._suptitle.get_text()
+    assert any("labels: cell_type" in t and "batches: sample" in t for t in texts)
+    assert any("Total = 0.6 * bio conservation + 0.4 * batch correction" in t for t in texts)
+    # the columns wrap: every embedding appears once per row of panels
+    assert sum(1 for t in texts if t == "X_embedding_0") >= 2
+    assert len(_circles(fig)) == 4 * (6 + 11 - 1)  # kbet is n/a
+    assert texts.count("n/a") == 4
+
+
+def test_benchmark_figure_is_detached_from_pyplot(results):
+    """Returned, not left open in pyplot: a notebook shows it once, as the cell's value."""
+    plt.close("all")
+    fig = dfm.pl.benchmark(results)
+    assert plt.get_fignums() == []
+    assert fig.axes  # still a complete figure
 
 
 def test_benchmark_bars_one_panel_per_group_with_bar_heights(results):
@@ -74,24 +158,48 @@ def test_benchmark_bars_one_panel_per_group_with_bar_heights(results):
     heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
     expected = sorted(round(v, 6) for v in results[results.group == "bio"]["value"])
     assert heights == expected
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["Isolated labels", "KMeans NMI", "Silhouette label"]
+    assert fig.axes[0].get_ylabel() == "score (higher is better)"
+
+
+def test_benchmark_dots_points_and_error_bars(results):
+    fig = dfm.pl.benchmark(results, kind="dots", groups="annotation")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["kNN accuracy", "LogReg macro F1"]
+    lines = [ln for ln in ax.lines if len(ln.get_xdata()) == 2 and ln.get_marker() == "o"]
+    assert len(lines) == 3  # one series per embedding
+    ys = sorted(round(float(y), 6) for ln in lines for y in ln.get_ydata())
+    assert ys == sorted(round(v, 6) for v in results[results.group == "annotation"]["value"])
 
 
 def test_benchmark_plot_from_report_and_anndata(results, tmp_path):
+    import anndata
     from anndata import AnnData
 
     from diffbio_sc import _uns
 
     ad = AnnData(np.zeros((2, 1), dtype=np.float32))
-    report = {"scores": {c: results[c].to_numpy() for c in results.columns}}
+    report = {
+        "scores": {c: results[c].to_numpy() for c in results.columns},
+        "inputs": {"label_key": "cell_type", "batch_key": "donor", "n_cells": 2},
+    }
     _uns.set_entry(ad, "benchmarks", "default", report)
     ad.write_h5ad(tmp_path / "r.h5ad")
-    import anndata
-
     back = anndata.read_h5ad(tmp_path / "r.h5ad")
     fig = dfm.pl.benchmark(back, kind="dots", save=tmp_path / "d.png")
-    assert fig.axes and _is_png(tmp_path / "d.png")
+    assert [ax.get_title() for ax in fig.axes] == [
+        "Annotation",
+        "Bio conservation",
+        "Batch correction",
+        "Aggregate score",
+    ]
+    assert _png_size(tmp_path / "d.png")[0] > 100
+    assert list(back.uns["dfm"]["benchmarks"]) == ["default"]  # nothing written
     fig2 = dfm.pl.benchmark(back.uns["dfm"]["benchmarks"]["default"], embeddings=["X_b"])
-    assert "X_a" not in {t.get_text() for t in fig2.axes[0].texts}
+    texts = _table_texts(fig2) + [t.get_text() for t in fig2.texts]
+    assert "X_a" not in texts and "X_b" in texts
+    assert any("batches: donor" in t for t in texts)
 
 
 @pytest.mark.parametrize(
@@ -101,6 +209,9 @@ def test_benchmark_plot_from_report_and_anndata(results, tmp_path):
         ({"metrics": ["nope"]}, "nope"),
         ({"groups": ["cats"]}, "cats"),
         ({"embeddings": ["X_z"]}, "X_z"),
+        ({"cmap": "no_such_map"}, "no_such_map"),
+        ({"figsize": (3,)}, "figsize"),
+        ({"max_width": 10}, "max_width"),
     ],
 )
 def test_benchmark_plot_errors(results, kwargs, match):
@@ -127,7 +238,7 @@ def test_embedding_umap_leaves_user_graph_alone(adata, tmp_path):
     assert isinstance(fig, Figure)
     titles = [ax.get_title() for ax in fig.axes]
     assert "batch" in titles and "cell_type" in titles
-    assert _is_png(path)
+    assert _png_size(path)[0] > 100
     np.testing.assert_array_equal(ad.obsm["X_umap"], adata.obsm["X_umap"])
     assert len(ad.obsp) == 0 and "neighbors" not in ad.uns and "umap" not in ad.uns
     assert set(ad.obsm.keys()) == set(adata.obsm.keys())

@@ -11,7 +11,7 @@ import pytest
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
 from diffbio_sc.tl._baselines import harmony_baseline, pca_baseline
-from diffbio_sc.tl._benchmark import BaselineRegressionError, results_frame
+from diffbio_sc.tl._scoring import BaselineRegressionError, results_frame
 
 # Same shapes as tests/tl/test_scoring.py (300 cells; 3- and 10-dim embeddings), so
 # the JAX kernels compiled there are reused when both files run in one session.
@@ -129,6 +129,7 @@ def test_harmony_baseline_mixes_batches():
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_table_shape(bench):
     _, _, df = bench
     assert list(df.columns) == ["embedding", "metric", "group", "value", "sd"]
@@ -147,6 +148,7 @@ def test_benchmark_table_shape(bench):
     }
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_ranks_good_first_random_last(bench):
     _, _, df = bench
     total = df[df.metric == "total"].set_index("embedding")["value"]
@@ -160,6 +162,7 @@ def test_benchmark_ranks_good_first_random_last(bench):
     assert batch["X_harmony_baseline"] > batch["X_pca_baseline"]
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_scores_equal_the_single_scorers(bench):
     adata, _, df = bench
     direct = dfm.tl.score_integration(
@@ -185,6 +188,7 @@ def test_benchmark_scores_equal_the_single_scorers(bench):
     assert row["sd"] == pytest.approx(ann["scores"]["knn"]["accuracy"]["sd"])
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_pca_baseline_is_the_pcr_reference(bench):
     adata, _, df = bench
     pcr = df[df.metric == "pcr_comparison"].set_index("embedding")["value"]
@@ -197,20 +201,28 @@ def test_benchmark_pca_baseline_is_the_pcr_reference(bench):
     assert sil["value"].iloc[0] == pytest.approx(res["metrics"]["silhouette_label"], abs=1e-6)
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_report_contents(bench):
     import scib_metrics
 
-    adata, before, _ = bench
+    adata, before, df = bench
     rep = adata.uns["dfm"]["benchmarks"]["default"]
     assert rep["versions"]["scib-metrics"] == scib_metrics.__version__
-    assert "harmonypy" in rep["versions"]
-    assert "grn_transfer" in rep["deferred"]
-    assert rep["seeds"]["seed"] == 0
-    assert list(rep["inputs"]["use_reps"]) == ["X_good", "X_rand"]
-    assert list(rep["inputs"]["baselines"]) == ["X_pca_baseline", "X_harmony_baseline"]
-    assert rep["inputs"]["pre_integrated"] == "pca_baseline (computed)"
-    assert rep["higher_is_better"] is True
-    assert rep["created_by"]["function"] == "diffbio_sc.tl.benchmark"
+    # the stored scores are the returned table
+    pd.testing.assert_frame_equal(results_frame(rep), df)
+    # per embedding, each group mean is the mean of exactly the finite metrics it lists
+    for emb in dict.fromkeys(df["embedding"]):
+        sub = df[df.embedding == emb].set_index("metric")["value"]
+        inputs = rep["aggregate_inputs"][emb]
+        for agg in ("bio_conservation", "batch_correction"):
+            group = "bio" if agg == "bio_conservation" else "batch"
+            finite = [
+                m
+                for m in df[(df.embedding == emb) & (df.group == group)]["metric"]
+                if m != "silhouette_batch" and np.isfinite(sub[m])
+            ]
+            assert list(inputs[agg]) == finite, (emb, agg)
+            assert sub[agg] == pytest.approx(np.mean([sub[m] for m in finite]))
     # only the report was added; baselines are not written unless asked, and the
     # data scored are left bit-identical
     assert set(adata.obsm.keys()) == set(before.obsm.keys())
@@ -222,6 +234,36 @@ def test_benchmark_report_contents(bench):
     assert list(adata.uns.keys()) == ["dfm"] and list(before.uns.keys()) == []
 
 
+def test_benchmark_aggregate_inputs_are_per_embedding(monkeypatch):
+    """A metric that is NaN for one embedding only changes that embedding's aggregates."""
+    from diffbio_sc.tl._scoring import _kernels
+
+    steps = list(_kernels.METRIC_STEPS)
+    i = next(i for i, (name, _, _) in enumerate(steps) if name.startswith("silhouette_label"))
+    name, provides, real = steps[i]
+
+    def isolated_nan_for_wide(d):
+        out = real(d)
+        if d.X.shape[1] == 10:  # X_rand
+            out["isolated_labels"] = float("nan")
+        return out
+
+    steps[i] = (name, provides, isolated_nan_for_wide)
+    monkeypatch.setattr(_kernels, "METRIC_STEPS", tuple(steps))
+    adata = _make_adata()
+    df = _fast(adata, metrics=["isolated_labels", "silhouette_label", "pcr_comparison"])
+    rep = adata.uns["dfm"]["benchmarks"]["default"]["aggregate_inputs"]
+    assert list(rep["X_good"]["bio_conservation"]) == ["isolated_labels", "silhouette_label"]
+    assert list(rep["X_rand"]["bio_conservation"]) == ["silhouette_label"]
+    rand = df[df.embedding == "X_rand"].set_index("metric")["value"]
+    assert rand["bio_conservation"] == pytest.approx(rand["silhouette_label"])
+    good = df[df.embedding == "X_good"].set_index("metric")["value"]
+    assert good["bio_conservation"] == pytest.approx(
+        np.mean([good["isolated_labels"], good["silhouette_label"]])
+    )
+
+
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_benchmark_report_survives_h5ad(bench, tmp_path):
     import anndata
 
@@ -232,7 +274,11 @@ def test_benchmark_report_survives_h5ad(bench, tmp_path):
     rep = back.uns["dfm"]["benchmarks"]["default"]
     pd.testing.assert_frame_equal(results_frame(back), results_frame(df))
     _assert_same_tree(rep, adata.uns["dfm"]["benchmarks"]["default"])
-    assert list(rep["aggregate_inputs"]["total"]) == ["bio_conservation", "batch_correction"]
+    for emb in dict.fromkeys(df["embedding"]):
+        assert list(rep["aggregate_inputs"][emb]["total"]) == [
+            "bio_conservation",
+            "batch_correction",
+        ]
     assert set(rep["timings"]) == set(dict.fromkeys(df["embedding"]))
 
 
@@ -351,7 +397,12 @@ def _snapshot(adata):
             DfmInputError,
             "X_nope",
         ),
-        (("X_good", "batch", "cell_type"), {"probe_neighbors": 0}, DfmInputError, "n_neighbors"),
+        (
+            ("X_good", "batch", "cell_type"),
+            {"probe_neighbors": 0},
+            DfmInputError,
+            "probe_neighbors",
+        ),
         (("X_good", "batch", "batch"), {}, DfmInputError, "both 'batch'"),
     ],
 )
@@ -377,9 +428,22 @@ def test_benchmark_errors_leave_adata_unchanged(args, kwargs, exc, match):
 
 
 @pytest.fixture(scope="module")
-def fast_df(bench):
-    """The full benchmark's table (the guard tests copy before they change it)."""
-    return bench[2]
+def fast_df():
+    """A results table in dfm.tl.benchmark's schema (the guard needs no real scores).
+
+    Annotation rows carry a fold sd, one kBET value is NaN (written as null), and the
+    guard tests copy the table before they change it.
+    """
+    rng = np.random.default_rng(3)
+    rows = []
+    for emb in ("X_good", "X_rand", "X_pca_baseline"):
+        rows.append((emb, "knn_accuracy", "annotation", rng.uniform(0.5, 1), 0.03))
+        for m in ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label"):
+            rows.append((emb, m, "bio", rng.uniform(0.2, 0.9), np.nan))
+        kbet = np.nan if emb == "X_rand" else rng.uniform(0.2, 0.9)
+        rows.append((emb, "kbet", "batch", kbet, np.nan))
+        rows.append((emb, "total", "aggregate", rng.uniform(0.3, 0.8), np.nan))
+    return pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
 
 
 def test_save_baseline_json(fast_df, tmp_path):
@@ -390,6 +454,11 @@ def test_save_baseline_json(fast_df, tmp_path):
     assert len(payload["scores"]) == len(fast_df)
     first = payload["scores"][0]
     assert set(first) == {"embedding", "metric", "group", "value", "sd"}
+    # NaN is written as JSON null, and the file reads back as the same table
+    nan_rows = [r for r in payload["scores"] if r["metric"] == "kbet" and r["value"] is None]
+    assert [r["embedding"] for r in nan_rows] == ["X_rand"]
+    back = pd.DataFrame(payload["scores"]).astype({"value": float, "sd": float})
+    pd.testing.assert_frame_equal(back, fast_df.reset_index(drop=True))
 
 
 def test_compare_passes_on_same_scores(fast_df, tmp_path):
@@ -397,7 +466,9 @@ def test_compare_passes_on_same_scores(fast_df, tmp_path):
     res = dfm.tl.compare_to_baseline(fast_df, path)
     assert res.attrs["passed"] and not res.attrs["bootstrapped"]
     assert set(res["status"]) == {"ok"}
-    np.testing.assert_allclose(res["delta"], 0.0)
+    # a score that is NaN in both has nothing to compare and does not fail the review
+    assert res["delta"].isna().sum() == 1
+    np.testing.assert_allclose(res["delta"].dropna(), 0.0)
 
 
 def test_compare_flags_worse_metric(fast_df, tmp_path):
@@ -474,6 +545,7 @@ def test_compare_bootstrap_writes_baseline(fast_df, tmp_path):
     assert dfm.tl.compare_to_baseline(fast_df, path).attrs["passed"]
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_compare_accepts_report_and_anndata(bench, tmp_path):
     adata, _, df = bench
     path = dfm.tl.save_baseline(adata, tmp_path / "b.json")
@@ -492,7 +564,7 @@ def test_compare_accepts_report_and_anndata(bench, tmp_path):
 def test_compare_rejects_bad_files_and_tolerance(fast_df, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(DfmInputError, match="not valid JSON"):
+    with pytest.raises(DfmInputError, match="not a JSON text file"):
         dfm.tl.compare_to_baseline(fast_df, bad)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "something"}))
@@ -518,6 +590,7 @@ def test_compare_rejects_bad_files_and_tolerance(fast_df, tmp_path):
         results_frame(_make_adata(), name="nothing")
 
 
+@pytest.mark.slow  # shares a full-metric fixture (JAX/numba compile)
 def test_plot_real_benchmark_output(bench, tmp_path):
     import matplotlib
 
@@ -539,3 +612,102 @@ def test_plot_real_benchmark_output(bench, tmp_path):
         assert len(fig.axes) == 1 and len(fig.axes[0].containers) == 4
     finally:
         plt.close("all")
+
+
+def test_benchmark_shows_progress_per_embedding_and_score_group(capsys, monkeypatch):
+    from diffbio_sc._settings import settings
+
+    adata = _make_adata()
+    monkeypatch.setattr(settings, "progress_bar", True)
+    _fast(adata, metrics=["silhouette_label"])
+    err = capsys.readouterr().err
+    for emb in ("X_good", "X_rand"):
+        assert f"{emb}: annotation probes" in err and f"{emb}: integration metrics" in err
+    monkeypatch.setattr(settings, "progress_bar", False)
+    _fast(adata, metrics=["silhouette_label"])
+    assert "annotation probes" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# atomic baseline writes
+# --------------------------------------------------------------------------
+
+
+def _big_results(n_emb: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    rows = [
+        (f"X_{e}", m, "bio", float(rng.uniform()), np.nan)
+        for e in range(n_emb)
+        for m in ("kmeans_nmi", "kmeans_ari", "silhouette_label", "clisi")
+    ]
+    return pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
+
+
+def _old_baseline(tmp_path):
+    path = dfm.tl.save_baseline(_big_results(2), tmp_path / "baseline.json")
+    return path, path.read_bytes()
+
+
+def test_save_baseline_killed_mid_write_keeps_previous(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, before = _old_baseline(tmp_path)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    big = _big_results()
+    size = dfm.tl.save_baseline(big, ref / "b.json").stat().st_size
+    big.to_csv(ref / "big.csv", index=False)
+    code = f"""
+import resource, signal
+import pandas as pd
+from diffbio_sc.tl._scoring import save_baseline
+big = pd.read_csv({str(ref / "big.csv")!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({size // 2}, {size // 2}))
+save_baseline(big, {str(path)!r})
+"""
+    src = str(Path(dfm.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ref, env=env)
+    assert proc.returncode != 0, proc.stderr.decode()[-2000:]
+    assert path.read_bytes() == before
+    names = [p.name for p in tmp_path.iterdir() if p.name not in ("baseline.json", "ref")]
+    assert all(n.startswith(".baseline.json.") for n in names), names
+
+
+def test_save_baseline_full_disk_or_error_keeps_previous(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path, before = _old_baseline(tmp_path)
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        dfm.tl.save_baseline(_big_results(), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json"]
+
+    from pathlib import Path
+
+    real_write = Path.write_text
+
+    def half_then_fail(self, text, *args, **kwargs):
+        real_write(self, text[: len(text) // 2], *args, **kwargs)
+        raise RuntimeError("crashed mid-write")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    with pytest.raises(RuntimeError, match="mid-write"):
+        dfm.tl.save_baseline(_big_results(), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json"]
+    # and the previous baseline still reads and compares
+    out = dfm.tl.compare_to_baseline(_big_results(2), path)
+    assert out.attrs["passed"]

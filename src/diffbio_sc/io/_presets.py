@@ -25,6 +25,9 @@ from .._validate import DfmInputError
 
 LAYER_FROM_TOP = "from_top"
 LAYER_FROM_INPUT = "from_input"
+# What sequence-embedding scripts commonly call the record ids (FASTA names).
+_SEQ_ID_ARRAYS = ("ids", "names", "seq_ids")
+_SEQ_ID_COLUMNS = ("seq_id", "id", "name")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,12 @@ class EmbeddingPreset:
         Whether the tool's exported rows are L2-normalised (scGPT).
     batch_context
         Whether ``requires_batch_context`` is always recorded (scGPT).
+    extra_id_arrays
+        ``.npz``/``.safetensors`` id entries tried after ``cell_ids`` /
+        ``sequence_ids`` (sequence exports often name them ``ids`` or ``names``).
+    extra_id_columns
+        Table id columns tried after ``cell_id`` / ``sequence_id``, before the
+        leading index column (e.g. ``seq_id``, ``name``).
     """
 
     name: str
@@ -72,6 +81,8 @@ class EmbeddingPreset:
     layer_options: tuple[int, ...] | None = None
     expects_unit_norm: bool = False
     batch_context: bool = False
+    extra_id_arrays: tuple[str, ...] = ()
+    extra_id_columns: tuple[str, ...] = ()
 
     def check_pooling(self, pooling: str | None) -> str | None:
         """Return the pooling to record, or raise if this preset does not allow it."""
@@ -191,6 +202,8 @@ PRESETS: dict[str, EmbeddingPreset] = {
             obsm_keys=("X_dnabert2", "X_DNABERT2"),
             default_pooling="mean",
             pooling_options=("mean", "cls", "max"),
+            extra_id_arrays=_SEQ_ID_ARRAYS,
+            extra_id_columns=_SEQ_ID_COLUMNS,
         ),
         EmbeddingPreset(
             name="nucleotide_transformer",
@@ -199,6 +212,8 @@ PRESETS: dict[str, EmbeddingPreset] = {
             obsm_keys=("X_nucleotide_transformer", "X_nt"),
             default_pooling="mean",
             pooling_options=("mean", "cls", "max"),
+            extra_id_arrays=_SEQ_ID_ARRAYS,
+            extra_id_columns=_SEQ_ID_COLUMNS,
         ),
     )
 }

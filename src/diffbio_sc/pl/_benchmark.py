@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .._validate import DfmInputError
+from .._schema import AGGREGATE_FORMULAS, GROUPS, metric_label, report_of, results_frame
+from .._validate import DfmInputError, check_bool, check_choice, check_float, check_int
 
-_GROUP_ORDER = ("annotation", "bio", "batch", "aggregate")
+_GROUP_ORDER = GROUPS
 _GROUP_TITLES = {
     "annotation": "Annotation",
     "bio": "Bio conservation",
@@ -22,23 +23,6 @@ _KINDS = ("table", "dots", "bars")
 
 def _fmt(v: float) -> str:
     return f"{0.0 if abs(v) < 0.005 else v:.2f}"
-
-
-def _metric_label(metric: str) -> str:
-    from ..tl._scoring import METRIC_NAMES
-
-    if metric in METRIC_NAMES:
-        return METRIC_NAMES[metric]
-    for probe in ("knn", "logreg"):
-        if metric.startswith(probe + "_"):
-            rest = metric[len(probe) + 1 :]
-            nice = {
-                "accuracy": "accuracy",
-                "balanced_accuracy": "bal. accuracy",
-                "macro_f1": "macro F1",
-            }
-            return f"{'kNN' if probe == 'knn' else 'LogReg'} {nice.get(rest, rest)}"
-    return metric
 
 
 def _select(df: pd.DataFrame, column: str, wanted, what: str) -> pd.DataFrame:
@@ -55,8 +39,6 @@ def _select(df: pd.DataFrame, column: str, wanted, what: str) -> pd.DataFrame:
 
 def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFrame, list, list]:
     """Return ``(tidy table, column order as (group, metric), embedding order)``."""
-    from ..tl._benchmark import results_frame
-
     df = results_frame(results, name=name)
     if groups is not None:
         groups = [groups] if isinstance(groups, str) else list(groups)
@@ -87,38 +69,51 @@ def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFram
     return df, cols, emb
 
 
-def _table(df, cols, emb, *, cmap, figsize, title):
-    import matplotlib.pyplot as plt
-    from matplotlib import colormaps
+def _chunks(cols: list, per_row: int) -> list[list]:
+    """Split the columns into rows of at most ``per_row``, preferring group boundaries."""
+    out, cur = [], []
+    for i, c in enumerate(cols):
+        cur.append(c)
+        rest_of_group = sum(1 for g, _ in cols[i + 1 :] if g == c[0])
+        full = len(cur) == per_row
+        # break early at a group end when the next group would not fit in this row
+        next_group = [gm for gm in cols[i + 1 :] if gm[0] != c[0]]
+        boundary = rest_of_group == 0 and next_group
+        if full or (
+            boundary
+            and len(cur) + sum(1 for gm in next_group if gm[0] == next_group[0][0]) > per_row
+        ):
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _draw_panel(ax, val, cols, emb, *, cmap, name_w):
+    """Draw one row of the table: circles for metrics, bars for aggregates, one colour scale."""
     from matplotlib.colors import Normalize
 
-    val = df.pivot_table(index="embedding", columns="metric", values="value", aggfunc="first")
-    n_rows, n_cols = len(emb), len(cols)
-    name_w = max(2.0, 0.11 * max(len(e) for e in emb) + 0.4)
-    if figsize is None:
-        figsize = (name_w + 0.95 * n_cols + 0.3, 1.5 + 0.5 * n_rows)
-    fig, ax = plt.subplots(figsize=figsize)
-    circle_cmap = colormaps[cmap]
-    bar_cmap = colormaps["YlGnBu"]
-    x0 = name_w  # data units = inches-ish: one column = 0.95
-    xs = [x0 + 0.95 * (i + 0.5) for i in range(n_cols)]
+    norm = Normalize(0.0, 1.0)  # every score lies in [0, 1]: colours compare across columns
+    n_rows = len(emb)
+    xs = [name_w + 0.95 * (i + 0.5) for i in range(len(cols))]
+    right = xs[-1] + 0.5
     for r, e in enumerate(emb):
-        y = r
-        ax.text(0.1, y, e, ha="left", va="center", fontsize=9, fontweight="bold")
+        ax.text(0.1, r, e, ha="left", va="center", fontsize=9, fontweight="bold")
         if r < n_rows - 1:
-            ax.plot([0.05, xs[-1] + 0.5], [y + 0.5, y + 0.5], ls=(0, (1, 4)), lw=0.6, color="0.5")
+            ax.plot([0.05, right], [r + 0.5, r + 0.5], ls=(0, (1, 4)), lw=0.6, color="0.5")
     for x, (g, m) in zip(xs, cols, strict=True):
         col = val[m] if m in val.columns else pd.Series(dtype=float)
-        vals = np.array([col.get(e, np.nan) for e in emb], dtype=float)
-        finite = vals[np.isfinite(vals)]
-        if g == "aggregate":
-            norm = Normalize(0.0, 1.0)
-            for r, v in enumerate(vals):
-                if not np.isfinite(v):
-                    ax.text(x, r, "n/a", ha="center", va="center", fontsize=8, color="0.4")
-                    continue
+        for r, e in enumerate(emb):
+            v = float(col.get(e, np.nan))
+            if not np.isfinite(v):
+                ax.text(x, r, "n/a", ha="center", va="center", fontsize=8, color="0.4")
+                continue
+            c = cmap(norm(np.clip(v, 0.0, 1.0)))
+            lum = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+            if g == "aggregate":
                 w = 0.85 * float(np.clip(v, 0, 1))
-                ax.barh(r, w, left=x - 0.425, height=0.62, color=bar_cmap(norm(0.25 + 0.75 * v)))
+                ax.barh(r, w, left=x - 0.425, height=0.62, color=c, edgecolor="0.3", lw=0.4)
                 ax.text(
                     x - 0.40,
                     r,
@@ -126,21 +121,11 @@ def _table(df, cols, emb, *, cmap, figsize, title):
                     ha="left",
                     va="center",
                     fontsize=8,
-                    color="white" if v > 0.55 else "black",
                     fontweight="bold",
+                    color="white" if lum < 0.5 and w > 0.3 else "black",
                 )
-        else:
-            lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-            if hi - lo < 1e-9:
-                lo, hi = lo - 0.5, hi + 0.5
-            norm = Normalize(lo, hi)
-            for r, v in enumerate(vals):
-                if not np.isfinite(v):
-                    ax.text(x, r, "n/a", ha="center", va="center", fontsize=8, color="0.4")
-                    continue
-                c = circle_cmap(0.15 + 0.7 * norm(v))
+            else:
                 ax.scatter([x], [r], s=620, color=c, edgecolors="0.3", linewidths=0.4, zorder=2)
-                lum = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
                 ax.text(
                     x,
                     r,
@@ -152,23 +137,16 @@ def _table(df, cols, emb, *, cmap, figsize, title):
                     color="white" if lum < 0.5 else "black",
                 )
         ax.text(
-            x,
-            -0.8,
-            _metric_label(m).replace(" ", "\n", 1),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            rotation=0,
+            x, -0.8, metric_label(m).replace(" ", "\n", 1), ha="center", va="bottom", fontsize=8
         )
-    # Group headers with a rule underneath.
     start = 0
-    for i in range(1, n_cols + 1):
-        if i == n_cols or cols[i][0] != cols[start][0]:
+    for i in range(1, len(cols) + 1):
+        if i == len(cols) or cols[i][0] != cols[start][0]:
             g = cols[start][0]
-            left, right = xs[start] - 0.42, xs[i - 1] + 0.42
-            ax.plot([left, right], [-1.55, -1.55], color="k", lw=1)
+            left, rgt = xs[start] - 0.42, xs[i - 1] + 0.42
+            ax.plot([left, rgt], [-1.55, -1.55], color="k", lw=1)
             ax.text(
-                (left + right) / 2,
+                (left + rgt) / 2,
                 -1.65,
                 _GROUP_TITLES.get(g, g),
                 ha="center",
@@ -179,13 +157,52 @@ def _table(df, cols, emb, *, cmap, figsize, title):
             if start > 0:
                 ax.plot([left - 0.055] * 2, [-1.5, n_rows - 0.5], color="0.3", lw=0.8)
             start = i
-    ax.plot([0.05, xs[-1] + 0.5], [-0.5, -0.5], color="k", lw=1)
-    ax.set_xlim(0, xs[-1] + 0.55)
+    ax.plot([0.05, right], [-0.5, -0.5], color="k", lw=1)
+    ax.set_xlim(0, right + 0.05)
     ax.set_ylim(n_rows - 0.45, -2.35)
     ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=11, pad=4)
-    fig.tight_layout()
+    return xs  # noqa: RET504
+
+
+def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in):
+    """Draw the scib-style results table, wrapped into rows no wider than ``max_width_in``."""
+    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    val = df.pivot_table(index="embedding", columns="metric", values="value", aggfunc="first")
+    cm = colormaps[cmap]
+    name_w = max(1.6, 0.1 * max(len(e) for e in emb) + 0.3)
+    per_row = max(1, int((max_width_in - name_w - 0.35) // 0.95))
+    rows = _chunks(cols, per_row)
+    widest = max(len(r) for r in rows)
+    panel_h = 1.3 + 0.5 * len(emb)
+    aggs = [m for g, m in cols if g == "aggregate" and m in AGGREGATE_FORMULAS]
+    foot_h = 0.25 + 0.16 * len(aggs)
+    head_h = 0.35 + (0.2 if subtitle else 0.0)
+    if figsize is None:
+        figsize = (name_w + 0.95 * widest + 0.35, head_h + panel_h * len(rows) + foot_h + 0.45)
+    fig = plt.figure(figsize=figsize)
+    H = figsize[1]
+    top = 1.0 - head_h / H
+    bottom = (foot_h + 0.45) / H
+    step = (top - bottom) / len(rows)
+    for i, chunk in enumerate(rows):
+        frac = (name_w + 0.95 * len(chunk) + 0.35) / figsize[0]
+        ax = fig.add_axes((0.0, top - (i + 1) * step, min(1.0, frac), step))
+        _draw_panel(ax, val, chunk, emb, cmap=cm, name_w=name_w)
+    # colour legend: one scale for every cell, as the values themselves
+    cax = fig.add_axes((0.25, (foot_h + 0.2) / H, 0.5, 0.12 / H))
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cm), cax=cax, orientation="horizontal")
+    bar.set_label("score (colour = value; 0 worst, 1 best)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    if aggs:
+        notes = "\n".join(f"{metric_label(m)} = {AGGREGATE_FORMULAS[m]}" for m in aggs)
+        fig.text(0.01, 0.02 / H * 4, notes, ha="left", va="bottom", fontsize=7, color="0.25")
+    fig.suptitle(title, x=0.01, ha="left", y=1.0 - 0.08 / H, va="top", fontsize=11)
+    if subtitle:
+        fig.text(0.01, 1.0 - 0.32 / H, subtitle, ha="left", va="top", fontsize=8.5, color="0.3")
     return fig
 
 
@@ -235,7 +252,7 @@ def _chart(df, cols, emb, *, kind, figsize, title):
                     x + off, v, yerr=s, fmt="o", color=color, label=e, ms=6, capsize=2, lw=0.8
                 )
         ax.set_xticks(x)
-        ax.set_xticklabels([_metric_label(m) for m in mets], rotation=45, ha="right", fontsize=8)
+        ax.set_xticklabels([metric_label(m) for m in mets], rotation=45, ha="right", fontsize=8)
         ax.set_title(_GROUP_TITLES.get(g, g), fontsize=10)
         ax.set_ylim(min(0.0, np.nanmin(val.to_numpy()) - 0.05), 1.05)
         ax.grid(axis="y", lw=0.4, alpha=0.6)
@@ -257,6 +274,31 @@ def _chart(df, cols, emb, *, kind, figsize, title):
     return fig
 
 
+def _describe(results, name: str) -> tuple[str | None, str | None]:
+    """Return ``(report name, 'labels: ... | batches: ... | n cells')`` where the input tells."""
+    from anndata import AnnData
+
+    info: Mapping = {}
+    report_name = None
+    if isinstance(results, AnnData):
+        rep = report_of(results, name)
+        info, report_name = rep.get("inputs", {}), name
+    elif isinstance(results, Mapping):
+        info = results.get("inputs", {})
+    elif isinstance(results, pd.DataFrame):
+        info, report_name = results.attrs, results.attrs.get("name")
+    parts = []
+    if info.get("dataset"):
+        parts.append(f"dataset: {info['dataset']}")
+    if info.get("label_key"):
+        parts.append(f"labels: {info['label_key']}")
+    if info.get("batch_key"):
+        parts.append(f"batches: {info['batch_key']}")
+    if info.get("n_cells"):
+        parts.append(f"{int(info['n_cells']):,} cells")
+    return report_name, " | ".join(parts) or None
+
+
 def benchmark(
     results,
     *,
@@ -265,18 +307,24 @@ def benchmark(
     metrics: Sequence[str] | None = None,
     groups: Sequence[str] | None = None,
     embeddings: Sequence[str] | None = None,
-    cmap: str = "PRGn",
+    cmap: str = "viridis",
     figsize: tuple[float, float] | None = None,
     title: str | None = None,
     save: str | os.PathLike | None = None,
     dpi: int = 150,
+    max_width: int = 1600,
+    show: bool = False,
 ):
     """Plot benchmark scores from :func:`diffbio_sc.tl.benchmark`.
 
     ``kind='table'`` draws the scib-style results table: one row per embedding
     (best ``total`` first), one column per metric grouped into annotation, bio
     conservation, batch correction and aggregate scores; metric values are
-    circles coloured within their column, aggregate scores are bars.
+    circles, aggregate scores are bars, and every cell is coloured by its value
+    on one 0-1 scale shown in a colour legend (so equal numbers have equal
+    colours). Columns wrap into several rows so that the figure is at most
+    ``max_width`` pixels wide at ``dpi``; the title names the report and the
+    subtitle the label and batch keys; a footnote says what each aggregate is.
     ``kind='dots'`` and ``kind='bars'`` draw one panel per group with the metrics
     on the x axis, one colour per embedding and the fold standard deviation as
     error bars (annotation scores).
@@ -294,29 +342,65 @@ def benchmark(
         Subsets to show (metric names, groups among ``'annotation'``, ``'bio'``,
         ``'batch'``, ``'aggregate'``, and embedding names, in the order given).
     cmap
-        Colormap of the table's circles.
+        Colormap of the table (values 0 .. 1).
     figsize
         Figure size in inches; chosen from the table size when ``None``.
     title
-        Figure title.
+        Figure title; default ``'Benchmark <name>'``.
     save
-        Path of an image to write (format from the suffix, e.g. ``.png``).
+        Path of an image to write (format from the suffix, e.g. ``.png``); written
+        atomically.
     dpi
         Resolution of the saved image.
+    max_width
+        Largest width of the table figure in pixels at ``dpi`` (columns wrap).
+    show
+        Call ``matplotlib.pyplot.show()``. Otherwise the figure is detached from
+        pyplot, so a notebook displays it once, as the cell's returned value.
 
     Returns
     -------
     matplotlib.figure.Figure
+        Nothing is written into ``results``.
     """
-    if kind not in _KINDS:
-        raise DfmInputError(f"Unknown kind {kind!r}; use one of {list(_KINDS)}.")
+    import matplotlib.pyplot as plt
+
+    check_choice("kind", kind, _KINDS)
+    dpi = check_int("dpi", dpi, minimum=10)
+    max_width = check_int("max_width", max_width, minimum=200)
+    show = check_bool("show", show)
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a string or None, got {title!r}.")
+    if figsize is not None:
+        if not isinstance(figsize, (tuple, list)) or len(figsize) != 2:
+            raise DfmInputError(f"figsize must be (width, height) in inches, got {figsize!r}.")
+        figsize = tuple(check_float("figsize", v, minimum=0.0, strict_min=True) for v in figsize)
+    from matplotlib import colormaps
+
+    if cmap not in colormaps:
+        raise DfmInputError(f"Unknown colormap {cmap!r}; use a matplotlib name such as 'viridis'.")
     df, cols, emb = _prepare(
         results, name=name, metrics=metrics, groups=groups, embeddings=embeddings
     )
+    report_name, subtitle = _describe(results, name)
+    if title is None:
+        title = f"Benchmark {report_name!r}" if report_name else "Benchmark"
     if kind == "table":
-        fig = _table(df, cols, emb, cmap=cmap, figsize=figsize, title=title)
+        fig = _table(
+            df, cols, emb, cmap=cmap, figsize=figsize, title=title, subtitle=subtitle,
+            max_width_in=max_width / dpi,
+        )  # fmt: skip
     else:
         fig = _chart(df, cols, emb, kind=kind, figsize=figsize, title=title)
     if save is not None:
-        fig.savefig(save, dpi=dpi, bbox_inches="tight", facecolor="white")
+        from ..io._atomic import atomic_path
+
+        with atomic_path(save, what="figure") as tmp:
+            # the table is laid out to its size; the charts' legends sit above the axes
+            tight = None if kind == "table" else "tight"
+            fig.savefig(tmp, dpi=dpi, facecolor="white", bbox_inches=tight)
+    if show:
+        plt.show()
+    else:
+        plt.close(fig)  # detach from pyplot: shown once, as the returned value
     return fig

@@ -8,7 +8,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._logging import timed
-from .._validate import DfmInputError, check_adata, check_obsm_rep
+from .._validate import (
+    DfmInputError,
+    check_adata,
+    check_bool,
+    check_float,
+    check_int,
+    check_key,
+    check_obsm_rep,
+    check_seed,
+)
 
 
 def embedding(
@@ -24,6 +33,7 @@ def embedding(
     title: str | Sequence[str] | None = None,
     save: str | os.PathLike | None = None,
     dpi: int = 150,
+    show: bool = False,
     **kwargs,
 ):
     """UMAP of ``adata.obsm[basis]`` through scanpy, coloured by ``.obs`` columns.
@@ -59,6 +69,9 @@ def embedding(
         Path of an image to write (format from the suffix, e.g. ``.png``).
     dpi
         Resolution of the saved image.
+    show
+        Call ``matplotlib.pyplot.show()``. Otherwise the figure is detached from
+        pyplot, so a notebook displays it once, as the cell's returned value.
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (e.g. ``palette``, ``size``,
         ``legend_loc``).
@@ -82,8 +95,13 @@ def embedding(
         raise DfmInputError(
             f"color column(s) {missing} not in adata.obs; available: {list(adata.obs.columns)}."
         )
-    if key_added is not None and (not isinstance(key_added, str) or not key_added):
-        raise DfmInputError(f"key_added must be a non-empty string or None, got {key_added!r}.")
+    check_key("key_added", key_added, allow_none=True)
+    n_neighbors = check_int("n_neighbors", n_neighbors, minimum=2)
+    min_dist = check_float("min_dist", min_dist, minimum=0.0)
+    seed = check_seed(seed)
+    dpi = check_int("dpi", dpi, minimum=10)
+    ncols = check_int("ncols", ncols, minimum=1)
+    show = check_bool("show", show)
     if X.shape[1] < 2:
         raise DfmInputError(f"{basis!r} has {X.shape[1]} dimension; need at least 2.")
     if X.shape[1] > 2 and adata.n_obs <= n_neighbors:
@@ -121,7 +139,16 @@ def embedding(
             ax.set_xlabel("UMAP1" if X.shape[1] > 2 else f"{basis}1")
             ax.set_ylabel("UMAP2" if X.shape[1] > 2 else f"{basis}2")
     if save is not None:
-        fig.savefig(save, dpi=dpi, bbox_inches="tight", facecolor="white")
+        from ..io._atomic import atomic_path
+
+        with atomic_path(save, what="figure") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="white")
+    import matplotlib.pyplot as plt
+
+    if show:
+        plt.show()
+    else:
+        plt.close(fig)  # detach from pyplot: shown once, as the returned value
     if key_added is not None:
         adata.obsm[key_added] = coords
     return fig

@@ -18,7 +18,10 @@ import numpy as np
 from .._validate import (
     DfmInputError,
     check_adata,
+    check_bool,
+    check_int,
     check_obs_key,
+    check_seed,
     check_values,
     get_matrix,
     is_backed,
@@ -112,12 +115,10 @@ def pca_baseline(
     import scanpy as sc
 
     check_adata(adata)
-    n_comps = int(n_comps)
-    n_top_genes = int(n_top_genes)
-    if n_comps < 1:
-        raise DfmInputError(f"n_comps must be >= 1, got {n_comps}.")
-    if n_top_genes < 2:
-        raise DfmInputError(f"n_top_genes must be >= 2, got {n_top_genes}.")
+    n_comps = check_int("n_comps", n_comps, minimum=1)
+    n_top_genes = check_int("n_top_genes", n_top_genes, minimum=2)
+    seed = check_seed(seed)
+    scale = check_bool("scale", scale)
     if adata.n_obs < 3:
         raise DfmInputError(
             f"A PCA baseline needs at least 3 cells, the AnnData has {adata.n_obs}."
@@ -128,7 +129,7 @@ def pca_baseline(
     n_comps = min(n_comps, ad.n_obs - 1, ad.n_vars - 1)
     if n_comps < 1:
         raise DfmInputError(f"Too few genes ({ad.n_vars}) for a PCA baseline; need at least 2.")
-    sc.pp.pca(ad, n_comps=n_comps, svd_solver="arpack", random_state=int(seed))
+    sc.pp.pca(ad, n_comps=n_comps, svd_solver="arpack", random_state=seed)
     return np.asarray(ad.obsm["X_pca"], dtype=np.float32)
 
 
@@ -187,6 +188,8 @@ def harmony_baseline(
 
     check_adata(adata)
     batch = check_obs_key(adata, batch_key)
+    max_iter_harmony = check_int("max_iter_harmony", max_iter_harmony, minimum=1)
+    seed = check_seed(seed)
     if batch.nunique() < 2:
         raise DfmInputError(
             f"adata.obs[{batch_key!r}] has a single batch; Harmony needs at least two."
@@ -209,8 +212,8 @@ def harmony_baseline(
             pca,
             meta,
             "batch",
-            max_iter_harmony=int(max_iter_harmony),
-            random_state=int(seed),
+            max_iter_harmony=max_iter_harmony,
+            random_state=seed,
             verbose=False,
         )
     finally:

@@ -13,11 +13,13 @@ import pandas as pd
 from .. import _keys
 from .._logging import logger, timed
 from .._uns import provenance, set_entry
-from .._validate import DfmInputError, _preview
+from .._validate import DfmInputError, _preview, check_bool, check_copy, check_key
 from ..io._presets import LAYER_FROM_TOP, get_preset
+from ._target import resolve_target, writable_target
 
 _INTEGER_ID = re.compile(r"^[+-]?[0-9]+$")
 _UNIT_NORM_ATOL = 1e-3
+_ADAPTER_MODE = "precomputed"  # one of _keys.ADAPTER_MODES
 
 
 def _looks_integer(ids: np.ndarray | pd.Index) -> bool:
@@ -35,42 +37,6 @@ def _row_stats(emb: np.ndarray, chunk: int = 16_384) -> tuple[np.ndarray, np.nda
         finite[start : start + chunk] = np.isfinite(block).all(axis=1)
         norms[start : start + chunk] = np.sqrt(np.einsum("ij,ij->i", block, block))
     return finite, norms
-
-
-def _resolve_target(data, mod: str | None):
-    """Return ``(root, modality_name, target AnnData)`` and check the target."""
-    from anndata import AnnData
-
-    if isinstance(data, AnnData):
-        if mod is not None:
-            raise DfmInputError(
-                f"mod={mod!r} applies to a MuData; an AnnData was passed. Leave mod=None."
-            )
-        target = data
-    else:
-        try:
-            from mudata import MuData
-        except ImportError:  # pragma: no cover - mudata is a dependency
-            MuData = ()
-        if MuData and isinstance(data, MuData):
-            if mod is None:
-                raise DfmInputError(
-                    f"Pass mod= to choose the MuData modality; modalities: {list(data.mod)}."
-                )
-            if mod not in data.mod:
-                raise DfmInputError(f"Modality {mod!r} not found; the MuData has {list(data.mod)}.")
-            target = data.mod[mod]
-        else:
-            raise TypeError(f"Expected an AnnData or MuData object, got {type(data).__name__}.")
-    if target.n_obs == 0:
-        raise DfmInputError("The AnnData has no observations; nothing to align embeddings to.")
-    if not target.obs_names.is_unique:
-        dup = target.obs_names[target.obs_names.duplicated()].unique()
-        raise DfmInputError(
-            f"{len(dup)} duplicate obs_names, e.g. {_preview(dup)}. Ids must be unique to align "
-            "embeddings: call adata.obs_names_make_unique() first."
-        )
-    return data, mod, target
 
 
 def _numeric_hint(file_ids: np.ndarray, obs: pd.Index, label_columns: Sequence[str]) -> str:
@@ -328,12 +294,19 @@ def load_embeddings(
     from ..io._embeddings import overflow_note, read_embeddings
 
     preset = get_preset(source)
-    root, mod, target = _resolve_target(adata, mod)
-    key = f"X_{preset.name}" if key_added is None else key_added
-    if not isinstance(key, str) or not key:
-        raise DfmInputError(f"key_added must be a non-empty string, got {key!r}.")
-    if artifact_id is not None and (not isinstance(artifact_id, str) or not artifact_id):
+    resolved = resolve_target(adata, mod, what="embeddings")
+    target = resolved.adata
+    key = check_key("key_added", f"X_{preset.name}" if key_added is None else key_added)
+    if artifact_id is not None and (not isinstance(artifact_id, str) or not artifact_id.strip()):
         raise DfmInputError(f"artifact_id must be a non-empty string, got {artifact_id!r}.")
+    allow_subset = check_bool("allow_subset", allow_subset)
+    allow_positional = check_bool("allow_positional", allow_positional)
+    l2_normalize = check_bool("l2_normalize", l2_normalize)
+    copy = check_copy(adata, copy)
+    if requires_batch_context is not None:
+        requires_batch_context = check_bool("requires_batch_context", requires_batch_context)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}.")
     pooling = preset.check_pooling(pooling_strategy)
     prep = preset.check_preprocessing(preprocessing_version)
     layer = preset.check_layer(layer_index)
@@ -406,7 +379,7 @@ def load_embeddings(
         summary["dtype_converted"] = meta["original_dtype"] not in ("float32", "text")
         entry: dict[str, Any] = {
             "model_family": preset.model_family,
-            "adapter_mode": "precomputed",
+            "adapter_mode": _ADAPTER_MODE,
             "artifact_id": artifact_id or meta["file_name"],
             "preprocessing_version": prep or "unspecified",
             "pooling_strategy": pooling or "unspecified",
@@ -437,12 +410,11 @@ def load_embeddings(
         if context_version is not None:
             entry["context_version"] = str(context_version)
 
-        if copy:
-            root = root.copy()
-            target = root.mod[mod] if mod is not None else root
+        out = writable_target(resolved, copy)
+        target = out.adata
         if key in target.obsm:
             logger.info("    replacing existing .obsm[%r]", key)
         target.obsm[key] = emb
         set_entry(target, _keys.UNS_EMBEDDINGS, key, entry)
         info["added"] = [f".obsm[{key!r}]", f".uns['dfm']['embeddings'][{key!r}]"]
-    return root if copy else None
+    return out.root if copy else None
