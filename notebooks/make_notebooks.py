@@ -200,10 +200,10 @@ bio-conservation and batch-correction metrics. The baselines are computed from t
 )
 results.pivot_table(index="metric", columns="embedding", values="value").round(3)""",
     ),
-    (PLOT, """fig = dfm.pl.benchmark(results, save=outdir / "scores.png")"""),
+    (PLOT, """dfm.pl.benchmark(results, save=outdir / "scores.png")"""),
     (
         PLOT,
-        """fig = dfm.pl.embedding(
+        """dfm.pl.embedding(
     adata,
     "X_harmony_baseline",
     color=("cell_type", "batch"),
@@ -384,8 +384,8 @@ unintegrated PCA baseline.""",
 )
 results.pivot_table(index="metric", columns="embedding", values="value").round(3)""",
     ),
-    (PLOT, """fig = dfm.pl.benchmark(results, save=outdir / "external_scores.png")"""),
-    (PLOT, """fig = dfm.pl.embedding(adata, "X_uce", color=("cell_type", "batch"))"""),
+    (PLOT, """dfm.pl.benchmark(results, save=outdir / "external_scores.png")"""),
+    (PLOT, """dfm.pl.embedding(adata, "X_uce", color=("cell_type", "batch"))"""),
     (
         MD,
         """## Provenance
