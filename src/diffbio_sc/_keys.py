@@ -13,6 +13,7 @@ UNS_BENCHMARKS = "benchmarks"
 UNS_SOFT_RANK = "soft_rank"
 UNS_BINS = "bins"
 UNS_MEDIANS = "gene_medians"
+UNS_SEQUENCES = "sequences"
 
 # .var
 MEDIAN_KEY = "dfm_median"
@@ -22,6 +23,7 @@ TOKENS_KEY = "dfm_tokens"
 N_TOKENS_KEY = "dfm_n_tokens"
 EMBEDDING_KEY = "X_dfm"
 SEQ_EMBEDDING_KEY = "X_dfm_seq"
+SEQUENCE_KEY = "sequence"
 PCA_BASELINE_KEY = "X_pca_baseline"
 HARMONY_BASELINE_KEY = "X_harmony_baseline"
 

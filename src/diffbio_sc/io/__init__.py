@@ -16,6 +16,8 @@ _EXPORTS = {
     "EmbeddingPreset": "._presets",
     "PRESETS": "._presets",
     "get_preset": "._presets",
+    "read_fasta": "._fasta",
+    "sequences_to_adata": "._fasta",
     "read_checkpoint": "._checkpoints",
     "read_torch_weights": "._checkpoints",
     "Checkpoint": "._checkpoints",

@@ -36,6 +36,12 @@ _EXPORTS = {
     "fit": "._train",
     "TrainConfig": "._train",
     "TrainResult": "._train",
+    "SequenceEncoder": "._sequence",
+    "SequenceEncoderConfig": "._sequence",
+    "SequenceClassifier": "._sequence",
+    "SequenceClassifierConfig": "._sequence",
+    "create_dna_encoder": "._sequence",
+    "create_rna_encoder": "._sequence",
 }
 __all__ = list(_EXPORTS)
 

@@ -9,6 +9,10 @@
   top-k membership) that converge to ``dfm.pp.tokenize`` as the temperature
   goes to 0.
 
+* Sequence kernels (:mod:`diffbio_sc.ops._sequence`): vectorised DNA/RNA
+  tokenizers (``char``, ``kmer``, ``nt6``), :func:`one_hot` with the IUPAC
+  rule and :func:`reverse_complement`.
+
 The host (NumPy) kernels behind ``dfm.pp`` live in private modules here too,
 one per job, and know nothing of AnnData: ``_rank_value`` (rank-value
 encoding), ``_medians`` (nonzero gene medians), ``_bins`` (per-cell quantile
@@ -27,6 +31,12 @@ _EXPORTS = {
     "soft_rank": "._soft_rank",
     "soft_sort": "._soft_rank",
     "soft_rank_value_tokens": "._tokens",
+    "CharTokenizer": "._sequence",
+    "KmerTokenizer": "._sequence",
+    "NucleotideTransformerTokenizer": "._sequence",
+    "get_tokenizer": "._sequence",
+    "one_hot": "._sequence",
+    "reverse_complement": "._sequence",
 }
 __all__ = list(_EXPORTS)
 

@@ -1,0 +1,217 @@
+"""``dfm.tl.embed_sequences``: sequence embeddings into a MuData modality or an AnnData."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import _keys, _uns
+from ..._logging import timed
+from ..._validate import DfmInputError, check_bool, check_choice, check_int, check_key
+from .._target import writable_target
+from ._common import (
+    SequenceRunner,
+    check_lengths,
+    check_sequences,
+    resolve_encoder,
+    resolve_target,
+)
+
+#: Sequences per forward pass.
+DEFAULT_BATCH_SIZE = 64
+
+
+def embed_sequences(
+    data,
+    *,
+    mod: str | None = "dna",
+    encoder=None,
+    reverse_complement: str | None = "average",
+    key_added: str = _keys.SEQ_EMBEDDING_KEY,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    sequence_key: str = _keys.SEQUENCE_KEY,
+    alphabet: str = "dna",
+    save_model: str | None = None,
+    copy: bool = False,
+    **pretrain_kwargs,
+):
+    """Embed nucleotide sequences with a sequence encoder.
+
+    Sequences are tokenized with the encoder's own tokenizer, grouped by length
+    into fixed-width buckets (powers of two up to ``max_length``) and embedded
+    in fixed-shape batches by a jit-compiled forward pass in eval mode (no
+    dropout); the last batch of a bucket is padded with empty rows. A
+    sequence's embedding depends on that sequence alone: its padded width is
+    set by its own length and padding is removed exactly from attention and
+    pooling, so neither the other sequences in its batch nor their order
+    change it.
+
+    Parameters
+    ----------
+    data
+        A MuData (the sequences are the observations of ``data[mod]``) or an
+        AnnData of sequences (``mod`` is then ignored), as
+        :func:`diffbio_sc.io.read_fasta` returns.
+    mod
+        Modality holding the sequences in a MuData.
+    encoder
+        A :class:`~diffbio_sc.models.SequenceEncoder`; the path of a saved one
+        (:func:`diffbio_sc.models.load`); a frozen in-process encoder, any
+        callable mapping a list of sequences to an ``(n, d)`` array
+        (``adapter_mode='frozen_encoder'``); or ``None``, which pretrains an
+        encoder on these sequences with the default budget
+        (:func:`diffbio_sc.tl.pretrain_sequences` with ``**pretrain_kwargs``).
+    reverse_complement
+        ``'average'`` (default; embed both strands and average the pooled
+        vectors), ``'equivariant'`` (needs an encoder built with it) or
+        ``None`` (forward strand only, for strand-specific data). An
+        equivariant encoder is strand-invariant whatever is asked.
+    key_added
+        ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry.
+    batch_size
+        Sequences per forward pass.
+    sequence_key
+        ``.obs`` column with the sequences.
+    alphabet
+        Alphabet of a frozen callable's input (a native encoder uses its own).
+    save_model
+        With ``encoder=None``: a directory to save the trained encoder to
+        (recorded as ``model_path``), so that new sequences can later be
+        embedded in the same space.
+    copy
+        Return a copy of ``data`` instead of writing into it.
+    **pretrain_kwargs
+        Passed to :func:`~diffbio_sc.tl.pretrain_sequences` with ``encoder=None``.
+
+    Returns
+    -------
+    ``None``, or the new MuData / AnnData when ``copy=True``. Writes, on the
+    AnnData of sequences (``data[mod]`` for a MuData):
+
+    ``.obsm[key_added]``
+        float32 ``(n_sequences, n_dims)`` embeddings in ``obs`` order.
+    ``.uns['dfm']['embeddings'][key_added]``
+        ``source`` ('dfm' or 'frozen_encoder'), ``model_family``
+        ('sequence_transformer'), ``adapter_mode`` ('native_trainable' or
+        'frozen_encoder'), ``artifact_id``, ``preprocessing_version``,
+        ``pooling_strategy``, ``reverse_complement``, ``tokenizer`` (name,
+        alphabet, vocabulary size, k), ``weights_sha256``, ``n_dims``,
+        ``config``, ``model_path``, ``weights_retrievable``, ``batch_size``,
+        ``bucket_widths``, ``n_sequences``, ``mod`` and ``created_by``.
+
+    Raises
+    ------
+    DfmInputError
+        For a MuData without ``mod``, a missing ``.obs`` column, invalid bases
+        (naming the sequence and position), ``U`` in DNA, empty sequences,
+        duplicate ids, or sequences longer than the encoder's ``max_length``.
+        ``data`` is unchanged after any error.
+    """
+    from ...models._sequence import RC_MODES, SequenceEncoder
+    from ._common import bucket_widths
+
+    # ---------------------------------------------------------------- validate
+    tgt = resolve_target(data, mod)
+    target, is_mudata = tgt.adata, tgt.mod is not None
+    check_key("key_added", key_added)
+    check_key("sequence_key", sequence_key)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_choice("reverse_complement", reverse_complement, RC_MODES)
+    check_choice("alphabet", alphabet, ("dna", "rna"))
+    check_bool("copy", copy)
+    if encoder is not None and (pretrain_kwargs or save_model is not None):
+        raise TypeError(
+            "save_model= and pretraining options are only used with encoder=None; got "
+            f"{sorted(pretrain_kwargs) + (['save_model'] if save_model else [])}."
+        )
+    encoder, model_path = resolve_encoder(encoder)
+    if isinstance(encoder, SequenceEncoder):
+        alphabet = encoder.config.alphabet
+        if reverse_complement == "equivariant" and encoder.config.reverse_complement != (
+            "equivariant"
+        ):
+            raise DfmInputError(
+                "reverse_complement='equivariant' needs an encoder built with "
+                "reverse_complement='equivariant'; pass 'average' for this one."
+            )
+    elif encoder is not None and not callable(encoder):
+        raise TypeError(
+            "encoder must be None, a SequenceEncoder, a saved-model path or a callable; got "
+            f"{type(encoder).__name__}."
+        )
+    elif encoder is not None and reverse_complement == "equivariant":
+        raise DfmInputError("A frozen callable encoder has no 'equivariant' mode; use 'average'.")
+    seqs = check_sequences(target, alphabet=alphabet, sequence_key=sequence_key)
+
+    with timed(f"embedding sequences into .obsm[{key_added!r}]") as info:
+        if encoder is None:
+            from ._pretrain import pretrain_sequences
+
+            encoder = pretrain_sequences(target, sequence_key=sequence_key, **pretrain_kwargs)
+            if save_model is not None:
+                model_path = str(encoder.save(save_model))
+        runner = SequenceRunner(
+            encoder,
+            reverse_complement=reverse_complement,
+            batch_size=batch_size,
+            alphabet=alphabet,
+        )
+        counts = None
+        if runner.native:
+            counts = runner.counts(seqs)
+            check_lengths(counts, runner.max_tokens, target.obs_names)
+        emb = runner(seqs, counts)
+        if not np.isfinite(emb).all():
+            raise FloatingPointError("The encoder produced non-finite embeddings.")
+
+        if runner.native:
+            cfg = encoder.config
+            wdigest = encoder.weights_sha256()
+            tok = runner.tokenizer.describe()
+            effective = (
+                "equivariant" if cfg.reverse_complement == "equivariant" else reverse_complement
+            )
+            entry = {
+                "source": "dfm",
+                "model_family": _keys.MODEL_FAMILIES[1],
+                "adapter_mode": "native_trainable",
+                "artifact_id": f"dfm-sequence-encoder-{wdigest[:16]}",
+                "preprocessing_version": f"{tok['name']};alphabet={cfg.alphabet};"
+                f"max_length={cfg.max_length}",
+                "pooling_strategy": cfg.pooling,
+                "reverse_complement": str(effective),
+                "tokenizer": tok,
+                "weights_sha256": wdigest,
+                "config": cfg.to_dict(),
+                "model_path": model_path,
+                "weights_retrievable": model_path is not None,
+                "bucket_widths": bucket_widths(runner.max_tokens),
+                "training": encoder.metadata.get("training", {}),
+            }
+        else:
+            entry = {
+                "source": "frozen_encoder",
+                "model_family": _keys.MODEL_FAMILIES[1],
+                "adapter_mode": "frozen_encoder",
+                "artifact_id": f"frozen-{getattr(encoder, '__qualname__', type(encoder).__name__)}",
+                "preprocessing_version": f"raw sequences;alphabet={alphabet}",
+                "pooling_strategy": "encoder-defined",
+                "reverse_complement": str(reverse_complement),
+                "weights_retrievable": False,
+            }
+        entry.update(
+            {
+                "n_dims": int(emb.shape[1]),
+                "n_sequences": int(emb.shape[0]),
+                "batch_size": int(batch_size),
+                "sequence_key": sequence_key,
+                "mod": mod if is_mudata else None,
+                "created_by": _uns.provenance("tl.embed_sequences"),
+            }
+        )
+        # ------------------------------------------------------------ write last
+        out = writable_target(tgt, copy)
+        out_target = out.adata
+        out_target.obsm[key_added] = emb
+        _uns.set_entry(out_target, _keys.UNS_EMBEDDINGS, key_added, entry)
+        info["added"] = [f".obsm[{key_added!r}]", f".uns['dfm']['embeddings'][{key_added!r}]"]
+    return out.root if copy else None

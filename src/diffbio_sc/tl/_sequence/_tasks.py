@@ -1,0 +1,430 @@
+"""``dfm.tl.genomics_tasks``: sequence classification on real data, encoder vs baselines.
+
+Tasks (files under ``../shared/data/dna`` or ``data_dir``):
+
+``splice_junctions``
+    UCI primate splice-junction gene sequences: 3,190 x 60 bp, classes EI
+    (exon-intron), IE (intron-exon), N (neither).
+``promoters_mouse_tata``
+    CNNProm: mouse TATA promoters (EPDnew, 251 bp) vs non-promoters (random
+    gene fragments after the first exon).
+``promoters_ecoli``
+    CNNProm: E. coli sigma-70 promoters (RegulonDB, 81 bp) vs non-promoters
+    (opposite strands of coding fragments).
+
+Each task is split once, seeded and stratified by class, with identical
+sequences grouped so that no sequence is on both sides of the split. Methods,
+all fitted on the training part only and scored on the test part:
+
+``frozen_probe``
+    Logistic regression on frozen encoder embeddings (standardised).
+``fine_tuned``
+    The encoder plus a linear classification head, trained end to end with the
+    shared trainer (AdamW, optax), early-stopped on a held-out tenth of the
+    training part.
+``kmer_logreg``
+    Bag of k-mer frequencies (k = 3..6, frequencies within each k) + logistic
+    regression.
+``onehot_logreg``
+    Positional one-hot (sequences right-padded to the longest) + logistic
+    regression.
+
+With ``encoder=None`` the encoder is pretrained per task by masked-language
+modelling on that task's *training* sequences (no test sequence is seen), then
+used frozen for the probe and as the starting point of fine-tuning.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ... import _uns
+from ..._logging import logger, timed
+from ..._validate import DfmInputError, check_float, check_int, check_seed
+from ._task_data import (
+    SCORES,
+    TASKS,
+    _fit_predict_logreg,
+    classification_scores,
+    embedding_lookup,
+    grouped_stratified_split,
+    kmer_features,
+    load_task,
+    positional_one_hot,
+    subsample,
+)
+
+RESULT_COLUMNS = ("embedding", "metric", "group", "value", "sd")
+METHODS = ("frozen_probe", "fine_tuned", "kmer_logreg", "onehot_logreg")
+__all__ = [
+    "genomics_tasks",
+    "embedding_lookup",
+    "classification_scores",
+    "grouped_stratified_split",
+    "kmer_features",
+    "load_task",
+    "positional_one_hot",
+]
+
+
+# ---------------------------------------------------------------------- encoder
+def _clf_loss(model, batch, key):
+    """Trainer loss of the fine-tuned classifier (module level: compiled once)."""
+    return model.loss(batch["ids"], batch["valid"], batch["label"], key=key, weight=batch["weight"])
+
+
+_PREDICT: dict = {}
+
+
+def _predict_proba(model, ids: np.ndarray, valid: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class probabilities in fixed-shape batches (eval mode)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ._common import pad_rows
+
+    if "fn" not in _PREDICT:
+
+        def fn(graphdef, state, ids, valid):
+            return jax.nn.softmax(nnx.merge(graphdef, state)(ids, valid), axis=-1)
+
+        _PREDICT["fn"] = jax.jit(fn, static_argnums=0)
+    model.eval()
+    graphdef, state = nnx.split(model)
+    out = []
+    for s in range(0, ids.shape[0], batch_size):
+        i, v = ids[s : s + batch_size], valid[s : s + batch_size]
+        p = _PREDICT["fn"](
+            graphdef,
+            state,
+            jnp.asarray(pad_rows(i, batch_size)),
+            jnp.asarray(pad_rows(v, batch_size)),
+        )
+        out.append(np.asarray(p, np.float64)[: i.shape[0]])
+    return np.concatenate(out)
+
+
+def _fine_tune(
+    encoder,
+    ids,
+    valid,
+    y,
+    train_idx,
+    *,
+    n_classes,
+    epochs,
+    batch_size,
+    learning_rate,
+    seed,
+    progress_bar,
+):
+    from flax import nnx
+
+    from ...models._sequence import SequenceClassifier, SequenceClassifierConfig
+    from ...models._train import TrainConfig, fit
+
+    cfg = SequenceClassifierConfig(**encoder.config.to_dict(), n_classes=n_classes)
+    clf = SequenceClassifier(cfg, rngs=nnx.Rngs(params=seed + 11))
+    nnx.update(clf.encoder, nnx.state(encoder, nnx.Param))
+    rng = np.random.default_rng(seed + 3)
+    perm = rng.permutation(train_idx)
+    n_val = max(1, int(round(0.1 * perm.size)))
+    result = fit(
+        clf,
+        _clf_loss,
+        {"ids": ids, "valid": valid, "label": y.astype(np.int32)},
+        train_idx=np.sort(perm[n_val:]),
+        val_idx=np.sort(perm[:n_val]),
+        config=TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            patience=max(3, epochs // 4),
+            progress_bar=progress_bar,
+            desc="fine-tune",
+        ),
+    )
+    return clf, result
+
+
+def genomics_tasks(
+    tasks=tuple(TASKS),
+    *,
+    methods=METHODS,
+    encoder=None,
+    config=None,
+    data_dir: str | Path | None = None,
+    test_fraction: float = 0.2,
+    max_per_class: int | None = None,
+    pretrain_epochs: int | None = None,
+    finetune_epochs: int = 20,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    progress_bar: bool | None = None,
+    frozen_encoders=None,
+) -> pd.DataFrame:
+    """Score a sequence encoder and two baselines on real genomics tasks.
+
+    Parameters
+    ----------
+    tasks
+        Task names among ``'splice_junctions'``, ``'promoters_mouse_tata'`` and
+        ``'promoters_ecoli'`` (module docstring), or one name.
+    methods
+        Subset of ``'frozen_probe'``, ``'fine_tuned'``, ``'kmer_logreg'``,
+        ``'onehot_logreg'``.
+    encoder
+        A :class:`~diffbio_sc.models.SequenceEncoder` (or a saved-model path)
+        used frozen for the probe and as the start of fine-tuning; ``None``
+        pretrains one per task on its training sequences (masked-language
+        model, :func:`~diffbio_sc.tl.pretrain_sequences`) from ``config``.
+    config
+        :class:`~diffbio_sc.models.SequenceEncoderConfig` for ``encoder=None``;
+        ``None``: a small CPU-sized encoder (hidden 64, 2 layers, 4 heads,
+        intermediate 256, ``max_length`` 256, mean pooling, strand-specific;
+        the tasks' sequences are oriented).
+    data_dir
+        Folder with the task files; ``None`` uses ``../shared/data/dna``.
+    test_fraction
+        Fraction of each class's distinct sequences in the test part.
+    max_per_class
+        Keep at most this many sequences per class (seeded), for quick runs.
+    pretrain_epochs, finetune_epochs
+        Epochs of masked-language pretraining (``None``: the default budget)
+        and of fine-tuning.
+    batch_size, learning_rate
+        Minibatch size and peak learning rate of pretraining and fine-tuning.
+    seed
+        Seeds the split, subsampling, pretraining, fine-tuning and the probes.
+    progress_bar
+        Show training bars; ``None`` follows ``dfm.settings.progress_bar``.
+    frozen_encoders
+        Optional mapping ``name -> callable``: each callable maps a list of
+        sequences to an ``(n, d)`` array (a frozen in-process encoder, or a
+        lookup of imported embeddings, e.g. DNABERT-2 or Nucleotide Transformer
+        vectors read with :func:`diffbio_sc.tl.load_embeddings`, by sequence)
+        and is scored with the same logistic-regression probe as
+        ``frozen_probe`` under its own name (``adapter_mode='frozen_encoder'``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The tidy table of :func:`diffbio_sc.tl.benchmark` (columns
+        ``embedding`` = method, ``metric`` = ``<task>_<score>`` for the scores
+        ``accuracy``, ``macro_f1``, ``mcc``, ``auroc``, ``group`` =
+        ``'annotation'``, ``value``, ``sd`` = NaN: one split), plottable with
+        :func:`diffbio_sc.pl.benchmark`. ``df.attrs['report']`` holds the
+        provenance: per task the dataset source, ``data='real'``, files, class
+        counts, split sizes and the number of identical sequences grouped, the
+        encoder (config, weights digest, how it was obtained, its training
+        summaries), parameters, seeds, timings, and ``scores`` (the table as
+        columns, so the report itself can be plotted).
+    """
+    from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
+    from ._common import check_lengths, resolve_encoder, token_counts
+
+    # ---------------------------------------------------------------- validate
+    task_list = [tasks] if isinstance(tasks, str) else list(tasks)
+    bad = [t for t in task_list if t not in TASKS]
+    if bad or not task_list:
+        raise DfmInputError(f"Unknown task(s) {bad or task_list}; available: {list(TASKS)}.")
+    frozen = dict(frozen_encoders or {})
+    for name, fn in frozen.items():
+        if not isinstance(name, str) or name in METHODS or not callable(fn):
+            raise DfmInputError(
+                f"frozen_encoders must map new names (not {list(METHODS)}) to callables; got "
+                f"{name!r}: {type(fn).__name__}."
+            )
+    method_list = [methods] if isinstance(methods, str) else list(methods)
+    bad = [m for m in method_list if m not in METHODS]
+    if bad or not method_list:
+        raise DfmInputError(f"Unknown method(s) {bad or method_list}; available: {list(METHODS)}.")
+    test_fraction = check_float(
+        "test_fraction", test_fraction, minimum=0.0, strict_min=True, maximum=0.5
+    )
+    max_per_class = check_int("max_per_class", max_per_class, minimum=4, allow_none=True)
+    pretrain_epochs = check_int("pretrain_epochs", pretrain_epochs, minimum=1, allow_none=True)
+    finetune_epochs = check_int("finetune_epochs", finetune_epochs, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_float("learning_rate", learning_rate, minimum=0.0, strict_min=True)
+    seed = check_seed(seed)
+    encoder, model_path = resolve_encoder(encoder)
+    if encoder is not None and not isinstance(encoder, SequenceEncoder):
+        raise TypeError(
+            f"encoder must be None, a SequenceEncoder or a saved-model path, got "
+            f"{type(encoder).__name__}."
+        )
+    if config is None:
+        config = SequenceEncoderConfig(
+            hidden_dim=64,
+            num_layers=2,
+            num_heads=4,
+            intermediate_dim=256,
+            max_length=256,
+            dropout=0.1,
+        )
+    elif not isinstance(config, SequenceEncoderConfig):
+        raise TypeError(f"config must be a SequenceEncoderConfig, got {type(config).__name__}.")
+    needs_encoder = any(m in method_list for m in ("frozen_probe", "fine_tuned"))
+
+    rows = []
+    report_tasks = {}
+    with timed(f"genomics tasks {task_list}"):
+        for task in task_list:
+            t0 = time.perf_counter()
+            seqs_all, labels_all, info = load_task(task, data_dir)
+            keep = subsample(labels_all, max_per_class, seed)
+            seqs = [seqs_all[i] for i in keep]
+            classes, y = np.unique(labels_all[keep], return_inverse=True)
+            train_idx, test_idx = grouped_stratified_split(
+                seqs, labels_all[keep], test_fraction=test_fraction, seed=seed
+            )
+            n_distinct = len(set(seqs))
+            timings: dict[str, float] = {}
+            task_info = {
+                **info,
+                "classes": [str(c) for c in classes],
+                "n_used": len(seqs),
+                "n_train": int(train_idx.size),
+                "n_test": int(test_idx.size),
+                "n_identical_grouped": int(len(seqs) - n_distinct),
+                "split": "seeded, stratified by class, identical sequences on one side",
+            }
+            probas: dict[str, np.ndarray] = {}
+            if "kmer_logreg" in method_list:
+                t = time.perf_counter()
+                X = kmer_features(seqs)
+                probas["kmer_logreg"] = _fit_predict_logreg(
+                    X[train_idx], y[train_idx], X[test_idx], seed=seed, scale="maxabs"
+                )
+                timings["kmer_logreg"] = time.perf_counter() - t
+            if "onehot_logreg" in method_list:
+                t = time.perf_counter()
+                X = positional_one_hot(seqs, max(len(s) for s in seqs))
+                probas["onehot_logreg"] = _fit_predict_logreg(
+                    X[train_idx], y[train_idx], X[test_idx], seed=seed
+                )
+                timings["onehot_logreg"] = time.perf_counter() - t
+            if needs_encoder:
+                # lengths checked before any training
+                enc_cfg = encoder.config if encoder is not None else config
+                tok = enc_cfg.get_tokenizer()
+                counts = token_counts(tok, seqs, add_cls=False)
+                check_lengths(
+                    counts,
+                    enc_cfg.max_sequence_tokens,
+                    [f"row{i}" for i in keep],
+                    what=f"the encoder (task {task!r})",
+                )
+                width = int(counts.max())
+                enc, how = encoder, ("given" if model_path is None else f"loaded from {model_path}")
+                if enc is None:
+                    from ...io._fasta import sequences_to_adata
+                    from ._pretrain import pretrain_sequences
+
+                    t = time.perf_counter()
+                    train_ad = sequences_to_adata(
+                        [seqs[i] for i in train_idx], ids=[f"s{i}" for i in train_idx]
+                    )
+                    enc = pretrain_sequences(
+                        train_ad,
+                        config=config,
+                        epochs=pretrain_epochs,
+                        batch_size=batch_size,
+                        learning_rate=learning_rate,
+                        seed=seed,
+                        progress_bar=progress_bar,
+                    )
+                    how = "pretrained (masked-language model) on this task's training sequences"
+                    timings["pretrain"] = time.perf_counter() - t
+                ids, valid = tok.encode(seqs, max_length=width)
+                task_info["encoder"] = {
+                    "how": how,
+                    "config": enc.config.to_dict(),
+                    "weights_sha256": enc.weights_sha256(),
+                    "training": enc.metadata.get("training", {}),
+                }
+                if "frozen_probe" in method_list:
+                    from ._common import SequenceRunner
+
+                    t = time.perf_counter()
+                    runner = SequenceRunner(
+                        enc,
+                        reverse_complement=enc.config.reverse_complement,
+                        batch_size=batch_size,
+                    )
+                    emb = runner(seqs)
+                    probas["frozen_probe"] = _fit_predict_logreg(
+                        emb[train_idx], y[train_idx], emb[test_idx], seed=seed
+                    )
+                    timings["frozen_probe"] = time.perf_counter() - t
+                if "fine_tuned" in method_list:
+                    t = time.perf_counter()
+                    clf, res = _fine_tune(
+                        enc,
+                        ids,
+                        valid,
+                        y,
+                        train_idx,
+                        n_classes=len(classes),
+                        epochs=finetune_epochs,
+                        batch_size=batch_size,
+                        learning_rate=learning_rate,
+                        seed=seed,
+                        progress_bar=progress_bar,
+                    )
+                    probas["fine_tuned"] = _predict_proba(
+                        clf, ids[test_idx], valid[test_idx], batch_size
+                    )
+                    task_info["fine_tuning"] = {**res.summary, "history": res.history}
+                    timings["fine_tuned"] = time.perf_counter() - t
+            for name, fn in frozen.items():
+                from ._common import SequenceRunner
+
+                t = time.perf_counter()
+                emb = SequenceRunner(fn, reverse_complement=None, batch_size=batch_size)(seqs)
+                probas[name] = _fit_predict_logreg(
+                    emb[train_idx], y[train_idx], emb[test_idx], seed=seed
+                )
+                timings[name] = time.perf_counter() - t
+            for method in [*method_list, *frozen]:
+                scores = classification_scores(y[test_idx], probas[method])
+                for score in SCORES:
+                    rows.append((method, f"{task}_{score}", "annotation", scores[score], np.nan))
+            timings["total"] = time.perf_counter() - t0
+            task_info["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+            report_tasks[task] = task_info
+            logger.info("    %s done in %.1fs", task, timings["total"])
+
+    df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    df["value"] = df["value"].astype(float)
+    df["sd"] = df["sd"].astype(float)
+    df.attrs["report"] = {
+        "created_by": _uns.provenance("tl.genomics_tasks"),
+        "tasks": report_tasks,
+        "methods": method_list,
+        "frozen_encoders": {
+            k: getattr(v, "__qualname__", type(v).__name__) for k, v in frozen.items()
+        },
+        "params": {
+            "test_fraction": float(test_fraction),
+            "max_per_class": max_per_class,
+            "pretrain_epochs": pretrain_epochs,
+            "finetune_epochs": int(finetune_epochs),
+            "batch_size": int(batch_size),
+            "learning_rate": float(learning_rate),
+            "kmer_ks": [3, 4, 5, 6],
+            "probe": "standardised features + sklearn LogisticRegression(C=1, max_iter=3000)",
+        },
+        "seeds": {"seed": int(seed)},
+        "scores": {c: df[c].to_numpy() for c in RESULT_COLUMNS},
+        "higher_is_better": True,
+    }
+    return df
