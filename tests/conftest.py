@@ -45,3 +45,36 @@ def dfm_log(caplog):
     caplog.set_level(logging.INFO, logger="diffbio_sc")
     yield caplog
     logger.removeHandler(caplog.handler)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect ``slow`` tests unless asked for: ``python -m pytest`` runs the fast set.
+
+    Slow tests run when a marker expression is given (``-m slow``, ``-m "slow or not
+    slow"``) or when they are named by node id (``tests/x.py::test_y``).
+    """
+    if config.option.markexpr:
+        return
+    named = []  # (file, "test_name[param]" prefix) of tests named by node id
+    for arg in config.args:
+        if "::" in arg:
+            path, rest = arg.split("::", 1)
+            named.append((Path(config.invocation_params.dir, path).resolve(), rest))
+
+    def asked_for(item) -> bool:
+        rest = item.nodeid.split("::", 1)[-1]
+        return any(
+            item.path.resolve() == path
+            and (rest == name or rest.startswith((name + "[", name + "::")))
+            for path, name in named
+        )
+
+    keep, deselected = [], []
+    for item in items:
+        if item.get_closest_marker("slow") and not asked_for(item):
+            deselected.append(item)
+        else:
+            keep.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep

@@ -1,33 +1,131 @@
-"""Execute the tutorial notebooks end to end (slow)."""
+"""The tutorial notebooks and the documentation site.
+
+Fast: the notebooks are stored clean, generated from their source, public-API only.
+Slow: each notebook executes in quick mode and shows its figures; the site builds with
+warnings as errors from those executed notebooks (so each runs once per test session).
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+IDS = [p.name for p in NOTEBOOKS]
+PLOTS = re.compile(r"\b(plt|sc\.pl|dfm\.pl)\.\w+\(")
+SUBPACKAGES = ("pp", "tl", "pl", "models", "ops", "io", "datasets")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path, tmp_path):
+def _cells(path):
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
-    errors = [
-        out
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.get("outputs", [])
-        if out.get("output_type") == "error"
-    ]
-    assert not errors
+    return nbformat.read(path, as_version=4).cells
+
+
+def _pythonpath() -> str:
+    """This checkout's sources first, for kernels and subprocesses."""
+    return os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)
 
 
 def test_notebooks_exist():
-    assert NOTEBOOKS, "no notebooks found"
+    assert {"01_single_cell.ipynb", "02_external_models.ipynb"} <= set(IDS)
+
+
+def test_notebooks_match_their_source():
+    pytest.importorskip("nbformat")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "notebooks" / "make_notebooks.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_clean_public_and_tagged(path):
+    code = [c for c in _cells(path) if c.cell_type == "code"]
+    assert code
+    for cell in code:
+        src = cell.source
+        assert not cell.get("outputs") and cell.get("execution_count") is None, "outputs stored"
+        assert not re.search(r"\b(dfm|diffbio_sc)(\.\w+)*\._\w", src), f"private import: {src}"
+        assert "matplotlib.use" not in src and "%matplotlib" not in src, "forced backend"
+        tagged = "plot" in cell.metadata.get("tags", [])
+        assert tagged == bool(PLOTS.search(src)), f"plot tag wrong on cell:\n{src}"
+    setup = code[0].source
+    assert "tempfile.mkdtemp" in setup and "DFM_TUTORIAL_QUICK" in setup
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Execute a notebook in quick mode once per session: ``executed(path) -> (nb, cwd)``."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cache: dict = {}
+    outdir = tmp_path_factory.mktemp("executed_notebooks")
+
+    def run(path: Path):
+        if path.name not in cache:
+            cwd = tmp_path_factory.mktemp(path.stem)
+            nb = nbformat.read(path, as_version=4)
+            client = nbclient.NotebookClient(
+                nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+            )
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("DFM_TUTORIAL_QUICK", "1")  # the small budget
+                mp.delenv("MPLBACKEND", raising=False)  # as a user's kernel: inline figures
+                mp.setenv("PYTHONPATH", _pythonpath())
+                client.execute()  # raises CellExecutionError on the first failing cell
+            nbformat.write(nb, outdir / path.name)
+            cache[path.name] = (nb, cwd)
+        return cache[path.name]
+
+    run.outdir = outdir
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_executes_and_shows_its_figures(path, executed):
+    nb, cwd = executed(path)
+    plots = [c for c in nb.cells if "plot" in c.metadata.get("tags", [])]
+    assert plots
+    for cell in plots:
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(images) == 1, f"{len(images)} images from plotting cell:\n{cell.source}"
+    assert not list(cwd.iterdir()), "the notebook wrote into its working directory"
+
+
+@pytest.mark.slow
+def test_docs_build_without_warnings(executed, tmp_path):
+    """sphinx-build -W of the site, rendering the notebooks executed above."""
+    pytest.importorskip("sphinx", reason="the docs extra is not installed")
+    pytest.importorskip("myst_nb", reason="the docs extra is not installed")
+    for path in NOTEBOOKS:
+        executed(path)
+    out = tmp_path / "html"
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), "DFM_DOCS_NOTEBOOKS": str(executed.outdir)}
+    run = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q",
+         "-d", str(tmp_path / "doctrees"), "docs", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-6000:]
+    for page in ("index", "api", "architecture", "support", "benchmarks", "installation"):
+        assert (out / f"{page}.html").exists(), page
+    # Every exported name has its own reference page.
+    for mod in SUBPACKAGES:
+        module = importlib.import_module(f"diffbio_sc.{mod}")
+        for name in module.__all__:
+            assert (out / "api" / "generated" / f"diffbio_sc.{mod}.{name}.html").exists(), name
+    # Each tutorial page shows as many figures as its notebook has plotting cells.
+    for path in NOTEBOOKS:
+        html = (out / "tutorials" / f"{path.stem}.html").read_text()
+        n_plots = sum("plot" in c.metadata.get("tags", []) for c in _cells(path))
+        assert html.count("<img") >= n_plots, f"{path.stem}: figures missing"

@@ -241,6 +241,7 @@ def test_pretrain_on_backed_data_matches_in_memory(trained, data, tmp_path):
         np.testing.assert_allclose(p0[k], p1[k], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_pretrain_restricted_vocabulary_and_no_validation(data, caplog):
     import logging
 
@@ -434,6 +435,7 @@ def test_embed_streams_backed_anndata(trained, data, embedded, tmp_path):
     backed.file.close()
 
 
+@pytest.mark.slow
 def test_embed_data_parallel_two_devices_matches_one(trained, data, embedded, tmp_path):
     model_dir = trained.save(tmp_path / "model")
     h5 = tmp_path / "d.h5ad"

@@ -89,8 +89,10 @@ def simulate_genetic_cohort(
     Parameters
     ----------
     fasta, gtf
-        Reference and annotation (the GTF's contig names; ``contig_map`` maps
-        them to FASTA record names, as in :func:`diffbio_sc.tl.embed_genes`).
+        Reference and annotation.
+    contig_map
+        Maps the GTF's contig names to FASTA record names, as in
+        :func:`diffbio_sc.tl.embed_genes`.
     genes
         Genes to place variants in (their exon spans).
     path
@@ -243,7 +245,22 @@ def simulate_phenotype(
 
     ``P(case) = sigmoid(effect * z)`` with ``z`` the standardised burden of
     ``gene``; ``gene=None`` gives a null phenotype (a fair coin per subject).
-    Returns a boolean array, one entry per subject, with both classes present.
+
+    Parameters
+    ----------
+    cohort
+        A cohort from :func:`simulate_genetic_cohort`.
+    gene
+        The causal gene, or ``None`` for a null phenotype.
+    effect
+        Log-odds per standard deviation of the gene's burden.
+    seed
+        Seed of the draw.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean, one entry per subject, with both classes present.
     """
     rng = np.random.default_rng(check_seed(seed))
     n = len(cohort.samples)

@@ -220,7 +220,18 @@ PRESETS: dict[str, EmbeddingPreset] = {
 
 
 def get_preset(source: str) -> EmbeddingPreset:
-    """Return the preset named ``source`` (case-insensitive, ``-`` equals ``_``)."""
+    """Return the preset named ``source`` (case-insensitive, ``-`` equals ``_``).
+
+    Parameters
+    ----------
+    source
+        A key of :data:`PRESETS`, e.g. ``'geneformer'``, ``'scgpt'``, ``'uce'``.
+
+    Returns
+    -------
+    EmbeddingPreset
+        The preset; an unknown name raises ``DfmInputError`` listing the known ones.
+    """
     if not isinstance(source, str):
         raise TypeError(f"source must be a string, got {type(source).__name__}.")
     name = source.strip().lower().replace("-", "_")

@@ -180,6 +180,16 @@ def register_model(name: str) -> Callable[[type[M]], type[M]]:
 
     ``name`` is written to ``config.json`` as ``model_type``; keep it stable.
     Registering a second, different class under a taken name is an error.
+
+    Parameters
+    ----------
+    name
+        The model type, non-empty and without ``/``.
+
+    Returns
+    -------
+    Callable
+        The decorator; it returns the class unchanged after registering it.
     """
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"register_model needs a non-empty name without '/', got {name!r}.")

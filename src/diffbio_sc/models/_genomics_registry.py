@@ -168,7 +168,18 @@ def _fmt_widths(rec: dict) -> str:
 
 
 def genomics_models_markdown(models: tuple[dict, ...] = GENOMICS_MODELS) -> str:
-    """Render the registry as a Markdown table (one row per model)."""
+    """Render the registry as a Markdown table (one row per model).
+
+    Parameters
+    ----------
+    models
+        Registry records (default: :data:`GENOMICS_MODELS`).
+
+    Returns
+    -------
+    str
+        The Markdown table, header included.
+    """
     header = (
         "| model | architecture | tokenizer | context | embedding width | pooling | "
         "reverse complement | dfm RC mode | import into dfm |\n"

@@ -575,10 +575,25 @@ def _factory(alphabet: str, doc: str):
 
 _FACTORY_DOC = """Build a{n} {name} :class:`SequenceEncoder` ({bases}) with the documented defaults.
 
-    The model is in eval mode. ``use_cls=None`` means ``pooling == 'cls'``;
-    ``reverse_complement`` is ``None`` (strand-specific), ``'average'`` or
-    ``'equivariant'``; ``seed`` seeds the initialisation. The other arguments
-    are the :class:`SequenceEncoderConfig` fields.
+    The model is in eval mode.
+
+    Parameters
+    ----------
+    hidden_dim, num_layers, num_heads, intermediate_dim, max_length, dropout, pooling
+        The :class:`SequenceEncoderConfig` fields of the same names.
+    use_cls
+        Prepend a ``<cls>`` token; ``None`` means ``pooling == 'cls'``.
+    tokenizer, k
+        Tokenizer name (see :func:`diffbio_sc.ops.get_tokenizer`) and k-mer size.
+    reverse_complement
+        ``None`` (strand-specific), ``'average'`` or ``'equivariant'``.
+    seed
+        Seed of the initialisation.
+
+    Returns
+    -------
+    SequenceEncoder
+        The new model, in eval mode.
     """
 create_dna_encoder = _factory("dna", _FACTORY_DOC.format(n="", name="DNA", bases="``ACGT``"))
 create_rna_encoder = _factory("rna", _FACTORY_DOC.format(n="n", name="RNA", bases="``ACGU``"))

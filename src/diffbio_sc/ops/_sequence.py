@@ -272,6 +272,17 @@ def one_hot(
     (module docstring); padding rows are all zero. ``sequences`` may be strings
     or a packed ``uint8`` matrix (then pass ``lengths``).
 
+    Parameters
+    ----------
+    sequences
+        Strings, or a packed ``uint8`` code matrix.
+    alphabet
+        ``'dna'`` or ``'rna'``.
+    max_length
+        Pad or cut to this length; ``None``: the longest sequence.
+    lengths
+        Sequence lengths, required with a packed matrix.
+
     Returns
     -------
     ``(x, mask)`` with ``mask`` ``(n, L)`` bool, True on real bases.
@@ -577,7 +588,22 @@ TOKENIZERS = ("char", "kmer", "nt6")
 
 
 def get_tokenizer(name: str, *, alphabet: str = "dna", k: int = 6) -> SequenceTokenizer:
-    """Return the tokenizer ``'char'``, ``'kmer'`` (with ``k``) or ``'nt6'``."""
+    """Return the tokenizer ``'char'``, ``'kmer'`` (with ``k``) or ``'nt6'``.
+
+    Parameters
+    ----------
+    name
+        ``'char'``, ``'kmer'`` or ``'nt6'``.
+    alphabet
+        ``'dna'`` or ``'rna'``.
+    k
+        k-mer size of the ``'kmer'`` tokenizer.
+
+    Returns
+    -------
+    SequenceTokenizer
+        The tokenizer.
+    """
     if name == "char":
         return CharTokenizer(alphabet)
     if name == "kmer":
@@ -592,6 +618,18 @@ def reverse_complement(sequences: Sequence[str] | str, *, alphabet: str = "dna")
     """Reverse complement of one sequence or a list (IUPAC complements; case kept).
 
     Raises a ``ValueError`` for a character without a complement.
+
+    Parameters
+    ----------
+    sequences
+        One sequence or a list of them.
+    alphabet
+        ``'dna'`` or ``'rna'``.
+
+    Returns
+    -------
+    str or list of str
+        The reverse complement(s), in the shape given.
     """
     single = isinstance(sequences, str)
     seqs = [sequences] if single else list(sequences)

@@ -212,6 +212,20 @@ def embedding_lookup(adata, use_rep: str, *, sequence_key: str = "sequence"):
     sequences) into ``genomics_tasks(frozen_encoders=...)``: each sequence is
     looked up by its string. Identical sequences must carry identical vectors;
     a sequence without a vector is an error naming it.
+
+    Parameters
+    ----------
+    adata
+        AnnData of sequences with the vectors in ``.obsm[use_rep]``.
+    use_rep
+        The ``.obsm`` key of the vectors.
+    sequence_key
+        The ``.obs`` column holding each row's sequence.
+
+    Returns
+    -------
+    Callable
+        ``f(list_of_sequences) -> (n, d)`` float32 array.
     """
     from ..._validate import check_obsm_rep
 
