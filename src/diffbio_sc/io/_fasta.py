@@ -38,7 +38,7 @@ import pandas as pd
 
 from .. import _keys, _uns
 from .._validate import DfmInputError, check_bool, check_choice
-from ..ops._sequence import _AMBIGUOUS, ALPHABETS, _bases, _valid_table
+from ..ops._sequence import ALPHABETS, AMBIGUOUS_CODES, alphabet_bases, valid_table
 
 __all__ = ["read_fasta", "sequences_to_adata", "SEQUENCE_KEY"]
 
@@ -48,7 +48,7 @@ _COORD = re.compile(
     r"(?:\((?P<strand>[+\-.])\)|[:_](?P<strand2>[+\-]))?$"
 )
 _AMBIG_TABLE = np.zeros(256, dtype=bool)
-for _c in _AMBIGUOUS.replace("N", ""):
+for _c in AMBIGUOUS_CODES.replace("N", ""):
     _AMBIG_TABLE[ord(_c)] = _AMBIG_TABLE[ord(_c.lower())] = True
 
 
@@ -123,7 +123,7 @@ def _clean(
             hint = " This looks like DNA: pass alphabet='dna'."
         else:
             hint = (
-                f" Allowed: {_bases(alphabet)} and the IUPAC codes {_AMBIGUOUS} "
+                f" Allowed: {alphabet_bases(alphabet)} and the IUPAC codes {AMBIGUOUS_CODES} "
                 "(upper or lower case)."
             )
         raise DfmInputError(
@@ -150,7 +150,7 @@ def _cleaner(alphabet: str, ambiguous: str, keep_case: bool):
         alphabet=alphabet,
         ambiguous=ambiguous,
         keep_case=keep_case,
-        valid=_valid_table(alphabet),
+        valid=valid_table(alphabet),
     )
 
 

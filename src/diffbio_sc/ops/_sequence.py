@@ -106,10 +106,11 @@ IUPAC_COMPLEMENT = {
 ALPHABETS = ("dna", "rna")
 SPECIALS = ("<pad>", "<mask>", "<cls>", "<eos>")
 PAD_ID, MASK_ID, CLS_ID, EOS_ID = 0, 1, 2, 3
-_AMBIGUOUS = "NRYSWKMBDHV"
+AMBIGUOUS_CODES = "NRYSWKMBDHV"
 
 
-def _bases(alphabet: str) -> str:
+def alphabet_bases(alphabet: str) -> str:
+    """Return the unambiguous bases of ``alphabet`` (``'dna'``: ACGT, ``'rna'``: ACGU)."""
     if alphabet not in ALPHABETS:
         raise ValueError(f"alphabet must be 'dna' or 'rna', got {alphabet!r}.")
     return DNA_BASES if alphabet == "dna" else RNA_BASES
@@ -129,13 +130,14 @@ _UPPER = np.arange(256, dtype=np.uint8)
 _UPPER[ord("a") : ord("z") + 1] -= 32
 
 
-def _valid_table(alphabet: str) -> np.ndarray:
-    return _table({c: 1 for c in _bases(alphabet) + _AMBIGUOUS}, 0, np.bool_)
+def valid_table(alphabet: str) -> np.ndarray:
+    """Return a 256-entry byte lookup: True for the bases and IUPAC codes of ``alphabet``."""
+    return _table({c: 1 for c in alphabet_bases(alphabet) + AMBIGUOUS_CODES}, 0, np.bool_)
 
 
 def _base_index_table(alphabet: str) -> np.ndarray:
     """ASCII -> 0..3 for the four bases, -1 for anything else."""
-    return _table({c: i for i, c in enumerate(_bases(alphabet))}, -1)
+    return _table({c: i for i, c in enumerate(alphabet_bases(alphabet))}, -1)
 
 
 def _complement_table(alphabet: str) -> np.ndarray:
@@ -208,7 +210,7 @@ def find_invalid(
     codes: np.ndarray, lengths: np.ndarray, *, alphabet: str = "dna"
 ) -> tuple[int, int, str] | None:
     """Return ``(row, 0-based position, character)`` of the first invalid symbol, or None."""
-    bad = ~_valid_table(alphabet)[codes] & _valid_mask(codes, lengths)
+    bad = ~valid_table(alphabet)[codes] & _valid_mask(codes, lengths)
     if not bad.any():
         return None
     row = int(np.argmax(bad.any(axis=1)))
@@ -235,9 +237,7 @@ def check_alphabet(
     elif alphabet == "rna" and ch == "T":
         hint = " This looks like DNA: pass alphabet='dna' (or replace T with U)."
     else:
-        hint = (
-            f" Allowed: {_bases(alphabet)} and the IUPAC codes {_AMBIGUOUS} (upper or lower case)."
-        )
+        hint = f" Allowed: {alphabet_bases(alphabet)} and the IUPAC codes {AMBIGUOUS_CODES} (upper or lower case)."
     raise ValueError(
         f"Invalid character {ch!r} in sequence {name} at position {pos + 1} "
         f"({alphabet.upper()} alphabet).{hint}"
@@ -247,7 +247,7 @@ def check_alphabet(
 # ---------------------------------------------------------------------- one-hot
 def _one_hot_rows(alphabet: str) -> np.ndarray:
     """``(256, 4)`` float32: ASCII symbol -> probability over the 4 bases (IUPAC rule)."""
-    bases = _bases(alphabet)
+    bases = alphabet_bases(alphabet)
     t = np.zeros((256, 4), dtype=np.float32)
     for i, b in enumerate(bases):
         t[ord(b)] = t[ord(b.lower())] = np.eye(4, dtype=np.float32)[i]
@@ -319,7 +319,7 @@ class SequenceTokenizer(ABC):
 
     def __init__(self, alphabet: str = "dna"):
         self.alphabet = alphabet
-        self._bases = _bases(alphabet)
+        self.alphabet_bases = alphabet_bases(alphabet)
         self.vocab: list[str] = self._build_vocab()
         self._vocab_arr = np.asarray(self.vocab, dtype=object)
 
@@ -457,7 +457,7 @@ class _KmerBase(SequenceTokenizer):
     def _kmer_strings(self, k: int) -> list[str]:
         idx = np.arange(4**k)
         digits = (idx[:, None] // 4 ** np.arange(k - 1, -1, -1)[None, :]) % 4
-        letters = np.asarray(list(self._bases))
+        letters = np.asarray(list(self.alphabet_bases))
         return ["".join(r) for r in letters[digits]]
 
     def _window_codes(self, codes: np.ndarray, lengths: np.ndarray, k: int):
