@@ -1,111 +1,490 @@
-"""Quality of the native embedding (dfm.tl.embed, default budget) against the PCA baseline.
+"""Quality of the native embedding against PCA, Harmony and scVI, side by side (issue 15).
 
-For each dataset in ../shared/data/singlecell: kNN annotation macro-F1
-(dfm.tl.score_annotation, 5-fold stratified CV, k=15) and the scib-metrics
-bio-conservation / batch-correction aggregates (dfm.tl.score_integration) of
-``X_dfm`` and of the PCA baseline (50 PCs of log-normalised HVGs), plus the
-wall and process CPU time of ``dfm.tl.embed(adata)`` (pretraining included).
+One run per dataset and seed, every method through the same scoring code:
 
-    python benchmarks/bench_quality.py [--datasets pbmc_3batch_symphony ...]
-        [--batch-key] [--json out.json] [pretrain options as key=value ...]
+* ``dfm``: ``dfm.tl.embed(adata, seed=s)`` (default budget, pretraining included);
+* ``dfm_batch``: the same with ``batch_key='batch'``;
+* ``pca``: :func:`diffbio_sc.tl.pca_baseline` (50 PCs of 2,000 log-normalised HVGs);
+* ``harmony``: :func:`diffbio_sc.tl.harmony_baseline` (that PCA, then Harmony);
+* ``scvi``: scvi-tools' ``SCVI`` with its defaults except 30 latent dimensions,
+  batch-aware (``batch_key='batch'``), on the raw counts of the same HVGs as the
+  PCA, seeded with ``scvi.settings.seed``, ``torch.set_num_threads(2)``. scVI is
+  never a dependency of the package (it brings torch): it runs in a subprocess
+  with ``--scvi-python`` (an interpreter that has scvi-tools), or in-process if
+  ``import scvi`` works here, and is skipped with a message otherwise. The
+  subprocess writes the latent as ``.npy``; this process scores it.
 
-Prints a markdown table.
+Scores (same seed ``s`` for the method and the scoring, so methods are paired):
+kNN macro-F1 (``dfm.tl.score_annotation``, 5-fold, k=15) and the scib-metrics
+bio / batch / total aggregates (``dfm.tl.score_integration``; the PCR reference
+is the seed-0 PCA). Time: process CPU and wall of the method alone (scoring
+excluded; scVI: the worker's own CPU around setup, training and the latent).
+
+Each (dataset, method, seed) result is cached as JSON in
+``benchmarks/results/quality/``; ``--reuse`` skips those already there, and
+``--table`` prints the markdown table (mean +/- sd over seeds, and which issue-15
+target each row meets) from the cache alone.
+
+    python benchmarks/bench_quality.py --datasets pbmc_3batch_symphony demo \\
+        --methods pca harmony scvi --seeds 0 1 2 --scvi-python /work/venv-scvi/bin/python --reuse
+    python benchmarks/bench_quality.py --table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import platform
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 
-import diffbio_sc as dfm
-from diffbio_sc.tl._baselines import pca_baseline
-
-DATA = Path(
-    os.environ.get("DFM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-DATASETS = ("pbmc_3batch_symphony", "celllines_5tech_mixology", "pbmc_ifnb_kang")
-
-
-def _parse_value(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"None": None, "True": True, "False": False}.get(v, v)
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("DFM_SHARED_DATA", HERE.parents[1] / "shared" / "data"))
+RESULTS = HERE / "results" / "quality"
+DATASETS = ("pbmc_3batch_symphony", "celllines_5tech_mixology", "pbmc_ifnb_kang", "demo")
+METHODS = ("dfm", "dfm_batch", "pca", "harmony", "scvi")
+METRICS = ("f1", "bio", "batch", "total", "cpu_s", "wall_s")
+BATCH_KEY, LABEL_KEY = "batch", "cell_type"
+F1_MARGIN = 0.02  # issue 15 item 4: kNN macro-F1 at least PCA's + 0.02
+SCVI_LATENT = 30
 
 
-def run(name: str, *, use_batch_key: bool, pretrain_kwargs: dict) -> dict:
-    adata = ad.read_h5ad(DATA / "singlecell" / f"{name}.h5ad")
-    adata.obsm["X_pca_baseline"] = pca_baseline(adata)
-    kw = dict(pretrain_kwargs)
-    if use_batch_key:
-        kw["batch_key"] = "batch"
+# ----------------------------------------------------------------------------- cache
+
+
+def result_path(dataset: str, method: str, seed: int, results: Path = RESULTS) -> Path:
+    """Cache file of one (dataset, method, seed) run."""
+    return results / f"{dataset}__{method}__seed{seed}.json"
+
+
+def load_records(results: Path = RESULTS) -> list[dict]:
+    """Every cached run record in ``results`` (sorted by file name)."""
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*__*__seed*.json"))]
+
+
+def write_record(record: dict, results: Path = RESULTS) -> Path:
+    """Write one run record (atomically: temporary file, then rename)."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = result_path(record["dataset"], record["method"], record["seed"], results)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------- aggregation
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample sd (ddof=1; NaN with fewer than two values) of the finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+
+
+def aggregate(records: list[dict]) -> dict[tuple[str, str], dict]:
+    """Mean and sd over seeds per (dataset, method).
+
+    Returns ``{(dataset, method): {'seeds': [...], metric: (mean, sd), ...}}`` for
+    every metric in :data:`METRICS`. A (dataset, method, seed) present more than
+    once is an error (the cache holds one file per triple).
+    """
+    groups: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in records:
+        per_seed = groups.setdefault((r["dataset"], r["method"]), {})
+        if r["seed"] in per_seed:
+            raise ValueError(f"duplicate record for {r['dataset']}/{r['method']}/seed {r['seed']}")
+        per_seed[r["seed"]] = r
+    out = {}
+    for key, per_seed in groups.items():
+        seeds = sorted(per_seed)
+        row: dict = {"seeds": seeds}
+        for m in METRICS:
+            row[m] = _mean_sd([per_seed[s].get(m, math.nan) for s in seeds])
+        out[key] = row
+    return out
+
+
+def check_targets(agg: dict[tuple[str, str], dict], dataset: str) -> dict[str, dict[str, bool]]:
+    """Issue-15 targets met by the native rows of one dataset (on the seed means).
+
+    * ``dfm`` and ``dfm_batch``: ``f1>=PCA+0.02`` (kNN macro-F1 at least PCA's + 0.02);
+    * ``dfm``: ``bio>=PCA`` (bio conservation at least PCA's);
+    * ``dfm_batch``: ``total>=scVI`` (scib total at least scVI's).
+
+    A target whose reference row is not in ``agg`` is left out. Returns
+    ``{method: {target: met}}``.
+    """
+    pca, scvi = agg.get((dataset, "pca")), agg.get((dataset, "scvi"))
+    out: dict[str, dict[str, bool]] = {}
+    for method in ("dfm", "dfm_batch"):
+        row = agg.get((dataset, method))
+        if row is None:
+            continue
+        t: dict[str, bool] = {}
+        if pca is not None:
+            t[f"f1>=PCA+{F1_MARGIN:g}"] = bool(row["f1"][0] >= pca["f1"][0] + F1_MARGIN)
+        if method == "dfm" and pca is not None:
+            t["bio>=PCA"] = bool(row["bio"][0] >= pca["bio"][0])
+        if method == "dfm_batch" and scvi is not None:
+            t["total>=scVI"] = bool(row["total"][0] >= scvi["total"][0])
+        out[method] = t
+    return out
+
+
+def _fmt(ms: tuple[float, float], digits: int = 3) -> str:
+    mean, sd = ms
+    if not math.isfinite(mean):
+        return "n/a"
+    if not math.isfinite(sd):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+_REFERENCE = {
+    "pca": "reference: F1 and bio bar",
+    "scvi": "reference: total bar",
+    "harmony": "-",
+}
+
+
+def markdown_table(records: list[dict]) -> str:
+    """The dataset x method table (mean ± sd over seeds) with the targets each row meets."""
+    agg = aggregate(records)
+    datasets = [d for d in DATASETS if any(k[0] == d for k in agg)]
+    datasets += sorted({k[0] for k in agg} - set(datasets))
+    lines = [
+        "| dataset | method | seeds | kNN macro-F1 | scib bio | scib batch | scib total "
+        "| CPU s | wall s | targets (issue 15) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in datasets:
+        targets = check_targets(agg, d)
+        for m in [m for m in METHODS if (d, m) in agg]:
+            row = agg[(d, m)]
+            if m in targets:
+                t = targets[m]
+                met = [k for k, v in t.items() if v]
+                missed = [k for k, v in t.items() if not v]
+                tgt = "; ".join(
+                    x
+                    for x in (
+                        "met " + ", ".join(met) if met else "",
+                        "**missed** " + ", ".join(missed) if missed else "",
+                    )
+                    if x
+                )
+                tgt = tgt or "no reference rows"
+            else:
+                tgt = _REFERENCE.get(m, "-")
+            lines.append(
+                f"| {d} | {m} | {len(row['seeds'])} | {_fmt(row['f1'])} | {_fmt(row['bio'])} "
+                f"| {_fmt(row['batch'])} | {_fmt(row['total'])} | {_fmt(row['cpu_s'], 0)} "
+                f"| {_fmt(row['wall_s'], 0)} | {tgt} |"
+            )
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------- methods
+
+
+def load_dataset(name: str):
+    """The AnnData of a dataset name (``'demo'`` is ``dfm.datasets.celllines_demo()``)."""
+    import anndata as ad
+
+    import diffbio_sc as dfm
+
+    if name == "demo":
+        adata = dfm.datasets.celllines_demo()
+    else:
+        path = DATA / "singlecell" / f"{name}.h5ad"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; set DFM_SHARED_DATA to the shared data folder")
+        adata = ad.read_h5ad(path)
+    for key in (BATCH_KEY, LABEL_KEY):
+        if key not in adata.obs:
+            raise KeyError(f"{name}: adata.obs has no {key!r} column")
+    return adata
+
+
+def _timed(fn, *args, **kwargs):
     w0, c0 = time.perf_counter(), time.process_time()
-    dfm.tl.embed(adata, progress_bar=False, **kw)
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    training = adata.uns["dfm"]["embeddings"]["X_dfm"]["training"]
-    row = {
-        "dataset": name,
-        "cells": adata.n_obs,
-        "genes": adata.n_vars,
-        "embed_wall_s": wall,
-        "embed_cpu_s": cpu,
-        "epochs": int(training["epochs_run"]),
-        "steps": int(training["steps"]),
-        "vocab": int(training["n_vocab_genes"]),
-    }
+    out = fn(*args, **kwargs)
+    return out, time.process_time() - c0, time.perf_counter() - w0
+
+
+def run_pca(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
+    from diffbio_sc.tl import pca_baseline
+
+    Z, cpu, wall = _timed(pca_baseline, adata, seed=seed)
+    return Z, {"cpu_s": cpu, "wall_s": wall}
+
+
+def run_harmony(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
+    from diffbio_sc.tl import harmony_baseline
+
+    Z, cpu, wall = _timed(harmony_baseline, adata, BATCH_KEY, seed=seed)
+    return Z, {"cpu_s": cpu, "wall_s": wall}
+
+
+def _run_dfm(adata, seed: int, batch_key: str | None) -> tuple[np.ndarray, dict]:
+    import diffbio_sc as dfm
+
+    work = adata.copy()
+    kw = {"batch_key": batch_key} if batch_key else {}
+    _, cpu, wall = _timed(dfm.tl.embed, work, seed=seed, progress_bar=False, **kw)
+    info = {"cpu_s": cpu, "wall_s": wall}
+    entry = work.uns.get("dfm", {}).get("embeddings", {}).get("X_dfm", {})
+    training = entry.get("training", {})
+    for k in ("epochs_run", "steps", "n_vocab_genes", "best_val_loss"):
+        if k in training:
+            v = training[k]
+            info[k] = v.item() if isinstance(v, np.generic) else v
+    return np.asarray(work.obsm["X_dfm"], dtype=np.float32), info
+
+
+def run_dfm(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
+    return _run_dfm(adata, seed, None)
+
+
+def run_dfm_batch(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
+    return _run_dfm(adata, seed, BATCH_KEY)
+
+
+def _hvg_counts(adata):
+    """Raw counts of the PCA baseline's HVGs (same gene selection) with the batch column."""
+    from anndata import AnnData
+
+    from diffbio_sc.tl._baselines import _log_normalised_hvg_copy
+
+    genes = _log_normalised_hvg_copy(adata, layer=None, n_top_genes=2000).var_names
+    sub = adata[:, genes]
+    out = AnnData(X=sub.X.copy())
+    out.obs_names, out.var_names = sub.obs_names.copy(), sub.var_names.copy()
+    out.obs[BATCH_KEY] = adata.obs[BATCH_KEY].astype(str).to_numpy()
+    return out
+
+
+def scvi_worker(h5ad: str, out_npy: str, seed: int) -> dict:
+    """Train scVI on ``h5ad`` (counts + ``obs['batch']``), save the latent, return timings.
+
+    Runs under an interpreter with scvi-tools (``--scvi-worker``); imports only
+    anndata, numpy, torch and scvi.
+    """
+    import anndata as ad
+    import scvi
+    import torch
+
+    torch.set_num_threads(2)
+    scvi.settings.seed = seed
+    adata = ad.read_h5ad(h5ad)
+    w0, c0 = time.perf_counter(), time.process_time()
+    scvi.model.SCVI.setup_anndata(adata, batch_key=BATCH_KEY)
+    model = scvi.model.SCVI(adata, n_latent=SCVI_LATENT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for rep, tag in (("X_dfm", "dfm"), ("X_pca_baseline", "pca")):
-            ann = dfm.tl.score_annotation(adata, rep, "cell_type")
-            row[f"{tag}_f1"] = ann["scores"]["knn"]["macro_f1"]["mean"]
-            integ = dfm.tl.score_integration(adata, rep, "batch", "cell_type")
-            row[f"{tag}_bio"] = integ["aggregate"]["bio_conservation"]
-            row[f"{tag}_batch"] = integ["aggregate"]["batch_correction"]
-    return row
+        model.train(accelerator="cpu", enable_progress_bar=False)
+    Z = np.asarray(model.get_latent_representation(), dtype=np.float32)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    np.save(out_npy, Z)
+    history = model.history.get("elbo_train")
+    return {
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "epochs_run": int(len(history)) if history is not None else None,
+        "scvi_version": scvi.__version__,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="*", default=list(DATASETS))
-    p.add_argument("--batch-key", action="store_true", help="pretrain with batch_key='batch'")
-    p.add_argument("--json", default=None, help="also write the rows as JSON here")
-    p.add_argument("options", nargs="*", help="pretrain options, key=value")
-    args = p.parse_args()
-    # `--datasets a b epochs=3` hands the key=value options to --datasets too.
-    options = [d for d in args.datasets if "=" in d] + list(args.options)
-    datasets = [d for d in args.datasets if "=" not in d]
-    missing = [d for d in datasets if not (DATA / "singlecell" / f"{d}.h5ad").is_file()]
-    if missing:
-        p.error(f"datasets not found in {DATA / 'singlecell'}: {missing}")
-    kw = {k: _parse_value(v) for k, v in (o.split("=", 1) for o in options)}
-    rows = [run(d, use_batch_key=args.batch_key, pretrain_kwargs=kw) for d in datasets]
-    print(
-        "| dataset | cells x genes | vocab | epochs (steps) | embed wall s | embed CPU s "
-        "| kNN macro-F1 dfm | PCA | bio dfm | PCA | batch dfm | PCA |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['dataset']} | {r['cells']} x {r['genes']} | {r['vocab']} | "
-            f"{r['epochs']} ({r['steps']}) | {r['embed_wall_s']:.0f} | {r['embed_cpu_s']:.0f} | "
-            f"{r['dfm_f1']:.3f} | {r['pca_f1']:.3f} | {r['dfm_bio']:.3f} | {r['pca_bio']:.3f} | "
-            f"{r['dfm_batch']:.3f} | {r['pca_batch']:.3f} |"
+def _scvi_in_process_available() -> bool:
+    try:
+        import scvi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_scvi(adata, seed: int, scvi_python: str | None = None, **_) -> tuple[np.ndarray, dict]:
+    with tempfile.TemporaryDirectory(prefix="dfm_qbench_") as tmp:
+        h5ad, npy = os.path.join(tmp, "counts.h5ad"), os.path.join(tmp, "latent.npy")
+        _hvg_counts(adata).write_h5ad(h5ad)
+        if scvi_python is None:
+            info = scvi_worker(h5ad, npy, seed)
+        else:
+            info_path = os.path.join(tmp, "info.json")
+            cmd = [scvi_python, __file__, "--scvi-worker", h5ad, npy, str(seed), info_path]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"scVI worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            info = json.loads(Path(info_path).read_text())
+        Z = np.load(npy)
+    if Z.shape[0] != adata.n_obs:
+        raise RuntimeError(f"scVI latent has {Z.shape[0]} rows for {adata.n_obs} cells")
+    return Z, info
+
+
+RUNNERS = {
+    "dfm": run_dfm,
+    "dfm_batch": run_dfm_batch,
+    "pca": run_pca,
+    "harmony": run_harmony,
+    "scvi": run_scvi,
+}
+
+
+# -------------------------------------------------------------------------- scoring
+
+
+def score(adata, Z: np.ndarray, seed: int, pca_ref: np.ndarray) -> dict:
+    """kNN macro-F1 and scib aggregates of ``Z``, with the same code for every method."""
+    import diffbio_sc as dfm
+
+    work = adata.copy()
+    work.obsm["X_bench"] = np.asarray(Z, dtype=np.float32)
+    work.obsm["X_pca_ref"] = pca_ref
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ann = dfm.tl.score_annotation(work, "X_bench", LABEL_KEY, seed=seed)
+        integ = dfm.tl.score_integration(
+            work, "X_bench", BATCH_KEY, LABEL_KEY, pre_integrated="X_pca_ref", seed=seed
         )
-    wins = sum(r["dfm_f1"] >= r["pca_f1"] for r in rows)
-    print(f"\nX_dfm macro-F1 >= PCA on {wins} of {len(rows)} datasets.")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+    knn = ann["scores"]["knn"]["macro_f1"]
+    agg = integ["aggregate"]
+    return {
+        "f1": knn["mean"],
+        "f1_fold_sd": knn["sd"],
+        "bio": agg["bio_conservation"],
+        "batch": agg["batch_correction"],
+        "total": agg["total"],
+        "scib_metrics": {k: float(v) for k, v in integ["metrics"].items()},
+        "scib_metrics_version": integ["scib_metrics_version"],
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def run_all(
+    datasets: list[str],
+    methods: list[str],
+    seeds: list[int],
+    *,
+    reuse: bool,
+    scvi_python: str | None,
+    results: Path = RESULTS,
+) -> None:
+    """Run and cache every (seed, dataset, method) not cached yet (seed-major order)."""
+    import diffbio_sc as dfm
+    from diffbio_sc.tl import pca_baseline
+
+    loaded: dict[str, tuple] = {}
+    for seed in seeds:
+        for d in datasets:
+            todo = [m for m in methods if not (reuse and result_path(d, m, seed, results).is_file())]
+            if not todo:
+                continue
+            if d not in loaded:
+                adata = load_dataset(d)
+                loaded[d] = (adata, pca_baseline(adata, seed=0))
+            adata, pca_ref = loaded[d]
+            for m in todo:
+                print(f"[{time.strftime('%H:%M:%S')}] {d} {m} seed {seed}", flush=True)
+                try:
+                    Z, info = RUNNERS[m](adata, seed, scvi_python=scvi_python)
+                except Exception as err:  # one failed method must not stop the others
+                    print(f"    FAILED: {type(err).__name__}: {err}", flush=True)
+                    continue
+                rec = {
+                    "dataset": d,
+                    "method": m,
+                    "seed": seed,
+                    "cells": adata.n_obs,
+                    "genes": adata.n_vars,
+                    "dims": int(Z.shape[1]),
+                    **info,
+                    **score(adata, Z, seed, pca_ref),
+                    "diffbio_sc_version": dfm.__version__,
+                    "git_commit": _git_commit(),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+                    "load_avg_1m": os.getloadavg()[0],
+                    "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                write_record(rec, results)
+                print(
+                    f"    f1 {rec['f1']:.3f} bio {rec['bio']:.3f} batch {rec['batch']:.3f} "
+                    f"total {rec['total']:.3f} cpu {rec['cpu_s']:.0f}s wall {rec['wall_s']:.0f}s",
+                    flush=True,
+                )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--scvi-worker"]:
+        h5ad, npy, seed, info_path = argv[1:5]
+        info = scvi_worker(h5ad, npy, int(seed))
+        Path(info_path).write_text(json.dumps(info))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--reuse", action="store_true", help="skip runs already in the cache")
+    p.add_argument(
+        "--scvi-python",
+        default=None,
+        help="interpreter with scvi-tools to run scVI in a subprocess (default: in-process "
+        "if `import scvi` works, else scVI is skipped)",
+    )
+    p.add_argument("--results", type=Path, default=RESULTS, help="cache folder of run records")
+    p.add_argument("--table", action="store_true", help="print the table from the cache and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(load_records(args.results)))
+        return
+    methods = list(args.methods)
+    if "scvi" in methods and args.scvi_python is None and not _scvi_in_process_available():
+        print(
+            "scVI skipped: scvi-tools is not importable here; pass --scvi-python with an "
+            "interpreter that has it (e.g. /work/venv-scvi/bin/python).",
+            file=sys.stderr,
+        )
+        methods.remove("scvi")
+    run_all(
+        list(args.datasets),
+        methods,
+        list(args.seeds),
+        reuse=args.reuse,
+        scvi_python=args.scvi_python,
+        results=args.results,
+    )
+    print(markdown_table(load_records(args.results)))
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
