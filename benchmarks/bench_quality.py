@@ -216,7 +216,9 @@ def load_dataset(name: str):
     else:
         path = DATA / "singlecell" / f"{name}.h5ad"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; set DFM_SHARED_DATA to the shared data folder")
+            raise FileNotFoundError(
+                f"{path} not found; set DFM_SHARED_DATA to the shared data folder"
+            )
         adata = ad.read_h5ad(path)
     for key in (BATCH_KEY, LABEL_KEY):
         if key not in adata.obs:
@@ -334,7 +336,9 @@ def run_scvi(adata, seed: int, scvi_python: str | None = None, **_) -> tuple[np.
             cmd = [scvi_python, __file__, "--scvi-worker", h5ad, npy, str(seed), info_path]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                raise RuntimeError(f"scVI worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+                raise RuntimeError(
+                    f"scVI worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+                )
             info = json.loads(Path(info_path).read_text())
         Z = np.load(npy)
     if Z.shape[0] != adata.n_obs:
@@ -406,7 +410,9 @@ def run_all(
     loaded: dict[str, tuple] = {}
     for seed in seeds:
         for d in datasets:
-            todo = [m for m in methods if not (reuse and result_path(d, m, seed, results).is_file())]
+            todo = [
+                m for m in methods if not (reuse and result_path(d, m, seed, results).is_file())
+            ]
             if not todo:
                 continue
             if d not in loaded:
