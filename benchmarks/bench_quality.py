@@ -381,6 +381,7 @@ def score(adata, Z: np.ndarray, seed: int, pca_ref: np.ndarray) -> dict:
         "total": agg["total"],
         "scib_metrics": {k: float(v) for k, v in integ["metrics"].items()},
         "scib_metrics_version": integ["scib_metrics_version"],
+        "scoring_timings_s": {k: float(v) for k, v in integ.get("timings", {}).items()},
     }
 
 
