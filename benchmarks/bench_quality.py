@@ -8,7 +8,7 @@ One run per dataset and seed, every method through the same scoring code:
 * ``harmony``: :func:`diffbio_sc.tl.harmony_baseline` (that PCA, then Harmony);
 * ``scvi``: scvi-tools' ``SCVI`` with its defaults except 30 latent dimensions,
   batch-aware (``batch_key='batch'``), on the raw counts of the same HVGs as the
-  PCA, seeded with ``scvi.settings.seed``, ``torch.set_num_threads(2)``. scVI is
+  PCA, seeded with ``scvi.settings.seed``, ``torch.set_num_threads(2)`` (``--scvi-threads``). scVI is
   never a dependency of the package (it brings torch): it runs in a subprocess
   with ``--scvi-python`` (an interpreter that has scvi-tools), or in-process if
   ``import scvi`` works here, and is skipped with a message otherwise. The
@@ -284,7 +284,7 @@ def _hvg_counts(adata):
     return out
 
 
-def scvi_worker(h5ad: str, out_npy: str, seed: int) -> dict:
+def scvi_worker(h5ad: str, out_npy: str, seed: int, threads: int = 2) -> dict:
     """Train scVI on ``h5ad`` (counts + ``obs['batch']``), save the latent, return timings.
 
     Runs under an interpreter with scvi-tools (``--scvi-worker``); imports only
@@ -294,7 +294,7 @@ def scvi_worker(h5ad: str, out_npy: str, seed: int) -> dict:
     import scvi
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     scvi.settings.seed = seed
     adata = ad.read_h5ad(h5ad)
     w0, c0 = time.perf_counter(), time.process_time()
@@ -325,15 +325,18 @@ def _scvi_in_process_available() -> bool:
     return True
 
 
-def run_scvi(adata, seed: int, scvi_python: str | None = None, **_) -> tuple[np.ndarray, dict]:
+def run_scvi(
+    adata, seed: int, scvi_python: str | None = None, scvi_threads: int = 2, **_
+) -> tuple[np.ndarray, dict]:
     with tempfile.TemporaryDirectory(prefix="dfm_qbench_") as tmp:
         h5ad, npy = os.path.join(tmp, "counts.h5ad"), os.path.join(tmp, "latent.npy")
         _hvg_counts(adata).write_h5ad(h5ad)
         if scvi_python is None:
-            info = scvi_worker(h5ad, npy, seed)
+            info = scvi_worker(h5ad, npy, seed, scvi_threads)
         else:
             info_path = os.path.join(tmp, "info.json")
             cmd = [scvi_python, __file__, "--scvi-worker", h5ad, npy, str(seed), info_path]
+            cmd.append(str(scvi_threads))
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(
@@ -402,6 +405,7 @@ def run_all(
     *,
     reuse: bool,
     scvi_python: str | None,
+    scvi_threads: int = 2,
     results: Path = RESULTS,
 ) -> None:
     """Run and cache every (seed, dataset, method) not cached yet (seed-major order)."""
@@ -423,7 +427,9 @@ def run_all(
             for m in todo:
                 print(f"[{time.strftime('%H:%M:%S')}] {d} {m} seed {seed}", flush=True)
                 try:
-                    Z, info = RUNNERS[m](adata, seed, scvi_python=scvi_python)
+                    Z, info = RUNNERS[m](
+                        adata, seed, scvi_python=scvi_python, scvi_threads=scvi_threads
+                    )
                 except Exception as err:  # one failed method must not stop the others
                     print(f"    FAILED: {type(err).__name__}: {err}", flush=True)
                     continue
@@ -453,8 +459,8 @@ def run_all(
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--scvi-worker"]:
-        h5ad, npy, seed, info_path = argv[1:5]
-        info = scvi_worker(h5ad, npy, int(seed))
+        h5ad, npy, seed, info_path, threads = argv[1:6]
+        info = scvi_worker(h5ad, npy, int(seed), int(threads))
         Path(info_path).write_text(json.dumps(info))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -467,6 +473,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="interpreter with scvi-tools to run scVI in a subprocess (default: in-process "
         "if `import scvi` works, else scVI is skipped)",
+    )
+    p.add_argument(
+        "--scvi-threads",
+        type=int,
+        default=2,
+        help="torch threads of the scVI worker (2: the issue's setting; 1 avoids thread "
+        "spin-waits on an oversubscribed machine)",
     )
     p.add_argument("--results", type=Path, default=RESULTS, help="cache folder of run records")
     p.add_argument("--table", action="store_true", help="print the table from the cache and exit")
@@ -500,6 +513,7 @@ def main(argv: list[str] | None = None) -> None:
         list(args.seeds),
         reuse=args.reuse,
         scvi_python=args.scvi_python,
+        scvi_threads=args.scvi_threads,
         results=args.results,
     )
     print(markdown_table(load_records(args.results)))
