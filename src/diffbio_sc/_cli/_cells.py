@@ -1,0 +1,487 @@
+"""``dfm tokenize``, ``dfm embed``, ``dfm load-embeddings`` and ``dfm benchmark``.
+
+Each command reads an ``.h5ad`` fully into memory, calls the library function
+with the options given, and writes a new file atomically; the input file is
+never written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import (
+    HelpFormatter,
+    Reporter,
+    add_common,
+    input_file,
+    output_dir,
+    output_file,
+    read_h5ad,
+    report_dir,
+    write_h5ad,
+)
+
+H5AD = (".h5ad",)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {value}")
+    return value
+
+
+def _add_io(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("input", metavar="IN.h5ad", help="input AnnData (never modified)")
+    p.add_argument(
+        "-o", "--out", required=True, metavar="OUT.h5ad", help=f"output AnnData with {what}"
+    )
+
+
+# ---------------------------------------------------------------- tokenize
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    import diffbio_sc as dfm
+
+    say = Reporter(args)
+    src = input_file(args.input, "input AnnData")
+    out = output_file(args.out, force=args.force, inputs=[src], suffixes=H5AD)
+    for opt, path in (("--medians", args.medians), ("--vocab", args.vocab)):
+        if path is not None and Path(path).suffix:  # a file, not a .var column name
+            input_file(path, f"{opt} table")
+    adata = read_h5ad(src)
+    say(f"read {adata.n_obs} cells x {adata.n_vars} genes from {src}")
+    dfm.pp.tokenize(
+        adata,
+        recipe=args.recipe,
+        layer=args.layer,
+        gene_medians=args.medians,
+        vocab=args.vocab,
+        max_tokens=args.max_tokens,
+        target_sum=args.target_sum,
+        chunk_size=args.chunk_size,
+        key_added=args.key_added,
+        n_tokens_key=args.n_tokens_key,
+        trust_pickle=args.trust_pickle,
+    )
+    write_h5ad(adata, out)
+    shape = adata.obsm[args.key_added].shape
+    say(f"wrote {out}: .obsm[{args.key_added!r}] {shape}, .obs[{args.n_tokens_key!r}]")
+    return 0
+
+
+def _add_tokenize(sub) -> None:
+    p = sub.add_parser(
+        "tokenize",
+        help="rank-value tokens (Geneformer recipes) into .obsm['dfm_tokens']",
+        description="Tokenize cells with a Geneformer rank-value recipe (dfm.pp.tokenize): "
+        "normalise each cell, divide by the gene medians, rank the expressed genes and keep "
+        "the top ones as token ids. Writes .obsm[KEY] (int32, right-padded), .obs "
+        "['dfm_n_tokens'] and .uns['dfm']['tokenizer'].",
+        formatter_class=HelpFormatter,
+    )
+    _add_io(p, "the tokens")
+    p.add_argument(
+        "--recipe",
+        choices=("geneformer_v1", "geneformer_v2"),
+        default="geneformer_v1",
+        help="geneformer_v1: top 2048 genes, no special tokens; geneformer_v2: <cls>, "
+        "4094 genes, <eos>",
+    )
+    p.add_argument("--layer", help="layer with raw counts (default: .X)")
+    p.add_argument(
+        "--medians",
+        default="dfm_median",
+        metavar="FILE_OR_COLUMN",
+        help="gene medians: a JSON/CSV/TSV table (gene -> median) or a .var column; when "
+        "the default column is absent, medians are computed from this data",
+    )
+    p.add_argument(
+        "--vocab",
+        metavar="FILE",
+        help="vocabulary table (gene -> token id, JSON/CSV/TSV); default: the special "
+        "tokens followed by the var_names",
+    )
+    p.add_argument(
+        "--max-tokens", type=_positive_int, help="tokens per cell (default: the recipe's)"
+    )
+    p.add_argument("--target-sum", type=float, help="normalisation total (default: the recipe's)")
+    p.add_argument(
+        "--chunk-size", type=_positive_int, help="cells per chunk (bounds memory; default 4096)"
+    )
+    p.add_argument("--key-added", default="dfm_tokens", help=".obsm key of the tokens")
+    p.add_argument(
+        "--n-tokens-key", default="dfm_n_tokens", help=".obs column with tokens per cell"
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a .pkl/.pickle medians or vocab table (only for files you trust: "
+        "unpickling can run code)",
+    )
+    add_common(p)
+    p.set_defaults(handler=_tokenize)
+
+
+# ---------------------------------------------------------------- embed
+
+#: Options that only make sense when ``dfm embed`` trains a native model.
+_TRAIN_OPTS = (
+    "epochs",
+    "batch_key",
+    "hidden_dim",
+    "n_layers",
+    "n_heads",
+    "max_tokens",
+    "n_top_genes",
+    "pretrain_batch_size",
+    "learning_rate",
+    "save_model",
+)
+#: Options that only apply to a Geneformer / scGPT checkpoint.
+_CKPT_OPTS = ("gene_key", "emb_layer", "trust_pickle")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import diffbio_sc as dfm
+
+    say = Reporter(args)
+    src = input_file(args.input, "input AnnData")
+    out = output_file(args.out, force=args.force, inputs=[src], suffixes=H5AD)
+    kwargs: dict = {"batch_size": args.batch_size, "layer": args.layer}
+    if args.key_added is not None:
+        kwargs["key_added"] = args.key_added
+    if args.min_gene_coverage is not None:
+        kwargs["min_gene_coverage"] = args.min_gene_coverage
+    given = lambda names: [_flag(n) for n in names if getattr(args, n) not in (None, False)]  # noqa: E731
+    if args.model is not None:
+        model_path = Path(args.model)
+        if not model_path.is_dir():
+            raise FileNotFoundError(
+                f"--model {args.model!r} is not a directory; pass a folder written by "
+                "`dfm embed --save-model` (or model.save), or a Geneformer/scGPT checkpoint "
+                "folder. Leave --model out to train a model on this data."
+            )
+        from ..tl._checkpoint_inputs import is_checkpoint
+
+        ckpt = is_checkpoint(str(model_path))
+        wrong = given(_TRAIN_OPTS) + ([] if ckpt else given(_CKPT_OPTS))
+        if wrong:
+            what = "a checkpoint" if ckpt else "a saved native model"
+            raise ValueError(
+                f"{', '.join(wrong)} only apply when no --model is given (training) "
+                f"or to a Geneformer/scGPT checkpoint; --model {args.model!r} is {what}. "
+                "Drop those options."
+            )
+        if ckpt:
+            kwargs.update(seed=args.seed, trust_pickle=args.trust_pickle)
+            if args.gene_key is not None:
+                kwargs["gene_key"] = args.gene_key
+            if args.emb_layer is not None:
+                kwargs["emb_layer"] = args.emb_layer
+        model = str(model_path)
+    else:
+        wrong = given(_CKPT_OPTS)
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)} apply to a Geneformer/scGPT checkpoint given with "
+                "--model; drop them or pass --model."
+            )
+        model = None
+        if args.save_model is not None:
+            kwargs["save_model"] = str(
+                output_dir(args.save_model, force=args.force, option="--save-model")
+            )
+        arch = {
+            k: getattr(args, k)
+            for k in ("hidden_dim", "n_layers", "n_heads", "max_tokens")
+            if getattr(args, k) is not None
+        }
+        if arch:
+            from ..models import MaskedExpressionConfig
+
+            kwargs["config"] = MaskedExpressionConfig(**arch)
+        kwargs.update(seed=args.seed, batch_key=args.batch_key)
+        for k in ("epochs", "n_top_genes", "learning_rate"):
+            if getattr(args, k) is not None:
+                kwargs[k] = getattr(args, k)
+        if args.pretrain_batch_size is not None:
+            kwargs["pretrain_batch_size"] = args.pretrain_batch_size
+    adata = read_h5ad(src)
+    say(f"read {adata.n_obs} cells x {adata.n_vars} genes from {src}")
+    if model is None:
+        say("training a native model on these cells, then embedding them")
+    else:
+        say(f"embedding with the model in {model}")
+    before = set(adata.obsm)
+    dfm.tl.embed(adata, model, **kwargs)
+    added = sorted(set(adata.obsm) - before) or [kwargs.get("key_added", "X_dfm")]
+    write_h5ad(adata, out)
+    for key in added:
+        say(f"wrote {out}: .obsm[{key!r}] {adata.obsm[key].shape}")
+    if kwargs.get("save_model"):
+        say(f"saved the model to {kwargs['save_model']} (reuse it with --model)")
+    return 0
+
+
+def _add_embed(sub) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="cell embeddings: train the native model, or run a saved model or checkpoint",
+        description="Embed cells (dfm.tl.embed). Without --model, pretrain the native "
+        "masked-expression transformer on these cells (seeded) and embed them; keep the "
+        "model with --save-model to embed new cells in the same space later. With --model, "
+        "embed with a saved native model, or with a Geneformer/scGPT checkpoint folder "
+        "(written to .obsm['X_geneformer'] / .obsm['X_scgpt']). Writes .obsm[KEY] and "
+        ".uns['dfm']['embeddings'][KEY].",
+        formatter_class=HelpFormatter,
+    )
+    _add_io(p, "the embedding")
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="saved native model (dfm embed --save-model) or Geneformer/scGPT checkpoint "
+        "folder; default: train a new model on the input",
+    )
+    p.add_argument(
+        "--key-added",
+        help=".obsm key (default: X_dfm; X_geneformer / X_scgpt for checkpoints)",
+    )
+    p.add_argument("--layer", help="layer with raw counts (default: .X)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="cells per forward pass")
+    p.add_argument(
+        "--min-gene-coverage",
+        type=float,
+        help="smallest fraction of the model's genes that must be present (default: 0.5 "
+        "for native models, 0.1 for checkpoints)",
+    )
+    p.add_argument("--seed", type=_seed, default=0, help="seed of training (and checkpoint runs)")
+    train = p.add_argument_group("training (no --model)")
+    train.add_argument("--batch-key", help=".obs column with the batch, for batch-aware training")
+    train.add_argument(
+        "--epochs", type=_positive_int, help="training epochs (default: the library's budget)"
+    )
+    train.add_argument(
+        "--save-model", metavar="DIR", help="folder to save the trained model to (atomically)"
+    )
+    train.add_argument("--hidden-dim", type=_positive_int, help="embedding width")
+    train.add_argument("--n-layers", type=_positive_int, help="transformer layers")
+    train.add_argument("--n-heads", type=_positive_int, help="attention heads")
+    train.add_argument("--max-tokens", type=_positive_int, help="genes per cell seen by the model")
+    train.add_argument(
+        "--n-top-genes", type=_positive_int, help="highly variable genes in the vocabulary"
+    )
+    train.add_argument("--pretrain-batch-size", type=_positive_int, help="cells per training step")
+    train.add_argument("--learning-rate", type=float, help="peak learning rate")
+    ckpt = p.add_argument_group("checkpoints (--model is a Geneformer/scGPT folder)")
+    ckpt.add_argument("--gene-key", help=".var column with the gene ids the checkpoint knows")
+    ckpt.add_argument(
+        "--emb-layer", type=int, help="hidden layer to pool (negative counts from the end)"
+    )
+    ckpt.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow pickled dictionaries in the checkpoint (only for files you trust)",
+    )
+    add_common(p)
+    p.set_defaults(handler=_embed)
+
+
+# ---------------------------------------------------------------- load-embeddings
+
+
+def _load_embeddings(args: argparse.Namespace) -> int:
+    import diffbio_sc as dfm
+
+    say = Reporter(args)
+    src = input_file(args.input, "input AnnData")
+    emb = Path(args.embeddings)
+    if not emb.exists():
+        input_file(args.embeddings, "embedding file")
+    out = output_file(args.out, force=args.force, inputs=[src, emb], suffixes=H5AD)
+    adata = read_h5ad(src)
+    before = set(adata.obsm)
+    dfm.tl.load_embeddings(
+        adata,
+        emb,
+        source=args.source,
+        key_added=args.key_added,
+        artifact_id=args.artifact_id,
+        preprocessing_version=args.preprocessing_version,
+        pooling_strategy=args.pooling_strategy,
+        id_key=args.id_key,
+        obsm_key=args.obsm_key,
+        allow_subset=args.allow_subset,
+        allow_positional=args.allow_positional,
+        format=args.format,
+        l2_normalize=args.l2_normalize,
+    )
+    key = (sorted(set(adata.obsm) - before) or [args.key_added or f"X_{args.source}"])[0]
+    write_h5ad(adata, out)
+    say(f"wrote {out}: .obsm[{key!r}] {adata.obsm[key].shape}")
+    return 0
+
+
+def _add_load_embeddings(sub) -> None:
+    from ..io import PRESETS
+    from ..io._embeddings._common import FORMATS
+
+    p = sub.add_parser(
+        "load-embeddings",
+        help="import embeddings computed elsewhere (Geneformer, scGPT, UCE, ...)",
+        description="Import a file of cell embeddings (dfm.tl.load_embeddings): .npz "
+        "(embeddings, cell_ids), .h5ad (ids = obs_names), .csv/.tsv/.parquet (an id column and "
+        "numeric dimension columns) or .npy (with --allow-positional). Rows are aligned to the "
+        "cells by id; the file is never unpickled. Writes .obsm[KEY] and "
+        ".uns['dfm']['embeddings'][KEY].",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("input", metavar="IN.h5ad", help="input AnnData (never modified)")
+    p.add_argument("embeddings", metavar="EMB_FILE", help="file with the embeddings")
+    p.add_argument(
+        "-o", "--out", required=True, metavar="OUT.h5ad", help="output AnnData with the embedding"
+    )
+    p.add_argument(
+        "--source",
+        choices=sorted(PRESETS),
+        default="generic",
+        help="the model that wrote the file (sets the layout and metadata defaults)",
+    )
+    p.add_argument("--key-added", help=".obsm key (default: X_<source>)")
+    p.add_argument("--id-key", help="column (table) or array (.npz) with the cell ids")
+    p.add_argument("--obsm-key", help=".obsm entry to take from an .h5ad embedding file")
+    p.add_argument(
+        "--allow-subset",
+        action="store_true",
+        help="allow cells missing from the file (their rows are NaN, listed in the metadata)",
+    )
+    p.add_argument(
+        "--allow-positional",
+        action="store_true",
+        help="accept a file without ids (.npy), matched to the cells by row order",
+    )
+    p.add_argument("--format", choices=FORMATS, help="file format (default: from the suffix)")
+    p.add_argument("--l2-normalize", action="store_true", help="scale every row to unit length")
+    p.add_argument("--artifact-id", help="name of the model artifact, recorded in the metadata")
+    p.add_argument("--preprocessing-version", help="preprocessing label, recorded")
+    p.add_argument("--pooling-strategy", help="how cells were pooled upstream, recorded")
+    add_common(p)
+    p.set_defaults(handler=_load_embeddings)
+
+
+# ---------------------------------------------------------------- benchmark
+
+REPORT_FILES = ("scores.csv", "scores.png")
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # no display needed for a file
+    import matplotlib.pyplot as plt
+
+    import diffbio_sc as dfm
+
+    from ..io._atomic import atomic_path
+
+    say = Reporter(args)
+    src = input_file(args.input, "input AnnData")
+    out = report_dir(args.out, REPORT_FILES, force=args.force)
+    adata = read_h5ad(src)
+    say(f"read {adata.n_obs} cells x {adata.n_vars} genes from {src}")
+    say(f"scoring {', '.join(args.use_rep)} and baselines {', '.join(args.baselines) or '-'}")
+    results = dfm.tl.benchmark(
+        adata,
+        args.use_rep,
+        batch_key=args.batch_key,
+        label_key=args.label_key,
+        baselines=tuple(args.baselines),
+        name=args.name,
+        annotation=not args.no_annotation,
+        integration=not args.no_integration,
+        seed=args.seed,
+        layer=args.layer,
+        n_splits=args.n_splits,
+        n_jobs=args.n_jobs,
+        dataset=args.dataset or src.stem,
+    )
+    fig = dfm.pl.benchmark(results, name=args.name, dpi=args.dpi)
+    out.mkdir(exist_ok=True)
+    with atomic_path(out / "scores.csv", what="scores table") as tmp:
+        results.to_csv(tmp, index=False)
+    with atomic_path(out / "scores.png", what="scores figure") as tmp:
+        fig.savefig(tmp, dpi=args.dpi, facecolor="white", bbox_inches="tight")
+    plt.close(fig)
+    if not args.quiet:
+        table = results.pivot_table(index="metric", columns="embedding", values="value")
+        print(table.round(3).to_string(), flush=True)
+    say(f"wrote {out / 'scores.csv'} and {out / 'scores.png'}")
+    return 0
+
+
+def _add_benchmark(sub) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="score embeddings against PCA/Harmony baselines: scores.csv + scores.png",
+        description="Score embeddings in .obsm for cell-type annotation (kNN / logistic probes, "
+        "cross-validated) and batch integration (scib-metrics) against baselines computed on "
+        "the same cells (dfm.tl.benchmark), and draw the results table (dfm.pl.benchmark). "
+        "Writes OUT_DIR/scores.csv (one row per embedding and metric) and OUT_DIR/scores.png.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("input", metavar="IN.h5ad", help="AnnData with the embeddings (never modified)")
+    p.add_argument("--use-rep", nargs="+", required=True, metavar="KEY", help=".obsm keys to score")
+    p.add_argument("--batch-key", required=True, help=".obs column with the batch")
+    p.add_argument("--label-key", required=True, help=".obs column with the cell types")
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        choices=("pca", "harmony"),
+        default=["pca"],
+        help="baselines computed from the counts (none: pass --baselines with no names)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        metavar="OUT_DIR",
+        help="folder for scores.csv and scores.png (created if missing)",
+    )
+    p.add_argument("--name", default="default", help="report name (in .uns and the figure)")
+    p.add_argument("--dataset", help="dataset name in the figure title (default: the file name)")
+    p.add_argument("--layer", help="layer with raw counts for the baselines (default: .X)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the splits and baselines")
+    p.add_argument("--n-splits", type=_positive_int, default=5, help="cross-validation folds")
+    p.add_argument("--n-jobs", type=_positive_int, default=1, help="threads for the metrics")
+    p.add_argument("--no-annotation", action="store_true", help="skip the annotation probes")
+    p.add_argument("--no-integration", action="store_true", help="skip the scib-metrics")
+    p.add_argument("--dpi", type=_positive_int, default=150, help="resolution of scores.png")
+    add_common(p)
+    p.set_defaults(handler=_benchmark)
+
+
+def add_parsers(sub) -> None:
+    """Register the four AnnData subcommands."""
+    _add_tokenize(sub)
+    _add_embed(sub)
+    _add_load_embeddings(sub)
+    _add_benchmark(sub)
