@@ -184,13 +184,15 @@ def _embed(args: argparse.Namespace) -> int:
         from ..tl._checkpoint_inputs import is_checkpoint
 
         ckpt = is_checkpoint(str(model_path))
-        wrong = given(_TRAIN_OPTS) + ([] if ckpt else given(_CKPT_OPTS))
-        if wrong:
-            what = "a checkpoint" if ckpt else "a saved native model"
+        if given(_TRAIN_OPTS):
             raise ValueError(
-                f"{', '.join(wrong)} only apply when no --model is given (training) "
-                f"or to a Geneformer/scGPT checkpoint; --model {args.model!r} is {what}. "
-                "Drop those options."
+                f"{', '.join(given(_TRAIN_OPTS))} only apply when training a new model; "
+                f"--model {args.model!r} is already trained. Drop those options or --model."
+            )
+        if not ckpt and given(_CKPT_OPTS):
+            raise ValueError(
+                f"{', '.join(given(_CKPT_OPTS))} only apply to a Geneformer/scGPT checkpoint; "
+                f"--model {args.model!r} is a saved native model. Drop those options."
             )
         if ckpt:
             kwargs.update(seed=args.seed, trust_pickle=args.trust_pickle)
@@ -372,7 +374,8 @@ def _add_load_embeddings(sub) -> None:
     p.add_argument(
         "--allow-subset",
         action="store_true",
-        help="allow cells missing from the file (their rows are NaN, listed in the metadata)",
+        help="accept a file with more cells than the AnnData (the extra rows are dropped "
+        "and counted in the metadata)",
     )
     p.add_argument(
         "--allow-positional",

@@ -9,10 +9,12 @@ and turn a user error into one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .._validate import DfmInputError
@@ -228,6 +230,14 @@ def write_h5ad(adata, path: Path) -> None:
     """Write ``adata`` to ``path`` atomically (the previous file survives a failure)."""
     with atomic_path(path, what="output AnnData") as tmp:
         adata.write_h5ad(tmp)
+
+
+@contextlib.contextmanager
+def quiet_mudata() -> Iterator[None]:
+    """Silence mudata's notice about its future ``pull_on_update`` default (not ours to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
+        yield
 
 
 def write_h5mu(mdata, path: Path) -> None:

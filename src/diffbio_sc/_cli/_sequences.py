@@ -14,6 +14,7 @@ from ._common import (
     output_dir,
     output_file,
     parse_mapping,
+    quiet_mudata,
     read_list,
     write_h5mu,
 )
@@ -95,20 +96,21 @@ def _embed_sequences(args: argparse.Namespace) -> int:
         src, alphabet=args.alphabet, ambiguous=args.ambiguous, duplicates=args.duplicates
     )
     say(f"read {adata.n_obs} sequences from {src}")
-    mdata = md.MuData({args.mod: adata})
     if encoder is None:
         say("training a sequence encoder on these sequences, then embedding them")
-    dfm.tl.embed_sequences(
-        mdata,
-        mod=args.mod,
-        encoder=encoder,
-        reverse_complement=_rc(args.reverse_complement),
-        key_added=args.key_added,
-        batch_size=args.batch_size,
-        alphabet=args.alphabet,
-        **kwargs,
-    )
-    write_h5mu(mdata, out)
+    with quiet_mudata():
+        mdata = md.MuData({args.mod: adata})
+        dfm.tl.embed_sequences(
+            mdata,
+            mod=args.mod,
+            encoder=encoder,
+            reverse_complement=_rc(args.reverse_complement),
+            key_added=args.key_added,
+            batch_size=args.batch_size,
+            alphabet=args.alphabet,
+            **kwargs,
+        )
+        write_h5mu(mdata, out)
     shape = mdata[args.mod].obsm[args.key_added].shape
     say(f"wrote {out}: ['{args.mod}'].obsm[{args.key_added!r}] {shape}")
     if kwargs.get("save_model"):
@@ -249,34 +251,35 @@ def _embed_genes(args: argparse.Namespace) -> int:
             )
         genes = gtf[column].dropna().astype(str).unique().tolist()
     say(f"embedding {len(genes)} genes for the subjects of {vcf}")
-    mdata = dfm.tl.embed_genes(
-        fasta,
-        gtf,
-        vcf,
-        genes=genes,
-        encoder=encoder,
-        feature=args.feature,
-        samples=samples,
-        contig_map=contig_map,
-        vcf_contig_map=vcf_contig_map,
-        reference_version=args.reference_version,
-        reverse_complement=_rc(args.reverse_complement),
-        window=args.window,
-        window_stride=args.window_stride,
-        subject_pooling=args.subject_pooling,
-        projection=None if args.projection == "none" else args.projection,
-        n_components=args.n_components,
-        train_subjects=train_subjects,
-        unphased=args.unphased,
-        missing=args.missing,
-        batch_size=args.batch_size,
-        use_index=args.use_index,
-        seed=args.seed,
-        mod=args.mod,
-        key_added=args.key_added,
-        log_path=log,
-    )
-    write_h5mu(mdata, out)
+    with quiet_mudata():
+        mdata = dfm.tl.embed_genes(
+            fasta,
+            gtf,
+            vcf,
+            genes=genes,
+            encoder=encoder,
+            feature=args.feature,
+            samples=samples,
+            contig_map=contig_map,
+            vcf_contig_map=vcf_contig_map,
+            reference_version=args.reference_version,
+            reverse_complement=_rc(args.reverse_complement),
+            window=args.window,
+            window_stride=args.window_stride,
+            subject_pooling=args.subject_pooling,
+            projection=None if args.projection == "none" else args.projection,
+            n_components=args.n_components,
+            train_subjects=train_subjects,
+            unphased=args.unphased,
+            missing=args.missing,
+            batch_size=args.batch_size,
+            use_index=args.use_index,
+            seed=args.seed,
+            mod=args.mod,
+            key_added=args.key_added,
+            log_path=log,
+        )
+        write_h5mu(mdata, out)
     g = mdata[args.mod]
     say(f"wrote {out}: ['{args.mod}'] {g.n_obs} subjects x {g.n_vars} genes")
     if log is not None:
