@@ -224,6 +224,10 @@ def test_tokenize_medians_table(capsys, work):
             ["--epochs", "training a new model"],
         ),  # fmt: skip
         (["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--emb-layer", "1"], ["--emb-layer"]),
+        (
+            ["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--save-model", "{w}"],
+            ["--save-model", "already exists", "--force"],
+        ),
         (["load-embeddings", "{w}/cells.h5ad", "{w}/none.npz", "-o", "{w}/o.h5ad"], ["none.npz"]),
         (["load-embeddings", "{w}/cells.h5ad", "{w}/notes.txt", "-o", "{w}/o.h5ad"], ["notes.txt"]),
         (
@@ -474,6 +478,54 @@ def test_benchmark_report_matches_library(capsys, work):
     assert_user_error(rc, err, "benchmark", "scores.csv", "--force")
 
 
+# ---------------------------------------------------------------- embed-sequences
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """An untrained tiny DNA encoder saved to disk (random weights are enough to compare)."""
+    enc = dfm.models.create_dna_encoder(hidden_dim=8, num_layers=1, num_heads=2, max_length=32)
+    return enc.save(tmp_path_factory.mktemp("enc") / "encoder")
+
+
+@pytest.mark.filterwarnings("ignore:.*pull_on_update:FutureWarning")
+def test_embed_sequences_with_encoder_matches_library(capsys, tmp_path, fasta, tiny_encoder):
+    import mudata as md
+
+    before = sha(fasta)
+    out = tmp_path / "seqs.h5mu"
+    rc, stdout, err = cli(capsys, "embed-sequences", fasta, "-o", out, "--encoder",
+                          tiny_encoder, "--mod", "promoters", "--key-added", "X_seq")  # fmt: skip
+    assert rc == 0, err
+    assert "(8, 8)" in stdout
+    got = md.read_h5mu(out)["promoters"]
+    want = dfm.io.read_fasta(fasta)
+    dfm.tl.embed_sequences(want, encoder=str(tiny_encoder), key_added="X_seq")
+    assert list(got.obs_names) == [f"s{i}" for i in range(8)]
+    assert list(got.obs["sequence"]) == list(want.obs["sequence"])
+    np.testing.assert_allclose(got.obsm["X_seq"], want.obsm["X_seq"], rtol=1e-6, atol=1e-7)
+    entry = got.uns["dfm"]["embeddings"]["X_seq"]
+    assert (
+        entry["reverse_complement"] == "average" and entry["model_family"] == "sequence_transformer"
+    )
+    assert sha(fasta) == before
+    # forward strand only gives a different vector for (almost) every sequence
+    rc, _, err = cli(capsys, "embed-sequences", fasta, "-o", tmp_path / "fwd.h5mu", "--encoder",
+                     tiny_encoder, "--reverse-complement", "none", "--key-added", "X_seq")  # fmt: skip
+    assert rc == 0, err
+    fwd = md.read_h5mu(tmp_path / "fwd.h5mu")["dna"].obsm["X_seq"]
+    assert not np.allclose(fwd, got.obsm["X_seq"])
+    no_leftovers(tmp_path, {"seqs.h5mu", "fwd.h5mu"})
+
+
+def test_embed_sequences_too_long_for_encoder(capsys, tmp_path, tiny_encoder):
+    (tmp_path / "long.fa").write_text(">long\n" + "ACGT" * 20 + "\n")
+    rc, _, err = cli(capsys, "embed-sequences", tmp_path / "long.fa", "-o",
+                     tmp_path / "o.h5mu", "--encoder", tiny_encoder)  # fmt: skip
+    assert_user_error(rc, err, "embed-sequences", "'long'", "max_length")
+    no_leftovers(tmp_path, {"long.fa"})
+
+
 # ---------------------------------------------------------------- embed-genes
 
 
@@ -561,3 +613,92 @@ def test_dfm_entry_point_subprocess(tmp_path, cells):
     assert res.returncode == 2
     assert res.stderr.strip().startswith("dfm tokenize: error:") and "--force" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+# ---------------------------------------------------------------- slow: training runs
+
+TINY_CELLS = ["--hidden-dim", "8", "--n-layers", "1", "--n-heads", "2", "--max-tokens", "8",
+              "--n-top-genes", "20", "--pretrain-batch-size", "32", "--epochs", "1"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_embed_trains_saves_and_reuses_a_native_model(capsys, work):
+    from diffbio_sc.models import MaskedExpressionConfig
+
+    rc, stdout, err = cli(capsys, "embed", work / "cells.h5ad", "-o", work / "e.h5ad",
+                          *TINY_CELLS, "--seed", "3", "--batch-key", "batch", "--save-model",
+                          work / "model", "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    assert "saved the model" in stdout
+    got = ad.read_h5ad(work / "e.h5ad")
+    want = ad.read_h5ad(work / "cells.h5ad")
+    cfg = MaskedExpressionConfig(hidden_dim=8, n_layers=1, n_heads=2, max_tokens=8)
+    dfm.tl.embed(want, None, config=cfg, epochs=1, n_top_genes=20, pretrain_batch_size=32,
+                 seed=3, batch_key="batch", progress_bar=False)  # fmt: skip
+    np.testing.assert_allclose(got.obsm["X_dfm"], want.obsm["X_dfm"], rtol=1e-5, atol=1e-6)
+    entry = got.uns["dfm"]["embeddings"]["X_dfm"]
+    assert entry["model_saved"] and entry["weights_sha256"]
+    # the saved model embeds the same cells to the same vectors
+    rc, _, err = cli(capsys, "embed", work / "cells.h5ad", "-o", work / "again.h5ad", "--model",
+                     work / "model", "--key-added", "X_again", "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    again = ad.read_h5ad(work / "again.h5ad").obsm["X_again"]
+    np.testing.assert_allclose(again, got.obsm["X_dfm"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*pull_on_update:FutureWarning")
+def test_embed_sequences_pretrains_a_seeded_encoder(capsys, tmp_path, fasta):
+    import mudata as md
+
+    from diffbio_sc.models import SequenceEncoderConfig
+
+    arch = ["--hidden-dim", "8", "--num-layers", "1", "--num-heads", "2",
+            "--intermediate-dim", "16", "--max-length", "32"]  # fmt: skip
+    rc, stdout, err = cli(capsys, "embed-sequences", fasta, "-o", tmp_path / "a.h5mu", *arch,
+                          "--pretrain-epochs", "2", "--seed", "1", "--save-model",
+                          tmp_path / "enc", "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    got = md.read_h5mu(tmp_path / "a.h5mu")["dna"].obsm["X_dfm_seq"]
+    want = dfm.io.read_fasta(fasta)
+    cfg = SequenceEncoderConfig(hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=16,
+                                max_length=32)  # fmt: skip
+    dfm.tl.embed_sequences(want, config=cfg, epochs=2, seed=1, progress_bar=False)
+    np.testing.assert_allclose(got, want.obsm["X_dfm_seq"], rtol=1e-5, atol=1e-6)
+    # the saved encoder reproduces the embedding
+    rc, _, err = cli(capsys, "embed-sequences", fasta, "-o", tmp_path / "b.h5mu", "--encoder",
+                     tmp_path / "enc")  # fmt: skip
+    assert rc == 0, err
+    again = md.read_h5mu(tmp_path / "b.h5mu")["dna"].obsm["X_dfm_seq"]
+    np.testing.assert_allclose(again, got, rtol=1e-5, atol=1e-6)
+
+
+METRICS = ["silhouette_label", "silhouette_batch", "graph_connectivity", "kmeans_nmi"]
+
+
+@pytest.mark.slow
+def test_benchmark_with_integration_metrics(capsys, tmp_path):
+    adata = dfm.datasets.synthetic_counts(120, 40, n_cell_types=3, n_batches=2, seed=0)
+    rng = np.random.default_rng(0)
+    codes = adata.obs["cell_type"].cat.codes.to_numpy()
+    adata.obsm["X_good"] = (np.eye(3)[codes] * 3 + rng.normal(size=(120, 3))).astype(np.float32)
+    adata.write_h5ad(tmp_path / "emb.h5ad")
+    rc, _, err = cli(capsys, "benchmark", tmp_path / "emb.h5ad", "--use-rep", "X_good",
+                     "--batch-key", "batch", "--label-key", "cell_type", "-o", tmp_path / "rep2",
+                     "--n-splits", "2", "--annotation-methods", "knn", "--no-progress",
+                     "--metrics", *METRICS)  # fmt: skip
+    assert rc == 0, err
+    got = pd.read_csv(tmp_path / "rep2" / "scores.csv")
+    want = dfm.tl.benchmark(
+        adata, ["X_good"], "batch", "cell_type", n_splits=2, annotation_methods="knn",
+        metrics=METRICS,
+    )  # fmt: skip
+    assert set(got.embedding) == {"X_good", "X_pca_baseline"}
+    cols = ["embedding", "metric", "value"]
+    pd.testing.assert_frame_equal(
+        got[cols].sort_values(cols[:2]).reset_index(drop=True),
+        want[cols].sort_values(cols[:2]).reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert set(METRICS) <= set(got.metric) and "kbet" not in set(got.metric)
+    assert not any(m.startswith("logreg") for m in got.metric)

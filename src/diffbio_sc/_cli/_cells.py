@@ -423,6 +423,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         integration=not args.no_integration,
         seed=args.seed,
         layer=args.layer,
+        metrics=args.metrics,
+        annotation_methods=tuple(args.annotation_methods),
         n_splits=args.n_splits,
         n_jobs=args.n_jobs,
         dataset=args.dataset or src.stem,
@@ -475,6 +477,19 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="seed of the splits and baselines")
     p.add_argument("--n-splits", type=_positive_int, default=5, help="cross-validation folds")
     p.add_argument("--n-jobs", type=_positive_int, default=1, help="threads for the metrics")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="NAME",
+        help="integration metrics to compute, e.g. kbet ilisi (default: the full scib set)",
+    )
+    p.add_argument(
+        "--annotation-methods",
+        nargs="+",
+        choices=("knn", "logreg"),
+        default=["knn", "logreg"],
+        help="annotation probes",
+    )
     p.add_argument("--no-annotation", action="store_true", help="skip the annotation probes")
     p.add_argument("--no-integration", action="store_true", help="skip the scib-metrics")
     p.add_argument("--dpi", type=_positive_int, default=150, help="resolution of scores.png")
