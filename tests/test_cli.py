@@ -147,6 +147,34 @@ def test_no_command_prints_help_and_fails(capsys):
     assert rc == 1 and "COMMAND" in out
 
 
+def _doc_commands() -> list[list[str]]:
+    """Every ``dfm ...`` line in the bash blocks of docs/cli.md and README.md, shell-split."""
+    import re
+    import shlex
+
+    text = (REPO / "docs" / "cli.md").read_text() + (REPO / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for cmd in block.replace("\\\n", " ").splitlines():
+            cmd = cmd.split("#")[0].strip()
+            if cmd.startswith("dfm "):
+                lines.append(shlex.split(cmd)[1:])
+    return lines
+
+
+def test_docs_cover_every_command_and_their_examples_parse():
+    text = (REPO / "docs" / "cli.md").read_text()
+    commands = _doc_commands()
+    assert len(commands) >= 20  # docs/cli.md's examples and the README's
+    for name in _subparsers():
+        assert f"## `dfm {name}`" in text, name
+        assert any(c[0] == name for c in commands), f"no example for dfm {name}"
+    parser = build_parser()
+    for argv in commands:
+        args = parser.parse_args(argv)  # an option renamed in the code fails here
+        assert args.command == argv[0]
+
+
 # ---------------------------------------------------------------- tokenize
 
 

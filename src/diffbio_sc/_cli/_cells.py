@@ -154,7 +154,7 @@ _TRAIN_OPTS = (
     "save_model",
 )
 #: Options that only apply to a Geneformer / scGPT checkpoint.
-_CKPT_OPTS = ("gene_key", "emb_layer", "trust_pickle")
+_CKPT_OPTS = ("gene_key", "emb_layer", "pooling", "trust_pickle")
 
 
 def _flag(name: str) -> str:
@@ -198,8 +198,9 @@ def _embed(args: argparse.Namespace) -> int:
             kwargs.update(seed=args.seed, trust_pickle=args.trust_pickle)
             if args.gene_key is not None:
                 kwargs["gene_key"] = args.gene_key
-            if args.emb_layer is not None:
-                kwargs["emb_layer"] = args.emb_layer
+            for k in ("emb_layer", "pooling"):
+                if getattr(args, k) is not None:
+                    kwargs[k] = getattr(args, k)
         model = str(model_path)
     else:
         wrong = given(_CKPT_OPTS)
@@ -298,6 +299,11 @@ def _add_embed(sub) -> None:
     ckpt.add_argument("--gene-key", help=".var column with the gene ids the checkpoint knows")
     ckpt.add_argument(
         "--emb-layer", type=int, help="hidden layer to pool (negative counts from the end)"
+    )
+    ckpt.add_argument(
+        "--pooling",
+        choices=("mean", "cls"),
+        help="cell pooling (default: the checkpoint family's usual one)",
     )
     ckpt.add_argument(
         "--trust-pickle",
