@@ -27,7 +27,6 @@ from diffbio_sc._cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 CKPT = REPO / "tests" / "checkpoints" / "fixtures"
-GENOME = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data")) / "genome"
 
 
 # ---------------------------------------------------------------- helpers
@@ -94,13 +93,11 @@ def fasta(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def genome() -> Path:
-    if not (GENOME / "MT-human.fa").is_file():
-        pytest.skip(
-            f"real genome files not found at {GENOME} (set DFM_SHARED_DATA or place "
-            "shared/data beside the repository)"
-        )
-    return GENOME
+def genome(shared_data) -> Path:
+    """The real MT genome, GTF and VCF in ../shared/data/genome (skips where absent)."""
+    if not (shared_data / "genome" / "MT-human.fa").is_file():
+        pytest.skip(f"real genome files not found at {shared_data / 'genome'}")
+    return shared_data / "genome"
 
 
 # ---------------------------------------------------------------- help
@@ -366,6 +363,21 @@ def test_crash_while_writing_keeps_previous_output(capsys, work, monkeypatch):
     monkeypatch.setattr(ad.AnnData, "write_h5ad", half_write)
     rc, _, err = cli(capsys, "tokenize", work / "cells.h5ad", "-o", out, "--force")
     assert_user_error(rc, err, "tokenize", "No space left on device")
+    assert out.read_bytes() == b"previous result"
+    no_leftovers(work, {"cells.h5ad", "tok.h5ad"})
+
+
+def test_interrupt_while_writing_keeps_previous_output(capsys, work, monkeypatch):
+    out = work / "tok.h5ad"
+    out.write_bytes(b"previous result")
+
+    def interrupted(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", interrupted)
+    rc, _, err = cli(capsys, "tokenize", work / "cells.h5ad", "-o", out, "--force")
+    assert rc == 130 and "interrupted" in err and "Traceback" not in err
     assert out.read_bytes() == b"previous result"
     no_leftovers(work, {"cells.h5ad", "tok.h5ad"})
 

@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 
 from ._common import (
-    HelpFormatter,
     Reporter,
     add_common,
+    command,
     input_file,
     output_dir,
     output_file,
@@ -86,14 +86,15 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 
 def _add_tokenize(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "tokenize",
+        _tokenize,
         help="rank-value tokens (Geneformer recipes) into .obsm['dfm_tokens']",
         description="Tokenize cells with a Geneformer rank-value recipe (dfm.pp.tokenize): "
         "normalise each cell, divide by the gene medians, rank the expressed genes and keep "
         "the top ones as token ids. Writes .obsm[KEY] (int32, right-padded), .obs "
         "['dfm_n_tokens'] and .uns['dfm']['tokenizer'].",
-        formatter_class=HelpFormatter,
     )
     _add_io(p, "the tokens")
     p.add_argument(
@@ -135,7 +136,6 @@ def _add_tokenize(sub) -> None:
         "unpickling can run code)",
     )
     add_common(p)
-    p.set_defaults(handler=_tokenize)
 
 
 # ---------------------------------------------------------------- embed
@@ -247,8 +247,10 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _add_embed(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "embed",
+        _embed,
         help="cell embeddings: train the native model, or run a saved model or checkpoint",
         description="Embed cells (dfm.tl.embed). Without --model, pretrain the native "
         "masked-expression transformer on these cells (seeded) and embed them; keep the "
@@ -256,7 +258,6 @@ def _add_embed(sub) -> None:
         "embed with a saved native model, or with a Geneformer/scGPT checkpoint folder "
         "(written to .obsm['X_geneformer'] / .obsm['X_scgpt']). Writes .obsm[KEY] and "
         ".uns['dfm']['embeddings'][KEY].",
-        formatter_class=HelpFormatter,
     )
     _add_io(p, "the embedding")
     p.add_argument(
@@ -311,7 +312,6 @@ def _add_embed(sub) -> None:
         help="allow pickled dictionaries in the checkpoint (only for files you trust)",
     )
     add_common(p)
-    p.set_defaults(handler=_embed)
 
 
 # ---------------------------------------------------------------- load-embeddings
@@ -353,15 +353,16 @@ def _add_load_embeddings(sub) -> None:
     from ..io import PRESETS
     from ..io._embeddings._common import FORMATS
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "load-embeddings",
+        _load_embeddings,
         help="import embeddings computed elsewhere (Geneformer, scGPT, UCE, ...)",
         description="Import a file of cell embeddings (dfm.tl.load_embeddings): .npz "
         "(embeddings, cell_ids), .h5ad (ids = obs_names), .csv/.tsv/.parquet (an id column and "
         "numeric dimension columns) or .npy (with --allow-positional). Rows are aligned to the "
         "cells by id; the file is never unpickled. Writes .obsm[KEY] and "
         ".uns['dfm']['embeddings'][KEY].",
-        formatter_class=HelpFormatter,
     )
     p.add_argument("input", metavar="IN.h5ad", help="input AnnData (never modified)")
     p.add_argument("embeddings", metavar="EMB_FILE", help="file with the embeddings")
@@ -394,7 +395,6 @@ def _add_load_embeddings(sub) -> None:
     p.add_argument("--preprocessing-version", help="preprocessing label, recorded")
     p.add_argument("--pooling-strategy", help="how cells were pooled upstream, recorded")
     add_common(p)
-    p.set_defaults(handler=_load_embeddings)
 
 
 # ---------------------------------------------------------------- benchmark
@@ -403,9 +403,6 @@ REPORT_FILES = ("scores.csv", "scores.png")
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # no display needed for a file
     import matplotlib.pyplot as plt
 
     import diffbio_sc as dfm
@@ -450,14 +447,15 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _add_benchmark(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "benchmark",
+        _benchmark,
         help="score embeddings against PCA/Harmony baselines: scores.csv + scores.png",
         description="Score embeddings in .obsm for cell-type annotation (kNN / logistic probes, "
         "cross-validated) and batch integration (scib-metrics) against baselines computed on "
         "the same cells (dfm.tl.benchmark), and draw the results table (dfm.pl.benchmark). "
         "Writes OUT_DIR/scores.csv (one row per embedding and metric) and OUT_DIR/scores.png.",
-        formatter_class=HelpFormatter,
     )
     p.add_argument("input", metavar="IN.h5ad", help="AnnData with the embeddings (never modified)")
     p.add_argument("--use-rep", nargs="+", required=True, metavar="KEY", help=".obsm keys to score")
@@ -500,7 +498,6 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--no-integration", action="store_true", help="skip the scib-metrics")
     p.add_argument("--dpi", type=_positive_int, default=150, help="resolution of scores.png")
     add_common(p)
-    p.set_defaults(handler=_benchmark)
 
 
 def add_parsers(sub) -> None:

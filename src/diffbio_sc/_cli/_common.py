@@ -25,6 +25,8 @@ USER_ERRORS = (DfmInputError, ValueError, TypeError, OSError)
 
 #: Exit status for bad input (argparse's own, so scripts see one code for both).
 EXIT_USAGE = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -57,6 +59,15 @@ def one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def command(
+    sub, name: str, handler: Callable[[argparse.Namespace], int], *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """Register subcommand ``name`` run by ``handler``, with the house help format."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
 def add_common(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
     """Options every subcommand has: ``--force``, ``--no-progress``, ``--quiet``, ``--traceback``."""
     group = parser.add_argument_group("general options")
@@ -83,7 +94,8 @@ def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.
     """Run ``func(args)`` with the package settings the options ask for.
 
     A user error (:data:`USER_ERRORS`) becomes ``dfm <command>: error: <message>`` on
-    stderr and exit status 2, unless ``--traceback`` was passed. The settings
+    stderr and exit status 2, and Ctrl-C exit status 130, unless ``--traceback`` was
+    passed. The settings
     changed here (progress bars) are restored afterwards.
     """
     from .._settings import settings
@@ -97,6 +109,15 @@ def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.
             raise
         print(f"dfm {command}: error: {one_line(err)}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        if getattr(args, "traceback", False):
+            raise
+        print(
+            f"dfm {command}: interrupted; no output was written (any previous one is intact).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
     finally:
         settings.progress_bar = saved
 

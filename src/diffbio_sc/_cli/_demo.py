@@ -100,19 +100,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Register ``dfm demo`` (its options are unchanged from the first release)."""
-    from ._common import HelpFormatter
+    from ._common import command
 
-    demo = sub.add_parser(
+    demo = command(
+        sub,
         "demo",
+        _demo,
         help="tokenize -> pretrain -> embed -> score against PCA on the bundled demo data",
         description="Run the main job on the bundled demo data (5 lung-cancer cell lines x 5 "
         "protocols): tokenize, pretrain the native model, embed, and score the embedding "
         "against PCA. Writes demo.h5ad, scores.csv, scores.png, summary.json and the model.",
-        formatter_class=HelpFormatter,
     )
     demo.add_argument("--out", default="dfm_demo_results", help="output folder")
     demo.add_argument("--seed", type=int, default=0, help="seed of every random step")
     demo.add_argument("--epochs", type=int, default=None, help="override the training budget")
     demo.add_argument("--n-cells", type=int, default=None, help="subsample cells (quick runs)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    demo.set_defaults(handler=_demo)

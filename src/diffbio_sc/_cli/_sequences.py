@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ._cells import _positive_int, _seed
 from ._common import (
-    HelpFormatter,
     Reporter,
     add_common,
+    command,
     input_file,
     output_dir,
     output_file,
@@ -119,15 +119,16 @@ def _embed_sequences(args: argparse.Namespace) -> int:
 
 
 def _add_embed_sequences(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "embed-sequences",
+        _embed_sequences,
         help="embed the records of a FASTA file into a MuData modality",
         description="Read a FASTA file (dfm.io.read_fasta: one observation per record, the "
         "sequence in .obs['sequence']) into a MuData modality and embed every sequence "
         "(dfm.tl.embed_sequences). Without --encoder, a sequence encoder is pretrained on "
         "these sequences (masked-language model, seeded) and used; keep it with --save-model. "
         "Writes ['MOD'].obsm[KEY] and ['MOD'].uns['dfm']['embeddings'][KEY].",
-        formatter_class=HelpFormatter,
     )
     p.add_argument("input", metavar="IN.fa", help="FASTA file (plain or gzipped)")
     p.add_argument("-o", "--out", required=True, metavar="OUT.h5mu", help="output MuData")
@@ -185,7 +186,6 @@ def _add_embed_sequences(sub) -> None:
     )
     train.add_argument("--k", type=_positive_int, help="k-mer size for --tokenizer kmer")
     add_common(p)
-    p.set_defaults(handler=_embed_sequences)
 
 
 # ---------------------------------------------------------------- embed-genes
@@ -288,8 +288,10 @@ def _embed_genes(args: argparse.Namespace) -> int:
 
 
 def _add_embed_genes(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "embed-genes",
+        _embed_genes,
         help="subject x gene embeddings from a reference FASTA, a GTF and a VCF",
         description="For every gene, patch the reference sequence with each subject's "
         "alleles (two haplotypes per subject), embed it, average the haplotypes, join the "
@@ -297,7 +299,6 @@ def _add_embed_genes(sub) -> None:
         "whose modality MOD has subjects as observations and genes as variables: "
         ".obsm['X_dfm_genes'], .obsm['X_dfm_subject'], .obsm[KEY], .uns['gene_list'], "
         ".uns['reference_version'], .uns['embedding_strategy_id'].",
-        formatter_class=HelpFormatter,
     )
     p.add_argument("--reference", required=True, metavar="REF.fa", help="reference FASTA")
     p.add_argument("--gtf", required=True, metavar="GENES.gtf", help="gene annotation (GTF)")
@@ -399,7 +400,6 @@ def _add_embed_genes(sub) -> None:
     p.add_argument("--key-added", default="X_dfm_genetics", help=".obsm key of the projection")
     p.add_argument("--log", metavar="FILE.json", help="write the JSON run log here")
     add_common(p)
-    p.set_defaults(handler=_embed_genes)
 
 
 def add_parsers(sub) -> None:
