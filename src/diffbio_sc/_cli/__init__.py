@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dfm`` command; returns the exit status.
 
     0 on success, 2 for bad input (a one-line message on stderr; argparse's own
-    usage errors have the same status), 1 when no command is given.
+    usage errors have the same status), 130 after Ctrl-C, 1 when no command is given.
     """
     parser = build_parser()
     try:
