@@ -423,6 +423,22 @@ def test_load_embeddings_aligns_like_library(capsys, work):
     assert entry["source"] == "geneformer" and entry["adapter_mode"] == "precomputed"
 
 
+def test_load_embeddings_table_with_id_column_and_prefix(capsys, work):
+    adata = ad.read_h5ad(work / "cells.h5ad")
+    rng = np.random.default_rng(2)
+    emb = rng.normal(size=(adata.n_obs, 4))
+    table = pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(4)])
+    table.insert(0, "barcode", adata.obs_names[::-1])  # reversed order
+    table["n_counts"] = 1.0  # a numeric column that is not a dimension
+    table.to_csv(work / "emb.csv", index=False)
+    rc, _, err = cli(capsys, "load-embeddings", work / "cells.h5ad", work / "emb.csv", "-o",
+                     work / "le.h5ad", "--id-key", "barcode", "--dim-columns", "emb_",
+                     "--layer-index", "-1", "--source", "uce")  # fmt: skip
+    assert rc == 0, err
+    got = ad.read_h5ad(work / "le.h5ad").obsm["X_uce"]
+    np.testing.assert_allclose(got, emb[::-1].astype(np.float32))
+
+
 def test_load_embeddings_extra_rows_need_allow_subset(capsys, work):
     adata = ad.read_h5ad(work / "cells.h5ad")
     ids = np.asarray([*adata.obs_names, "other_1", "other_2"], dtype=str)
@@ -610,6 +626,38 @@ def test_embed_genes_defaults_to_every_gtf_gene(capsys, tmp_path, genome):
     genes = dfm.io.read_gtf(genome / "MT-genes_rCRS.gtf")["gene_name"].dropna().unique()
     assert list(got.uns["gene_list"]) == list(genes) and len(genes) == 15
     assert got.obsm["X_dfm_genetics"].shape == (1, 4)
+
+
+@pytest.mark.filterwarnings("ignore:.*pull_on_update:FutureWarning")
+def test_embed_genes_with_saved_encoder(capsys, tmp_path, genome, tiny_encoder):
+    import mudata as md
+
+    fa, gtf, vcf = genome / "MT-human.fa", genome / "MT-genes_rCRS.gtf", genome / "testMT.vcf"
+    rc, _, err = cli(
+        capsys, "embed-genes", "--reference", fa, "--gtf", gtf, "--vcf", vcf, "--contig-map",
+        "MT=MT_human", "--genes", "MT-ND2", "--encoder", tiny_encoder, "--projection", "none",
+        "-o", tmp_path / "g.h5mu",
+    )  # fmt: skip
+    assert rc == 0, err
+    got = md.read_h5mu(tmp_path / "g.h5mu")["genetics"]
+    want = dfm.tl.embed_genes(
+        fa, gtf, vcf, genes=["MT-ND2"], encoder=dfm.models.load(tiny_encoder),
+        contig_map={"MT": "MT_human"}, projection=None,
+    )["genetics"]  # fmt: skip
+    assert got.obsm["X_dfm_genes"].shape == (1, 8)
+    np.testing.assert_allclose(got.obsm["X_dfm_genes"], want.obsm["X_dfm_genes"], rtol=1e-6)
+    assert got.uns["embedding_strategy_id"] == want.uns["embedding_strategy_id"]
+
+
+def test_embed_genes_unknown_transcript(capsys, tmp_path, genome):
+    rc, _, err = cli(
+        capsys, "embed-genes", "--reference", genome / "MT-human.fa", "--gtf",
+        genome / "MT-genes_rCRS.gtf", "--vcf", genome / "testMT.vcf", "--contig-map",
+        "MT=MT_human", "--genes", "MT-ND2", "--transcripts", "MT-ND2=MT-ND2-999",
+        "-o", tmp_path / "g.h5mu",
+    )  # fmt: skip
+    assert_user_error(rc, err, "embed-genes", "MT-ND2-999")
+    assert not (tmp_path / "g.h5mu").exists()
 
 
 def test_embed_genes_bad_contig_map(capsys, tmp_path, genome):

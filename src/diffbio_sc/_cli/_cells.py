@@ -317,6 +317,11 @@ def _add_embed(sub) -> None:
 # ---------------------------------------------------------------- load-embeddings
 
 
+def _one_or_list(values: list[str]) -> str | list[str]:
+    """One value is a column prefix, several are column names (``dim_columns``)."""
+    return values[0] if len(values) == 1 else list(values)
+
+
 def _load_embeddings(args: argparse.Namespace) -> int:
     import diffbio_sc as dfm
 
@@ -342,6 +347,12 @@ def _load_embeddings(args: argparse.Namespace) -> int:
         allow_positional=args.allow_positional,
         format=args.format,
         l2_normalize=args.l2_normalize,
+        ids_key=args.ids_key,
+        dim_columns=None if args.dim_columns is None else _one_or_list(args.dim_columns),
+        layer_index=args.layer_index,
+        requires_batch_context=True if args.requires_batch_context else None,
+        batch_key=args.batch_key,
+        context_version=args.context_version,
     )
     key = (sorted(set(adata.obsm) - before) or [args.key_added or f"X_{args.source}"])[0]
     write_h5ad(adata, out)
@@ -376,7 +387,15 @@ def _add_load_embeddings(sub) -> None:
         help="the model that wrote the file (sets the layout and metadata defaults)",
     )
     p.add_argument("--key-added", help=".obsm key (default: X_<source>)")
-    p.add_argument("--id-key", help="column (table) or array (.npz) with the cell ids")
+    p.add_argument("--id-key", help="table column with the cell ids (.csv/.tsv/.parquet)")
+    p.add_argument("--ids-key", help="array with the cell ids in an .npz file (default: cell_ids)")
+    p.add_argument(
+        "--dim-columns",
+        nargs="+",
+        metavar="NAME",
+        help="table columns holding the dimensions: their names, or one prefix "
+        "(default: columns named 0 .. d-1)",
+    )
     p.add_argument("--obsm-key", help=".obsm entry to take from an .h5ad embedding file")
     p.add_argument(
         "--allow-subset",
@@ -391,6 +410,19 @@ def _add_load_embeddings(sub) -> None:
     )
     p.add_argument("--format", choices=FORMATS, help="file format (default: from the suffix)")
     p.add_argument("--l2-normalize", action="store_true", help="scale every row to unit length")
+    p.add_argument(
+        "--layer-index",
+        type=int,
+        help="layer the export was taken from, as the upstream tool counts it (recorded)",
+    )
+    p.add_argument(
+        "--requires-batch-context",
+        action="store_true",
+        help="the embedding is only meaningful with its batch context (scGPT models that "
+        "condition on batch); needs --batch-key",
+    )
+    p.add_argument("--batch-key", help=".obs column with the batch labels the model used")
+    p.add_argument("--context-version", help="version of the batch context (recorded)")
     p.add_argument("--artifact-id", help="name of the model artifact, recorded in the metadata")
     p.add_argument("--preprocessing-version", help="preprocessing label, recorded")
     p.add_argument("--pooling-strategy", help="how cells were pooled upstream, recorded")

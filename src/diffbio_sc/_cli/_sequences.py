@@ -236,6 +236,7 @@ def _embed_genes(args: argparse.Namespace) -> int:
         if log.resolve() == out.resolve():
             raise ValueError("--log and -o name the same file; choose two names.")
     contig_map = parse_mapping(args.contig_map, "--contig-map")
+    transcripts = parse_mapping(args.transcripts, "--transcripts")
     vcf_contig_map = parse_mapping(args.vcf_contig_map, "--vcf-contig-map")
     samples = read_list(args.samples, "--samples")
     train_subjects = read_list(args.train_subjects, "--train-subjects")
@@ -259,6 +260,7 @@ def _embed_genes(args: argparse.Namespace) -> int:
             genes=genes,
             encoder=encoder,
             feature=args.feature,
+            transcripts=transcripts,
             samples=samples,
             contig_map=contig_map,
             vcf_contig_map=vcf_contig_map,
@@ -344,6 +346,12 @@ def _add_embed_genes(sub) -> None:
         choices=("exon", "CDS", "transcript", "gene"),
         default="exon",
         help="exon/CDS: spliced; transcript/gene: unspliced spans",
+    )
+    p.add_argument(
+        "--transcripts",
+        nargs="+",
+        metavar="GENE=TRANSCRIPT",
+        help="transcript to use for a gene, overriding the default choice",
     )
     p.add_argument(
         "--contig-map",
