@@ -387,14 +387,17 @@ def test_traceback_flag_reraises(capsys, work):
         main(["tokenize", str(work / "missing.h5ad"), "-o", str(work / "o.h5ad"), "--traceback"])
 
 
-def test_progress_setting_is_restored(capsys, work):
-    saved = dfm.settings.progress_bar
+def test_settings_are_restored_and_verbose_logs(capsys, work, dfm_log):
+    saved = dfm.settings.progress_bar, dfm.settings.verbosity
     try:
-        dfm.settings.progress_bar = True
-        cli(capsys, "tokenize", work / "cells.h5ad", "-o", work / "t.h5ad", "--no-progress")
-        assert dfm.settings.progress_bar is True
+        dfm.settings.progress_bar, dfm.settings.verbosity = True, "warning"
+        rc, _, err = cli(capsys, "tokenize", work / "cells.h5ad", "-o", work / "t.h5ad",
+                         "--no-progress", "--verbose")  # fmt: skip
+        assert rc == 0, err
+        assert "tokenizing with recipe" in dfm_log.text and "finished" in dfm_log.text
+        assert dfm.settings.progress_bar is True and dfm.settings.verbosity == "warning"
     finally:
-        dfm.settings.progress_bar = saved
+        dfm.settings.progress_bar, dfm.settings.verbosity = saved
 
 
 # ---------------------------------------------------------------- load-embeddings

@@ -384,7 +384,7 @@ def _add_load_embeddings(sub) -> None:
         "--source",
         choices=sorted(PRESETS),
         default="generic",
-        help="the model that wrote the file (sets the layout and metadata defaults)",
+        help="the model that wrote the file; sets the layout and metadata defaults",
     )
     p.add_argument("--key-added", help=".obsm key (default: X_<source>)")
     p.add_argument("--id-key", help="table column with the cell ids (.csv/.tsv/.parquet)")

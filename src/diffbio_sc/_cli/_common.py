@@ -36,15 +36,20 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         if (
-            "%(default)" not in text
-            and action.option_strings
-            and default is not None
-            and default is not False
-            and default != argparse.SUPPRESS
-            and not (isinstance(default, (list, tuple)) and not default)
+            "%(default)" in text
+            or not action.option_strings
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
         ):
-            text += " (default: %(default)s)"
-        return text
+            return text
+        if isinstance(default, (list, tuple)):
+            if not default:
+                return text
+            shown = " ".join(map(str, default))
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -69,7 +74,7 @@ def command(
 
 
 def add_common(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
-    """Options every subcommand has: ``--force``, ``--no-progress``, ``--quiet``, ``--traceback``."""
+    """Add the options every subcommand has (``--force``, ``--no-progress``, ``--quiet`` ...)."""
     group = parser.add_argument_group("general options")
     if force:
         group.add_argument(
@@ -84,6 +89,11 @@ def add_common(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
         "--quiet", action="store_true", help="print nothing on success (errors still go to stderr)"
     )
     group.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log each library step with its time (dfm.settings.verbosity = 'info')",
+    )
+    group.add_argument(
         "--traceback",
         action="store_true",
         help="on an error, show the full Python traceback instead of the one-line message",
@@ -96,12 +106,14 @@ def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.
     A user error (:data:`USER_ERRORS`) becomes ``dfm <command>: error: <message>`` on
     stderr and exit status 2, and Ctrl-C exit status 130, unless ``--traceback`` was
     passed. The settings
-    changed here (progress bars) are restored afterwards.
+    changed here (progress bars, verbosity) are restored afterwards.
     """
     from .._settings import settings
 
-    saved = settings.progress_bar
+    saved = settings.progress_bar, settings.verbosity
     settings.progress_bar = not getattr(args, "no_progress", False)
+    if getattr(args, "verbose", False):
+        settings.verbosity = "info"
     try:
         return func(args)
     except USER_ERRORS as err:
@@ -119,7 +131,7 @@ def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.
         )
         return EXIT_INTERRUPTED
     finally:
-        settings.progress_bar = saved
+        settings.progress_bar, settings.verbosity = saved
 
 
 class Reporter:
