@@ -183,6 +183,7 @@ def test_docs_cover_every_command_and_their_examples_parse():
             ["--recipe", "geneformer_v2", "--max-tokens", "12", "--layer", "counts"],
             {"recipe": "geneformer_v2", "max_tokens": 12, "layer": "counts"},
         ),
+        (["--backed"], {}),  # streamed from the read-only input file: same tokens
     ],
 )
 def test_tokenize_matches_library(capsys, work, extra, kwargs):
@@ -494,6 +495,15 @@ def test_embed_with_checkpoint_matches_library(capsys, tmp_path):
     if expected[key].shape == got.obsm["X_geneformer"].shape:  # the upstream reference
         np.testing.assert_allclose(got.obsm["X_geneformer"], expected[key], atol=1e-4)
     assert got.uns["dfm"]["embeddings"]["X_geneformer"]["source"] == "geneformer"
+    # --backed streams the counts from the read-only input: same embedding, same matrix
+    before = sha(src)
+    rc, _, err = cli(capsys, "embed", src, "-o", tmp_path / "gf_backed.h5ad", "--model",
+                     CKPT / "geneformer_v1", "--backed", "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    backed = ad.read_h5ad(tmp_path / "gf_backed.h5ad")
+    np.testing.assert_array_equal(backed.obsm["X_geneformer"], got.obsm["X_geneformer"])
+    assert (backed.X != want.X).nnz == 0
+    assert sha(src) == before
 
 
 # ---------------------------------------------------------------- benchmark

@@ -50,6 +50,12 @@ def _add_io(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "-o", "--out", required=True, metavar="OUT.h5ad", help=f"output AnnData with {what}"
     )
+    p.add_argument(
+        "--backed",
+        action="store_true",
+        help="leave the input's matrix on disk (opened read-only) and stream it in chunks, "
+        "for inputs larger than memory",
+    )
 
 
 # ---------------------------------------------------------------- tokenize
@@ -64,7 +70,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     for opt, path in (("--medians", args.medians), ("--vocab", args.vocab)):
         if path is not None and Path(path).suffix:  # a file, not a .var column name
             input_file(path, f"{opt} table")
-    adata = read_h5ad(src)
+    adata = read_h5ad(src, backed=args.backed)
     say(f"read {adata.n_obs} cells x {adata.n_vars} genes from {src}")
     dfm.pp.tokenize(
         adata,
@@ -229,7 +235,7 @@ def _embed(args: argparse.Namespace) -> int:
                 kwargs[k] = getattr(args, k)
         if args.pretrain_batch_size is not None:
             kwargs["pretrain_batch_size"] = args.pretrain_batch_size
-    adata = read_h5ad(src)
+    adata = read_h5ad(src, backed=args.backed)
     say(f"read {adata.n_obs} cells x {adata.n_vars} genes from {src}")
     if model is None:
         say("training a native model on these cells, then embedding them")

@@ -246,12 +246,17 @@ def report_dir(path: str, names: Sequence[str], *, force: bool, option: str = "-
 # ---------------------------------------------------------------- reading / writing
 
 
-def read_h5ad(path: Path):
-    """Read an ``.h5ad`` file fully into memory, with our message for a file that is not one."""
+def read_h5ad(path: Path, *, backed: bool = False):
+    """Read an ``.h5ad`` file, with our message for a file that is not one.
+
+    ``backed=True`` opens it read-only (``backed='r'``): the expression matrix
+    stays on disk and is streamed in chunks by the functions that support it; the
+    file cannot be written through this object.
+    """
     import anndata as ad
 
     try:
-        return ad.read_h5ad(path)
+        return ad.read_h5ad(path, backed="r" if backed else None)
     except (OSError, KeyError, ValueError) as err:
         raise DfmInputError(
             f"cannot read {str(path)!r} as an .h5ad file ({one_line(err)}). Pass an "
@@ -260,8 +265,14 @@ def read_h5ad(path: Path):
 
 
 def write_h5ad(adata, path: Path) -> None:
-    """Write ``adata`` to ``path`` atomically (the previous file survives a failure)."""
+    """Write ``adata`` to ``path`` atomically (the previous file survives a failure).
+
+    A backed AnnData is written to a new file too: anndata copies its matrix from
+    the (read-only) input file into the temporary file.
+    """
     with atomic_path(path, what="output AnnData") as tmp:
+        if getattr(adata, "isbacked", False):
+            tmp.unlink()  # anndata appends to an existing file when the AnnData is backed
         adata.write_h5ad(tmp)
 
 
