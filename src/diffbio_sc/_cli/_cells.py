@@ -13,7 +13,9 @@ from pathlib import Path
 from ._common import (
     Reporter,
     add_common,
+    collect,
     command,
+    given,
     input_file,
     output_dir,
     output_file,
@@ -163,10 +165,6 @@ _TRAIN_OPTS = (
 _CKPT_OPTS = ("gene_key", "emb_layer", "pooling", "trust_pickle")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _embed(args: argparse.Namespace) -> int:
     import diffbio_sc as dfm
 
@@ -178,7 +176,6 @@ def _embed(args: argparse.Namespace) -> int:
         kwargs["key_added"] = args.key_added
     if args.min_gene_coverage is not None:
         kwargs["min_gene_coverage"] = args.min_gene_coverage
-    given = lambda names: [_flag(n) for n in names if getattr(args, n) not in (None, False)]  # noqa: E731
     if args.model is not None:
         model_path = Path(args.model)
         if not model_path.is_dir():
@@ -190,26 +187,22 @@ def _embed(args: argparse.Namespace) -> int:
         from ..tl._checkpoint_inputs import is_checkpoint
 
         ckpt = is_checkpoint(str(model_path))
-        if given(_TRAIN_OPTS):
+        if given(args, _TRAIN_OPTS):
             raise ValueError(
-                f"{', '.join(given(_TRAIN_OPTS))} only apply when training a new model; "
+                f"{', '.join(given(args, _TRAIN_OPTS))} only apply when training a new model; "
                 f"--model {args.model!r} is already trained. Drop those options or --model."
             )
-        if not ckpt and given(_CKPT_OPTS):
+        if not ckpt and given(args, _CKPT_OPTS):
             raise ValueError(
-                f"{', '.join(given(_CKPT_OPTS))} only apply to a Geneformer/scGPT checkpoint; "
+                f"{', '.join(given(args, _CKPT_OPTS))} only apply to a Geneformer/scGPT checkpoint; "
                 f"--model {args.model!r} is a saved native model. Drop those options."
             )
         if ckpt:
             kwargs.update(seed=args.seed, trust_pickle=args.trust_pickle)
-            if args.gene_key is not None:
-                kwargs["gene_key"] = args.gene_key
-            for k in ("emb_layer", "pooling"):
-                if getattr(args, k) is not None:
-                    kwargs[k] = getattr(args, k)
+            kwargs.update(collect(args, ("gene_key", "emb_layer", "pooling")))
         model = str(model_path)
     else:
-        wrong = given(_CKPT_OPTS)
+        wrong = given(args, _CKPT_OPTS)
         if wrong:
             raise ValueError(
                 f"{', '.join(wrong)} apply to a Geneformer/scGPT checkpoint given with "
@@ -220,21 +213,15 @@ def _embed(args: argparse.Namespace) -> int:
             kwargs["save_model"] = str(
                 output_dir(args.save_model, force=args.force, option="--save-model")
             )
-        arch = {
-            k: getattr(args, k)
-            for k in ("hidden_dim", "n_layers", "n_heads", "max_tokens")
-            if getattr(args, k) is not None
-        }
+        arch = collect(args, ("hidden_dim", "n_layers", "n_heads", "max_tokens"))
         if arch:
             from ..models import MaskedExpressionConfig
 
             kwargs["config"] = MaskedExpressionConfig(**arch)
         kwargs.update(seed=args.seed, batch_key=args.batch_key)
-        for k in ("epochs", "n_top_genes", "learning_rate"):
-            if getattr(args, k) is not None:
-                kwargs[k] = getattr(args, k)
-        if args.pretrain_batch_size is not None:
-            kwargs["pretrain_batch_size"] = args.pretrain_batch_size
+        kwargs.update(
+            collect(args, ("epochs", "n_top_genes", "learning_rate", "pretrain_batch_size"))
+        )
     adata = read_h5ad(src, backed=args.backed)
     say(f"read {adata.n_obs} cells x {adata.n_vars} genes from {src}")
     if model is None:

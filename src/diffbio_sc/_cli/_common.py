@@ -146,6 +146,19 @@ class Reporter:
             print(f"[{time.perf_counter() - self.t0:6.1f}s] {message}", flush=True)
 
 
+# ---------------------------------------------------------------- options
+
+
+def given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """Return the flags (``--like-this``) of the options in ``names`` that were set."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+
+def collect(args: argparse.Namespace, names: Sequence[str]) -> dict:
+    """Return ``{name: value}`` of the options in ``names`` that were set."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
 # ---------------------------------------------------------------- paths
 
 

@@ -9,7 +9,9 @@ from ._cells import _positive_int, _seed
 from ._common import (
     Reporter,
     add_common,
+    collect,
     command,
+    given,
     input_file,
     output_dir,
     output_file,
@@ -29,9 +31,8 @@ def _rc(value: str) -> str | None:
 
 # ---------------------------------------------------------------- embed-sequences
 
-_PRETRAIN_OPTS = (
-    "pretrain_epochs",
-    "save_model",
+#: Architecture options of the encoder trained when no ``--encoder`` is given.
+_ARCH_OPTS = (
     "hidden_dim",
     "num_layers",
     "num_heads",
@@ -40,6 +41,7 @@ _PRETRAIN_OPTS = (
     "tokenizer",
     "k",
 )
+_PRETRAIN_OPTS = ("pretrain_epochs", "save_model", *_ARCH_OPTS)
 
 
 def _embed_sequences(args: argparse.Namespace) -> int:
@@ -52,10 +54,10 @@ def _embed_sequences(args: argparse.Namespace) -> int:
     out = output_file(args.out, force=args.force, inputs=[src], suffixes=H5MU)
     kwargs: dict = {}
     if args.encoder is not None:
-        given = ["--" + n.replace("_", "-") for n in _PRETRAIN_OPTS if getattr(args, n) is not None]
-        if given:
+        wrong = given(args, _PRETRAIN_OPTS)
+        if wrong:
             raise ValueError(
-                f"{', '.join(given)} only apply when no --encoder is given (an encoder is "
+                f"{', '.join(wrong)} only apply when no --encoder is given (an encoder is "
                 "then trained on the input); drop them or drop --encoder."
             )
         if not Path(args.encoder).is_dir():
@@ -68,19 +70,7 @@ def _embed_sequences(args: argparse.Namespace) -> int:
     else:
         from ..models import SequenceEncoderConfig
 
-        arch = {
-            k: getattr(args, k)
-            for k in (
-                "hidden_dim",
-                "num_layers",
-                "num_heads",
-                "intermediate_dim",
-                "max_length",
-                "tokenizer",
-                "k",
-            )
-            if getattr(args, k) is not None
-        }
+        arch = collect(args, _ARCH_OPTS)
         if args.reverse_complement == "equivariant":
             arch["reverse_complement"] = "equivariant"
         kwargs["config"] = SequenceEncoderConfig(alphabet=args.alphabet, **arch)
