@@ -33,7 +33,7 @@ written atomically and never overwrite an existing file without --force.
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``dfm`` argument parser with every subcommand registered."""
     from .._version import __version__
-    from . import _cells, _demo, _sequences
+    from . import _benchmark, _cells, _demo, _sequences
 
     parser = argparse.ArgumentParser(
         prog="dfm",
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _demo.add_parser(sub)
     _cells.add_parsers(sub)
+    _benchmark.add_parser(sub)
     _sequences.add_parsers(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""``dfm tokenize``, ``dfm embed``, ``dfm load-embeddings`` and ``dfm benchmark``.
+"""``dfm tokenize``, ``dfm embed`` and ``dfm load-embeddings``.
 
 Each command reads an ``.h5ad`` fully into memory, calls the library function
 with the options given, and writes a new file atomically; the input file is
@@ -19,32 +19,13 @@ from ._common import (
     input_file,
     output_dir,
     output_file,
+    positive_int,
     read_h5ad,
-    report_dir,
+    seed,
     write_h5ad,
 )
 
 H5AD = (".h5ad",)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {value}")
-    return value
 
 
 def _add_io(p: argparse.ArgumentParser, what: str) -> None:
@@ -127,11 +108,11 @@ def _add_tokenize(sub) -> None:
         "tokens followed by the var_names",
     )
     p.add_argument(
-        "--max-tokens", type=_positive_int, help="tokens per cell (default: the recipe's)"
+        "--max-tokens", type=positive_int, help="tokens per cell (default: the recipe's)"
     )
     p.add_argument("--target-sum", type=float, help="normalisation total (default: the recipe's)")
     p.add_argument(
-        "--chunk-size", type=_positive_int, help="cells per chunk (bounds memory; default 4096)"
+        "--chunk-size", type=positive_int, help="cells per chunk (bounds memory; default 4096)"
     )
     p.add_argument("--key-added", default="dfm_tokens", help=".obsm key of the tokens")
     p.add_argument(
@@ -264,30 +245,30 @@ def _add_embed(sub) -> None:
         help=".obsm key (default: X_dfm; X_geneformer / X_scgpt for checkpoints)",
     )
     p.add_argument("--layer", help="layer with raw counts (default: .X)")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="cells per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="cells per forward pass")
     p.add_argument(
         "--min-gene-coverage",
         type=float,
         help="smallest fraction of the model's genes that must be present (default: 0.5 "
         "for native models, 0.1 for checkpoints)",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="seed of training (and checkpoint runs)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of training (and checkpoint runs)")
     train = p.add_argument_group("training (no --model)")
     train.add_argument("--batch-key", help=".obs column with the batch, for batch-aware training")
     train.add_argument(
-        "--epochs", type=_positive_int, help="training epochs (default: the library's budget)"
+        "--epochs", type=positive_int, help="training epochs (default: the library's budget)"
     )
     train.add_argument(
         "--save-model", metavar="DIR", help="folder to save the trained model to (atomically)"
     )
-    train.add_argument("--hidden-dim", type=_positive_int, help="embedding width")
-    train.add_argument("--n-layers", type=_positive_int, help="transformer layers")
-    train.add_argument("--n-heads", type=_positive_int, help="attention heads")
-    train.add_argument("--max-tokens", type=_positive_int, help="genes per cell seen by the model")
+    train.add_argument("--hidden-dim", type=positive_int, help="embedding width")
+    train.add_argument("--n-layers", type=positive_int, help="transformer layers")
+    train.add_argument("--n-heads", type=positive_int, help="attention heads")
+    train.add_argument("--max-tokens", type=positive_int, help="genes per cell seen by the model")
     train.add_argument(
-        "--n-top-genes", type=_positive_int, help="highly variable genes in the vocabulary"
+        "--n-top-genes", type=positive_int, help="highly variable genes in the vocabulary"
     )
-    train.add_argument("--pretrain-batch-size", type=_positive_int, help="cells per training step")
+    train.add_argument("--pretrain-batch-size", type=positive_int, help="cells per training step")
     train.add_argument("--learning-rate", type=float, help="peak learning rate")
     ckpt = p.add_argument_group("checkpoints (--model is a Geneformer/scGPT folder)")
     ckpt.add_argument("--gene-key", help=".var column with the gene ids the checkpoint knows")
@@ -422,112 +403,8 @@ def _add_load_embeddings(sub) -> None:
     add_common(p)
 
 
-# ---------------------------------------------------------------- benchmark
-
-REPORT_FILES = ("scores.csv", "scores.png")
-
-
-def _benchmark(args: argparse.Namespace) -> int:
-    import matplotlib.pyplot as plt
-
-    import diffbio_sc as dfm
-
-    from ..io._atomic import atomic_path
-
-    say = Reporter(args)
-    src = input_file(args.input, "input AnnData")
-    out = report_dir(args.out, REPORT_FILES, force=args.force)
-    adata = read_h5ad(src)
-    say(f"read {adata.n_obs} cells x {adata.n_vars} genes from {src}")
-    say(f"scoring {', '.join(args.use_rep)} and baselines {', '.join(args.baselines) or '-'}")
-    results = dfm.tl.benchmark(
-        adata,
-        args.use_rep,
-        batch_key=args.batch_key,
-        label_key=args.label_key,
-        baselines=tuple(args.baselines),
-        name=args.name,
-        annotation=not args.no_annotation,
-        integration=not args.no_integration,
-        seed=args.seed,
-        layer=args.layer,
-        metrics=args.metrics,
-        annotation_methods=tuple(args.annotation_methods),
-        n_splits=args.n_splits,
-        n_jobs=args.n_jobs,
-        dataset=args.dataset or src.stem,
-    )
-    fig = dfm.pl.benchmark(results, name=args.name, dpi=args.dpi)
-    out.mkdir(exist_ok=True)
-    with atomic_path(out / "scores.csv", what="scores table") as tmp:
-        results.to_csv(tmp, index=False)
-    with atomic_path(out / "scores.png", what="scores figure") as tmp:
-        fig.savefig(tmp, dpi=args.dpi, facecolor="white", bbox_inches="tight")
-    plt.close(fig)
-    if not args.quiet:
-        table = results.pivot_table(index="metric", columns="embedding", values="value")
-        print(table.round(3).to_string(), flush=True)
-    say(f"wrote {out / 'scores.csv'} and {out / 'scores.png'}")
-    return 0
-
-
-def _add_benchmark(sub) -> None:
-    p = command(
-        sub,
-        "benchmark",
-        _benchmark,
-        help="score embeddings against PCA/Harmony baselines: scores.csv + scores.png",
-        description="Score embeddings in .obsm for cell-type annotation (kNN / logistic probes, "
-        "cross-validated) and batch integration (scib-metrics) against baselines computed on "
-        "the same cells (dfm.tl.benchmark), and draw the results table (dfm.pl.benchmark). "
-        "Writes OUT_DIR/scores.csv (one row per embedding and metric) and OUT_DIR/scores.png.",
-    )
-    p.add_argument("input", metavar="IN.h5ad", help="AnnData with the embeddings (never modified)")
-    p.add_argument("--use-rep", nargs="+", required=True, metavar="KEY", help=".obsm keys to score")
-    p.add_argument("--batch-key", required=True, help=".obs column with the batch")
-    p.add_argument("--label-key", required=True, help=".obs column with the cell types")
-    p.add_argument(
-        "--baselines",
-        nargs="*",
-        choices=("pca", "harmony"),
-        default=["pca"],
-        help="baselines computed from the counts (none: pass --baselines with no names)",
-    )
-    p.add_argument(
-        "-o",
-        "--out",
-        required=True,
-        metavar="OUT_DIR",
-        help="folder for scores.csv and scores.png (created if missing)",
-    )
-    p.add_argument("--name", default="default", help="report name (in .uns and the figure)")
-    p.add_argument("--dataset", help="dataset name in the figure title (default: the file name)")
-    p.add_argument("--layer", help="layer with raw counts for the baselines (default: .X)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the splits and baselines")
-    p.add_argument("--n-splits", type=_positive_int, default=5, help="cross-validation folds")
-    p.add_argument("--n-jobs", type=_positive_int, default=1, help="threads for the metrics")
-    p.add_argument(
-        "--metrics",
-        nargs="+",
-        metavar="NAME",
-        help="integration metrics to compute, e.g. kbet ilisi (default: the full scib set)",
-    )
-    p.add_argument(
-        "--annotation-methods",
-        nargs="+",
-        choices=("knn", "logreg"),
-        default=["knn", "logreg"],
-        help="annotation probes",
-    )
-    p.add_argument("--no-annotation", action="store_true", help="skip the annotation probes")
-    p.add_argument("--no-integration", action="store_true", help="skip the scib-metrics")
-    p.add_argument("--dpi", type=_positive_int, default=150, help="resolution of scores.png")
-    add_common(p)
-
-
 def add_parsers(sub) -> None:
-    """Register the four AnnData subcommands."""
+    """Register the AnnData subcommands (``benchmark`` lives in ``_benchmark.py``)."""
     _add_tokenize(sub)
     _add_embed(sub)
     _add_load_embeddings(sub)
-    _add_benchmark(sub)

@@ -149,6 +149,28 @@ class Reporter:
 # ---------------------------------------------------------------- options
 
 
+def positive_int(text: str) -> int:
+    """Argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """Argparse type: a seed, a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {value}")
+    return value
+
+
 def given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     """Return the flags (``--like-this``) of the options in ``names`` that were set."""
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]

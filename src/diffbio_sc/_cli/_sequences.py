@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._cells import _positive_int, _seed
 from ._common import (
     Reporter,
     add_common,
@@ -16,8 +15,10 @@ from ._common import (
     output_dir,
     output_file,
     parse_mapping,
+    positive_int,
     quiet_mudata,
     read_list,
+    seed,
     write_h5mu,
 )
 
@@ -137,9 +138,7 @@ def _add_embed_sequences(sub) -> None:
         "(built so when trained here); none: forward strand only",
     )
     p.add_argument("--key-added", default="X_dfm_seq", help=".obsm key of the embeddings")
-    p.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="sequences per forward pass"
-    )
+    p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per forward pass")
     p.add_argument("--alphabet", choices=("dna", "rna"), default="dna", help="sequence alphabet")
     p.add_argument(
         "--ambiguous",
@@ -153,20 +152,20 @@ def _add_embed_sequences(sub) -> None:
         default="error",
         help="repeated record ids: refuse, or suffix them to make them unique",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the pretraining")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the pretraining")
     train = p.add_argument_group("pretraining (no --encoder)")
     train.add_argument(
-        "--pretrain-epochs", type=_positive_int, help="epochs (default: the library's budget)"
+        "--pretrain-epochs", type=positive_int, help="epochs (default: the library's budget)"
     )
     train.add_argument("--save-model", metavar="DIR", help="folder to save the trained encoder to")
-    train.add_argument("--hidden-dim", type=_positive_int, help="embedding width (library: 256)")
-    train.add_argument("--num-layers", type=_positive_int, help="transformer layers (library: 4)")
-    train.add_argument("--num-heads", type=_positive_int, help="attention heads (library: 4)")
+    train.add_argument("--hidden-dim", type=positive_int, help="embedding width (library: 256)")
+    train.add_argument("--num-layers", type=positive_int, help="transformer layers (library: 4)")
+    train.add_argument("--num-heads", type=positive_int, help="attention heads (library: 4)")
     train.add_argument(
-        "--intermediate-dim", type=_positive_int, help="feed-forward width (library: 1024)"
+        "--intermediate-dim", type=positive_int, help="feed-forward width (library: 1024)"
     )
     train.add_argument(
-        "--max-length", type=_positive_int, help="longest input in tokens (library: 512)"
+        "--max-length", type=positive_int, help="longest input in tokens (library: 512)"
     )
     train.add_argument(
         "--tokenizer",
@@ -174,7 +173,7 @@ def _add_embed_sequences(sub) -> None:
         help="char: one token per base (library default); kmer: overlapping k-mers; "
         "nt6: non-overlapping 6-mers",
     )
-    train.add_argument("--k", type=_positive_int, help="k-mer size for --tokenizer kmer")
+    train.add_argument("--k", type=positive_int, help="k-mer size for --tokenizer kmer")
     add_common(p)
 
 
@@ -319,7 +318,7 @@ def _add_embed_genes(sub) -> None:
         help="kmer: k-mer frequencies (training-free); DIR: a saved sequence encoder; FILE: "
         "precomputed embeddings keyed by dfm.tl.export_gene_sequences ids",
     )
-    enc.add_argument("--k", type=_positive_int, default=4, help="k-mer length for --encoder kmer")
+    enc.add_argument("--k", type=positive_int, default=4, help="k-mer length for --encoder kmer")
     enc.add_argument(
         "--canonical",
         action="store_true",
@@ -328,7 +327,7 @@ def _add_embed_genes(sub) -> None:
     enc.add_argument("--encoder-source", help="upstream model name of a precomputed FILE")
     enc.add_argument(
         "--encoder-max-length",
-        type=_positive_int,
+        type=positive_int,
         help="window (bases) the precomputed FILE was exported with",
     )
     p.add_argument(
@@ -362,8 +361,8 @@ def _add_embed_genes(sub) -> None:
         default="average",
         help="average both strands; equivariant: the encoder is strand-invariant; none",
     )
-    p.add_argument("--window", type=_positive_int, help="window (bases) for long genes")
-    p.add_argument("--window-stride", type=_positive_int, help="stride between windows")
+    p.add_argument("--window", type=positive_int, help="window (bases) for long genes")
+    p.add_argument("--window-stride", type=positive_int, help="stride between windows")
     p.add_argument(
         "--subject-pooling",
         choices=("concat", "mean"),
@@ -376,7 +375,7 @@ def _add_embed_genes(sub) -> None:
         default="pca",
         help="projection of the subject vector",
     )
-    p.add_argument("--n-components", type=_positive_int, default=512, help="projection width")
+    p.add_argument("--n-components", type=positive_int, default=512, help="projection width")
     p.add_argument(
         "--train-subjects",
         nargs="+",
@@ -390,10 +389,10 @@ def _add_embed_genes(sub) -> None:
         "--missing", choices=("reference", "error"), default="reference", help="missing alleles"
     )
     p.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="sequences per encoder call"
+        "--batch-size", type=positive_int, default=256, help="sequences per encoder call"
     )
     p.add_argument("--use-index", action="store_true", help="query the VCF through its index")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the random projection")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random projection")
     p.add_argument("--mod", default="genetics", help="modality name")
     p.add_argument("--key-added", default="X_dfm_genetics", help=".obsm key of the projection")
     p.add_argument("--log", metavar="FILE.json", help="write the JSON run log here")
