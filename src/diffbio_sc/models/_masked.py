@@ -39,6 +39,7 @@ from flax import nnx
 
 from .. import _keys
 from ._base import ModelConfig, SavedModel, register_model
+from ._latent import LatentEncoder
 from ._layers import (
     TransformerBlock,
     masked_mean_pool,
@@ -66,6 +67,14 @@ GENE_INIT_STD = 1.0
 N_SPECIAL = len(_keys.SPECIAL_TOKENS)
 #: Scale of the sinusoidal rank code added to each token.
 _RANK_SCALE = 0.5
+#: Values of the fields added in config version 2 that reproduce the version-1
+#: architecture (a ``config.json`` without ``config_version``).
+_LEGACY_V1 = {
+    "config_version": 1,
+    "n_latents": 0,
+    "profile_likelihood": "mse",
+    "decoder_dim": 128,
+}
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,21 @@ class MaskedExpressionConfig(ModelConfig):
     n_profile_genes: int = 0
     value_weight: float = 1.0
     profile_weight: float = 50.0
+    config_version: int = 2
+    n_latents: int = 0
+    profile_likelihood: str = "mse"
+    decoder_dim: int = 128
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MaskedExpressionConfig:
+        """Inverse of :meth:`to_dict`, reading old configs as what they were.
+
+        A config saved before ``config_version`` existed (version 1) loads as
+        the architecture it was trained with.
+        """
+        if isinstance(d, Mapping) and "config_version" not in d:
+            d = {**_LEGACY_V1, **d}
+        return super().from_dict(d)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
@@ -159,6 +183,19 @@ class MaskedExpressionConfig(ModelConfig):
             bad("n_batches and n_profile_genes must be >= 0.")
         if self.value_weight < 0 or self.profile_weight < 0:
             bad("value_weight and profile_weight must be >= 0.")
+        if self.config_version not in (1, 2):
+            bad(f"config_version must be 1 or 2, got {self.config_version}.")
+        if self.n_latents < 0:
+            bad(f"n_latents must be >= 0 (0: self-attention over tokens), got {self.n_latents}.")
+        if self.n_latents and (self.use_cls or self.pooling != "mean"):
+            bad(
+                "the latent encoder (n_latents > 0) pools its latents: use_cls and "
+                "pooling='cls' need n_latents=0."
+            )
+        if self.profile_likelihood not in ("mse", "nb"):
+            bad(f"profile_likelihood must be 'mse' or 'nb', got {self.profile_likelihood!r}.")
+        if self.decoder_dim < 1:
+            bad(f"decoder_dim must be >= 1, got {self.decoder_dim}.")
         if self.value_weight == 0 and self.profile_weight == 0:
             bad("at least one loss must be active (value_weight > 0 or profile_weight > 0).")
 
@@ -218,19 +255,40 @@ class MaskedExpressionModel(SavedModel):
         self.mask_embed = nnx.Param(init(rngs.params(), (h,)))
         self.embed_norm = nnx.LayerNorm(h, rngs=rngs)
         self.embed_drop = nnx.Dropout(cfg.dropout)
-        self.blocks = nnx.List(
-            [
-                TransformerBlock(h, cfg.n_heads, cfg.ff_dim, cfg.dropout, rngs=rngs)
-                for _ in range(cfg.n_layers)
-            ]
-        )
-        self.final_norm = nnx.LayerNorm(h, rngs=rngs)
+        if cfg.n_latents:
+            self.latent = LatentEncoder(
+                h,
+                cfg.n_heads,
+                cfg.ff_dim,
+                cfg.dropout,
+                n_latents=cfg.n_latents,
+                n_layers=cfg.n_layers,
+                rngs=rngs,
+            )
+            # Masked values are decoded from the masked gene's identity and the
+            # cell embedding (the latents hold no per-token state).
+            self.value_query = nnx.Linear(h, h, rngs=rngs)
+            self.value_cell = nnx.Linear(h, h, rngs=rngs)
+        else:
+            self.blocks = nnx.List(
+                [
+                    TransformerBlock(h, cfg.n_heads, cfg.ff_dim, cfg.dropout, rngs=rngs)
+                    for _ in range(cfg.n_layers)
+                ]
+            )
+            self.final_norm = nnx.LayerNorm(h, rngs=rngs)
         self.value_head = nnx.Linear(h, 1, rngs=rngs)
         if cfg.n_batches:
             self.batch_embed = nnx.Embed(cfg.n_batches, h, embedding_init=init, rngs=rngs)
         else:
             self.batch_embed = None
-        if cfg.n_profile_genes:
+        if cfg.n_profile_genes and cfg.profile_likelihood == "nb":
+            # scVI-style decoder: mean = library size x softmax(decoder(z + batch)).
+            self.decoder_in = nnx.Linear(h, cfg.decoder_dim, rngs=rngs)
+            self.decoder_norm = nnx.LayerNorm(cfg.decoder_dim, rngs=rngs)
+            self.profile_head = nnx.Linear(cfg.decoder_dim, cfg.n_profile_genes, rngs=rngs)
+            self.log_theta = nnx.Param(jnp.zeros((cfg.n_profile_genes,), jnp.float32))
+        elif cfg.n_profile_genes:
             self.profile_head = nnx.Linear(h, cfg.n_profile_genes, rngs=rngs)
         else:
             self.profile_head = None
@@ -343,6 +401,9 @@ class MaskedExpressionModel(SavedModel):
         -------
         ``(hidden, embedding)``: ``(B, T', H)`` token states (``T' = T + 1`` with
         ``<cls>``, which is then first) and the ``(B, H)`` pooled cell embedding.
+        With the latent encoder (``n_latents > 0``), ``hidden`` is the
+        ``(B, n_latents, H)`` latent states and the embedding their mean (zero
+        for a cell without tokens).
         """
         cfg = self.config
         weights = weights.astype(jnp.float32)
@@ -364,6 +425,11 @@ class MaskedExpressionModel(SavedModel):
             keys = list(jax.random.split(dropout_key, cfg.n_layers + 1))
         x = self.embed_drop(self.embed_norm(x), rngs=keys[0])
         bias = weights_to_bias(weights)
+        if cfg.n_latents:
+            lat = self.latent(x, bias, keys[1] if dropout_key is not None else None)
+            # A cell without tokens embeds to the zero vector (as mean pooling gives).
+            has = (weights.sum(axis=1) > 0).astype(lat.dtype)[:, None]
+            return lat, lat.mean(axis=1) * has
         for block, k in zip(self.blocks, keys[1:], strict=True):
             x = block(x, bias, k)
         x = self.final_norm(x)
@@ -450,6 +516,26 @@ class MaskedExpressionModel(SavedModel):
         return self.encode(gene_ids, expression, ranks, keep)[1]
 
     # ----------------------------------------------------------------- training
+    def decode_counts(self, z: jax.Array, library: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Negative-binomial parameters of the profile genes (``profile_likelihood='nb'``).
+
+        ``z`` ``(B, H)`` is the cell embedding plus, for a batch-conditioned model,
+        the batch embedding; ``library`` ``(B,)`` the cells' total counts over the
+        profile genes. Returns ``(mu, theta)``: means ``library x
+        softmax(decoder(z))`` ``(B, G)`` and the per-gene inverse dispersions ``(G,)``.
+        """
+        h = jax.nn.gelu(self.decoder_norm(self.decoder_in(z)))
+        rho = jax.nn.softmax(self.profile_head(h), axis=-1)
+        return library[:, None] * rho, jnp.exp(self.log_theta[...])
+
+    def profile_log_prob(self, z: jax.Array, counts: jax.Array) -> jax.Array:
+        """``(B, G)`` NB log-probabilities of raw profile-gene ``counts`` given ``z``."""
+        from ._likelihoods import nb_log_prob
+
+        counts = jnp.asarray(counts, jnp.float32)
+        mu, theta = self.decode_counts(z, counts.sum(axis=-1))
+        return nb_log_prob(counts, mu, theta[None, :])
+
     def loss(
         self,
         gene_ids: jax.Array,
@@ -472,8 +558,11 @@ class MaskedExpressionModel(SavedModel):
         key
             PRNG key for masking and dropout.
         profile
-            ``(B, n_profile_genes)`` bottleneck targets (centred log-normalised HVG
-            expression); required when ``config.n_profile_genes > 0``.
+            ``(B, n_profile_genes)`` bottleneck targets, required when
+            ``config.n_profile_genes > 0``: raw counts of the profile genes with
+            ``profile_likelihood='nb'`` (negative-binomial NLL, mean over genes,
+            library size = the cell's total over those genes), centred
+            log-normalised expression with ``'mse'``.
         batch
             ``(B,)`` int batch codes; required when ``config.n_batches > 0``.
         cell_weight
@@ -504,6 +593,9 @@ class MaskedExpressionModel(SavedModel):
             bemb = self.batch_embed(jnp.asarray(batch))
             cond_tok = bemb[:, None, :]
             cond_cell = bemb
+        if cfg.n_latents:
+            query = self.value_query(self.gene_embed(gene_ids))
+            hidden = jax.nn.gelu(query + self.value_cell(emb)[:, None, :])
         pred = self.value_head(hidden + cond_tok)[..., 0]
         target = jnp.log1p(jnp.maximum(values, 0.0))
         m = masked.astype(jnp.float32) * cell_weight[:, None]
@@ -513,8 +605,11 @@ class MaskedExpressionModel(SavedModel):
         if cfg.n_profile_genes:
             if profile is None:
                 raise ValueError("This model has a bottleneck objective: pass profile= targets.")
-            ppred = self.profile_head(emb + cond_cell)
-            per_cell = jnp.mean((ppred - profile) ** 2, axis=-1)
+            if cfg.profile_likelihood == "nb":
+                per_cell = -jnp.mean(self.profile_log_prob(emb + cond_cell, profile), axis=-1)
+            else:
+                ppred = self.profile_head(emb + cond_cell)
+                per_cell = jnp.mean((ppred - profile) ** 2, axis=-1)
             profile_loss = jnp.sum(per_cell * cell_weight) / jnp.maximum(cell_weight.sum(), 1.0)
             total = total + cfg.profile_weight * profile_loss
         return total, {"value": value_loss, "profile": profile_loss}

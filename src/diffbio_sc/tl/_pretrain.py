@@ -249,7 +249,8 @@ def pretrain(
         )
 
         # ------------------------------------------- pass 2: tokens and targets
-        token_ids, token_vals, profile = md.tokens_and_targets(
+        use_counts = bool(n_profile) and config.profile_likelihood == "nb"
+        token_ids, token_vals, profile, counts = md.tokens_and_targets(
             adata,
             layer,
             gene_scale,
@@ -258,6 +259,7 @@ def pretrain(
             max_tokens=max_tokens,
             chunk_size=chunk_size,
             hvg_cols=hvg_cols,
+            with_counts=use_counts,
         )
 
         profile_mean = md.profile_mean(profile, train_idx) if n_profile else np.zeros(0, np.float32)
@@ -295,6 +297,7 @@ def pretrain(
             token_vals=token_vals,
             profile=profile,
             profile_mean=profile_mean,
+            counts=counts,
             batch_codes=batch_codes,
             train_idx=train_idx,
             val_idx=val_idx,
@@ -410,6 +413,7 @@ def _train(
     profile_mean,
     batch_codes,
     train_idx,
+    counts=None,
     val_idx,
     train_config,
     gene_init=None,
@@ -428,7 +432,9 @@ def _train(
 
     def get_batch(idx):
         prof = None
-        if profile is not None:
+        if counts is not None:
+            prof = counts[idx].toarray()
+        elif profile is not None:
             prof = profile[idx].toarray() - profile_mean[None, :]
         return {
             "ids": token_ids[idx],
@@ -441,11 +447,11 @@ def _train(
         model, _masked_loss, get_batch, train_idx=train_idx, val_idx=val_idx, config=train_config
     )
     summary = dict(result.summary)
-    summary["objective"] = (
-        "masked value regression + cell-level HVG-profile bottleneck"
-        if config.n_profile_genes
-        else "masked value regression"
-    )
+    summary["objective"] = "masked value regression"
+    if config.n_profile_genes and config.profile_likelihood == "nb":
+        summary["objective"] += " + negative-binomial decoder of HVG counts from the embedding"
+    elif config.n_profile_genes:
+        summary["objective"] += " + cell-level HVG-profile bottleneck"
     history = {k: list(v) for k, v in result.history.items()}
     for k in ("train_value_loss", "train_profile_loss"):
         history.setdefault(k, [])
