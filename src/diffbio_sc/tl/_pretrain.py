@@ -80,7 +80,12 @@ def pretrain(
         defaults. ``vocab_size``, ``max_tokens``, ``n_batches`` and
         ``n_profile_genes`` are set from the data and arguments, so e.g.
         ``MaskedExpressionConfig(hidden_dim=64)`` is enough
-        (``profile_weight=0`` turns the bottleneck objective off).
+        (``profile_weight=0`` turns the bottleneck objective off). The
+        cell-level objective follows ``config.profile_likelihood``: ``'nb'``, a
+        negative-binomial likelihood of the raw HVG counts with mean = the
+        cell's HVG library size x softmax(decoder(embedding [+ batch])) and a
+        per-gene inverse dispersion (scVI's parameterisation); ``'mse'``, a
+        linear map to the centred log-normalised HVG profile.
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
     epochs
@@ -103,8 +108,9 @@ def pretrain(
         Stop after this many epochs without a better validation loss; ``None``
         trains all epochs (still restoring the best weights).
     batch_key
-        ``.obs`` column of batch labels; conditions the model's decoders on the
-        batch so that the embedding need not encode it.
+        ``.obs`` column of batch labels; a learned batch embedding is added to
+        the decoders' inputs (never the encoder's), so the embedding need not
+        encode the batch. ``dfm.tl.embed(adata, batch_key=...)`` passes it here.
     n_top_genes
         Highly variable genes in the cell-level bottleneck target, chosen with
         ``scanpy.pp.highly_variable_genes(flavor='seurat')`` on the log-normalised
@@ -250,7 +256,7 @@ def pretrain(
 
         # ------------------------------------------- pass 2: tokens and targets
         use_counts = bool(n_profile) and config.profile_likelihood == "nb"
-        token_ids, token_vals, profile, counts = md.tokens_and_targets(
+        token_ids, token_vals, profile, *rest = md.tokens_and_targets(
             adata,
             layer,
             gene_scale,
@@ -261,6 +267,7 @@ def pretrain(
             hvg_cols=hvg_cols,
             with_counts=use_counts,
         )
+        counts = rest[0] if use_counts else None
 
         profile_mean = md.profile_mean(profile, train_idx) if n_profile else np.zeros(0, np.float32)
 
