@@ -26,7 +26,18 @@ def _model(seed=0, **kw):
     # The public constructor (eager): its primitives compile once for all the
     # configs here, where create_model compiles per config; both give the same
     # parameters (test_public_constructor_matches_fast_builder).
-    base = dict(vocab_size=VOCAB, hidden_dim=16, n_layers=2, n_heads=2, max_tokens=8)
+    # The self-attention encoder and MSE bottleneck (config version 1's
+    # architecture, still supported); the latent/NB model is tested in
+    # test_masked_latent.py.
+    base = dict(
+        vocab_size=VOCAB,
+        hidden_dim=16,
+        n_layers=2,
+        n_heads=2,
+        max_tokens=8,
+        n_latents=0,
+        profile_likelihood="mse",
+    )
     base.update(kw)
     cfg = MaskedExpressionConfig(**base)
     return MaskedExpressionModel(cfg, rngs=nnx.Rngs(params=jax.random.key(seed)))
@@ -34,6 +45,7 @@ def _model(seed=0, **kw):
 
 def test_public_constructor_matches_fast_builder():
     cfg = MaskedExpressionConfig(vocab_size=VOCAB, hidden_dim=16, n_layers=1, n_heads=2)
+    assert cfg.profile_likelihood == "nb"  # the default count decoder is built too
     eager = MaskedExpressionModel(cfg, rngs=nnx.Rngs(params=jax.random.key(0)))
     fast = create_model(cfg, jax.random.key(0))
     a = jax.tree.leaves(nnx.state(eager, nnx.Param))
