@@ -244,7 +244,7 @@ def masked_attention(q, k, v, key_mask):
     the item's keys (each softmax row still sees every key, so the result is
     exact up to float rounding), run by ``jax.lax.map`` a few tiles per step so
     that a step's scores (:data:`TILE_ELEMENTS`) stay in cache. On CPU at
-    2,048 tokens this is 2.5x less CPU time than the plain ``einsum ->
+    2,048 tokens this is about 2x less CPU time than the plain ``einsum ->
     softmax -> einsum`` (whose 512 MiB of scores for 8 cells x 4 heads make it
     memory-bound); see ``docs/notes/checkpoints.md``.
     """
