@@ -70,6 +70,7 @@ from ._sequence_alphabet import (
     reverse_complement,
     reverse_complement_one_hot,
     valid_table,
+    window_starts,
 )
 from ._sequence_tokenizers import (
     TOKENIZERS,
@@ -107,4 +108,5 @@ __all__ = [
     "TOKENIZERS",
     "alphabet_bases",
     "valid_table",
+    "window_starts",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "reverse_complement",
     "flip_valid",
     "reverse_complement_one_hot",
+    "window_starts",
 ]
 
 DNA_BASES = "ACGT"
@@ -333,3 +334,48 @@ def reverse_complement_one_hot(x, lengths):
     (A<->T, C<->G); it maps every IUPAC code's distribution to its complement's.
     """
     return flip_valid(x[..., ::-1], lengths)
+
+
+# ---------------------------------------------------------------------- windows
+def window_starts(length: int, window: int, stride: int) -> np.ndarray:
+    """Start positions of the windows that tile a sequence of ``length`` bases.
+
+    The rule (used by ``dfm.tl.embed_sequences(window=, stride=)``):
+
+    * ``length <= window``: one window, the whole sequence (start 0).
+    * otherwise windows of exactly ``window`` bases, the first at 0 and the last
+      ending at ``length``, ``n = ceil(D / stride) + 1`` of them (``D = length -
+      window``; one more when ``D`` is odd and ``n`` odd, since no window can
+      then be its own mirror image), spread as evenly as integers allow: start
+      ``i`` is ``ceil(i * D / (n - 1))`` in the first half and ``floor(i * D /
+      (n - 1))`` in the second (a start met twice in the middle is kept once).
+      Consecutive starts are then at most ``stride`` apart, and the layout is
+      mirror-symmetric (``start -> D - start`` maps the set onto itself), so
+      the windows of the reverse complement are the reverse complements of
+      the windows.
+
+    Every base is covered (``stride <= window``) and the result depends on
+    ``length``, ``window`` and ``stride`` only.
+
+    Parameters
+    ----------
+    length, window, stride
+        Sequence length, window length and the largest step between window
+        starts (``1 <= stride <= window``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted int64 starts.
+    """
+    if window < 1 or not 1 <= stride <= window:
+        raise ValueError(f"Need window >= 1 and 1 <= stride <= window; got {window}, {stride}.")
+    span = int(length) - int(window)
+    if span <= 0:
+        return np.zeros(1, np.int64)
+    n = -(-span // stride) + 1
+    if span % 2 and n % 2:
+        n += 1
+    num = np.arange(n, dtype=np.int64) * span
+    lo, hi = num // (n - 1), -(-num // (n - 1))
+    return np.unique(np.where(2 * np.arange(n) < n - 1, hi, lo))
