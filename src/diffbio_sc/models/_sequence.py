@@ -260,6 +260,22 @@ class SequenceEncoder(SavedModel):
             return 0.5 * (fwd[:, c:] + back), pooled
         return fwd[:, c:], pooled
 
+    def pooled_token_average(self, inputs, valid, rc_inputs, rc_valid, *, key=None) -> jax.Array:
+        """Mean of the pooled forward and reverse-strand embeddings, k-mer tokenizers.
+
+        The reverse strand is given already tokenized (``rc_inputs``,
+        ``rc_valid``): k-mer tokens of the reverse complement are not the
+        reversed forward tokens. ``key`` drives dropout in training mode.
+        """
+        kf = kr = None
+        if key is not None:
+            kf, kr = jax.random.split(key)
+        valid = jnp.asarray(valid, bool)
+        rc_valid = jnp.asarray(rc_valid, bool)
+        fwd = self._encode_strand(self._features(inputs), valid, None, kf)
+        rev = self._encode_strand(self._features(rc_inputs), rc_valid, None, kr)
+        return 0.5 * (self._pool(fwd, valid) + self._pool(rev, rc_valid))
+
     def embed(
         self,
         inputs: jax.Array,
@@ -304,10 +320,7 @@ class SequenceEncoder(SavedModel):
                     f"reverse_complement='average' with the {cfg.tokenizer!r} tokenizer needs "
                     "rc_inputs= and rc_valid= (the tokenized reverse complements)."
                 )
-            fwd = self._encode_strand(self._features(inputs), valid, None, None)
-            rc_valid = jnp.asarray(rc_valid, bool)
-            rev = self._encode_strand(self._features(rc_inputs), rc_valid, None, None)
-            return 0.5 * (self._pool(fwd, valid) + self._pool(rev, rc_valid))
+            return self.pooled_token_average(inputs, valid, rc_inputs, rc_valid)
         fwd, rev = self._strands(inputs, valid, None, None, mode)
         if rev is None:
             return self._pool(fwd, valid)
@@ -385,13 +398,33 @@ class SequenceClassifier(SavedModel):
         self.head = nnx.Linear(config.hidden_dim, config.n_classes, rngs=rngs)
         self.eval()
 
-    def __call__(self, inputs, valid, *, key=None) -> jax.Array:
-        """Class logits ``(B, n_classes)`` (RC handling as the encoder's config)."""
+    @property
+    def needs_rc_tokens(self) -> bool:
+        """True for ``'average'`` with a k-mer tokenizer: calls need ``rc_inputs``/``rc_valid``."""
+        cfg = self.config
+        return cfg.reverse_complement == "average" and cfg.tokenizer != "char"
+
+    def __call__(self, inputs, valid, *, key=None, rc_inputs=None, rc_valid=None) -> jax.Array:
+        """Class logits ``(B, n_classes)`` (RC handling as the encoder's config).
+
+        With ``reverse_complement='average'`` and a k-mer tokenizer, pass the
+        tokenized reverse complements as ``rc_inputs``/``rc_valid``; the head
+        then sees the mean of both strands' pooled vectors (a strand-symmetric
+        classifier), as for ``char`` tokens.
+        """
+        if self.needs_rc_tokens:
+            if rc_inputs is None or rc_valid is None:
+                raise ValueError(
+                    f"reverse_complement='average' with the {self.config.tokenizer!r} "
+                    "tokenizer needs rc_inputs= and rc_valid= (the tokenized reverse complements)."
+                )
+            pooled = self.encoder.pooled_token_average(inputs, valid, rc_inputs, rc_valid, key=key)
+            return self.head(pooled)
         return self.head(self.encoder(inputs, valid, key=key)[1])
 
-    def loss(self, inputs, valid, labels, *, key, weight=None):
+    def loss(self, inputs, valid, labels, *, key, weight=None, rc_inputs=None, rc_valid=None):
         """Mean cross-entropy over rows (``weight`` 0 drops padding rows)."""
-        logits = self(inputs, valid, key=key)
+        logits = self(inputs, valid, key=key, rc_inputs=rc_inputs, rc_valid=rc_valid)
         logp = jax.nn.log_softmax(logits, axis=-1)
         nll = -jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
         w = jnp.ones_like(nll) if weight is None else jnp.asarray(weight, jnp.float32)
