@@ -219,7 +219,9 @@ def main() -> None:
             }
             for k, v in rep.items()
         }
-        print(df.pivot_table(index="metric", columns="embedding", values="value").round(3))
+        flat = df.copy()
+        flat.attrs = {}  # the report holds arrays, which pandas cannot compare when printing
+        print(flat.pivot_table(index="metric", columns="embedding", values="value").round(3))
         print(json.dumps(results["task_info"], indent=1))
         print(f"wall {results['tasks_wall_s']:.0f} s, process CPU {results['tasks_cpu_s']:.0f} s")
     if args.out:
