@@ -236,7 +236,8 @@ def genomics_tasks(
     max_per_class
         Keep at most this many sequences per class (seeded), for quick runs.
     pretrain_epochs, finetune_epochs
-        Epochs of masked-language pretraining (``None``: the default budget)
+        Epochs of masked-language pretraining (``None``: the default budget;
+        ``0``: none, the encoder starts from a seeded random initialisation)
         and of fine-tuning.
     batch_size, learning_rate
         Minibatch size and peak learning rate of pretraining and fine-tuning.
@@ -289,7 +290,7 @@ def genomics_tasks(
         "test_fraction", test_fraction, minimum=0.0, strict_min=True, maximum=0.5
     )
     max_per_class = check_int("max_per_class", max_per_class, minimum=4, allow_none=True)
-    pretrain_epochs = check_int("pretrain_epochs", pretrain_epochs, minimum=1, allow_none=True)
+    pretrain_epochs = check_int("pretrain_epochs", pretrain_epochs, minimum=0, allow_none=True)
     finetune_epochs = check_int("finetune_epochs", finetune_epochs, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     check_float("learning_rate", learning_rate, minimum=0.0, strict_min=True)
@@ -364,7 +365,12 @@ def genomics_tasks(
                 )
                 width = int(counts.max())
                 enc, how = encoder, ("given" if model_path is None else f"loaded from {model_path}")
-                if enc is None:
+                if enc is None and pretrain_epochs == 0:
+                    from flax import nnx
+
+                    enc = SequenceEncoder(config, rngs=nnx.Rngs(params=seed))
+                    how = f"random initialisation (seed {seed}), no pretraining"
+                elif enc is None:
                     from ...io._fasta import sequences_to_adata
                     from ._pretrain import pretrain_sequences
 
