@@ -323,7 +323,7 @@ def fit(
     """
     import jax
     from flax import nnx
-    from tqdm.auto import tqdm
+    from .._logging import tqdm
 
     from .._settings import settings
 
