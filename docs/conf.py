@@ -55,6 +55,10 @@ myst_heading_anchors = 3
 # Engineering notes are appended to by several people and skip heading levels
 # in places; that is a style matter, not a broken page.
 suppress_warnings = ["myst.header"]
+# The command-line page (cli.md) is written on another branch; until it is merged the
+# "cli*" entry of the index matches nothing, which is expected and not an error.
+if not (HERE / "cli.md").exists():
+    suppress_warnings.append("toc.empty_glob")
 
 # myst-nb: execute the tutorials at build time, in their quick mode. DFM_DOCS_NOTEBOOKS
 # names a folder of notebooks executed elsewhere (the test suite's run), rendered as they are.
@@ -68,6 +72,8 @@ nb_execution_show_tb = True
 nb_execution_cache_path = str(HERE / "_build" / ".jupyter_cache")
 nb_merge_streams = True
 os.environ.setdefault("DFM_TUTORIAL_QUICK", "1")
+# The DNA tutorial reads real sequences from shared/data beside the repository.
+os.environ.setdefault("DFM_SHARED_DATA", str(REPO.parent / "shared" / "data"))
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures inline
 
 # autodoc / autosummary / numpydoc

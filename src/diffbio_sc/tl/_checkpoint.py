@@ -182,7 +182,6 @@ def embed_checkpoint(
         ``bucketing``, ``max_batch_tokens``, ``n_devices``, ``created_by``.
     """
     from .._logging import tqdm
-
     from .._settings import settings
     from ..models._runner import BucketedRunner
 
