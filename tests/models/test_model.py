@@ -310,6 +310,7 @@ def test_save_falls_back_to_npz_without_safetensors(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_embed_soft_mask_removes_candidates_exactly():
     """A candidate masked out has no effect: same as leaving it out of the candidate set."""
     model = _model(max_tokens=3)

@@ -229,6 +229,7 @@ def adata():
     return ad
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_embedding_umap_leaves_user_graph_alone(adata, tmp_path):
     from matplotlib.figure import Figure
 
