@@ -1,0 +1,356 @@
+"""Shared pieces of the ``dfm`` command line: help formatting, paths, errors, I/O.
+
+Every subcommand follows the same rules: check every path and option before any
+work, never overwrite an existing output without ``--force``, never write over an
+input, write each output atomically (:func:`diffbio_sc.io._atomic.atomic_path`),
+and turn a user error into one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from .._validate import DfmInputError
+from ..io._atomic import atomic_path, check_writable_target
+
+#: Errors our validation raises for bad input; the CLI reports them in one line.
+USER_ERRORS = (DfmInputError, ValueError, TypeError, OSError)
+
+#: Exit status for bad input (argparse's own, so scripts see one code for both).
+EXIT_USAGE = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Show each option's default when it has one (not for flags or unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+        ):
+            return text
+        if isinstance(default, (list, tuple)):
+            if not default:
+                return text
+            shown = " ".join(map(str, default))
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps the epilog's line breaks (the examples)."""
+
+
+def one_line(err: BaseException) -> str:
+    """Return the error's message on one line (whitespace runs collapsed)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and err.strerror and err.filename and str(err.filename) not in text:
+        text = f"{text} ({err.filename})"
+    return text or type(err).__name__
+
+
+def command(
+    sub, name: str, handler: Callable[[argparse.Namespace], int], *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """Register subcommand ``name`` run by ``handler``, with the house help format."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def add_common(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
+    """Add the options every subcommand has (``--force``, ``--no-progress``, ``--quiet`` ...)."""
+    group = parser.add_argument_group("general options")
+    if force:
+        group.add_argument(
+            "--force",
+            action="store_true",
+            help="overwrite existing outputs (by default an existing output is an error)",
+        )
+    group.add_argument(
+        "--no-progress", action="store_true", help="hide progress bars (e.g. in log files)"
+    )
+    group.add_argument(
+        "--quiet", action="store_true", help="print nothing on success (errors still go to stderr)"
+    )
+    group.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log each library step with its time (dfm.settings.verbosity = 'info')",
+    )
+    group.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, show the full Python traceback instead of the one-line message",
+    )
+
+
+def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run ``func(args)`` with the package settings the options ask for.
+
+    A user error (:data:`USER_ERRORS`) becomes ``dfm <command>: error: <message>`` on
+    stderr and exit status 2, and Ctrl-C exit status 130, unless ``--traceback`` was
+    passed. The settings
+    changed here (progress bars, verbosity) are restored afterwards.
+    """
+    from .._settings import settings
+
+    saved = settings.progress_bar, settings.verbosity
+    settings.progress_bar = not getattr(args, "no_progress", False)
+    if getattr(args, "verbose", False):
+        settings.verbosity = "info"
+    try:
+        return func(args)
+    except USER_ERRORS as err:
+        if getattr(args, "traceback", False):
+            raise
+        print(f"dfm {command}: error: {one_line(err)}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if getattr(args, "traceback", False):
+            raise
+        print(
+            f"dfm {command}: interrupted; no output was written (any previous one is intact).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        settings.progress_bar, settings.verbosity = saved
+
+
+class Reporter:
+    """Timestamped status lines on stdout (silent with ``--quiet``)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quiet = bool(getattr(args, "quiet", False))
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.t0:6.1f}s] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- options
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """Argparse type: a seed, a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {value}")
+    return value
+
+
+def given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """Return the flags (``--like-this``) of the options in ``names`` that were set."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+
+def collect(args: argparse.Namespace, names: Sequence[str]) -> dict:
+    """Return ``{name: value}`` of the options in ``names`` that were set."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+# ---------------------------------------------------------------- paths
+
+
+def input_file(path: str, what: str) -> Path:
+    """``path`` as a ``Path``; ``FileNotFoundError`` naming it when it is not a file."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"the {what} {path!r} does not exist; check the path (relative paths start "
+            f"from {os.getcwd()!r})."
+        )
+    if p.is_dir():
+        raise IsADirectoryError(f"the {what} {path!r} is a directory; pass a file.")
+    return p
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def output_file(
+    path: str,
+    *,
+    force: bool,
+    inputs: Sequence[Path] = (),
+    suffixes: Sequence[str] = (),
+    what: str = "output file",
+    option: str = "-o",
+) -> Path:
+    """Check an output file before any work is done; return it as a ``Path``.
+
+    Refuses a wrong suffix, an input file as the output (inputs are never
+    modified, even with ``--force``), an existing file without ``force``, a
+    directory, and a missing or read-only parent directory.
+    """
+    p = Path(path)
+    if suffixes and not p.name.lower().endswith(tuple(suffixes)):
+        raise ValueError(
+            f"{option} {path!r} must end in {' or '.join(suffixes)}; choose a file name "
+            f"like out{suffixes[0]}."
+        )
+    for src in inputs:
+        if _same(p, src) or p.resolve() == src.resolve():
+            raise ValueError(
+                f"{option} {path!r} is the input file; inputs are never modified. "
+                "Write to a new file."
+            )
+    if p.is_dir():
+        raise IsADirectoryError(f"{option} {path!r} is a directory; pass a file name.")
+    if p.exists() and not force:
+        raise FileExistsError(
+            f"{option} {path!r} already exists; pass --force to overwrite it or choose "
+            "another name."
+        )
+    check_writable_target(p, what=what)
+    return p
+
+
+def output_dir(path: str, *, force: bool, option: str) -> Path:
+    """Check an output directory (written whole, atomically) before any work is done."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{option} {path!r} is a file; pass a directory name.")
+    if p.exists() and not force:
+        raise FileExistsError(
+            f"{option} {path!r} already exists; pass --force to replace it or choose another name."
+        )
+    check_writable_target(p, what="output directory")
+    return p
+
+
+def report_dir(path: str, names: Sequence[str], *, force: bool, option: str = "-o") -> Path:
+    """Check a folder that will receive the files ``names`` (created if missing).
+
+    The folder's parent must exist; an existing file among ``names`` is an error
+    without ``force``.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{option} {path!r} is a file; pass a folder for the results.")
+    if p.is_dir():
+        there = [n for n in names if (p / n).exists()]
+        if there and not force:
+            raise FileExistsError(
+                f"{option} {path!r} already holds {', '.join(there)}; pass --force to "
+                "overwrite them or choose another folder."
+            )
+        for n in names:
+            check_writable_target(p / n, what="result file")
+    else:
+        check_writable_target(p, what="results folder")
+    return p
+
+
+# ---------------------------------------------------------------- reading / writing
+
+
+def read_h5ad(path: Path, *, backed: bool = False):
+    """Read an ``.h5ad`` file, with our message for a file that is not one.
+
+    ``backed=True`` opens it read-only (``backed='r'``): the expression matrix
+    stays on disk and is streamed in chunks by the functions that support it; the
+    file cannot be written through this object.
+    """
+    import anndata as ad
+
+    try:
+        return ad.read_h5ad(path, backed="r" if backed else None)
+    except (OSError, KeyError, ValueError) as err:
+        raise DfmInputError(
+            f"cannot read {str(path)!r} as an .h5ad file ({one_line(err)}). Pass an "
+            "AnnData written with adata.write_h5ad."
+        ) from err
+
+
+def write_h5ad(adata, path: Path) -> None:
+    """Write ``adata`` to ``path`` atomically (the previous file survives a failure).
+
+    A backed AnnData is written to a new file too: anndata copies its matrix from
+    the (read-only) input file into the temporary file.
+    """
+    with atomic_path(path, what="output AnnData") as tmp:
+        if getattr(adata, "isbacked", False):
+            tmp.unlink()  # anndata appends to an existing file when the AnnData is backed
+        adata.write_h5ad(tmp)
+
+
+@contextlib.contextmanager
+def quiet_mudata() -> Iterator[None]:
+    """Silence mudata's notice about its future ``pull_on_update`` default (not ours to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
+        yield
+
+
+def write_h5mu(mdata, path: Path) -> None:
+    """Write a MuData to ``path`` atomically."""
+    with atomic_path(path, what="output MuData") as tmp:
+        mdata.write(tmp)
+
+
+def parse_mapping(items: Sequence[str] | None, option: str) -> dict[str, str] | None:
+    """Parse ``A=B`` pairs given on the command line into a dict (``None`` when absent)."""
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(
+                f"{option} {item!r} is not of the form NAME=OTHER_NAME (e.g. {option} MT=chrM)."
+            )
+        out[key] = value
+    return out
+
+
+def read_list(values: Sequence[str] | None, option: str) -> list[str] | None:
+    """Names from the command line; ``@FILE`` reads one name per line from FILE."""
+    if values is None:
+        return None
+    out: list[str] = []
+    for v in values:
+        if v.startswith("@"):
+            p = input_file(v[1:], f"{option} list file")
+            out.extend(line.strip() for line in p.read_text().splitlines() if line.strip())
+        else:
+            out.append(v)
+    if not out:
+        raise ValueError(f"{option} was given no names.")
+    return out
