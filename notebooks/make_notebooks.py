@@ -68,6 +68,15 @@ outdir = Path(tempfile.mkdtemp(prefix="dfm_tutorial_"))  # every file written go
 dfm.settings.progress_bar = False  # tidy output; True shows progress bars
 sc.settings.verbosity = 0"""
 
+# The training curve of a model trained by the shared trainer (its .history).
+LOSS_PLOT = """history = {model}.history
+fig, ax = plt.subplots(figsize=(4.5, 3))
+ax.plot(np.arange(1, len(history["train_loss"]) + 1), history["train_loss"], label="training")
+ax.plot(np.arange(1, len(history["val_loss"]) + 1), history["val_loss"], label="validation")
+ax.set(xlabel="epoch", ylabel="{ylabel}", title="{title}")
+ax.legend()
+plt.show()"""
+
 LOAD = """adata = dfm.datasets.celllines_demo()
 if N_CELLS is not None:
     sc.pp.subsample(adata, n_obs=N_CELLS, random_state=0)
@@ -137,15 +146,8 @@ print(model.metadata["training"])""",
     ),
     (
         PLOT,
-        """import matplotlib.pyplot as plt
-
-history = model.history
-fig, ax = plt.subplots(figsize=(4.5, 3))
-ax.plot(np.arange(1, len(history["train_loss"]) + 1), history["train_loss"], label="training")
-ax.plot(np.arange(1, len(history["val_loss"]) + 1), history["val_loss"], label="validation")
-ax.set(xlabel="epoch", ylabel="loss", title="masked-expression pretraining")
-ax.legend()
-plt.show()""",
+        "import matplotlib.pyplot as plt\n\n"
+        + LOSS_PLOT.format(model="model", ylabel="loss", title="masked-expression pretraining"),
     ),
     (
         CODE,
@@ -639,7 +641,6 @@ import anndata as ad
 import matplotlib.pyplot as plt
 import mudata as md
 import numpy as np
-import pandas as pd
 
 import diffbio_sc as dfm
 
@@ -725,13 +726,9 @@ encoder.metadata["training"]""",
     ),
     (
         PLOT,
-        """history = encoder.history
-fig, ax = plt.subplots(figsize=(4.5, 3))
-ax.plot(np.arange(1, len(history["train_loss"]) + 1), history["train_loss"], label="training")
-ax.plot(np.arange(1, len(history["val_loss"]) + 1), history["val_loss"], label="validation")
-ax.set(xlabel="epoch", ylabel="masked-base loss", title="masked-language pretraining")
-ax.legend()
-plt.show()""",
+        LOSS_PLOT.format(
+            model="encoder", ylabel="masked-base loss", title="masked-language pretraining"
+        ),
     ),
     (
         MD,
