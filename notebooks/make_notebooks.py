@@ -681,7 +681,7 @@ The model here has about 18,000 parameters and trains in a minute, unlike DNABER
 Nucleotide Transformer; embeddings exported from those load with
 `dfm.tl.load_embeddings` and are scored by the same task (`frozen_encoders=`).""",
     ),
-    (CODE, SEQUENCES_SETUP.format(full="8 minutes")),
+    (CODE, SEQUENCES_SETUP.format(full="5 minutes")),
     (
         MD,
         """## Read the FASTA files into a MuData
