@@ -55,10 +55,6 @@ myst_heading_anchors = 3
 # Engineering notes are appended to by several people and skip heading levels
 # in places; that is a style matter, not a broken page.
 suppress_warnings = ["myst.header"]
-# The command-line page (cli.md) is written on another branch; until it is merged, the
-# index's "cli" entry points at nothing, which is expected there and not an error.
-if not (HERE / "cli.md").exists():
-    suppress_warnings.append("toc.not_readable")
 
 # myst-nb: execute the tutorials at build time, in their quick mode. DFM_DOCS_NOTEBOOKS
 # names a folder of notebooks executed elsewhere (the test suite's run), rendered as they are.
