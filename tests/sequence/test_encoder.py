@@ -109,6 +109,7 @@ def test_reverse_complement_invariance(mode, pooling):
         assert np.abs(np.asarray(fwd(ids, valid)) - np.asarray(fwd(rc_ids, rc_valid))).max() > 1e-3
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_equivariant_per_position_outputs():
     m = _model(reverse_complement="equivariant")
     tok = m.config.get_tokenizer()
@@ -142,6 +143,7 @@ def _directional_fd(f, x, d, eps):
     return (f(x + eps * d) - f(x - eps * d)) / (2 * eps)
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_gradients_match_finite_differences():
     m = _model()
     seqs = _seqs(3, 6, 10, seed=4)
@@ -194,6 +196,7 @@ def test_parameter_gradients_match_finite_differences():
     np.testing.assert_allclose(analytic, fd, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_dropout_only_in_training():
     m = _model(dropout=0.5)
     ids, valid = get_tokenizer("char").encode(_seqs(3))
