@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import diffbio_sc as dfm
@@ -121,6 +122,9 @@ def test_baselines_on_splice_junctions_table_and_plot():
     assert fig.axes
     fig2 = dfm.pl.benchmark(df.attrs["report"])
     assert fig2.axes
+    # the report holds plain lists, so frames carrying it concatenate and print
+    both = pd.concat([df, df])
+    assert len(both) == 2 * len(df) and str(both)
 
 
 @needs_data

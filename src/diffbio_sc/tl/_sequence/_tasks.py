@@ -468,7 +468,9 @@ def genomics_tasks(
             "probe": "standardised features + sklearn LogisticRegression(C=1, max_iter=3000)",
         },
         "seeds": {"seed": int(seed)},
-        "scores": {c: df[c].to_numpy() for c in RESULT_COLUMNS},
+        # Plain lists, not arrays: pandas compares ``attrs`` when frames are
+        # concatenated or printed, and an array there makes that comparison fail.
+        "scores": {c: df[c].tolist() for c in RESULT_COLUMNS},
         "higher_is_better": True,
     }
     return df
