@@ -18,8 +18,14 @@ Training (see :meth:`MaskedExpressionModel.loss`) masks a random fraction of
 each cell's tokens (value and rank hidden, gene identity kept) and combines
 
 * a masked-value loss: regress ``log1p(value)`` at the masked positions only;
-* a cell-level bottleneck loss: predict the cell's centred log-normalised
-  profile over highly variable genes from the pooled embedding alone.
+* a cell-level bottleneck loss from the pooled embedding alone: by default
+  (``profile_likelihood='nb'``) the negative-binomial likelihood of the cell's
+  raw counts over highly variable genes, as scVI's decoder models them;
+  version-1 models predict the centred log-normalised profile (MSE).
+
+The encoder is self-attention over the tokens (default) or, with
+``n_latents > 0``, a few learned latents cross-attending to every token
+(:mod:`diffbio_sc.models._latent`).
 
 With a ``batch_key``, a learned batch embedding conditions both decoders (not
 the encoder), so the pooled embedding is not asked to carry the batch.
@@ -28,7 +34,6 @@ the encoder), so the pooled embedding is not asked to carry the batch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -38,7 +43,8 @@ import numpy as np
 from flax import nnx
 
 from .. import _keys
-from ._base import ModelConfig, SavedModel, register_model
+from ._base import SavedModel, register_model
+from ._latent import LatentEncoder
 from ._layers import (
     TransformerBlock,
     masked_mean_pool,
@@ -46,6 +52,7 @@ from ._layers import (
     sinusoidal_encoding,
     weights_to_bias,
 )
+from ._masked_config import MaskedExpressionConfig
 
 __all__ = [
     "GENE_INIT_STD",
@@ -66,106 +73,6 @@ GENE_INIT_STD = 1.0
 N_SPECIAL = len(_keys.SPECIAL_TOKENS)
 #: Scale of the sinusoidal rank code added to each token.
 _RANK_SCALE = 0.5
-
-
-@dataclass(frozen=True)
-class MaskedExpressionConfig(ModelConfig):
-    """Architecture and objective of :class:`MaskedExpressionModel`.
-
-    Parameters
-    ----------
-    vocab_size
-        Number of token ids, special tokens included (``<pad>`` = 0, ``<mask>`` = 1,
-        ``<cls>`` = 2, ``<eos>`` = 3, then genes). The default 0 means "not set
-        yet": :func:`diffbio_sc.tl.pretrain` sets it from the data, and a model
-        can only be built from a config where it is set.
-    hidden_dim, n_layers, n_heads
-        Transformer width, depth and attention heads (``hidden_dim`` must be a
-        multiple of ``n_heads``). The cell embedding has ``hidden_dim`` dimensions.
-    mlp_dim
-        Width of the feed-forward block; ``None`` means ``2 * hidden_dim``.
-    dropout
-        Dropout rate on embeddings, attention outputs and feed-forward outputs,
-        active in training mode only.
-    mask_ratio
-        Fraction of each cell's tokens masked in training (at least one per
-        cell). Default 0.3 (not BERT's 0.15): the issue's prototype measured
-        +0.03 kNN macro-F1 with it; in our runs the two were within noise.
-    max_tokens
-        Context length: the top ``max_tokens`` genes of the rank-value encoding.
-        Default 64: on the 3-batch PBMC set 64 and 32 tokens matched or beat
-        128 for the same CPU time (attention and feed-forward cost grow with
-        it); see ``docs/_fragments/model.md``.
-    use_cls
-        Prepend a ``<cls>`` token.
-    pooling
-        ``'mean'`` (weighted mean over valid tokens) or ``'cls'`` (needs ``use_cls``).
-    n_batches
-        Number of batch labels for decoder conditioning; 0 disables it.
-    n_profile_genes
-        Number of genes in the cell-level bottleneck target (set by
-        :func:`diffbio_sc.tl.pretrain`); 0 disables that loss.
-    value_weight, profile_weight
-        Weights of the masked-value and bottleneck losses. The bottleneck loss
-        is a mean over genes, so it is weighted up (default 50; 50 beat 10 by
-        0.002-0.018 kNN macro-F1 on the three benchmark sets) to matter next to
-        the masked-value loss.
-    """
-
-    vocab_size: int = 0
-    hidden_dim: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    mlp_dim: int | None = None
-    dropout: float = 0.1
-    mask_ratio: float = 0.3
-    max_tokens: int = 64
-    use_cls: bool = False
-    pooling: str = "mean"
-    n_batches: int = 0
-    n_profile_genes: int = 0
-    value_weight: float = 1.0
-    profile_weight: float = 50.0
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field."""
-
-        def bad(msg: str) -> None:
-            raise ValueError(f"MaskedExpressionConfig: {msg}")
-
-        if self.vocab_size != 0 and self.vocab_size < len(_keys.SPECIAL_TOKENS) + 1:
-            bad(
-                f"vocab_size must be > {len(_keys.SPECIAL_TOKENS)} (special tokens plus at "
-                f"least one gene), got {self.vocab_size}; leave it at 0 and dfm.tl.pretrain "
-                "sets it from the data."
-            )
-        if self.hidden_dim < 1 or self.n_layers < 1 or self.n_heads < 1:
-            bad("hidden_dim, n_layers and n_heads must be >= 1.")
-        if self.hidden_dim % self.n_heads:
-            bad(f"hidden_dim ({self.hidden_dim}) must be a multiple of n_heads ({self.n_heads}).")
-        if self.hidden_dim % 2:
-            bad(f"hidden_dim must be even for the sinusoidal rank encoding, got {self.hidden_dim}.")
-        if not 0.0 <= self.dropout < 1.0:
-            bad(f"dropout must be in [0, 1), got {self.dropout}.")
-        if not 0.0 < self.mask_ratio < 1.0:
-            bad(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
-        if self.max_tokens < 1:
-            bad(f"max_tokens must be >= 1, got {self.max_tokens}.")
-        if self.pooling not in ("mean", "cls"):
-            bad(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
-        if self.pooling == "cls" and not self.use_cls:
-            bad("pooling='cls' needs use_cls=True.")
-        if self.n_batches < 0 or self.n_profile_genes < 0:
-            bad("n_batches and n_profile_genes must be >= 0.")
-        if self.value_weight < 0 or self.profile_weight < 0:
-            bad("value_weight and profile_weight must be >= 0.")
-        if self.value_weight == 0 and self.profile_weight == 0:
-            bad("at least one loss must be active (value_weight > 0 or profile_weight > 0).")
-
-    @property
-    def ff_dim(self) -> int:
-        """Feed-forward width."""
-        return int(self.mlp_dim or 2 * self.hidden_dim)
 
 
 def rank_encoding(ranks: jax.Array, dim: int) -> jax.Array:
@@ -218,19 +125,40 @@ class MaskedExpressionModel(SavedModel):
         self.mask_embed = nnx.Param(init(rngs.params(), (h,)))
         self.embed_norm = nnx.LayerNorm(h, rngs=rngs)
         self.embed_drop = nnx.Dropout(cfg.dropout)
-        self.blocks = nnx.List(
-            [
-                TransformerBlock(h, cfg.n_heads, cfg.ff_dim, cfg.dropout, rngs=rngs)
-                for _ in range(cfg.n_layers)
-            ]
-        )
-        self.final_norm = nnx.LayerNorm(h, rngs=rngs)
+        if cfg.n_latents:
+            self.latent = LatentEncoder(
+                h,
+                cfg.n_heads,
+                cfg.ff_dim,
+                cfg.dropout,
+                n_latents=cfg.n_latents,
+                n_layers=cfg.n_layers,
+                rngs=rngs,
+            )
+            # Masked values are decoded from the masked gene's identity and the
+            # cell embedding (the latents hold no per-token state).
+            self.value_query = nnx.Linear(h, h, rngs=rngs)
+            self.value_cell = nnx.Linear(h, h, rngs=rngs)
+        else:
+            self.blocks = nnx.List(
+                [
+                    TransformerBlock(h, cfg.n_heads, cfg.ff_dim, cfg.dropout, rngs=rngs)
+                    for _ in range(cfg.n_layers)
+                ]
+            )
+            self.final_norm = nnx.LayerNorm(h, rngs=rngs)
         self.value_head = nnx.Linear(h, 1, rngs=rngs)
         if cfg.n_batches:
             self.batch_embed = nnx.Embed(cfg.n_batches, h, embedding_init=init, rngs=rngs)
         else:
             self.batch_embed = None
-        if cfg.n_profile_genes:
+        if cfg.n_profile_genes and cfg.profile_likelihood == "nb":
+            # scVI-style decoder: mean = library size x softmax(decoder(z + batch)).
+            self.decoder_in = nnx.Linear(h, cfg.decoder_dim, rngs=rngs)
+            self.decoder_norm = nnx.LayerNorm(cfg.decoder_dim, rngs=rngs)
+            self.profile_head = nnx.Linear(cfg.decoder_dim, cfg.n_profile_genes, rngs=rngs)
+            self.log_theta = nnx.Param(jnp.zeros((cfg.n_profile_genes,), jnp.float32))
+        elif cfg.n_profile_genes:
             self.profile_head = nnx.Linear(h, cfg.n_profile_genes, rngs=rngs)
         else:
             self.profile_head = None
@@ -343,6 +271,9 @@ class MaskedExpressionModel(SavedModel):
         -------
         ``(hidden, embedding)``: ``(B, T', H)`` token states (``T' = T + 1`` with
         ``<cls>``, which is then first) and the ``(B, H)`` pooled cell embedding.
+        With the latent encoder (``n_latents > 0``), ``hidden`` is the
+        ``(B, n_latents, H)`` latent states and the embedding their mean (zero
+        for a cell without tokens).
         """
         cfg = self.config
         weights = weights.astype(jnp.float32)
@@ -364,6 +295,11 @@ class MaskedExpressionModel(SavedModel):
             keys = list(jax.random.split(dropout_key, cfg.n_layers + 1))
         x = self.embed_drop(self.embed_norm(x), rngs=keys[0])
         bias = weights_to_bias(weights)
+        if cfg.n_latents:
+            lat = self.latent(x, bias, keys[1] if dropout_key is not None else None)
+            # A cell without tokens embeds to the zero vector (as mean pooling gives).
+            has = (weights.sum(axis=1) > 0).astype(lat.dtype)[:, None]
+            return lat, lat.mean(axis=1) * has
         for block, k in zip(self.blocks, keys[1:], strict=True):
             x = block(x, bias, k)
         x = self.final_norm(x)
@@ -450,6 +386,26 @@ class MaskedExpressionModel(SavedModel):
         return self.encode(gene_ids, expression, ranks, keep)[1]
 
     # ----------------------------------------------------------------- training
+    def decode_counts(self, z: jax.Array, library: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Negative-binomial parameters of the profile genes (``profile_likelihood='nb'``).
+
+        ``z`` ``(B, H)`` is the cell embedding plus, for a batch-conditioned model,
+        the batch embedding; ``library`` ``(B,)`` the cells' total counts over the
+        profile genes. Returns ``(mu, theta)``: means ``library x
+        softmax(decoder(z))`` ``(B, G)`` and the per-gene inverse dispersions ``(G,)``.
+        """
+        h = jax.nn.gelu(self.decoder_norm(self.decoder_in(z)))
+        rho = jax.nn.softmax(self.profile_head(h), axis=-1)
+        return library[:, None] * rho, jnp.exp(self.log_theta[...])
+
+    def profile_log_prob(self, z: jax.Array, counts: jax.Array) -> jax.Array:
+        """``(B, G)`` NB log-probabilities of raw profile-gene ``counts`` given ``z``."""
+        from ._likelihoods import nb_log_prob
+
+        counts = jnp.asarray(counts, jnp.float32)
+        mu, theta = self.decode_counts(z, counts.sum(axis=-1))
+        return nb_log_prob(counts, mu, theta[None, :])
+
     def loss(
         self,
         gene_ids: jax.Array,
@@ -472,8 +428,11 @@ class MaskedExpressionModel(SavedModel):
         key
             PRNG key for masking and dropout.
         profile
-            ``(B, n_profile_genes)`` bottleneck targets (centred log-normalised HVG
-            expression); required when ``config.n_profile_genes > 0``.
+            ``(B, n_profile_genes)`` bottleneck targets, required when
+            ``config.n_profile_genes > 0``: raw counts of the profile genes with
+            ``profile_likelihood='nb'`` (negative-binomial NLL, mean over genes,
+            library size = the cell's total over those genes), centred
+            log-normalised expression with ``'mse'``.
         batch
             ``(B,)`` int batch codes; required when ``config.n_batches > 0``.
         cell_weight
@@ -504,6 +463,9 @@ class MaskedExpressionModel(SavedModel):
             bemb = self.batch_embed(jnp.asarray(batch))
             cond_tok = bemb[:, None, :]
             cond_cell = bemb
+        if cfg.n_latents:
+            query = self.value_query(self.gene_embed(gene_ids))
+            hidden = jax.nn.gelu(query + self.value_cell(emb)[:, None, :])
         pred = self.value_head(hidden + cond_tok)[..., 0]
         target = jnp.log1p(jnp.maximum(values, 0.0))
         m = masked.astype(jnp.float32) * cell_weight[:, None]
@@ -513,8 +475,11 @@ class MaskedExpressionModel(SavedModel):
         if cfg.n_profile_genes:
             if profile is None:
                 raise ValueError("This model has a bottleneck objective: pass profile= targets.")
-            ppred = self.profile_head(emb + cond_cell)
-            per_cell = jnp.mean((ppred - profile) ** 2, axis=-1)
+            if cfg.profile_likelihood == "nb":
+                per_cell = -jnp.mean(self.profile_log_prob(emb + cond_cell, profile), axis=-1)
+            else:
+                ppred = self.profile_head(emb + cond_cell)
+                per_cell = jnp.mean((ppred - profile) ** 2, axis=-1)
             profile_loss = jnp.sum(per_cell * cell_weight) / jnp.maximum(cell_weight.sum(), 1.0)
             total = total + cfg.profile_weight * profile_loss
         return total, {"value": value_loss, "profile": profile_loss}

@@ -182,8 +182,7 @@ def embed_checkpoint(
         ``n_cells_without_gene_tokens``, ``n_cells_subsampled`` (scGPT),
         ``bucketing``, ``max_batch_tokens``, ``n_devices``, ``created_by``.
     """
-    from tqdm.auto import tqdm
-
+    from .._logging import tqdm
     from .._settings import settings
     from ..models._runner import BucketedRunner
 

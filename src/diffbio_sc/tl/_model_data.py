@@ -203,17 +203,21 @@ def tokens_and_targets(
     max_tokens: int,
     chunk_size: int,
     hvg_cols: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix | None]:
+    with_counts: bool = False,
+):
     """Pass 2: ``(token_ids, values, profile)`` for every cell.
 
     ``profile`` (``None`` without ``hvg_cols``) is the sparse float32
     ``(n_cells, len(hvg_cols))`` matrix of ``log1p(count / total * target_sum)``
-    over the HVG columns, with the cell total over all genes.
+    over the HVG columns, with the cell total over all genes. With
+    ``with_counts=True`` a fourth item follows: the raw counts of the HVG
+    columns (sparse float32, same shape; ``None`` without ``hvg_cols``), the
+    targets of the negative-binomial decoder.
     """
     n = adata.n_obs
     token_ids = np.zeros((n, max_tokens), dtype=np.int32)
     token_vals = np.zeros((n, max_tokens), dtype=np.float32)
-    blocks = []
+    blocks, count_blocks = [], []
     for start, stop, ids, vals, chunk, totals in iter_token_chunks(
         adata,
         layer,
@@ -228,8 +232,13 @@ def tokens_and_targets(
         token_vals[start:stop] = vals
         if hvg_cols is not None:
             blocks.append(log_normalised(chunk, totals, target_sum)[:, hvg_cols])
+            if with_counts:
+                count_blocks.append(sp.csr_matrix(chunk[:, hvg_cols], dtype=np.float32))
     profile = sp.vstack(blocks, format="csr").astype(np.float32) if blocks else None
-    return token_ids, token_vals, profile
+    if not with_counts:
+        return token_ids, token_vals, profile
+    counts = sp.vstack(count_blocks, format="csr") if count_blocks else None
+    return token_ids, token_vals, profile, counts
 
 
 def profile_mean(profile: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:

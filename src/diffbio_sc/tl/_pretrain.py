@@ -80,7 +80,12 @@ def pretrain(
         defaults. ``vocab_size``, ``max_tokens``, ``n_batches`` and
         ``n_profile_genes`` are set from the data and arguments, so e.g.
         ``MaskedExpressionConfig(hidden_dim=64)`` is enough
-        (``profile_weight=0`` turns the bottleneck objective off).
+        (``profile_weight=0`` turns the bottleneck objective off). The
+        cell-level objective follows ``config.profile_likelihood``: ``'nb'``, a
+        negative-binomial likelihood of the raw HVG counts with mean = the
+        cell's HVG library size x softmax(decoder(embedding [+ batch])) and a
+        per-gene inverse dispersion (scVI's parameterisation); ``'mse'``, a
+        linear map to the centred log-normalised HVG profile.
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
     epochs
@@ -103,8 +108,9 @@ def pretrain(
         Stop after this many epochs without a better validation loss; ``None``
         trains all epochs (still restoring the best weights).
     batch_key
-        ``.obs`` column of batch labels; conditions the model's decoders on the
-        batch so that the embedding need not encode it.
+        ``.obs`` column of batch labels; a learned batch embedding is added to
+        the decoders' inputs (never the encoder's), so the embedding need not
+        encode the batch. ``dfm.tl.embed(adata, batch_key=...)`` passes it here.
     n_top_genes
         Highly variable genes in the cell-level bottleneck target, chosen with
         ``scanpy.pp.highly_variable_genes(flavor='seurat')`` on the log-normalised
@@ -249,7 +255,8 @@ def pretrain(
         )
 
         # ------------------------------------------- pass 2: tokens and targets
-        token_ids, token_vals, profile = md.tokens_and_targets(
+        use_counts = bool(n_profile) and config.profile_likelihood == "nb"
+        token_ids, token_vals, profile, *rest = md.tokens_and_targets(
             adata,
             layer,
             gene_scale,
@@ -258,7 +265,9 @@ def pretrain(
             max_tokens=max_tokens,
             chunk_size=chunk_size,
             hvg_cols=hvg_cols,
+            with_counts=use_counts,
         )
+        counts = rest[0] if use_counts else None
 
         profile_mean = md.profile_mean(profile, train_idx) if n_profile else np.zeros(0, np.float32)
 
@@ -295,6 +304,7 @@ def pretrain(
             token_vals=token_vals,
             profile=profile,
             profile_mean=profile_mean,
+            counts=counts,
             batch_codes=batch_codes,
             train_idx=train_idx,
             val_idx=val_idx,
@@ -410,6 +420,7 @@ def _train(
     profile_mean,
     batch_codes,
     train_idx,
+    counts=None,
     val_idx,
     train_config,
     gene_init=None,
@@ -428,7 +439,9 @@ def _train(
 
     def get_batch(idx):
         prof = None
-        if profile is not None:
+        if counts is not None:
+            prof = counts[idx].toarray()
+        elif profile is not None:
             prof = profile[idx].toarray() - profile_mean[None, :]
         return {
             "ids": token_ids[idx],
@@ -441,11 +454,11 @@ def _train(
         model, _masked_loss, get_batch, train_idx=train_idx, val_idx=val_idx, config=train_config
     )
     summary = dict(result.summary)
-    summary["objective"] = (
-        "masked value regression + cell-level HVG-profile bottleneck"
-        if config.n_profile_genes
-        else "masked value regression"
-    )
+    summary["objective"] = "masked value regression"
+    if config.n_profile_genes and config.profile_likelihood == "nb":
+        summary["objective"] += " + negative-binomial decoder of HVG counts from the embedding"
+    elif config.n_profile_genes:
+        summary["objective"] += " + cell-level HVG-profile bottleneck"
     history = {k: list(v) for k, v in result.history.items()}
     for k in ("train_value_loss", "train_profile_loss"):
         history.setdefault(k, [])
