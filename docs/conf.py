@@ -68,6 +68,8 @@ nb_execution_show_tb = True
 nb_execution_cache_path = str(HERE / "_build" / ".jupyter_cache")
 nb_merge_streams = True
 os.environ.setdefault("DFM_TUTORIAL_QUICK", "1")
+# The DNA tutorial reads real sequences from shared/data beside the repository.
+os.environ.setdefault("DFM_SHARED_DATA", str(REPO.parent / "shared" / "data"))
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures inline
 
 # autodoc / autosummary / numpydoc

@@ -593,6 +593,17 @@ def test_embed_sequences_too_long_for_encoder(capsys, tmp_path, tiny_encoder):
                      tmp_path / "o.h5mu", "--encoder", tiny_encoder)  # fmt: skip
     assert_user_error(rc, err, "embed-sequences", "'long'", "max_length")
     no_leftovers(tmp_path, {"long.fa"})
+    # --window/--stride tile it, exactly as the library does
+    rc, _, err = cli(capsys, "embed-sequences", tmp_path / "long.fa", "-o", tmp_path / "w.h5mu",
+                     "--encoder", tiny_encoder, "--window", "32", "--stride", "12")  # fmt: skip
+    assert rc == 0, err
+    import mudata as md
+
+    got = md.read_h5mu(tmp_path / "w.h5mu")["dna"]
+    want = dfm.io.read_fasta(tmp_path / "long.fa")
+    dfm.tl.embed_sequences(want, encoder=str(tiny_encoder), window=32, stride=12)
+    np.testing.assert_allclose(got.obsm["X_dfm_seq"], want.obsm["X_dfm_seq"], rtol=1e-6, atol=1e-7)
+    assert got.uns["dfm"]["embeddings"]["X_dfm_seq"]["window"] == 32
 
 
 # ---------------------------------------------------------------- embed-genes

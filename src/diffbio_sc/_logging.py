@@ -31,3 +31,21 @@ def timed(message: str) -> Iterator[dict]:
     if info.get("added"):
         logger.debug("    added %s", ", ".join(map(str, info["added"])))
     info["elapsed_s"] = elapsed
+
+
+def tqdm(*args, **kwargs):
+    """Return a tqdm progress bar that never warns about a missing notebook widget.
+
+    ``tqdm.auto`` picks the notebook widget inside Jupyter, and where ipywidgets is
+    not installed it warns "IProgress not found" on import, even for a bar that is
+    switched off. The widget is used here only when ipywidgets is importable;
+    otherwise the plain text bar of ``tqdm.std``, which a notebook shows as text.
+    Arguments are those of ``tqdm.tqdm``.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm as bar
+    else:
+        from tqdm.std import tqdm as bar
+    return bar(*args, **kwargs)

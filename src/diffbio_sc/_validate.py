@@ -24,8 +24,14 @@ def _preview(items, n: int = 10) -> str:
     return f"{shown}{more}"
 
 
-def check_adata(adata, *, check_var_names: bool = True, check_obs_names: bool = True) -> None:
-    """Check that ``adata`` is a non-empty AnnData with unique names."""
+def check_adata(
+    adata, *, check_var_names: bool = True, check_obs_names: bool = True, need_vars: bool = True
+) -> None:
+    """Check that ``adata`` is a non-empty AnnData with unique names.
+
+    ``need_vars=False`` accepts an AnnData without variables (e.g. sequences, or
+    embeddings only), which still needs observations.
+    """
     from anndata import AnnData
 
     if not isinstance(adata, AnnData):
@@ -33,7 +39,7 @@ def check_adata(adata, *, check_var_names: bool = True, check_obs_names: bool = 
             f"Expected an AnnData object, got {type(adata).__name__}. "
             "Read your data with anndata.read_h5ad or scanpy.read_* first."
         )
-    if adata.n_obs == 0 or adata.n_vars == 0:
+    if adata.n_obs == 0 or (need_vars and adata.n_vars == 0):
         raise DfmInputError(
             f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
             "nothing to process. Check your filtering steps."

@@ -454,6 +454,50 @@ def test_bad_checkpoints_give_clear_errors_and_leave_adata_unchanged(tmp_path, c
     _assert_unchanged(cells, snap)
 
 
+def test_bad_scgpt_checkpoints_give_clear_errors_and_leave_adata_unchanged(tmp_path, cells):
+    import safetensors.numpy
+
+    snap = _snapshot(cells)
+    w = read_checkpoint(FIX / "scgpt").weights
+
+    def variant(name, weights=None, **args):
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copy(FIX / "scgpt" / "vocab.json", d / "vocab.json")
+        cfg = json.loads((FIX / "scgpt" / "args.json").read_text())
+        cfg.update(args)
+        (d / "args.json").write_text(json.dumps(cfg))
+        safetensors.numpy.save_file(
+            {k: np.ascontiguousarray(v) for k, v in (weights or w).items()},
+            str(d / "model.safetensors"),
+        )
+        return d
+
+    in_proj = "transformer_encoder.layers.1.self_attn.in_proj_weight"
+    cases = [
+        ("missing", {k: v for k, v in w.items() if k != "value_encoder.norm.bias"}, {}, "missing"),
+        ("extra", {**w, "transformer_encoder.layers.0.extra": w[in_proj]}, {}, "unexpected"),
+        ("shape", None, {"d_hid": 20}, r"has shape .* expected"),
+        ("dsbn_args", None, {"DSBN": True}, "DSBN"),
+        ("dsbn_tensors", {**w, "dsbn.bns.0.weight": w["encoder.enc_norm.weight"]}, {}, "batch"),
+        ("dup", {**w, in_proj.replace("in_proj_weight", "Wqkv.weight"): w[in_proj]}, {}, "dupl"),
+        ("style", None, {"input_emb_style": "fancy"}, "input_emb_style"),
+    ]
+    for name, weights, args, pattern in cases:
+        d = variant(name, weights, **args)
+        with pytest.raises(ValueError, match=pattern) as err:
+            dfm.tl.embed_checkpoint(cells, d, gene_key="symbol")
+        assert str(d) in str(err.value), (name, str(err.value))
+    # a V1 token dictionary with a V2 model (the reverse is tested below)
+    with pytest.raises(ValueError, match=r"token_dictionary\.json.*vocab_size"):
+        dfm.tl.embed_checkpoint(
+            cells,
+            FIX / "geneformer_v2",
+            token_dictionary=FIX / "geneformer_v1" / "token_dictionary.json",
+        )
+    _assert_unchanged(cells, snap)
+
+
 def test_dictionary_mismatches(tmp_path, cells):
     snap = _snapshot(cells)
     # the V2 dictionary (4 special tokens) does not fit the V1 model

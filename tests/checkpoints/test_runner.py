@@ -150,3 +150,11 @@ def test_runner_data_parallel_over_two_host_devices():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_in_vocab_is_a_set_lookup_on_strings():
+    from diffbio_sc.tl._checkpoint_inputs import in_vocab
+
+    ids = np.asarray(["ENSG1", "ENSG2", "ENSG3", "ENSG2"], dtype=object)
+    np.testing.assert_array_equal(in_vocab(ids, {"ENSG2", "x"}), [False, True, False, True])
+    assert in_vocab(np.asarray([], dtype=object), {"a"}).shape == (0,)

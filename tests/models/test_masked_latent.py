@@ -90,6 +90,7 @@ def test_cross_attention_is_a_weighted_softmax_average_by_hand():
     np.testing.assert_allclose(out[0], x + y, atol=1e-5)
 
 
+@pytest.mark.slow  # ~35 s: one compilation per padded shape
 def test_latent_embedding_independent_of_padding_and_batch_mates():
     model = _model()
     ids, vals = _tokens()

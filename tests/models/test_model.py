@@ -43,6 +43,7 @@ def _model(seed=0, **kw):
     return MaskedExpressionModel(cfg, rngs=nnx.Rngs(params=jax.random.key(seed)))
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_public_constructor_matches_fast_builder():
     cfg = MaskedExpressionConfig(vocab_size=VOCAB, hidden_dim=16, n_layers=1, n_heads=2)
     assert cfg.profile_likelihood == "nb"  # the default count decoder is built too
@@ -108,6 +109,7 @@ def test_rank_encoding_is_the_sinusoidal_positional_encoding():
     np.testing.assert_allclose(enc, ref, atol=1e-6)
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_padding_does_not_affect_other_tokens():
     model = _model()
     ids, vals = _tokens()
@@ -140,6 +142,7 @@ def test_mean_pooling_is_the_mean_of_valid_token_states():
     np.testing.assert_allclose(emb[1], h[1, :2].mean(axis=0), atol=1e-5)
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_cls_token_and_pooling():
     ids, vals = _tokens()
     cls_model = _model(use_cls=True, pooling="cls")
@@ -236,6 +239,7 @@ def test_loss_is_computed_on_masked_positions_only():
 
 
 # ---------------------------------------------------------------- soft path
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_soft_path_gradients_and_hard_limit():
     model = _model(max_tokens=3)
     ids = np.array([5, 9, 7, 12, 20], np.int32)
@@ -318,6 +322,7 @@ def test_save_falls_back_to_npz_without_safetensors(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_embed_soft_mask_removes_candidates_exactly():
     """A candidate masked out has no effect: same as leaving it out of the candidate set."""
     model = _model(max_tokens=3)

@@ -223,6 +223,7 @@ def test_progress_bar_follows_settings(capsys):
         dfm.settings.progress_bar = old
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_data_parallel_over_two_devices_matches_one():
     code = textwrap.dedent(
         """

@@ -229,6 +229,7 @@ def adata():
     return ad
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_embedding_umap_leaves_user_graph_alone(adata, tmp_path):
     from matplotlib.figure import Figure
 
@@ -268,6 +269,21 @@ def test_embedding_uses_the_users_palette_and_small_2d_basis(adata):
     expected = {tuple(np.round(to_rgba(c), 3)) for c in ad.uns["cell_type_colors"]}
     assert used == expected
     assert list(ad.obsm.keys()) == ["X_emb", "X_umap", "X_2d"]
+
+
+def test_embedding_of_observations_without_variables():
+    # sequences (dfm.io.read_fasta) have embeddings and .obs, but no genes
+    import anndata as ad
+
+    seqs = ad.AnnData(
+        obs=pd.DataFrame({"label": ["a", "b"] * 3}, index=[f"s{i}" for i in range(6)])
+    )
+    seqs.obsm["X_2d"] = np.arange(12, dtype=np.float32).reshape(6, 2)
+    fig = dfm.pl.embedding(seqs, "X_2d", color="label")
+    offsets = np.vstack([c.get_offsets() for c in fig.axes[0].collections])
+    assert np.allclose(np.sort(offsets, axis=0), seqs.obsm["X_2d"], atol=1e-5)
+    with pytest.raises(DfmInputError, match="empty"):
+        dfm.pl.embedding(seqs[:0], "X_2d", color="label")
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,7 @@ def test_reverse_complement_invariance(mode, pooling):
         assert np.abs(np.asarray(fwd(ids, valid)) - np.asarray(fwd(rc_ids, rc_valid))).max() > 1e-3
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_equivariant_per_position_outputs():
     m = _model(reverse_complement="equivariant")
     tok = m.config.get_tokenizer()
@@ -142,6 +143,7 @@ def _directional_fd(f, x, d, eps):
     return (f(x + eps * d) - f(x - eps * d)) / (2 * eps)
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_gradients_match_finite_differences():
     m = _model()
     seqs = _seqs(3, 6, 10, seed=4)
@@ -194,6 +196,7 @@ def test_parameter_gradients_match_finite_differences():
     np.testing.assert_allclose(analytic, fd, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_dropout_only_in_training():
     m = _model(dropout=0.5)
     ids, valid = get_tokenizer("char").encode(_seqs(3))
@@ -259,3 +262,37 @@ def test_bad_inputs():
         m.embed(np.zeros((2, 5), np.int32), np.ones((2, 6), bool))
     with pytest.raises(ValueError, match="needs an encoder built with it"):
         m.embed(np.zeros((2, 5), np.int32), np.ones((2, 5), bool), reverse_complement="equivariant")
+
+
+def test_kmer_classifier_strand_average_is_rc_invariant():
+    from diffbio_sc.models._sequence import SequenceClassifier, SequenceClassifierConfig
+    from diffbio_sc.tl._sequence._tasks import _task_tokens
+
+    cfg = SequenceClassifierConfig(
+        **TINY, tokenizer="kmer", k=3, reverse_complement="average", n_classes=3
+    )
+    clf = SequenceClassifier(cfg, rngs=nnx.Rngs(params=0))
+    rng = np.random.default_rng(5)
+    seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (9, 20, 31)]
+    fwd = _task_tokens(cfg, seqs, 32)
+    rev = _task_tokens(cfg, reverse_complement(seqs), 32)
+    # the reverse complements' own rc tokens are the forward tokens
+    np.testing.assert_array_equal(rev["rc_ids"], fwd["ids"])
+    a = clf(fwd["ids"], fwd["valid"], rc_inputs=fwd["rc_ids"], rc_valid=fwd["rc_valid"])
+    b = clf(rev["ids"], rev["valid"], rc_inputs=rev["rc_ids"], rc_valid=rev["rc_valid"])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # forward only would differ: the strands are not the same input
+    c = clf.head(clf.encoder.embed(fwd["ids"], fwd["valid"], reverse_complement=None))
+    assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-4
+    with pytest.raises(ValueError, match="rc_inputs"):
+        clf(fwd["ids"], fwd["valid"])
+    # training mode with dropout keys runs and the loss is finite
+    loss, _ = clf.loss(
+        fwd["ids"],
+        fwd["valid"],
+        np.array([0, 1, 2]),
+        key=jax.random.key(0),
+        rc_inputs=fwd["rc_ids"],
+        rc_valid=fwd["rc_valid"],
+    )
+    assert np.isfinite(float(loss))

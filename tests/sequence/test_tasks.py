@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import diffbio_sc as dfm
@@ -121,6 +122,9 @@ def test_baselines_on_splice_junctions_table_and_plot():
     assert fig.axes
     fig2 = dfm.pl.benchmark(df.attrs["report"])
     assert fig2.axes
+    # the report holds plain lists, so frames carrying it concatenate and print
+    both = pd.concat([df, df])
+    assert len(both) == 2 * len(df) and str(both)
 
 
 @needs_data
@@ -195,3 +199,38 @@ def test_imported_embeddings_scored_through_the_same_tasks(tmp_path):
     assert set(df["embedding"]) == {"onehot_logreg", "dnabert2"}
     with pytest.raises(DfmInputError, match="no vector"):
         lookup(["ACGT"])
+
+
+@pytest.mark.slow
+@needs_data
+def test_kmer_strand_average_from_random_init_end_to_end():
+    from flax import nnx
+
+    from diffbio_sc.models import SequenceEncoder, SequenceEncoderConfig
+
+    cfg = SequenceEncoderConfig(
+        hidden_dim=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_dim=32,
+        max_length=96,
+        tokenizer="kmer",
+        k=3,
+        reverse_complement="average",
+    )
+    df = dfm.tl.genomics_tasks(
+        "promoters_ecoli",
+        methods=("frozen_probe", "fine_tuned"),
+        config=cfg,
+        data_dir=DNA,
+        max_per_class=40,
+        pretrain_epochs=0,
+        finetune_epochs=1,
+        seed=3,
+        progress_bar=False,
+    )
+    assert np.isfinite(df["value"]).all()
+    enc = df.attrs["report"]["tasks"]["promoters_ecoli"]["encoder"]
+    assert enc["how"] == "random initialisation (seed 3), no pretraining"
+    fresh = SequenceEncoder(cfg, rngs=nnx.Rngs(params=3))
+    assert enc["weights_sha256"] == fresh.weights_sha256()

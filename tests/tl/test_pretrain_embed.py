@@ -550,6 +550,7 @@ def _split_entries(X):
     return dup
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_pretrain_profiles_sum_duplicate_entries():
     """Bottleneck targets from a CSR storing a count as 2 + 3 use log1p(5), not log1p(2)+log1p(3)."""
     canon = dfm.datasets.synthetic_counts(60, 40, n_cell_types=2, seed=3)

@@ -99,6 +99,8 @@ def _embed_sequences(args: argparse.Namespace) -> int:
             key_added=args.key_added,
             batch_size=args.batch_size,
             alphabet=args.alphabet,
+            window=args.window,
+            stride=args.stride,
             **kwargs,
         )
         write_h5mu(mdata, out)
@@ -140,6 +142,17 @@ def _add_embed_sequences(sub) -> None:
     p.add_argument("--key-added", default="X_dfm_seq", help=".obsm key of the embeddings")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per forward pass")
     p.add_argument("--alphabet", choices=("dna", "rna"), default="dna", help="sequence alphabet")
+    p.add_argument(
+        "--window",
+        type=positive_int,
+        help="embed sequences longer than this many bases as overlapping windows of this "
+        "length, averaged by length (default: a longer sequence is an error)",
+    )
+    p.add_argument(
+        "--stride",
+        type=positive_int,
+        help="most bases between window starts (default: half the window)",
+    )
     p.add_argument(
         "--ambiguous",
         choices=("keep", "N", "error"),

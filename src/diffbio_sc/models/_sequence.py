@@ -37,24 +37,15 @@ passed, off in evaluation mode.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..ops._sequence import (
-    ALPHABETS,
-    TOKENIZERS,
-    CharTokenizer,
-    flip_valid,
-    get_tokenizer,
-    reverse_complement_one_hot,
-)
-from ._base import ModelConfig, SavedModel, register_model
+from ..ops._sequence import CharTokenizer, flip_valid, reverse_complement_one_hot
+from ._base import SavedModel, register_model
 from ._layers import (
     TransformerBlock,
     cls_pool,
@@ -63,6 +54,7 @@ from ._layers import (
     sinusoidal_encoding,
     weights_to_bias,
 )
+from ._sequence_config import RC_MODES, SequenceClassifierConfig, SequenceEncoderConfig
 
 __all__ = [
     "SequenceEncoderConfig",
@@ -73,114 +65,6 @@ __all__ = [
     "create_rna_encoder",
     "RC_MODES",
 ]
-
-RC_MODES = (None, "average", "equivariant")
-
-
-@dataclass(frozen=True)
-class SequenceEncoderConfig(ModelConfig):
-    """Architecture of :class:`SequenceEncoder` (frozen; compared by value).
-
-    Parameters
-    ----------
-    alphabet
-        ``'dna'`` or ``'rna'``.
-    tokenizer
-        ``'char'`` (single nucleotide, one-hot input), ``'kmer'`` (overlapping
-        ``k``-mers) or ``'nt6'`` (Nucleotide Transformer 6-mers); see
-        :mod:`diffbio_sc.ops._sequence` for the vocabularies.
-    k
-        k-mer size for ``tokenizer='kmer'``.
-    hidden_dim, num_layers, num_heads, intermediate_dim
-        Width, depth, attention heads and feed-forward width.
-    max_length
-        Most tokens per sequence, ``<cls>`` included.
-    dropout
-        Dropout on embeddings, attention and feed-forward outputs (training only).
-    pooling
-        ``'mean'`` over valid positions or ``'cls'`` (needs ``use_cls``).
-    use_cls
-        Put a learned ``<cls>`` state first.
-    reverse_complement
-        ``None``, ``'average'`` or ``'equivariant'`` (module docstring).
-    mask_ratio
-        Fraction of maskable tokens hidden in masked-language pretraining.
-    """
-
-    alphabet: str = "dna"
-    tokenizer: str = "char"
-    k: int = 6
-    hidden_dim: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_dim: int = 1024
-    max_length: int = 512
-    dropout: float = 0.1
-    pooling: str = "mean"
-    use_cls: bool = False
-    reverse_complement: str | None = None
-    mask_ratio: float = 0.15
-
-    def validate(self) -> None:
-        """Check the fields (``ValueError`` naming the field)."""
-
-        def bad(msg: str) -> None:
-            raise ValueError(f"{type(self).__name__}: {msg}")
-
-        if self.alphabet not in ALPHABETS:
-            bad(f"alphabet must be 'dna' or 'rna', got {self.alphabet!r}.")
-        if self.tokenizer not in TOKENIZERS:
-            bad(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
-        if not 1 <= self.k <= 8:
-            bad(f"k must be in 1..8, got {self.k}.")
-        for name in ("hidden_dim", "num_layers", "num_heads", "intermediate_dim"):
-            if getattr(self, name) < 1:
-                bad(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.hidden_dim % self.num_heads:
-            bad(
-                f"hidden_dim ({self.hidden_dim}) must be a multiple of num_heads ({self.num_heads})."
-            )
-        if self.hidden_dim % 2:
-            bad(f"hidden_dim must be even (sinusoidal positions), got {self.hidden_dim}.")
-        if self.max_length < 2:
-            bad(f"max_length must be >= 2, got {self.max_length}.")
-        if not 0.0 <= self.dropout < 1.0:
-            bad(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.pooling not in ("mean", "cls"):
-            bad(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
-        if self.pooling == "cls" and not self.use_cls:
-            bad("pooling='cls' needs use_cls=True.")
-        if self.reverse_complement not in RC_MODES:
-            bad(
-                "reverse_complement must be None, 'average' or 'equivariant', got "
-                f"{self.reverse_complement!r}."
-            )
-        if self.reverse_complement == "equivariant" and self.tokenizer != "char":
-            bad(
-                "reverse_complement='equivariant' needs tokenizer='char' (the k-mer tokens of "
-                "the reverse strand are not the reversed forward tokens); use 'average'."
-            )
-        if not 0.0 < self.mask_ratio < 1.0:
-            bad(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
-
-    def get_tokenizer(self):
-        """Return the tokenizer this config names (:func:`diffbio_sc.ops._sequence.get_tokenizer`)."""
-        return get_tokenizer(self.tokenizer, alphabet=self.alphabet, k=self.k)
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of token ids of the tokenizer."""
-        return self.get_tokenizer().vocab_size
-
-    @property
-    def n_targets(self) -> int:
-        """Classes of the masked-token head: 4 bases (``char``) or the vocabulary."""
-        return 4 if self.tokenizer == "char" else self.vocab_size
-
-    @property
-    def max_sequence_tokens(self) -> int:
-        """Most sequence tokens (``max_length`` less the ``<cls>`` slot)."""
-        return self.max_length - int(self.use_cls)
 
 
 @functools.lru_cache(maxsize=4)
@@ -376,6 +260,22 @@ class SequenceEncoder(SavedModel):
             return 0.5 * (fwd[:, c:] + back), pooled
         return fwd[:, c:], pooled
 
+    def pooled_token_average(self, inputs, valid, rc_inputs, rc_valid, *, key=None) -> jax.Array:
+        """Mean of the pooled forward and reverse-strand embeddings, k-mer tokenizers.
+
+        The reverse strand is given already tokenized (``rc_inputs``,
+        ``rc_valid``): k-mer tokens of the reverse complement are not the
+        reversed forward tokens. ``key`` drives dropout in training mode.
+        """
+        kf = kr = None
+        if key is not None:
+            kf, kr = jax.random.split(key)
+        valid = jnp.asarray(valid, bool)
+        rc_valid = jnp.asarray(rc_valid, bool)
+        fwd = self._encode_strand(self._features(inputs), valid, None, kf)
+        rev = self._encode_strand(self._features(rc_inputs), rc_valid, None, kr)
+        return 0.5 * (self._pool(fwd, valid) + self._pool(rev, rc_valid))
+
     def embed(
         self,
         inputs: jax.Array,
@@ -420,10 +320,7 @@ class SequenceEncoder(SavedModel):
                     f"reverse_complement='average' with the {cfg.tokenizer!r} tokenizer needs "
                     "rc_inputs= and rc_valid= (the tokenized reverse complements)."
                 )
-            fwd = self._encode_strand(self._features(inputs), valid, None, None)
-            rc_valid = jnp.asarray(rc_valid, bool)
-            rev = self._encode_strand(self._features(rc_inputs), rc_valid, None, None)
-            return 0.5 * (self._pool(fwd, valid) + self._pool(rev, rc_valid))
+            return self.pooled_token_average(inputs, valid, rc_inputs, rc_valid)
         fwd, rev = self._strands(inputs, valid, None, None, mode)
         if rev is None:
             return self._pool(fwd, valid)
@@ -489,26 +386,6 @@ class SequenceEncoder(SavedModel):
         return jnp.sum(m * nll) / denom, {"accuracy": jnp.sum(m * correct) / denom}
 
 
-@dataclass(frozen=True)
-class SequenceClassifierConfig(SequenceEncoderConfig):
-    """A :class:`SequenceEncoderConfig` plus ``n_classes`` for a classification head."""
-
-    n_classes: int = 2
-
-    def validate(self) -> None:
-        """Check the encoder fields and ``n_classes >= 2``."""
-        super().validate()
-        if self.n_classes < 2:
-            raise ValueError(
-                f"SequenceClassifierConfig: n_classes must be >= 2, got {self.n_classes}."
-            )
-
-    def encoder_config(self) -> SequenceEncoderConfig:
-        """Return the encoder part of this config."""
-        names = {f.name for f in dataclasses.fields(SequenceEncoderConfig)}
-        return SequenceEncoderConfig(**{n: getattr(self, n) for n in names})
-
-
 @register_model("sequence_classifier")
 class SequenceClassifier(SavedModel):
     """A :class:`SequenceEncoder` with a linear head on its pooled embedding (fine-tuning)."""
@@ -521,13 +398,33 @@ class SequenceClassifier(SavedModel):
         self.head = nnx.Linear(config.hidden_dim, config.n_classes, rngs=rngs)
         self.eval()
 
-    def __call__(self, inputs, valid, *, key=None) -> jax.Array:
-        """Class logits ``(B, n_classes)`` (RC handling as the encoder's config)."""
+    @property
+    def needs_rc_tokens(self) -> bool:
+        """True for ``'average'`` with a k-mer tokenizer: calls need ``rc_inputs``/``rc_valid``."""
+        cfg = self.config
+        return cfg.reverse_complement == "average" and cfg.tokenizer != "char"
+
+    def __call__(self, inputs, valid, *, key=None, rc_inputs=None, rc_valid=None) -> jax.Array:
+        """Class logits ``(B, n_classes)`` (RC handling as the encoder's config).
+
+        With ``reverse_complement='average'`` and a k-mer tokenizer, pass the
+        tokenized reverse complements as ``rc_inputs``/``rc_valid``; the head
+        then sees the mean of both strands' pooled vectors (a strand-symmetric
+        classifier), as for ``char`` tokens.
+        """
+        if self.needs_rc_tokens:
+            if rc_inputs is None or rc_valid is None:
+                raise ValueError(
+                    f"reverse_complement='average' with the {self.config.tokenizer!r} "
+                    "tokenizer needs rc_inputs= and rc_valid= (the tokenized reverse complements)."
+                )
+            pooled = self.encoder.pooled_token_average(inputs, valid, rc_inputs, rc_valid, key=key)
+            return self.head(pooled)
         return self.head(self.encoder(inputs, valid, key=key)[1])
 
-    def loss(self, inputs, valid, labels, *, key, weight=None):
+    def loss(self, inputs, valid, labels, *, key, weight=None, rc_inputs=None, rc_valid=None):
         """Mean cross-entropy over rows (``weight`` 0 drops padding rows)."""
-        logits = self(inputs, valid, key=key)
+        logits = self(inputs, valid, key=key, rc_inputs=rc_inputs, rc_valid=rc_valid)
         logp = jax.nn.log_softmax(logits, axis=-1)
         nll = -jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
         w = jnp.ones_like(nll) if weight is None else jnp.asarray(weight, jnp.float32)

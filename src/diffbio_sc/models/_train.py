@@ -323,8 +323,8 @@ def fit(
     """
     import jax
     from flax import nnx
-    from tqdm.auto import tqdm
 
+    from .._logging import tqdm
     from .._settings import settings
 
     if not isinstance(config, TrainConfig):

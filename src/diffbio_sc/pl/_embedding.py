@@ -85,7 +85,7 @@ def embedding(
     import scanpy as sc
     from anndata import AnnData
 
-    check_adata(adata, check_var_names=False)
+    check_adata(adata, check_var_names=False, need_vars=False)  # sequences have no genes
     X = check_obsm_rep(adata, basis)
     colors = [color] if isinstance(color, str) else list(color)
     if not colors:

@@ -26,6 +26,7 @@ from ._checkpoint_inputs import (
     coverage_error,
     gene_ids_of,
     geneformer_chunks,
+    in_vocab,
     is_checkpoint,
     resolve_checkpoint,
     scgpt_chunks,
@@ -181,8 +182,7 @@ def embed_checkpoint(
         ``n_cells_without_gene_tokens``, ``n_cells_subsampled`` (scGPT),
         ``bucketing``, ``max_batch_tokens``, ``n_devices``, ``created_by``.
     """
-    from tqdm.auto import tqdm
-
+    from .._logging import tqdm
     from .._settings import settings
     from ..models._runner import BucketedRunner
 
@@ -242,7 +242,7 @@ def embed_checkpoint(
     ids = gene_ids_of(adata, gene_key)
     specials = set(_keys.SPECIAL_TOKENS) | {"<eoc>"}
     genes = {g for g in model.vocab if g not in specials}
-    found = np.isin(ids, list(genes))
+    found = in_vocab(ids, genes)
     if family == "geneformer":
         has_median = np.asarray(
             [g in model.medians and float(model.medians[g]) > 0 for g in ids], dtype=bool

@@ -286,7 +286,7 @@ def embed(
         embedder = _Embedder(model, int(batch_size))
         n = adata.n_obs
         result = np.empty((n, model.config.hidden_dim), dtype=np.float32)
-        from tqdm.auto import tqdm
+        from .._logging import tqdm
 
         bar = tqdm(total=n, desc="embed", unit="cells", disable=not show_bar, leave=False)
         empty = np.zeros(n, dtype=bool)

@@ -408,7 +408,7 @@ def _progress(total: int):
 
     if not settings.progress_bar or total <= 1:
         return nullcontext(_NoBar())
-    from tqdm.auto import tqdm
+    from ..._logging import tqdm
 
     return tqdm(total=total, desc="benchmark", unit="step", leave=False)
 

@@ -95,16 +95,58 @@ def token_counts(tokenizer, sequences: Sequence[str], *, add_cls: bool) -> np.nd
     return tokenizer.n_tokens(lengths, add_cls=add_cls)
 
 
-def check_lengths(counts: np.ndarray, max_length: int, names, *, what: str = "the encoder") -> None:
+def check_lengths(
+    counts: np.ndarray,
+    max_length: int,
+    names,
+    *,
+    what: str = "the encoder",
+    hint: str = "Split them (e.g. into windows with dfm.io.read_fasta(regions=...)), trim them",
+) -> None:
     """Raise naming the sequences with more tokens than ``max_length``."""
     over = np.flatnonzero(counts > max_length)
     if over.size:
         shown = ", ".join(f"{str(names[i])!r} ({int(counts[i])} tokens)" for i in over[:5])
         raise DfmInputError(
             f"{over.size} sequence(s) are longer than the max_length={max_length} tokens of "
-            f"{what}, e.g. {shown}. Split them (e.g. into windows with dfm.io.read_fasta("
-            "regions=...)), trim them, or use an encoder with a larger max_length."
+            f"{what}, e.g. {shown}. {hint}, or use an encoder with a larger max_length."
         )
+
+
+def tile_sequences(
+    sequences: Sequence[str], window: int, stride: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Cut sequences into windows (:func:`~diffbio_sc.ops._sequence.window_starts`).
+
+    Returns
+    -------
+    ``(pieces, owner, weight)``: the window strings in sequence order, the index
+    of the sequence each came from, and its length in bases (the averaging
+    weight). A sequence no longer than ``window`` is its own single piece.
+    """
+    from ...ops._sequence import window_starts
+
+    pieces: list[str] = []
+    owner: list[int] = []
+    for i, s in enumerate(sequences):
+        if len(s) <= window:
+            pieces.append(s)
+            owner.append(i)
+            continue
+        for a in window_starts(len(s), window, stride).tolist():
+            pieces.append(s[a : a + window])
+            owner.append(i)
+    own = np.asarray(owner, np.int64)
+    weight = np.fromiter((len(p) for p in pieces), np.float64, count=len(pieces))
+    return pieces, own, weight
+
+
+def average_windows(emb: np.ndarray, owner: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
+    """Length-weighted mean of window embeddings per sequence, ``(n, d)`` float32."""
+    total = np.zeros((n, emb.shape[1]), np.float64)
+    np.add.at(total, owner, emb.astype(np.float64) * weight[:, None])
+    norm = np.bincount(owner, weights=weight, minlength=n)
+    return (total / norm[:, None]).astype(np.float32)
 
 
 def bucket_widths(max_length: int) -> list[int]:

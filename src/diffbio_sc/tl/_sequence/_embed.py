@@ -10,10 +10,12 @@ from ..._validate import DfmInputError, check_bool, check_choice, check_int, che
 from .._target import writable_target
 from ._common import (
     SequenceRunner,
+    average_windows,
     check_lengths,
     check_sequences,
     resolve_encoder,
     resolve_target,
+    tile_sequences,
 )
 
 #: Sequences per forward pass.
@@ -28,6 +30,8 @@ def embed_sequences(
     reverse_complement: str | None = "average",
     key_added: str = _keys.SEQ_EMBEDDING_KEY,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    window: int | None = None,
+    stride: int | None = None,
     sequence_key: str = _keys.SEQUENCE_KEY,
     alphabet: str = "dna",
     save_model: str | None = None,
@@ -69,6 +73,24 @@ def embed_sequences(
         ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry.
     batch_size
         Sequences per forward pass.
+    window
+        Long sequences: ``None`` (default) makes a sequence with more tokens
+        than the encoder's ``max_length`` an error naming it; an int tiles every
+        sequence longer than ``window`` bases into windows of exactly
+        ``window`` bases, the first at the start and the last at the end,
+        evenly spread with consecutive starts at most ``stride`` apart
+        (:func:`~diffbio_sc.ops._sequence.window_starts`). Each window is
+        embedded on its own (same reverse-complement mode) and the sequence's
+        embedding is the mean of its windows' pooled vectors weighted by
+        window length. Sequences of at most ``window`` bases are embedded
+        whole, exactly as without windowing. The layout is mirror-symmetric,
+        so an RC-invariant mode (``'average'``, ``'equivariant'``) stays
+        RC-invariant (up to float summation order). Each window must fit the
+        encoder (``char``: ``window <= max_length``; ``kmer``:
+        ``window - k + 1 <= max_length``).
+    stride
+        Largest step between window starts, ``1 <= stride <= window``;
+        ``None``: ``window // 2`` (half-overlapping windows).
     sequence_key
         ``.obs`` column with the sequences.
     alphabet
@@ -96,14 +118,16 @@ def embed_sequences(
         ``pooling_strategy``, ``reverse_complement``, ``tokenizer`` (name,
         alphabet, vocabulary size, k), ``weights_sha256``, ``n_dims``,
         ``config``, ``model_path``, ``weights_retrievable``, ``batch_size``,
-        ``bucket_widths``, ``n_sequences``, ``mod`` and ``created_by``.
+        ``bucket_widths``, ``n_sequences``, ``window``, ``stride``,
+        ``n_windows`` (pieces embedded), ``mod`` and ``created_by``.
 
     Raises
     ------
     DfmInputError
         For a MuData without ``mod``, a missing ``.obs`` column, invalid bases
         (naming the sequence and position), ``U`` in DNA, empty sequences,
-        duplicate ids, or sequences longer than the encoder's ``max_length``.
+        duplicate ids, or sequences (windows) longer than the encoder's
+        ``max_length``.
         ``data`` is unchanged after any error.
     """
     from ...models._sequence import RC_MODES, SequenceEncoder
@@ -118,6 +142,13 @@ def embed_sequences(
     check_choice("reverse_complement", reverse_complement, RC_MODES)
     check_choice("alphabet", alphabet, ("dna", "rna"))
     check_bool("copy", copy)
+    window = check_int("window", window, minimum=1, allow_none=True)
+    if window is None and stride is not None:
+        raise DfmInputError("stride= needs window= (the window length in bases).")
+    if window is not None:
+        stride = check_int(
+            "stride", max(1, window // 2) if stride is None else stride, minimum=1, maximum=window
+        )
     if encoder is not None and (pretrain_kwargs or save_model is not None):
         raise TypeError(
             "save_model= and pretraining options are only used with encoder=None; got "
@@ -141,6 +172,10 @@ def embed_sequences(
     elif encoder is not None and reverse_complement == "equivariant":
         raise DfmInputError("A frozen callable encoder has no 'equivariant' mode; use 'average'.")
     seqs = check_sequences(target, alphabet=alphabet, sequence_key=sequence_key)
+    pieces, names = seqs, target.obs_names
+    if window is not None:
+        pieces, owner, weight = tile_sequences(seqs, window, stride)
+        names = [f"{target.obs_names[o]}[window {j}]" for j, o in enumerate(owner)]
 
     with timed(f"embedding sequences into .obsm[{key_added!r}]") as info:
         if encoder is None:
@@ -157,9 +192,18 @@ def embed_sequences(
         )
         counts = None
         if runner.native:
-            counts = runner.counts(seqs)
-            check_lengths(counts, runner.max_tokens, target.obs_names)
-        emb = runner(seqs, counts)
+            counts = runner.counts(pieces)
+            check_lengths(
+                counts,
+                runner.max_tokens,
+                names,
+                hint="Embed them in windows (window=, stride=)"
+                if window is None
+                else "Use a smaller window=",
+            )
+        emb = runner(pieces, counts)
+        if window is not None:
+            emb = average_windows(emb, owner, weight, len(seqs))
         if not np.isfinite(emb).all():
             raise FloatingPointError("The encoder produced non-finite embeddings.")
 
@@ -202,6 +246,9 @@ def embed_sequences(
             {
                 "n_dims": int(emb.shape[1]),
                 "n_sequences": int(emb.shape[0]),
+                "window": window,
+                "stride": stride,
+                "n_windows": len(pieces),
                 "batch_size": int(batch_size),
                 "sequence_key": sequence_key,
                 "mod": mod if is_mudata else None,
