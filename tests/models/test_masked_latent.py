@@ -59,6 +59,7 @@ def test_nb_log_prob_matches_scipy_and_hand_values():
 
 
 # ---------------------------------------------------------------- cross-attention
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_cross_attention_is_a_weighted_softmax_average_by_hand():
     """One head, no dropout: the block's attention equals a numpy recomputation."""
     blk = CrossAttentionBlock(4, 1, 8, 0.0, rngs=nnx.Rngs(params=jax.random.key(2)))
@@ -115,6 +116,7 @@ def test_latent_embedding_independent_of_padding_and_batch_mates():
     assert np.abs(emb[0] - emb[1]).max() > 1e-3  # cells differ
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_latent_soft_path_reaches_the_hard_path():
     model = _model(max_tokens=3)
     ids = np.array([5, 9, 7, 12, 20], np.int32)
@@ -126,6 +128,7 @@ def test_latent_soft_path_reaches_the_hard_path():
 
 
 # ---------------------------------------------------------------- objective
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_nb_loss_matches_an_independent_computation():
     from scipy.stats import nbinom
 

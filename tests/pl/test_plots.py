@@ -245,6 +245,7 @@ def test_embedding_umap_leaves_user_graph_alone(adata, tmp_path):
     assert set(ad.obsm.keys()) == set(adata.obsm.keys())
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_embedding_key_added_and_2d_basis(adata):
     ad = adata.copy()
     dfm.pl.embedding(ad, "X_emb", color="cell_type", key_added="X_umap_emb")

@@ -264,6 +264,7 @@ def test_bad_inputs():
         m.embed(np.zeros((2, 5), np.int32), np.ones((2, 5), bool), reverse_complement="equivariant")
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_kmer_classifier_strand_average_is_rc_invariant():
     from diffbio_sc.models._sequence import SequenceClassifier, SequenceClassifierConfig
     from diffbio_sc.tl._sequence._tasks import _task_tokens

@@ -211,6 +211,7 @@ def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, m
     assert any(not np.array_equal(a, b) for a, b in zip(final, snapshots[3], strict=True))
 
 
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_pretrain_batch_key_conditions_decoders_not_the_encoder(trained, data):
     """The batch label changes both decoders' losses (the encoder takes no batch input)."""
     import jax
@@ -305,6 +306,7 @@ def test_pretrain_rejects_negative_values():
 
 
 # ---------------------------------------------------------------- embed
+@pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_embed_writes_obsm_and_uns_and_survives_h5ad(trained, data, tmp_path):
     adata = data.copy()
     dfm.tl.embed(adata, trained, batch_size=32, progress_bar=False)
