@@ -205,14 +205,14 @@ def tokens_and_targets(
     hvg_cols: np.ndarray | None,
     with_counts: bool = False,
 ):
-    """Pass 2: ``(token_ids, values, profile)`` for every cell.
+    """Pass 2: ``(token_ids, values, profile, counts)`` for every cell.
 
     ``profile`` (``None`` without ``hvg_cols``) is the sparse float32
     ``(n_cells, len(hvg_cols))`` matrix of ``log1p(count / total * target_sum)``
-    over the HVG columns, with the cell total over all genes. With
-    ``with_counts=True`` a fourth item follows: the raw counts of the HVG
-    columns (sparse float32, same shape; ``None`` without ``hvg_cols``), the
-    targets of the negative-binomial decoder.
+    over the HVG columns, with the cell total over all genes. ``counts`` holds
+    the raw counts of the HVG columns (sparse float32, same shape), the targets
+    of the negative-binomial decoder; it is ``None`` unless ``with_counts=True``
+    (and ``hvg_cols`` is given).
     """
     n = adata.n_obs
     token_ids = np.zeros((n, max_tokens), dtype=np.int32)
@@ -235,8 +235,6 @@ def tokens_and_targets(
             if with_counts:
                 count_blocks.append(sp.csr_matrix(chunk[:, hvg_cols], dtype=np.float32))
     profile = sp.vstack(blocks, format="csr").astype(np.float32) if blocks else None
-    if not with_counts:
-        return token_ids, token_vals, profile
     counts = sp.vstack(count_blocks, format="csr") if count_blocks else None
     return token_ids, token_vals, profile, counts
 

@@ -256,7 +256,7 @@ def pretrain(
 
         # ------------------------------------------- pass 2: tokens and targets
         use_counts = bool(n_profile) and config.profile_likelihood == "nb"
-        token_ids, token_vals, profile, *rest = md.tokens_and_targets(
+        token_ids, token_vals, profile, counts = md.tokens_and_targets(
             adata,
             layer,
             gene_scale,
@@ -267,7 +267,6 @@ def pretrain(
             hvg_cols=hvg_cols,
             with_counts=use_counts,
         )
-        counts = rest[0] if use_counts else None
 
         profile_mean = md.profile_mean(profile, train_idx) if n_profile else np.zeros(0, np.float32)
 
