@@ -149,26 +149,24 @@ class Reporter:
 # ---------------------------------------------------------------- options
 
 
-def positive_int(text: str) -> int:
-    """Argparse type: a whole number >= 1."""
+def _whole_number(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: a whole number >= 1."""
+    return _whole_number(text, 1, "a number")
 
 
 def seed(text: str) -> int:
     """Argparse type: a seed, a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {value}")
-    return value
+    return _whole_number(text, 0, "a seed")
 
 
 def given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
