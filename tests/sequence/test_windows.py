@@ -116,8 +116,10 @@ def test_window_errors_leave_data_unchanged(equivariant):
     before = a.copy()
     with pytest.raises(DfmInputError, match=r"window="):
         dfm.tl.embed_sequences(a, encoder=equivariant)  # longer than max_length 32
-    with pytest.raises(DfmInputError, match="smaller window"):
+    with pytest.raises(DfmInputError, match="smaller window") as err:
         dfm.tl.embed_sequences(a, encoder=equivariant, window=40)
+    # windows are numbered within their own sequence (two 40-bp windows each here)
+    assert "'seq1[window 0]'" in str(err.value) and "'seq1[window 1]'" in str(err.value)
     with pytest.raises(DfmInputError, match="stride= needs window="):
         dfm.tl.embed_sequences(a, encoder=equivariant, stride=4)
     with pytest.raises(DfmInputError, match="stride"):

@@ -175,7 +175,9 @@ def embed_sequences(
     pieces, names = seqs, target.obs_names
     if window is not None:
         pieces, owner, weight = tile_sequences(seqs, window, stride)
-        names = [f"{target.obs_names[o]}[window {j}]" for j, o in enumerate(owner)]
+        # owner is in sequence order: a window's number within its own sequence
+        local = np.arange(owner.size) - np.searchsorted(owner, owner)
+        names = [f"{target.obs_names[o]}[window {j}]" for o, j in zip(owner, local, strict=True)]
 
     with timed(f"embedding sequences into .obsm[{key_added!r}]") as info:
         if encoder is None:
