@@ -101,19 +101,24 @@ def finetune_split(train_idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.nda
 def validation_scores(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """:func:`classification_scores` plus ``loss`` (mean cross-entropy) on the validation rows.
 
-    AUROC is NaN when the validation rows hold a single class (tiny runs).
+    Scores that need more classes than the rows hold are NaN (tiny runs): MCC and
+    macro-F1 with a single class present, AUROC unless every class is present.
     """
     loss = float(-np.mean(np.log(np.clip(proba[np.arange(y_true.size), y_true], 1e-12, 1.0))))
-    if np.unique(y_true).size < 2:
-        pred = proba.argmax(axis=1)
-        return {
-            "accuracy": float(np.mean(pred == y_true)),
-            "macro_f1": float("nan"),
-            "mcc": float("nan"),
-            "auroc": float("nan"),
-            "loss": loss,
-        }
-    return {**classification_scores(y_true, proba), "loss": loss}
+    present = np.unique(y_true).size
+    if present == proba.shape[1]:
+        return {**classification_scores(y_true, proba), "loss": loss}
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    pred = proba.argmax(axis=1)
+    nan = float("nan")
+    return {
+        "accuracy": float(np.mean(pred == y_true)),
+        "macro_f1": float(f1_score(y_true, pred, average="macro")) if present > 1 else nan,
+        "mcc": float(matthews_corrcoef(y_true, pred)) if present > 1 else nan,
+        "auroc": nan,
+        "loss": loss,
+    }
 
 
 def fine_tune(
