@@ -12,6 +12,7 @@ stratified CV), optionally the scib-metrics bio / batch / total
 
 ``c.<field>=<value>`` sets a ``MaskedExpressionConfig`` field, ``<name>=<value>``
 a ``dfm.tl.pretrain`` option; ``--bk`` pretrains with ``batch_key='batch'``;
+``--no-pca`` skips the PCA rows (when they are known from an earlier run);
 the dataset is a file stem in ``../shared/data/singlecell`` or ``demo``.
 The final every-method, 3-seed table is ``benchmarks/bench_quality.py``.
 """
@@ -47,8 +48,12 @@ def main(argv: list[str]) -> dict:
     from diffbio_sc.tl._baselines import pca_baseline
 
     warnings.simplefilter("ignore")
-    name, cfg_kw, pre_kw, scib = argv[0], {}, {}, False
+    name, cfg_kw, pre_kw, scib, reps = argv[0], {}, {}, False, [("X_dfm", "dfm")]
+    if "--no-pca" not in argv:
+        reps.append(("X_pca", "pca"))
     for a in argv[1:]:
+        if a == "--no-pca":
+            continue
         if a == "--scib":
             scib = True
         elif a == "--bk":
@@ -74,8 +79,9 @@ def main(argv: list[str]) -> dict:
         "epochs": model.metadata["training"]["epochs_run"],
         "steps": model.metadata["training"]["steps"],
     }
-    adata.obsm["X_pca"] = pca_baseline(adata)
-    for rep, tag in (("X_dfm", "dfm"), ("X_pca", "pca")):
+    if len(reps) > 1:
+        adata.obsm["X_pca"] = pca_baseline(adata)
+    for rep, tag in reps:
         ann = dfm.tl.score_annotation(adata, rep, "cell_type")
         row[f"{tag}_f1"] = round(ann["scores"]["knn"]["macro_f1"]["mean"], 4)
         if scib:

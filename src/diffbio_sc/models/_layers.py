@@ -23,6 +23,10 @@ The pieces a token encoder needs, written once:
 :func:`random_token_mask`
     Per-row random masking of a fixed fraction of the valid tokens (masked
     language / expression modelling).
+:func:`gradient_reversal`
+    Identity forward, gradient multiplied by ``-scale`` backward (domain-
+    adversarial training: an encoder learns to defeat a classifier that
+    learns to predict a nuisance label from its output).
 
 Example, a minimal sequence encoder built from them::
 
@@ -57,6 +61,7 @@ __all__ = [
     "NEG_BIAS",
     "TransformerBlock",
     "cls_pool",
+    "gradient_reversal",
     "masked_mean_pool",
     "random_token_mask",
     "sinusoidal_encoding",
@@ -124,6 +129,29 @@ def random_token_mask(key: jax.Array, valid: jax.Array, ratio: float) -> jax.Arr
     n_mask = jnp.minimum(n_mask, jnp.maximum(n_valid, 1))
     order = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
     return (order < n_mask[:, None]) & valid
+
+
+@jax.custom_vjp
+def gradient_reversal(x: jax.Array, scale: float | jax.Array = 1.0) -> jax.Array:
+    """Identity in the forward pass; the backward pass multiplies the gradient by ``-scale``.
+
+    The gradient-reversal layer of domain-adversarial training (Ganin & Lempitsky,
+    2015): a classifier fed ``gradient_reversal(z)`` learns to predict a label
+    from ``z`` while whatever produced ``z`` receives the opposite gradient, so it
+    learns to remove that label's information. ``scale`` gets no gradient.
+    """
+    return x
+
+
+def _grl_fwd(x, scale=1.0):
+    return x, scale
+
+
+def _grl_bwd(scale, g):
+    return (-scale * g, jnp.zeros_like(jnp.asarray(scale, dtype=g.dtype)))
+
+
+gradient_reversal.defvjp(_grl_fwd, _grl_bwd)
 
 
 class TransformerBlock(nnx.Module):

@@ -28,7 +28,12 @@ The encoder is self-attention over the tokens (default) or, with
 (:mod:`diffbio_sc.models._latent`).
 
 With a ``batch_key``, a learned batch embedding conditions both decoders (not
-the encoder), so the pooled embedding is not asked to carry the batch.
+the encoder), so the pooled embedding is not asked to carry the batch; two
+optional objectives make it shed the batch (:func:`diffbio_sc.tl.pretrain` turns
+both on with a ``batch_key``): a variational bottleneck (``variational``: the
+embedding is a posterior mean, the decoder reads a sample, KL to ``N(0, I)``)
+and an adversarial batch classifier behind a gradient-reversal layer
+(``batch_adversary_weight``).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from ._base import SavedModel, register_model
 from ._latent import LatentEncoder
 from ._layers import (
     TransformerBlock,
+    gradient_reversal,
     masked_mean_pool,
     random_token_mask,
     sinusoidal_encoding,
@@ -152,6 +158,20 @@ class MaskedExpressionModel(SavedModel):
             self.batch_embed = nnx.Embed(cfg.n_batches, h, embedding_init=init, rngs=rngs)
         else:
             self.batch_embed = None
+        if cfg.is_variational:
+            # scVI-style posterior: mean (the embedding) and log-variance.
+            self.z_mean = nnx.Linear(h, h, rngs=rngs)
+            self.z_logvar = nnx.Linear(
+                h, h, kernel_init=init, bias_init=nnx.initializers.constant(-2.0), rngs=rngs
+            )
+        else:
+            self.z_mean = self.z_logvar = None
+        if cfg.adversary_weight > 0:
+            # Predicts the batch from the embedding through gradient reversal (loss()).
+            self.adversary_in = nnx.Linear(h, cfg.decoder_dim, rngs=rngs)
+            self.adversary_out = nnx.Linear(cfg.decoder_dim, cfg.n_batches, rngs=rngs)
+        else:
+            self.adversary_in = self.adversary_out = None
         if cfg.n_profile_genes and cfg.profile_likelihood == "nb":
             # scVI-style decoder: mean = library size x softmax(decoder(z + batch)).
             self.decoder_in = nnx.Linear(h, cfg.decoder_dim, rngs=rngs)
@@ -273,7 +293,8 @@ class MaskedExpressionModel(SavedModel):
         ``<cls>``, which is then first) and the ``(B, H)`` pooled cell embedding.
         With the latent encoder (``n_latents > 0``), ``hidden`` is the
         ``(B, n_latents, H)`` latent states and the embedding their mean (zero
-        for a cell without tokens).
+        for a cell without tokens). A ``variational`` model's embedding is the
+        posterior mean ``mu`` of that pooled vector.
         """
         cfg = self.config
         weights = weights.astype(jnp.float32)
@@ -299,7 +320,7 @@ class MaskedExpressionModel(SavedModel):
             lat = self.latent(x, bias, keys[1] if dropout_key is not None else None)
             # A cell without tokens embeds to the zero vector (as mean pooling gives).
             has = (weights.sum(axis=1) > 0).astype(lat.dtype)[:, None]
-            return lat, lat.mean(axis=1) * has
+            return lat, self._posterior_mean(lat.mean(axis=1) * has)
         for block, k in zip(self.blocks, keys[1:], strict=True):
             x = block(x, bias, k)
         x = self.final_norm(x)
@@ -310,7 +331,11 @@ class MaskedExpressionModel(SavedModel):
             if cfg.use_cls:
                 w = w.at[:, 0].set(0.0)
             emb = masked_mean_pool(x, w)
-        return x, emb
+        return x, self._posterior_mean(emb)
+
+    def _posterior_mean(self, pooled: jax.Array) -> jax.Array:
+        """Return the embedding of a pooled state: itself, or ``mu`` of a variational model."""
+        return pooled if self.z_mean is None else self.z_mean(pooled)
 
     def __call__(
         self,
@@ -440,7 +465,13 @@ class MaskedExpressionModel(SavedModel):
 
         Returns
         -------
-        ``(loss, parts)`` where ``parts`` holds ``'value'`` and ``'profile'``.
+        ``(loss, parts)`` where ``parts`` holds ``'value'``, ``'profile'``,
+        ``'adversary'`` (the batch classifier's cross-entropy; 0 without an
+        adversary) and ``'kl'`` (the variational bottleneck's mean per-cell KL
+        divergence to ``N(0, I)``; 0 unless ``variational``). With ``config.adversary_weight > 0`` its gradient is added
+        (the classifier minimises the cross-entropy, the encoder, through
+        gradient reversal, maximises it) while the returned ``loss`` value is the
+        reconstruction loss alone.
         """
         cfg = self.config
         gene_ids = jnp.asarray(gene_ids)
@@ -472,17 +503,36 @@ class MaskedExpressionModel(SavedModel):
         value_loss = jnp.sum(m * (pred - target) ** 2) / jnp.maximum(m.sum(), 1.0)
         total = cfg.value_weight * value_loss
         profile_loss = jnp.zeros((), jnp.float32)
+        kl = jnp.zeros((), jnp.float32)
+        z = emb
+        if cfg.is_variational:
+            logvar = jnp.clip(self.z_logvar(emb), -10.0, 10.0)
+            eps = jax.random.normal(jax.random.fold_in(key, 7), emb.shape, emb.dtype)
+            z = emb + jnp.exp(0.5 * logvar) * eps
+            kl_cell = 0.5 * jnp.sum(emb**2 + jnp.exp(logvar) - logvar - 1.0, axis=-1)
+            kl = jnp.sum(kl_cell * cell_weight) / jnp.maximum(cell_weight.sum(), 1.0)
+            if cfg.n_profile_genes:
+                total = total + cfg.profile_weight * cfg.kl_weight * kl / cfg.n_profile_genes
         if cfg.n_profile_genes:
             if profile is None:
                 raise ValueError("This model has a bottleneck objective: pass profile= targets.")
             if cfg.profile_likelihood == "nb":
-                per_cell = -jnp.mean(self.profile_log_prob(emb + cond_cell, profile), axis=-1)
+                per_cell = -jnp.mean(self.profile_log_prob(z + cond_cell, profile), axis=-1)
             else:
-                ppred = self.profile_head(emb + cond_cell)
+                ppred = self.profile_head(z + cond_cell)
                 per_cell = jnp.mean((ppred - profile) ** 2, axis=-1)
             profile_loss = jnp.sum(per_cell * cell_weight) / jnp.maximum(cell_weight.sum(), 1.0)
             total = total + cfg.profile_weight * profile_loss
-        return total, {"value": value_loss, "profile": profile_loss}
+        adv_loss = jnp.zeros((), jnp.float32)
+        if cfg.adversary_weight > 0:
+            logits = self.adversary_out(jax.nn.gelu(self.adversary_in(gradient_reversal(emb))))
+            logp = jax.nn.log_softmax(logits, axis=-1)
+            ce = -jnp.take_along_axis(logp, jnp.asarray(batch)[:, None], axis=-1)[:, 0]
+            adv_loss = jnp.sum(ce * cell_weight) / jnp.maximum(cell_weight.sum(), 1.0)
+            # Value 0, gradient that of weight x cross-entropy.
+            total = total + cfg.adversary_weight * (adv_loss - jax.lax.stop_gradient(adv_loss))
+        parts = {"value": value_loss, "profile": profile_loss, "adversary": adv_loss, "kl": kl}
+        return total, parts
 
 
 @partial(jax.jit, static_argnums=0)

@@ -13,7 +13,11 @@ from typing import Any
 from .. import _keys
 from ._base import ModelConfig
 
-__all__ = ["MaskedExpressionConfig"]
+__all__ = ["DEFAULT_BATCH_ADVERSARY", "MaskedExpressionConfig"]
+
+#: ``batch_adversary_weight`` that :func:`diffbio_sc.tl.pretrain` uses with a
+#: ``batch_key`` when the config leaves it at ``None`` (see ``docs/notes/native_model.md``).
+DEFAULT_BATCH_ADVERSARY = 0.3
 
 #: Values of the fields added in config version 2 that reproduce the version-1
 #: architecture (a ``config.json`` without ``config_version``).
@@ -84,7 +88,37 @@ class MaskedExpressionConfig(ModelConfig):
         a per-gene inverse dispersion (scVI's parameterisation). ``'mse'``: a
         linear map to the centred log-normalised profile (version 1).
     decoder_dim
-        Hidden width of the ``'nb'`` decoder (Linear -> LayerNorm -> GELU -> Linear).
+        Hidden width of the ``'nb'`` decoder (Linear -> LayerNorm -> GELU -> Linear)
+        and of the batch adversary.
+    batch_adversary_weight
+        Weight of the adversarial batch objective of a batch-conditioned model
+        (``n_batches > 0``): a small classifier (Linear -> GELU -> Linear) learns
+        to predict each cell's batch from its embedding through a gradient-
+        reversal layer, so the encoder is pushed to remove batch information
+        the batch-conditioned decoders can supply themselves (domain-adversarial
+        training, as in scGPT's integration objective). The classifier's
+        cross-entropy enters the gradient only: the reported and validated
+        loss is the reconstruction loss, so early stopping is unaffected.
+        ``None`` (default): :func:`diffbio_sc.tl.pretrain` uses
+        :data:`DEFAULT_BATCH_ADVERSARY` with a ``batch_key`` and 0 without; a
+        model built directly from a config treats ``None`` as 0. Saved configs
+        without the field (before it existed) load as ``None``: no adversary,
+        the architecture they were trained with.
+    variational
+        ``False``: the embedding is the pooled token state. ``True``:
+        a variational bottleneck as in scVI: the embedding is the posterior mean
+        ``mu = Linear(pooled)`` (still ``hidden_dim`` wide), a log-variance
+        ``Linear(mu)`` goes with it, and in training the cell-level decoder
+        reads a sample ``mu + sigma * eps`` and a Kullback-Leibler term to
+        ``N(0, I)`` is added. Embedding is deterministic (``mu``). ``None``
+        (default): :func:`diffbio_sc.tl.pretrain` turns it on with a
+        ``batch_key`` (two or more batches) and off without; a model built
+        directly from a config, or loaded from one saved before the field
+        existed, treats ``None`` as ``False``.
+    kl_weight
+        Weight of that KL term relative to scVI's balance (per-cell KL summed
+        over dimensions against the profile likelihood summed over genes): the
+        loss adds ``profile_weight * kl_weight * KL / n_profile_genes``.
     """
 
     vocab_size: int = 0
@@ -105,6 +139,9 @@ class MaskedExpressionConfig(ModelConfig):
     n_latents: int = 0
     profile_likelihood: str = "nb"
     decoder_dim: int = 128
+    batch_adversary_weight: float | None = None
+    variational: bool | None = None
+    kl_weight: float = 1.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MaskedExpressionConfig:
@@ -162,8 +199,31 @@ class MaskedExpressionConfig(ModelConfig):
             bad(f"profile_likelihood must be 'mse' or 'nb', got {self.profile_likelihood!r}.")
         if self.decoder_dim < 1:
             bad(f"decoder_dim must be >= 1, got {self.decoder_dim}.")
+        if self.batch_adversary_weight is not None and not (
+            self.batch_adversary_weight >= 0 and self.batch_adversary_weight < float("inf")
+        ):
+            bad(
+                "batch_adversary_weight must be a finite number >= 0 (or None), got "
+                f"{self.batch_adversary_weight!r}."
+            )
+        if not (self.kl_weight >= 0 and self.kl_weight < float("inf")):
+            bad(f"kl_weight must be a finite number >= 0, got {self.kl_weight!r}.")
+        if self.is_variational and not self.n_latents and self.pooling == "cls":
+            bad("variational=True needs pooling='mean'.")
         if self.value_weight == 0 and self.profile_weight == 0:
             bad("at least one loss must be active (value_weight > 0 or profile_weight > 0).")
+
+    @property
+    def is_variational(self) -> bool:
+        """Whether the bottleneck is variational (``None`` counts as ``False``)."""
+        return bool(self.variational)
+
+    @property
+    def adversary_weight(self) -> float:
+        """The batch adversary's weight in effect (0 without batches or when ``None``)."""
+        if not self.n_batches or self.batch_adversary_weight is None:
+            return 0.0
+        return float(self.batch_adversary_weight)
 
     @property
     def ff_dim(self) -> int:

@@ -110,7 +110,17 @@ def pretrain(
     batch_key
         ``.obs`` column of batch labels; a learned batch embedding is added to
         the decoders' inputs (never the encoder's), so the embedding need not
-        encode the batch. ``dfm.tl.embed(adata, batch_key=...)`` passes it here.
+        encode the batch. With two or more batches and the config's defaults
+        (``None``), the model is also made to integrate them:
+        ``config.variational`` becomes ``True`` (a variational bottleneck, as in
+        scVI: the decoder reads a sample around the embedding and a KL term to
+        ``N(0, I)`` makes carrying the batch costly) and
+        ``config.batch_adversary_weight`` becomes 0.3 (an adversarial batch
+        classifier on the embedding, trained through gradient reversal). Set
+        either explicitly to override (``variational=False,
+        batch_adversary_weight=0`` is a decoder-only conditioning). A cell's embedding never
+        depends on its batch label. ``dfm.tl.embed(adata, batch_key=...)``
+        passes it here.
     n_top_genes
         Highly variable genes in the cell-level bottleneck target, chosen with
         ``scanpy.pp.highly_variable_genes(flavor='seurat')`` on the log-normalised
@@ -138,7 +148,9 @@ def pretrain(
     Returns
     -------
     The trained model (eval mode) with ``model.history`` (per-epoch
-    ``train_loss``, ``val_loss``, ``train_value_loss``, ``train_profile_loss``)
+    ``train_loss``, ``val_loss``, ``train_value_loss``, ``train_profile_loss``,
+    ``train_adversary_loss``: the batch classifier's cross-entropy, 0 without one;
+    ``train_kl_loss``: the variational bottleneck's KL, 0 unless ``config.variational``)
     and ``model.metadata`` (``genes``, ``medians``, ``tokenizer``,
     ``profile_genes``, ``profile_mean``, ``batch_key``, ``batch_categories``,
     ``training`` summary). Save it with ``model.save(path)``.
@@ -252,6 +264,10 @@ def pretrain(
             max_tokens=max_tokens,
             n_batches=len(batch_categories),
             n_profile_genes=int(n_profile),
+            batch_adversary_weight=_adversary_weight(config, batch_categories),
+            variational=(
+                len(batch_categories) > 1 if config.variational is None else config.variational
+            ),
         )
 
         # ------------------------------------------- pass 2: tokens and targets
@@ -368,6 +384,15 @@ def pretrain(
     return model
 
 
+def _adversary_weight(config, batch_categories) -> float:
+    """Return the config's ``batch_adversary_weight`` with ``None`` resolved (on with batches)."""
+    from ..models._masked_config import DEFAULT_BATCH_ADVERSARY
+
+    if config.batch_adversary_weight is not None:
+        return float(config.batch_adversary_weight)
+    return DEFAULT_BATCH_ADVERSARY if len(batch_categories) > 1 else 0.0
+
+
 def _pca_gene_init(profile, train_idx, profile_mean, hidden_dim, seed, max_cells=10_000):
     """Gene-embedding rows from a PCA of the bottleneck targets.
 
@@ -407,7 +432,12 @@ def _masked_loss(model, batch, key):
         batch=batch["batch_codes"],
         cell_weight=batch["weight"],
     )
-    return loss, {"value_loss": parts["value"], "profile_loss": parts["profile"]}
+    return loss, {
+        "value_loss": parts["value"],
+        "profile_loss": parts["profile"],
+        "adversary_loss": parts["adversary"],
+        "kl_loss": parts["kl"],
+    }
 
 
 def _train(
@@ -459,6 +489,10 @@ def _train(
     elif config.n_profile_genes:
         summary["objective"] += " + cell-level HVG-profile bottleneck"
     history = {k: list(v) for k, v in result.history.items()}
-    for k in ("train_value_loss", "train_profile_loss"):
+    if config.adversary_weight > 0:
+        summary["objective"] += " + adversarial batch classifier (gradient reversal)"
+    if config.is_variational:
+        summary["objective"] += " (variational bottleneck, KL to N(0, I))"
+    for k in ("train_value_loss", "train_profile_loss", "train_adversary_loss", "train_kl_loss"):
         history.setdefault(k, [])
     return model, history, summary
