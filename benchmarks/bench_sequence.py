@@ -14,7 +14,7 @@
     python benchmarks/bench_sequence.py [--speed] [--tasks splice_junctions ...]
         [--n-seqs 64] [--finetune-epochs 30] [--pretrain-epochs 5] [--out results.json]
         [--tokenizer char|kmer|nt6] [--k 6] [--rc average|equivariant] [--lr 2e-3]
-        [--finetune-seeds 3]
+        [--finetune-seeds 3] [--seed 0]
 
 ``--finetune-seeds`` defaults to 3: a seed ensemble (row ``fine_tuned_ensemble``) beside
 the single model (``fine_tuned``, seed 0); it had the lower validation loss on all three
@@ -152,6 +152,7 @@ def main() -> None:
         help="fine-tuned models; >1 also scores their seed ensemble (1: single model only)",
     )
     ap.add_argument("--max-per-class", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="split, training and probe seed")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--pooling", default="mean")
@@ -218,6 +219,7 @@ def main() -> None:
             pretrain_epochs=args.pretrain_epochs,
             max_per_class=args.max_per_class,
             finetune_seeds=args.finetune_seeds,
+            seed=args.seed,
             progress_bar=False,
         )
         results["tasks_wall_s"] = time.perf_counter() - t
