@@ -267,7 +267,7 @@ def test_bad_inputs():
 @pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_kmer_classifier_strand_average_is_rc_invariant():
     from diffbio_sc.models._sequence import SequenceClassifier, SequenceClassifierConfig
-    from diffbio_sc.tl._sequence._tasks import _task_tokens
+    from diffbio_sc.tl._sequence._finetune import task_tokens
 
     cfg = SequenceClassifierConfig(
         **TINY, tokenizer="kmer", k=3, reverse_complement="average", n_classes=3
@@ -275,8 +275,8 @@ def test_kmer_classifier_strand_average_is_rc_invariant():
     clf = SequenceClassifier(cfg, rngs=nnx.Rngs(params=0))
     rng = np.random.default_rng(5)
     seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (9, 20, 31)]
-    fwd = _task_tokens(cfg, seqs, 32)
-    rev = _task_tokens(cfg, reverse_complement(seqs), 32)
+    fwd = task_tokens(cfg, seqs, 32)
+    rev = task_tokens(cfg, reverse_complement(seqs), 32)
     # the reverse complements' own rc tokens are the forward tokens
     np.testing.assert_array_equal(rev["rc_ids"], fwd["ids"])
     a = clf(fwd["ids"], fwd["valid"], rc_inputs=fwd["rc_ids"], rc_valid=fwd["rc_valid"])

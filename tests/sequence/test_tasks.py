@@ -234,3 +234,69 @@ def test_kmer_strand_average_from_random_init_end_to_end():
     assert enc["how"] == "random initialisation (seed 3), no pretraining"
     fresh = SequenceEncoder(cfg, rngs=nnx.Rngs(params=3))
     assert enc["weights_sha256"] == fresh.weights_sha256()
+
+
+def test_finetune_split_and_validation_scores_hand_case():
+    from diffbio_sc.tl._sequence._finetune import finetune_split, validation_scores
+
+    train = np.arange(5, 105, 2)  # 50 training rows
+    fit_idx, val_idx = finetune_split(train, seed=4)
+    assert val_idx.size == 5 and fit_idx.size == 45
+    np.testing.assert_array_equal(np.sort(np.concatenate([fit_idx, val_idx])), train)
+    np.testing.assert_array_equal(finetune_split(train, seed=4)[1], val_idx)  # seeded
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    s = validation_scores(np.array([0, 1, 1]), p)
+    assert s["loss"] == pytest.approx(-(np.log(0.9) + np.log(0.8) + np.log(0.4)) / 3)
+    assert s["accuracy"] == pytest.approx(2 / 3) and s["auroc"] == pytest.approx(1.0)
+    one = validation_scores(np.array([1, 1]), p[1:])  # a single class: no MCC / AUROC
+    assert one["accuracy"] == 0.5 and np.isnan(one["mcc"]) and np.isnan(one["auroc"])
+    q = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
+    two = validation_scores(np.array([0, 2, 2]), q)  # 2 of 3 classes: MCC yes, AUROC no
+    assert two["accuracy"] == pytest.approx(2 / 3) and np.isnan(two["auroc"])
+    # confusion [[1, 0], [1, 1]]: MCC = (1*1 - 0*1) / sqrt(1 * 2 * 2 * 1) = 0.5
+    assert two["mcc"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+@needs_data
+def test_seed_ensemble_of_fine_tuned_encoders():
+    from diffbio_sc.models import SequenceEncoderConfig
+
+    cfg = SequenceEncoderConfig(
+        hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=16, max_length=64
+    )
+    kw = dict(
+        methods="fine_tuned",
+        config=cfg,
+        data_dir=DNA,
+        max_per_class=16,
+        pretrain_epochs=0,
+        finetune_epochs=1,
+        batch_size=16,
+        progress_bar=False,
+    )
+    df = dfm.tl.genomics_tasks("splice_junctions", finetune_seeds=2, **kw)
+    assert set(df["embedding"]) == {"fine_tuned", "fine_tuned_ensemble"}
+    assert np.isfinite(df["value"]).all()
+    rep = df.attrs["report"]["tasks"]["splice_junctions"]
+    members = rep["fine_tuning_members"]
+    assert [m["seed"] for m in members] == [0, 1] == rep["fine_tuned_ensemble"]["seeds"]
+    assert members[0]["history"]["train_loss"] != members[1]["history"]["train_loss"]
+    # cross-entropy is convex: the averaged probabilities' validation loss is at most
+    # the members' mean loss (equality only if the members agree everywhere)
+    ens_loss = rep["fine_tuned_ensemble"]["validation_scores"]["loss"]
+    assert ens_loss < np.mean([m["validation_scores"]["loss"] for m in members])
+    # the single-model row is the first member, unchanged by the ensemble option
+    single = dfm.tl.genomics_tasks("splice_junctions", **kw)
+    assert set(single["embedding"]) == {"fine_tuned"}
+    np.testing.assert_allclose(
+        single["value"].to_numpy(), df[df["embedding"] == "fine_tuned"]["value"].to_numpy()
+    )
+    one = single.attrs["report"]["tasks"]["splice_junctions"]["fine_tuning"]
+    np.testing.assert_equal(one["validation_scores"], members[0]["validation_scores"])
+    with pytest.raises(DfmInputError, match="add 'fine_tuned'"):
+        dfm.tl.genomics_tasks("splice_junctions", methods="kmer_logreg", finetune_seeds=2)
+    with pytest.raises(DfmInputError, match="new names"):
+        dfm.tl.genomics_tasks(
+            "splice_junctions", frozen_encoders={"fine_tuned_ensemble": lambda s: s}
+        )

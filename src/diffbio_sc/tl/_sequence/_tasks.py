@@ -22,6 +22,12 @@ all fitted on the training part only and scored on the test part:
     The encoder plus a linear classification head, trained end to end with the
     shared trainer (AdamW, optax), early-stopped on a held-out tenth of the
     training part.
+``fine_tuned_ensemble``
+    With ``finetune_seeds=n > 1``: ``n`` encoders fine-tuned with seeds
+    ``seed .. seed + n - 1`` on the same fit/validation partition of the
+    training part; their class probabilities are averaged (a seed ensemble,
+    reported under its own name beside the single model ``fine_tuned``, which
+    is the first member).
 ``kmer_logreg``
     Bag of k-mer frequencies (k = 3..6, frequencies within each k) + logistic
     regression.
@@ -45,6 +51,7 @@ import pandas as pd
 from ... import _uns
 from ..._logging import logger, timed
 from ..._validate import DfmInputError, check_float, check_int, check_seed
+from ._finetune import fine_tune, finetune_split, predict_proba, task_tokens, validation_scores
 from ._task_data import (
     SCORES,
     TASKS,
@@ -60,6 +67,7 @@ from ._task_data import (
 
 RESULT_COLUMNS = ("embedding", "metric", "group", "value", "sd")
 METHODS = ("frozen_probe", "fine_tuned", "kmer_logreg", "onehot_logreg")
+ENSEMBLE = "fine_tuned_ensemble"
 __all__ = [
     "genomics_tasks",
     "embedding_lookup",
@@ -69,127 +77,6 @@ __all__ = [
     "load_task",
     "positional_one_hot",
 ]
-
-
-# ---------------------------------------------------------------------- encoder
-def _clf_loss(model, batch, key):
-    """Trainer loss of the fine-tuned classifier (module level: compiled once)."""
-    return model.loss(
-        batch["ids"],
-        batch["valid"],
-        batch["label"],
-        key=key,
-        weight=batch["weight"],
-        rc_inputs=batch.get("rc_ids"),
-        rc_valid=batch.get("rc_valid"),
-    )
-
-
-_PREDICT: dict = {}
-
-
-def _predict_proba(model, tokens: dict, batch_size: int) -> np.ndarray:
-    """Class probabilities in fixed-shape batches (eval mode).
-
-    ``tokens``: ``ids``, ``valid`` and, for strand-averaging k-mer models,
-    ``rc_ids``/``rc_valid``.
-    """
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from ._common import pad_rows
-
-    if "fn" not in _PREDICT:
-
-        def fn(graphdef, state, ids, valid, rc_ids, rc_valid):
-            logits = nnx.merge(graphdef, state)(ids, valid, rc_inputs=rc_ids, rc_valid=rc_valid)
-            return jax.nn.softmax(logits, axis=-1)
-
-        _PREDICT["fn"] = jax.jit(fn, static_argnums=0)
-    model.eval()
-    graphdef, state = nnx.split(model)
-    n = tokens["ids"].shape[0]
-    out = []
-    for s in range(0, n, batch_size):
-        part = {
-            k: jnp.asarray(pad_rows(v[s : s + batch_size], batch_size)) for k, v in tokens.items()
-        }
-        p = _PREDICT["fn"](
-            graphdef,
-            state,
-            part["ids"],
-            part["valid"],
-            part.get("rc_ids"),
-            part.get("rc_valid"),
-        )
-        out.append(np.asarray(p, np.float64)[: min(batch_size, n - s)])
-    return np.concatenate(out)
-
-
-def _task_tokens(config, seqs: list[str], width: int) -> dict[str, np.ndarray]:
-    """Token ids and masks of the task's sequences for fine-tuning.
-
-    Strand-averaging k-mer models (``reverse_complement='average'``) also get
-    the tokenized reverse complements (``rc_ids``, ``rc_valid``), at one width
-    that holds both strands.
-    """
-    from ...ops._sequence import reverse_complement
-    from ._common import token_counts
-
-    tok = config.get_tokenizer()
-    rc = None
-    if config.reverse_complement == "average" and config.tokenizer != "char":
-        rc = reverse_complement(seqs, alphabet=config.alphabet)
-        width = max(width, int(token_counts(tok, rc, add_cls=False).max()))
-    ids, valid = tok.encode(seqs, max_length=width)
-    out = {"ids": ids, "valid": valid}
-    if rc is not None:
-        out["rc_ids"], out["rc_valid"] = tok.encode(rc, max_length=width)
-    return out
-
-
-def _fine_tune(
-    encoder,
-    tokens,
-    y,
-    train_idx,
-    *,
-    n_classes,
-    epochs,
-    batch_size,
-    learning_rate,
-    seed,
-    progress_bar,
-):
-    from flax import nnx
-
-    from ...models._sequence import SequenceClassifier, SequenceClassifierConfig
-    from ...models._train import TrainConfig, fit
-
-    cfg = SequenceClassifierConfig(**encoder.config.to_dict(), n_classes=n_classes)
-    clf = SequenceClassifier(cfg, rngs=nnx.Rngs(params=seed + 11))
-    nnx.update(clf.encoder, nnx.state(encoder, nnx.Param))
-    rng = np.random.default_rng(seed + 3)
-    perm = rng.permutation(train_idx)
-    n_val = max(1, int(round(0.1 * perm.size)))
-    result = fit(
-        clf,
-        _clf_loss,
-        {**tokens, "label": y.astype(np.int32)},
-        train_idx=np.sort(perm[n_val:]),
-        val_idx=np.sort(perm[:n_val]),
-        config=TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            patience=max(3, epochs // 4),
-            progress_bar=progress_bar,
-            desc="fine-tune",
-        ),
-    )
-    return clf, result
 
 
 def genomics_tasks(
@@ -203,6 +90,7 @@ def genomics_tasks(
     max_per_class: int | None = None,
     pretrain_epochs: int | None = None,
     finetune_epochs: int = 20,
+    finetune_seeds: int = 1,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     seed: int = 0,
@@ -239,6 +127,18 @@ def genomics_tasks(
         Epochs of masked-language pretraining (``None``: the default budget;
         ``0``: none, the encoder starts from a seeded random initialisation)
         and of fine-tuning.
+    finetune_seeds
+        Number of fine-tuned models (seeds ``seed``, ``seed + 1``, ...). With
+        more than one, the table gains ``fine_tuned_ensemble`` (the mean of
+        the members' class probabilities); ``fine_tuned`` stays the first
+        member alone. Every member is early-stopped on the same held-out tenth
+        of the training part. From a random start (``pretrain_epochs=0``)
+        member ``j`` also starts from its own random encoder (seed ``seed +
+        j``); a pretrained or given encoder is the common start. Costs
+        ``finetune_seeds`` times the fine-tuning time, so the default is a
+        single model; ``finetune_seeds=3`` is the measured recipe (lower
+        validation loss than the single model on all three tasks, and the
+        default of ``benchmarks/bench_sequence.py``).
     batch_size, learning_rate
         Minibatch size and peak learning rate of pretraining and fine-tuning.
     seed
@@ -265,7 +165,12 @@ def genomics_tasks(
         counts, split sizes and the number of identical sequences grouped, the
         encoder (config, weights digest, how it was obtained, its training
         summaries), parameters, seeds, timings, and ``scores`` (the table as
-        columns, so the report itself can be plotted).
+        columns, so the report itself can be plotted). Fine-tuning entries
+        hold ``validation_scores`` (accuracy, macro-F1, MCC, AUROC and the
+        cross-entropy ``loss`` on the held-out tenth of the training part: the
+        figures to choose recipes by, never the test part); with
+        ``finetune_seeds > 1`` also ``fine_tuning_members`` (per seed) and
+        ``fine_tuned_ensemble`` (seeds, validation scores).
     """
     from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
     from ._common import check_lengths, resolve_encoder, token_counts
@@ -277,9 +182,10 @@ def genomics_tasks(
         raise DfmInputError(f"Unknown task(s) {bad or task_list}; available: {list(TASKS)}.")
     frozen = dict(frozen_encoders or {})
     for name, fn in frozen.items():
-        if not isinstance(name, str) or name in METHODS or not callable(fn):
+        if not isinstance(name, str) or name in (*METHODS, ENSEMBLE) or not callable(fn):
             raise DfmInputError(
-                f"frozen_encoders must map new names (not {list(METHODS)}) to callables; got "
+                f"frozen_encoders must map new names (not {[*METHODS, ENSEMBLE]}) to "
+                f"callables; got "
                 f"{name!r}: {type(fn).__name__}."
             )
     method_list = [methods] if isinstance(methods, str) else list(methods)
@@ -292,6 +198,12 @@ def genomics_tasks(
     max_per_class = check_int("max_per_class", max_per_class, minimum=4, allow_none=True)
     pretrain_epochs = check_int("pretrain_epochs", pretrain_epochs, minimum=0, allow_none=True)
     finetune_epochs = check_int("finetune_epochs", finetune_epochs, minimum=1)
+    finetune_seeds = check_int("finetune_seeds", finetune_seeds, minimum=1)
+    if finetune_seeds > 1 and "fine_tuned" not in method_list:
+        raise DfmInputError(
+            f"finetune_seeds={finetune_seeds} asks for a seed ensemble of fine-tuned encoders; "
+            "add 'fine_tuned' to methods (or leave finetune_seeds=1)."
+        )
     batch_size = check_int("batch_size", batch_size, minimum=1)
     check_float("learning_rate", learning_rate, minimum=0.0, strict_min=True)
     seed = check_seed(seed)
@@ -389,7 +301,7 @@ def genomics_tasks(
                     )
                     how = "pretrained (masked-language model) on this task's training sequences"
                     timings["pretrain"] = time.perf_counter() - t
-                tokens = _task_tokens(enc.config, seqs, width)
+                tokens = task_tokens(enc.config, seqs, width)
                 task_info["encoder"] = {
                     "how": how,
                     "config": enc.config.to_dict(),
@@ -412,22 +324,57 @@ def genomics_tasks(
                     timings["frozen_probe"] = time.perf_counter() - t
                 if "fine_tuned" in method_list:
                     t = time.perf_counter()
-                    clf, res = _fine_tune(
-                        enc,
-                        tokens,
-                        y,
-                        train_idx,
-                        n_classes=len(classes),
-                        epochs=finetune_epochs,
-                        batch_size=batch_size,
-                        learning_rate=learning_rate,
-                        seed=seed,
-                        progress_bar=progress_bar,
-                    )
-                    probas["fine_tuned"] = _predict_proba(
-                        clf, {k: v[test_idx] for k, v in tokens.items()}, batch_size
-                    )
-                    task_info["fine_tuning"] = {**res.summary, "history": res.history}
+                    fit_idx, val_idx = finetune_split(train_idx, seed)
+                    members, test_p, val_p = [], [], []
+                    for j in range(finetune_seeds):
+                        start = enc
+                        if j and how.startswith("random initialisation"):
+                            from flax import nnx
+
+                            start = SequenceEncoder(config, rngs=nnx.Rngs(params=seed + j))
+                        clf, res = fine_tune(
+                            start,
+                            tokens,
+                            y,
+                            fit_idx,
+                            val_idx,
+                            n_classes=len(classes),
+                            epochs=finetune_epochs,
+                            batch_size=batch_size,
+                            learning_rate=learning_rate,
+                            seed=seed + j,
+                            progress_bar=progress_bar,
+                        )
+                        test_p.append(
+                            predict_proba(
+                                clf, {k: v[test_idx] for k, v in tokens.items()}, batch_size
+                            )
+                        )
+                        val_p.append(
+                            predict_proba(
+                                clf, {k: v[val_idx] for k, v in tokens.items()}, batch_size
+                            )
+                        )
+                        members.append(
+                            {
+                                "seed": seed + j,
+                                **res.summary,
+                                "history": res.history,
+                                "validation_scores": validation_scores(y[val_idx], val_p[-1]),
+                            }
+                        )
+                    probas["fine_tuned"] = test_p[0]
+                    task_info["fine_tuning"] = {**members[0], "n_validation": int(val_idx.size)}
+                    if finetune_seeds > 1:
+                        probas[ENSEMBLE] = np.mean(test_p, axis=0)
+                        task_info["fine_tuning_members"] = members
+                        task_info[ENSEMBLE] = {
+                            "seeds": [m["seed"] for m in members],
+                            "combination": "mean of the members' class probabilities",
+                            "validation_scores": validation_scores(
+                                y[val_idx], np.mean(val_p, axis=0)
+                            ),
+                        }
                     timings["fine_tuned"] = time.perf_counter() - t
             for name, fn in frozen.items():
                 from ._common import SequenceRunner
@@ -438,7 +385,8 @@ def genomics_tasks(
                     emb[train_idx], y[train_idx], emb[test_idx], seed=seed
                 )
                 timings[name] = time.perf_counter() - t
-            for method in [*method_list, *frozen]:
+            reported = [*method_list, *([ENSEMBLE] if ENSEMBLE in probas else []), *frozen]
+            for method in reported:
                 scores = classification_scores(y[test_idx], probas[method])
                 for score in SCORES:
                     rows.append((method, f"{task}_{score}", "annotation", scores[score], np.nan))
@@ -462,6 +410,7 @@ def genomics_tasks(
             "max_per_class": max_per_class,
             "pretrain_epochs": pretrain_epochs,
             "finetune_epochs": int(finetune_epochs),
+            "finetune_seeds": int(finetune_seeds),
             "batch_size": int(batch_size),
             "learning_rate": float(learning_rate),
             "kmer_ks": [3, 4, 5, 6],
