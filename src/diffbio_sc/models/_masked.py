@@ -468,10 +468,11 @@ class MaskedExpressionModel(SavedModel):
         ``(loss, parts)`` where ``parts`` holds ``'value'``, ``'profile'``,
         ``'adversary'`` (the batch classifier's cross-entropy; 0 without an
         adversary) and ``'kl'`` (the variational bottleneck's mean per-cell KL
-        divergence to ``N(0, I)``; 0 unless ``variational``). With ``config.adversary_weight > 0`` its gradient is added
-        (the classifier minimises the cross-entropy, the encoder, through
-        gradient reversal, maximises it) while the returned ``loss`` value is the
-        reconstruction loss alone.
+        divergence to ``N(0, I)``; 0 unless ``variational``). With
+        ``config.adversary_weight > 0`` the cross-entropy's gradient is added
+        (the classifier minimises it; the encoder, through gradient reversal,
+        maximises it) but not its value: the returned ``loss`` is the
+        reconstruction loss (plus the weighted KL term of a variational model).
         """
         cfg = self.config
         gene_ids = jnp.asarray(gene_ids)

@@ -97,8 +97,8 @@ class MaskedExpressionConfig(ModelConfig):
         reversal layer, so the encoder is pushed to remove batch information
         the batch-conditioned decoders can supply themselves (domain-adversarial
         training, as in scGPT's integration objective). The classifier's
-        cross-entropy enters the gradient only: the reported and validated
-        loss is the reconstruction loss, so early stopping is unaffected.
+        cross-entropy enters the gradient only, not the reported and validated
+        loss, so early stopping is unaffected by it.
         ``None`` (default): :func:`diffbio_sc.tl.pretrain` uses
         :data:`DEFAULT_BATCH_ADVERSARY` with a ``batch_key`` and 0 without; a
         model built directly from a config treats ``None`` as 0. Saved configs
