@@ -509,6 +509,7 @@ def test_embed_with_checkpoint_matches_library(capsys, tmp_path):
 # ---------------------------------------------------------------- benchmark
 
 
+@pytest.mark.slow  # fast-suite budget: scores two embeddings with scib-metrics (~20 s)
 def test_benchmark_report_matches_library(capsys, work):
     adata = ad.read_h5ad(work / "cells.h5ad")
     rng = np.random.default_rng(0)

@@ -198,6 +198,7 @@ def test_model_saved_by_the_previous_main_loads_as_its_architecture():
     np.testing.assert_allclose(emb, np.asarray(ref["embedding"]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # fast-suite budget: builds and reloads a latent model eagerly (~13 s)
 def test_latent_nb_model_save_load_round_trip(tmp_path):
     model = _model(seed=3, n_profile_genes=4, n_batches=2)
     out = model.save(tmp_path / "m")
