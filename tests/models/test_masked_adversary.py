@@ -180,8 +180,8 @@ def test_pretrain_resolves_the_default_weight():
     from diffbio_sc.tl._pretrain import _adversary_weight
 
     cfg = MaskedExpressionConfig()
-    assert DEFAULT_BATCH_ADVERSARY == 0.3  # chosen in docs/notes/native_model.md
-    assert _adversary_weight(cfg, ["a", "b"]) == 0.3  # batch_key with 2+ batches
+    assert DEFAULT_BATCH_ADVERSARY == 0.1  # chosen in docs/notes/native_model.md
+    assert _adversary_weight(cfg, ["a", "b"]) == 0.1  # batch_key with 2+ batches
     assert _adversary_weight(cfg, []) == 0.0  # no batch_key
     assert _adversary_weight(cfg, ["a"]) == 0.0  # one batch: nothing to remove
     explicit = MaskedExpressionConfig(batch_adversary_weight=0.3)

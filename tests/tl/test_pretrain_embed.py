@@ -116,10 +116,10 @@ def test_pretrain_history_metadata_and_tokenizer(trained, data):
     tr = meta["training"]
     assert tr["n_val"] == 12 and tr["n_train"] == 108 and tr["steps"] == 2 * (108 // 32) == 6
     assert tr["best_val_loss"] == pytest.approx(min(h["val_loss"]))
-    # batch_key with the default config: the batch adversary is on at weight 0.3 and the
+    # batch_key with the default config: the batch adversary is on at weight 0.1 and the
     # bottleneck is variational; the adversary's cross-entropy (near log(2) for two
     # batches at the start) and the KL are recorded per epoch.
-    assert model.config.batch_adversary_weight == 0.3 and model.adversary_in is not None
+    assert model.config.batch_adversary_weight == 0.1 and model.adversary_in is not None
     assert model.config.variational is True and model.z_mean is not None
     assert len(h["train_adversary_loss"]) == len(h["train_kl_loss"]) == 2
     assert 0.3 < h["train_adversary_loss"][0] < 1.5 and h["train_kl_loss"][0] > 0

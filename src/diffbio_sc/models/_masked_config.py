@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_BATCH_ADVERSARY", "MaskedExpressionConfig"]
 
 #: ``batch_adversary_weight`` that :func:`diffbio_sc.tl.pretrain` uses with a
 #: ``batch_key`` when the config leaves it at ``None`` (see ``docs/notes/native_model.md``).
-DEFAULT_BATCH_ADVERSARY = 0.3
+DEFAULT_BATCH_ADVERSARY = 0.1
 
 #: Values of the fields added in config version 2 that reproduce the version-1
 #: architecture (a ``config.json`` without ``config_version``).

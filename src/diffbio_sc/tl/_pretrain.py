@@ -115,7 +115,7 @@ def pretrain(
         ``config.variational`` becomes ``True`` (a variational bottleneck, as in
         scVI: the decoder reads a sample around the embedding and a KL term to
         ``N(0, I)`` makes carrying the batch costly) and
-        ``config.batch_adversary_weight`` becomes 0.3 (an adversarial batch
+        ``config.batch_adversary_weight`` becomes 0.1 (an adversarial batch
         classifier on the embedding, trained through gradient reversal). Set
         either explicitly to override (``variational=False,
         batch_adversary_weight=0`` is a decoder-only conditioning). A cell's embedding never
