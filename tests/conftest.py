@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The persistent JAX compilation cache (on by default) goes to a folder of this test
+# session, shared by the subprocesses the tests start, never the user's own cache.
+if "DFM_CACHE_DIR" not in os.environ:
+    _TEST_CACHE = tempfile.mkdtemp(prefix="dfm-test-cache-")
+    os.environ["DFM_CACHE_DIR"] = _TEST_CACHE
+else:
+    _TEST_CACHE = None
+
+
+def pytest_unconfigure(config):
+    if _TEST_CACHE is not None:
+        shutil.rmtree(_TEST_CACHE, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data"))

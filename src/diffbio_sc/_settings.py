@@ -21,12 +21,41 @@ class _Settings:
         Cells per chunk when streaming a matrix (tokenization, bins, soft ranks).
     n_jobs
         Threads used by chunked NumPy kernels; ``None`` means all cores.
+    compilation_cache
+        Keep JAX's compiled programs on disk, so a new process on the same shapes
+        does not compile again (on by default; ``DFM_COMPILATION_CACHE=0`` also turns
+        it off). A cache the user set for JAX (``jax_compilation_cache_dir``) is left
+        alone. Setting it to ``False`` stops this process from using the package's cache.
+    compilation_cache_dir
+        Folder of that cache; ``None`` means ``$DFM_CACHE_DIR/jax``, else
+        ``~/.cache/diffbio_sc/jax`` (``$XDG_CACHE_HOME`` honoured). Takes effect when
+        JAX is first used by the package.
     """
 
     _verbosity: str = "warning"
     progress_bar: bool = True
     chunk_size: int = 4096
     n_jobs: int | None = None
+    _compilation_cache: bool = True
+    compilation_cache_dir: str | None = None
+
+    @property
+    def compilation_cache(self) -> bool:
+        return self._compilation_cache
+
+    @compilation_cache.setter
+    def compilation_cache(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"compilation_cache must be True or False, got {value!r}.")
+        self._compilation_cache = value
+        import sys
+
+        from . import _compilation_cache
+
+        if not value:
+            _compilation_cache.disable()
+        elif "jax" in sys.modules:
+            _compilation_cache.enable()
 
     @property
     def verbosity(self) -> str:

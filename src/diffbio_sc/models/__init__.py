@@ -14,7 +14,10 @@ that ``import diffbio_sc`` does not import JAX.
 
 from __future__ import annotations
 
+from .. import _compilation_cache
 from .._lazy import lazy_exports
+
+_compilation_cache.enable()
 
 _EXPORTS = {
     "MaskedExpressionModel": "._masked",

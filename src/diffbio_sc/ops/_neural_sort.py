@@ -5,7 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .. import _compilation_cache
 from ._soft_rank import _as_float, _check_temperature, _temperature_array
+
+_compilation_cache.enable()
 
 __all__ = ["neural_sort"]
 

@@ -22,6 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _compilation_cache
+
+_compilation_cache.enable()
+
 __all__ = ["soft_rank", "soft_sort"]
 
 _MODE_RANK_L2 = 0

@@ -7,6 +7,7 @@ import operator
 import jax
 import jax.numpy as jnp
 
+from .. import _compilation_cache
 from ._soft_rank import (
     _as_float,
     _check_temperature,
@@ -14,6 +15,8 @@ from ._soft_rank import (
     _soft_rank_ordinal,
     _temperature_array,
 )
+
+_compilation_cache.enable()
 
 __all__ = ["soft_rank_value_tokens"]
 
