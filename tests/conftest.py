@@ -22,6 +22,7 @@ def pytest_unconfigure(config):
     if _TEST_CACHE is not None:
         shutil.rmtree(_TEST_CACHE, ignore_errors=True)
 
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
