@@ -1,0 +1,202 @@
+"""Time to the first embedding: a fresh process, from start to 1,000 embedded cells.
+
+A Geneformer-V1-sized checkpoint (6 layers x 256, 4 heads, intermediate 512, 2,048
+positions; random weights, built with ``transformers``) embeds real PBMC cells in a
+fresh process. Each run is the whole process: interpreter start, imports, reading the
+data, loading the checkpoint and embedding every cell once.
+
+* ``dfm cold``: ``dfm.tl.embed_checkpoint`` with an empty compilation cache (every
+  bucket shape compiles);
+* ``dfm warm``: the same, with the persistent compilation cache the cold run filled
+  (``~/.cache/diffbio_sc/jax`` by default; here a folder of this run);
+* ``torch``: ``transformers`` on torch CPU in its own environment, given its best
+  settings for these cells (batch 64 from a sweep, batches sorted by length and padded
+  to their longest, ``torch.inference_mode``, all threads), the same layer (the
+  second-to-last) and mean pooling; it reads the token ids dfm made, so its time
+  excludes tokenization.
+
+The three alternate over ``--rounds`` rounds; each run's CPU time (user + system of
+the process and its threads) and wall time are printed, then min and median.
+
+    python benchmarks/bench_first_embedding.py [--n-cells 1000] [--rounds 3] [--torch-batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_checkpoints import CONFIGS, DATA, TORCH_BUILD, prepare  # noqa: E402
+
+DFM_FIRST = textwrap.dedent(
+    """
+    import json, sys
+    import anndata as ad
+    import diffbio_sc as dfm
+    dfm.settings.progress_bar = False
+    ckpt, h5ad = sys.argv[1], sys.argv[2]
+    adata = ad.read_h5ad(h5ad)
+    dfm.tl.embed_checkpoint(adata, ckpt, key_added="X_first")
+    print(json.dumps({"n": int(adata.obsm["X_first"].shape[0])}))
+    """
+)
+
+TORCH_FIRST = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, torch
+    from transformers import BertForMaskedLM
+    ckpt, tokens, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    z = np.load(tokens)
+    ids, lengths = z["ids"], z["lengths"]
+    model = BertForMaskedLM.from_pretrained(ckpt).eval()
+    layer = model.config.num_hidden_layers - 1
+    order = np.argsort(-lengths, kind="stable")
+    out = np.zeros((len(ids), model.config.hidden_size), np.float32)
+    with torch.inference_mode():
+        for s in range(0, len(ids), batch):
+            idx = order[s : s + batch]
+            L = int(lengths[idx].max())
+            x = torch.from_numpy(ids[idx, :L].astype(np.int64))
+            n = torch.from_numpy(lengths[idx])
+            mask = (torch.arange(L)[None] < n[:, None]).long()
+            h = model.bert(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            out[idx] = ((h * mask[..., None]).sum(1) / n[:, None].clamp(min=1)).numpy()
+    print(json.dumps({"n": len(out), "threads": torch.get_num_threads(), "torch": torch.__version__}))
+    """
+)
+
+
+def _timed(cmd: list[str], env: dict) -> dict:
+    """Run a fresh process; its wall time and CPU time (user + system, threads included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="pbmc_3batch_symphony")
+    ap.add_argument("--n-cells", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--torch-batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--torch-python",
+        default=os.environ.get("DFM_TORCH_PYTHON", "/work/venv-torch/bin/python"),
+    )
+    args = ap.parse_args()
+    if not Path(args.torch_python).exists():
+        raise SystemExit(f"no torch environment at {args.torch_python} (--torch-python)")
+
+    import diffbio_sc as dfm
+
+    cfg = dict(CONFIGS["V1-size (6x256, 2,048)"])
+    cfg.pop("v2")
+    results: dict[str, list[dict]] = {"dfm cold": [], "dfm warm": [], "torch": []}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        sub, medians, h5ad = prepare(args.dataset, args.n_cells, args.seed, tmp)
+        tok = {"<pad>": 0, "<mask>": 1}
+        for g in sub.var_names:
+            if g in medians:
+                tok[g] = len(tok)
+        ckpt = tmp / "ckpt"
+        subprocess.run(
+            [args.torch_python, "-c", TORCH_BUILD, str(ckpt), str(len(tok)), json.dumps(cfg)],
+            check=True,
+            capture_output=True,
+        )
+        (ckpt / "token_dictionary.json").write_text(json.dumps(tok))
+        (ckpt / "gene_median_dictionary.json").write_text(
+            json.dumps({g: medians[g] for g in tok if g in medians})
+        )
+        model = dfm.models.load_checkpoint(ckpt)
+        t = dfm.pp.tokenize(
+            sub.copy(),
+            recipe=model.recipe,
+            vocab=tok,
+            gene_medians=medians,
+            max_tokens=model.max_tokens,
+            copy=True,
+        )
+        lengths = np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
+        np.savez(tmp / "tokens.npz", ids=t.obsm["dfm_tokens"], lengths=lengths)
+        del model
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION")}
+        for r in range(args.rounds):
+            env = {**base_env, "DFM_CACHE_DIR": str(tmp / f"cache{r}")}
+            dfm_cmd = [sys.executable, "-c", DFM_FIRST, str(ckpt), str(h5ad)]
+            results["dfm cold"].append(_timed(dfm_cmd, env))
+            results["torch"].append(
+                _timed(
+                    [
+                        args.torch_python,
+                        "-c",
+                        TORCH_FIRST,
+                        str(ckpt),
+                        str(tmp / "tokens.npz"),
+                        str(args.torch_batch),
+                    ],
+                    base_env,
+                )
+            )
+            results["dfm warm"].append(_timed(dfm_cmd, env))
+            print(
+                f"round {r}: "
+                + ", ".join(
+                    f"{k} {v[-1]['cpu']:.1f} CPU-s / {v[-1]['wall']:.1f} s" for k, v in results.items()
+                ),
+                flush=True,
+            )
+    torch_info = results["torch"][0]
+    print(
+        f"\nCommand: python benchmarks/bench_first_embedding.py --n-cells {args.n_cells} "
+        f"--rounds {args.rounds} --torch-batch {args.torch_batch}; {time.strftime('%Y-%m-%d')}; "
+        f"{args.n_cells} {args.dataset} cells, median {int(np.median(lengths))} tokens "
+        f"(max {lengths.max()}); Geneformer V1 size (6 x 256, 4 heads, 2,048 positions)\n"
+    )
+    print(
+        "| process start -> first embedding | settings | CPU-s min | CPU-s median "
+        "| wall s min | wall s median | CPU vs torch (median) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    settings = {
+        "dfm cold": "embed_checkpoint defaults (length buckets), empty compilation cache",
+        "dfm warm": "same, compilation cache filled by the cold run",
+        "torch": f"transformers on torch {torch_info['torch']}, {torch_info['threads']} threads, "
+        f"batch {args.torch_batch} sorted by length, inference_mode; tokens given",
+    }
+    t_med = statistics.median(x["cpu"] for x in results["torch"])
+    for name, runs in results.items():
+        cpu = [x["cpu"] for x in runs]
+        wall = [x["wall"] for x in runs]
+        print(
+            f"| {name} | {settings[name]} | {min(cpu):.1f} | {statistics.median(cpu):.1f} "
+            f"| {min(wall):.1f} | {statistics.median(wall):.1f} | {statistics.median(cpu) / t_med:.2f} |"
+        )
+    _ = DATA
+
+
+if __name__ == "__main__":
+    main()
