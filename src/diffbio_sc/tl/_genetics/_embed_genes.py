@@ -99,8 +99,16 @@ def _prepare(
         t0 = time.perf_counter()
         vcf_contig_map = dict(vcf_contig_map or {})
         regions = [(m.seqname, m.span[0], m.span[1]) for m in models]
+        # A VCF may name a contig as the FASTA does: contig_map's FASTA name is tried
+        # for a GTF contig that has no records under its own name.
+        aliases = {k: [v] for k, v in (contig_map or {}).items() if k not in vcf_contig_map}
         variants = read_vcf(
-            vcf, regions=regions, samples=samples, contig_map=vcf_contig_map, use_index=use_index
+            vcf,
+            regions=regions,
+            samples=samples,
+            contig_map=vcf_contig_map,
+            contig_aliases=aliases,
+            use_index=use_index,
         )
         timings["read_vcf_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -109,7 +117,7 @@ def _prepare(
                 genome,
                 m,
                 variants,
-                vcf_contig=vcf_contig_map.get(m.seqname, m.seqname),
+                vcf_contig=variants.contig_names.get(m.seqname, m.seqname),
                 unphased=unphased,
                 missing=missing,
                 unique=unique,
@@ -118,7 +126,9 @@ def _prepare(
         ]
         timings["haplotypes_s"] = time.perf_counter() - t0
         version = genome.version
-    return _Prepared(version, models, haps, list(variants.samples), variants.counts, timings)
+    counts = dict(variants.counts)
+    counts["contig_names"] = dict(variants.contig_names)
+    return _Prepared(version, models, haps, list(variants.samples), counts, timings)
 
 
 def _encoder_inputs(
@@ -216,6 +226,13 @@ def project_subjects(
 def _check_train(train_subjects, samples: list[str]) -> np.ndarray:
     n = len(samples)
     if train_subjects is None:
+        if n < 2:
+            raise DfmInputError(
+                f"The VCF gives {n} subject(s) ({', '.join(map(repr, samples[:3]))}); a "
+                "projection is learnt from at least 2, and from one every projected value "
+                "would be 0. Pass projection=None (CLI: --projection none) to keep the gene "
+                "and subject vectors unprojected, or add subjects."
+            )
         return np.ones(n, dtype=bool)
     arr = np.asarray(train_subjects)
     if arr.dtype == bool:
@@ -236,6 +253,28 @@ def _check_train(train_subjects, samples: list[str]) -> np.ndarray:
     if mask.sum() < 2:
         raise DfmInputError("train_subjects must hold at least 2 subjects to fit a projection.")
     return mask
+
+
+def _gtf_record(gtf) -> dict:
+    """Run-log entries for the annotation: its path and SHA-256, or a table digest.
+
+    A table from :func:`~diffbio_sc.io.read_gtf` remembers its file
+    (``.attrs['path']``), which is recorded as ``gtf_source``; since the table
+    may have been edited since, its own content digest is ``gtf_table_sha256``.
+    """
+    if not isinstance(gtf, pd.DataFrame):
+        return {"gtf": str(gtf), "gtf_sha256": _file_sha256(gtf)}
+    import hashlib
+
+    hashed = pd.util.hash_pandas_object(gtf, index=True).to_numpy()
+    header = "\t".join(map(str, gtf.columns)).encode()
+    digest = hashlib.sha256(header + hashed.tobytes()).hexdigest()
+    return {
+        "gtf": "<DataFrame>",
+        "gtf_source": gtf.attrs.get("path"),
+        "gtf_sha256": None,
+        "gtf_table_sha256": digest,
+    }
 
 
 def _file_sha256(path) -> str | None:
@@ -447,7 +486,12 @@ def embed_genes(
         use_index=use_index,
         unique=haplotype_cache,
     )
-    train = _check_train(train_subjects, prep.samples)
+    if projection is not None:
+        train = _check_train(train_subjects, prep.samples)
+    elif train_subjects is not None:
+        train = _check_train(train_subjects, prep.samples)
+    else:
+        train = np.ones(len(prep.samples), dtype=bool)
     n_sub, n_genes = len(prep.samples), len(prep.models)
 
     # ---- embed distinct inputs once
@@ -485,6 +529,17 @@ def embed_genes(
         Z, proj_info = project_subjects(
             subject, train, method=projection, n_components=n_components, seed=seed
         )
+        if proj_info["n_informative"] < n_components:
+            logger.warning(
+                "embed_genes: the PCA of %d training subjects has %d informative axes; "
+                "columns %d..%d of .obsm[%r] are zero. Pass n_components=%d to drop them.",
+                int(train.sum()),
+                proj_info["n_informative"],
+                proj_info["n_informative"],
+                n_components - 1,
+                key_added,
+                max(proj_info["n_informative"], 1),
+            )
     prep.timings["project_s"] = time.perf_counter() - t0
     prep.timings["total_s"] = time.perf_counter() - t_start
 
@@ -531,10 +586,10 @@ def embed_genes(
         "created_by": provenance("tl.embed_genes"),
         "inputs": {
             "fasta": str(fasta),
-            "gtf": "<DataFrame>" if isinstance(gtf, pd.DataFrame) else str(gtf),
-            "gtf_sha256": _file_sha256(gtf),
+            **_gtf_record(gtf),
             "vcf": str(vcf),
             "vcf_sha256": _file_sha256(vcf),
+            "vcf_contig_names": prep.vcf_counts.get("contig_names", {}),
         },
         "gene_list": gene_list,
         "reference_version": prep.genome_version,
