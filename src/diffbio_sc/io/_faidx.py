@@ -184,17 +184,20 @@ class IndexedFasta:
             index, index_gz = self._private(".fai", ".gzi")
         from ._hts import quiet_htslib
 
+        notes: list[str] = []
         try:
-            with quiet_htslib(f"indexing {self.path.name}"):
+            with quiet_htslib(f"indexing {self.path.name}") as notes:
                 if self.rebuilt is not None:
                     pysam.faidx(str(self.path), "--fai-idx", index, "--gzi-idx", index_gz)
                 self._handle = pysam.FastaFile(
                     str(self.path), filepath_index=index, filepath_index_compressed=index_gz
                 )
         except (OSError, ValueError, pysam.utils.SamtoolsError) as err:
+            reason = "; ".join(notes[:2]) or str(err).strip()
             raise DfmInputError(
-                f"Could not index the bgzip FASTA {str(self.path)!r}: {err}. Check that it is "
-                "a FASTA file compressed with bgzip (a truncated file cannot be indexed)."
+                f"Could not index the bgzip FASTA {str(self.path)!r} ({reason}). Check that it "
+                "is a FASTA file compressed with bgzip, not truncated, and that every line of a "
+                "record but its last has the same length (rewrap it, e.g. seqkit seq -w 60)."
             ) from None
         self.lengths = dict(
             zip(self._handle.references, (int(n) for n in self._handle.lengths), strict=True)

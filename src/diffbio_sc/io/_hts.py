@@ -33,33 +33,41 @@ _HARMLESS = (
 
 
 @contextmanager
-def quiet_htslib(what: str) -> Iterator[None]:
+def quiet_htslib(what: str) -> Iterator[list[str]]:
     """Capture C-level stderr during the block; log it as one line afterwards.
 
-    ``what`` says what was being done (``'reading the VCF x.vcf'``) in the log line.
+    ``what`` says what was being done (``'reading the VCF x.vcf'``) in the log
+    line. Yields a list that holds the captured lines once the block has left
+    (also when it raised), so an error message can quote htslib's reason.
     Where file descriptor 2 cannot be redirected (no real stderr), the block
     runs unchanged.
     """
+    lines: list[str] = []
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):
-        yield
+        yield lines
         return
-    with tempfile.TemporaryFile() as sink:
+    sink = tempfile.TemporaryFile()
+    try:
         os.dup2(sink.fileno(), 2)
+        yield lines
+    finally:
         try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):  # pragma: no cover - closed stderr
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text = sink.read().decode("utf-8", errors="replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            sys.stderr.flush()
+        except (OSError, ValueError):  # pragma: no cover - closed stderr
+            pass
+        os.dup2(saved, 2)
+        os.close(saved)
+        sink.seek(0)
+        text = sink.read().decode("utf-8", errors="replace")
+        sink.close()
+        lines.extend(ln.strip() for ln in text.splitlines() if ln.strip())
+        _log(what, lines)
+
+
+def _log(what: str, lines: list[str]) -> None:
     if not lines:
         return
     harmless = all(any(p.match(ln) for p in _HARMLESS) for ln in lines)
