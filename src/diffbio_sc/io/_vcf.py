@@ -332,6 +332,8 @@ def read_vcf(
                     )
                 done = set()
                 for c, (starts, ends) in by_contig.items():
+                    if header_contigs and c not in header_contigs:
+                        continue  # nothing to find; reported by _resolve_contigs
                     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
                         try:
                             records = vcf(f"{c}:{s}-{e}")
@@ -339,6 +341,13 @@ def read_vcf(
                             raise DfmInputError(
                                 f"Index query {c}:{s}-{e} failed on {str(path)!r}: {err}."
                             ) from None
+                        with warnings.catch_warnings():
+                            # cyvcf2 warns for a region without records: a gene without
+                            # variants, which is no news.
+                            warnings.filterwarnings(
+                                "ignore", message="no intervals found", category=UserWarning
+                            )
+                            records = list(records)
                         for record in records:
                             key = (record.CHROM, record.POS, record.REF, tuple(record.ALT))
                             if key in done:

@@ -423,6 +423,26 @@ def embed_genes(
         - ``.uns['dfm']['genetics']``: ``strategy`` (what the id digests),
           ``gene_dim``, ``projection`` (``mean``, ``components``), ``counts``
           (VCF records read, ignored outside the genes ...), ``run_log``.
+
+    Raises
+    ------
+    DfmInputError
+        Among others: a gene contig with no VCF records (under its own name,
+        its ``vcf_contig_map`` name, or its ``contig_map`` FASTA name, which is
+        tried too) while the VCF has records on other contigs only (every
+        subject would equal the reference); a projection with fewer than 2
+        training subjects (pass ``projection=None``); a genotype allele beyond
+        a record's ALT alleles.
+
+    Notes
+    -----
+    The run log (``log_path`` and ``run_log``) records the GTF path and its
+    SHA-256, or for a table its source file (``.attrs['path']``) and a digest
+    of the table itself. A PCA of ``n`` training subjects has at most
+    ``n - 1`` informative axes; the remaining columns are zero and a warning
+    says so. mudata 0.3 itself warns (``FutureWarning``) about its future
+    ``pull_on_update`` default whenever a MuData is written or read; set
+    ``mudata.set_options(pull_on_update=False)`` to adopt that default.
     """
     import anndata as ad
     import mudata as md
@@ -660,6 +680,11 @@ def embed_genes(
     with warnings.catch_warnings():
         # mudata 0.3 announces a change of .update() defaults; it does not affect us.
         warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
+        # Two genetics modalities share their gene names (e.g. two encoders); mudata then
+        # does not pull .var columns into the global .var, which nothing here relies on.
+        warnings.filterwarnings(
+            "ignore", message="Cannot join columns with the same name", category=UserWarning
+        )
         if mdata is None:
             return md.MuData({mod: adata})
         mdata.mod[mod] = adata
