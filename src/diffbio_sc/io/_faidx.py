@@ -170,7 +170,8 @@ class IndexedFasta:
         except ImportError:
             raise DfmInputError(
                 f"{str(self.path)!r} is bgzip-compressed; random access to it needs pysam. "
-                "Install it (pip install pysam) or decompress the file (bgzip -d)."
+                "Install it (pip install pysam, or diffbio_sc[io]) or decompress the file "
+                "(bgzip -d)."
             ) from None
         fai = Path(str(self.path) + ".fai")
         gzi = Path(str(self.path) + ".gzi")
