@@ -104,6 +104,11 @@ def test_read_vcf_missing_contigs_refused_warned_or_declared(tmp_path):
     # an alias is used only when the name itself has no records
     alias = dfm.io.read_vcf(vcf, regions=[("chr1", 1, 9)], contig_aliases={"chr1": ["c1"]})
     assert alias.pos.tolist() == [8] and alias.contig_names == {"chr1": "c1"}
+    both = tmp_path / "both.vcf"
+    both.write_text(vcf_text([("c0", 5, "A", "G", ["1|1", "0|0"]), *rows]))
+    own = dfm.io.read_vcf(both, regions=[("c0", 1, 50)], contig_aliases={"c0": ["c1"]})
+    assert own.pos.tolist() == [5] and own.contig_names == {"c0": "c0"}
+    assert own.counts == {"n_records": 3, "n_kept": 1, "n_outside": 2}
 
 
 def test_indexed_query_with_unknown_contig_is_refused(tmp_path):

@@ -397,6 +397,16 @@ def read_vcf(
             contigs, positions = [contigs[k] for k in sel], [positions[k] for k in sel]
             refs, alts, ids = [refs[k] for k in sel], [alts[k] for k in sel], [ids[k] for k in sel]
             gts, phs = [gts[k] for k in sel], [phs[k] for k in sel]
+            n_dropped = n_records - len(sel) - (n_outside or 0)
+            if n_outside is not None:
+                n_outside += n_dropped
+            logger.info(
+                "VCF %s: %d record(s) under another name of a requested contig ignored "
+                "(names used: %s).",
+                path.name,
+                n_dropped,
+                contig_names,
+            )
 
     if gts:
         genotypes = np.stack(gts).astype(np.int16)
