@@ -506,12 +506,10 @@ def embed_genes(
         use_index=use_index,
         unique=haplotype_cache,
     )
-    if projection is not None:
-        train = _check_train(train_subjects, prep.samples)
-    elif train_subjects is not None:
-        train = _check_train(train_subjects, prep.samples)
+    if projection is None and train_subjects is None:
+        train = np.ones(len(prep.samples), dtype=bool)  # nothing is fitted
     else:
-        train = np.ones(len(prep.samples), dtype=bool)
+        train = _check_train(train_subjects, prep.samples)
     n_sub, n_genes = len(prep.samples), len(prep.models)
 
     # ---- embed distinct inputs once
