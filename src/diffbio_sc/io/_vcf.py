@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,20 +183,27 @@ def _resolve_contigs(
         where = f"its {n_records} record(s) are on other contigs ({shown})"
     present = sorted(set(per_contig) | declared)
     hint = contig_hint(candidates[first][0], present)
-    if len(present) == 1 and len(missing) == 1 and "'<name there>'" in hint:
-        hint = hint.replace("'<name there>'", repr(present[0])) + (" if that is the same sequence.")
-    hint = hint.replace("contig_map=", "contig_map= (annotation name -> VCF name) ")
+    suggested = re.search(r"contig_map=\{'[^']*': '([^']*)'\}", hint)
+    if "prefix" in hint or "mitochondrial" in hint:
+        diagnosis = hint.split(" Pass ")[0].split(": pass ")[0].rstrip(".") + "."
+        target = suggested.group(1) if suggested else "<VCF name>"
+    else:
+        shown = ", ".join(repr(c) for c in present[:8]) + (" ..." if len(present) > 8 else "")
+        diagnosis = f"The VCF's contigs: {shown}."
+        target = present[0] if len(present) == 1 else "<VCF name>"
+    hint = (
+        f"{diagnosis} If {first!r} is named {target!r} there, map it: "
+        f"vcf_contig_map={{{first!r}: {target!r}}} in embed_genes (CLI: --vcf-contig-map "
+        f"{first}={target}), contig_map= the same in read_vcf."
+    )
     msg = (
         f"{len(missing)} of {len(candidates)} requested contig(s) have no records in the VCF "
         f"{str(path)!r}: {missing[:5]} (e.g. {first!r} looked up as {looked}), while {where}."
     )
     if not found_any:
-        raise DfmInputError(
-            f"{msg} Every subject would equal the reference. {hint} (In embed_genes: "
-            "vcf_contig_map=, or a contig_map= to the FASTA name the VCF also uses.)"
-        )
+        raise DfmInputError(f"{msg} Every subject would equal the reference. {hint}")
     warnings.warn(
-        f"{msg} The genes on them get no variant. If their names differ in the VCF: {hint}",
+        f"{msg} The genes on them get no variant. {hint}",
         UserWarning,
         stacklevel=3,
     )
