@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -643,14 +644,31 @@ def test_embed_genes_defaults_to_every_gtf_gene(capsys, tmp_path, genome):
     rc, _, err = cli(
         capsys, "embed-genes", "--reference", genome / "MT-human.fa", "--gtf",
         genome / "MT-genes_rCRS.gtf", "--vcf", genome / "testMT.vcf", "--contig-map",
-        "MT=MT_human", "--projection", "random", "--n-components", "4", "-o", tmp_path / "g.h5mu",
-        "--quiet",
+        "MT=MT_human", "--projection", "none", "--k", "2", "-o", tmp_path / "g.h5mu",
+        "--quiet", "--log", tmp_path / "run.json",
     )  # fmt: skip
     assert rc == 0, err
     got = md.read_h5mu(tmp_path / "g.h5mu")["genetics"]
     genes = dfm.io.read_gtf(genome / "MT-genes_rCRS.gtf")["gene_name"].dropna().unique()
     assert list(got.uns["gene_list"]) == list(genes) and len(genes) == 15
-    assert got.obsm["X_dfm_genetics"].shape == (1, 4)
+    assert got.obsm["X_dfm_subject"].shape == (1, 15 * 16)
+    # the run log names the GTF file and its digest (it used to say '<DataFrame>')
+    inputs = json.loads((tmp_path / "run.json").read_text())["inputs"]
+    assert inputs["gtf"] == str(genome / "MT-genes_rCRS.gtf")
+    assert (
+        inputs["gtf_sha256"]
+        == hashlib.sha256((genome / "MT-genes_rCRS.gtf").read_bytes()).hexdigest()
+    )
+
+
+def test_embed_genes_one_subject_refuses_a_projection(capsys, tmp_path, genome):
+    rc, _, err = cli(
+        capsys, "embed-genes", "--reference", genome / "MT-human.fa", "--gtf",
+        genome / "MT-genes_rCRS.gtf", "--vcf", genome / "testMT.vcf", "--contig-map",
+        "MT=MT_human", "--genes", "MT-ND2", "-o", tmp_path / "g.h5mu",
+    )  # fmt: skip
+    assert_user_error(rc, err, "embed-genes", "--projection none")
+    assert not (tmp_path / "g.h5mu").exists()
 
 
 @pytest.mark.filterwarnings("ignore:.*pull_on_update:FutureWarning")

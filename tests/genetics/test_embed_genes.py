@@ -178,6 +178,8 @@ def test_projection_fitted_on_training_subjects_only():
     np.testing.assert_array_equal(R1, R2)
 
 
+# mudata 0.3 itself warns on every write/read while its pull_on_update option is unset
+@pytest.mark.filterwarnings("ignore:.*pull_on_update:FutureWarning")
 def test_mudata_layout_h5mu_round_trip_and_log(toy, toyvcf, tmp_path):
     import mudata
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,98 @@ def test_many_multiline_records_round_trip(tmp_path):
     a = read_fasta(tmp_path / "big.fa")
     assert a.n_obs == 2000
     assert a.obs["sequence"].tolist() == seqs
+
+
+# ------------------------------------------------- indexed access: stale, bgzip, gzip, damage
+
+SEQ30 = "ACGTACGTAAGGCCTTACGATCGATCCGGA"  # 30 bases, written 10 per line
+
+
+def _fasta30(path, header=">c1"):
+    path.write_text(header + "\n" + "\n".join(SEQ30[i : i + 10] for i in (0, 10, 20)) + "\n")
+    return path
+
+
+def _age(path, seconds=100):
+    st = path.stat()
+    os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def test_stale_fai_is_not_used(tmp_path, dfm_log):
+    from diffbio_sc.io._genome import Genome
+
+    fa = _fasta30(tmp_path / "s.fa")
+    fai = tmp_path / "s.fa.fai"
+    fai.write_text("c1\t30\t4\t10\t11\n")  # right for '>c1'
+    assert read_fasta(fa, regions=["c1:1-10"]).obs["sequence"].iloc[0] == SEQ30[:10]
+    # The FASTA is edited afterwards (a longer header shifts every base); the old index
+    # would now read part of the header as bases.
+    _fasta30(fa, header=">c1 now with a description")
+    _age(fai)
+    got = read_fasta(fa, regions=["c1:1-10", "c1:21-30"]).obs["sequence"].tolist()
+    assert got == [SEQ30[:10], SEQ30[20:]]
+    with Genome(fa) as g:
+        assert g.fetch("c1", 1, 30) == SEQ30
+    assert fai.read_text() == "c1\t30\t4\t10\t11\n"  # the user's file is left alone
+    assert "older than the FASTA" in dfm_log.text and "samtools faidx" in dfm_log.text
+
+
+def test_fai_pointing_past_the_end_is_rebuilt(tmp_path):
+    fa = _fasta30(tmp_path / "t.fa")
+    # newer than the FASTA, but written for a 40-base record that is no longer there
+    (tmp_path / "t.fa.fai").write_text("c1\t40\t4\t10\t11\n")
+    with pytest.raises(DfmInputError, match="past the end of 'c1' \\(30 bp\\)"):
+        read_fasta(fa, regions=["c1:31-40"])
+    assert read_fasta(fa, regions=["c1:25-30"]).obs["sequence"].iloc[0] == SEQ30[24:]
+
+
+def test_regions_on_bgzip_match_the_whole_read(tmp_path):
+    pysam = pytest.importorskip("pysam")
+    from diffbio_sc.io._genome import Genome
+
+    plain = tmp_path / "m.fa"
+    plain.write_text(">c0 first\nGGGGAAAAC\nTT\n" + ">c1\n" + SEQ30 + "\n")
+    bgz = tmp_path / "m.fa.gz"
+    pysam.tabix_compress(str(plain), str(bgz))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert read_fasta(bgz).obs["sequence"].tolist() == ["GGGGAAAACTT", SEQ30]
+    got = read_fasta(bgz, regions=["c1:2-9", "c0:8-11"]).obs["sequence"].tolist()
+    assert got == [SEQ30[1:9], "ACTT"]
+    with Genome(bgz) as g:
+        assert g.fetch("c1", 1, 4, "-") == "ACGT"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no index written beside
+    # an index made by samtools beside the file is used as is
+    pysam.faidx(str(bgz))
+    assert (tmp_path / "m.fa.gz.gzi").is_file()
+    assert read_fasta(bgz, regions=["c1:30-30"]).obs["sequence"].iloc[0] == SEQ30[-1]
+
+
+def test_regions_on_plain_gzip_and_without_pysam(tmp_path, monkeypatch):
+    gz = _write(tmp_path, ">c1\n" + SEQ30 + "\n", name="g.fa.gz", gz=True)
+    with pytest.raises(DfmInputError, match="not with bgzip.*Recompress it with bgzip"):
+        read_fasta(gz, regions=["c1:1-5"])
+    pysam = pytest.importorskip("pysam")
+    bgz = tmp_path / "b.fa.gz"
+    pysam.tabix_compress(str(_fasta30(tmp_path / "b.fa")), str(bgz))
+    monkeypatch.setitem(sys.modules, "pysam", None)  # as if pysam were not installed
+    with pytest.raises(DfmInputError, match="bgzip-compressed.*pip install pysam"):
+        read_fasta(bgz, regions=["c1:1-5"])
+
+
+def test_bgzip_with_ragged_lines_names_the_reason(tmp_path):
+    pysam = pytest.importorskip("pysam")
+    plain = tmp_path / "r.fa"
+    plain.write_text(">c1\nACGTAC\nGTACGTAAA\nAC\n")
+    bgz = tmp_path / "r.fa.gz"
+    pysam.tabix_compress(str(plain), str(bgz))
+    with pytest.raises(DfmInputError, match="Different line length.*same length"):
+        read_fasta(bgz, regions=["c1:1-5"])
+
+
+def test_truncated_gzip_is_a_clear_error(tmp_path):
+    body = "".join(f">r{i}\n{SEQ30 * 20}\n" for i in range(200))
+    gz = _write(tmp_path, body, name="t.fa.gz", gz=True)
+    data = gz.read_bytes()
+    gz.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DfmInputError, match="damaged gzip file.*cut short"):
+        read_fasta(gz)

@@ -244,8 +244,8 @@ def _embed_genes(args: argparse.Namespace) -> int:
     train_subjects = read_list(args.train_subjects, "--train-subjects")
     genes = read_list(args.genes, "--genes")
     encoder = _gene_encoder(args)
-    gtf = dfm.io.read_gtf(gtf_path)
     if genes is None:
+        gtf = dfm.io.read_gtf(gtf_path)
         column = "gene_name" if "gene_name" in gtf.columns else "gene_id"
         if column not in gtf.columns:
             raise ValueError(
@@ -257,7 +257,7 @@ def _embed_genes(args: argparse.Namespace) -> int:
     with quiet_mudata():
         mdata = dfm.tl.embed_genes(
             fasta,
-            gtf,
+            gtf_path,  # the path, so that the run log records it and its SHA-256
             vcf,
             genes=genes,
             encoder=encoder,

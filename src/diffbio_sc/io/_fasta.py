@@ -5,8 +5,9 @@ memory used while parsing is bounded by the largest record, whatever the file
 size), validates every record with a vectorised byte lookup and returns an
 AnnData with no variables: ``obs_names`` are the record ids and the sequences
 are in ``.obs['sequence']``. ``regions=`` reads only the named intervals of an
-indexed genome through pyfaidx (random access; a ``.fai`` index beside the file
-is used when present, else one is built in a temporary directory).
+indexed genome (random access through :mod:`diffbio_sc.io._faidx`: a fresh
+``.fai`` index beside the file is used when present, else one is built in a
+temporary directory; bgzip files are read through pysam).
 :func:`sequences_to_adata` does the same for a list, a mapping, a Series or a
 DataFrame of sequences.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -62,6 +64,17 @@ def _open(path: Path):
 
 def _iter_records(path: Path) -> Iterator[tuple[str, str, bytes, int]]:
     """Yield ``(id, description, sequence bytes, line number of the header)``."""
+    try:
+        yield from _iter_lines(path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DfmInputError(
+            f"{path} is a damaged gzip file ({err}); it was probably cut short while "
+            "downloading or copying. Download or compress it again (gzip -t checks a file)."
+        ) from None
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[str, str, bytes, int]]:
+    """Parse the records for :func:`_iter_records` (which reports gzip damage clearly)."""
     name = desc = None
     parts: list[bytes] = []
     header_line = 0
@@ -243,9 +256,13 @@ def read_fasta(
         written in the ids.
     regions
         Read only these intervals, e.g. ``['chr22:32000001-32000100']``
-        (samtools convention: 1-based, closed), through pyfaidx's indexed
-        random access; the records are named by the region strings. The file
-        must be plain or bgzip-compressed.
+        (samtools convention: 1-based, closed), by indexed random access; the
+        records are named by the region strings. The file must be plain
+        (read through pyfaidx) or bgzip-compressed (read through pysam, which
+        must then be installed); a plain-gzip file is refused with the fix
+        (recompress with ``bgzip``). The ``.fai`` (and ``.gzi``) beside the
+        file is used when it is not older than the FASTA; otherwise an index
+        is built in a temporary directory (with a warning for a stale one).
 
     Returns
     -------
@@ -261,8 +278,9 @@ def read_fasta(
         When ``path`` does not exist.
     DfmInputError
         For an invalid character (naming the record and 1-based position),
-        ``U`` in DNA / ``T`` in RNA, an empty record, duplicate ids, or a file
-        without records.
+        ``U`` in DNA / ``T`` in RNA, an empty record, duplicate ids, a file
+        without records, a damaged (truncated) gzip file, or ``regions=`` on a
+        plain-gzip file.
     """
     _check_options(alphabet, ambiguous, duplicates, keep_case, parse_coordinates)
     p = Path(path)
@@ -303,10 +321,8 @@ def read_fasta(
 
 
 def _read_regions(path: Path, regions: Sequence[str]) -> Iterator[tuple[str, bytes]]:
-    """Fetch ``chrom:start-end`` regions (1-based, closed) with pyfaidx."""
-    import tempfile
-
-    import pyfaidx
+    """Fetch ``chrom:start-end`` regions (1-based, closed) through :class:`IndexedFasta`."""
+    from ._faidx import IndexedFasta
 
     if isinstance(regions, str):
         regions = [regions]
@@ -321,32 +337,19 @@ def _read_regions(path: Path, regions: Sequence[str]) -> Iterator[tuple[str, byt
         if start < 1 or end < start:
             raise DfmInputError(f"Region {r!r} needs 1 <= start <= end.")
         parsed.append((str(r), m["chrom"], start, end))
-    fai = Path(str(path) + ".fai")
-    with tempfile.TemporaryDirectory() as tmp:
-        index = str(fai) if fai.is_file() else str(Path(tmp) / (path.name + ".fai"))
-        try:
-            fa = pyfaidx.Faidx(str(path), indexname=index, as_raw=True, rebuild=False)
-        except pyfaidx.UnsupportedCompressionFormat as err:
-            raise DfmInputError(
-                f"{path} is gzip-compressed but not with bgzip, so it has no random access. "
-                "Recompress it with 'bgzip' or read it whole without regions=."
-            ) from err
-        try:
-            for name, chrom, start, end in parsed:
-                if chrom not in fa.index:
-                    raise DfmInputError(
-                        f"Region {name!r}: sequence {chrom!r} is not in {path.name}; available: "
-                        f"{list(fa.index)[:10]}."
-                    )
-                length = fa.index[chrom].rlen
-                if end > length:
-                    raise DfmInputError(
-                        f"Region {name!r} ends past the end of {chrom!r} ({length} bp)."
-                    )
-                seq = fa.fetch(chrom, start, end)
-                yield name, str(seq).encode("ascii")
-        finally:
-            fa.close()
+    with IndexedFasta(path, upper=False) as fa:
+        for name, chrom, start, end in parsed:
+            if chrom not in fa.lengths:
+                raise DfmInputError(
+                    f"Region {name!r}: sequence {chrom!r} is not in {path.name}; available: "
+                    f"{list(fa.lengths)[:10]}."
+                )
+            length = fa.lengths[chrom]
+            if end > length:
+                raise DfmInputError(
+                    f"Region {name!r} ends past the end of {chrom!r} ({length} bp)."
+                )
+            yield name, fa.fetch(chrom, start - 1, end).encode("ascii")
 
 
 def sequences_to_adata(

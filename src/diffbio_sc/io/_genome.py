@@ -1,21 +1,21 @@
 """Reference genome access: strand-aware, spliced extraction from an indexed FASTA.
 
-A thin wrapper over :mod:`pyfaidx`. Coordinates taken here are **1-based,
+A thin layer over :class:`diffbio_sc.io._faidx.IndexedFasta` (pyfaidx for
+plain files, pysam for bgzip). Coordinates taken here are **1-based,
 closed** (as in GTF and VCF); the conversion to 0-based half-open slices
 happens only inside :meth:`Genome.fetch`.
 
-The FASTA index (``.fai``) is used when it sits beside the FASTA. Otherwise it
-is built in a private temporary directory that is removed when the genome is
-closed, so nothing is ever written next to the user's reference (which may be
-read-only).
+The FASTA index (``.fai``) is used when it sits beside the FASTA and is not
+older than it. Otherwise (missing or stale) it is built in a private temporary
+directory that is removed when the genome is closed, so nothing is ever written
+next to the user's reference (which may be read-only).
 """
 
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -86,30 +86,12 @@ class Genome:
         contig_map: Mapping[str, str] | None = None,
         version: str | None = None,
     ) -> None:
-        import pyfaidx
+        from ._faidx import IndexedFasta
 
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"FASTA file {str(self.path)!r} not found. Check the path.")
-        self._tmpdir: str | None = None
-        index = Path(str(self.path) + ".fai")
-        kwargs: dict = {"sequence_always_upper": True, "rebuild": False, "as_raw": True}
-        if not index.is_file():
-            self._tmpdir = tempfile.mkdtemp(prefix="dfm-fai-")
-            kwargs["indexname"] = os.path.join(self._tmpdir, self.path.name + ".fai")
-            kwargs["rebuild"] = True
-        try:
-            self._fasta = pyfaidx.Fasta(str(self.path), **kwargs)
-        except (pyfaidx.FastaIndexingError, ValueError, OSError) as err:
-            self.close()
-            raise DfmInputError(
-                f"Could not index the FASTA {str(self.path)!r}: {err}. Check that it is a "
-                "FASTA file (gzip files must be bgzip-compressed)."
-            ) from None
-        self.lengths = {name: len(rec) for name, rec in self._fasta.records.items()}
-        if not self.lengths:
-            self.close()
-            raise DfmInputError(f"FASTA {str(self.path)!r} holds no records.")
+        self._fasta = None
+        self._fasta = IndexedFasta(self.path, upper=True)
+        self.lengths = dict(self._fasta.lengths)
         self.contig_map = dict(contig_map or {})
         bad = {k: v for k, v in self.contig_map.items() if v not in self.lengths}
         if bad:
@@ -130,9 +112,11 @@ class Genome:
         if fasta is not None:
             fasta.close()
             self._fasta = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+
+    @property
+    def _tmpdir(self) -> str | None:
+        """The private directory of an index built for this genome (``None`` if none)."""
+        return self._fasta._tmpdir if self._fasta is not None else None
 
     def __enter__(self) -> Genome:
         return self
@@ -162,6 +146,20 @@ class Genome:
 
         On the minus strand the reverse complement is returned.
         """
+        if self._fasta is None:
+            raise DfmInputError(
+                f"The genome {str(self.path)!r} is closed; fetch inside its 'with' block or "
+                "before close(), or open a new Genome."
+            )
+        for label, value in (("start", start), ("end", end)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise DfmInputError(
+                    f"{label} must be a whole number (1-based closed coordinate), got "
+                    f"{value!r} of type {type(value).__name__}."
+                )
+        if strand not in ("+", "-"):
+            raise DfmInputError(f"strand must be '+' or '-', got {strand!r}.")
+        start, end = int(start), int(end)
         name = self.resolve(contig)
         length = self.lengths[name]
         if not (1 <= start <= end <= length):
@@ -170,7 +168,7 @@ class Genome:
                 f"(1..{length}; 1-based closed coordinates). Does the annotation match "
                 "this reference assembly?"
             )
-        seq = self._fasta[name][start - 1 : end]
+        seq = self._fasta.fetch(name, start - 1, end)
         return reverse_complement(seq) if strand == "-" else seq
 
     def extract(self, model: GeneModel) -> str:

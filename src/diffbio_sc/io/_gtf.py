@@ -51,6 +51,26 @@ def _parse_attributes(attrs: pd.Series) -> pd.DataFrame:
     return wide
 
 
+_GFF3_ATTR = r"^\s*[^\s=;\"]+=[^;]*(?:;|$)"
+_GTF_ATTR = r'^\s*[^\s=;"]+\s+(?:"[^"]*"|[^\s;"]+)\s*(?:;|$)'
+
+
+def _refuse_gff3(path: Path, attributes: pd.Series) -> None:
+    """Raise when the attribute column is written GFF3-style (``key=value;``)."""
+    sample = attributes[attributes.str.len() > 0].head(1000)
+    if sample.empty:
+        return
+    gff3 = sample.str.contains(_GFF3_ATTR, regex=True)
+    gtf = sample.str.contains(_GTF_ATTR, regex=True)
+    if gff3.mean() > 0.5 and not gtf.any():
+        raise DfmInputError(
+            f"{str(path)!r} looks like a GFF3 file, not GTF: its attributes are written "
+            f"'key=value' (e.g. {sample[gff3].iloc[0][:80]!r}) and have no gene_id \"...\" "
+            "entries. Convert it to GTF first, e.g. 'gffread in.gff3 -T -o out.gtf' or "
+            "AGAT's agat_convert_sp_gff2gtf.pl, or download the GTF of the same release."
+        )
+
+
 def read_gtf(
     path: str | os.PathLike,
     *,
@@ -83,7 +103,8 @@ def read_gtf(
         The file does not exist.
     DfmInputError
         A line does not have nine tab-separated columns, coordinates are not
-        positive integers with ``start <= end``, or a strand is not ``+``/``-``/``.``.
+        positive integers with ``start <= end``, a strand is not ``+``/``-``/``.``,
+        or the file is GFF3 (``key=value`` attributes) rather than GTF.
     """
     path = Path(path)
     if not path.is_file():
@@ -143,6 +164,7 @@ def read_gtf(
     out["score"] = pd.to_numeric(out["score"].where(out["score"] != "."), errors="coerce")
     out["frame"] = pd.to_numeric(out["frame"].where(out["frame"] != "."), errors="coerce")
     out["frame"] = out["frame"].astype("Int64")
+    _refuse_gff3(path, raw["attributes"])
     attrs = _parse_attributes(raw["attributes"])
     clash = [c for c in attrs.columns if c in out.columns]
     attrs = attrs.rename(columns={c: f"attr_{c}" for c in clash})
@@ -277,6 +299,12 @@ def select_gene_models(
     if dup:
         raise DfmInputError(f"genes lists {dup} more than once; name each gene once.")
     where = f"the GTF {gtf.attrs.get('path', '')!r}".replace(" ''", "")
+    if "gene_id" not in gtf.columns:
+        raise DfmInputError(
+            f"{where} has no gene_id attribute, which every GTF record carries "
+            '(gene_id "..."; transcript_id "...";). Is it a GFF3 or another table? Convert '
+            "it to GTF first (e.g. gffread in.gff3 -T -o out.gtf)."
+        )
     key = _gene_key_column(gtf, genes)
     missing = [g for g in genes if not (key == g).any()]
     if missing:

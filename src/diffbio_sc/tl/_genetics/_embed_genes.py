@@ -99,8 +99,16 @@ def _prepare(
         t0 = time.perf_counter()
         vcf_contig_map = dict(vcf_contig_map or {})
         regions = [(m.seqname, m.span[0], m.span[1]) for m in models]
+        # A VCF may name a contig as the FASTA does: contig_map's FASTA name is tried
+        # for a GTF contig that has no records under its own name.
+        aliases = {k: [v] for k, v in (contig_map or {}).items() if k not in vcf_contig_map}
         variants = read_vcf(
-            vcf, regions=regions, samples=samples, contig_map=vcf_contig_map, use_index=use_index
+            vcf,
+            regions=regions,
+            samples=samples,
+            contig_map=vcf_contig_map,
+            contig_aliases=aliases,
+            use_index=use_index,
         )
         timings["read_vcf_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -109,7 +117,7 @@ def _prepare(
                 genome,
                 m,
                 variants,
-                vcf_contig=vcf_contig_map.get(m.seqname, m.seqname),
+                vcf_contig=variants.contig_names.get(m.seqname, m.seqname),
                 unphased=unphased,
                 missing=missing,
                 unique=unique,
@@ -118,7 +126,9 @@ def _prepare(
         ]
         timings["haplotypes_s"] = time.perf_counter() - t0
         version = genome.version
-    return _Prepared(version, models, haps, list(variants.samples), variants.counts, timings)
+    counts = dict(variants.counts)
+    counts["contig_names"] = dict(variants.contig_names)
+    return _Prepared(version, models, haps, list(variants.samples), counts, timings)
 
 
 def _encoder_inputs(
@@ -216,6 +226,13 @@ def project_subjects(
 def _check_train(train_subjects, samples: list[str]) -> np.ndarray:
     n = len(samples)
     if train_subjects is None:
+        if n < 2:
+            raise DfmInputError(
+                f"The VCF gives {n} subject(s) ({', '.join(map(repr, samples[:3]))}); a "
+                "projection is learnt from at least 2, and from one every projected value "
+                "would be 0. Pass projection=None (CLI: --projection none) to keep the gene "
+                "and subject vectors unprojected, or add subjects."
+            )
         return np.ones(n, dtype=bool)
     arr = np.asarray(train_subjects)
     if arr.dtype == bool:
@@ -236,6 +253,28 @@ def _check_train(train_subjects, samples: list[str]) -> np.ndarray:
     if mask.sum() < 2:
         raise DfmInputError("train_subjects must hold at least 2 subjects to fit a projection.")
     return mask
+
+
+def _gtf_record(gtf) -> dict:
+    """Run-log entries for the annotation: its path and SHA-256, or a table digest.
+
+    A table from :func:`~diffbio_sc.io.read_gtf` remembers its file
+    (``.attrs['path']``), which is recorded as ``gtf_source``; since the table
+    may have been edited since, its own content digest is ``gtf_table_sha256``.
+    """
+    if not isinstance(gtf, pd.DataFrame):
+        return {"gtf": str(gtf), "gtf_sha256": _file_sha256(gtf)}
+    import hashlib
+
+    hashed = pd.util.hash_pandas_object(gtf, index=True).to_numpy()
+    header = "\t".join(map(str, gtf.columns)).encode()
+    digest = hashlib.sha256(header + hashed.tobytes()).hexdigest()
+    return {
+        "gtf": "<DataFrame>",
+        "gtf_source": gtf.attrs.get("path"),
+        "gtf_sha256": None,
+        "gtf_table_sha256": digest,
+    }
 
 
 def _file_sha256(path) -> str | None:
@@ -384,6 +423,26 @@ def embed_genes(
         - ``.uns['dfm']['genetics']``: ``strategy`` (what the id digests),
           ``gene_dim``, ``projection`` (``mean``, ``components``), ``counts``
           (VCF records read, ignored outside the genes ...), ``run_log``.
+
+    Raises
+    ------
+    DfmInputError
+        Among others: a gene contig with no VCF records (under its own name,
+        its ``vcf_contig_map`` name, or its ``contig_map`` FASTA name, which is
+        tried too) while the VCF has records on other contigs only (every
+        subject would equal the reference); a projection with fewer than 2
+        training subjects (pass ``projection=None``); a genotype allele beyond
+        a record's ALT alleles.
+
+    Notes
+    -----
+    The run log (``log_path`` and ``run_log``) records the GTF path and its
+    SHA-256, or for a table its source file (``.attrs['path']``) and a digest
+    of the table itself. A PCA of ``n`` training subjects has at most
+    ``n - 1`` informative axes; the remaining columns are zero and a warning
+    says so. mudata 0.3 itself warns (``FutureWarning``) about its future
+    ``pull_on_update`` default whenever a MuData is written or read; set
+    ``mudata.set_options(pull_on_update=False)`` to adopt that default.
     """
     import anndata as ad
     import mudata as md
@@ -447,7 +506,10 @@ def embed_genes(
         use_index=use_index,
         unique=haplotype_cache,
     )
-    train = _check_train(train_subjects, prep.samples)
+    if projection is None and train_subjects is None:
+        train = np.ones(len(prep.samples), dtype=bool)  # nothing is fitted
+    else:
+        train = _check_train(train_subjects, prep.samples)
     n_sub, n_genes = len(prep.samples), len(prep.models)
 
     # ---- embed distinct inputs once
@@ -485,6 +547,17 @@ def embed_genes(
         Z, proj_info = project_subjects(
             subject, train, method=projection, n_components=n_components, seed=seed
         )
+        if proj_info["n_informative"] < n_components:
+            logger.warning(
+                "embed_genes: the PCA of %d training subjects has %d informative axes; "
+                "columns %d..%d of .obsm[%r] are zero. Pass n_components=%d to drop them.",
+                int(train.sum()),
+                proj_info["n_informative"],
+                proj_info["n_informative"],
+                n_components - 1,
+                key_added,
+                max(proj_info["n_informative"], 1),
+            )
     prep.timings["project_s"] = time.perf_counter() - t0
     prep.timings["total_s"] = time.perf_counter() - t_start
 
@@ -531,10 +604,10 @@ def embed_genes(
         "created_by": provenance("tl.embed_genes"),
         "inputs": {
             "fasta": str(fasta),
-            "gtf": "<DataFrame>" if isinstance(gtf, pd.DataFrame) else str(gtf),
-            "gtf_sha256": _file_sha256(gtf),
+            **_gtf_record(gtf),
             "vcf": str(vcf),
             "vcf_sha256": _file_sha256(vcf),
+            "vcf_contig_names": prep.vcf_counts.get("contig_names", {}),
         },
         "gene_list": gene_list,
         "reference_version": prep.genome_version,
@@ -605,6 +678,11 @@ def embed_genes(
     with warnings.catch_warnings():
         # mudata 0.3 announces a change of .update() defaults; it does not affect us.
         warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
+        # Two genetics modalities share their gene names (e.g. two encoders); mudata then
+        # does not pull .var columns into the global .var, which nothing here relies on.
+        warnings.filterwarnings(
+            "ignore", message="Cannot join columns with the same name", category=UserWarning
+        )
         if mdata is None:
             return md.MuData({mod: adata})
         mdata.mod[mod] = adata
