@@ -1,0 +1,219 @@
+"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1) as runnable JAX models.
+
+:func:`load_dna_checkpoint` takes a Hugging Face checkpoint read by
+:func:`diffbio_sc.io.read_checkpoint`, recognises the family from
+``config.json`` (``model_type`` ``'llama'`` -> GENERator, ``'esm'`` ->
+Nucleotide Transformer), reads the tokenizer file beside the weights
+(``vocab.txt``, one token per line, line number = id) and checks it against the
+model's vocabulary size, then builds the Flax NNX module.
+:func:`diffbio_sc.models.load_checkpoint` dispatches here for those families.
+
+Pooled embeddings follow the authors' own code:
+
+* Nucleotide Transformer: mean of the last hidden layer over the tokens of the
+  attention mask ``ids != <pad>`` (``<cls>`` included), as in the NT model
+  cards' embedding example.
+* GENERator: the last hidden layer at the last non-padding token (``</s>``);
+  GENERator's sequence-understanding code reads the last non-padding token of
+  ``last_hidden_state``, and in a causal decoder only that token has seen the
+  whole sequence. ``pooling='mean'`` is offered too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io._checkpoints import CheckpointError
+from ._pretrained import CheckpointModel
+
+__all__ = ["DNA_FAMILIES", "DnaCheckpointModel", "load_dna_checkpoint"]
+
+#: ``config.json`` ``model_type`` -> family name.
+DNA_FAMILIES = {"llama": "generator", "esm": "nucleotide_transformer"}
+
+
+def read_vocab_txt(path: Path) -> dict[str, int]:
+    """Read a ``vocab.txt`` (one token per line; the line number is its id)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} (tokenizer vocabulary) cannot be read ({err}).") from None
+    vocab: dict[str, int] = {}
+    for i, tok in enumerate(lines):
+        tok = tok.strip()
+        if not tok:
+            raise CheckpointError(f"{path}: line {i + 1} is empty; one token per line expected.")
+        if tok in vocab:
+            raise CheckpointError(
+                f"{path}: the token {tok!r} appears twice (lines {vocab[tok] + 1} and {i + 1})."
+            )
+        vocab[tok] = i
+    if not vocab:
+        raise CheckpointError(f"{path} holds no tokens.")
+    return vocab
+
+
+def _json_if_present(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    from ..io._checkpoints import read_json_object
+
+    return read_json_object(path, "tokenizer settings")
+
+
+def _token_name(value) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+@dataclass
+class DnaCheckpointModel(CheckpointModel):
+    """A loaded DNA checkpoint: the NNX module, its tokenizer and its pooling rule.
+
+    Attributes (besides :class:`~diffbio_sc.models.CheckpointModel`'s)
+    ----------
+    tokenizer
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.NTCheckpointTokenizer` or
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.GeneratorTokenizer`.
+    pooling
+        Default pooling: ``'mean'`` (NT) or ``'last'`` (GENERator).
+    """
+
+    tokenizer: object = None
+    pooling: str = "mean"
+
+    def tokenize(self, sequences: Sequence[str], *, unknown: str = "error"):
+        """Token ids ``(n, T)`` int32 (right-padded) and the mask of real tokens.
+
+        A sequence with more tokens than the model's context, or (with
+        ``unknown='error'``) a symbol outside the model's alphabet, is an error
+        naming the sequence.
+        """
+        return self.tokenizer.encode(sequences, max_length=self.max_tokens, unknown=unknown)
+
+    def hidden_states(self, input_ids) -> list:
+        """Every layer's hidden states (embeddings first), as Hugging Face returns them."""
+        return self.module.hidden_states(np.asarray(input_ids))
+
+    def embed(
+        self,
+        sequences: Sequence[str],
+        *,
+        pooling: str | None = None,
+        unknown: str = "error",
+    ) -> np.ndarray:
+        """Pooled embeddings ``(n, hidden_size)`` float32 of ``sequences`` (see the module doc).
+
+        Sequences are tokenized together and padded to the longest; each row's
+        result does not depend on the others.
+        """
+        ids, _ = self.tokenize(sequences, unknown=unknown)
+        states = self.module.hidden_states(ids)
+        how = self.pooling if pooling is None else pooling
+        if self.family == "generator":
+            out = self.module.pool(ids, states[-1], pooling=how)
+        else:
+            if how != "mean":
+                raise ValueError(f"Nucleotide Transformer pooling is 'mean', got {how!r}.")
+            out = self.module.pool(ids, states[-1])
+        return np.asarray(out, dtype=np.float32)
+
+
+def _load_nt(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointModel:
+    from ..ops._dna_checkpoint_tokenizers import NTCheckpointTokenizer
+    from ._esm import esm_from_checkpoint
+
+    special = _json_if_present(ckpt.path / "special_tokens_map.json")
+    tcfg = _json_if_present(ckpt.path / "tokenizer_config.json")
+    # EsmTokenizer appends <eos> unless its settings set eos_token to null (NT's do)
+    if "eos_token" in special:
+        eos = _token_name(special["eos_token"])
+    elif "eos_token" in tcfg:
+        eos = _token_name(tcfg["eos_token"])
+    else:
+        eos = "<eos>" if "<eos>" in vocab else None
+    tok = NTCheckpointTokenizer(vocab, add_eos=eos is not None, source=str(vfile))
+    module = esm_from_checkpoint(ckpt)
+    cfg = module.config
+    if tok.pad_id != cfg.pad_token_id:
+        raise CheckpointError(
+            f"{vfile} puts <pad> at id {tok.pad_id} but {ckpt.config_file} has pad_token_id "
+            f"{cfg.pad_token_id}: the tokenizer does not belong to this model."
+        )
+    return DnaCheckpointModel(
+        family="nucleotide_transformer",
+        module=module,
+        path=ckpt.path,
+        sha256=ckpt.sha256,
+        vocab=dict(vocab),
+        max_tokens=cfg.max_tokens,
+        settings={"version": "v1", "add_eos": tok.add_eos},
+        sources={"vocab": str(vfile)},
+        tokenizer=tok,
+        pooling="mean",
+    )
+
+
+def _load_generator(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointModel:
+    from ..ops._dna_checkpoint_tokenizers import GeneratorTokenizer
+    from ._llama import llama_from_checkpoint
+
+    tcfg = _json_if_present(ckpt.path / "tokenizer_config.json")
+    k = tcfg.get("k", 6)
+    tok = GeneratorTokenizer(vocab, k=k, source=str(vfile))
+    module = llama_from_checkpoint(ckpt, pad_token_id=tok.pad_id)
+    return DnaCheckpointModel(
+        family="generator",
+        module=module,
+        path=ckpt.path,
+        sha256=ckpt.sha256,
+        vocab=dict(vocab),
+        max_tokens=module.config.max_position_embeddings,
+        settings={"k": tok.k},
+        sources={"vocab": str(vfile)},
+        tokenizer=tok,
+        pooling="last",
+    )
+
+
+def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
+    """Build a :class:`DnaCheckpointModel` from a Hugging Face :class:`~diffbio_sc.io.Checkpoint`.
+
+    Raises
+    ------
+    CheckpointError
+        No ``vocab.txt``, or one whose size does not match the config's
+        ``vocab_size``, or whose ``<pad>`` disagrees with the config.
+    ValueError
+        Unsupported configuration; :class:`~diffbio_sc.models.ModelFormatError` for
+        missing, unexpected or mis-shaped tensors (all named in one message).
+    """
+    model_type = ckpt.config.get("model_type")
+    family = DNA_FAMILIES.get(model_type)
+    if family is None:
+        raise CheckpointError(
+            f"{ckpt.config_file}: model_type {model_type!r} is not a DNA family diffbio_sc runs "
+            f"({', '.join(f'{k!r} ({v})' for k, v in DNA_FAMILIES.items())})."
+        )
+    vfile = ckpt.path / "vocab.txt"
+    if not vfile.is_file():
+        raise CheckpointError(
+            f"No tokenizer vocabulary for the {family} checkpoint at {ckpt.path}: place the "
+            "model's vocab.txt (one token per line, as its tokenizer's save_pretrained "
+            "writes it) beside config.json."
+        )
+    vocab = read_vocab_txt(vfile)
+    size = ckpt.config.get("vocab_size")
+    if size != len(vocab):
+        raise CheckpointError(
+            f"{vfile} has {len(vocab)} tokens but {ckpt.config_file} has vocab_size {size!r}: "
+            "the tokenizer file does not belong to this model."
+        )
+    if family == "nucleotide_transformer":
+        return _load_nt(ckpt, vocab, vfile)
+    return _load_generator(ckpt, vocab, vfile)
