@@ -27,7 +27,8 @@ What is built under ``tests/checkpoints/fixtures/<name>/``, random weights, seed
   ``DNAKmerTokenizer(k=6)`` saved by ``save_pretrained`` (``vocab.txt``,
   ``tokenizer_config.json`` with ``k``).
 
-``expected.npz`` in each holds the sequences, the upstream tokenizer's ids of
+``expected.npz`` in each holds the sequences (``all_sequences``; ``sequences``
+those within the context), the upstream tokenizer's ids of
 every sequence (``ids_<i>``, special tokens included; lower case and other
 symbols through the upstream unknown-token rule), the batch of in-context
 sequences right-padded (``input_ids``, ``attention_mask``), every hidden state
@@ -82,8 +83,9 @@ def _meta(name: str, extra: dict) -> dict:
     }
 
 
-def _save_expected(out: Path, seqs, ids, batch_ids, mask, hidden, pooled) -> None:
+def _save_expected(out: Path, all_seqs, seqs, ids, batch_ids, mask, hidden, pooled) -> None:
     arrays = {
+        "all_sequences": np.asarray(all_seqs),
         "sequences": np.asarray(seqs),
         "input_ids": batch_ids.astype(np.int32),
         "attention_mask": mask.astype(bool),
@@ -189,7 +191,7 @@ def make_nt(name: str, *, layer_norm_before: bool, token_dropout: bool, binary: 
     hidden = [h.numpy() for h in res.hidden_states]
     m = torch.tensor(mask).unsqueeze(-1).float()
     pooled = (torch.sum(m * res.hidden_states[-1], dim=-2) / torch.sum(m, dim=1)).numpy()
-    _save_expected(out, seqs, ids, batch, mask, hidden, pooled)
+    _save_expected(out, NT_SEQS, seqs, ids, batch, mask, hidden, pooled)
     (out / "meta.json").write_text(
         json.dumps(
             _meta(
@@ -252,7 +254,7 @@ def make_generator(tokenizer_py: Path) -> None:
     hidden = [h.numpy() for h in res.hidden_states]
     last = torch.tensor(mask.sum(axis=1) - 1)
     pooled = res.hidden_states[-1][torch.arange(len(fit)), last].numpy()
-    _save_expected(out, seqs, ids, batch, mask, hidden, pooled)
+    _save_expected(out, GEN_SEQS, seqs, ids, batch, mask, hidden, pooled)
     (out / "meta.json").write_text(
         json.dumps(
             _meta(

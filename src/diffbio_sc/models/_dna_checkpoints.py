@@ -71,6 +71,19 @@ def _token_name(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _forward(module, ids):
+    """``module.hidden_states(ids)`` under ``nnx.jit`` (the jitted function is built once)."""
+    global _JIT
+    if _JIT is None:
+        from flax import nnx
+
+        _JIT = nnx.jit(lambda m, x: m.hidden_states(x))
+    return _JIT(module, ids)
+
+
+_JIT = None
+
+
 @dataclass
 class DnaCheckpointModel(CheckpointModel):
     """A loaded DNA checkpoint: the NNX module, its tokenizer and its pooling rule.
@@ -97,8 +110,17 @@ class DnaCheckpointModel(CheckpointModel):
         return self.tokenizer.encode(sequences, max_length=self.max_tokens, unknown=unknown)
 
     def hidden_states(self, input_ids) -> list:
-        """Every layer's hidden states (embeddings first), as Hugging Face returns them."""
-        return self.module.hidden_states(np.asarray(input_ids))
+        """Every layer's hidden states (embeddings first), as Hugging Face returns them.
+
+        Compiled once per input shape.
+        """
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or ids.shape[1] > self.max_tokens:
+            raise ValueError(
+                f"input_ids must be (n, T) with T <= {self.max_tokens} (the model's context), "
+                f"got shape {ids.shape}: inputs exceed the context."
+            )
+        return _forward(self.module, ids)
 
     def embed(
         self,
@@ -113,7 +135,7 @@ class DnaCheckpointModel(CheckpointModel):
         result does not depend on the others.
         """
         ids, _ = self.tokenize(sequences, unknown=unknown)
-        states = self.module.hidden_states(ids)
+        states = self.hidden_states(ids)
         how = self.pooling if pooling is None else pooling
         if self.family == "generator":
             out = self.module.pool(ids, states[-1], pooling=how)

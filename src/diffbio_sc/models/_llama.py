@@ -119,16 +119,19 @@ class LlamaConfig(ModelConfig):
         act = cfg.get("hidden_act", "silu")
         if act not in ("silu", "swish"):
             raise bad(f"hidden_act {act!r} is not supported (Llama uses 'silu').")
-        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-        if not isinstance(rope, Mapping):
-            raise bad(f"rope parameters {rope!r} are not an object.")
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise bad(
-                f"rotary scaling {rope_type!r} is not supported (only the default rotary "
-                "embedding is implemented)."
-            )
-        theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+        # transformers 5 writes rope_parameters; 4.x wrote rope_theta and rope_scaling
+        theta = cfg.get("rope_theta", 10000.0)
+        for field in ("rope_parameters", "rope_scaling"):
+            rope = cfg.get(field) or {}
+            if not isinstance(rope, Mapping):
+                raise bad(f"{field} {rope!r} is not an object.")
+            rope_type = rope.get("rope_type", rope.get("type", "default"))
+            if rope_type != "default":
+                raise bad(
+                    f"{field}: rotary scaling {rope_type!r} is not supported (only the default "
+                    "rotary embedding is implemented)."
+                )
+            theta = rope.get("rope_theta", theta)
         if cfg.get("pretraining_tp", 1) not in (1, None):
             raise bad("pretraining_tp other than 1 is not supported.")
         try:
