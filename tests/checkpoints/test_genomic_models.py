@@ -226,3 +226,54 @@ def test_transformers4_style_llama_config_loads_the_same(tmp_path, loaded):
 def test_dictionaries_are_refused_for_dna_checkpoints():
     with pytest.raises(ValueError, match="do not pass"):
         dfm.models.load_checkpoint(FIX / "generator", vocab={"A": 0})
+
+
+def test_tiled_causal_attention_equals_the_plain_formula():
+    from diffbio_sc.models._llama import causal_attention
+
+    rng = np.random.default_rng(0)
+    b, h, t, d = 2, 2, 520, 4  # 520 tokens: query blocks of 104
+    q, k, v = (rng.standard_normal((b, h, t, d)).astype(np.float32) for _ in range(3))
+    keep = np.ones((b, t), bool)
+    keep[1, 300:] = False
+    got = np.asarray(causal_attention(q, k, v, keep))
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float64), k) / np.sqrt(d)
+    allowed = np.tril(np.ones((t, t), bool))[None, None] & keep[:, None, None, :]
+    s = np.where(allowed, s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = np.einsum("bhqk,bhkd->bhqd", p / p.sum(-1, keepdims=True), v)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_embed_in_batches_equals_one_batch(loaded):
+    m = loaded("nucleotide_transformer_v1")
+    e, _ = _expected("nucleotide_transformer_v1")
+    seqs = [str(s) for s in e["sequences"]]
+    whole = m.embed(seqs, unknown="token", batch_size=len(seqs))
+    parts = m.embed(seqs, unknown="token", batch_size=2)
+    np.testing.assert_allclose(parts, whole, atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        m.embed(seqs, unknown="token", batch_size=0)
+
+
+@pytest.mark.parametrize("name", ["nucleotide_transformer_v1", "generator"])
+def test_save_and_load_back(tmp_path, loaded, name):
+    m = loaded(name)
+    e, _ = _expected(name)
+    seqs = [str(s) for s in e["sequences"]]
+    m.save(tmp_path / "saved")
+    back = dfm.models.load_checkpoint(tmp_path / "saved")
+    assert back.family == m.family and back.max_tokens == m.max_tokens
+    assert back.pooling == m.pooling and back.vocab == m.vocab
+    np.testing.assert_array_equal(back.embed(seqs, unknown="token"), m.embed(seqs, unknown="token"))
+
+
+def test_cell_embedding_refuses_a_dna_checkpoint(loaded):
+    import anndata as ad
+
+    adata = ad.AnnData(np.ones((3, 4), np.float32))
+    with pytest.raises(dfm._validate.DfmInputError, match="embeds sequences, not cells"):
+        dfm.tl.embed_checkpoint(adata, FIX / "generator")
+    with pytest.raises(dfm._validate.DfmInputError, match="embeds sequences, not cells"):
+        dfm.tl.embed_checkpoint(adata, loaded("generator"))
+    assert "X_dfm" not in adata.obsm and not adata.uns

@@ -128,22 +128,54 @@ class DnaCheckpointModel(CheckpointModel):
         *,
         pooling: str | None = None,
         unknown: str = "error",
+        batch_size: int = 8,
     ) -> np.ndarray:
         """Pooled embeddings ``(n, hidden_size)`` float32 of ``sequences`` (see the module doc).
 
-        Sequences are tokenized together and padded to the longest; each row's
-        result does not depend on the others.
+        Parameters
+        ----------
+        sequences
+            DNA strings (see :meth:`tokenize` for the alphabet and ``unknown``).
+        pooling
+            GENERator: ``'last'`` (default) or ``'mean'``; NT: ``'mean'``.
+        unknown
+            ``'error'`` or ``'token'`` (the model's unknown-token rule).
+        batch_size
+            Sequences run together; all batches are padded to the longest
+            sequence, so the model compiles once. A row's result does not depend
+            on the others.
+
+        Returns
+        -------
+        ``(n, hidden_size)`` float32.
         """
-        ids, _ = self.tokenize(sequences, unknown=unknown)
-        states = self.hidden_states(ids)
         how = self.pooling if pooling is None else pooling
-        if self.family == "generator":
-            out = self.module.pool(ids, states[-1], pooling=how)
-        else:
-            if how != "mean":
-                raise ValueError(f"Nucleotide Transformer pooling is 'mean', got {how!r}.")
-            out = self.module.pool(ids, states[-1])
-        return np.asarray(out, dtype=np.float32)
+        allowed = ("last", "mean") if self.family == "generator" else ("mean",)
+        if how not in allowed:
+            raise ValueError(f"{self.family} pooling must be one of {allowed}, got {how!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        ids, _ = self.tokenize(sequences, unknown=unknown)  # every error before any compute
+        out = []
+        for start in range(0, ids.shape[0], batch_size):
+            chunk = ids[start : start + batch_size]
+            if chunk.shape[0] < batch_size and ids.shape[0] > batch_size:
+                fill = np.full((batch_size - chunk.shape[0], ids.shape[1]), chunk[0])
+                chunk = np.concatenate([chunk, fill])  # same shape: no recompilation
+            last = self.hidden_states(chunk)[-1]
+            if self.family == "generator":
+                pooled = self.module.pool(chunk, last, pooling=how)
+            else:
+                pooled = self.module.pool(chunk, last)
+            out.append(
+                np.asarray(pooled, dtype=np.float32)[: min(batch_size, ids.shape[0] - start)]
+            )
+        return np.concatenate(out)
+
+    def _metadata(self) -> dict:
+        md = super()._metadata()
+        md["dna"] = {"pooling": self.pooling}
+        return md
 
 
 def _load_nt(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointModel:
@@ -200,6 +232,31 @@ def _load_generator(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointMo
         sources={"vocab": str(vfile)},
         tokenizer=tok,
         pooling="last",
+    )
+
+
+def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
+    """Rebuild a :class:`DnaCheckpointModel` saved with ``save`` (vocabulary in its metadata)."""
+    from ..ops._dna_checkpoint_tokenizers import GeneratorTokenizer, NTCheckpointTokenizer
+
+    md = module.metadata
+    vocab = {str(k): int(v) for k, v in md["vocab"].items()}
+    settings = dict(md.get("settings", {}))
+    if md["family"] == "generator":
+        tok = GeneratorTokenizer(vocab, k=int(settings.get("k", 6)), source=str(path))
+    else:
+        tok = NTCheckpointTokenizer(vocab, add_eos=bool(settings.get("add_eos")), source=str(path))
+    return DnaCheckpointModel(
+        family=md["family"],
+        module=module,
+        path=path,
+        sha256=str(md.get("checkpoint_sha256", "")),
+        vocab=vocab,
+        max_tokens=int(md["max_tokens"]),
+        settings=settings,
+        sources=dict(md.get("sources", {})),
+        tokenizer=tok,
+        pooling=str(md.get("dna", {}).get("pooling", "mean")),
     )
 
 

@@ -6,7 +6,8 @@ The computation follows ``transformers``' Llama in float32:
 * ``num_hidden_layers`` pre-RMSNorm blocks: ``x + o(attn(RMSNorm(x)))`` with
   rotary positions (``rope_theta``, positions ``0..L-1``) on queries and keys,
   grouped-query attention (``num_key_value_heads``), scores scaled by
-  ``1/sqrt(head_dim)``, a causal mask and padding keys masked; then
+  ``1/sqrt(head_dim)``, a causal mask and padding keys masked (tiled over query
+  blocks, :func:`causal_attention`); then
   ``x + down(silu(gate(y)) * up(y))`` with ``y = RMSNorm(x)``;
 * a final RMSNorm on the last layer's output.
 
@@ -29,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from ._base import ModelConfig, SavedModel, register_model
-from ._bert import HIGHEST, MASK_BIAS, from_torch_weights
+from ._bert import HIGHEST, MASK_BIAS, _query_block, from_torch_weights
 
 __all__ = ["LlamaConfig", "LlamaDecoder", "llama_from_checkpoint"]
 
@@ -187,6 +188,33 @@ def _rotate(x, cos, sin):
     return x * cos + rot * sin
 
 
+def causal_attention(q, k, v, key_mask):
+    """Causal scaled dot-product attention with padding keys masked, tiled over queries.
+
+    ``q, k, v``: ``(B, heads, L, d)``; ``key_mask``: ``(B, L)`` bool, True = attend.
+    Scores are ``q.k / sqrt(d)`` plus the float32 minimum on keys after the query or
+    masked (Hugging Face's rule). Queries run in blocks of at most 256 rows against
+    all keys (``jax.lax.map``), so the ``(B, heads, L, L)`` scores of a long input
+    are never held at once; each softmax row still sees every key.
+    """
+    b, h, t, d = q.shape
+    blk = _query_block(t)
+    nq = t // blk
+    qs = (q * (1.0 / math.sqrt(d))).reshape(b, h, nq, blk, d).transpose(2, 0, 1, 3, 4)
+    key_pos = jnp.arange(t)
+
+    def block(args):
+        qb, start = args
+        s = jnp.einsum("bhqd,bhkd->bhqk", qb, k, precision=HIGHEST)
+        allowed = (key_pos[None, :] <= (start + jnp.arange(blk))[:, None])[None, None]
+        allowed = allowed & key_mask[:, None, None, :]
+        p = jax.nn.softmax(jnp.where(allowed, s, s + MASK_BIAS), axis=-1)
+        return jnp.einsum("bhqk,bhkd->bhqd", p, v, precision=HIGHEST)
+
+    out = jax.lax.map(block, (qs, jnp.arange(nq) * blk))
+    return out.transpose(1, 2, 0, 3, 4).reshape(b, h, t, d)
+
+
 class _LlamaLayer(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         h, d = cfg.hidden_size, cfg.head_dim
@@ -205,7 +233,7 @@ class _LlamaLayer(nnx.Module):
         self.up = _proj(h, cfg.intermediate_size, cfg.mlp_bias, rngs)
         self.down = _proj(cfg.intermediate_size, h, cfg.mlp_bias, rngs)
 
-    def __call__(self, x, bias, cos, sin):
+    def __call__(self, x, key_mask, cos, sin):
         b, t, _ = x.shape
         y = self.input_norm(x)
         q = self.q(y).reshape(b, t, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
@@ -215,9 +243,7 @@ class _LlamaLayer(nnx.Module):
         rep = self.n_heads // self.n_kv
         if rep > 1:
             k, v = jnp.repeat(k, rep, axis=1), jnp.repeat(v, rep, axis=1)
-        s = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=HIGHEST) / math.sqrt(self.head_dim)
-        p = jax.nn.softmax(s + bias, axis=-1)
-        ctx = jnp.einsum("bhqk,bhkd->bhqd", p, v, precision=HIGHEST)
+        ctx = causal_attention(q, k, v, key_mask)
         x = x + self.o(ctx.transpose(0, 2, 1, 3).reshape(b, t, -1))
         y = self.post_norm(x)
         return x + self.down(jax.nn.silu(self.gate(y)) * self.up(y))
@@ -263,14 +289,11 @@ class LlamaDecoder(SavedModel):
                 f"{cfg.max_position_embeddings} tokens."
             )
         keys = ids != cfg.pad_token_id
-        causal = jnp.tril(jnp.ones((t, t), bool))
-        allowed = causal[None, None] & keys[:, None, None, :]
-        bias = jnp.where(allowed, 0.0, MASK_BIAS).astype(jnp.float32)
         cos, sin = rotary_tables(t, cfg.head_dim, cfg.rope_theta)
         x = self.embed(ids)
         states = [x]
         for layer in self.layers:
-            x = layer(x, bias, cos, sin)
+            x = layer(x, keys, cos, sin)
             states.append(x)
         states[-1] = self.norm(x)
         return states

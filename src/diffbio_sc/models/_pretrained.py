@@ -244,6 +244,12 @@ def _load_saved(path) -> CheckpointModel | None:
         return None
     module = load(p)
     md = module.metadata
+    if md.get("family") in ("generator", "nucleotide_transformer") and isinstance(
+        md.get("vocab"), dict
+    ):
+        from ._dna_checkpoints import dna_from_saved
+
+        return dna_from_saved(module, p)
     if md.get("family") not in ("geneformer", "scgpt") or not isinstance(md.get("vocab"), dict):
         raise ValueError(
             f"{p} is a saved {type(module).__name__}, not a checkpoint encoder saved with "
