@@ -283,8 +283,9 @@ def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
     if not vfile.is_file():
         raise CheckpointError(
             f"No tokenizer vocabulary for the {family} checkpoint at {ckpt.path}: place the "
-            "model's vocab.txt (one token per line, as its tokenizer's save_pretrained "
-            "writes it) beside config.json."
+            "model's vocab.txt (one token per line) beside config.json. Where the checkpoint "
+            "ships only its tokenizer code, write it once with transformers: "
+            "AutoTokenizer.from_pretrained(path, trust_remote_code=True).save_pretrained(path)."
         )
     vocab = read_vocab_txt(vfile)
     size = ckpt.config.get("vocab_size")
