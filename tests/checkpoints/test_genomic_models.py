@@ -277,3 +277,38 @@ def test_cell_embedding_refuses_a_dna_checkpoint(loaded):
     with pytest.raises(dfm._validate.DfmInputError, match="embeds sequences, not cells"):
         dfm.tl.embed_checkpoint(adata, loaded("generator"))
     assert "X_dfm" not in adata.obsm and not adata.uns
+
+
+def _write_bf16_safetensors(path, weights):
+    """A safetensors file with every float tensor stored as bfloat16 (round to nearest even)."""
+    header, blobs, offset = {}, [], 0
+    for name, w in weights.items():
+        bits = np.ascontiguousarray(w, np.float32).view(np.uint32).astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+        blob = rounded.tobytes()
+        header[name] = {
+            "dtype": "BF16",
+            "shape": list(w.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
+
+
+def test_bfloat16_checkpoint_loads_widened_exactly(tmp_path, loaded):
+    import safetensors.numpy
+
+    d = _copy(tmp_path, "generator")
+    w = safetensors.numpy.load_file(str(d / "model.safetensors"))
+    _write_bf16_safetensors(d / "model.safetensors", w)
+    m = dfm.models.load_checkpoint(d)
+    got = np.asarray(m.module.embed.embedding[...])
+    ref = w["model.embed_tokens.weight"]
+    assert not np.array_equal(got, ref)  # rounded to 8 mantissa bits
+    np.testing.assert_allclose(got, ref, rtol=2.0**-8, atol=0)
+    assert np.array_equal(got.view(np.uint32) & 0xFFFF, np.zeros_like(got, np.uint32))
+    emb = m.embed(["ACGTACGTACGT"])
+    np.testing.assert_allclose(emb, loaded("generator").embed(["ACGTACGTACGT"]), atol=0.1)

@@ -291,8 +291,8 @@ def _map_esm_weights(weights: Mapping[str, np.ndarray], cfg: EsmConfig) -> dict:
         if name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES):
             continue
         w = np.asarray(w)
-        if w.dtype.kind == "f" and w.dtype != np.float32:
-            w = w.astype(np.float32)
+        if w.dtype != np.float32 and (w.dtype.kind == "f" or w.dtype.name == "bfloat16"):
+            w = w.astype(np.float32)  # float16 / bfloat16 checkpoints widen exactly
         body = name[len(prefix) :] if name.startswith(prefix) else None
         target = None
         if body is not None:

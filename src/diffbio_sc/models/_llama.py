@@ -347,8 +347,8 @@ def _map_llama_weights(weights: Mapping[str, np.ndarray]) -> dict:
         if name in _IGNORED or name.endswith(_IGNORED_SUFFIXES):
             continue
         w = np.asarray(w)
-        if w.dtype.kind == "f" and w.dtype != np.float32:
-            w = w.astype(np.float32)
+        if w.dtype != np.float32 and (w.dtype.kind == "f" or w.dtype.name == "bfloat16"):
+            w = w.astype(np.float32)  # float16 / bfloat16 checkpoints widen exactly
         body = name[len(prefix) :] if name.startswith(prefix) else None
         target = None
         if body == "embed_tokens.weight":
