@@ -4,8 +4,10 @@ Run in a separate environment with torch (never a dependency of diffbio_sc)::
 
     python -m venv /work/venv-torch
     /work/venv-torch/bin/pip install torch transformers safetensors numpy
+    /work/venv-torch/bin/pip install dm-haiku jax   # only for the NT v2 fixture
     /work/venv-torch/bin/python scripts/make_genomic_fixtures.py \\
-        --generator-tokenizer /path/to/GENERator/tokenizer.py
+        --generator-tokenizer /path/to/GENERator/tokenizer.py \\
+        --nt-repo /path/to/instadeepai/nucleotide-transformer
 
 ``--generator-tokenizer`` is GENERator's own tokenizer module (``tokenizer.py``
 of its Hugging Face repository, class ``DNAKmerTokenizer``); it is imported from
@@ -26,6 +28,12 @@ What is built under ``tests/checkpoints/fixtures/<name>/``, random weights, seed
   1 key/value head, tied embeddings, 16-token context) with GENERator's
   ``DNAKmerTokenizer(k=6)`` saved by ``save_pretrained`` (``vocab.txt``,
   ``tokenizer_config.json`` with ``k``).
+
+* ``nucleotide_transformer_v2/`` (with ``--nt-repo``): InstaDeep's own JAX/Haiku
+  ``nucleotide_transformer.model`` configured as the v2 models (rotary, bias-free
+  SwiGLU feed-forward), its parameters written as an NT v2 Hugging Face state dict
+  (``model.safetensors``, ``config.json`` with ``add_bias_fnn``), NT v2 vocabulary
+  order (``compute_tokens_to_ids_v2``); see :func:`make_nt_v2`.
 
 ``expected.npz`` in each holds the sequences (``all_sequences``; ``sequences``
 those within the context), the upstream tokenizer's ids of
@@ -270,10 +278,187 @@ def make_generator(tokenizer_py: Path) -> None:
     )
 
 
+def make_nt_v2(nt_repo: Path) -> None:
+    """Write a tiny Nucleotide Transformer v2 fixture from InstaDeep's own JAX/Haiku model.
+
+    The Hugging Face NT v2 checkpoints ship their modelling file as remote code, of
+    which no verbatim copy was reachable; the reference here is the authors'
+    original ``nucleotide_transformer.model`` (Haiku), configured as the v2 models
+    are (rotary positions, bias-free SwiGLU feed-forward, RoBERTa LM head). Its
+    parameters are written under the Hugging Face NT v2 names (an ``EsmForMaskedLM``
+    state dict whose ``intermediate.dense`` is ``2 * intermediate_size`` wide, with
+    the unused position table and the per-layer rotary ``inv_freq`` buffers).
+    """
+    import sys
+
+    import haiku as hk
+    import jax
+    import jax.numpy as jnp
+    import safetensors.numpy
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    sys.path.insert(0, str(nt_repo))
+    from nucleotide_transformer.model import (
+        NucleotideTransformerConfig,
+        build_nucleotide_transformer_fn,
+    )
+    from nucleotide_transformer.tokenizers import compute_tokens_to_ids_v2
+
+    out = OUT / "nucleotide_transformer_v2"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    tokens_to_ids, _ = compute_tokens_to_ids_v2(k_mers=6)
+    vocab = sorted(tokens_to_ids, key=tokens_to_ids.get)
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = transformers.EsmTokenizer(
+        str(out / "vocab.txt"),
+        eos_token=None,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<cls>",
+        mask_token="<mask>",
+    )
+    tok.save_pretrained(str(out))
+    h, heads, inter, layers, max_tokens = 8, 2, 16, 2, 24
+    cfg = NucleotideTransformerConfig(
+        alphabet_size=len(vocab),
+        pad_token_id=tokens_to_ids["<pad>"],
+        mask_token_id=tokens_to_ids["<mask>"],
+        max_positions=max_tokens,
+        embed_dim=h,
+        attention_heads=heads,
+        ffn_embed_dim=inter,
+        num_layers=layers,
+        positional_embedding=None,
+        use_rotary_embedding=True,
+        add_bias_ffn=False,
+        use_glu_in_ffn=True,
+        ffn_activation_name="swish",
+        lm_head="roberta",
+        layer_norm_eps=1e-5,
+        embeddings_layers_to_save=tuple(range(1, layers + 1)),
+    )
+    fn = hk.transform(build_nucleotide_transformer_fn(cfg, model_name="nt"))
+    ids = [tok(x)["input_ids"] for x in NT_SEQS]
+    fit = [r for r in ids if len(r) <= max_tokens]
+    seqs = [x for x, r in zip(NT_SEQS, ids, strict=True) if len(r) <= max_tokens]
+    batch, mask = _pad(fit, tok.pad_token_id)
+    params = fn.init(jax.random.PRNGKey(SEED), jnp.asarray(batch))
+    rng = np.random.default_rng(SEED)
+    params = {
+        mod: {
+            name: (
+                1.0 + 0.2 * rng.standard_normal(a.shape)
+                if name == "scale"
+                else 0.2 * rng.standard_normal(a.shape)
+                if a.ndim == 1
+                else rng.standard_normal(a.shape) / np.sqrt(a.shape[0])
+            ).astype(np.float32)
+            for name, a in leaves.items()
+        }
+        for mod, leaves in params.items()
+    }
+    res = fn.apply(params, None, jnp.asarray(batch))
+    hidden = [np.asarray(params["nt/~/embed"]["embeddings"])[batch] * mask[..., None]]
+    hidden += [np.asarray(res[f"embeddings_{i}"]) for i in range(1, layers + 1)]
+    m = mask[..., None].astype(np.float32)
+    pooled = (hidden[-1] * m).sum(1) / m.sum(1)
+    _save_expected(out, NT_SEQS, seqs, ids, batch, mask, hidden, pooled)
+
+    def lin(name):
+        p = params[name]
+        d = {"weight": p["w"].T.copy()}
+        if "b" in p:
+            d["bias"] = p["b"]
+        return d
+
+    def norm(name):
+        return {"weight": params[name]["scale"], "bias": params[name]["offset"]}
+
+    state = {"esm.embeddings.word_embeddings.weight": params["nt/~/embed"]["embeddings"]}
+    state["esm.embeddings.position_embeddings.weight"] = np.zeros((max_tokens + 2, h), np.float32)
+    d = h // heads
+    inv_freq = (1.0 / 10000 ** (np.arange(0, d, 2, dtype=np.float32) / d)).astype(np.float32)
+    for i in range(layers):
+        src, dst = f"nt/attention_layer_{i}/~/", f"esm.encoder.layer.{i}."
+        parts = {
+            "attention.self.query": lin(src + "self_attention/query"),
+            "attention.self.key": lin(src + "self_attention/key"),
+            "attention.self.value": lin(src + "self_attention/value"),
+            "attention.output.dense": lin(src + "self_attention/mha_output"),
+            "attention.LayerNorm": norm(src + "self_attention_layer_norm"),
+            "LayerNorm": norm(src + "final_layer_norm"),
+            "intermediate.dense": lin(src + "fc1"),
+            "output.dense": lin(src + "fc2"),
+        }
+        for mod, leaves in parts.items():
+            for leaf, arr in leaves.items():
+                state[f"{dst}{mod}.{leaf}"] = arr
+        state[f"{dst}attention.self.rotary_embeddings.inv_freq"] = inv_freq
+    head = "nt/~/roberta_lm_head/~/"
+    for leaf, arr in norm(head + "emb_layer_norm_after").items():
+        state[f"esm.encoder.emb_layer_norm_after.{leaf}"] = arr
+    for leaf, arr in lin(head + "lm_head_fc_1").items():
+        state[f"lm_head.dense.{leaf}"] = arr
+    state["lm_head.bias"] = params[head + "lm_final_fc"]["b"]  # decoder weight left out: size
+    for leaf, arr in norm(head + "lm_head_layer_norm").items():
+        state[f"lm_head.layer_norm.{leaf}"] = arr
+    safetensors.numpy.save_file(
+        {k: np.ascontiguousarray(v, np.float32) for k, v in state.items()},
+        str(out / "model.safetensors"),
+    )
+    config = {
+        "architectures": ["EsmForMaskedLM"],
+        "auto_map": {
+            "AutoConfig": "esm_config.EsmConfig",
+            "AutoModelForMaskedLM": "modeling_esm.EsmForMaskedLM",
+        },
+        "model_type": "esm",
+        "add_bias_fnn": False,
+        "position_embedding_type": "rotary",
+        "emb_layer_norm_before": False,
+        "token_dropout": False,
+        "hidden_act": "gelu",
+        "hidden_size": h,
+        "intermediate_size": inter,
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "layer_norm_eps": 1e-5,
+        "max_position_embeddings": max_tokens + 2,
+        "pad_token_id": tokens_to_ids["<pad>"],
+        "mask_token_id": tokens_to_ids["<mask>"],
+        "vocab_size": len(vocab),
+        "tie_word_embeddings": True,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    commit = (nt_repo / "COMMIT").read_text().strip() if (nt_repo / "COMMIT").is_file() else "?"
+    (out / "meta.json").write_text(
+        json.dumps(
+            _meta(
+                "nucleotide_transformer_v2",
+                {
+                    "model": "instadeepai/nucleotide-transformer nucleotide_transformer.model "
+                    f"(Haiku) at {commit}, haiku {hk.__version__}, jax {jax.__version__}",
+                    "tokenizer": "transformers.EsmTokenizer (eos_token=None), NT v2 vocab order",
+                    "pooling": "mean of the last layer over the attention mask (cls included)",
+                    "compare": "non-padding positions (Haiku masks padded queries too)",
+                },
+            ),
+            indent=2,
+        )
+    )
+
+
 def main() -> None:
     """Build every fixture."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator-tokenizer", type=Path, required=True)
+    ap.add_argument(
+        "--nt-repo",
+        type=Path,
+        help="a checkout of instadeepai/nucleotide-transformer (with dm-haiku installed) "
+        "for the NT v2 fixture; a COMMIT file in it records the commit",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     make_nt("nucleotide_transformer_v1", layer_norm_before=False, token_dropout=False, binary=False)
@@ -281,7 +466,11 @@ def main() -> None:
         "nucleotide_transformer_v1_bin", layer_norm_before=True, token_dropout=True, binary=True
     )
     make_generator(args.generator_tokenizer)
-    for d in ("nucleotide_transformer_v1", "nucleotide_transformer_v1_bin", "generator"):
+    names = ["nucleotide_transformer_v1", "nucleotide_transformer_v1_bin", "generator"]
+    if args.nt_repo is not None:
+        make_nt_v2(args.nt_repo)
+        names.append("nucleotide_transformer_v2")
+    for d in names:
         for f in sorted((OUT / d).iterdir()):
             print(f"{f.relative_to(OUT)}: {f.stat().st_size / 1024:.1f} KiB")
 

@@ -2,8 +2,9 @@
 
 The fixtures were built by scripts/make_genomic_fixtures.py with the upstream
 code (transformers' LlamaForCausalLM / EsmForMaskedLM and EsmTokenizer,
-GENERator's own DNAKmerTokenizer); their expected.npz holds the upstream token
-ids, every hidden state and the pooled embedding. No torch is needed here.
+GENERator's own DNAKmerTokenizer; for NT v2 InstaDeep's own JAX/Haiku model);
+their expected.npz holds the upstream token ids, every hidden state and the
+pooled embedding. No torch is needed here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FIX = Path(__file__).parent / "fixtures"
 FAMILIES = {
     "nucleotide_transformer_v1": "nucleotide_transformer",
     "nucleotide_transformer_v1_bin": "nucleotide_transformer",
+    "nucleotide_transformer_v2": "nucleotide_transformer",
     "generator": "generator",
 }
 TOL = 1e-5
@@ -84,15 +86,21 @@ def test_every_layer_and_pooled_equal_reference(loaded, name):
     states = m.hidden_states(ids)
     n_layers = sum(k.startswith("hidden_") for k in e.files)
     assert len(states) == n_layers == m.n_layers + 1
+    # the Haiku reference (NT v2) masks padded queries too: its padded rows differ by design
+    keep = e["attention_mask"] if name.endswith("v2") else np.ones(ids.shape, bool)
     for layer, got in enumerate(states):
         ref = e[f"hidden_{layer}"]
         assert np.asarray(got).shape == ref.shape
-        np.testing.assert_allclose(np.asarray(got), ref, atol=TOL, rtol=0, err_msg=f"layer {layer}")
+        np.testing.assert_allclose(
+            np.asarray(got)[keep], ref[keep], atol=TOL, rtol=0, err_msg=f"layer {layer}"
+        )
     pooled = np.asarray(m.module.pool(ids, states[-1]))
     np.testing.assert_allclose(pooled, e["pooled"], atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["nucleotide_transformer_v1", "generator"])
+@pytest.mark.parametrize(
+    "name", ["nucleotide_transformer_v1", "nucleotide_transformer_v2", "generator"]
+)
 def test_embed_from_strings_equals_reference_and_rows_are_independent(loaded, name):
     m = loaded(name)
     e, _ = _expected(name)
@@ -196,7 +204,16 @@ def test_unknown_family_and_unsupported_variants(tmp_path):
     d = _copy(tmp_path, "nucleotide_transformer_v1")
     cfg = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**cfg, "position_embedding_type": "rotary"}))
-    with pytest.raises(ValueError, match=r"rotary.*NT v2"):
+    with pytest.raises(ValueError, match=r"rotary ESM without add_bias_fnn"):
+        dfm.models.load_checkpoint(d)
+    (d / "config.json").write_text(json.dumps({**cfg, "position_embedding_type": "relative_key"}))
+    with pytest.raises(ValueError, match="relative_key"):
+        dfm.models.load_checkpoint(d)
+
+    d = _copy(tmp_path, "nucleotide_transformer_v2")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "add_bias_fnn": True}))
+    with pytest.raises(ModelFormatError, match=r"missing weights.*inter\.bias"):
         dfm.models.load_checkpoint(d)
 
 

@@ -10,7 +10,7 @@ that ``import diffbio_sc`` does not import JAX.
 * ``fit``, ``TrainConfig``, ``TrainResult``: the shared training loop (``models/_train.py``).
 * ``load_checkpoint``, ``CheckpointModel``: published Geneformer / scGPT checkpoints
   (``BertEncoder``, ``ScGPTEncoder``), and ``BucketedRunner`` for length-bucketed inference;
-  GENERator / Nucleotide Transformer v1 DNA checkpoints load as ``DnaCheckpointModel``
+  GENERator / Nucleotide Transformer (v1, v2) DNA checkpoints load as ``DnaCheckpointModel``
   (``LlamaDecoder``, ``EsmEncoder``).
 """
 

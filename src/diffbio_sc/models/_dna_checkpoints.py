@@ -1,4 +1,4 @@
-"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1) as runnable JAX models.
+"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1/v2) as runnable JAX models.
 
 :func:`load_dna_checkpoint` takes a Hugging Face checkpoint read by
 :func:`diffbio_sc.io.read_checkpoint`, recognises the family from
@@ -206,7 +206,7 @@ def _load_nt(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointModel:
         sha256=ckpt.sha256,
         vocab=dict(vocab),
         max_tokens=cfg.max_tokens,
-        settings={"version": "v1", "add_eos": tok.add_eos},
+        settings={"version": "v2" if cfg.rotary else "v1", "add_eos": tok.add_eos},
         sources={"vocab": str(vfile)},
         tokenizer=tok,
         pooling="mean",

@@ -14,8 +14,15 @@ The computation follows ``transformers``' ESM in float32:
 
 :meth:`EsmEncoder.hidden_states` returns the same list as Hugging Face's
 ``output_hidden_states``: the embeddings, each layer's output, the last one
-after the final LayerNorm. NT v2 (rotary positions, gated feed-forward) is a
-different modelling file and is refused by :meth:`EsmConfig.from_hf`.
+after the final LayerNorm.
+
+Nucleotide Transformer v2 (the checkpoints' own ``modeling_esm.py``, recognised by
+``add_bias_fnn`` in a rotary config) differs in two places, both supported:
+rotary positions (``0..L-1``, base 10,000, applied to the scaled queries and
+the keys; no position table) and a gated feed-forward
+``out(silu(a) * b)`` with ``[a, b] = inter(LN(x))`` split in halves, without
+biases unless ``add_bias_fnn``. A rotary config without ``add_bias_fnn``
+(Hugging Face's own ESM-2 layout) is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from flax import nnx
 
 from ._base import ModelConfig, SavedModel, register_model
 from ._bert import HIGHEST, _linear, from_torch_weights, masked_attention
+from ._llama import _rotate, rotary_tables
 
 __all__ = ["EsmConfig", "EsmEncoder", "esm_from_checkpoint"]
 
@@ -57,6 +65,14 @@ class EsmConfig(ModelConfig):
         LayerNorm on the embeddings.
     token_dropout
         ESM's rescaling of the embeddings by the fraction of ``<mask>`` tokens.
+    rotary
+        Rotary positions instead of the learned table.
+    rope_theta
+        Base of the rotary frequencies.
+    glu_ffn
+        Gated (SiLU) feed-forward of NT v2, ``inter`` of width ``2 * intermediate_size``.
+    ffn_bias
+        Whether the feed-forward projections carry biases.
     """
 
     vocab_size: int
@@ -70,6 +86,10 @@ class EsmConfig(ModelConfig):
     mask_token_id: int = 2
     emb_layer_norm_before: bool = False
     token_dropout: bool = False
+    rotary: bool = False
+    rope_theta: float = 10000.0
+    glu_ffn: bool = False
+    ffn_bias: bool = True
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
@@ -106,8 +126,8 @@ class EsmConfig(ModelConfig):
     def from_hf(cls, cfg: Mapping[str, Any], *, source: str = "config.json") -> EsmConfig:
         """Build from a Hugging Face ``config.json``; refuse what this encoder does not run.
 
-        Raises ``ValueError`` naming ``source`` and the field for rotary positions (NT
-        v2), ESMFold, decoders or a non-GELU activation.
+        Raises ``ValueError`` naming ``source`` and the field for relative positions,
+        ESMFold, decoders or a non-GELU activation.
         """
 
         def bad(msg: str) -> ValueError:
@@ -116,12 +136,25 @@ class EsmConfig(ModelConfig):
         if cfg.get("model_type") != "esm":
             raise bad(f"model_type {cfg.get('model_type')!r} is not 'esm'.")
         pos = cfg.get("position_embedding_type", "absolute")
-        if pos != "absolute":
+        if pos not in ("absolute", "rotary"):
             raise bad(
                 f"position_embedding_type {pos!r} is not supported: diffbio_sc runs ESM "
-                "encoders with learned absolute positions (Nucleotide Transformer v1); NT v2 "
-                "(rotary, gated feed-forward) is not implemented yet."
+                "encoders with learned absolute positions (Nucleotide Transformer v1) or rotary "
+                "positions (NT v2)."
             )
+        rotary = pos == "rotary"
+        nt_v2 = rotary and "add_bias_fnn" in cfg
+        if rotary and not nt_v2:
+            raise bad(
+                "a rotary ESM without add_bias_fnn (ESM-2 style, GELU feed-forward) is not "
+                "supported; rotary checkpoints run here are Nucleotide Transformer v2 ones."
+            )
+        rope = cfg.get("rope_parameters") or {}
+        theta = (
+            rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+            if isinstance(rope, Mapping)
+            else 10000.0
+        )
         if cfg.get("is_folding_model") or cfg.get("esmfold_config"):
             raise bad("ESMFold checkpoints are not supported.")
         if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
@@ -142,6 +175,10 @@ class EsmConfig(ModelConfig):
                 mask_token_id=int(cfg.get("mask_token_id", 2) or 2),
                 emb_layer_norm_before=bool(cfg.get("emb_layer_norm_before", False)),
                 token_dropout=bool(cfg.get("token_dropout", False)),
+                rotary=rotary,
+                rope_theta=float(theta),
+                glu_ffn=nt_v2,
+                ffn_bias=bool(cfg.get("add_bias_fnn", True)) if nt_v2 else True,
             )
         except KeyError as err:
             raise bad(f"the field {err.args[0]!r} is missing.") from None
@@ -163,21 +200,27 @@ class _EsmLayer(nnx.Module):
         self.value = _linear(h, h, rngs)
         self.attn_out = _linear(h, h, rngs)
         self.ffn_norm = nnx.LayerNorm(h, epsilon=cfg.layer_norm_eps, rngs=rngs)
-        self.inter = _linear(h, i, rngs)
-        self.out = _linear(i, h, rngs)
+        self.glu = cfg.glu_ffn
+        wide = 2 * i if cfg.glu_ffn else i
+        self.inter = nnx.Linear(h, wide, use_bias=cfg.ffn_bias, precision=HIGHEST, rngs=rngs)
+        self.out = nnx.Linear(i, h, use_bias=cfg.ffn_bias, precision=HIGHEST, rngs=rngs)
 
-    def __call__(self, x, key_mask):
+    def __call__(self, x, key_mask, rope=None):
         b, t, h = x.shape
         split = (b, t, self.n_heads, h // self.n_heads)
         y = self.attn_norm(x)
-        ctx = masked_attention(
-            self.query(y).reshape(split),
-            self.key(y).reshape(split),
-            self.value(y).reshape(split),
-            key_mask,
-        ).reshape(b, t, h)
+        q, k = self.query(y).reshape(split), self.key(y).reshape(split)
+        if rope is not None:  # rotation is linear: rotating q or ESM's scaled q is the same
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
+        ctx = masked_attention(q, k, self.value(y).reshape(split), key_mask).reshape(b, t, h)
         x = x + self.attn_out(ctx)
-        return x + self.out(_gelu(self.inter(self.ffn_norm(x))))
+        z = self.inter(self.ffn_norm(x))
+        if self.glu:
+            a, g = jnp.split(z, 2, axis=-1)
+            z = jax.nn.silu(a) * g
+        else:
+            z = _gelu(z)
+        return x + self.out(z)
 
 
 @register_model("esm_encoder")
@@ -200,7 +243,7 @@ class EsmEncoder(SavedModel):
         cfg = config
         h = cfg.hidden_size
         self.word = nnx.Embed(cfg.vocab_size, h, rngs=rngs)
-        self.position = nnx.Embed(cfg.max_position_embeddings, h, rngs=rngs)
+        self.position = None if cfg.rotary else nnx.Embed(cfg.max_position_embeddings, h, rngs=rngs)
         self.embed_norm = (
             nnx.LayerNorm(h, epsilon=cfg.layer_norm_eps, rngs=rngs)
             if cfg.emb_layer_norm_before
@@ -231,14 +274,21 @@ class EsmEncoder(SavedModel):
             x = jnp.where(is_mask[..., None], 0.0, x)
             observed = is_mask.sum(-1).astype(jnp.float32) / maskf.sum(-1)
             x = x * ((1.0 - _MASK_RATIO_TRAIN) / (1.0 - observed))[:, None, None]
-        pos = (jnp.cumsum(key_mask, axis=1) * key_mask + cfg.pad_token_id).astype(jnp.int32)
-        x = x + self.position(pos)
+        rope = None
+        if cfg.rotary:
+            cos, sin = rotary_tables(
+                ids.shape[1], cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta
+            )
+            rope = (cos[None, :, None, :], sin[None, :, None, :])
+        else:
+            pos = (jnp.cumsum(key_mask, axis=1) * key_mask + cfg.pad_token_id).astype(jnp.int32)
+            x = x + self.position(pos)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = x * maskf[..., None]
         states = [x]
         for layer in self.layers:
-            x = layer(x, key_mask)
+            x = layer(x, key_mask, rope)
             states.append(x)
         states[-1] = self.final_norm(x)
         return states
@@ -300,6 +350,8 @@ def _map_esm_weights(weights: Mapping[str, np.ndarray], cfg: EsmConfig) -> dict:
             if body == "embeddings.word_embeddings.weight":
                 target = "word.embedding"
             elif body == "embeddings.position_embeddings.weight":
+                if cfg.rotary:  # NT v2's modelling file keeps an unused table
+                    continue
                 target = "position.embedding"
             elif module in ("embeddings.layer_norm", "encoder.emb_layer_norm_after"):
                 mod = "embed_norm" if module.startswith("embeddings") else "final_norm"

@@ -2,7 +2,7 @@
 
 diffbio_sc runs two of these families in-process, in JAX, from a checkpoint
 directory you provide (weights are never downloaded): GENERator and
-Nucleotide Transformer v1, through :func:`diffbio_sc.models.load_checkpoint`
+Nucleotide Transformer (v1 and v2), through :func:`diffbio_sc.models.load_checkpoint`
 (``dfm_in_process`` below; equal to the ``transformers`` reference within 1e-5 in
 float32). For the others, embed gene sequences with the upstream code, then
 bring the vectors in:
@@ -154,9 +154,9 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "dfm_rc_mode": "average",
         "dfm_loader": _GENE_LOADER
         + "; tl.load_embeddings(source='nucleotide_transformer', mod='dna')"
-        + "; in-process (v1): models.load_checkpoint",
-        "dfm_in_process": "models.load_checkpoint: v1 (ESM, learned absolute positions) only; "
-        "v2 (rotary, gated feed-forward) not yet",
+        + "; in-process: models.load_checkpoint",
+        "dfm_in_process": "models.load_checkpoint: v1 (ESM, learned absolute positions) and "
+        "v2 (rotary, bias-free SwiGLU feed-forward)",
     },
 )
 

@@ -302,7 +302,7 @@ def load_checkpoint(
     gene_median_dictionary: Mapping | None = None,
     vocab: Mapping | None = None,
 ) -> CheckpointModel:
-    """Load a Geneformer, scGPT, GENERator or Nucleotide Transformer v1 checkpoint as JAX.
+    """Load a Geneformer, scGPT, GENERator or Nucleotide Transformer checkpoint as JAX.
 
     Parameters
     ----------
@@ -310,7 +310,7 @@ def load_checkpoint(
         Checkpoint directory: Hugging Face layout (``config.json`` +
         ``model.safetensors`` or ``pytorch_model.bin``; Geneformer) or scGPT
         layout (``args.json``, ``vocab.json``, ``best_model.pt``). GENERator
-        (``model_type`` ``llama``) and Nucleotide Transformer v1 (``esm``)
+        (``model_type`` ``llama``) and Nucleotide Transformer v1/v2 (``esm``)
         checkpoints need their tokenizer's ``vocab.txt`` beside ``config.json``
         and load as :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`. ``.bin``/``.pt``
         files are read without torch by a restricted unpickler (tensors only).
