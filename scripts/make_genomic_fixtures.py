@@ -32,7 +32,8 @@ What is built under ``tests/checkpoints/fixtures/<name>/``, random weights, seed
 * ``nucleotide_transformer_v2/`` (with ``--nt-repo``): InstaDeep's own JAX/Haiku
   ``nucleotide_transformer.model`` configured as the v2 models (rotary, bias-free
   SwiGLU feed-forward), its parameters written as an NT v2 Hugging Face state dict
-  (``model.safetensors``, ``config.json`` with ``add_bias_fnn``), NT v2 vocabulary
+  (``model.safetensors``; ``config.json`` with ``add_bias_fnn`` and, like NT v2's,
+  an ``auto_map`` and no ``model_type``), NT v2 vocabulary
   order (``compute_tokens_to_ids_v2``); see :func:`make_nt_v2`.
 
 ``expected.npz`` in each holds the sequences (``all_sequences``; ``sequences``
@@ -413,8 +414,7 @@ def make_nt_v2(nt_repo: Path) -> None:
             "AutoConfig": "esm_config.EsmConfig",
             "AutoModelForMaskedLM": "modeling_esm.EsmForMaskedLM",
         },
-        "model_type": "esm",
-        "add_bias_fnn": False,
+        "add_bias_fnn": False,  # no model_type: NT v2's config names only its remote code
         "position_embedding_type": "rotary",
         "emb_layer_norm_before": False,
         "token_dropout": False,

@@ -57,6 +57,9 @@ def test_family_recognised_from_config(loaded, name):
     cfg = json.loads((FIX / name / "config.json").read_text())
     assert m.hidden_dim == cfg["hidden_size"]
     assert m.n_layers == cfg["num_hidden_layers"]
+    if name.endswith("v2"):  # as NT v2's own config: no model_type, an auto_map to its code
+        assert "model_type" not in cfg and "modeling_esm" in json.dumps(cfg["auto_map"])
+        assert m.settings["version"] == "v2" and m.module.config.glu_ffn
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

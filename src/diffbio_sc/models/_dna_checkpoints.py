@@ -3,7 +3,8 @@
 :func:`load_dna_checkpoint` takes a Hugging Face checkpoint read by
 :func:`diffbio_sc.io.read_checkpoint`, recognises the family from
 ``config.json`` (``model_type`` ``'llama'`` -> GENERator, ``'esm'`` ->
-Nucleotide Transformer), reads the tokenizer file beside the weights
+Nucleotide Transformer; NT v2's config has no ``model_type`` but an ``auto_map``
+naming its ``modeling_esm`` remote code), reads the tokenizer file beside the weights
 (``vocab.txt``, one token per line, line number = id) and checks it against the
 model's vocabulary size, then builds the Flax NNX module.
 :func:`diffbio_sc.models.load_checkpoint` dispatches here for those families.
@@ -272,7 +273,9 @@ def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
         Unsupported configuration; :class:`~diffbio_sc.models.ModelFormatError` for
         missing, unexpected or mis-shaped tensors (all named in one message).
     """
-    model_type = ckpt.config.get("model_type")
+    from ._esm import model_type_of
+
+    model_type = model_type_of(ckpt.config)
     family = DNA_FAMILIES.get(model_type)
     if family is None:
         raise CheckpointError(

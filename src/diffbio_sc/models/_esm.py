@@ -40,7 +40,23 @@ from ._base import ModelConfig, SavedModel, register_model
 from ._bert import HIGHEST, _linear, from_torch_weights, masked_attention
 from ._llama import _rotate, rotary_tables
 
-__all__ = ["EsmConfig", "EsmEncoder", "esm_from_checkpoint"]
+__all__ = ["EsmConfig", "EsmEncoder", "esm_from_checkpoint", "model_type_of"]
+
+
+def model_type_of(cfg: Mapping[str, Any]):
+    """``config.json``'s ``model_type``, or ``'esm'`` for NT v2's remote-code config.
+
+    The Nucleotide Transformer v2 checkpoints carry no ``model_type``, only an
+    ``auto_map`` naming their ``esm_config.EsmConfig`` / ``modeling_esm`` classes.
+    """
+    model_type = cfg.get("model_type")
+    if model_type is None:
+        auto = cfg.get("auto_map")
+        names = [str(v) for v in auto.values()] if isinstance(auto, Mapping) else []
+        if any(n.startswith(("esm_config.", "modeling_esm.")) for n in names):
+            return "esm"
+    return model_type
+
 
 #: Masked-token fraction of ESM training, used by the token-dropout rescaling.
 _MASK_RATIO_TRAIN = 0.15 * 0.8
@@ -133,7 +149,7 @@ class EsmConfig(ModelConfig):
         def bad(msg: str) -> ValueError:
             return ValueError(f"{source}: {msg}")
 
-        if cfg.get("model_type") != "esm":
+        if model_type_of(cfg) != "esm":
             raise bad(f"model_type {cfg.get('model_type')!r} is not 'esm'.")
         pos = cfg.get("position_embedding_type", "absolute")
         if pos not in ("absolute", "rotary"):

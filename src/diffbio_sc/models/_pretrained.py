@@ -276,8 +276,9 @@ def _dna_dispatch(ckpt, dictionaries) -> CheckpointModel | None:
     """
     from ..io._checkpoints import CheckpointError
     from ._dna_checkpoints import DNA_FAMILIES, load_dna_checkpoint
+    from ._esm import model_type_of
 
-    model_type = ckpt.config.get("model_type")
+    model_type = model_type_of(ckpt.config)
     if model_type == "bert":
         return None
     if model_type not in DNA_FAMILIES:
