@@ -241,7 +241,7 @@ class _EsmLayer(nnx.Module):
 
 @register_model("esm_encoder")
 class EsmEncoder(SavedModel):
-    """ESM encoder equal to Hugging Face's ``EsmModel`` (Nucleotide Transformer v1).
+    """ESM encoder equal to Hugging Face's ``EsmModel`` (NT v1) and to NT v2's variant.
 
     Parameters
     ----------

@@ -3,8 +3,8 @@
 diffbio_sc runs two of these families in-process, in JAX, from a checkpoint
 directory you provide (weights are never downloaded): GENERator and
 Nucleotide Transformer (v1 and v2), through :func:`diffbio_sc.models.load_checkpoint`
-(``dfm_in_process`` below; equal to the ``transformers`` reference within 1e-5 in
-float32). For the others, embed gene sequences with the upstream code, then
+(``dfm_in_process`` below; equal within 1e-5 in float32 to the ``transformers``
+reference, for NT v2 to InstaDeep's own JAX/Haiku model). For the others, embed gene sequences with the upstream code, then
 bring the vectors in:
 
 * gene / haplotype level: :func:`diffbio_sc.tl.export_gene_sequences` writes the
