@@ -53,7 +53,67 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         return dict(safetensors.numpy.load_file(str(path)))
     except Exception as err:  # safetensors raises its own error types
+        if "bfloat16" not in str(err).lower():
+            raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from None
+    return _read_safetensors_raw(path)
+
+
+#: safetensors dtype names -> NumPy (BF16 is widened to float32 on reading).
+_ST_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "bf16",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
+
+
+def _read_safetensors_raw(path: Path) -> dict[str, np.ndarray]:
+    """Read a safetensors file whose tensors NumPy cannot hold as stored (bfloat16).
+
+    The format is an 8-byte little-endian header length, a JSON header (name ->
+    ``dtype``, ``shape``, ``data_offsets``) and the raw bytes; bfloat16 values are
+    widened to float32 exactly (their 16 bits become the high half of a float32).
+    """
+    data = path.read_bytes()
+    try:
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from None
+    body = memoryview(data)[8 + n :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            kind = _ST_DTYPES[info["dtype"]]
+            start, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(x) for x in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has an unsupported or malformed entry {info!r}."
+            ) from None
+        if not 0 <= start <= end <= len(body):
+            raise CheckpointError(f"{path}: tensor {name!r} lies outside the file.")
+        raw = body[start:end]
+        count = int(np.prod(shape, dtype=np.int64))
+        if kind == "bf16":
+            if len(raw) != 2 * count:
+                raise CheckpointError(f"{path}: tensor {name!r} has the wrong byte size.")
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            out[name] = bits.view(np.float32).reshape(shape)
+        else:
+            dt = np.dtype(kind)
+            if len(raw) != dt.itemsize * count:
+                raise CheckpointError(f"{path}: tensor {name!r} has the wrong byte size.")
+            out[name] = np.frombuffer(raw, dtype=dt).reshape(shape).copy()
+    return out
 
 
 def file_sha256(path: str | os.PathLike, *, chunk: int = 1 << 22) -> str:

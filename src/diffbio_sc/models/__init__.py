@@ -9,7 +9,9 @@ that ``import diffbio_sc`` does not import JAX.
   base every saveable model builds on (``models/_base.py``).
 * ``fit``, ``TrainConfig``, ``TrainResult``: the shared training loop (``models/_train.py``).
 * ``load_checkpoint``, ``CheckpointModel``: published Geneformer / scGPT checkpoints
-  (``BertEncoder``, ``ScGPTEncoder``), and ``BucketedRunner`` for length-bucketed inference.
+  (``BertEncoder``, ``ScGPTEncoder``), and ``BucketedRunner`` for length-bucketed inference;
+  GENERator / Nucleotide Transformer (v1, v2) DNA checkpoints load as ``DnaCheckpointModel``
+  (``LlamaDecoder``, ``EsmEncoder``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ _EXPORTS = {
     "BertEncoder": "._bert",
     "ScGPTConfig": "._scgpt",
     "ScGPTEncoder": "._scgpt",
+    "DnaCheckpointModel": "._dna_checkpoints",
+    "EsmConfig": "._esm",
+    "EsmEncoder": "._esm",
+    "LlamaConfig": "._llama",
+    "LlamaDecoder": "._llama",
     "BucketedRunner": "._runner",
     "GENOMICS_MODELS": "._genomics_registry",
     "genomics_models_markdown": "._genomics_registry",

@@ -1,8 +1,11 @@
 """Genomics foundation models, as plain data: what each one is and how dfm imports it.
 
-diffbio_sc does not run these models (their weights are not downloaded and
-their runtimes are not dependencies). Embed gene sequences with the upstream
-code, then bring the vectors in:
+diffbio_sc runs two of these families in-process, in JAX, from a checkpoint
+directory you provide (weights are never downloaded): GENERator and
+Nucleotide Transformer (v1 and v2), through :func:`diffbio_sc.models.load_checkpoint`
+(``dfm_in_process`` below; equal within 1e-5 in float32 to the ``transformers``
+reference, for NT v2 to InstaDeep's own JAX/Haiku model). For the others, embed gene sequences with the upstream code, then
+bring the vectors in:
 
 * gene / haplotype level: :func:`diffbio_sc.tl.export_gene_sequences` writes the
   distinct sequences (FASTA, content-addressed ids) and
@@ -103,10 +106,12 @@ GENOMICS_MODELS: tuple[dict, ...] = (
             "GenerTeam/GENERator-eukaryote-3b-base": None,
         },
         "width_note": "read hidden_size from the checkpoint's config.json",
-        "pooling": "mean over token states (or the last token, as the model is causal)",
+        "pooling": "last hidden layer at the last non-padding token (</s>), as the authors' "
+        "sequence-understanding code reads it; mean over tokens as an option",
         "rc_handling": "none (causal); average forward and RC embeddings",
         "dfm_rc_mode": "average",
-        "dfm_loader": _GENE_LOADER,
+        "dfm_loader": _GENE_LOADER + "; in-process: models.load_checkpoint",
+        "dfm_in_process": "models.load_checkpoint: Llama decoder (default rotary) + 6-mer tokenizer",
     },
     {
         "name": "HyenaDNA",
@@ -144,11 +149,14 @@ GENOMICS_MODELS: tuple[dict, ...] = (
             "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species": 1024,
         },
         "width_note": "hidden size",
-        "pooling": "mean over non-padding token states (the authors' example)",
+        "pooling": "mean of the last layer over non-padding tokens, <cls> included (the model cards' example)",
         "rc_handling": "none (strand-specific); average forward and RC embeddings",
         "dfm_rc_mode": "average",
         "dfm_loader": _GENE_LOADER
-        + "; tl.load_embeddings(source='nucleotide_transformer', mod='dna')",
+        + "; tl.load_embeddings(source='nucleotide_transformer', mod='dna')"
+        + "; in-process: models.load_checkpoint",
+        "dfm_in_process": "models.load_checkpoint: v1 (ESM, learned absolute positions) and "
+        "v2 (rotary, bias-free SwiGLU feed-forward)",
     },
 )
 

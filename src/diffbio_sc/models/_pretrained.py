@@ -244,6 +244,12 @@ def _load_saved(path) -> CheckpointModel | None:
         return None
     module = load(p)
     md = module.metadata
+    if md.get("family") in ("generator", "nucleotide_transformer") and isinstance(
+        md.get("vocab"), dict
+    ):
+        from ._dna_checkpoints import dna_from_saved
+
+        return dna_from_saved(module, p)
     if md.get("family") not in ("geneformer", "scgpt") or not isinstance(md.get("vocab"), dict):
         raise ValueError(
             f"{p} is a saved {type(module).__name__}, not a checkpoint encoder saved with "
@@ -263,6 +269,33 @@ def _load_saved(path) -> CheckpointModel | None:
     )
 
 
+def _dna_dispatch(ckpt, dictionaries) -> CheckpointModel | None:
+    """Load a GENERator / Nucleotide Transformer checkpoint; ``None`` for a BERT one.
+
+    A ``model_type`` of no family diffbio_sc runs is an error listing the families.
+    """
+    from ..io._checkpoints import CheckpointError
+    from ._dna_checkpoints import DNA_FAMILIES, load_dna_checkpoint
+    from ._esm import model_type_of
+
+    model_type = model_type_of(ckpt.config)
+    if model_type == "bert":
+        return None
+    if model_type not in DNA_FAMILIES:
+        known = {"bert": "geneformer", **DNA_FAMILIES}
+        raise CheckpointError(
+            f"{ckpt.config_file}: model_type {model_type!r} is no checkpoint family diffbio_sc "
+            f"runs; known: {', '.join(f'{k!r} ({v})' for k, v in known.items())}, and scGPT's "
+            "args.json layout."
+        )
+    if any(d is not None for d in dictionaries):
+        raise ValueError(
+            f"{ckpt.path} is a {DNA_FAMILIES[model_type]} checkpoint; its tokenizer is its "
+            "vocab.txt: do not pass token_dictionary=, gene_median_dictionary= or vocab=."
+        )
+    return load_dna_checkpoint(ckpt)
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     *,
@@ -270,14 +303,17 @@ def load_checkpoint(
     gene_median_dictionary: Mapping | None = None,
     vocab: Mapping | None = None,
 ) -> CheckpointModel:
-    """Load a Geneformer or scGPT checkpoint directory as a runnable JAX model.
+    """Load a Geneformer, scGPT, GENERator or Nucleotide Transformer checkpoint as JAX.
 
     Parameters
     ----------
     path
         Checkpoint directory: Hugging Face layout (``config.json`` +
         ``model.safetensors`` or ``pytorch_model.bin``; Geneformer) or scGPT
-        layout (``args.json``, ``vocab.json``, ``best_model.pt``). ``.bin``/``.pt``
+        layout (``args.json``, ``vocab.json``, ``best_model.pt``). GENERator
+        (``model_type`` ``llama``) and Nucleotide Transformer v1/v2 (``esm``)
+        checkpoints need their tokenizer's ``vocab.txt`` beside ``config.json``
+        and load as :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`. ``.bin``/``.pt``
         files are read without torch by a restricted unpickler (tensors only).
         Or a directory written by :meth:`CheckpointModel.save` (diffbio_sc's
         format, dictionaries included).
@@ -310,6 +346,10 @@ def load_checkpoint(
             )
         return saved
     ckpt = read_checkpoint(path)
+    if ckpt.family != "scgpt":
+        dna = _dna_dispatch(ckpt, (token_dictionary, gene_median_dictionary, vocab))
+        if dna is not None:
+            return dna
     if ckpt.family == "scgpt":
         if token_dictionary is not None or gene_median_dictionary is not None:
             raise ValueError(

@@ -65,6 +65,15 @@ def _resolve_dictionary(value, what: str, value_kind: str, trust_pickle: bool):
     )
 
 
+def _single_cell_only(model) -> None:
+    """Refuse a DNA checkpoint (GENERator, Nucleotide Transformer) for a cell embedding."""
+    if model.family not in ("geneformer", "scgpt"):
+        raise DfmInputError(
+            f"{model.path} is a {model.family} DNA model; it embeds sequences, not cells: "
+            "use model.embed(sequences) on the model from dfm.models.load_checkpoint."
+        )
+
+
 def resolve_checkpoint(checkpoint, token_dictionary, gene_median_dictionary, vocab, trust_pickle):
     from ..models._pretrained import CheckpointModel, load_checkpoint
 
@@ -74,6 +83,7 @@ def resolve_checkpoint(checkpoint, token_dictionary, gene_median_dictionary, voc
                 "Dictionaries are fixed when a checkpoint is loaded; pass them to "
                 "dfm.models.load_checkpoint, not with a loaded model."
             )
+        _single_cell_only(checkpoint)
         return checkpoint
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(
@@ -88,6 +98,7 @@ def resolve_checkpoint(checkpoint, token_dictionary, gene_median_dictionary, voc
     )
     voc, voc_src = _resolve_dictionary(vocab, "vocabulary", "token id", trust_pickle)
     model = load_checkpoint(checkpoint, token_dictionary=tok, gene_median_dictionary=med, vocab=voc)
+    _single_cell_only(model)
     for role, src in (
         ("token_dictionary", tok_src),
         ("gene_median_dictionary", med_src),

@@ -1,0 +1,302 @@
+"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1/v2) as runnable JAX models.
+
+:func:`load_dna_checkpoint` takes a Hugging Face checkpoint read by
+:func:`diffbio_sc.io.read_checkpoint`, recognises the family from
+``config.json`` (``model_type`` ``'llama'`` -> GENERator, ``'esm'`` ->
+Nucleotide Transformer; NT v2's config has no ``model_type`` but an ``auto_map``
+naming its ``modeling_esm`` remote code), reads the tokenizer file beside the weights
+(``vocab.txt``, one token per line, line number = id) and checks it against the
+model's vocabulary size, then builds the Flax NNX module.
+:func:`diffbio_sc.models.load_checkpoint` dispatches here for those families.
+
+Pooled embeddings follow the authors' own code:
+
+* Nucleotide Transformer: mean of the last hidden layer over the tokens of the
+  attention mask ``ids != <pad>`` (``<cls>`` included), as in the NT model
+  cards' embedding example.
+* GENERator: the last hidden layer at the last non-padding token (``</s>``);
+  GENERator's sequence-understanding code reads the last non-padding token of
+  ``last_hidden_state``, and in a causal decoder only that token has seen the
+  whole sequence. ``pooling='mean'`` is offered too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io._checkpoints import CheckpointError
+from ._pretrained import CheckpointModel
+
+__all__ = ["DNA_FAMILIES", "DnaCheckpointModel", "load_dna_checkpoint"]
+
+#: ``config.json`` ``model_type`` -> family name.
+DNA_FAMILIES = {"llama": "generator", "esm": "nucleotide_transformer"}
+
+
+def read_vocab_txt(path: Path) -> dict[str, int]:
+    """Read a ``vocab.txt`` (one token per line; the line number is its id)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} (tokenizer vocabulary) cannot be read ({err}).") from None
+    vocab: dict[str, int] = {}
+    for i, tok in enumerate(lines):
+        tok = tok.strip()
+        if not tok:
+            raise CheckpointError(f"{path}: line {i + 1} is empty; one token per line expected.")
+        if tok in vocab:
+            raise CheckpointError(
+                f"{path}: the token {tok!r} appears twice (lines {vocab[tok] + 1} and {i + 1})."
+            )
+        vocab[tok] = i
+    if not vocab:
+        raise CheckpointError(f"{path} holds no tokens.")
+    return vocab
+
+
+def _json_if_present(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    from ..io._checkpoints import read_json_object
+
+    return read_json_object(path, "tokenizer settings")
+
+
+def _token_name(value) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _forward(module, ids):
+    """``module.hidden_states(ids)`` under ``nnx.jit`` (the jitted function is built once)."""
+    global _JIT
+    if _JIT is None:
+        from flax import nnx
+
+        _JIT = nnx.jit(lambda m, x: m.hidden_states(x))
+    return _JIT(module, ids)
+
+
+_JIT = None
+
+
+@dataclass
+class DnaCheckpointModel(CheckpointModel):
+    """A loaded DNA checkpoint: the NNX module, its tokenizer and its pooling rule.
+
+    Attributes (besides :class:`~diffbio_sc.models.CheckpointModel`'s)
+    ----------
+    tokenizer
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.NTCheckpointTokenizer` or
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.GeneratorTokenizer`.
+    pooling
+        Default pooling: ``'mean'`` (NT) or ``'last'`` (GENERator).
+    """
+
+    tokenizer: object = None
+    pooling: str = "mean"
+
+    def tokenize(self, sequences: Sequence[str], *, unknown: str = "error"):
+        """Token ids ``(n, T)`` int32 (right-padded) and the mask of real tokens.
+
+        A sequence with more tokens than the model's context, or (with
+        ``unknown='error'``) a symbol outside the model's alphabet, is an error
+        naming the sequence.
+        """
+        return self.tokenizer.encode(sequences, max_length=self.max_tokens, unknown=unknown)
+
+    def hidden_states(self, input_ids) -> list:
+        """Every layer's hidden states (embeddings first), as Hugging Face returns them.
+
+        Compiled once per input shape.
+        """
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or ids.shape[1] > self.max_tokens:
+            raise ValueError(
+                f"input_ids must be (n, T) with T <= {self.max_tokens} (the model's context), "
+                f"got shape {ids.shape}: inputs exceed the context."
+            )
+        return _forward(self.module, ids)
+
+    def embed(
+        self,
+        sequences: Sequence[str],
+        *,
+        pooling: str | None = None,
+        unknown: str = "error",
+        batch_size: int = 8,
+    ) -> np.ndarray:
+        """Pooled embeddings ``(n, hidden_size)`` float32 of ``sequences`` (see the module doc).
+
+        Parameters
+        ----------
+        sequences
+            DNA strings (see :meth:`tokenize` for the alphabet and ``unknown``).
+        pooling
+            GENERator: ``'last'`` (default) or ``'mean'``; NT: ``'mean'``.
+        unknown
+            ``'error'`` or ``'token'`` (the model's unknown-token rule).
+        batch_size
+            Sequences run together; all batches are padded to the longest
+            sequence, so the model compiles once. A row's result does not depend
+            on the others.
+
+        Returns
+        -------
+        ``(n, hidden_size)`` float32.
+        """
+        how = self.pooling if pooling is None else pooling
+        allowed = ("last", "mean") if self.family == "generator" else ("mean",)
+        if how not in allowed:
+            raise ValueError(f"{self.family} pooling must be one of {allowed}, got {how!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        ids, _ = self.tokenize(sequences, unknown=unknown)  # every error before any compute
+        out = []
+        for start in range(0, ids.shape[0], batch_size):
+            chunk = ids[start : start + batch_size]
+            if chunk.shape[0] < batch_size and ids.shape[0] > batch_size:
+                fill = np.full((batch_size - chunk.shape[0], ids.shape[1]), chunk[0])
+                chunk = np.concatenate([chunk, fill])  # same shape: no recompilation
+            last = self.hidden_states(chunk)[-1]
+            if self.family == "generator":
+                pooled = self.module.pool(chunk, last, pooling=how)
+            else:
+                pooled = self.module.pool(chunk, last)
+            out.append(
+                np.asarray(pooled, dtype=np.float32)[: min(batch_size, ids.shape[0] - start)]
+            )
+        return np.concatenate(out)
+
+    def _metadata(self) -> dict:
+        md = super()._metadata()
+        md["dna"] = {"pooling": self.pooling}
+        return md
+
+
+def _load_nt(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointModel:
+    from ..ops._dna_checkpoint_tokenizers import NTCheckpointTokenizer
+    from ._esm import esm_from_checkpoint
+
+    special = _json_if_present(ckpt.path / "special_tokens_map.json")
+    tcfg = _json_if_present(ckpt.path / "tokenizer_config.json")
+    # EsmTokenizer appends <eos> unless its settings set eos_token to null (NT's do)
+    if "eos_token" in special:
+        eos = _token_name(special["eos_token"])
+    elif "eos_token" in tcfg:
+        eos = _token_name(tcfg["eos_token"])
+    else:
+        eos = "<eos>" if "<eos>" in vocab else None
+    tok = NTCheckpointTokenizer(vocab, add_eos=eos is not None, source=str(vfile))
+    module = esm_from_checkpoint(ckpt)
+    cfg = module.config
+    if tok.pad_id != cfg.pad_token_id:
+        raise CheckpointError(
+            f"{vfile} puts <pad> at id {tok.pad_id} but {ckpt.config_file} has pad_token_id "
+            f"{cfg.pad_token_id}: the tokenizer does not belong to this model."
+        )
+    return DnaCheckpointModel(
+        family="nucleotide_transformer",
+        module=module,
+        path=ckpt.path,
+        sha256=ckpt.sha256,
+        vocab=dict(vocab),
+        max_tokens=cfg.max_tokens,
+        settings={"version": "v2" if cfg.rotary else "v1", "add_eos": tok.add_eos},
+        sources={"vocab": str(vfile)},
+        tokenizer=tok,
+        pooling="mean",
+    )
+
+
+def _load_generator(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointModel:
+    from ..ops._dna_checkpoint_tokenizers import GeneratorTokenizer
+    from ._llama import llama_from_checkpoint
+
+    tcfg = _json_if_present(ckpt.path / "tokenizer_config.json")
+    k = tcfg.get("k", 6)
+    tok = GeneratorTokenizer(vocab, k=k, source=str(vfile))
+    module = llama_from_checkpoint(ckpt, pad_token_id=tok.pad_id)
+    return DnaCheckpointModel(
+        family="generator",
+        module=module,
+        path=ckpt.path,
+        sha256=ckpt.sha256,
+        vocab=dict(vocab),
+        max_tokens=module.config.max_position_embeddings,
+        settings={"k": tok.k},
+        sources={"vocab": str(vfile)},
+        tokenizer=tok,
+        pooling="last",
+    )
+
+
+def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
+    """Rebuild a :class:`DnaCheckpointModel` saved with ``save`` (vocabulary in its metadata)."""
+    from ..ops._dna_checkpoint_tokenizers import GeneratorTokenizer, NTCheckpointTokenizer
+
+    md = module.metadata
+    vocab = {str(k): int(v) for k, v in md["vocab"].items()}
+    settings = dict(md.get("settings", {}))
+    if md["family"] == "generator":
+        tok = GeneratorTokenizer(vocab, k=int(settings.get("k", 6)), source=str(path))
+    else:
+        tok = NTCheckpointTokenizer(vocab, add_eos=bool(settings.get("add_eos")), source=str(path))
+    return DnaCheckpointModel(
+        family=md["family"],
+        module=module,
+        path=path,
+        sha256=str(md.get("checkpoint_sha256", "")),
+        vocab=vocab,
+        max_tokens=int(md["max_tokens"]),
+        settings=settings,
+        sources=dict(md.get("sources", {})),
+        tokenizer=tok,
+        pooling=str(md.get("dna", {}).get("pooling", "mean")),
+    )
+
+
+def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
+    """Build a :class:`DnaCheckpointModel` from a Hugging Face :class:`~diffbio_sc.io.Checkpoint`.
+
+    Raises
+    ------
+    CheckpointError
+        No ``vocab.txt``, or one whose size does not match the config's
+        ``vocab_size``, or whose ``<pad>`` disagrees with the config.
+    ValueError
+        Unsupported configuration; :class:`~diffbio_sc.models.ModelFormatError` for
+        missing, unexpected or mis-shaped tensors (all named in one message).
+    """
+    from ._esm import model_type_of
+
+    model_type = model_type_of(ckpt.config)
+    family = DNA_FAMILIES.get(model_type)
+    if family is None:
+        raise CheckpointError(
+            f"{ckpt.config_file}: model_type {model_type!r} is not a DNA family diffbio_sc runs "
+            f"({', '.join(f'{k!r} ({v})' for k, v in DNA_FAMILIES.items())})."
+        )
+    vfile = ckpt.path / "vocab.txt"
+    if not vfile.is_file():
+        raise CheckpointError(
+            f"No tokenizer vocabulary for the {family} checkpoint at {ckpt.path}: place the "
+            "model's vocab.txt (one token per line) beside config.json. Where the checkpoint "
+            "ships only its tokenizer code, write it once with transformers: "
+            "AutoTokenizer.from_pretrained(path, trust_remote_code=True).save_pretrained(path)."
+        )
+    vocab = read_vocab_txt(vfile)
+    size = ckpt.config.get("vocab_size")
+    if size != len(vocab):
+        raise CheckpointError(
+            f"{vfile} has {len(vocab)} tokens but {ckpt.config_file} has vocab_size {size!r}: "
+            "the tokenizer file does not belong to this model."
+        )
+    if family == "nucleotide_transformer":
+        return _load_nt(ckpt, vocab, vfile)
+    return _load_generator(ckpt, vocab, vfile)

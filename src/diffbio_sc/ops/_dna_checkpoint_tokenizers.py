@@ -1,0 +1,224 @@
+"""Tokenizers of published DNA checkpoints, with the checkpoint's own vocabulary.
+
+Unlike the ``nt6``/``kmer`` tokenizers of :mod:`diffbio_sc.ops._sequence_tokenizers`
+(ids of diffbio_sc's own vocabulary), these give the token ids a published
+checkpoint was trained with, read from its tokenizer file:
+
+* :class:`NTCheckpointTokenizer` -- Nucleotide Transformer (Hugging Face
+  ``EsmTokenizer`` with the checkpoint's ``vocab.txt``). Reading left to right,
+  a token starts at every position: six ``ACGT`` bases make a 6-mer token when
+  all six are bases, otherwise the single symbol (``A C G T N``) is its token.
+  So each run of ``ACGT`` between ``N`` s is cut into 6-mers from its left end
+  and the leftover ``len % 6`` bases become single-base tokens. ``<cls>`` comes
+  first (``<eos>`` last when the tokenizer defines one).
+* :class:`GeneratorTokenizer` -- GENERator (its ``DNAKmerTokenizer``, ``k = 6``):
+  the sequence is cut from the left into pieces of ``k`` upper-case letters, the
+  remainder (< ``k`` letters) is one more piece; a piece that is not a k-mer of
+  ``ACGT`` (a remainder, or a piece holding ``N``) is the ``<oov>`` token.
+  ``<s>`` first and ``</s>`` last, as its ``add_special_tokens=True`` does.
+
+Symbols outside the model's alphabet (``ACGTN`` for NT, ``ACGT`` for GENERator;
+lower case included) are an error naming the sequence and the position, unless
+``unknown='token'`` asks for the model's own unknown-token rule (upstream
+equality): NT maps each maximal run of symbols outside ``ACGTN`` to one
+``<unk>`` (whitespace splits a run, and is dropped); GENERator maps every character that is not an upper-case letter to
+one ``<oov>`` and pieces holding other letters to ``<oov>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .._validate import DfmInputError
+
+__all__ = ["DnaTokenizerError", "GeneratorTokenizer", "NTCheckpointTokenizer"]
+
+UNKNOWN_MODES = ("error", "token")
+
+
+class DnaTokenizerError(DfmInputError):
+    """A sequence cannot be tokenized for a checkpoint as given."""
+
+
+class _CheckpointTokenizer:
+    """Shared part: vocabulary checks, the alphabet check, padding and lengths."""
+
+    #: Symbols each model reads as sequence (upper case).
+    alphabet = ""
+    name = ""
+
+    def __init__(self, vocab: Mapping[str, int], *, source: str = "vocabulary"):
+        self.vocab = {str(t): int(i) for t, i in vocab.items()}
+        self.source = source
+        self.id_to_token = {i: t for t, i in self.vocab.items()}
+        if len(self.id_to_token) != len(self.vocab):
+            raise DnaTokenizerError(f"{source}: token ids are not unique.")
+
+    def _require(self, *tokens: str) -> None:
+        missing = [t for t in tokens if t not in self.vocab]
+        if missing:
+            raise DnaTokenizerError(
+                f"{self.source} lacks the token(s) {missing} that the {self.name} tokenizer "
+                "needs; is it this model's tokenizer file?"
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens in the vocabulary."""
+        return len(self.vocab)
+
+    def _check(self, seq: str, index: int, unknown: str) -> None:
+        if not isinstance(seq, str):
+            raise DnaTokenizerError(
+                f"Sequence {index} is a {type(seq).__name__}, not a string of bases."
+            )
+        if unknown == "token":
+            return
+        bad = re.search(f"[^{self.alphabet}]", seq)
+        if bad is not None:
+            pos, ch = bad.start(), bad.group()
+            hint = (
+                " (lower case: pass the sequence through str.upper() first if soft-masked "
+                "bases should count as bases)"
+                if ch.isalpha() and ch.upper() in self.alphabet
+                else ""
+            )
+            raise DnaTokenizerError(
+                f"Sequence {index} has {ch!r} at position {pos}, outside the {self.name} "
+                f"alphabet {self.alphabet!r}{hint}. Clean the sequence, or pass "
+                f"unknown='token' to use the model's own unknown-token rule."
+            )
+
+    def tokens(self, seq: str) -> list[str]:
+        """Token strings of one sequence, specials included (override)."""
+        raise NotImplementedError
+
+    def encode(
+        self,
+        sequences: Sequence[str],
+        *,
+        max_length: int | None = None,
+        unknown: str = "error",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of ``sequences``, right-padded, and the mask of real tokens.
+
+        Parameters
+        ----------
+        sequences
+            DNA strings.
+        max_length
+            Most tokens (specials included) a sequence may have: more is an error
+            naming the sequence. ``None``: no limit.
+        unknown
+            ``'error'`` (default): a symbol outside the alphabet is an error;
+            ``'token'``: the model's unknown-token rule (see the module docstring).
+
+        Returns
+        -------
+        ``(ids, mask)``: ``(n, T)`` int32 ids padded with the pad id and ``(n, T)``
+        bool, True on real tokens; ``T`` is the longest token count.
+        """
+        if unknown not in UNKNOWN_MODES:
+            raise DnaTokenizerError(f"unknown must be one of {UNKNOWN_MODES}, got {unknown!r}.")
+        if isinstance(sequences, str):
+            raise DnaTokenizerError("Pass a list of sequences, not one string.")
+        rows = []
+        for i, seq in enumerate(sequences):
+            self._check(seq, i, unknown)
+            toks = self.tokens(seq)
+            if max_length is not None and len(toks) > max_length:
+                raise DnaTokenizerError(
+                    f"Sequence {i} ({len(seq)} bases) gives {len(toks)} tokens, more than the "
+                    f"model's context of {max_length} tokens. Shorten it or embed it in windows."
+                )
+            rows.append([self.vocab.get(t, self.unk_id) for t in toks])
+        if not rows:
+            raise DnaTokenizerError("No sequences given.")
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int32)
+        mask = np.zeros((len(rows), width), dtype=bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = True
+        return ids, mask
+
+
+class NTCheckpointTokenizer(_CheckpointTokenizer):
+    """Nucleotide Transformer tokens with the checkpoint's ``vocab.txt`` ids.
+
+    Parameters
+    ----------
+    vocab
+        Token -> id (``vocab.txt`` line order).
+    add_eos
+        Append ``<eos>`` (when the checkpoint's tokenizer defines an eos token).
+    source
+        Where ``vocab`` came from (for messages).
+    """
+
+    alphabet = "ACGTN"
+    name = "Nucleotide Transformer"
+    _SCAN = re.compile(r"[ACGT]{6}|[ACGTN]|[^ACGTN]+")
+
+    def __init__(self, vocab: Mapping[str, int], *, add_eos: bool = False, source: str = "vocab"):
+        super().__init__(vocab, source=source)
+        self._require("<pad>", "<unk>", "<cls>", "A", "C", "G", "T", "N", "ACGTAC")
+        if add_eos:
+            self._require("<eos>")
+        self.add_eos = bool(add_eos)
+        self.pad_id = self.vocab["<pad>"]
+        self.unk_id = self.vocab["<unk>"]
+        self.cls_id = self.vocab["<cls>"]
+        self.mask_id = self.vocab.get("<mask>")
+
+    def tokens(self, seq: str) -> list[str]:
+        """``<cls>``, the 6-mer / single-base tokens (unknown runs as ``<unk>``), [``<eos>``]."""
+        out = ["<cls>"]
+        for piece in self._SCAN.findall(seq):
+            if piece[0] in self.alphabet:
+                out.append(piece)
+            else:  # one <unk> per whitespace-separated word of the run, as EsmTokenizer
+                out.extend(["<unk>"] * len(piece.split()))
+        if self.add_eos:
+            out.append("<eos>")
+        return out
+
+
+class GeneratorTokenizer(_CheckpointTokenizer):
+    """GENERator's non-overlapping k-mer tokens with the checkpoint's vocabulary ids.
+
+    Parameters
+    ----------
+    vocab
+        Token -> id (the tokenizer's ``vocab.txt`` line order).
+    k
+        k-mer size (6 for the published models).
+    source
+        Where ``vocab`` came from (for messages).
+    """
+
+    alphabet = "ACGT"
+    name = "GENERator"
+
+    def __init__(self, vocab: Mapping[str, int], *, k: int = 6, source: str = "vocab"):
+        super().__init__(vocab, source=source)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 8:
+            raise DnaTokenizerError(f"{source}: k must be an integer in 1..8, got {k!r}.")
+        self.k = k
+        self._require("<oov>", "<s>", "</s>", "<pad>", "A" * k)
+        self.pad_id = self.vocab["<pad>"]
+        self.unk_id = self.vocab["<oov>"]
+        self.bos_id = self.vocab["<s>"]
+        self.eos_id = self.vocab["</s>"]
+        self._scan = re.compile(f"[A-Z]{{{k}}}|[A-Z]+|.", re.DOTALL)
+
+    def tokens(self, seq: str) -> list[str]:
+        """``<s>``, the k-mer pieces (others as ``<oov>``), ``</s>``."""
+        out = ["<s>"]
+        for piece in self._scan.findall(seq):
+            out.append(piece if piece in self.vocab and len(piece) == self.k else "<oov>")
+        out.append("</s>")
+        return out
