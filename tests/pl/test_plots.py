@@ -85,7 +85,10 @@ def _full_results(n_emb: int = 4) -> pd.DataFrame:
         for m in AGGREGATES:
             rows.append((emb, m, "aggregate", rng.uniform(0.3, 0.9), np.nan))
     df = pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
-    df.attrs.update(name="full", label_key="cell_type", batch_key="sample", n_cells=500)
+    df.attrs.update(
+        name="full", dataset="PBMC 3 batches", label_key="cell_type", batch_key="sample",
+        n_cells=500,
+    )  # fmt: skip
     return df
 
 
@@ -135,7 +138,7 @@ def test_benchmark_full_table_is_readable_width_with_title_and_footnote(tmp_path
     assert width <= 1600
     assert fig.get_figwidth() * 150 <= 1600
     texts = _table_texts(fig) + [t.get_text() for t in fig.texts]
-    assert "Benchmark 'full'" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text() == "PBMC 3 batches: scores of each embedding"  # the data
     assert any("labels: cell_type" in t and "batches: sample" in t for t in texts)
     assert any("Total = 0.6 * bio conservation + 0.4 * batch correction" in t for t in texts)
     # the columns wrap: every embedding appears once per row of panels

@@ -711,3 +711,85 @@ def test_save_baseline_full_disk_or_error_keeps_previous(tmp_path, monkeypatch):
     # and the previous baseline still reads and compares
     out = dfm.tl.compare_to_baseline(_big_results(2), path)
     assert out.attrs["passed"]
+
+
+# --------------------------------------------------------------------------
+# overflowing input: a clear error up front, not scikit-learn's "Input contains NaN"
+# --------------------------------------------------------------------------
+
+
+def _huge_counts(adata):
+    import scipy.sparse as sp
+
+    X = adata.X.toarray().astype(np.float64)
+    X[:2, :5] = 1e308  # finite, but no float32 (nor a sum of them) holds it
+    adata.X = sp.csr_matrix(X)
+    return adata
+
+
+@pytest.mark.parametrize("baseline", [pca_baseline, harmony_baseline])
+def test_baselines_refuse_counts_near_float_max(baseline):
+    adata = _huge_counts(dfm.datasets.synthetic_counts(60, 40, n_batches=2, seed=0))
+    args = ("batch",) if baseline is harmony_baseline else ()
+    with pytest.raises(DfmInputError, match=r"2 cells in adata\.X sum to more than float32"):
+        baseline(adata, *args)
+
+
+def test_benchmark_refuses_overflowing_input_and_leaves_adata_unchanged():
+    adata = _make_adata()
+    huge = adata.obsm["X_good"].astype(np.float64)
+    huge[5, 0] = 1e308
+    adata.obsm["X_huge"] = huge
+    # large enough that float32 squared distances overflow, though float32 holds the value
+    adata.obsm["X_big"] = np.where(np.arange(3) == 0, 1e30, adata.obsm["X_good"])
+    kw = {"baselines": (), "metrics": FAST_METRICS, "annotation_methods": "knn"}
+    cases = [
+        ("X_huge", {}, r"'X_huge' holds values up to 1e\+308 in 1 cells"),
+        ("X_big", {}, rf"'X_big' holds values up to 1e\+30 in {N_CELLS} cells.*rescale it"),
+        ("X_good", {"pre_integrated": huge}, "pre_integrated holds values up to 1e"),
+    ]
+    for rep, extra, match in cases:
+        before = _snapshot(adata)
+        with pytest.raises(DfmInputError, match=match):
+            dfm.tl.benchmark(adata, rep, "batch", "cell_type", **kw, **extra)
+        after = _snapshot(adata)
+        assert after[:2] == before[:2]
+    adata = _huge_counts(_make_adata())
+    before = _snapshot(adata)
+    with pytest.raises(DfmInputError, match="sum to more than float32"):
+        dfm.tl.benchmark(adata, "X_good", "batch", "cell_type", **{**kw, "baselines": ("pca",)})
+    assert _snapshot(adata)[:2] == before[:2]
+
+
+def test_scib_metrics_info_lines_hidden_unless_verbosity_asks(monkeypatch):
+    """scib-metrics logs INFO lines (kBET's "... Skip.") through its own colour handler."""
+    import logging
+
+    from diffbio_sc.tl._scoring import _integration
+
+    def kernel(X, labels, batch, *, metrics, **kw):  # stands in for the metrics, logs as kBET
+        logging.getLogger("scib_metrics.metrics._kbet").info("0 consists of a single batch")
+        return {m: 0.5 for m in metrics}, {m: 0.0 for m in metrics}
+
+    monkeypatch.setattr(_integration, "integration_kernel", kernel)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    scib = logging.getLogger("scib_metrics")
+    scib.addHandler(handler)
+    old = dfm.settings.verbosity
+    adata = _make_adata(60)
+    try:
+        dfm.tl.score_integration(
+            adata, "X_good", "batch", "cell_type", metrics=["silhouette_label"]
+        )
+        assert records == []  # hidden by default
+        assert scib.isEnabledFor(logging.INFO)  # the library's own level is restored
+        dfm.settings.verbosity = "info"
+        dfm.tl.score_integration(
+            adata, "X_good", "batch", "cell_type", metrics=["silhouette_label"]
+        )
+        assert [r.getMessage() for r in records] == ["0 consists of a single batch"]
+    finally:
+        dfm.settings.verbosity = old
+        scib.removeHandler(handler)
