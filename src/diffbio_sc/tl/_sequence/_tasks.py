@@ -101,8 +101,8 @@ def _check_frozen_encoders(frozen_encoders) -> dict:
             )
         if name in reserved:
             raise DfmInputError(
-                f"frozen_encoders: the name {name!r} is taken by a built-in method; choose "
-                f"another (not one of {reserved})."
+                f"frozen_encoders: the name {name!r} is taken by a built-in method; use "
+                f"new names (not one of {reserved})."
             )
         if not callable(fn):
             raise DfmInputError(
