@@ -261,7 +261,7 @@ def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in, leads
     return fig
 
 
-def _chart(df, cols, emb, *, kind, figsize, title, leads=()):
+def _chart(df, cols, emb, *, kind, figsize, title, leads=(), notes=()):
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(g for g, _ in cols))
@@ -327,6 +327,13 @@ def _chart(df, cols, emb, *, kind, figsize, title, leads=()):
     if head:
         fig.suptitle(head, y=1.06 + 0.045 * len(leads), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
+    shown = {m for _, m in cols}
+    aggs = [m for m in AGGREGATE_FORMULAS if m in shown]
+    foot = [f"{metric_label(m)} = {AGGREGATE_FORMULAS[m]}" for m in aggs]
+    for note in notes:  # below the axes: saved and shown with bbox_inches='tight'
+        foot += textwrap.wrap(note, max(40, int(fig.get_figwidth() / 0.062)))
+    if foot:
+        fig.text(0.01, -0.02, "\n".join(foot), ha="left", va="top", fontsize=7, color="0.25")
     return fig
 
 
@@ -485,7 +492,9 @@ def benchmark(
             max_width_in=max_width / dpi, leads=leads, notes=notes,
         )  # fmt: skip
     else:
-        fig = _chart(df, cols, emb, kind=kind, figsize=figsize, title=title, leads=leads)
+        fig = _chart(
+            df, cols, emb, kind=kind, figsize=figsize, title=title, leads=leads, notes=notes
+        )
     if save is not None:
         from ..io._atomic import atomic_path
 
