@@ -170,6 +170,14 @@ def test_benchmark_table_leads_with_the_verdict_and_explains_constant_metrics():
     foot = next(t for t in texts if "Total = 0.6" in t)
     assert "PCR comparison is 0.00 for every embedding" in foot
     assert "avg_batch" in foot and "not comparable" in foot  # the two batch aggregates
+    # each metric sits under its aggregate: the aggregate's bar leads its own group
+    for title, first in (("Bio conservation", "Bio\nconservation"),
+                         ("Batch correction", "Batch\ncorrection")):  # fmt: skip
+        (ax,) = [a for a in fig.axes if any(t.get_text() == title for t in a.texts)]
+        labels = sorted((t for t in ax.texts if t.get_position()[1] == -0.8),
+                        key=lambda t: t.get_position()[0])  # fmt: skip
+        assert labels[0].get_text() == first
+        assert len([p for p in ax.patches if p.get_width() > 0]) == 3  # one bar per embedding
     # the footnote fits the figure: no line wider than the figure at ~0.062 in a character
     assert max(len(ln) for ln in foot.splitlines()) <= fig.get_figwidth() / 0.062 + 1
 

@@ -117,6 +117,25 @@ def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFram
     return df, cols, emb
 
 
+#: Aggregates drawn as the first column of the group they average (table kind).
+_LEADING = {"bio_conservation": "bio", "batch_correction": "batch"}
+
+
+def _aggregates_lead_their_groups(cols: list) -> list:
+    """Move Bio conservation / Batch correction to the head of their own group's columns.
+
+    The metrics then sit under their aggregate; Total and scIB's avg_bio / avg_batch stay
+    in the aggregate group (a footnote says how they differ).
+    """
+    cols = list(cols)
+    for metric, group in _LEADING.items():
+        if ("aggregate", metric) in cols and any(g == group for g, _ in cols):
+            cols.remove(("aggregate", metric))
+            first = next(i for i, (g, _) in enumerate(cols) if g == group)
+            cols.insert(first, (group, metric))
+    return cols
+
+
 def _chunks(cols: list, per_row: int) -> list[list]:
     """Split the columns into rows of at most ``per_row``, preferring group boundaries."""
     out, cur = [], []
@@ -159,7 +178,7 @@ def _draw_panel(ax, val, cols, emb, *, cmap, name_w):
                 continue
             c = cmap(norm(np.clip(v, 0.0, 1.0)))
             lum = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
-            if g == "aggregate":
+            if g == "aggregate" or m in _LEADING:
                 w = 0.85 * float(np.clip(v, 0, 1))
                 ax.barh(r, w, left=x - 0.425, height=0.62, color=c, edgecolor="0.3", lw=0.4)
                 ax.text(
@@ -218,13 +237,14 @@ def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in, leads
     from matplotlib.colors import Normalize
 
     val = df.pivot_table(index="embedding", columns="metric", values="value", aggfunc="first")
+    cols = _aggregates_lead_their_groups(cols)
     cm = colormaps[cmap]
     name_w = max(1.6, 0.1 * max(len(e) for e in emb) + 0.3)
     per_row = max(1, int((max_width_in - name_w - 0.35) // 0.95))
     rows = _chunks(cols, per_row)
     widest = max(len(r) for r in rows)
     panel_h = 1.3 + 0.5 * len(emb)
-    aggs = [m for g, m in cols if g == "aggregate" and m in AGGREGATE_FORMULAS]
+    aggs = [m for _, m in cols if m in AGGREGATE_FORMULAS]
     width = figsize[0] if figsize is not None else name_w + 0.95 * widest + 0.35
     # footnote: what each aggregate is, then the notes of the verdict, wrapped to the width
     foot = [f"{metric_label(m)} = {AGGREGATE_FORMULAS[m]}" for m in aggs]
@@ -407,7 +427,9 @@ def benchmark(
     ``kind='table'`` draws the scib-style results table: one row per embedding
     (best ``total`` first), one column per metric grouped into annotation, bio
     conservation, batch correction and aggregate scores (the scores of
-    :func:`~diffbio_sc.tl.genomics_tasks` are grouped by task); metric values are
+    :func:`~diffbio_sc.tl.genomics_tasks` are grouped by task); the Bio conservation
+    and Batch correction aggregates lead their own groups, so each metric sits
+    under its aggregate, and Total, ``avg_bio`` and ``avg_batch`` close the table; metric values are
     circles, aggregate scores are bars, and every cell is coloured by its value
     on one 0-1 scale shown in a colour legend (so equal numbers have equal
     colours). Columns wrap into several rows so that the figure is at most
