@@ -733,6 +733,11 @@ def test_baselines_refuse_counts_near_float_max(baseline):
     args = ("batch",) if baseline is harmony_baseline else ()
     with pytest.raises(DfmInputError, match=r"2 cells in adata\.X sum to more than float32"):
         baseline(adata, *args)
+    if baseline is harmony_baseline:  # a given PCA that large
+        pca = np.ones((60, 5))
+        pca[7, 2] = 1e308
+        with pytest.raises(DfmInputError, match=r"pca holds values up to 1e\+308 in 1 cells"):
+            baseline(dfm.datasets.synthetic_counts(60, 40, n_batches=2, seed=0), "batch", pca=pca)
 
 
 def test_benchmark_refuses_overflowing_input_and_leaves_adata_unchanged():

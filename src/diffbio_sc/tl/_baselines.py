@@ -224,6 +224,9 @@ def harmony_baseline(
         raise DfmInputError(
             f"pca must be a finite (n_cells={adata.n_obs}, n_comps) array, got shape {pca.shape}."
         )
+    from ._scoring._checks import check_magnitude
+
+    check_magnitude(pca, "pca", adata.obs_names)  # values near 1e308: our error, not NaN
     meta = pd.DataFrame({"batch": np.asarray(batch.astype(str))}, index=adata.obs_names)
     hp_logger = logging.getLogger("harmonypy")
     old_level = hp_logger.level
