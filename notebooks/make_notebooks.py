@@ -411,6 +411,7 @@ unintegrated PCA baseline.""",
     baselines=("pca",),
     metrics=METRICS,
     name="external",
+    dataset="sc_mixology cell lines, stand-in embeddings",  # the figure's title
 )
 results.pivot_table(index="metric", columns="embedding", values="value").round(3)""",
     ),
