@@ -7,7 +7,9 @@ Two things are generated at build time, so that they cannot drift from the code:
 
 * ``api/<module>.md``: one page per public subpackage, listing every name in
   its ``__all__`` (autosummary then renders each docstring). A name exported by
-  a subpackage appears in the reference as soon as it is exported.
+  a subpackage appears in the reference as soon as it is exported; internals kept
+  importable for developers (e.g. ``dfm.models.BucketedRunner``) are not in
+  ``__all__`` and so not in the reference. ``api/settings.md``: ``dfm.settings``.
 * ``tutorials/*.ipynb``: copies of ``notebooks/*.ipynb``, executed by myst-nb at
   build time in their quick mode (``DFM_TUTORIAL_QUICK=1``: a small training
   budget). ``DFM_DOCS_EXECUTE=off`` builds without executing them (no figures),
@@ -123,11 +125,39 @@ def api_page(name: str) -> str:
     )
 
 
+def settings_page() -> str:
+    """Return the MyST source of the ``dfm.settings`` page (from its class docstring).
+
+    ``dfm.settings`` is an object, not a subpackage: its attributes are listed in a table
+    with their defaults, read from the numpydoc ``Attributes`` section of its class.
+    """
+    import inspect
+    from dataclasses import fields
+
+    from numpydoc.docscrape import NumpyDocString
+
+    settings = diffbio_sc.settings
+    doc = NumpyDocString(inspect.getdoc(type(settings)) or "")
+    defaults = {f.name.lstrip("_"): f.default for f in fields(settings)}
+    rows = []
+    for attr in doc["Attributes"]:
+        what = " ".join(line.strip() for line in attr.desc).replace("``", "`")
+        rows.append(f"| `{attr.name}` | `{defaults.get(attr.name)!r}` | {what} |")
+    return (
+        "# `dfm.settings`\n\n"
+        "Package-wide settings: one object, changed by assignment, e.g.\n"
+        "`dfm.settings.verbosity = 'info'` (log each step, and the INFO lines of scib-metrics)\n"
+        "or `dfm.settings.progress_bar = False`.\n\n"
+        "| setting | default | what it does |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
 def generate_sources() -> None:
     """Write the API pages and copy the tutorial notebooks into the source tree."""
     api = HERE / "api"
     for name in API_MODULES:
         _write_if_changed(api / f"{name}.md", api_page(name))
+    _write_if_changed(api / "settings.md", settings_page())
     tutorials = HERE / "tutorials"
     tutorials.mkdir(exist_ok=True)
     wanted = {p.name: p for p in sorted(NOTEBOOKS.glob("*.ipynb"))}

@@ -125,8 +125,12 @@ dfm.pp.tokenize(adata, recipe="geneformer_v1")  # .obsm['dfm_tokens'], .obs['dfm
 
 tokens = adata.obsm["dfm_tokens"]
 print(f"tokens {tokens.shape}, median {int(adata.obs['dfm_n_tokens'].median())} genes per cell")
-first = tokens[0][tokens[0] >= 4][:5]
-print("cell 0, top genes:", list(adata.var_names[first - 4]))""",
+first = tokens[0][tokens[0] >= 4][:5]  # token id - 4 = position in var_names
+# Gene symbols where the data has a column of them; this set has Ensembl ids only.
+symbol_col = next((c for c in ("gene_symbols", "symbol", "feature_name") if c in adata.var), None)
+genes = adata.var[symbol_col] if symbol_col else adata.var_names.to_series()
+kind = "gene symbols" if symbol_col else "Ensembl ids; the data has no gene symbols"
+print(f"cell 0, top 5 genes ({kind}):", ", ".join(genes.iloc[first - 4]))""",
     ),
     (
         MD,
@@ -142,7 +146,12 @@ millions of cells: see the external-models tutorial for importing those.""",
         CODE,
         """model = dfm.tl.pretrain(adata, epochs=EPOCHS, seed=0)
 model.save(outdir / "model")  # reload with dfm.models.load(outdir / "model")
-print(model.metadata["training"])""",
+t = model.metadata["training"]
+print(
+    f"{t['epochs_run']} epochs ({t['steps']} steps of {t['batch_size']} cells); best "
+    f"validation loss {t['best_val_loss']:.3f} at epoch {t['best_epoch']}"
+    + (" (stopped early)" if t["stopped_early"] else "")
+)""",
     ),
     (
         PLOT,
@@ -169,6 +178,16 @@ sc.tl.leiden(
     adata, flavor="igraph", n_iterations=2, directed=False, random_state=0, key_added="leiden_dfm"
 )
 sc.pl.umap(adata, color=["cell_type", "batch", "leiden_dfm"], wspace=0.45)""",
+    ),
+    (
+        MD,
+        """What the figure shows: the five cell lines (left) lie in separate regions, so the embedding
+keeps the biology. Within each cell line, though, the cells group by protocol (middle: the
+colours form patches, e.g. Drop-seq and CEL-seq2 apart from the three CEL-seq2 plates), and
+Leiden (right) can cut a cell line along those patches. The model was trained without the
+batch labels, so nothing removed the protocol differences; the Harmony baseline below merges
+the protocols within each cell line. (`dfm.tl.pretrain(adata, batch_key="batch")` trains the
+model to remove them as well, with an adversarial batch classifier.)""",
     ),
     (
         CODE,
@@ -199,6 +218,7 @@ bio-conservation and batch-correction metrics. The baselines are computed from t
     baseline_key_added=True,
     metrics=METRICS,
     name="tutorial",
+    dataset="sc_mixology cell lines",  # names the data in the figure's title
 )
 results.pivot_table(index="metric", columns="embedding", values="value").round(3)""",
     ),
@@ -211,6 +231,13 @@ results.pivot_table(index="metric", columns="embedding", values="value").round(3
     color=("cell_type", "batch"),
     title=("Harmony: cell line", "Harmony: batch"),
 )""",
+    ),
+    (
+        MD,
+        """The same cells after Harmony: each cell line is one group with its protocols mixed (right),
+where the native embedding's UMAP above splits each cell line by protocol. That mixing is what
+the batch-correction scores measure; the header of the scores figure above names the best
+embedding on each aggregate and its margin over the unintegrated PCA.""",
     ),
     (
         MD,
@@ -384,6 +411,7 @@ unintegrated PCA baseline.""",
     baselines=("pca",),
     metrics=METRICS,
     name="external",
+    dataset="sc_mixology cell lines, stand-in embeddings",  # the figure's title
 )
 results.pivot_table(index="metric", columns="embedding", values="value").round(3)""",
     ),
@@ -652,9 +680,26 @@ QUICK = os.environ.get("DFM_TUTORIAL_QUICK") == "1"
 PER_CLASS = 150 if QUICK else 800  # sequences per class (promoter / non-promoter)
 PRETRAIN_EPOCHS = 3 if QUICK else 30
 FINETUNE_EPOCHS = 3 if QUICK else 20
-# The real sequences live in shared/data beside a checkout of the repository
-# (DFM_SHARED_DATA points elsewhere); nothing is downloaded.
-DATA = Path(os.environ.get("DFM_SHARED_DATA", "../shared/data")) / "dna"
+
+
+def shared_data() -> Path:
+    # shared/data beside the repository checkout this notebook runs in, found by looking
+    # upwards from the working directory (notebooks/ when opened in Jupyter or run with
+    # jupyter nbconvert); DFM_SHARED_DATA, if set, wins.
+    if os.environ.get("DFM_SHARED_DATA"):
+        return Path(os.environ["DFM_SHARED_DATA"])
+    for folder in [Path.cwd(), *Path.cwd().parents]:
+        if (folder / "src" / "diffbio_sc").is_dir():  # the repository root
+            return folder.parent / "shared" / "data"
+    raise FileNotFoundError(
+        f"No diffbio_sc checkout above {{Path.cwd()}}: run this notebook from the "
+        "repository's notebooks/ folder, or set DFM_SHARED_DATA to the shared data folder."
+    )
+
+
+# The real sequences live in shared/data beside a checkout of the repository; nothing is
+# downloaded.
+DATA = shared_data() / "dna"
 if not (DATA / "promoters_cnnprom").is_dir():
     raise FileNotFoundError(f"{{DATA}} not found: set DFM_SHARED_DATA to the shared data folder.")
 outdir = Path(tempfile.mkdtemp(prefix="dfm_tutorial_"))  # every file written goes here
@@ -722,7 +767,12 @@ encoder = dfm.tl.pretrain_sequences(
     mdata, mod="dna", config=config, epochs=PRETRAIN_EPOCHS, batch_size=32, seed=0
 )
 encoder.save(outdir / "encoder")  # reload with dfm.models.load(outdir / "encoder")
-encoder.metadata["training"]""",
+t = encoder.metadata["training"]
+print(
+    f"{t['epochs_run']} epochs ({t['steps']} steps of {t['batch_size']} sequences); best "
+    f"validation loss {t['best_val_loss']:.3f} at epoch {t['best_epoch']}"
+    + (" (stopped early)" if t["stopped_early"] else "")
+)""",
     ),
     (
         PLOT,

@@ -524,7 +524,7 @@ def test_benchmark_report_matches_library(capsys, work):
                        "-o", work / "report", *args)  # fmt: skip
     assert rc == 0, err
     assert "annotation probes" in err  # progress bars are on by default
-    assert "knn_macro_f1" in out
+    assert "Best on classification" in out and "kNN macro F1" in out  # verdict, then scores
     got = pd.read_csv(work / "report" / "scores.csv")
     want = dfm.tl.benchmark(
         adata, ["X_good", "X_noise"], "batch", "cell_type", baselines=(), integration=False,

@@ -22,7 +22,8 @@ def test_demo_writes_results(tmp_path, capsys):
     for scores in summary["scores"].values():
         assert 0.0 <= scores["knn_macro_f1"] <= 1.0
     printed = capsys.readouterr().out
-    assert "knn_macro_f1" in printed and "X_pca_baseline" in printed
+    assert "Best on total" in printed and "PCA" in printed  # the verdict leads
+    assert "kNN macro F1" in printed and "Bio conservation" in printed
 
     import anndata as ad
 

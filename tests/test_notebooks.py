@@ -69,6 +69,33 @@ def test_notebook_is_clean_public_and_tagged(path):
     assert "tempfile.mkdtemp" in setup and "DFM_TUTORIAL_QUICK" in setup
 
 
+def test_sequences_notebook_finds_shared_data_from_its_folder(tmp_path):
+    """Run the ordinary way (cwd notebooks/, no DFM_SHARED_DATA), 03 finds ../shared/data.
+
+    The setup cell's ``shared_data()`` is run in a fresh interpreter: from notebooks/ and
+    from a sub-folder of the checkout without the variable, with it (an override), and
+    outside any checkout (a clear error).
+    """
+    setup = _cells(REPO / "notebooks" / "03_sequences.ipynb")[1].source
+    start = setup.index("def shared_data()")
+    func = setup[start : setup.index("\n\n\n", start)]
+    code = "import os\nfrom pathlib import Path\n" + func + "\nprint(shared_data())"
+    env = {k: v for k, v in os.environ.items() if k != "DFM_SHARED_DATA"}
+
+    def run(cwd, **extra):
+        return subprocess.run([sys.executable, "-c", code], cwd=cwd, env={**env, **extra},
+                              capture_output=True, text=True)  # fmt: skip
+
+    expected = str(REPO.parent / "shared" / "data")
+    for cwd in (REPO / "notebooks", REPO / "src" / "diffbio_sc"):
+        out = run(cwd)
+        assert out.returncode == 0 and out.stdout.strip() == expected, out.stderr
+    out = run(REPO / "notebooks", DFM_SHARED_DATA=str(tmp_path))
+    assert out.stdout.strip() == str(tmp_path)
+    out = run(tmp_path)
+    assert out.returncode != 0 and "set DFM_SHARED_DATA" in out.stderr
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """Execute a notebook in quick mode once per session: ``executed(path) -> (nb, cwd)``."""
@@ -138,7 +165,8 @@ def test_docs_build_without_warnings(executed, tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-6000:]
-    pages = ["index", "api", "architecture", "support", "benchmarks", "installation"]
+    pages = ["index", "api", "api/settings", "architecture", "support", "benchmarks"]
+    pages.append("installation")
     if (REPO / "docs" / "cli.md").exists():
         pages.append("cli")  # the command-line page, linked from the index
     for page in pages:

@@ -38,6 +38,21 @@ def test_submodules_exposed():
         dfm.pp.not_a_function  # noqa: B018
 
 
+def test_dir_shows_public_names_only():
+    """dir() / tab completion list what users call, not the package's own helpers."""
+    import diffbio_sc as dfm
+
+    assert dir(dfm) == sorted(dfm.__all__) and "settings" in dir(dfm)
+    for name in SUBPACKAGES:
+        module = getattr(dfm, name)
+        assert dir(module) == sorted(module.__all__), name
+        assert not {"annotations", "lazy_exports", "_EXPORTS"} & set(dir(module)), name
+    # internals stay importable but are not presented as user API
+    for internal in ("BucketedRunner", "register_model", "genomics_models_markdown"):
+        assert internal not in dfm.models.__all__ and internal not in dir(dfm.models)
+        assert callable(getattr(dfm.models, internal))
+
+
 def test_public_functions_document_every_parameter():
     """Every exported function has a numpydoc docstring covering each parameter and the return.
 

@@ -26,6 +26,8 @@ def lazy_exports(
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(exports))
+        # what a user sees (tab completion, dir()): the public names only, not the
+        # helpers of the package's own __init__ (annotations, lazy_exports, _EXPORTS)
+        return sorted(namespace.get("__all__", exports))
 
     return __getattr__, __dir__

@@ -33,6 +33,31 @@ def timed(message: str) -> Iterator[dict]:
     info["elapsed_s"] = elapsed
 
 
+@contextmanager
+def quiet_library(name: str) -> Iterator[None]:
+    """Hide the INFO lines of a library's logger unless ``dfm.settings.verbosity`` asks.
+
+    scib-metrics, for one, logs colour-coded INFO lines ("isolated labels: ...",
+    kBET's per-label notes) through its own handler. Inside this block the logger
+    ``name`` shows warnings and errors only, unless the ``diffbio_sc`` logger is at
+    ``'info'`` or ``'debug'``; its level is restored afterwards. The library is
+    imported first where it is importable, because some set their level on import.
+    """
+    import importlib
+    from importlib.util import find_spec
+
+    if find_spec(name) is not None:
+        importlib.import_module(name)
+    other = logging.getLogger(name)
+    old = other.level
+    if not logger.isEnabledFor(logging.INFO):
+        other.setLevel(max(old, logging.WARNING))
+    try:
+        yield
+    finally:
+        other.setLevel(old)
+
+
 def tqdm(*args, **kwargs):
     """Return a tqdm progress bar that never warns about a missing notebook widget.
 

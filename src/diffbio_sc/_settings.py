@@ -14,7 +14,8 @@ class _Settings:
     ----------
     verbosity
         Logging level name for the ``diffbio_sc`` logger
-        (``'warning'``, ``'info'`` or ``'debug'``).
+        (``'warning'``, ``'info'`` or ``'debug'``). At ``'info'`` or ``'debug'``
+        the INFO lines of scib-metrics are shown too; otherwise they are hidden.
     progress_bar
         Show tqdm progress bars in long loops (training, embedding, streaming).
     chunk_size

@@ -85,7 +85,10 @@ def _full_results(n_emb: int = 4) -> pd.DataFrame:
         for m in AGGREGATES:
             rows.append((emb, m, "aggregate", rng.uniform(0.3, 0.9), np.nan))
     df = pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
-    df.attrs.update(name="full", label_key="cell_type", batch_key="sample", n_cells=500)
+    df.attrs.update(
+        name="full", dataset="PBMC 3 batches", label_key="cell_type", batch_key="sample",
+        n_cells=500,
+    )  # fmt: skip
     return df
 
 
@@ -135,13 +138,70 @@ def test_benchmark_full_table_is_readable_width_with_title_and_footnote(tmp_path
     assert width <= 1600
     assert fig.get_figwidth() * 150 <= 1600
     texts = _table_texts(fig) + [t.get_text() for t in fig.texts]
-    assert "Benchmark 'full'" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text() == "PBMC 3 batches: scores of each embedding"  # the data
     assert any("labels: cell_type" in t and "batches: sample" in t for t in texts)
     assert any("Total = 0.6 * bio conservation + 0.4 * batch correction" in t for t in texts)
     # the columns wrap: every embedding appears once per row of panels
     assert sum(1 for t in texts if t == "X_embedding_0") >= 2
     assert len(_circles(fig)) == 4 * (6 + 11 - 1)  # kbet is n/a
     assert texts.count("n/a") == 4
+
+
+def test_benchmark_table_leads_with_the_verdict_and_explains_constant_metrics():
+    """The figure says which embedding is best and by how much over PCA (tl's verdict)."""
+    df = _full_results(3)
+    df["embedding"] = df["embedding"].replace(
+        {"X_embedding_0": "X_pca_baseline", "X_embedding_1": "X_harmony_baseline"}
+    )
+    df.loc[df.metric == "pcr_comparison", "value"] = 0.0
+    agg = df[df.group == "aggregate"].pivot_table(
+        index="embedding", columns="metric", values="value"
+    )
+    fig = dfm.pl.benchmark(df)
+    texts = [t.get_text() for t in fig.texts]
+    head = next(t for t in texts if t.startswith("Best on bio conservation"))
+    best = agg["total"].idxmax()
+    name = {"X_pca_baseline": "PCA", "X_harmony_baseline": "Harmony"}.get(best, best)
+    line = next(ln for ln in head.splitlines() if ln.startswith("Best on total"))
+    assert line.startswith(f"Best on total: {name} {agg['total'].max():.2f}")
+    if best != "X_pca_baseline":
+        margin = agg["total"].max() - agg.at["X_pca_baseline", "total"]
+        assert line.endswith(f"({margin:+.2f} vs PCA)")
+    foot = next(t for t in texts if "Total = 0.6" in t)
+    assert "PCR comparison is 0.00 for every embedding" in foot
+    assert "avg_batch" in foot and "not comparable" in foot  # the two batch aggregates
+    # each metric sits under its aggregate: the aggregate's bar leads its own group
+    for title, first in (("Bio conservation", "Bio\nconservation"),
+                         ("Batch correction", "Batch\ncorrection")):  # fmt: skip
+        (ax,) = [a for a in fig.axes if any(t.get_text() == title for t in a.texts)]
+        labels = sorted((t for t in ax.texts if t.get_position()[1] == -0.8),
+                        key=lambda t: t.get_position()[0])  # fmt: skip
+        assert labels[0].get_text() == first
+        assert len([p for p in ax.patches if p.get_width() > 0]) == 3  # one bar per embedding
+    # the footnote fits the figure: no line wider than the figure at ~0.062 in a character
+    assert max(len(ln) for ln in foot.splitlines()) <= fig.get_figwidth() / 0.062 + 1
+
+
+def test_benchmark_table_of_sequence_tasks_groups_by_task_with_short_labels():
+    """genomics_tasks scores: a group per task (not 'Annotation'), columns named by score."""
+    rows = [
+        (e, f"promoters_ecoli_{sc}", "annotation", v, np.nan)
+        for e, v in {"kmer_logreg": 0.9, "frozen_probe": 0.7}.items()
+        for sc in ("accuracy", "macro_f1", "mcc", "auroc")
+    ]
+    df = pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
+    fig = dfm.pl.benchmark(df, title="E. coli promoters")
+    texts = _table_texts(fig)
+    assert "Task: promoters_ecoli (test set)" in texts and "Annotation" not in texts
+    assert {"Accuracy", "Macro F1", "MCC", "AUROC"} <= set(texts)
+    assert not any("promoters_ecoli_" in t for t in texts)  # no long, overlapping labels
+    header = [t.get_text() for t in fig.texts]
+    assert any(t.startswith("Best on classification (mean macro F1): kmer_logreg 0.90")
+               for t in header)  # fmt: skip
+    fig = dfm.pl.benchmark(df, kind="bars")
+    assert fig.axes[0].get_title() == "Task: promoters_ecoli (test set)"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "Accuracy", "Macro F1", "MCC", "AUROC"]  # fmt: skip
 
 
 def test_benchmark_figure_is_detached_from_pyplot(results):

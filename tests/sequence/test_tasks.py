@@ -300,3 +300,19 @@ def test_seed_ensemble_of_fine_tuned_encoders():
         dfm.tl.genomics_tasks(
             "splice_junctions", frozen_encoders={"fine_tuned_ensemble": lambda s: s}
         )
+
+
+@pytest.mark.parametrize(
+    ("frozen", "match"),
+    [
+        ([lambda s: s], r"must be a mapping name -> callable.*got a list"),
+        ({"dnabert2": "X_dnabert2"}, r"frozen_encoders\['dnabert2'\] is a str, not a callable"),
+        ({"": lambda s: s}, "must be a non-empty string"),
+        ({3: lambda s: s}, "the name 3 must be a non-empty string"),
+        ({"kmer_logreg": lambda s: s}, "taken by a built-in method; use new names"),
+    ],
+)
+def test_genomics_tasks_names_a_bad_frozen_encoder(frozen, match):
+    """A bad entry is refused up front with the entry named (not Python's dict() error)."""
+    with pytest.raises(DfmInputError, match=match):
+        dfm.tl.genomics_tasks("splice_junctions", frozen_encoders=frozen)

@@ -711,3 +711,192 @@ def test_save_baseline_full_disk_or_error_keeps_previous(tmp_path, monkeypatch):
     # and the previous baseline still reads and compares
     out = dfm.tl.compare_to_baseline(_big_results(2), path)
     assert out.attrs["passed"]
+
+
+# --------------------------------------------------------------------------
+# overflowing input: a clear error up front, not scikit-learn's "Input contains NaN"
+# --------------------------------------------------------------------------
+
+
+def _huge_counts(adata):
+    import scipy.sparse as sp
+
+    X = adata.X.toarray().astype(np.float64)
+    X[:2, :5] = 1e308  # finite, but no float32 (nor a sum of them) holds it
+    adata.X = sp.csr_matrix(X)
+    return adata
+
+
+@pytest.mark.parametrize("baseline", [pca_baseline, harmony_baseline])
+def test_baselines_refuse_counts_near_float_max(baseline):
+    adata = _huge_counts(dfm.datasets.synthetic_counts(60, 40, n_batches=2, seed=0))
+    args = ("batch",) if baseline is harmony_baseline else ()
+    with pytest.raises(DfmInputError, match=r"2 cells in adata\.X sum to more than float32"):
+        baseline(adata, *args)
+    if baseline is harmony_baseline:  # a given PCA that large
+        pca = np.ones((60, 5))
+        pca[7, 2] = 1e308
+        with pytest.raises(DfmInputError, match=r"pca holds values up to 1e\+308 in 1 cells"):
+            baseline(dfm.datasets.synthetic_counts(60, 40, n_batches=2, seed=0), "batch", pca=pca)
+
+
+def test_benchmark_refuses_overflowing_input_and_leaves_adata_unchanged():
+    adata = _make_adata()
+    huge = adata.obsm["X_good"].astype(np.float64)
+    huge[5, 0] = 1e308
+    adata.obsm["X_huge"] = huge
+    # large enough that float32 squared distances overflow, though float32 holds the value
+    adata.obsm["X_big"] = np.where(np.arange(3) == 0, 1e30, adata.obsm["X_good"])
+    kw = {"baselines": (), "metrics": FAST_METRICS, "annotation_methods": "knn"}
+    cases = [
+        ("X_huge", {}, r"'X_huge' holds values up to 1e\+308 in 1 cells"),
+        ("X_big", {}, rf"'X_big' holds values up to 1e\+30 in {N_CELLS} cells.*rescale it"),
+        ("X_good", {"pre_integrated": huge}, "pre_integrated holds values up to 1e"),
+    ]
+    for rep, extra, match in cases:
+        before = _snapshot(adata)
+        with pytest.raises(DfmInputError, match=match):
+            dfm.tl.benchmark(adata, rep, "batch", "cell_type", **kw, **extra)
+        after = _snapshot(adata)
+        assert after[:2] == before[:2]
+    adata = _huge_counts(_make_adata())
+    before = _snapshot(adata)
+    with pytest.raises(DfmInputError, match="sum to more than float32"):
+        dfm.tl.benchmark(adata, "X_good", "batch", "cell_type", **{**kw, "baselines": ("pca",)})
+    assert _snapshot(adata)[:2] == before[:2]
+
+
+def test_scib_metrics_info_lines_hidden_unless_verbosity_asks(monkeypatch):
+    """scib-metrics logs INFO lines (kBET's "... Skip.") through its own colour handler."""
+    import logging
+
+    from diffbio_sc.tl._scoring import _integration
+
+    def kernel(X, labels, batch, *, metrics, **kw):  # stands in for the metrics, logs as kBET
+        logging.getLogger("scib_metrics.metrics._kbet").info("0 consists of a single batch")
+        return {m: 0.5 for m in metrics}, {m: 0.0 for m in metrics}
+
+    monkeypatch.setattr(_integration, "integration_kernel", kernel)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    scib = logging.getLogger("scib_metrics")
+    scib.addHandler(handler)
+    old = dfm.settings.verbosity
+    adata = _make_adata(60)
+    try:
+        dfm.tl.score_integration(
+            adata, "X_good", "batch", "cell_type", metrics=["silhouette_label"]
+        )
+        assert records == []  # hidden by default
+        assert scib.isEnabledFor(logging.INFO)  # the library's own level is restored
+        dfm.settings.verbosity = "info"
+        dfm.tl.score_integration(
+            adata, "X_good", "batch", "cell_type", metrics=["silhouette_label"]
+        )
+        assert [r.getMessage() for r in records] == ["0 consists of a single batch"]
+    finally:
+        dfm.settings.verbosity = old
+        scib.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------
+# the verdict (a pure function of the results table; used by the CLI and the plot)
+# --------------------------------------------------------------------------
+
+
+def _verdict_table() -> pd.DataFrame:
+    """Hand-made results: bio best X_dfm, batch best Harmony, total best X_dfm."""
+    spec = {  # embedding: (bio_conservation, batch_correction)
+        "X_pca_baseline": (0.50, 0.30),
+        "X_dfm": (0.70, 0.40),
+        "X_harmony_baseline": (0.55, 0.60),
+    }
+    rows = []
+    for emb, (bio, batch) in spec.items():
+        rows += [
+            (emb, "knn_macro_f1", "annotation", bio + 0.2, 0.01),
+            (emb, "isolated_labels", "bio", bio, np.nan),
+            (emb, "kmeans_nmi", "bio", bio, np.nan),
+            (emb, "ilisi", "batch", batch, np.nan),
+            (emb, "silhouette_batch", "batch", 0.9, np.nan),
+            (emb, "pcr_comparison", "batch", 0.0, np.nan),
+            (emb, "bio_conservation", "aggregate", bio, np.nan),
+            (emb, "batch_correction", "aggregate", batch, np.nan),
+            (emb, "total", "aggregate", 0.6 * bio + 0.4 * batch, np.nan),
+            (emb, "avg_batch", "aggregate", 0.88, np.nan),
+        ]
+    return pd.DataFrame(rows, columns=["embedding", "metric", "group", "value", "sd"])
+
+
+def test_verdict_names_the_best_and_its_margin_over_pca():
+    from diffbio_sc.tl._scoring._verdict import verdict
+
+    v = verdict(_verdict_table())
+    leads = {lead.category: lead for lead in v.leads}
+    assert list(leads) == ["bio_conservation", "batch_correction", "total"]
+    bio, batch, total = leads["bio_conservation"], leads["batch_correction"], leads["total"]
+    assert (bio.best, bio.value) == ("X_dfm", 0.70)
+    assert bio.over_reference == pytest.approx(0.20)  # 0.70 - PCA's 0.50
+    assert (bio.runner_up, bio.over_runner_up) == ("X_harmony_baseline", pytest.approx(0.15))
+    assert (batch.best, batch.over_reference) == ("X_harmony_baseline", pytest.approx(0.30))
+    # total = 0.6 bio + 0.4 batch: X_dfm 0.58, Harmony 0.57, PCA 0.42
+    assert (total.best, total.over_reference) == ("X_dfm", pytest.approx(0.16))
+    assert total.sentence() == (
+        "Best on total: X_dfm (0.58): +0.16 over PCA (0.42); +0.01 over the next, Harmony (0.57)"
+    )
+    # PCR comparison is 0 for every method and says why; silhouette batch constant too
+    assert set(v.constant) == {"pcr_comparison", "silhouette_batch"}
+    assert v.constant["pcr_comparison"][0] == 0.0
+    text = "\n".join(v.lines())
+    assert "PCR comparison is 0.00 for every embedding" in text and "unintegrated PCA" in text
+    # the two kinds of batch aggregate are explained whenever both are present
+    assert any("avg_batch" in n and "not comparable" in n for n in v.notes)
+
+
+def test_verdict_when_pca_wins_ties_and_without_integration():
+    from diffbio_sc.tl._scoring._verdict import verdict
+
+    df = _verdict_table()
+    df.loc[(df.embedding == "X_pca_baseline") & (df.metric == "total"), "value"] = 0.9
+    df.loc[(df.embedding == "X_harmony_baseline") & (df.metric == "bio_conservation"), "value"] = (
+        0.698  # within rounding of X_dfm's 0.70: a tie
+    )
+    leads = {lead.category: lead for lead in verdict(df).leads}
+    total = leads["total"]
+    assert total.best == "X_pca_baseline" and total.reference is None  # no margin over itself
+    assert total.sentence().startswith("Best on total: PCA (0.90): +0.32 over the next, X_dfm")
+    assert leads["bio_conservation"].tied == ("X_harmony_baseline",)
+    assert "tied with Harmony" in leads["bio_conservation"].sentence()
+    # annotation-only results (genomics_tasks): best by mean macro F1, no PCA to compare to
+    ann = pd.DataFrame(
+        [
+            ("kmer_logreg", "promoters_ecoli_macro_f1", "annotation", 0.9, np.nan),
+            ("kmer_logreg", "promoters_ecoli_mcc", "annotation", 0.8, np.nan),
+            ("frozen_probe", "promoters_ecoli_macro_f1", "annotation", 0.7, np.nan),
+            ("frozen_probe", "promoters_ecoli_mcc", "annotation", 0.99, np.nan),
+        ],
+        columns=["embedding", "metric", "group", "value", "sd"],
+    )
+    (lead,) = verdict(ann).leads
+    assert (lead.category, lead.best, lead.runner_up) == ("classification", "kmer_logreg",
+                                                          "frozen_probe")  # fmt: skip
+    assert lead.over_runner_up == pytest.approx(0.2) and lead.reference is None
+
+
+def test_format_results_leads_with_the_verdict_and_groups_metrics():
+    from diffbio_sc.tl._scoring._verdict import format_results
+
+    text = format_results(_verdict_table(), title="cell lines")
+    lines = text.splitlines()
+    assert lines[0] == "cell lines"
+    assert lines[2].startswith("  Best on bio conservation: X_dfm (0.70)")
+    names = [ln.strip().split("  ")[0] for ln in lines]
+    # each metric sits under its aggregate; silhouette batch under avg_batch, not batch
+    order = ["Bio conservation", "Isolated labels", "KMeans NMI", "Batch correction",
+             "iLISI", "PCR comparison", "Total"]  # fmt: skip
+    assert [n for n in names if n in order] == order
+    assert names.index("Silhouette batch (in avg_batch only)") > names.index("avg_batch")
+    header = next(ln for ln in lines if ln.startswith("Scores"))
+    assert header.split()[1:] == ["X_dfm", "Harmony", "PCA"]  # best in total first
+    assert "Notes:" in lines and "PCR comparison is 0.00 for every embedding" in text

@@ -55,9 +55,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     with atomic_path(out / "scores.png", what="scores figure") as tmp:
         fig.savefig(tmp, dpi=args.dpi, facecolor="white", bbox_inches="tight")
     plt.close(fig)
-    if not args.quiet:
-        table = results.pivot_table(index="metric", columns="embedding", values="value")
-        print(table.round(3).to_string(), flush=True)
+    if not args.quiet:  # the verdict first, then the scores grouped under their aggregate
+        from ..tl._scoring._verdict import format_results
+
+        print(format_results(results, title=f"{args.dataset or src.stem}"), flush=True)
     say(f"wrote {out / 'scores.csv'} and {out / 'scores.png'}")
     return 0
 

@@ -5,13 +5,17 @@ that ``import diffbio_sc`` does not import JAX.
 
 * ``MaskedExpressionModel`` / ``MaskedExpressionConfig``: the native model.
 * ``load(path)``: rebuild any saved model (its class is read from ``config.json``).
-* ``ModelConfig``, ``SavedModel``, ``register_model``, ``ModelFormatError``: the
-  base every saveable model builds on (``models/_base.py``).
+* ``ModelConfig``, ``SavedModel``, ``ModelFormatError``: the base every saveable model
+  builds on (``models/_base.py``).
 * ``fit``, ``TrainConfig``, ``TrainResult``: the shared training loop (``models/_train.py``).
 * ``load_checkpoint``, ``CheckpointModel``: published Geneformer / scGPT checkpoints
-  (``BertEncoder``, ``ScGPTEncoder``), and ``BucketedRunner`` for length-bucketed inference;
-  GENERator / Nucleotide Transformer (v1, v2) DNA checkpoints load as ``DnaCheckpointModel``
-  (``LlamaDecoder``, ``EsmEncoder``).
+  (``BertEncoder``, ``ScGPTEncoder``); GENERator / Nucleotide Transformer (v1, v2) DNA
+  checkpoints load as ``DnaCheckpointModel`` (``LlamaDecoder``, ``EsmEncoder``).
+
+Internals for the package's own code and its developers (importable, not listed in
+``__all__``, ``dir()`` or the API reference): ``register_model`` (the class registry behind
+``load``), ``BucketedRunner`` (length-bucketed inference) and ``genomics_models_markdown``
+(the documentation's table of ``GENOMICS_MODELS``).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ _EXPORTS = {
     "create_dna_encoder": "._sequence",
     "create_rna_encoder": "._sequence",
 }
-__all__ = list(_EXPORTS)
+#: Importable for the package's developers, but not user API.
+_INTERNAL = ("BucketedRunner", "genomics_models_markdown", "register_model")
+__all__ = [name for name in _EXPORTS if name not in _INTERNAL]
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -19,6 +21,41 @@ _GROUP_TITLES = {
     "aggregate": "Aggregate score",
 }
 _KINDS = ("table", "dots", "bars")
+#: ``<task>_<score>`` metrics of dfm.tl.genomics_tasks (classification on a test set).
+_TASK_METRIC = re.compile(
+    r"^(?P<task>.+?)_(?P<score>accuracy|balanced_accuracy|macro_f1|mcc|auroc)$"
+)
+_SCORE_LABELS = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "macro_f1": "Macro F1",
+    "mcc": "MCC",
+    "auroc": "AUROC",
+}
+_TASK = "task:"  # group of a genomics task's scores: one column group per task
+
+
+def _group_title(group: str) -> str:
+    if group.startswith(_TASK):
+        return f"Task: {group[len(_TASK) :]} (test set)"
+    return _GROUP_TITLES.get(group, group)
+
+
+def _label(group: str, metric: str) -> str:
+    """Column label: the score alone under a task's group title, else the metric's name."""
+    if group.startswith(_TASK):
+        match = _TASK_METRIC.match(metric)
+        return _SCORE_LABELS[match["score"]] if match else metric
+    return metric_label(metric)
+
+
+def _column_label(group: str, metric: str) -> str:
+    """Return the table's column label on at most two short lines (no overlap)."""
+    label = _label(group, metric)
+    if " " not in label and "_" in label:
+        label = label.replace("_", " ")
+    lines = textwrap.wrap(label, 11, break_long_words=False) or [label]
+    return "\n".join([lines[0], " ".join(lines[1:])]) if len(lines) > 1 else lines[0]
 
 
 def _fmt(v: float) -> str:
@@ -40,6 +77,14 @@ def _select(df: pd.DataFrame, column: str, wanted, what: str) -> pd.DataFrame:
 def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFrame, list, list]:
     """Return ``(tidy table, column order as (group, metric), embedding order)``."""
     df = results_frame(results, name=name)
+    # genomics_tasks scores (<task>_<score>, not the kNN / LogReg annotation probes):
+    # one column group per task, titled by the task, the columns by the score
+    probe = df["metric"].str.startswith(("knn_", "logreg_"))
+    tasks = df["metric"].str.extract(_TASK_METRIC)["task"]
+    is_task = (df["group"] == "annotation") & ~probe & tasks.notna()
+    if is_task.any():
+        df = df.copy()
+        df["task"] = np.where(is_task, _TASK + tasks.fillna(""), "")
     if groups is not None:
         groups = [groups] if isinstance(groups, str) else list(groups)
         bad = [g for g in groups if g not in _GROUP_ORDER]
@@ -50,6 +95,9 @@ def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFram
     df = _select(df, "embedding", embeddings, "Embedding(s)")
     if df.empty:
         raise DfmInputError("Nothing to plot: no scores left after the selection.")
+    if "task" in df.columns:
+        df = df.assign(group=np.where(df["task"] != "", df["task"], df["group"]))
+        df = df.drop(columns="task")
     order = {g: i for i, g in enumerate(_GROUP_ORDER)}
     first = {}
     for i, (g, m) in enumerate(zip(df["group"], df["metric"], strict=True)):
@@ -67,6 +115,25 @@ def _prepare(results, *, name, metrics, groups, embeddings) -> tuple[pd.DataFram
     else:
         emb = embeddings
     return df, cols, emb
+
+
+#: Aggregates drawn as the first column of the group they average (table kind).
+_LEADING = {"bio_conservation": "bio", "batch_correction": "batch"}
+
+
+def _aggregates_lead_their_groups(cols: list) -> list:
+    """Move Bio conservation / Batch correction to the head of their own group's columns.
+
+    The metrics then sit under their aggregate; Total and scIB's avg_bio / avg_batch stay
+    in the aggregate group (a footnote says how they differ).
+    """
+    cols = list(cols)
+    for metric, group in _LEADING.items():
+        if ("aggregate", metric) in cols and any(g == group for g, _ in cols):
+            cols.remove(("aggregate", metric))
+            first = next(i for i, (g, _) in enumerate(cols) if g == group)
+            cols.insert(first, (group, metric))
+    return cols
 
 
 def _chunks(cols: list, per_row: int) -> list[list]:
@@ -111,7 +178,7 @@ def _draw_panel(ax, val, cols, emb, *, cmap, name_w):
                 continue
             c = cmap(norm(np.clip(v, 0.0, 1.0)))
             lum = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
-            if g == "aggregate":
+            if g == "aggregate" or m in _LEADING:
                 w = 0.85 * float(np.clip(v, 0, 1))
                 ax.barh(r, w, left=x - 0.425, height=0.62, color=c, edgecolor="0.3", lw=0.4)
                 ax.text(
@@ -136,9 +203,7 @@ def _draw_panel(ax, val, cols, emb, *, cmap, name_w):
                     zorder=3,
                     color="white" if lum < 0.5 else "black",
                 )
-        ax.text(
-            x, -0.8, metric_label(m).replace(" ", "\n", 1), ha="center", va="bottom", fontsize=8
-        )
+        ax.text(x, -0.8, _column_label(g, m), ha="center", va="bottom", fontsize=8)
     start = 0
     for i in range(1, len(cols) + 1):
         if i == len(cols) or cols[i][0] != cols[start][0]:
@@ -148,7 +213,7 @@ def _draw_panel(ax, val, cols, emb, *, cmap, name_w):
             ax.text(
                 (left + rgt) / 2,
                 -1.65,
-                _GROUP_TITLES.get(g, g),
+                _group_title(g),
                 ha="center",
                 va="bottom",
                 fontsize=9,
@@ -164,7 +229,7 @@ def _draw_panel(ax, val, cols, emb, *, cmap, name_w):
     return xs  # noqa: RET504
 
 
-def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in):
+def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in, leads=(), notes=()):
     """Draw the scib-style results table, wrapped into rows no wider than ``max_width_in``."""
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
@@ -172,17 +237,23 @@ def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in):
     from matplotlib.colors import Normalize
 
     val = df.pivot_table(index="embedding", columns="metric", values="value", aggfunc="first")
+    cols = _aggregates_lead_their_groups(cols)
     cm = colormaps[cmap]
     name_w = max(1.6, 0.1 * max(len(e) for e in emb) + 0.3)
     per_row = max(1, int((max_width_in - name_w - 0.35) // 0.95))
     rows = _chunks(cols, per_row)
     widest = max(len(r) for r in rows)
     panel_h = 1.3 + 0.5 * len(emb)
-    aggs = [m for g, m in cols if g == "aggregate" and m in AGGREGATE_FORMULAS]
-    foot_h = 0.25 + 0.16 * len(aggs)
-    head_h = 0.35 + (0.2 if subtitle else 0.0)
+    aggs = [m for _, m in cols if m in AGGREGATE_FORMULAS]
+    width = figsize[0] if figsize is not None else name_w + 0.95 * widest + 0.35
+    # footnote: what each aggregate is, then the notes of the verdict, wrapped to the width
+    foot = [f"{metric_label(m)} = {AGGREGATE_FORMULAS[m]}" for m in aggs]
+    for note in notes:
+        foot += textwrap.wrap(note, max(40, int(width / 0.062)))
+    foot_h = 0.25 + 0.13 * len(foot)
+    head_h = 0.35 + (0.2 if subtitle else 0.0) + 0.18 * len(leads)
     if figsize is None:
-        figsize = (name_w + 0.95 * widest + 0.35, head_h + panel_h * len(rows) + foot_h + 0.45)
+        figsize = (width, head_h + panel_h * len(rows) + foot_h + 0.45)
     fig = plt.figure(figsize=figsize)
     H = figsize[1]
     top = 1.0 - head_h / H
@@ -197,16 +268,20 @@ def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in):
     bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cm), cax=cax, orientation="horizontal")
     bar.set_label("score (colour = value; 0 worst, 1 best)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    if aggs:
-        notes = "\n".join(f"{metric_label(m)} = {AGGREGATE_FORMULAS[m]}" for m in aggs)
-        fig.text(0.01, 0.02 / H * 4, notes, ha="left", va="bottom", fontsize=7, color="0.25")
+    if foot:
+        fig.text(0.01, 0.08 / H, "\n".join(foot), ha="left", va="bottom", fontsize=7, color="0.25")
     fig.suptitle(title, x=0.01, ha="left", y=1.0 - 0.08 / H, va="top", fontsize=11)
+    y = 0.32
     if subtitle:
-        fig.text(0.01, 1.0 - 0.32 / H, subtitle, ha="left", va="top", fontsize=8.5, color="0.3")
+        fig.text(0.01, 1.0 - y / H, subtitle, ha="left", va="top", fontsize=8.5, color="0.3")
+        y += 0.2
+    if leads:  # the verdict: which embedding is best, and by how much over PCA
+        fig.text(0.01, 1.0 - y / H, "\n".join(leads), ha="left", va="top", fontsize=8.5,
+                 fontweight="bold", linespacing=1.35)  # fmt: skip
     return fig
 
 
-def _chart(df, cols, emb, *, kind, figsize, title):
+def _chart(df, cols, emb, *, kind, figsize, title, leads=(), notes=()):
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(g for g, _ in cols))
@@ -252,8 +327,8 @@ def _chart(df, cols, emb, *, kind, figsize, title):
                     x + off, v, yerr=s, fmt="o", color=color, label=e, ms=6, capsize=2, lw=0.8
                 )
         ax.set_xticks(x)
-        ax.set_xticklabels([metric_label(m) for m in mets], rotation=45, ha="right", fontsize=8)
-        ax.set_title(_GROUP_TITLES.get(g, g), fontsize=10)
+        ax.set_xticklabels([_label(g, m) for m in mets], rotation=45, ha="right", fontsize=8)
+        ax.set_title(_group_title(g), fontsize=10)
         ax.set_ylim(min(0.0, np.nanmin(val.to_numpy()) - 0.05), 1.05)
         ax.grid(axis="y", lw=0.4, alpha=0.6)
         ax.set_xlim(-0.6, len(mets) - 0.4)
@@ -268,10 +343,44 @@ def _chart(df, cols, emb, *, kind, figsize, title):
         frameon=False,
         bbox_to_anchor=(0.5, 1.0),
     )
-    if title:
-        fig.suptitle(title, y=1.06, fontsize=11)
+    head = "\n".join([title, *leads]) if title else "\n".join(leads)
+    if head:
+        fig.suptitle(head, y=1.06 + 0.045 * len(leads), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
+    shown = {m for _, m in cols}
+    aggs = [m for m in AGGREGATE_FORMULAS if m in shown]
+    foot = [f"{metric_label(m)} = {AGGREGATE_FORMULAS[m]}" for m in aggs]
+    for note in notes:  # below the axes: saved and shown with bbox_inches='tight'
+        foot += textwrap.wrap(note, max(40, int(fig.get_figwidth() / 0.062)))
+    if foot:
+        fig.text(0.01, -0.02, "\n".join(foot), ha="left", va="top", fontsize=7, color="0.25")
     return fig
+
+
+def _default_title(results, name: str) -> str:
+    """Return a title that names the data: the dataset, else the tasks, else the cells."""
+    from anndata import AnnData
+
+    info: Mapping = {}
+    if isinstance(results, AnnData):
+        info = report_of(results, name).get("inputs", {})
+    elif isinstance(results, Mapping):
+        info = results.get("inputs", {})
+        if not info and isinstance(results.get("tasks"), Mapping):  # a genomics_tasks report
+            info = {"tasks": list(results["tasks"])}
+    elif isinstance(results, pd.DataFrame):
+        info = dict(results.attrs)
+        report = info.get("report")
+        if isinstance(report, Mapping) and isinstance(report.get("tasks"), Mapping):
+            info["tasks"] = list(report["tasks"])
+    dataset = info.get("dataset")
+    if isinstance(dataset, str) and dataset.strip():
+        return f"{dataset}: scores of each embedding"
+    if info.get("tasks"):
+        return "Sequence tasks: " + ", ".join(map(str, info["tasks"]))
+    if info.get("n_cells"):
+        return f"Scores of each embedding on {int(info['n_cells']):,} cells"
+    return "Scores of each embedding"
 
 
 def _describe(results, name: str) -> tuple[str | None, str | None]:
@@ -287,9 +396,7 @@ def _describe(results, name: str) -> tuple[str | None, str | None]:
         info = results.get("inputs", {})
     elif isinstance(results, pd.DataFrame):
         info, report_name = results.attrs, results.attrs.get("name")
-    parts = []
-    if info.get("dataset"):
-        parts.append(f"dataset: {info['dataset']}")
+    parts = []  # the dataset is in the title
     if info.get("label_key"):
         parts.append(f"labels: {info['label_key']}")
     if info.get("batch_key"):
@@ -319,12 +426,21 @@ def benchmark(
 
     ``kind='table'`` draws the scib-style results table: one row per embedding
     (best ``total`` first), one column per metric grouped into annotation, bio
-    conservation, batch correction and aggregate scores; metric values are
+    conservation, batch correction and aggregate scores (the scores of
+    :func:`~diffbio_sc.tl.genomics_tasks` are grouped by task); the Bio conservation
+    and Batch correction aggregates lead their own groups, so each metric sits
+    under its aggregate, and Total, ``avg_bio`` and ``avg_batch`` close the table; metric values are
     circles, aggregate scores are bars, and every cell is coloured by its value
     on one 0-1 scale shown in a colour legend (so equal numbers have equal
     colours). Columns wrap into several rows so that the figure is at most
-    ``max_width`` pixels wide at ``dpi``; the title names the report and the
-    subtitle the label and batch keys; a footnote says what each aggregate is.
+    ``max_width`` pixels wide at ``dpi``. The title names the data, the subtitle
+    the label and batch keys, and the verdict follows: the best embedding on bio
+    conservation, on batch correction and in total, with its margin over the PCA
+    baseline (or, without integration metrics, the best on the classification
+    scores). A footnote says what each aggregate is, how the Benchmarker's
+    aggregates differ from scIB's ``avg_bio`` / ``avg_batch``, and why a metric
+    that has the same value for every embedding (e.g. ``pcr_comparison`` at 0)
+    ranks nothing.
     ``kind='dots'`` and ``kind='bars'`` draw one panel per group with the metrics
     on the x axis, one colour per embedding and the fold standard deviation as
     error bars (annotation scores).
@@ -346,7 +462,8 @@ def benchmark(
     figsize
         Figure size in inches; chosen from the table size when ``None``.
     title
-        Figure title; default ``'Benchmark <name>'``.
+        Figure title; by default it names the data: the ``dataset`` given to
+        :func:`~diffbio_sc.tl.benchmark`, else the tasks or the number of cells.
     save
         Path of an image to write (format from the suffix, e.g. ``.png``); written
         atomically.
@@ -382,16 +499,24 @@ def benchmark(
     df, cols, emb = _prepare(
         results, name=name, metrics=metrics, groups=groups, embeddings=embeddings
     )
-    report_name, subtitle = _describe(results, name)
+    from ..tl._scoring._verdict import verdict
+
+    _, subtitle = _describe(results, name)
     if title is None:
-        title = f"Benchmark {report_name!r}" if report_name else "Benchmark"
+        title = _default_title(results, name)
+    full = results_frame(results, name=name)
+    said = verdict(full[full["embedding"].isin(emb)])
+    leads = said.short_lines()
+    notes = said.lines()[len(said.leads) :]  # constant metrics, the two kinds of aggregate
     if kind == "table":
         fig = _table(
             df, cols, emb, cmap=cmap, figsize=figsize, title=title, subtitle=subtitle,
-            max_width_in=max_width / dpi,
+            max_width_in=max_width / dpi, leads=leads, notes=notes,
         )  # fmt: skip
     else:
-        fig = _chart(df, cols, emb, kind=kind, figsize=figsize, title=title)
+        fig = _chart(
+            df, cols, emb, kind=kind, figsize=figsize, title=title, leads=leads, notes=notes
+        )
     if save is not None:
         from ..io._atomic import atomic_path
 

@@ -31,6 +31,26 @@ from .._validate import (
 _HARMONY_HINT = "pip install diffbio_sc[harmony]"
 
 
+def _check_totals_fit_float32(X, obs_names, where: str) -> None:
+    """Raise if a cell's total does not fit float32, where scanpy normalises it.
+
+    Values near 1e308 pass the finiteness check but overflow once summed or cast to
+    float32, and scikit-learn then reports "Input contains NaN"; say what is wrong instead.
+    """
+    limit = float(np.finfo(np.float32).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    bad = np.flatnonzero(~(totals <= limit))
+    if bad.size:
+        names = [str(n) for n in obs_names[bad[:5]]]
+        raise DfmInputError(
+            f"The values of {bad.size} cells in {where} sum to more than float32 can hold "
+            f"(about 3.4e38), e.g. {names}; the baseline normalises the counts in float32, "
+            "where they overflow. These are not counts: pass the raw counts with layer= "
+            "or rescale the values."
+        )
+
+
 def _log_normalised_hvg_copy(adata, *, layer: str | None, n_top_genes: int):
     """Return a new AnnData of log-normalised counts restricted to the HVGs."""
     import scanpy as sc
@@ -49,6 +69,7 @@ def _log_normalised_hvg_copy(adata, *, layer: str | None, n_top_genes: int):
         where=where,
         fix="The PCA baseline expects raw counts (it normalises and log-transforms them).",
     )
+    _check_totals_fit_float32(X, adata.obs_names, where)
     if data.dtype.kind == "f" and data.size and not np.all(data == np.round(data)):
         warnings.warn(
             f"{where} holds non-integer values, but the PCA baseline normalises and "
@@ -203,6 +224,9 @@ def harmony_baseline(
         raise DfmInputError(
             f"pca must be a finite (n_cells={adata.n_obs}, n_comps) array, got shape {pca.shape}."
         )
+    from ._scoring._checks import check_magnitude
+
+    check_magnitude(pca, "pca", adata.obs_names)  # values near 1e308: our error, not NaN
     meta = pd.DataFrame({"batch": np.asarray(batch.astype(str))}, index=adata.obs_names)
     hp_logger = logging.getLogger("harmonypy")
     old_level = hp_logger.level

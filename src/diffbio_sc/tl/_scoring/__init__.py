@@ -6,6 +6,8 @@
   :func:`score_integration` (a plan built once, then run per embedding);
 * ``_benchmark``: :func:`benchmark`, several embeddings and baselines with the same plans;
 * ``_guard``: :func:`save_baseline` / :func:`compare_to_baseline`.
+* ``_verdict``: the verdict of a results table (best embedding per aggregate, margin
+  over PCA) and its text report, shared by the CLI and ``dfm.pl.benchmark``.
 
 Metric names and the result schema live in :mod:`diffbio_sc._schema` (shared with ``pl``).
 """

@@ -105,7 +105,36 @@ def get_rep(adata, use_rep: str, dtype=np.float32) -> np.ndarray:
     """
     if not isinstance(use_rep, str):
         raise TypeError(f"use_rep must be an .obsm key (a string) or 'X', got {use_rep!r}.")
-    return np.ascontiguousarray(check_obsm_rep(adata, use_rep), dtype=dtype)
+    rep = check_obsm_rep(adata, use_rep)
+    check_magnitude(rep, repr(use_rep), adata.obs_names)
+    return np.ascontiguousarray(rep, dtype=dtype)
+
+
+def check_magnitude(X: np.ndarray, what: str, obs_names=None) -> None:
+    """Raise if values are so large that the metrics' float32 distances would overflow.
+
+    The probes and scib-metrics compute in float32: a value above about 3.4e38
+    becomes infinite on conversion, and squared distances overflow long before
+    that. Values beyond ``sqrt(float32 max / (4 d))`` (about 9e18 / sqrt(d)) are
+    refused up front, instead of surfacing as scikit-learn's "Input contains NaN".
+    """
+    if X.size == 0:
+        return
+    limit = float(np.sqrt(np.finfo(np.float32).max / (4.0 * max(1, X.shape[1]))))
+    with np.errstate(over="ignore", invalid="ignore"):
+        peak = np.abs(X, dtype=np.float64).max(axis=1)
+    bad = np.flatnonzero(~(peak <= limit))
+    if bad.size:
+        where = ""
+        if obs_names is not None:
+            names = [str(n) for n in obs_names[bad[:5]]]
+            where = f", e.g. {names}" + (" ..." if bad.size > 5 else "")
+        raise DfmInputError(
+            f"{what} holds values up to {float(peak.max()):.3g} in {bad.size} cells{where}; "
+            f"the scores compute distances in float32, which overflow beyond about "
+            f"{limit:.2g} in {X.shape[1]} dimensions. An embedding is not expected to be "
+            "this large: rescale it (e.g. divide by its standard deviation) or recompute it."
+        )
 
 
 def codes(col: pd.Series) -> np.ndarray:
@@ -188,10 +217,10 @@ def check_pre_integrated(adata, pre_integrated) -> np.ndarray | str | None:
             f"pre_integrated must be a numeric (n_cells={adata.n_obs}, n_dims) array, an "
             f".obsm key or None, got shape {X_pre.shape} of dtype {X_pre.dtype}."
         )
-    X_pre = np.ascontiguousarray(X_pre, dtype=np.float32)
     if not np.isfinite(X_pre).all():
         raise DfmInputError("pre_integrated holds NaN or infinite values.")
-    return X_pre
+    check_magnitude(X_pre, "pre_integrated", adata.obs_names)
+    return np.ascontiguousarray(X_pre, dtype=np.float32)
 
 
 def describe_pre_integrated(pre_integrated) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._logging import timed
+from ..._logging import quiet_library, timed
 from ..._schema import group_of
 from ..._validate import check_adata, check_int, check_key, check_obs_key, check_seed
 from ._checks import (
@@ -105,18 +105,19 @@ def run_integration(
     X: np.ndarray, plan: IntegrationPlan, *, pcr_pre: float | None = None, neighbors=None
 ) -> dict[str, Any]:
     """Metrics, groups, aggregates and timings of one embedding array under ``plan``."""
-    values, timings = integration_kernel(
-        X,
-        plan.labels,
-        plan.batch,
-        metrics=plan.metrics,
-        neighbors=neighbors,
-        pcr_pre=pcr_pre,
-        seed=plan.seed,
-        knn_method=plan.knn_method,
-        n_jobs=plan.n_jobs,
-        chunk_size=plan.chunk_size,
-    )
+    with quiet_library("scib_metrics"):  # its INFO lines only where verbosity asks
+        values, timings = integration_kernel(
+            X,
+            plan.labels,
+            plan.batch,
+            metrics=plan.metrics,
+            neighbors=neighbors,
+            pcr_pre=pcr_pre,
+            seed=plan.seed,
+            knn_method=plan.knn_method,
+            n_jobs=plan.n_jobs,
+            chunk_size=plan.chunk_size,
+        )
     agg, agg_inputs = aggregate_scores(values)
     return {
         "metrics": values,

@@ -79,6 +79,40 @@ __all__ = [
 ]
 
 
+def _check_frozen_encoders(frozen_encoders) -> dict:
+    """Return ``frozen_encoders`` as a dict ``name -> callable``, or raise naming the entry."""
+    from collections.abc import Mapping
+
+    reserved = [*METHODS, ENSEMBLE]
+    if frozen_encoders is None:
+        return {}
+    if not isinstance(frozen_encoders, Mapping):
+        kind = type(frozen_encoders).__name__
+        raise DfmInputError(
+            f"frozen_encoders must be a mapping name -> callable, e.g. "
+            f"{{'dnabert2': lookup}}, got a {kind}. Give each encoder the name it is to be "
+            "reported under (the names are the rows of the results table)."
+        )
+    for name, fn in frozen_encoders.items():
+        if not isinstance(name, str) or not name.strip():
+            raise DfmInputError(
+                f"frozen_encoders: the name {name!r} must be a non-empty string (the row name "
+                "in the results table)."
+            )
+        if name in reserved:
+            raise DfmInputError(
+                f"frozen_encoders: the name {name!r} is taken by a built-in method; use "
+                f"new names (not one of {reserved})."
+            )
+        if not callable(fn):
+            raise DfmInputError(
+                f"frozen_encoders[{name!r}] is a {type(fn).__name__}, not a callable: pass a "
+                "function that maps a list of sequences to an (n, d) array, e.g. "
+                "dfm.tl.embedding_lookup(...) over imported embeddings."
+            )
+    return dict(frozen_encoders)
+
+
 def genomics_tasks(
     tasks=tuple(TASKS),
     *,
@@ -180,14 +214,7 @@ def genomics_tasks(
     bad = [t for t in task_list if t not in TASKS]
     if bad or not task_list:
         raise DfmInputError(f"Unknown task(s) {bad or task_list}; available: {list(TASKS)}.")
-    frozen = dict(frozen_encoders or {})
-    for name, fn in frozen.items():
-        if not isinstance(name, str) or name in (*METHODS, ENSEMBLE) or not callable(fn):
-            raise DfmInputError(
-                f"frozen_encoders must map new names (not {[*METHODS, ENSEMBLE]}) to "
-                f"callables; got "
-                f"{name!r}: {type(fn).__name__}."
-            )
+    frozen = _check_frozen_encoders(frozen_encoders)
     method_list = [methods] if isinstance(methods, str) else list(methods)
     bad = [m for m in method_list if m not in METHODS]
     if bad or not method_list:
