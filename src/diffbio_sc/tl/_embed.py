@@ -276,6 +276,13 @@ def embed(
                 "This model has no gene vocabulary (it was not trained with "
                 "dfm.tl.pretrain or loaded with dfm.models.load); it cannot tokenize data."
             )
+        try:  # a model whose metadata was set or edited by hand
+            type(model).check_metadata(model.config, meta)
+        except (TypeError, ValueError) as err:
+            raise DfmInputError(
+                f"This model's metadata cannot be used to tokenize data: {err} Use a model "
+                "trained with dfm.tl.pretrain or loaded with dfm.models.load."
+            ) from None
         tok = meta["tokenizer"]
         gene_scale, col_to_token, coverage = gene_mapping(
             meta["genes"],
