@@ -21,7 +21,6 @@ from flax import nnx  # noqa: E402
 import diffbio_sc as dfm  # noqa: E402
 from diffbio_sc._validate import DfmInputError  # noqa: E402
 from diffbio_sc.models import MaskedExpressionConfig  # noqa: E402
-from diffbio_sc.models._base import ModelFormatError  # noqa: E402
 from diffbio_sc.models._masked import create_model  # noqa: E402
 
 SAVED = Path(__file__).parent / "data" / "masked_v2_dd6d1e5"  # genes g0..g9
@@ -153,15 +152,18 @@ def test_saved_model_without_tokenizer_section_is_a_clear_error(tmp_path, cells)
     doc = json.loads((d / "config.json").read_text())
     del doc["metadata"]["tokenizer"]
     (d / "config.json").write_text(json.dumps(doc))
-    with pytest.raises(ModelFormatError, match=r"config\.json has invalid metadata.*'tokenizer'"):
+    with pytest.raises(DfmInputError, match=r"model/config\.json\) has no 'tokenizer' section"):
         dfm.tl.embed(cells, model=d)
     assert "X_dfm" not in cells.obsm and "dfm" not in cells.uns
     # an in-memory model whose metadata lost it: our error, not a KeyError
     m = dfm.models.load(SAVED)
     m.metadata = {k: v for k, v in m.metadata.items() if k != "tokenizer"}
-    with pytest.raises(DfmInputError, match="'tokenizer' section"):
+    with pytest.raises(DfmInputError, match="no 'tokenizer' section"):
         dfm.tl.embed(cells, model=m)
     m.metadata = {**m.metadata, "tokenizer": {"max_tokens": 6}}
-    with pytest.raises(DfmInputError, match="target_sum"):
+    with pytest.raises(DfmInputError, match="no 'target_sum'"):
+        dfm.tl.embed(cells, model=m)
+    m.metadata = {**m.metadata, "medians": [0.0] * 10}
+    with pytest.raises(DfmInputError, match="gene medians must be positive"):
         dfm.tl.embed(cells, model=m)
     assert "X_dfm" not in cells.obsm

@@ -201,8 +201,8 @@ class MaskedExpressionModel(SavedModel):
 
         Each part is checked when present (a model built by hand may have none):
         ``genes`` unique strings with one positive, finite ``medians`` entry each
-        and no more than the vocabulary holds, and then a ``tokenizer`` section
-        with ``target_sum``; ``tokenizer.target_sum`` positive and finite; ``profile_mean`` one finite value per bottleneck gene;
+        and no more than the vocabulary holds; ``tokenizer.target_sum`` positive
+        and finite; ``profile_mean`` one finite value per bottleneck gene;
         ``batch_categories`` one per batch label.
         """
         genes = metadata.get("genes")
@@ -227,16 +227,9 @@ class MaskedExpressionModel(SavedModel):
                     f"genes, e.g. {bad}."
                 )
         tok = metadata.get("tokenizer")
-        if tok is None and genes is not None:
-            raise ValueError(
-                "the 'tokenizer' section (target_sum, max_tokens) is missing: the model's genes "
-                "cannot be tokenized the way it was trained without it."
-            )
         if tok is not None:
             if not isinstance(tok, dict):
                 raise ValueError("'tokenizer' must be an object.")
-            if "target_sum" not in tok and genes is not None:
-                raise ValueError("'tokenizer.target_sum' (the normalisation total) is missing.")
             if "target_sum" in tok:
                 ts = _finite_array("tokenizer.target_sum", [tok["target_sum"]])
                 if not ts[0] > 0:

@@ -52,6 +52,37 @@ def _resolve_model(model):
     )
 
 
+def _tokenizer_settings(model) -> dict:
+    """Return the model's ``tokenizer`` metadata, checked: a clear error where it is unusable.
+
+    A model saved by hand (or whose ``config.json`` was edited) may lack the section
+    or its ``target_sum``; without them its genes cannot be tokenized as in training.
+    """
+    meta = model.metadata
+    saved = model.saved_as
+    where = f" ({saved[0]}/config.json)" if saved is not None else ""
+    fix = (
+        "Use a model trained with dfm.tl.pretrain (or saved from one); the tokenizer settings "
+        "it was trained with cannot be guessed."
+    )
+    try:  # medians, genes and the settings themselves, as load checks them
+        type(model).check_metadata(model.config, meta)
+    except (TypeError, ValueError) as err:
+        raise DfmInputError(f"The model's metadata{where} is not usable: {err} {fix}") from None
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict):
+        raise DfmInputError(
+            f"The model's metadata{where} has no 'tokenizer' section (target_sum, max_tokens): "
+            f"its genes cannot be tokenized the way it was trained. {fix}"
+        )
+    if "target_sum" not in tok:
+        raise DfmInputError(
+            f"The model's 'tokenizer' metadata{where} has no 'target_sum' (the normalisation "
+            f"total of each cell). {fix}"
+        )
+    return tok
+
+
 _FORWARD: list = []
 
 
@@ -276,14 +307,7 @@ def embed(
                 "This model has no gene vocabulary (it was not trained with "
                 "dfm.tl.pretrain or loaded with dfm.models.load); it cannot tokenize data."
             )
-        try:  # a model whose metadata was set or edited by hand
-            type(model).check_metadata(model.config, meta)
-        except (TypeError, ValueError) as err:
-            raise DfmInputError(
-                f"This model's metadata cannot be used to tokenize data: {err} Use a model "
-                "trained with dfm.tl.pretrain or loaded with dfm.models.load."
-            ) from None
-        tok = meta["tokenizer"]
+        tok = _tokenizer_settings(model)
         gene_scale, col_to_token, coverage = gene_mapping(
             meta["genes"],
             np.asarray(meta["medians"], dtype=np.float64),
