@@ -167,3 +167,13 @@ def test_saved_model_without_tokenizer_section_is_a_clear_error(tmp_path, cells)
     with pytest.raises(DfmInputError, match="gene medians must be positive"):
         dfm.tl.embed(cells, model=m)
     assert "X_dfm" not in cells.obsm
+
+
+def test_non_finite_embeddings_are_counted_not_blamed_on_corruption_blindly(cells):
+    m = dfm.models.load(SAVED)
+    emb = np.array(m.gene_embed.embedding.get_value())
+    emb[4:] = 3e38  # every gene token overflows float32 in the LayerNorm
+    m.gene_embed.embedding.set_value(jnp.asarray(emb))
+    with pytest.raises(FloatingPointError, match=r"for 6 of 6 cells \(e\.g\. 'c0'"):
+        dfm.tl.embed(cells, model=m, progress_bar=False)
+    assert "X_dfm" not in cells.obsm

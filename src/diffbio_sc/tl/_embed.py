@@ -336,9 +336,13 @@ def embed(
                 bar.update(stop - start)
         finally:
             bar.close()
-        if not np.isfinite(result).all():
+        bad_rows = ~np.isfinite(result).all(axis=1)
+        if bad_rows.any():
             raise FloatingPointError(
-                "The model produced non-finite embeddings; the model weights are corrupt."
+                f"The model produced non-finite embeddings for {int(bad_rows.sum())} of {n} "
+                f"cells (e.g. {_preview(adata.obs_names[np.flatnonzero(bad_rows)], 3)}): its "
+                "weights hold NaN/inf or values that overflow float32 (a saved model's are "
+                "checked finite at load). Inspect model.get_weights(); re-train the model."
             )
         n_empty = int(empty.sum())
         if n_empty:
