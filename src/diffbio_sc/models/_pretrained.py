@@ -368,9 +368,16 @@ def load_checkpoint(
     ------
     FileNotFoundError
         No recognised checkpoint, or a dictionary is missing.
-    ValueError
-        Unsupported architecture, missing/unexpected tensors, shape mismatches,
-        or dictionaries that do not fit the checkpoint's vocabulary.
+    CheckpointError
+        (a :class:`~diffbio_sc._validate.DfmInputError` and ``ValueError``), naming
+        the file and the field or tensor: unsupported architecture; config fields
+        missing or of the wrong JSON type (never converted: ``"16"`` is not 16) or
+        out of range (``layer_norm_eps <= 0``, scGPT ``max_seq_len < 2``);
+        integer or boolean weight tensors (quantized checkpoints); missing or
+        unexpected tensors and shape mismatches; token ids that are not unique
+        non-negative integers, or that lie beyond the embedding table; gene
+        medians that are not finite numbers > 0; dictionaries that do not fit
+        the checkpoint's vocabulary.
     """
     from ..io._checkpoints import read_checkpoint
 
