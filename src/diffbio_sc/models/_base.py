@@ -371,6 +371,12 @@ class SavedModel(nnx.Module):
     Subclasses set ``config_class``, call ``super().__init__(config)`` first in
     their ``__init__(config, *, rngs)``, and are registered with
     :func:`register_model`.
+
+    ``metadata`` and ``history`` belong to the Python object, not to its nnx graph:
+    no two models share them (whatever ``nnx.jit`` caches), ``copy.deepcopy`` and
+    pickling copy them, and a module rebuilt from its graph (``nnx.merge``,
+    ``nnx.clone``) starts without them. ``repr(model)`` is a short summary; the
+    module tree is ``flax.nnx.reprlib.get_repr(model)``.
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
@@ -465,11 +471,12 @@ class SavedModel(nnx.Module):
         The full ``nnx`` module tree is ``flax.nnx.reprlib.get_repr(model)``, or
         ``nnx.display(model)`` in a notebook.
         """
-        family = self.metadata.get("family") or self._repr_family
-        head = type(self).__name__ + (f" ({family})" if family else "")
+        head = type(self).__name__
         try:
+            family = self.metadata.get("family") or self._repr_family
+            head += f" ({family})" if family else ""
             lines = self._summary_lines()
-        except Exception:  # a summary must never fail (e.g. inside a trace)
+        except Exception:  # a summary must never fail (e.g. on a half-built module)
             return f"<{head}>"
         return head + "\n" + "\n".join("  " + line for line in lines)
 
