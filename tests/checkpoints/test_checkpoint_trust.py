@@ -225,3 +225,17 @@ def cells_small():
         obs=pd.DataFrame(index=c["obs"]),
         var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
     )
+
+
+def test_token_ids_must_be_integers_not_strings_or_fractions(tmp_path):
+    d = _copy(tmp_path, "geneformer_v1")
+    tok = json.loads((d / "token_dictionary.json").read_text())
+    gene = next(k for k in tok if not k.startswith("<"))
+    for value, ok in (("7", False), (7.5, False), (True, False), (float(tok[gene]), True)):
+        edited = {**tok, gene: value}
+        (d / "token_dictionary.json").write_text(json.dumps(edited))
+        if ok:  # an integral float (as a CSV column holds it) is the same id
+            assert dfm.models.load_checkpoint(d).vocab[gene] == tok[gene]
+            continue
+        with pytest.raises(CheckpointError, match=rf"token dictionary .*{gene}': {value!r}"):
+            dfm.models.load_checkpoint(d)
