@@ -27,11 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import DfmInputError
+
 __all__ = ["CheckpointError", "read_torch_weights"]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used as given (format, content or consistency)."""
+class CheckpointError(DfmInputError):
+    """A checkpoint file cannot be used as given (format, content or consistency).
+
+    A :class:`~diffbio_sc._validate.DfmInputError` (and so a ``ValueError``): the
+    message names the file and, for a bad field or tensor, that field or tensor.
+    """
 
 
 # ------------------------------------------------------------------ torch pickles

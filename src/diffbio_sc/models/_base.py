@@ -41,12 +41,14 @@ Hooks a subclass may override:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib
 import importlib.util
 import math
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -157,6 +159,35 @@ class ModelConfig:
                 v = tuple(v)
             kwargs[k] = v
         return cls(**kwargs)
+
+
+def token_id_map(vocab: Mapping, source: str) -> dict[str, int]:
+    """Return ``token -> id`` with every id checked: unique non-negative integers.
+
+    Integral floats (``5.0``, as a CSV column may hold) are taken; strings,
+    booleans and fractional numbers are refused, not converted, with a
+    :class:`DfmInputError` naming ``source`` and the tokens.
+    """
+    out: dict[str, int] = {}
+    bad = []
+    for k, v in vocab.items():
+        ok = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+        if not ok and isinstance(v, (float, np.floating)) and float(v).is_integer():
+            ok = True
+        if ok:
+            out[str(k)] = int(v)
+        else:
+            bad.append(f"{k!r}: {v!r}")
+    if bad:
+        raise DfmInputError(
+            f"{source}: token ids must be integers; {len(bad)} are not ({', '.join(bad[:5])})."
+        )
+    if not out:
+        raise DfmInputError(f"{source} is empty.")
+    ids = np.fromiter(out.values(), dtype=np.int64, count=len(out))
+    if ids.min() < 0 or np.unique(ids).size != ids.size:
+        raise DfmInputError(f"{source}: token ids must be unique non-negative integers.")
+    return out
 
 
 # ---------------------------------------------------------------------- registry
@@ -307,11 +338,7 @@ def _few(names: list[str], n: int = 5) -> str:
 
 # ---------------------------------------------------------------------- models
 class _ModelInfo:
-    """Holder of a model's metadata and history, outside the computation.
-
-    All instances compare equal and hash alike, so that the model's graph
-    definition (and with it the jit cache) does not depend on them.
-    """
+    """Holder of one model's metadata, history and save record, outside the computation."""
 
     def __init__(self) -> None:
         self.metadata: dict[str, Any] = {}
@@ -319,11 +346,23 @@ class _ModelInfo:
         #: ``(directory, weights_sha256)`` of the last save or load, else None.
         self.saved: tuple[str, str] | None = None
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ModelInfo)
 
-    def __hash__(self) -> int:
-        return hash(_ModelInfo)
+#: Each model's :class:`_ModelInfo`, keyed (weakly) by the model object itself. The holder is
+#: deliberately not an attribute of the module: every attribute of an ``nnx.Module`` that is
+#: not a variable is static data of its ``GraphDef``, and ``nnx.jit`` writes the static data
+#: of its *cached* trace back onto the module it is called with. Two models of the same
+#: architecture then ended up sharing the first one's metadata (issue 24: a second
+#: ``tl.pretrain`` rewrote the first model's ``genes``). Kept here, the holder follows the
+#: object's identity, and the graph definition (and with it the jit cache) does not depend
+#: on it. A module rebuilt by ``nnx.merge``/``nnx.clone`` starts with empty metadata.
+_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _info_of(model) -> _ModelInfo:
+    info = _INFO.get(model)
+    if info is None:
+        info = _INFO[model] = _ModelInfo()
+    return info
 
 
 class SavedModel(nnx.Module):
@@ -332,6 +371,12 @@ class SavedModel(nnx.Module):
     Subclasses set ``config_class``, call ``super().__init__(config)`` first in
     their ``__init__(config, *, rngs)``, and are registered with
     :func:`register_model`.
+
+    ``metadata`` and ``history`` belong to the Python object, not to its nnx graph:
+    no two models share them (whatever ``nnx.jit`` caches), ``copy.deepcopy`` and
+    pickling copy them, and a module rebuilt from its graph (``nnx.merge``,
+    ``nnx.clone``) starts without them. ``repr(model)`` is a short summary; the
+    module tree is ``flax.nnx.reprlib.get_repr(model)``.
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
@@ -343,8 +388,99 @@ class SavedModel(nnx.Module):
                 f"config must be a {self.config_class.__name__}, got {type(config).__name__}."
             )
         self.config = config
-        # Plain Python, not parameters: filled by training code or by load().
-        self._info = _ModelInfo()
+        # Metadata and history live outside the module's graph (see _INFO): a fresh holder.
+        _INFO[self] = _ModelInfo()
+
+    @property
+    def _info(self) -> _ModelInfo:
+        """Metadata, history and save record of this object (see :data:`_INFO`)."""
+        return _info_of(self)
+
+    def __deepcopy__(self, memo=None):
+        new = super().__deepcopy__(memo)
+        _INFO[new] = copy.deepcopy(self._info, memo)  # an independent copy of the metadata
+        return new
+
+    def __getstate__(self):
+        # A pickled model carries its metadata and history.
+        state = super().__getstate__()
+        state["_dfm_info"] = self._info
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        info = state.pop("_dfm_info", None)
+        super().__setstate__(state)
+        _INFO[self] = info if isinstance(info, _ModelInfo) else _ModelInfo()
+
+    # ------------------------------------------------------------ summary
+    #: Config fields shown by ``repr`` (empty: every int/str/bool field, at most 8).
+    _repr_fields: ClassVar[tuple[str, ...]] = ()
+    #: What the model is, in words, for ``repr`` (default: the class name).
+    _repr_family: ClassVar[str] = ""
+
+    def n_params(self) -> int:
+        """Return the number of parameters (elements of every ``nnx.Param``)."""
+        flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
+        return int(sum(math.prod(v.get_value().shape) for _, v in flat))
+
+    def _summary_lines(self) -> list[str]:
+        cfg = self.config
+        names = (
+            self._repr_fields
+            or tuple(
+                f.name
+                for f in dataclasses.fields(cfg)
+                if isinstance(getattr(cfg, f.name), (int, str, bool))
+            )[:8]
+        )
+        sizes = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in names if hasattr(cfg, n))
+        lines = [f"architecture: {sizes}", f"parameters: {self.n_params():,}"]
+        md = self.metadata
+        genes = md.get("genes")
+        vocab = md.get("vocab")
+        if isinstance(genes, list):
+            shown = ", ".join(map(str, genes[:3])) + (", ..." if len(genes) > 3 else "")
+            lines.append(f"genes: {len(genes):,} ({shown})")
+        elif isinstance(vocab, dict):
+            lines.append(f"vocabulary: {len(vocab):,} tokens")
+        tr = md.get("training")
+        if isinstance(tr, dict) and tr:
+            parts = []
+            for key, label in (("n_cells", "cells"), ("n_sequences", "sequences")):
+                if isinstance(tr.get(key), int):
+                    parts.append(f"{tr[key]:,} {label}")
+            if md.get("batch_key"):
+                cats = md.get("batch_categories") or []
+                parts.append(f"batch_key {md['batch_key']!r} ({len(cats)} batches)")
+            if tr.get("epochs_run") is not None:
+                parts.append(f"{tr['epochs_run']} epochs")
+            if isinstance(tr.get("best_val_loss"), (int, float)):
+                parts.append(f"best val loss {tr['best_val_loss']:.4g}")
+            if parts:
+                lines.append("trained on: " + ", ".join(parts))
+        elif md.get("checkpoint_path"):
+            lines.append(f"checkpoint: {md['checkpoint_path']}")
+        saved = self.saved_as
+        lines.append(f"saved at: {saved[0]}" if saved is not None else "saved at: (not saved)")
+        return lines
+
+    def __repr__(self) -> str:
+        """Return a short summary (family, sizes, parameters, genes, training), not the tree.
+
+        The full ``nnx`` module tree is ``flax.nnx.reprlib.get_repr(model)``, or
+        ``nnx.display(model)`` in a notebook.
+        """
+        head = type(self).__name__
+        try:
+            family = self.metadata.get("family") or self._repr_family
+            head += f" ({family})" if family else ""
+            lines = self._summary_lines()
+        except Exception:  # a summary must never fail (e.g. on a half-built module)
+            return f"<{head}>"
+        return head + "\n" + "\n".join("  " + line for line in lines)
+
+    __str__ = __repr__
 
     # ------------------------------------------------------------ metadata
     @property
@@ -356,7 +492,8 @@ class SavedModel(nnx.Module):
     def metadata(self, value: Mapping[str, Any]) -> None:
         if not isinstance(value, Mapping):
             raise TypeError(f"metadata must be a dict, got {type(value).__name__}.")
-        self._info.metadata = dict(value)
+        # A deep copy: later changes to the caller's dict (or lists in it) do not reach the model.
+        self._info.metadata = copy.deepcopy(dict(value))
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -367,7 +504,7 @@ class SavedModel(nnx.Module):
     def history(self, value: Mapping[str, list[float]]) -> None:
         if not isinstance(value, Mapping):
             raise TypeError(f"history must be a dict, got {type(value).__name__}.")
-        self._info.history = dict(value)
+        self._info.history = copy.deepcopy(dict(value))
 
     @property
     def saved_as(self) -> tuple[str, str] | None:

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ..io._torch_pickle import CheckpointError
 from ._base import ModelConfig, ModelFormatError, SavedModel, register_model
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "bert_from_checkpoint",
     "masked_attention",
     "from_torch_weights",
+    "config_field",
+    "float_weight",
     "ACTIVATIONS",
 ]
 
@@ -75,6 +78,58 @@ SUPPORTED_ARCHITECTURES = (
     "BertForSequenceClassification",
     "BertForTokenClassification",
 )
+
+
+_REQUIRED = object()
+_KINDS = {
+    "int": ((int, np.integer), "an integer"),
+    "float": ((int, float, np.integer, np.floating), "a number"),
+    "bool": ((bool, np.bool_), "true or false"),
+    "str": ((str,), "a string"),
+}
+
+
+def config_field(doc: Mapping[str, Any], key: str, kind: str, default=_REQUIRED, source="config"):
+    """Return the field ``key`` of a checkpoint's JSON config, of JSON type ``kind``, uncoerced.
+
+    ``kind`` is ``'int'``, ``'float'``, ``'bool'`` or ``'str'``. A missing field (or
+    ``null``) takes ``default``; a value of another type (``"16"`` for an integer,
+    ``1`` for a boolean, ``16.0`` for an integer) is refused, not converted, with a
+    :class:`~diffbio_sc.io.CheckpointError` naming ``source`` and the field.
+    """
+    value = doc.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise CheckpointError(f"{source}: the field {key!r} is missing.")
+        return default
+    types, what = _KINDS[kind]
+    is_bool = isinstance(value, (bool, np.bool_))
+    if not isinstance(value, types) or (is_bool and kind != "bool"):
+        raise CheckpointError(
+            f"{source}: the field {key!r} must be {what}, got {value!r} "
+            f"({type(value).__name__}); fix the file (values are not converted)."
+        )
+    if kind == "float" and not math.isfinite(float(value)):
+        raise CheckpointError(f"{source}: the field {key!r} must be finite, got {value!r}.")
+    return value
+
+
+def float_weight(name: str, w, where: str) -> np.ndarray:
+    """Return checkpoint tensor ``name`` as float32; integer and boolean tensors are refused.
+
+    Half and bfloat16 tensors are widened exactly. An integer tensor (a quantized
+    checkpoint, or a buffer that is no weight) read as raw values would give wrong
+    embeddings without any error, so it is a :class:`~diffbio_sc.io.CheckpointError`.
+    """
+    w = np.asarray(w)
+    if w.dtype.kind != "f" and w.dtype.name != "bfloat16":
+        raise CheckpointError(
+            f"{where}: the weight tensor {name!r} has dtype {w.dtype}, not floating point. "
+            "Integer or boolean tensors are quantized weights (or not weights at all); read as "
+            "raw values they would give wrong embeddings. Export the checkpoint with float "
+            "weights (e.g. model.float() before saving, or a non-quantized release)."
+        )
+    return w if w.dtype == np.float32 else w.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -142,6 +197,12 @@ class BertConfig(ModelConfig):
             raise ValueError(
                 f"BertConfig: pad_token_id {self.pad_token_id} outside the vocabulary."
             )
+        if not self.layer_norm_eps > 0:  # finite: checked with the field types
+            raise ValueError(
+                f"BertConfig: layer_norm_eps must be > 0, got {self.layer_norm_eps!r} (a "
+                "LayerNorm with a non-positive epsilon divides by zero or takes the root of a "
+                "negative number)."
+            )
 
     @classmethod
     def from_hf(cls, cfg: Mapping[str, Any], *, source: str = "config.json") -> BertConfig:
@@ -151,8 +212,8 @@ class BertConfig(ModelConfig):
         ``model_type`` or architecture, relative positions, decoders or cross-attention.
         """
 
-        def bad(msg: str) -> ValueError:
-            return ValueError(f"{source}: {msg}")
+        def bad(msg: str) -> CheckpointError:
+            return CheckpointError(f"{source}: {msg}")
 
         model_type = cfg.get("model_type")
         if model_type != "bert":
@@ -161,6 +222,8 @@ class BertConfig(ModelConfig):
                 "checkpoints (Geneformer) and scGPT checkpoints (args.json layout)."
             )
         archs = cfg.get("architectures") or ["BertModel"]
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise bad(f"the field 'architectures' must be a list of names, got {archs!r}.")
         unknown = [a for a in archs if a not in SUPPORTED_ARCHITECTURES]
         if unknown:
             raise bad(
@@ -175,25 +238,29 @@ class BertConfig(ModelConfig):
         act = cfg.get("hidden_act", "gelu")
         if not isinstance(act, str) or act not in ACTIVATIONS:
             raise bad(f"hidden_act {act!r} is not supported; one of {sorted(ACTIVATIONS)}.")
+
+        def get(key: str, kind: str, default=_REQUIRED):
+            return config_field(cfg, key, kind, default, source)
+
         try:
             return cls(
-                vocab_size=int(cfg["vocab_size"]),
-                hidden_size=int(cfg["hidden_size"]),
-                num_hidden_layers=int(cfg["num_hidden_layers"]),
-                num_attention_heads=int(cfg["num_attention_heads"]),
-                intermediate_size=int(cfg["intermediate_size"]),
+                vocab_size=get("vocab_size", "int"),
+                hidden_size=get("hidden_size", "int"),
+                num_hidden_layers=get("num_hidden_layers", "int"),
+                num_attention_heads=get("num_attention_heads", "int"),
+                intermediate_size=get("intermediate_size", "int"),
                 hidden_act=act,
-                max_position_embeddings=int(cfg.get("max_position_embeddings", 512)),
-                type_vocab_size=int(cfg.get("type_vocab_size", 2)),
-                layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
-                pad_token_id=int(cfg.get("pad_token_id") or 0),
-                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+                max_position_embeddings=get("max_position_embeddings", "int", 512),
+                type_vocab_size=get("type_vocab_size", "int", 2),
+                layer_norm_eps=get("layer_norm_eps", "float", 1e-12),
+                pad_token_id=get("pad_token_id", "int", 0),
+                tie_word_embeddings=get("tie_word_embeddings", "bool", True),
                 mlm_head="BertForMaskedLM" in archs or "BertForPreTraining" in archs,
             )
-        except KeyError as err:
-            raise bad(f"the field {err.args[0]!r} is missing.") from None
+        except CheckpointError:
+            raise
         except ValueError as err:
-            raise bad(str(err)) from None
+            raise bad(f"{err} Fix the field in the file.") from None
 
 
 #: Scores elements (query rows x keys) computed per step of the tiled attention:
@@ -319,6 +386,15 @@ class BertEncoder(SavedModel):
     """
 
     config_class = BertConfig
+    _repr_fields = (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    )
+    _repr_family = "BERT encoder"
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
         super().__init__(config)
@@ -450,7 +526,7 @@ def _leaf(name: str, module: str, leaf: str, w: np.ndarray, out: dict, where: st
     elif leaf in ("bias", "beta"):
         out[f"{module}.bias"] = w
     else:
-        raise ValueError(f"{where}: unexpected tensor {name!r}.")
+        raise CheckpointError(f"{where}: unexpected tensor {name!r}.")
 
 
 def _map_bert_weights(weights: Mapping[str, np.ndarray], cfg: BertConfig, where: str) -> dict:
@@ -461,9 +537,7 @@ def _map_bert_weights(weights: Mapping[str, np.ndarray], cfg: BertConfig, where:
     for name, w in weights.items():
         if name in _IGNORED_NAMES or name.startswith(_IGNORED_PREFIXES):
             continue
-        w = np.asarray(w)
-        if w.dtype != np.float32:
-            w = w.astype(np.float32)
+        w = float_weight(name, w, where)
         if name.startswith("cls.predictions."):
             rest = name[len("cls.predictions.") :]
             if not cfg.mlm_head:
@@ -508,7 +582,7 @@ def _map_bert_weights(weights: Mapping[str, np.ndarray], cfg: BertConfig, where:
         else:
             unexpected.append(name)
     if unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{where}: unexpected weight tensors for a BERT model: {unexpected[:6]}"
             f"{' ...' if len(unexpected) > 6 else ''}. Is this a BERT (Geneformer) checkpoint?"
         )

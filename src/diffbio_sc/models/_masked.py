@@ -112,6 +112,17 @@ class MaskedExpressionModel(SavedModel):
     """
 
     config_class = MaskedExpressionConfig
+    _repr_fields = (
+        "vocab_size",
+        "hidden_dim",
+        "n_layers",
+        "n_heads",
+        "max_tokens",
+        "n_latents",
+        "n_batches",
+        "n_profile_genes",
+    )
+    _repr_family = "native masked-expression transformer"
 
     def __init__(self, config: MaskedExpressionConfig, *, rngs: nnx.Rngs):
         super().__init__(config)

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import DfmInputError
+
 __all__ = ["CheckpointModel", "load_checkpoint", "mapping_sha256"]
 
 #: Geneformer's input sizes: V1 2,048 genes; V2 <cls> + 4,094 genes + <eos>.
@@ -48,7 +50,7 @@ def mapping_sha256(mapping: Mapping) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(repr=False)
 class CheckpointModel:
     """A loaded checkpoint: the NNX encoder plus what is needed to tokenize for it.
 
@@ -87,6 +89,26 @@ class CheckpointModel:
     max_tokens: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """Return a short summary: family, sizes, parameters, dictionaries, files."""
+        try:
+            n_params = f"{self.module.n_params():,}"
+        except Exception:  # a summary must never fail
+            n_params = "?"
+        lines = [
+            f"CheckpointModel ({self.family}"
+            + (f", {self.recipe}" if self.recipe else "")
+            + f"): {self.n_layers} layers, hidden size {self.hidden_dim}",
+            f"parameters: {n_params}",
+            f"vocabulary: {len(self.vocab):,} tokens"
+            + ("" if self.medians is None else f", {len(self.medians):,} gene medians"),
+            f"max_tokens: {self.max_tokens}",
+            f"checkpoint: {os.fspath(self.path)} (sha256 {self.sha256[:12]})",
+        ]
+        return lines[0] + "\n" + "\n".join("  " + line for line in lines[1:])
+
+    __str__ = __repr__
 
     @property
     def config(self):
@@ -155,20 +177,49 @@ def _dictionary(value, default: Path | None, what: str, checkpoint: Path) -> tup
 
 
 def _token_ids(vocab: Mapping, what: str, source: str) -> dict[str, int]:
+    from ..io._torch_pickle import CheckpointError
+    from ._base import token_id_map
+
     try:
-        out = {str(k): int(v) for k, v in vocab.items()}
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} {source}: token ids must be integers.") from None
-    ids = np.fromiter(out.values(), dtype=np.int64, count=len(out))
-    if ids.size == 0:
-        raise ValueError(f"{what} {source} is empty.")
-    if ids.min() < 0 or np.unique(ids).size != ids.size:
-        raise ValueError(f"{what} {source}: token ids must be unique non-negative integers.")
+        return token_id_map(vocab, f"{what} {source}")
+    except DfmInputError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _gene_medians(med: Mapping, source: str) -> dict[str, float]:
+    """Return ``gene -> median`` checked: every median a finite number > 0.
+
+    Geneformer divides each gene's normalised count by its median, so a zero,
+    negative or missing median would change (or break) every embedding without an
+    error; strings are refused, not converted.
+    """
+    from ..io._torch_pickle import CheckpointError
+
+    out: dict[str, float] = {}
+    bad = []
+    for k, v in med.items():
+        is_num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+            v, (bool, np.bool_)
+        )
+        if is_num and np.isfinite(v) and v > 0:
+            out[str(k)] = float(v)
+        else:
+            bad.append(f"{k!r}: {v!r}")
+    if bad:
+        raise CheckpointError(
+            f"gene_median_dictionary {source}: {len(bad)} of {len(out) + len(bad)} gene medians "
+            f"are not finite numbers > 0 (e.g. {', '.join(bad[:5])}). Geneformer divides each "
+            "gene's expression by its median; use the gene_median_dictionary that came with the "
+            "checkpoint, or remove those genes from it."
+        )
+    if not out:
+        raise CheckpointError(f"gene_median_dictionary {source} is empty.")
     return out
 
 
 def _load_geneformer(ckpt, token_dictionary, gene_median_dictionary) -> CheckpointModel:
     from .. import _keys
+    from ..io._torch_pickle import CheckpointError
     from ._bert import bert_from_checkpoint
 
     tok, tok_src = _dictionary(
@@ -185,14 +236,14 @@ def _load_geneformer(ckpt, token_dictionary, gene_median_dictionary) -> Checkpoi
     cfg = module.config
     max_id = max(tok.values())
     if len(tok) != cfg.vocab_size or max_id >= cfg.vocab_size:
-        raise ValueError(
+        raise CheckpointError(
             f"The token dictionary ({tok_src}) has {len(tok)} tokens (largest id {max_id}) but "
             f"the checkpoint {ckpt.config_file} has vocab_size {cfg.vocab_size}: the dictionary "
             "does not belong to this model (Geneformer V1 and V2 models use different "
             "dictionaries)."
         )
     if tok.get(_keys.PAD_TOKEN) != cfg.pad_token_id:
-        raise ValueError(
+        raise CheckpointError(
             f"The token dictionary ({tok_src}) maps <pad> to {tok.get(_keys.PAD_TOKEN)!r} but "
             f"{ckpt.config_file} has pad_token_id {cfg.pad_token_id}."
         )
@@ -204,7 +255,7 @@ def _load_geneformer(ckpt, token_dictionary, gene_median_dictionary) -> Checkpoi
         path=ckpt.path,
         sha256=ckpt.sha256,
         vocab=tok,
-        medians={str(k): v for k, v in med.items()},
+        medians=_gene_medians(med, med_src),
         recipe="geneformer_v2" if v2 else "geneformer_v1",
         max_tokens=min(cap, cfg.max_position_embeddings),
         sources={"token_dictionary": tok_src, "gene_median_dictionary": med_src},
@@ -212,22 +263,23 @@ def _load_geneformer(ckpt, token_dictionary, gene_median_dictionary) -> Checkpoi
 
 
 def _load_scgpt(ckpt, vocab) -> CheckpointModel:
-    from ._scgpt import scgpt_from_checkpoint, scgpt_vocab
+    from ..io._torch_pickle import CheckpointError
+    from ._scgpt import max_seq_len, scgpt_from_checkpoint, scgpt_vocab
 
     voc, src = _dictionary(vocab, ckpt.files.get("vocab"), "vocab", ckpt.path)
     voc = scgpt_vocab(_token_ids(voc, "vocabulary", src), source=src)
+    max_len = max_seq_len(ckpt.config, str(ckpt.config_file))
     try:
         module = scgpt_from_checkpoint(ckpt, voc)
     except ValueError as err:
-        raise ValueError(f"{err} (vocabulary: {src})") from None
-    max_len = ckpt.config.get("max_seq_len", 1200)
+        raise CheckpointError(f"{err} (vocabulary: {src})") from None
     return CheckpointModel(
         family="scgpt",
         module=module,
         path=ckpt.path,
         sha256=ckpt.sha256,
         vocab=voc,
-        max_tokens=int(max_len) if isinstance(max_len, int) and max_len > 1 else 1200,
+        max_tokens=max_len,
         settings={"n_bins": module.config.n_bins, "pad_value": module.config.pad_value},
         sources={"vocab": src},
     )
@@ -255,15 +307,36 @@ def _load_saved(path) -> CheckpointModel | None:
             f"{p} is a saved {type(module).__name__}, not a checkpoint encoder saved with "
             "CheckpointModel.save; load it with dfm.models.load."
         )
+    from ..io._torch_pickle import CheckpointError
+
+    where = str(p / "config.json")
+    family = md["family"]
+    recipes = ("geneformer_v1", "geneformer_v2") if family == "geneformer" else (None,)
+    max_tokens = md.get("max_tokens")
+    if md.get("recipe") not in recipes:
+        raise CheckpointError(
+            f"{where}: metadata 'recipe' {md.get('recipe')!r} is not one of "
+            f"{list(recipes)} for a {family} model; re-save the model."
+        )
+    if family == "geneformer" and not isinstance(md.get("medians"), dict):
+        raise CheckpointError(
+            f"{where}: metadata 'medians' (the gene median dictionary) is "
+            "missing; re-save the model with CheckpointModel.save."
+        )
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+        raise CheckpointError(
+            f"{where}: metadata 'max_tokens' must be an integer >= 2, got "
+            f"{max_tokens!r}; re-save the model."
+        )
     return CheckpointModel(
-        family=md["family"],
+        family=family,
         module=module,
         path=p,
         sha256=str(md.get("checkpoint_sha256", "")),
-        vocab={str(k): int(v) for k, v in md["vocab"].items()},
-        medians=md.get("medians"),
+        vocab=_token_ids(md["vocab"], "vocabulary", where),
+        medians=None if family != "geneformer" else _gene_medians(md["medians"], where),
         recipe=md.get("recipe"),
-        max_tokens=int(md["max_tokens"]),
+        max_tokens=max_tokens,
         settings=dict(md.get("settings", {})),
         sources=dict(md.get("sources", {})),
     )
@@ -331,9 +404,16 @@ def load_checkpoint(
     ------
     FileNotFoundError
         No recognised checkpoint, or a dictionary is missing.
-    ValueError
-        Unsupported architecture, missing/unexpected tensors, shape mismatches,
-        or dictionaries that do not fit the checkpoint's vocabulary.
+    CheckpointError
+        (a :class:`~diffbio_sc._validate.DfmInputError` and ``ValueError``), naming
+        the file and the field or tensor: unsupported architecture; config fields
+        missing or of the wrong JSON type (never converted: ``"16"`` is not 16) or
+        out of range (``layer_norm_eps <= 0``, scGPT ``max_seq_len < 2``);
+        integer or boolean weight tensors (quantized checkpoints); missing or
+        unexpected tensors and shape mismatches; token ids that are not unique
+        non-negative integers, or that lie beyond the embedding table; gene
+        medians that are not finite numbers > 0; dictionaries that do not fit
+        the checkpoint's vocabulary.
     """
     from ..io._checkpoints import read_checkpoint
 

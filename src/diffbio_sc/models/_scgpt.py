@@ -33,10 +33,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ._base import ModelConfig, SavedModel, register_model
-from ._bert import HIGHEST, from_torch_weights, masked_attention
+from ..io._torch_pickle import CheckpointError
+from ._base import ModelConfig, SavedModel, register_model, token_id_map
+from ._bert import HIGHEST, config_field, float_weight, from_torch_weights, masked_attention
 
-__all__ = ["ScGPTConfig", "ScGPTEncoder", "scgpt_from_checkpoint", "scgpt_vocab"]
+__all__ = [
+    "ScGPTConfig",
+    "ScGPTEncoder",
+    "max_seq_len",
+    "scgpt_from_checkpoint",
+    "scgpt_vocab",
+]
 
 #: Special tokens scGPT appends to its vocabulary when absent (``embed_data``).
 SCGPT_SPECIALS = ("<pad>", "<cls>", "<eoc>")
@@ -100,20 +107,27 @@ class ScGPTConfig(ModelConfig):
             )
         if self.input_emb_style == "category" and self.n_input_bins < 1:
             raise ValueError("ScGPTConfig: category style needs n_input_bins >= 1.")
+        for name in ("pad_token_id", "cls_token_id"):
+            v = getattr(self, name)
+            if not 0 <= v < self.vocab_size:
+                raise ValueError(
+                    f"ScGPTConfig: {name} {v} is outside the vocabulary of {self.vocab_size}."
+                )
+        if not self.layer_norm_eps > 0:
+            raise ValueError(
+                f"ScGPTConfig: layer_norm_eps must be > 0, got {self.layer_norm_eps!r}."
+            )
+        if not self.max_value > 0:
+            raise ValueError(f"ScGPTConfig: max_value must be > 0, got {self.max_value!r}.")
 
 
 def scgpt_vocab(vocab: Mapping[str, int], *, source: str = "vocab.json") -> dict[str, int]:
     """Return scGPT's vocabulary as ``embed_data`` builds it: special tokens appended when absent.
 
-    Token ids must be unique non-negative integers.
+    Token ids must be unique non-negative integers (a string or fractional id is an error).
     """
-    try:
-        out = {str(k): int(v) for k, v in vocab.items()}
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: token ids must be integers.") from None
+    out = token_id_map(vocab, source)
     ids = np.fromiter(out.values(), dtype=np.int64, count=len(out))
-    if ids.size and (ids.min() < 0 or np.unique(ids).size != ids.size):
-        raise ValueError(f"{source}: token ids must be unique non-negative integers.")
     nxt = int(ids.max()) + 1 if ids.size else 0
     for tok in SCGPT_SPECIALS:
         if tok not in out:
@@ -123,10 +137,15 @@ def scgpt_vocab(vocab: Mapping[str, int], *, source: str = "vocab.json") -> dict
 
 
 def _config_from_args(args: Mapping[str, Any], vocab: Mapping[str, int], weights, source: str):
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"{source}: {msg}")
+    def bad(msg: str) -> CheckpointError:
+        return CheckpointError(f"{source}: {msg}")
 
-    style = args.get("input_emb_style", "continuous")
+    def get(key: str, kind: str, default=None):
+        return config_field(
+            args, key, kind, *(() if default is None else (default,)), source=source
+        )
+
+    style = get("input_emb_style", "str", "continuous")
     if style not in _STYLES:
         raise bad(f"input_emb_style {style!r} is not supported; one of {_STYLES}.")
     if args.get("DSBN") or args.get("domain_spec_batchnorm"):
@@ -136,10 +155,10 @@ def _config_from_args(args: Mapping[str, Any], vocab: Mapping[str, int], weights
         )
     if args.get("fast_transformer_backend", "flash") == "linear" and args.get("fast_transformer"):
         raise bad("the 'linear' fast-transformer backend is not supported (only standard/flash).")
-    pad_token = args.get("pad_token", "<pad>")
+    pad_token = get("pad_token", "str", "<pad>")
     if pad_token not in vocab:
         raise bad(f"pad_token {pad_token!r} is not in the vocabulary.")
-    n_bins = int(args.get("n_bins", 51))
+    n_bins = get("n_bins", "int", 51)
     n_input_bins = 0
     if style == "category":
         w = weights.get("value_encoder.embedding.weight")
@@ -147,22 +166,33 @@ def _config_from_args(args: Mapping[str, Any], vocab: Mapping[str, int], weights
     try:
         return ScGPTConfig(
             vocab_size=len(vocab),
-            d_model=int(args["embsize"]),
-            n_heads=int(args["nheads"]),
-            d_hid=int(args["d_hid"]),
-            n_layers=int(args["nlayers"]),
+            d_model=get("embsize", "int"),
+            n_heads=get("nheads", "int"),
+            d_hid=get("d_hid", "int"),
+            n_layers=get("nlayers", "int"),
             pad_token_id=int(vocab[pad_token]),
             cls_token_id=int(vocab["<cls>"]),
-            pad_value=float(args.get("pad_value", -2)),
+            pad_value=get("pad_value", "float", -2),
             n_bins=n_bins,
             input_emb_style=style,
             n_input_bins=n_input_bins,
-            pre_norm=bool(args.get("pre_norm", False)),
+            pre_norm=get("pre_norm", "bool", False),
         )
-    except KeyError as err:
-        raise bad(f"the field {err.args[0]!r} is missing.") from None
+    except CheckpointError:
+        raise
     except ValueError as err:
-        raise bad(str(err)) from None
+        raise bad(f"{err} Fix the field in the file.") from None
+
+
+def max_seq_len(args: Mapping[str, Any], source: str, default: int = 1200) -> int:
+    """Return ``max_seq_len`` of scGPT's ``args.json``: an integer >= 2 (``<cls>`` plus a gene)."""
+    value = config_field(args, "max_seq_len", "int", default, source)
+    if value < 2:
+        raise CheckpointError(
+            f"{source}: the field 'max_seq_len' must be at least 2 (<cls> plus one gene), got "
+            f"{value!r}; fix the file or pass max_length= when embedding."
+        )
+    return int(value)
 
 
 def _linear(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
@@ -218,6 +248,8 @@ class ScGPTEncoder(SavedModel):
     """
 
     config_class = ScGPTConfig
+    _repr_fields = ("vocab_size", "d_model", "n_layers", "n_heads", "d_hid", "input_emb_style")
+    _repr_family = "scGPT encoder"
 
     def __init__(self, config: ScGPTConfig, *, rngs: nnx.Rngs):
         super().__init__(config)
@@ -330,14 +362,12 @@ def _map_scgpt_weights(weights: Mapping[str, np.ndarray], where: str) -> dict:
         if name.startswith(_IGNORED_PREFIXES):
             continue
         if name.startswith(_REFUSED_PREFIXES):
-            raise ValueError(
+            raise CheckpointError(
                 f"{where}: the checkpoint holds batch normalisation tensors ({name!r}) "
                 "applied before the transformer; their embeddings need batch labels and "
                 "are not supported."
             )
-        w = np.asarray(w)
-        if w.dtype != np.float32:
-            w = w.astype(np.float32)
+        w = float_weight(name, w, where)
         if name.startswith("transformer_encoder.layers."):
             idx, _, rest = name[len("transformer_encoder.layers.") :].partition(".")
             if not idx.isdigit() or rest not in _LAYER_MAP:
@@ -350,12 +380,12 @@ def _map_scgpt_weights(weights: Mapping[str, np.ndarray], where: str) -> dict:
             unexpected.append(name)
             continue
         if target in out:
-            raise ValueError(
+            raise CheckpointError(
                 f"{where}: {name!r} duplicates another tensor (both in_proj and Wqkv keys?)."
             )
         out[target] = np.ascontiguousarray(w.T) if target.endswith(".kernel") else w
     if unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{where}: unexpected weight tensors for an scGPT model: {unexpected[:6]}"
             f"{' ...' if len(unexpected) > 6 else ''}."
         )
@@ -373,11 +403,20 @@ def scgpt_from_checkpoint(ckpt, vocab: Mapping[str, int]) -> ScGPTEncoder:
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
     emb = ckpt.weights.get("encoder.embedding.weight")
     if emb is not None and emb.shape[0] != len(vocab):
-        raise ValueError(
+        raise CheckpointError(
             f"{where}: the vocabulary has {len(vocab)} tokens (special tokens included) but the "
             f"gene embedding has {emb.shape[0]} rows; use the vocab.json that came with "
             "this checkpoint."
         )
+    if emb is not None:
+        beyond = sorted((i, t) for t, i in vocab.items() if i >= emb.shape[0])
+        if beyond:
+            shown = ", ".join(f"{t!r}: {i}" for i, t in beyond[:5])
+            raise CheckpointError(
+                f"{where}: {len(beyond)} vocabulary ids lie beyond the gene embedding's "
+                f"{emb.shape[0]} rows ({shown}); ids must run from 0 to {emb.shape[0] - 1}. "
+                "Use the vocab.json that came with this checkpoint."
+            )
     cfg = _config_from_args(ckpt.config, vocab, ckpt.weights, str(ckpt.config_file))
     arrays = _map_scgpt_weights(ckpt.weights, where)
     return from_torch_weights(ScGPTEncoder, cfg, arrays, where=where)

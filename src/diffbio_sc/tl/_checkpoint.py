@@ -330,9 +330,14 @@ def embed_checkpoint(
                 bar.update(stop - start)
         finally:
             bar.close()
-        if not np.isfinite(result).all():
+        bad_rows = ~np.isfinite(result).all(axis=1)
+        if bad_rows.any():
             raise FloatingPointError(
-                f"The {family} checkpoint produced non-finite embeddings; its weights are corrupt."
+                f"The {family} checkpoint at {model.path} produced non-finite embeddings for "
+                f"{int(bad_rows.sum())} of {n} cells (e.g. "
+                f"{_preview(adata.obs_names[np.flatnonzero(bad_rows)], 3)}). Its configuration "
+                "and weights passed every check, so the weights themselves hold values that "
+                "overflow float32; re-export the checkpoint."
             )
         n_empty = int(no_genes.sum())
         if n_empty:

@@ -52,6 +52,37 @@ def _resolve_model(model):
     )
 
 
+def _tokenizer_settings(model) -> dict:
+    """Return the model's ``tokenizer`` metadata, checked: a clear error where it is unusable.
+
+    A model saved by hand (or whose ``config.json`` was edited) may lack the section
+    or its ``target_sum``; without them its genes cannot be tokenized as in training.
+    """
+    meta = model.metadata
+    saved = model.saved_as
+    where = f" ({saved[0]}/config.json)" if saved is not None else ""
+    fix = (
+        "Use a model trained with dfm.tl.pretrain (or saved from one); the tokenizer settings "
+        "it was trained with cannot be guessed."
+    )
+    try:  # medians, genes and the settings themselves, as load checks them
+        type(model).check_metadata(model.config, meta)
+    except (TypeError, ValueError) as err:
+        raise DfmInputError(f"The model's metadata{where} is not usable: {err} {fix}") from None
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict):
+        raise DfmInputError(
+            f"The model's metadata{where} has no 'tokenizer' section (target_sum, max_tokens): "
+            f"its genes cannot be tokenized the way it was trained. {fix}"
+        )
+    if "target_sum" not in tok:
+        raise DfmInputError(
+            f"The model's 'tokenizer' metadata{where} has no 'target_sum' (the normalisation "
+            f"total of each cell). {fix}"
+        )
+    return tok
+
+
 _FORWARD: list = []
 
 
@@ -276,7 +307,7 @@ def embed(
                 "This model has no gene vocabulary (it was not trained with "
                 "dfm.tl.pretrain or loaded with dfm.models.load); it cannot tokenize data."
             )
-        tok = meta["tokenizer"]
+        tok = _tokenizer_settings(model)
         gene_scale, col_to_token, coverage = gene_mapping(
             meta["genes"],
             np.asarray(meta["medians"], dtype=np.float64),
@@ -305,9 +336,13 @@ def embed(
                 bar.update(stop - start)
         finally:
             bar.close()
-        if not np.isfinite(result).all():
+        bad_rows = ~np.isfinite(result).all(axis=1)
+        if bad_rows.any():
             raise FloatingPointError(
-                "The model produced non-finite embeddings; the model weights are corrupt."
+                f"The model produced non-finite embeddings for {int(bad_rows.sum())} of {n} "
+                f"cells (e.g. {_preview(adata.obs_names[np.flatnonzero(bad_rows)], 3)}): its "
+                "weights hold NaN/inf or values that overflow float32 (a saved model's are "
+                "checked finite at load). Inspect model.get_weights(); re-train the model."
             )
         n_empty = int(empty.sum())
         if n_empty:
