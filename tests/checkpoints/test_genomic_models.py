@@ -332,3 +332,38 @@ def test_bfloat16_checkpoint_loads_widened_exactly(tmp_path, loaded):
     assert np.array_equal(got.view(np.uint32) & 0xFFFF, np.zeros_like(got, np.uint32))
     emb = m.embed(["ACGTACGTACGT"])
     np.testing.assert_allclose(emb, loaded("generator").embed(["ACGTACGTACGT"]), atol=0.1)
+
+
+@pytest.mark.parametrize(
+    "name, field, value, what",
+    [
+        ("nucleotide_transformer_v1", "hidden_size", "16", "must be an integer"),
+        ("nucleotide_transformer_v1", "layer_norm_eps", -1.0, "layer_norm_eps must be > 0"),
+        ("nucleotide_transformer_v1", "token_dropout", 1, "must be"),
+        ("generator", "num_hidden_layers", 2.0, "must be an integer"),
+        ("generator", "rms_norm_eps", 0.0, "rms_norm_eps must be > 0"),
+        ("generator", "rope_parameters", {"rope_type": "default", "rope_theta": "1e4"}, "must be"),
+    ],
+)
+def test_config_fields_are_read_uncoerced_and_checked(tmp_path, name, field, value, what):
+    """Issue 24: ``"hidden_size": "16"`` is refused, not coerced; eps must be positive."""
+    d = _copy(tmp_path, name)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, field: value}))
+    with pytest.raises(CheckpointError, match=what) as err:
+        dfm.models.load_checkpoint(d)
+    assert "config.json" in str(err.value) or field in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["nucleotide_transformer_v1", "generator"])
+def test_integer_weight_tensors_are_refused(tmp_path, name):
+    """Issue 24: an int8 tensor read as raw values would give wrong embeddings silently."""
+    import safetensors.numpy
+
+    d = _copy(tmp_path, name)
+    w = safetensors.numpy.load_file(str(d / "model.safetensors"))
+    target = next(k for k in w if k.endswith("query.weight") or k.endswith("q_proj.weight"))
+    w[target] = np.round(w[target] * 100).astype(np.int8)
+    safetensors.numpy.save_file(w, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"{target}.*int8.*not floating point"):
+        dfm.models.load_checkpoint(d)

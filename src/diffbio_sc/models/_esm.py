@@ -36,8 +36,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ..io._checkpoints import CheckpointError
 from ._base import ModelConfig, SavedModel, register_model
-from ._bert import HIGHEST, _linear, from_torch_weights, masked_attention
+from ._bert import (
+    HIGHEST,
+    _linear,
+    config_field,
+    float_weight,
+    from_torch_weights,
+    masked_attention,
+)
 from ._llama import _rotate, rotary_tables
 
 __all__ = ["EsmConfig", "EsmEncoder", "esm_from_checkpoint", "model_type_of"]
@@ -127,6 +135,8 @@ class EsmConfig(ModelConfig):
             )
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"EsmConfig: pad_token_id {self.pad_token_id} outside the vocabulary.")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"EsmConfig: layer_norm_eps must be > 0, got {self.layer_norm_eps!r}.")
         if self.max_tokens < 1:
             raise ValueError(
                 f"EsmConfig: max_position_embeddings {self.max_position_embeddings} leaves no "
@@ -146,8 +156,8 @@ class EsmConfig(ModelConfig):
         ESMFold, decoders or a non-GELU activation.
         """
 
-        def bad(msg: str) -> ValueError:
-            return ValueError(f"{source}: {msg}")
+        def bad(msg: str) -> CheckpointError:
+            return CheckpointError(f"{source}: {msg}")
 
         if model_type_of(cfg) != "esm":
             raise bad(f"model_type {cfg.get('model_type')!r} is not 'esm'.")
@@ -180,22 +190,32 @@ class EsmConfig(ModelConfig):
             raise bad(f"hidden_act {act!r} is not supported (ESM uses 'gelu').")
         try:
             return cls(
-                vocab_size=int(cfg["vocab_size"]),
-                hidden_size=int(cfg["hidden_size"]),
-                num_hidden_layers=int(cfg["num_hidden_layers"]),
-                num_attention_heads=int(cfg["num_attention_heads"]),
-                intermediate_size=int(cfg["intermediate_size"]),
-                max_position_embeddings=int(cfg.get("max_position_embeddings", 1026)),
-                layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
-                pad_token_id=int(cfg.get("pad_token_id", 1)),
-                mask_token_id=int(cfg.get("mask_token_id", 2) or 2),
-                emb_layer_norm_before=bool(cfg.get("emb_layer_norm_before", False)),
-                token_dropout=bool(cfg.get("token_dropout", False)),
+                vocab_size=config_field(cfg, "vocab_size", "int", source=source),
+                hidden_size=config_field(cfg, "hidden_size", "int", source=source),
+                num_hidden_layers=config_field(cfg, "num_hidden_layers", "int", source=source),
+                num_attention_heads=config_field(cfg, "num_attention_heads", "int", source=source),
+                intermediate_size=config_field(cfg, "intermediate_size", "int", source=source),
+                max_position_embeddings=config_field(
+                    cfg, "max_position_embeddings", "int", 1026, source=source
+                ),
+                layer_norm_eps=config_field(cfg, "layer_norm_eps", "float", 1e-12, source=source),
+                pad_token_id=config_field(cfg, "pad_token_id", "int", 1, source=source),
+                mask_token_id=config_field(cfg, "mask_token_id", "int", 2, source=source),
+                emb_layer_norm_before=config_field(
+                    cfg, "emb_layer_norm_before", "bool", False, source=source
+                ),
+                token_dropout=config_field(cfg, "token_dropout", "bool", False, source=source),
                 rotary=rotary,
-                rope_theta=float(theta),
+                rope_theta=config_field(
+                    {"rope_theta": theta}, "rope_theta", "float", source=source
+                ),
                 glu_ffn=nt_v2,
-                ffn_bias=bool(cfg.get("add_bias_fnn", True)) if nt_v2 else True,
+                ffn_bias=config_field(cfg, "add_bias_fnn", "bool", True, source=source)
+                if nt_v2
+                else True,
             )
+        except CheckpointError:
+            raise
         except KeyError as err:
             raise bad(f"the field {err.args[0]!r} is missing.") from None
         except (TypeError, ValueError) as err:
@@ -344,7 +364,9 @@ _IGNORED_PREFIXES = ("lm_head.", "esm.contact_head.", "contact_head.", "esm.pool
 _IGNORED_SUFFIXES = ("position_ids", "rotary_embeddings.inv_freq")
 
 
-def _map_esm_weights(weights: Mapping[str, np.ndarray], cfg: EsmConfig) -> dict:
+def _map_esm_weights(
+    weights: Mapping[str, np.ndarray], cfg: EsmConfig, where: str = "checkpoint"
+) -> dict:
     """PyTorch ESM state dict -> NNX paths of :class:`EsmEncoder`; unknown names kept as-is.
 
     Names that map nowhere are passed through unchanged so that the one shape
@@ -356,9 +378,7 @@ def _map_esm_weights(weights: Mapping[str, np.ndarray], cfg: EsmConfig) -> dict:
     for name, w in weights.items():
         if name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES):
             continue
-        w = np.asarray(w)
-        if w.dtype != np.float32 and (w.dtype.kind == "f" or w.dtype.name == "bfloat16"):
-            w = w.astype(np.float32)  # float16 / bfloat16 checkpoints widen exactly
+        w = float_weight(name, w, where)  # float16 / bfloat16 widen; integer refused
         body = name[len(prefix) :] if name.startswith(prefix) else None
         target = None
         if body is not None:
@@ -398,4 +418,6 @@ def esm_from_checkpoint(ckpt) -> EsmEncoder:
     """
     cfg = EsmConfig.from_hf(ckpt.config, source=str(ckpt.config_file))
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
-    return from_torch_weights(EsmEncoder, cfg, _map_esm_weights(ckpt.weights, cfg), where=where)
+    return from_torch_weights(
+        EsmEncoder, cfg, _map_esm_weights(ckpt.weights, cfg, where), where=where
+    )

@@ -29,8 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ..io._checkpoints import CheckpointError
 from ._base import ModelConfig, SavedModel, register_model
-from ._bert import HIGHEST, MASK_BIAS, _query_block, from_torch_weights
+from ._bert import (
+    HIGHEST,
+    MASK_BIAS,
+    _query_block,
+    config_field,
+    float_weight,
+    from_torch_weights,
+)
 
 __all__ = ["LlamaConfig", "LlamaDecoder", "llama_from_checkpoint"]
 
@@ -88,6 +96,8 @@ class LlamaConfig(ModelConfig):
             v = getattr(self, name)
             if v < 1:
                 raise ValueError(f"LlamaConfig.{name} must be a positive integer, got {v!r}.")
+        if not self.rms_norm_eps > 0:
+            raise ValueError(f"LlamaConfig: rms_norm_eps must be > 0, got {self.rms_norm_eps!r}.")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"LlamaConfig: num_attention_heads {self.num_attention_heads} is not a multiple "
@@ -112,8 +122,8 @@ class LlamaConfig(ModelConfig):
         or a non-default rotary scaling.
         """
 
-        def bad(msg: str) -> ValueError:
-            return ValueError(f"{source}: {msg}")
+        def bad(msg: str) -> CheckpointError:
+            return CheckpointError(f"{source}: {msg}")
 
         if cfg.get("model_type") != "llama":
             raise bad(f"model_type {cfg.get('model_type')!r} is not 'llama'.")
@@ -136,23 +146,31 @@ class LlamaConfig(ModelConfig):
         if cfg.get("pretraining_tp", 1) not in (1, None):
             raise bad("pretraining_tp other than 1 is not supported.")
         try:
-            heads = int(cfg["num_attention_heads"])
-            hidden = int(cfg["hidden_size"])
+            heads = config_field(cfg, "num_attention_heads", "int", source=source)
+            hidden = config_field(cfg, "hidden_size", "int", source=source)
             return cls(
-                vocab_size=int(cfg["vocab_size"]),
+                vocab_size=config_field(cfg, "vocab_size", "int", source=source),
                 hidden_size=hidden,
-                num_hidden_layers=int(cfg["num_hidden_layers"]),
+                num_hidden_layers=config_field(cfg, "num_hidden_layers", "int", source=source),
                 num_attention_heads=heads,
-                intermediate_size=int(cfg["intermediate_size"]),
-                num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-                head_dim=int(cfg.get("head_dim") or hidden // heads),
-                max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(theta),
-                attention_bias=bool(cfg.get("attention_bias", False)),
-                mlp_bias=bool(cfg.get("mlp_bias", False)),
+                intermediate_size=config_field(cfg, "intermediate_size", "int", source=source),
+                num_key_value_heads=config_field(
+                    cfg, "num_key_value_heads", "int", heads, source=source
+                ),
+                head_dim=config_field(cfg, "head_dim", "int", hidden // heads, source=source),
+                max_position_embeddings=config_field(
+                    cfg, "max_position_embeddings", "int", 2048, source=source
+                ),
+                rms_norm_eps=config_field(cfg, "rms_norm_eps", "float", 1e-6, source=source),
+                rope_theta=config_field(
+                    {"rope_theta": theta}, "rope_theta", "float", source=source
+                ),
+                attention_bias=config_field(cfg, "attention_bias", "bool", False, source=source),
+                mlp_bias=config_field(cfg, "mlp_bias", "bool", False, source=source),
                 pad_token_id=int(pad_token_id),
             )
+        except CheckpointError:
+            raise
         except KeyError as err:
             raise bad(f"the field {err.args[0]!r} is missing.") from None
         except (TypeError, ValueError) as err:
@@ -339,16 +357,14 @@ _IGNORED = ("lm_head.weight",)
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def _map_llama_weights(weights: Mapping[str, np.ndarray]) -> dict:
+def _map_llama_weights(weights: Mapping[str, np.ndarray], where: str = "checkpoint") -> dict:
     """PyTorch Llama state dict -> NNX paths of :class:`LlamaDecoder`; unknown names kept as-is."""
     prefix = "model." if any(k.startswith("model.") for k in weights) else ""
     out: dict[str, np.ndarray] = {}
     for name, w in weights.items():
         if name in _IGNORED or name.endswith(_IGNORED_SUFFIXES):
             continue
-        w = np.asarray(w)
-        if w.dtype != np.float32 and (w.dtype.kind == "f" or w.dtype.name == "bfloat16"):
-            w = w.astype(np.float32)  # float16 / bfloat16 checkpoints widen exactly
+        w = float_weight(name, w, where)  # float16 / bfloat16 widen; integer refused
         body = name[len(prefix) :] if name.startswith(prefix) else None
         target = None
         if body == "embed_tokens.weight":
@@ -380,4 +396,6 @@ def llama_from_checkpoint(ckpt, *, pad_token_id: int) -> LlamaDecoder:
     """
     cfg = LlamaConfig.from_hf(ckpt.config, pad_token_id=pad_token_id, source=str(ckpt.config_file))
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
-    return from_torch_weights(LlamaDecoder, cfg, _map_llama_weights(ckpt.weights), where=where)
+    return from_torch_weights(
+        LlamaDecoder, cfg, _map_llama_weights(ckpt.weights, where), where=where
+    )
