@@ -31,11 +31,22 @@ def test_demo_writes_results(tmp_path, capsys):
     assert {"tokenizer", "embeddings", "benchmarks"} <= set(adata.uns["dfm"])
 
 
-def test_demo_refuses_a_file_as_output_folder(tmp_path):
+def test_demo_refuses_an_existing_output_without_force(tmp_path, capsys):
     from diffbio_sc._cli import main
 
     target = tmp_path / "results"
     target.write_text("keep me")
-    with pytest.raises(SystemExit, match="is a file; pass a folder"):
-        main(["demo", "--out", str(target), "--n-cells", "50", "--epochs", "1"])
+    rc = main(["demo", "--out", str(target), "--n-cells", "50", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("dfm demo: error: ") and "is a file" in err, err
     assert target.read_text() == "keep me"
+    # an existing folder is not overwritten silently either (issue 24)
+    folder = tmp_path / "old_results"
+    folder.mkdir()
+    (folder / "scores.csv").write_text("previous")
+    rc = main(["demo", "--out", str(folder), "--n-cells", "50", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "already exists" in err and "--force" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in folder.iterdir()) == ["scores.csv"]
+    assert (folder / "scores.csv").read_text() == "previous"
