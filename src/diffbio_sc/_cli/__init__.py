@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 
+# Only the standard library before main() installs the Ctrl-C handler: the rest
+# (NumPy, the subcommands) is imported inside it.
 from .. import _interrupt
-from ._common import EXIT_INTERRUPTED, EXIT_RUNTIME, RawHelpFormatter, run
 
 __all__ = ["main", "build_parser"]
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the ``dfm`` argument parser with every subcommand registered."""
     from .._version import __version__
     from . import _benchmark, _cells, _demo, _sequences
+    from ._common import RawHelpFormatter
 
     parser = argparse.ArgumentParser(
         prog="dfm",
@@ -80,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             status = _main(argv)
         except KeyboardInterrupt:  # before a command took over (parsing, imports)
             print("dfm: interrupted; no output was written.", file=sys.stderr, flush=True)
-            status = EXIT_INTERRUPTED
-    if argv is None and status in (EXIT_RUNTIME, EXIT_INTERRUPTED):
+            status = 130
+    if argv is None and status in (1, 130):  # EXIT_RUNTIME, EXIT_INTERRUPTED
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from ._common import run
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
