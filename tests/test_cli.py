@@ -971,3 +971,56 @@ def test_outputs_get_the_umask_permissions(capsys, work, mask, backed):
         os.umask(old)
     assert rc == 0, err
     assert os.stat(work / "t.h5ad").st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.slow  # two subprocess runs of `dfm tokenize` (~10 s)
+@pytest.mark.parametrize("backed", [False, True])
+def test_file_size_limit_while_writing_is_exit_1_not_a_crash(tmp_path, backed):
+    """A real write failure inside HDF5 (RLIMIT_FSIZE, the closest to a full disk).
+
+    Releasing the error used to close the half-written HDF5 file and crash the process
+    (a segfault, status -11) after the message.
+    """
+    import resource
+    import signal
+
+    adata = dfm.datasets.synthetic_counts(400, 300, seed=0)
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "diffbio_sc._cli", "tokenize", "cells.h5ad", "-o", "t.h5ad",
+         "--no-progress", *(["--backed"] if backed else [])],
+        cwd=tmp_path, env=env, preexec_fn=limit, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    last = res.stderr.strip().splitlines()[-1]  # after the library's warnings, if any
+    assert last.startswith("dfm tokenize: error: ") and "File too large" in last, res.stderr
+    assert "no output was written" in last
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr
+    assert sorted(os.listdir(tmp_path)) == ["cells.h5ad"]
+
+
+@pytest.mark.slow  # trains a tiny model (~15 s)
+def test_save_model_on_a_full_disk_is_exit_1(capsys, work, monkeypatch):
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError(
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+            '"No space left on device" })'
+        )
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    rc, _, err = cli(capsys, "embed", work / "cells.h5ad", "-o", work / "e.h5ad",
+                     "--save-model", work / "model", "--no-progress", *TINY_CELLS)  # fmt: skip
+    assert_one_line(rc, err, "embed", 1, "no space left", "no output was written")
+    no_leftovers(work, {"cells.h5ad"})

@@ -38,6 +38,18 @@ EXIT_INTERRUPTED = 130
 RUNTIME_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.ENOMEM, errno.EROFS}
 )
+_MACHINE_FAILURES = {
+    errno.EFBIG: "the output is larger than one file may be here (File too large: see "
+    "`ulimit -f` or the file system's limit); write it elsewhere",
+    errno.EIO: "input/output error (the disk or a network file system failed); check the "
+    "storage and run again",
+    errno.EROFS: "the file system is read-only; write the output elsewhere",
+    errno.ENOMEM: "out of memory; use a smaller input (or --backed where the command has it)",
+}
+#: Errors of failed runs, kept alive until the process ends: releasing one can close a
+#: half-written HDF5 file held by its traceback, which crashes HDF5 (a segfault after a
+#: full disk); ``main`` ends the process with ``os._exit`` instead.
+_FAILED: list[BaseException] = []
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "storagefull", "errno = 28")
 
 
@@ -211,9 +223,12 @@ def error_message(err: BaseException, parser: argparse.ArgumentParser | None = N
         return f"{text}; free some space or write the output elsewhere"
     if isinstance(err, MemoryError):
         return "out of memory; use a smaller input (or --backed where the command has it)"
+    if isinstance(err, OSError) and err.errno in _MACHINE_FAILURES:
+        return _MACHINE_FAILURES[err.errno]
     text = one_line(err)
     if exit_status(err) == EXIT_RUNTIME and not isinstance(err, OSError):
-        text = f"{type(err).__name__}: {text} (rerun with --traceback for the details)"
+        kind = getattr(err, "child_type", type(err).__name__)
+        text = f"{kind}: {text} (rerun with --traceback for the details)"
     return cli_language(text, parser) if parser is not None else text
 
 
@@ -294,14 +309,16 @@ def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.
         status = func(args)
         _interrupt.check()  # an interrupt that some library swallowed is still one
         return status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if getattr(args, "traceback", False):
             raise
+        _FAILED.append(err)
         print(f"dfm {command}: interrupted; {_written_since(start)}.", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Exception as err:
         if getattr(args, "traceback", False):
             raise
+        _FAILED.append(err)
         status = exit_status(err)
         message = error_message(err, parser)
         if status == EXIT_RUNTIME:
@@ -483,16 +500,141 @@ def read_h5ad(path: Path, *, backed: bool = False):
         ) from err
 
 
+def isolated(write: Callable[[], object]) -> None:
+    """Run ``write()`` (an HDF5 write) in a forked child process; re-raise its error here.
+
+    When a write fails half-way (a full disk, a file-size limit), HDF5 can crash the
+    whole process with a segfault while h5py closes the file, before any cleanup
+    runs. In a child, only the child dies: this process then removes the temporary
+    file and reports the failure. The error is passed back as its type name, errno
+    and message (``OSError`` keeps its errno; a ``KeyboardInterrupt`` is re-raised
+    as such; anything else becomes a ``RuntimeError`` naming the original type).
+    Where ``os.fork`` is missing (Windows), ``write()`` runs in this process.
+    """
+    if not hasattr(os, "fork"):
+        write()
+        return
+    import json
+    import signal
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child_stderr = tempfile.TemporaryFile()
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # JAX warns at every fork that its threads could deadlock the child; the child
+        # only writes HDF5 (JAX arrays are made NumPy arrays before, see write_h5ad)
+        warnings.filterwarnings(
+            "ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning
+        )
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; coverage cannot follow it
+        code = 0
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once
+            os.dup2(child_stderr.fileno(), 2)  # h5py's noise while it fails: not for the user
+            write()
+        except BaseException as err:
+            code = 1
+            # h5py replaces the write error by one of its own while closing the file:
+            # report the first error of the chain that has an errno
+            first = next(
+                (e for e in _chain(err) if isinstance(getattr(e, "errno", None), int)), err
+            )
+            payload = {
+                "type": type(first).__name__,
+                "errno": getattr(first, "errno", None),
+                "message": str(first),
+            }
+            with contextlib.suppress(BaseException):
+                os.write(write_fd, json.dumps(payload).encode()[:60_000])
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        chunks = []
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # Ctrl-C while the child writes: stop it, then go on stopping
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(read_fd)
+    child_stderr.seek(0)
+    noise = child_stderr.read().decode(errors="replace")
+    child_stderr.close()
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        if noise:  # warnings of a successful write
+            sys.stderr.write(noise)
+            sys.stderr.flush()
+        return
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT:
+        raise KeyboardInterrupt
+    try:
+        info = json.loads(b"".join(chunks).decode() or "{}")
+    except ValueError:
+        info = {}
+    kind, message, err_no = info.get("type"), info.get("message", ""), info.get("errno")
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if isinstance(err_no, int):
+        raise OSError(err_no, message)
+    if kind is None:  # killed: a crash in the HDF5 library (e.g. closing a file on a full disk)
+        found = re.search(r"errno = (\d+), error message = '([^']*)'", noise)
+        if found:  # the write failure HDF5 reported before it crashed
+            raise OSError(int(found.group(1)), found.group(2))
+        how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"status {status}"
+        failure = RuntimeError(
+            f"the HDF5 writer crashed ({how}), most often because the disk is full or the "
+            "file too large; check the free space and run again"
+        )
+        failure.child_type = "crash"
+        raise failure
+    failure = RuntimeError(message)
+    failure.child_type = kind  # the type of the error in the child, for the message
+    raise failure
+
+
+def _numpy_arrays(adata) -> None:
+    """Turn JAX arrays in ``adata``'s array slots into NumPy arrays (in place).
+
+    The forked writer (:func:`isolated`) must not call into JAX, whose threads do not
+    exist in the child.
+    """
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    import numpy as np
+
+    for slot in ("obsm", "varm", "layers", "obsp", "varp"):
+        mapping = getattr(adata, slot, None)
+        if mapping is None:
+            continue
+        for key in list(mapping.keys()):
+            if isinstance(mapping[key], jax.Array):
+                mapping[key] = np.asarray(mapping[key])
+
+
 def write_h5ad(adata, path: Path) -> None:
     """Write ``adata`` to ``path`` atomically (the previous file survives a failure).
 
     A backed AnnData is written to a new file too: anndata copies its matrix from
-    the (read-only) input file into the temporary file.
+    the (read-only) input file into the temporary file. The write runs in a child
+    process (:func:`isolated`), so that a crash of HDF5 on a full disk is reported.
     """
+    _numpy_arrays(adata)
     with atomic_path(path, what="output AnnData") as tmp:
         if getattr(adata, "isbacked", False):
             tmp.unlink()  # anndata appends to an existing file when the AnnData is backed
-        adata.write_h5ad(tmp)
+        isolated(lambda: adata.write_h5ad(tmp))
 
 
 @contextlib.contextmanager
@@ -505,8 +647,11 @@ def quiet_mudata() -> Iterator[None]:
 
 def write_h5mu(mdata, path: Path) -> None:
     """Write a MuData to ``path`` atomically."""
+    for mod in getattr(mdata, "mod", {}).values():
+        _numpy_arrays(mod)
+    _numpy_arrays(mdata)
     with atomic_path(path, what="output MuData") as tmp:
-        mdata.write(tmp)
+        isolated(lambda: mdata.write(tmp))
 
 
 def parse_mapping(items: Sequence[str] | None, option: str) -> dict[str, str] | None:

@@ -14,7 +14,7 @@ def _demo(args: argparse.Namespace) -> int:
     import diffbio_sc as dfm
 
     from ..io._atomic import atomic_dir, atomic_path
-    from ._common import is_disk_full
+    from ._common import is_disk_full, write_h5ad
 
     out = _check_out(args.out, force=args.force)
     t0 = time.perf_counter()
@@ -75,8 +75,7 @@ def _demo(args: argparse.Namespace) -> int:
             if is_disk_full(err):
                 raise
             step(f"  (plot skipped: {err})")
-        with atomic_path(stage / "demo.h5ad", what="demo AnnData") as tmp:
-            adata.write_h5ad(tmp)
+        write_h5ad(adata, stage / "demo.h5ad")  # atomic, and an HDF5 crash cannot take us down
         summary = {
             "n_cells": int(adata.n_obs),
             "n_genes": int(adata.n_vars),
