@@ -213,6 +213,8 @@ def atomic_dir(path: str | os.PathLike, *, what: str = "output directory") -> It
         fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        # what was committed inside the discarded directory was never written
+        _COMMITTED[:] = [p for p in _COMMITTED if tmp not in p.parents]
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
