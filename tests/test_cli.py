@@ -1024,3 +1024,26 @@ def test_save_model_on_a_full_disk_is_exit_1(capsys, work, monkeypatch):
                      "--save-model", work / "model", "--no-progress", *TINY_CELLS)  # fmt: skip
     assert_one_line(rc, err, "embed", 1, "no space left", "no output was written")
     no_leftovers(work, {"cells.h5ad"})
+
+
+@pytest.mark.slow  # the demo on 150 cells, 1 epoch (~80 s)
+def test_demo_on_a_full_disk_writes_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", full)
+    out = tmp_path / "deeper" / "results"
+    rc = main(["demo", "--out", str(out), "--n-cells", "150", "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("dfm demo: error: no space left"), err
+    # no traceback of the error (a logging handler bound to an earlier test's closed
+    # stream may print "--- Logging error ---" under pytest; not the command's output)
+    assert "[Errno 28]" not in err, err
+    assert "was written (complete)" not in err  # the model inside the discarded folder
+    assert not out.exists()  # no results folder, no model, no temporary folder
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["deeper"])
+    assert not any((tmp_path / "deeper").iterdir()) if (tmp_path / "deeper").exists() else True

@@ -217,3 +217,20 @@ def test_nothing_is_committed_after_an_interrupt(tmp_path, interrupted):
             (tmp / "a").write_text("a")
     assert target.read_text() == "old"
     assert _listing(tmp_path) == ["out.csv"]
+
+
+def test_commits_inside_a_discarded_directory_are_not_reported(tmp_path):
+    from diffbio_sc.io._atomic import committed
+
+    before = len(committed())
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "results") as stage:
+            with atomic_path(stage / "inner.csv") as tmp:
+                tmp.write_text("x")
+            assert committed()[before:] == [stage / "inner.csv"]
+            raise RuntimeError("later step failed")
+    assert committed()[before:] == []
+    with atomic_dir(tmp_path / "results") as stage:
+        with atomic_path(stage / "inner.csv") as tmp:
+            tmp.write_text("x")
+    assert committed()[before:][-1] == tmp_path / "results"

@@ -509,9 +509,10 @@ def isolated(write: Callable[[], object]) -> None:
     file and reports the failure. The error is passed back as its type name, errno
     and message (``OSError`` keeps its errno; a ``KeyboardInterrupt`` is re-raised
     as such; anything else becomes a ``RuntimeError`` naming the original type).
-    Where ``os.fork`` is missing (Windows), ``write()`` runs in this process.
+    Only on Linux (elsewhere forking a process with system frameworks loaded is not
+    safe, and Windows has no fork), ``write()`` runs in this process otherwise.
     """
-    if not hasattr(os, "fork"):
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         write()
         return
     import json
