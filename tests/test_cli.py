@@ -1047,3 +1047,39 @@ def test_demo_on_a_full_disk_writes_nothing(tmp_path, capsys, monkeypatch):
     assert not out.exists()  # no results folder, no model, no temporary folder
     assert [p.name for p in tmp_path.iterdir()] in ([], ["deeper"])
     assert not any((tmp_path / "deeper").iterdir()) if (tmp_path / "deeper").exists() else True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked writes on Linux only")
+def test_isolated_writer_survives_a_crash_and_passes_errors_back(tmp_path, capsys):
+    import errno
+    import signal
+
+    from diffbio_sc._cli._common import isolated
+
+    target = tmp_path / "x.bin"
+    isolated(lambda: target.write_bytes(b"from the child"))
+    assert target.read_bytes() == b"from the child"  # the child's write is there
+
+    def crash():
+        print("h5py noise ... errno = 28, error message = 'No space left on device'",
+              file=sys.stderr, flush=True)  # fmt: skip
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    with pytest.raises(OSError) as info:
+        isolated(crash)  # this process goes on; the failure HDF5 reported is raised
+    assert info.value.errno == errno.ENOSPC
+    with pytest.raises(RuntimeError, match="HDF5 writer crashed"):
+        isolated(lambda: os.kill(os.getpid(), signal.SIGSEGV))
+
+    def fails():
+        raise OSError(errno.EFBIG, "File too large")
+
+    with pytest.raises(OSError) as info:
+        isolated(fails)
+    assert info.value.errno == errno.EFBIG
+    with pytest.raises(KeyboardInterrupt):
+        isolated(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(RuntimeError, match="broken") as info:
+        isolated(lambda: (_ for _ in ()).throw(ValueError("broken")))
+    assert info.value.child_type == "ValueError"
+    assert "noise" not in capsys.readouterr().err  # the child's stderr is not replayed on failure

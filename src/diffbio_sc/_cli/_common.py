@@ -536,6 +536,7 @@ def isolated(write: Callable[[], object]) -> None:
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once
             os.dup2(child_stderr.fileno(), 2)  # h5py's noise while it fails: not for the user
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 (also a replaced sys.stderr)
             write()
         except BaseException as err:
             code = 1
