@@ -100,15 +100,15 @@ def command(
 #: The native model's default training budget and its time, for ``--help``
 #: (``dfm.tl.pretrain``: about 600 optimizer steps of 64 cells, 5 to 200 epochs).
 EPOCH_BUDGET_CELLS = (
-    "about 600 training steps of 64 cells, i.e. 600 / (cells / 64) epochs, between 5 and "
-    "200; on a 2-core CPU roughly 1-3 minutes up to ~40,000 cells, growing in proportion "
-    "to the cells beyond"
+    "about 600 training steps of 64 cells: 600 / (cells / 64) epochs, between 5 and 200, "
+    "so 5 epochs beyond ~7,700 cells; a step takes roughly 0.1-0.2 s on a 2-core CPU: "
+    "1-2 minutes up to ~7,700 cells, ~10 minutes for 50,000"
 )
 #: The same for the sequence encoder (``dfm.tl.pretrain_sequences``).
 EPOCH_BUDGET_SEQUENCES = (
-    "about 300 training steps of 32 sequences, i.e. 300 / (sequences / 32) epochs, between "
-    "2 and 100; on a 2-core CPU a few minutes for short sequences, longer ones in "
-    "proportion to their length"
+    "about 300 training steps of 32 sequences: 300 / (sequences / 32) epochs, between 2 "
+    "and 100, so 2 epochs beyond ~4,800 sequences; a few minutes on a 2-core CPU for "
+    "sequences of a few hundred bases, longer ones in proportion to their length"
 )
 
 

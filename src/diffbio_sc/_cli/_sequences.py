@@ -184,10 +184,18 @@ def _add_embed_sequences(sub) -> None:
     )
     train.add_argument("--hidden-dim", type=positive_int, help="embedding width (default: 256)")
     train.add_argument(
-        "--n-layers", dest="num_layers", type=positive_int, help="transformer layers (default: 4)"
+        "--n-layers",
+        dest="num_layers",
+        metavar="N_LAYERS",
+        type=positive_int,
+        help="transformer layers (default: 4)",
     )
     train.add_argument(
-        "--n-heads", dest="num_heads", type=positive_int, help="attention heads (default: 4)"
+        "--n-heads",
+        dest="num_heads",
+        metavar="N_HEADS",
+        type=positive_int,
+        help="attention heads (default: 4)",
     )
     for old, new, dest in (
         ("--num-layers", "--n-layers", "num_layers"),
