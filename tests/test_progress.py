@@ -69,3 +69,34 @@ def test_every_bar_goes_through_the_package_helper():
         if p.name != "_logging.py" and pattern.search(p.read_text())
     ]
     assert not direct, f"import tqdm through diffbio_sc._logging.tqdm instead: {direct}"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _redraws(stream) -> int:
+    """Run a 1-second bar of 100 steps into ``stream``; return how often it was drawn."""
+    import time
+
+    from diffbio_sc._logging import tqdm
+
+    bar = tqdm(total=100, desc="steps", file=stream)
+    for _ in range(100):
+        time.sleep(0.01)
+        bar.update(1)
+    bar.close()
+    return stream.getvalue().count("steps")
+
+
+def test_bars_redraw_in_a_terminal():
+    # the control: a terminal gets a redraw every 0.1 s
+    assert _redraws(_Terminal()) >= 5
+
+
+def test_bars_into_a_log_file_print_a_few_lines():
+    # a log file (not a terminal) got the same redraws, 120 KB of them in a demo (issue 24)
+    log = io.StringIO()
+    assert _redraws(log) <= 3
+    assert "100/100" in log.getvalue()  # the final state is still there

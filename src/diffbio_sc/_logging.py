@@ -58,6 +58,22 @@ def quiet_library(name: str) -> Iterator[None]:
         other.setLevel(old)
 
 
+#: Seconds between redraws of a bar whose stream is not a terminal (a log file, a pipe).
+NON_TTY_INTERVAL_S = 60.0
+
+
+def _is_terminal_or_notebook(stream) -> bool:
+    """Whether ``stream`` shows a redrawn bar in place (a terminal or a Jupyter output)."""
+    if stream is None:
+        return False
+    if type(stream).__module__.split(".")[0] == "ipykernel":
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def tqdm(*args, **kwargs):
     """Return a tqdm progress bar that never warns about a missing notebook widget.
 
@@ -65,9 +81,19 @@ def tqdm(*args, **kwargs):
     not installed it warns "IProgress not found" on import, even for a bar that is
     switched off. The widget is used here only when ipywidgets is importable;
     otherwise the plain text bar of ``tqdm.std``, which a notebook shows as text.
+
+    When the bar's stream (stderr unless ``file=`` is given) is neither a terminal
+    nor a notebook, a log file would receive every redraw (a carriage return and a
+    line, ten times a second); there the bar redraws at most once a minute
+    (:data:`NON_TTY_INTERVAL_S`), a few lines for a run of a few minutes.
     Arguments are those of ``tqdm.tqdm``.
     """
+    import sys
     from importlib.util import find_spec
+
+    if not _is_terminal_or_notebook(kwargs.get("file", sys.stderr)):
+        for key in ("mininterval", "maxinterval"):
+            kwargs[key] = max(float(kwargs.get(key) or 0.0), NON_TTY_INTERVAL_S)
 
     if find_spec("ipywidgets") is not None:
         from tqdm.auto import tqdm as bar

@@ -18,6 +18,8 @@ class _Settings:
         the INFO lines of scib-metrics are shown too; otherwise they are hidden.
     progress_bar
         Show tqdm progress bars in long loops (training, embedding, streaming).
+        Where stderr is neither a terminal nor a notebook (a log file, a pipe), a
+        bar redraws at most once a minute.
     chunk_size
         Cells per chunk when streaming a matrix (tokenization, bins, soft ranks).
     n_jobs

@@ -118,3 +118,119 @@ def test_atomic_dir_refuses_a_file(tmp_path):
     with pytest.raises(FileExistsError, match="not a directory"):
         with atomic_dir(tmp_path / "f"):
             pass
+
+
+# ---------------------------------------------------------------- permissions (issue 24)
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    """Run the test under the given umask (restored afterwards)."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def _mode(path) -> int:
+    return os.stat(path).st_mode & 0o7777
+
+
+def test_current_umask_reads_without_changing_it(umask, monkeypatch):
+    from diffbio_sc.io import _atomic
+
+    assert _atomic.current_umask() == umask
+    # the fallback where /proc is not there: the os.umask round trip
+    monkeypatch.setattr(
+        _atomic, "open", lambda *a, **k: (_ for _ in ()).throw(OSError()), raising=False
+    )
+    assert _atomic.current_umask() == umask
+    assert os.umask(umask) == umask  # unchanged by either read
+
+
+def test_new_files_get_the_umask_permissions(tmp_path, umask):
+    expected = 0o666 & ~umask  # what open(path, "w") would give
+    with open(tmp_path / "plain.txt", "w") as fh:
+        fh.write("x")
+    assert _mode(tmp_path / "plain.txt") == expected
+    with atomic_path(tmp_path / "out.csv") as tmp:
+        tmp.write_text("a,b\n")
+    assert _mode(tmp_path / "out.csv") == expected
+    # a writer that removes the temporary file and creates it anew (anndata, backed)
+    with atomic_path(tmp_path / "again.h5ad") as tmp:
+        tmp.unlink()
+        tmp.write_bytes(b"data")
+    assert _mode(tmp_path / "again.h5ad") == expected
+
+
+def test_new_directories_get_the_umask_permissions(tmp_path, umask):
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "config.json").write_text("{}")
+        (tmp / "sub").mkdir()
+        with atomic_path(tmp / "weights.bin") as inner:
+            inner.write_bytes(b"w")
+    assert _mode(tmp_path / "model") == 0o777 & ~umask
+    assert _mode(tmp_path / "model" / "sub") == 0o777 & ~umask
+    for name in ("config.json", "weights.bin"):
+        assert _mode(tmp_path / "model" / name) == 0o666 & ~umask, name
+
+
+def test_replaced_file_and_directory_keep_their_mode(tmp_path, umask):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    target.chmod(0o640)
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and _mode(target) == 0o640
+    folder = tmp_path / "model"
+    folder.mkdir()
+    folder.chmod(0o750)
+    with atomic_dir(folder) as tmp:
+        (tmp / "a").write_text("a")
+    assert _mode(folder) == 0o750
+
+
+# ---------------------------------------------------------------- Ctrl-C (issue 24)
+
+
+@pytest.fixture
+def interrupted(monkeypatch):
+    """Pretend Ctrl-C was pressed (and swallowed) earlier in the run."""
+    from diffbio_sc import _interrupt
+
+    monkeypatch.setitem(_interrupt._state, "pending", True)
+
+
+def test_nothing_is_committed_after_an_interrupt(tmp_path, interrupted):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "fresh.csv") as tmp:
+            tmp.write_text("new")
+    folder = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(folder) as tmp:
+            (tmp / "a").write_text("a")
+    assert target.read_text() == "old"
+    assert _listing(tmp_path) == ["out.csv"]
+
+
+def test_commits_inside_a_discarded_directory_are_not_reported(tmp_path):
+    from diffbio_sc.io._atomic import committed
+
+    before = len(committed())
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "results") as stage:
+            with atomic_path(stage / "inner.csv") as tmp:
+                tmp.write_text("x")
+            assert committed()[before:] == [stage / "inner.csv"]
+            raise RuntimeError("later step failed")
+    assert committed()[before:] == []
+    with atomic_dir(tmp_path / "results") as stage:
+        with atomic_path(stage / "inner.csv") as tmp:
+            tmp.write_text("x")
+    assert committed()[before:][-1] == tmp_path / "results"

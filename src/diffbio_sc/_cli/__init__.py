@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from ._common import RawHelpFormatter, run
+# Only the standard library before main() installs the Ctrl-C handler: the rest
+# (NumPy, the subcommands) is imported inside it.
+from .. import _interrupt
 
 __all__ = ["main", "build_parser"]
 
@@ -25,8 +28,17 @@ examples:
   dfm embed-sequences promoters.fa -o promoters.h5mu --pretrain-epochs 3
   dfm embed-genes --reference ref.fa --gtf genes.gtf --vcf calls.vcf -o genetics.h5mu
 
-Bad input exits with status 2 and a one-line message on stderr; outputs are
-written atomically and never overwrite an existing file without --force.
+exit status:
+  0    success
+  1    runtime failure (a full disk, an I/O error, out of memory, an unexpected
+       error): one line on stderr, nothing written (--traceback shows the details)
+  2    bad input or usage (a missing file, a wrong option, an existing output
+       without --force): one line on stderr, nothing written
+  130  interrupted (Ctrl-C): nothing written, temporary files removed
+
+Outputs are written atomically (a failure or Ctrl-C leaves any previous output
+intact), with the permissions your umask gives, and never overwrite an existing
+file or folder without --force. Progress bars are shown only on a terminal.
 """
 
 
@@ -34,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the ``dfm`` argument parser with every subcommand registered."""
     from .._version import __version__
     from . import _benchmark, _cells, _demo, _sequences
+    from ._common import RawHelpFormatter
 
     parser = argparse.ArgumentParser(
         prog="dfm",
@@ -53,9 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dfm`` command; returns the exit status.
 
-    0 on success, 2 for bad input (a one-line message on stderr; argparse's own
-    usage errors have the same status), 130 after Ctrl-C, 1 when no command is given.
+    0 on success, 1 after a runtime failure (a full disk ...), 2 for bad input (a
+    one-line message on stderr; argparse's own usage errors have the same status),
+    130 after Ctrl-C, 1 when no command is given. Ctrl-C is handled from the start
+    (:mod:`diffbio_sc._interrupt`), wherever it lands.
+
+    Called as the program (``argv`` is ``None``: the ``dfm`` script, ``python -m
+    diffbio_sc._cli``), a failed or interrupted run ends the process at once with
+    ``os._exit`` after flushing stdout and stderr, so that the teardown of
+    half-finished JAX or HDF5 state cannot crash it (a segfault instead of the
+    status); the outputs and their temporary files are settled before that.
     """
+    with _interrupt.handling():
+        try:
+            status = _main(argv)
+        except KeyboardInterrupt:  # before a command took over (parsing, imports)
+            print("dfm: interrupted; no output was written.", file=sys.stderr, flush=True)
+            status = 130
+    if argv is None and status in (1, 130):  # EXIT_RUNTIME, EXIT_INTERRUPTED
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
+    from ._common import run
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -65,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    if args.command == "demo":  # unchanged behaviour: its own messages and exit
-        return args.handler(args)
     return run(args.command, args.handler, args)
 
 

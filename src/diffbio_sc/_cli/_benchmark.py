@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from ._common import (
     Reporter,
@@ -49,12 +50,23 @@ def _benchmark(args: argparse.Namespace) -> int:
         dataset=args.dataset or src.stem,
     )
     fig = dfm.pl.benchmark(results, name=args.name, dpi=args.dpi)
+    created = not out.exists()
     out.mkdir(exist_ok=True)
-    with atomic_path(out / "scores.csv", what="scores table") as tmp:
-        results.to_csv(tmp, index=False)
-    with atomic_path(out / "scores.png", what="scores figure") as tmp:
-        fig.savefig(tmp, dpi=args.dpi, facecolor="white", bbox_inches="tight")
-    plt.close(fig)
+    try:
+        # both files are written before either is committed (the inner one first)
+        with (
+            atomic_path(out / "scores.csv", what="scores table") as csv_tmp,
+            atomic_path(out / "scores.png", what="scores figure") as png_tmp,
+        ):
+            results.to_csv(csv_tmp, index=False)
+            fig.savefig(png_tmp, dpi=args.dpi, facecolor="white", bbox_inches="tight")
+    except BaseException:
+        if created:  # a folder made for this run and left empty by the failure
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    finally:
+        plt.close(fig)
     if not args.quiet:  # the verdict first, then the scores grouped under their aggregate
         from ..tl._scoring._verdict import format_results
 

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ._common import (
+    EPOCH_BUDGET_CELLS,
     Reporter,
     add_common,
     collect,
@@ -31,7 +32,11 @@ H5AD = (".h5ad",)
 def _add_io(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("input", metavar="IN.h5ad", help="input AnnData (never modified)")
     p.add_argument(
-        "-o", "--out", required=True, metavar="OUT.h5ad", help=f"output AnnData with {what}"
+        "-o",
+        "--out",
+        required=True,
+        metavar="OUT.h5ad",
+        help=f"output AnnData with {what} (required)",
     )
     p.add_argument(
         "--backed",
@@ -85,6 +90,7 @@ def _add_tokenize(sub) -> None:
         "the top ones as token ids. Writes .obsm[KEY] (int32, right-padded), .obs "
         "['dfm_n_tokens'] and .uns['dfm']['tokenizer'].",
     )
+    p.set_defaults(library_names={"gene_medians": "medians"})  # Python argument -> option dest
     _add_io(p, "the tokens")
     p.add_argument(
         "--recipe",
@@ -254,26 +260,43 @@ def _add_embed(sub) -> None:
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of training (and checkpoint runs)")
     train = p.add_argument_group("training (no --model)")
-    train.add_argument("--batch-key", help=".obs column with the batch, for batch-aware training")
     train.add_argument(
-        "--epochs", type=positive_int, help="training epochs (default: the library's budget)"
+        "--batch-key", help=".obs column with the batch, for batch-aware training (default: none)"
     )
     train.add_argument(
-        "--save-model", metavar="DIR", help="folder to save the trained model to (atomically)"
+        "--epochs",
+        type=positive_int,
+        help=f"training epochs (default: the library's budget, {EPOCH_BUDGET_CELLS})",
     )
-    train.add_argument("--hidden-dim", type=positive_int, help="embedding width")
-    train.add_argument("--n-layers", type=positive_int, help="transformer layers")
-    train.add_argument("--n-heads", type=positive_int, help="attention heads")
-    train.add_argument("--max-tokens", type=positive_int, help="genes per cell seen by the model")
     train.add_argument(
-        "--n-top-genes", type=positive_int, help="highly variable genes in the vocabulary"
+        "--save-model",
+        metavar="DIR",
+        help="folder to save the trained model to (atomically; default: not saved)",
     )
-    train.add_argument("--pretrain-batch-size", type=positive_int, help="cells per training step")
-    train.add_argument("--learning-rate", type=float, help="peak learning rate")
+    train.add_argument("--hidden-dim", type=positive_int, help="embedding width (default: 128)")
+    train.add_argument("--n-layers", type=positive_int, help="transformer layers (default: 2)")
+    train.add_argument("--n-heads", type=positive_int, help="attention heads (default: 4)")
+    train.add_argument(
+        "--max-tokens", type=positive_int, help="genes per cell seen by the model (default: 64)"
+    )
+    train.add_argument(
+        "--n-top-genes",
+        type=positive_int,
+        help="highly variable genes in the vocabulary (default: 2000)",
+    )
+    train.add_argument(
+        "--pretrain-batch-size", type=positive_int, help="cells per training step (default: 64)"
+    )
+    train.add_argument("--learning-rate", type=float, help="peak learning rate (default: 0.003)")
     ckpt = p.add_argument_group("checkpoints (--model is a Geneformer/scGPT folder)")
-    ckpt.add_argument("--gene-key", help=".var column with the gene ids the checkpoint knows")
     ckpt.add_argument(
-        "--emb-layer", type=int, help="hidden layer to pool (negative counts from the end)"
+        "--gene-key", help=".var column with the gene ids the checkpoint knows (default: var_names)"
+    )
+    ckpt.add_argument(
+        "--emb-layer",
+        type=int,
+        help="hidden layer to pool, counted from the end (default: -1 for Geneformer, the "
+        "second-to-last; 0 for scGPT, the last)",
     )
     ckpt.add_argument(
         "--pooling",
@@ -361,7 +384,10 @@ def _add_load_embeddings(sub) -> None:
         help="the model that wrote the file; sets the layout and metadata defaults",
     )
     p.add_argument("--key-added", help=".obsm key (default: X_<source>)")
-    p.add_argument("--id-key", help="table column with the cell ids (.csv/.tsv/.parquet)")
+    p.add_argument(
+        "--id-key",
+        help="table column with the cell ids (.csv/.tsv/.parquet; default: the first column)",
+    )
     p.add_argument("--ids-key", help="array with the cell ids in an .npz file (default: cell_ids)")
     p.add_argument(
         "--dim-columns",
@@ -370,7 +396,10 @@ def _add_load_embeddings(sub) -> None:
         help="table columns holding the dimensions: their names, or one prefix "
         "(default: columns named 0 .. d-1)",
     )
-    p.add_argument("--obsm-key", help=".obsm entry to take from an .h5ad embedding file")
+    p.add_argument(
+        "--obsm-key",
+        help=".obsm entry to take from an .h5ad embedding file (default: the only one)",
+    )
     p.add_argument(
         "--allow-subset",
         action="store_true",
@@ -387,7 +416,8 @@ def _add_load_embeddings(sub) -> None:
     p.add_argument(
         "--layer-index",
         type=int,
-        help="layer the export was taken from, as the upstream tool counts it (recorded)",
+        help="layer the export was taken from, as the upstream tool counts it (recorded; "
+        "default: the --source preset's)",
     )
     p.add_argument(
         "--requires-batch-context",
@@ -395,11 +425,22 @@ def _add_load_embeddings(sub) -> None:
         help="the embedding is only meaningful with its batch context (scGPT models that "
         "condition on batch); needs --batch-key",
     )
-    p.add_argument("--batch-key", help=".obs column with the batch labels the model used")
-    p.add_argument("--context-version", help="version of the batch context (recorded)")
-    p.add_argument("--artifact-id", help="name of the model artifact, recorded in the metadata")
-    p.add_argument("--preprocessing-version", help="preprocessing label, recorded")
-    p.add_argument("--pooling-strategy", help="how cells were pooled upstream, recorded")
+    p.add_argument(
+        "--batch-key", help=".obs column with the batch labels the model used (default: none)"
+    )
+    p.add_argument(
+        "--context-version", help="version of the batch context (recorded; default: none)"
+    )
+    p.add_argument(
+        "--artifact-id", help="name of the model artifact, recorded (default: the preset's)"
+    )
+    p.add_argument(
+        "--preprocessing-version", help="preprocessing label, recorded (default: the preset's)"
+    )
+    p.add_argument(
+        "--pooling-strategy",
+        help="how cells were pooled upstream, recorded (default: the preset's)",
+    )
     add_common(p)
 
 

@@ -10,23 +10,47 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
+import re
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from .. import _interrupt
 from .._validate import DfmInputError
-from ..io._atomic import atomic_path, check_writable_target
+from ..io._atomic import atomic_path, check_writable_target, committed
 
 #: Errors our validation raises for bad input; the CLI reports them in one line.
 USER_ERRORS = (DfmInputError, ValueError, TypeError, OSError)
 
+#: Exit status after a runtime failure (a full disk, an I/O error, running out of
+#: memory, an unexpected error): one line on stderr, nothing written.
+EXIT_RUNTIME = 1
 #: Exit status for bad input (argparse's own, so scripts see one code for both).
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+
+#: ``errno`` values of an ``OSError`` that is a failure of the machine, not of the input.
+RUNTIME_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.ENOMEM, errno.EROFS}
+)
+_MACHINE_FAILURES = {
+    errno.EFBIG: "the output is larger than one file may be here (File too large: see "
+    "`ulimit -f` or the file system's limit); write it elsewhere",
+    errno.EIO: "input/output error (the disk or a network file system failed); check the "
+    "storage and run again",
+    errno.EROFS: "the file system is read-only; write the output elsewhere",
+    errno.ENOMEM: "out of memory; use a smaller input (or --backed where the command has it)",
+}
+#: Errors of failed runs, kept alive until the process ends: releasing one can close a
+#: half-written HDF5 file held by its traceback, which crashes HDF5 (a segfault after a
+#: full disk); ``main`` ends the process with ``os._exit`` instead.
+_FAILED: list[BaseException] = []
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "storagefull", "errno = 28")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -69,12 +93,50 @@ def command(
 ) -> argparse.ArgumentParser:
     """Register subcommand ``name`` run by ``handler``, with the house help format."""
     p = sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
-    p.set_defaults(handler=handler)
+    p.set_defaults(handler=handler, cli_parser=p)
     return p
 
 
-def add_common(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
-    """Add the options every subcommand has (``--force``, ``--no-progress``, ``--quiet`` ...)."""
+#: The native model's default training budget and its time, for ``--help``
+#: (``dfm.tl.pretrain``: about 600 optimizer steps of 64 cells, 5 to 200 epochs).
+EPOCH_BUDGET_CELLS = (
+    "about 600 training steps of 64 cells: 600 / (cells / 64) epochs, between 5 and 200, "
+    "so 5 epochs beyond ~7,700 cells; a step takes roughly 0.1-0.2 s on a 2-core CPU: "
+    "1-2 minutes up to ~7,700 cells, ~10 minutes for 50,000"
+)
+#: The same for the sequence encoder (``dfm.tl.pretrain_sequences``).
+EPOCH_BUDGET_SEQUENCES = (
+    "about 300 training steps of 32 sequences: 300 / (sequences / 32) epochs, between 2 "
+    "and 100, so 2 epochs beyond ~4,800 sequences; a few minutes on a 2-core CPU for "
+    "sequences of a few hundred bases, longer ones in proportion to their length"
+)
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old name of an option: stores into the new one's ``dest`` and warns.
+
+    Register with ``help=argparse.SUPPRESS`` and ``new="--new-name"``.
+    """
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use {self.new} "
+            "(same meaning).",
+            file=sys.stderr,
+            flush=True,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_common(parser: argparse.ArgumentParser, *, force: bool = True, quiet: bool = True) -> None:
+    """Add the options every subcommand has (``--force``, ``--no-progress``, ``--quiet`` ...).
+
+    ``quiet=False`` leaves out ``--quiet`` (for a command that always reports).
+    """
     group = parser.add_argument_group("general options")
     if force:
         group.add_argument(
@@ -83,11 +145,16 @@ def add_common(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
             help="overwrite existing outputs (by default an existing output is an error)",
         )
     group.add_argument(
-        "--no-progress", action="store_true", help="hide progress bars (e.g. in log files)"
+        "--no-progress",
+        action="store_true",
+        help="hide progress bars (they are shown only when stderr is a terminal)",
     )
-    group.add_argument(
-        "--quiet", action="store_true", help="print nothing on success (errors still go to stderr)"
-    )
+    if quiet:
+        group.add_argument(
+            "--quiet",
+            action="store_true",
+            help="print nothing on success (errors still go to stderr)",
+        )
     group.add_argument(
         "--verbose",
         action="store_true",
@@ -100,13 +167,135 @@ def add_common(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
     )
 
 
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from (``__cause__``/``__context__``)."""
+    out: list[BaseException] = []
+    while err is not None and err not in out and len(out) < 20:
+        out.append(err)
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it came from) reports a full disk or quota.
+
+    h5py and safetensors report it as text (``errno = 28``, ``StorageFull``), not as
+    an ``OSError`` with ``errno.ENOSPC``.
+    """
+    for e in _chain(err):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(t in str(e).lower() for t in _DISK_FULL_TEXT):
+            return True
+    return False
+
+
+def exit_status(err: BaseException) -> int:
+    """Return the exit status for an error: :data:`EXIT_USAGE` or :data:`EXIT_RUNTIME`.
+
+    Bad input (our checks' ``DfmInputError``, ``ValueError``, ``TypeError``, a
+    missing or unwritable path) is a usage error; a full disk, an I/O error, running
+    out of memory and any unexpected exception are runtime failures.
+    """
+    if is_disk_full(err) or isinstance(err, MemoryError):
+        return EXIT_RUNTIME
+    if isinstance(err, OSError) and err.errno in RUNTIME_ERRNOS:
+        return EXIT_RUNTIME
+    if isinstance(err, USER_ERRORS):
+        return EXIT_USAGE
+    return EXIT_RUNTIME
+
+
+def _written_since(start: int) -> str:
+    new = committed()[start:]
+    if not new:
+        return "no output was written (any previous one is intact)"
+    return f"only {', '.join(str(p) for p in new)} was written (complete); nothing else"
+
+
+def error_message(err: BaseException, parser: argparse.ArgumentParser | None = None) -> str:
+    """Return the one-line message for ``err``, in the command line's words."""
+    if is_disk_full(err):
+        where = next(
+            (str(e.filename) for e in _chain(err) if isinstance(e, OSError) and e.filename), None
+        )
+        text = "no space left on the device" + (f" writing {where!r}" if where else "")
+        return f"{text}; free some space or write the output elsewhere"
+    if isinstance(err, MemoryError):
+        return "out of memory; use a smaller input (or --backed where the command has it)"
+    if isinstance(err, OSError) and err.errno in _MACHINE_FAILURES:
+        return _MACHINE_FAILURES[err.errno]
+    text = one_line(err)
+    if exit_status(err) == EXIT_RUNTIME and not isinstance(err, OSError):
+        kind = getattr(err, "child_type", type(err).__name__)
+        text = f"{kind}: {text} (rerun with --traceback for the details)"
+    return cli_language(text, parser) if parser is not None else text
+
+
+def _option_table(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    table: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.help != argparse.SUPPRESS:
+            table.setdefault(action.dest, action)
+    return table
+
+
+_VALUE = r"""(\{[^{}]*\}|'[^']*'|"[^"]*"|[^\s,;)]+)?"""
+
+
+def cli_language(text: str, parser: argparse.ArgumentParser) -> str:
+    """Rewrite the library's ``name=value`` advice as the command's options.
+
+    ``layer='counts'`` becomes ``--layer counts``, ``contig_map={'MT': 'chrM'}``
+    becomes ``--contig-map MT=chrM`` and ``allow_positional=True`` becomes
+    ``--allow-positional``, for every option of ``parser`` (plus the names in its
+    ``library_names`` default, for Python arguments the option is named
+    differently).
+    """
+    table = _option_table(parser)
+    aliases = dict(parser.get_default("library_names") or {})
+    names = {**{d: a for d, a in table.items()}}
+    for py_name, dest in aliases.items():
+        if dest in table:
+            names[py_name] = table[dest]
+    if not names:
+        return text
+
+    def repl(match: re.Match) -> str:
+        action = names[match.group(1)]
+        flag = next(o for o in action.option_strings if o.startswith("--"))
+        value = match.group(2)
+        if action.nargs == 0:  # a flag: allow_positional=True -> --allow-positional
+            return flag
+        if value is None:
+            return flag
+        if value.startswith("{"):
+            pairs = re.findall(r"""['"]([^'"]*)['"]\s*:\s*['"]([^'"]*)['"]""", value)
+            if pairs:
+                return f"{flag} " + " ".join(f"{k}={v}" for k, v in pairs)
+            return f"{flag} NAME=OTHER_NAME"
+        return f"{flag} {value.strip(chr(39) + chr(34))}"
+
+    pattern = (
+        r"(?<![\w.\[-])("
+        + "|".join(map(re.escape, sorted(names, key=len)[::-1]))
+        + r")=(?!=)"
+        + _VALUE
+    )
+    return re.sub(pattern, repl, text)
+
+
 def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run ``func(args)`` with the package settings the options ask for.
 
-    A user error (:data:`USER_ERRORS`) becomes ``dfm <command>: error: <message>`` on
-    stderr and exit status 2, and Ctrl-C exit status 130, unless ``--traceback`` was
-    passed. The settings
-    changed here (progress bars, verbosity) are restored afterwards.
+    Exit statuses (unless ``--traceback`` was passed, which re-raises): bad input
+    ``dfm <command>: error: <message>`` on stderr and :data:`EXIT_USAGE` (2); a
+    runtime failure (a full disk, an I/O error, an unexpected error) one line and
+    :data:`EXIT_RUNTIME` (1); Ctrl-C :data:`EXIT_INTERRUPTED` (130), also when the
+    interrupt was swallowed somewhere below (outputs are then never committed, see
+    :mod:`diffbio_sc._interrupt`). The message says what, if anything, was
+    written. The settings changed here (progress bars, verbosity) are restored.
     """
     from .._settings import settings
 
@@ -114,22 +303,28 @@ def run(command: str, func: Callable[[argparse.Namespace], int], args: argparse.
     settings.progress_bar = not getattr(args, "no_progress", False)
     if getattr(args, "verbose", False):
         settings.verbosity = "info"
+    start = len(committed())
+    parser = getattr(args, "cli_parser", None)
     try:
-        return func(args)
-    except USER_ERRORS as err:
+        status = func(args)
+        _interrupt.check()  # an interrupt that some library swallowed is still one
+        return status
+    except KeyboardInterrupt as err:
         if getattr(args, "traceback", False):
             raise
-        print(f"dfm {command}: error: {one_line(err)}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        if getattr(args, "traceback", False):
-            raise
-        print(
-            f"dfm {command}: interrupted; no output was written (any previous one is intact).",
-            file=sys.stderr,
-            flush=True,
-        )
+        _FAILED.append(err)
+        print(f"dfm {command}: interrupted; {_written_since(start)}.", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except Exception as err:
+        if getattr(args, "traceback", False):
+            raise
+        _FAILED.append(err)
+        status = exit_status(err)
+        message = error_message(err, parser)
+        if status == EXIT_RUNTIME:
+            message = f"{message}; {_written_since(start)}"
+        print(f"dfm {command}: error: {message}", file=sys.stderr, flush=True)
+        return status
     finally:
         settings.progress_bar, settings.verbosity = saved
 
@@ -171,7 +366,15 @@ def seed(text: str) -> int:
 
 def given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     """Return the flags (``--like-this``) of the options in ``names`` that were set."""
-    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+    parser = getattr(args, "cli_parser", None)
+    table = _option_table(parser) if parser is not None else {}
+
+    def flag(dest: str) -> str:
+        action = table.get(dest)
+        longs = [o for o in action.option_strings if o.startswith("--")] if action else []
+        return longs[0] if longs else "--" + dest.replace("_", "-")
+
+    return [flag(n) for n in names if getattr(args, n) not in (None, False)]
 
 
 def collect(args: argparse.Namespace, names: Sequence[str]) -> dict:
@@ -297,16 +500,143 @@ def read_h5ad(path: Path, *, backed: bool = False):
         ) from err
 
 
+def isolated(write: Callable[[], object]) -> None:
+    """Run ``write()`` (an HDF5 write) in a forked child process; re-raise its error here.
+
+    When a write fails half-way (a full disk, a file-size limit), HDF5 can crash the
+    whole process with a segfault while h5py closes the file, before any cleanup
+    runs. In a child, only the child dies: this process then removes the temporary
+    file and reports the failure. The error is passed back as its type name, errno
+    and message (``OSError`` keeps its errno; a ``KeyboardInterrupt`` is re-raised
+    as such; anything else becomes a ``RuntimeError`` naming the original type).
+    Only on Linux (elsewhere forking a process with system frameworks loaded is not
+    safe, and Windows has no fork), ``write()`` runs in this process otherwise.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        write()
+        return
+    import json
+    import signal
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child_stderr = tempfile.TemporaryFile()
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # JAX warns at every fork that its threads could deadlock the child; the child
+        # only writes HDF5 (JAX arrays are made NumPy arrays before, see write_h5ad)
+        warnings.filterwarnings(
+            "ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning
+        )
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; coverage cannot follow it
+        code = 0
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once
+            os.dup2(child_stderr.fileno(), 2)  # h5py's noise while it fails: not for the user
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 (also a replaced sys.stderr)
+            write()
+        except BaseException as err:
+            code = 1
+            # h5py replaces the write error by one of its own while closing the file:
+            # report the first error of the chain that has an errno
+            first = next(
+                (e for e in _chain(err) if isinstance(getattr(e, "errno", None), int)), err
+            )
+            payload = {
+                "type": type(first).__name__,
+                "errno": getattr(first, "errno", None),
+                "message": str(first),
+            }
+            with contextlib.suppress(BaseException):
+                os.write(write_fd, json.dumps(payload).encode()[:60_000])
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        chunks = []
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # Ctrl-C while the child writes: stop it, then go on stopping
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(read_fd)
+    child_stderr.seek(0)
+    noise = child_stderr.read().decode(errors="replace")
+    child_stderr.close()
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        if noise:  # warnings of a successful write
+            sys.stderr.write(noise)
+            sys.stderr.flush()
+        return
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT:
+        raise KeyboardInterrupt
+    try:
+        info = json.loads(b"".join(chunks).decode() or "{}")
+    except ValueError:
+        info = {}
+    kind, message, err_no = info.get("type"), info.get("message", ""), info.get("errno")
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if isinstance(err_no, int):
+        raise OSError(err_no, message)
+    if kind is None:  # killed: a crash in the HDF5 library (e.g. closing a file on a full disk)
+        found = re.search(r"errno = (\d+), error message = '([^']*)'", noise)
+        if found:  # the write failure HDF5 reported before it crashed
+            raise OSError(int(found.group(1)), found.group(2))
+        how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"status {status}"
+        failure = RuntimeError(
+            f"the HDF5 writer crashed ({how}), most often because the disk is full or the "
+            "file too large; check the free space and run again"
+        )
+        failure.child_type = "crash"
+        raise failure
+    failure = RuntimeError(message)
+    failure.child_type = kind  # the type of the error in the child, for the message
+    raise failure
+
+
+def _numpy_arrays(adata) -> None:
+    """Turn JAX arrays in ``adata``'s array slots into NumPy arrays (in place).
+
+    The forked writer (:func:`isolated`) must not call into JAX, whose threads do not
+    exist in the child.
+    """
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    import numpy as np
+
+    for slot in ("obsm", "varm", "layers", "obsp", "varp"):
+        mapping = getattr(adata, slot, None)
+        if mapping is None:
+            continue
+        for key in list(mapping.keys()):
+            if isinstance(mapping[key], jax.Array):
+                mapping[key] = np.asarray(mapping[key])
+
+
 def write_h5ad(adata, path: Path) -> None:
     """Write ``adata`` to ``path`` atomically (the previous file survives a failure).
 
     A backed AnnData is written to a new file too: anndata copies its matrix from
-    the (read-only) input file into the temporary file.
+    the (read-only) input file into the temporary file. The write runs in a child
+    process (:func:`isolated`), so that a crash of HDF5 on a full disk is reported.
     """
+    _numpy_arrays(adata)
     with atomic_path(path, what="output AnnData") as tmp:
         if getattr(adata, "isbacked", False):
             tmp.unlink()  # anndata appends to an existing file when the AnnData is backed
-        adata.write_h5ad(tmp)
+        isolated(lambda: adata.write_h5ad(tmp))
 
 
 @contextlib.contextmanager
@@ -319,8 +649,11 @@ def quiet_mudata() -> Iterator[None]:
 
 def write_h5mu(mdata, path: Path) -> None:
     """Write a MuData to ``path`` atomically."""
+    for mod in getattr(mdata, "mod", {}).values():
+        _numpy_arrays(mod)
+    _numpy_arrays(mdata)
     with atomic_path(path, what="output MuData") as tmp:
-        mdata.write(tmp)
+        isolated(lambda: mdata.write(tmp))
 
 
 def parse_mapping(items: Sequence[str] | None, option: str) -> dict[str, str] | None:

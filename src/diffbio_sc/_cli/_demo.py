@@ -16,16 +16,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     import diffbio_sc as dfm
 
-    from ..io._atomic import atomic_path
-    from ..io._embeddings import make_parent_dirs
+    from ..io._atomic import atomic_dir, atomic_path
+    from ._common import is_disk_full, write_h5ad
 
-    out = Path(args.out).resolve()
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"dfm demo: --out {str(out)!r} is a file; pass a folder for the results.")
-    try:
-        make_parent_dirs(out / "summary.json")
-    except OSError as err:
-        raise SystemExit(f"dfm demo: {err}") from None
+    out = _check_out(args.out, force=args.force)
     t0 = time.perf_counter()
 
     def step(msg: str) -> None:
@@ -53,9 +47,7 @@ def _demo(args: argparse.Namespace) -> int:
     step("dfm.tl.pretrain + dfm.tl.embed (native masked-expression transformer)")
     model = dfm.tl.pretrain(adata, seed=args.seed, epochs=args.epochs)
     dfm.tl.embed(adata, model)
-    model_dir = out / "model"
-    model.save(model_dir)
-    step(f"  embedding .obsm['X_dfm'] {adata.obsm['X_dfm'].shape}; model saved to {model_dir}")
+    step(f"  embedding .obsm['X_dfm'] {adata.obsm['X_dfm'].shape}")
 
     step("dfm.tl.benchmark: native embedding vs PCA baseline (kNN annotation + scib-metrics)")
     results = dfm.tl.benchmark(
@@ -69,29 +61,33 @@ def _demo(args: argparse.Namespace) -> int:
         dataset=DATASET,
     )
     table = results.pivot_table(index="metric", columns="embedding", values="value")
-    # Every output goes through atomic_path: a crash or a full disk leaves the
-    # previous file (or none), never a half-written one.
-    with atomic_path(out / "scores.csv", what="scores table") as tmp:
-        results.to_csv(tmp, index=False)
-    try:
-        fig = dfm.pl.benchmark(results)  # titled by the dataset, with the verdict
-        import matplotlib.pyplot as plt
+    # The whole results folder is written at once (atomic_dir): a crash, a full disk
+    # or Ctrl-C leaves the previous folder (or none), never a half-written one.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, what="demo results folder") as stage:
+        model.save(stage / "model")
+        with atomic_path(stage / "scores.csv", what="scores table") as tmp:
+            results.to_csv(tmp, index=False)
+        try:
+            fig = dfm.pl.benchmark(results)  # titled by the dataset, with the verdict
+            import matplotlib.pyplot as plt
 
-        with atomic_path(out / "scores.png", what="scores figure") as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", facecolor="white")
-        plt.close(fig)
-    except Exception as err:  # plotting is a convenience: report, do not fail the demo
-        step(f"  (plot skipped: {err})")
-    with atomic_path(out / "demo.h5ad", what="demo AnnData") as tmp:
-        adata.write_h5ad(tmp)
-    summary = {
-        "n_cells": int(adata.n_obs),
-        "n_genes": int(adata.n_vars),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "scores": {c: table[c].dropna().round(4).to_dict() for c in table.columns},
-    }
-    with atomic_path(out / "summary.json", what="summary") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+            with atomic_path(stage / "scores.png", what="scores figure") as tmp:
+                fig.savefig(tmp, dpi=150, bbox_inches="tight", facecolor="white")
+            plt.close(fig)
+        except Exception as err:  # plotting is a convenience: report, do not fail the demo
+            if is_disk_full(err):
+                raise
+            step(f"  (plot skipped: {err})")
+        write_h5ad(adata, stage / "demo.h5ad")  # atomic, and an HDF5 crash cannot take us down
+        summary = {
+            "n_cells": int(adata.n_obs),
+            "n_genes": int(adata.n_vars),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "scores": {c: table[c].dropna().round(4).to_dict() for c in table.columns},
+        }
+        with atomic_path(stage / "summary.json", what="summary") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
     from ..tl._scoring._verdict import format_results
 
     print()
@@ -104,9 +100,36 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(path: str, *, force: bool) -> Path:
+    """Check ``--out`` before any work: a folder, not there yet unless ``force``.
+
+    Missing parent folders are created only when the results are written; the
+    nearest existing one must be writable.
+    """
+    import os
+
+    out = Path(path).resolve()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {path!r} is a file; pass a folder for the results.")
+    if out.exists() and not force:
+        raise FileExistsError(
+            f"--out {path!r} already exists; pass --force to replace it (the whole folder) or "
+            "choose another name."
+        )
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"--out {path!r} cannot be created: {str(ancestor)!r} is not a writable folder. "
+            "Choose a writable location."
+        )
+    return out
+
+
 def add_parser(sub) -> None:
-    """Register ``dfm demo`` (its options are unchanged from the first release)."""
-    from ._common import command
+    """Register ``dfm demo``."""
+    from ._common import EPOCH_BUDGET_CELLS, add_common, command, positive_int, seed
 
     demo = command(
         sub,
@@ -117,8 +140,22 @@ def add_parser(sub) -> None:
         "protocols): tokenize, pretrain the native model, embed, and score the embedding "
         "against PCA. Writes demo.h5ad, scores.csv, scores.png, summary.json and the model.",
     )
-    demo.add_argument("--out", default="dfm_demo_results", help="output folder")
-    demo.add_argument("--seed", type=int, default=0, help="seed of every random step")
-    demo.add_argument("--epochs", type=int, default=None, help="override the training budget")
-    demo.add_argument("--n-cells", type=int, default=None, help="subsample cells (quick runs)")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument(
+        "--out",
+        default="dfm_demo_results",
+        help="output folder, written whole at the end (an existing one needs --force)",
+    )
+    demo.add_argument("--seed", type=seed, default=0, help="seed of every random step")
+    demo.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"training epochs (default: the library's budget; {EPOCH_BUDGET_CELLS})",
+    )
+    demo.add_argument(
+        "--n-cells",
+        type=positive_int,
+        default=None,
+        help="subsample cells (quick runs; default: all 1,408)",
+    )
+    add_common(demo, quiet=False)

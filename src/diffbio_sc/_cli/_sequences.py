@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from ._common import (
+    EPOCH_BUDGET_SEQUENCES,
+    DeprecatedAlias,
     Reporter,
     add_common,
     collect,
@@ -123,8 +125,11 @@ def _add_embed_sequences(sub) -> None:
         "these sequences (masked-language model, seeded) and used; keep it with --save-model. "
         "Writes ['MOD'].obsm[KEY] and ['MOD'].uns['dfm']['embeddings'][KEY].",
     )
+    p.set_defaults(library_names={"epochs": "pretrain_epochs"})  # Python argument -> option dest
     p.add_argument("input", metavar="IN.fa", help="FASTA file (plain or gzipped)")
-    p.add_argument("-o", "--out", required=True, metavar="OUT.h5mu", help="output MuData")
+    p.add_argument(
+        "-o", "--out", required=True, metavar="OUT.h5mu", help="output MuData (required)"
+    )
     p.add_argument("--mod", default="dna", help="modality name in the MuData")
     p.add_argument(
         "--encoder",
@@ -168,17 +173,47 @@ def _add_embed_sequences(sub) -> None:
     p.add_argument("--seed", type=seed, default=0, help="seed of the pretraining")
     train = p.add_argument_group("pretraining (no --encoder)")
     train.add_argument(
-        "--pretrain-epochs", type=positive_int, help="epochs (default: the library's budget)"
-    )
-    train.add_argument("--save-model", metavar="DIR", help="folder to save the trained encoder to")
-    train.add_argument("--hidden-dim", type=positive_int, help="embedding width (library: 256)")
-    train.add_argument("--num-layers", type=positive_int, help="transformer layers (library: 4)")
-    train.add_argument("--num-heads", type=positive_int, help="attention heads (library: 4)")
-    train.add_argument(
-        "--intermediate-dim", type=positive_int, help="feed-forward width (library: 1024)"
+        "--pretrain-epochs",
+        type=positive_int,
+        help=f"epochs (default: the library's budget, {EPOCH_BUDGET_SEQUENCES})",
     )
     train.add_argument(
-        "--max-length", type=positive_int, help="longest input in tokens (library: 512)"
+        "--save-model",
+        metavar="DIR",
+        help="folder to save the trained encoder to (default: not saved)",
+    )
+    train.add_argument("--hidden-dim", type=positive_int, help="embedding width (default: 256)")
+    train.add_argument(
+        "--n-layers",
+        dest="num_layers",
+        metavar="N_LAYERS",
+        type=positive_int,
+        help="transformer layers (default: 4)",
+    )
+    train.add_argument(
+        "--n-heads",
+        dest="num_heads",
+        metavar="N_HEADS",
+        type=positive_int,
+        help="attention heads (default: 4)",
+    )
+    for old, new, dest in (
+        ("--num-layers", "--n-layers", "num_layers"),
+        ("--num-heads", "--n-heads", "num_heads"),
+    ):
+        train.add_argument(
+            old,
+            dest=dest,
+            type=positive_int,
+            action=DeprecatedAlias,
+            new=new,
+            help=argparse.SUPPRESS,
+        )
+    train.add_argument(
+        "--intermediate-dim", type=positive_int, help="feed-forward width (default: 1024)"
+    )
+    train.add_argument(
+        "--max-length", type=positive_int, help="longest input in tokens (default: 512)"
     )
     train.add_argument(
         "--tokenizer",
@@ -186,7 +221,9 @@ def _add_embed_sequences(sub) -> None:
         help="char: one token per base (library default); kmer: overlapping k-mers; "
         "nt6: non-overlapping 6-mers",
     )
-    train.add_argument("--k", type=positive_int, help="k-mer size for --tokenizer kmer")
+    train.add_argument(
+        "--k", type=positive_int, help="k-mer size for --tokenizer kmer (default: 6)"
+    )
     add_common(p)
 
 
@@ -304,12 +341,15 @@ def _add_embed_genes(sub) -> None:
         ".obsm['X_dfm_genes'], .obsm['X_dfm_subject'], .obsm[KEY], .uns['gene_list'], "
         ".uns['reference_version'], .uns['embedding_strategy_id'].",
     )
+    p.set_defaults(library_names={"log_path": "log"})  # Python argument -> option dest
     p.add_argument("--reference", required=True, metavar="REF.fa", help="reference FASTA")
     p.add_argument("--gtf", required=True, metavar="GENES.gtf", help="gene annotation (GTF)")
     p.add_argument(
         "--vcf", required=True, metavar="CALLS.vcf", help="variant calls, subjects as samples"
     )
-    p.add_argument("-o", "--out", required=True, metavar="OUT.h5mu", help="output MuData")
+    p.add_argument(
+        "-o", "--out", required=True, metavar="OUT.h5mu", help="output MuData (required)"
+    )
     p.add_argument(
         "--genes",
         nargs="+",
@@ -337,11 +377,13 @@ def _add_embed_genes(sub) -> None:
         action="store_true",
         help="merge each k-mer with its reverse complement (strand-invariant)",
     )
-    enc.add_argument("--encoder-source", help="upstream model name of a precomputed FILE")
+    enc.add_argument(
+        "--encoder-source", help="upstream model name of a precomputed FILE (default: generic)"
+    )
     enc.add_argument(
         "--encoder-max-length",
         type=positive_int,
-        help="window (bases) the precomputed FILE was exported with",
+        help="window (bases) the precomputed FILE was exported with (default: not windowed)",
     )
     p.add_argument(
         "--feature",
@@ -359,13 +401,13 @@ def _add_embed_genes(sub) -> None:
         "--contig-map",
         nargs="+",
         metavar="GTF=FASTA",
-        help="contig renames from the GTF to the FASTA, e.g. MT=chrM",
+        help="contig renames from the GTF to the FASTA, e.g. MT=chrM (default: none)",
     )
     p.add_argument(
         "--vcf-contig-map",
         nargs="+",
         metavar="GTF=VCF",
-        help="contig renames from the GTF to the VCF",
+        help="contig renames from the GTF to the VCF (default: none)",
     )
     p.add_argument("--reference-version", help="assembly label (default: file name + digest)")
     p.add_argument(
@@ -374,8 +416,12 @@ def _add_embed_genes(sub) -> None:
         default="average",
         help="average both strands; equivariant: the encoder is strand-invariant; none",
     )
-    p.add_argument("--window", type=positive_int, help="window (bases) for long genes")
-    p.add_argument("--window-stride", type=positive_int, help="stride between windows")
+    p.add_argument(
+        "--window", type=positive_int, help="window (bases) for long genes (default: whole genes)"
+    )
+    p.add_argument(
+        "--window-stride", type=positive_int, help="stride between windows (default: the window)"
+    )
     p.add_argument(
         "--subject-pooling",
         choices=("concat", "mean"),
@@ -408,7 +454,7 @@ def _add_embed_genes(sub) -> None:
     p.add_argument("--seed", type=seed, default=0, help="seed of the random projection")
     p.add_argument("--mod", default="genetics", help="modality name")
     p.add_argument("--key-added", default="X_dfm_genetics", help=".obsm key of the projection")
-    p.add_argument("--log", metavar="FILE.json", help="write the JSON run log here")
+    p.add_argument("--log", metavar="FILE.json", help="write the JSON run log here (default: none)")
     add_common(p)
 
 

@@ -4,6 +4,14 @@ Every file diffbio_sc writes goes through here: the content is written to a
 temporary name beside the target, flushed and fsynced, then renamed over the
 target. A crash, a full disk or an exception at any point leaves the previous
 file (or model directory) intact and no partial file under the target name.
+
+Permissions: a new file gets ``0o666 & ~umask`` and a new directory
+``0o777 & ~umask``, as a plain ``open(path, "w")`` or ``os.mkdir`` would give
+(the temporary names are created private, ``0o600`` / ``0o700``, and opened up
+only when committed); a replaced file or directory keeps the mode it had.
+
+Once Ctrl-C was pressed (:func:`diffbio_sc._interrupt.pending`), nothing is
+committed: the block raises ``KeyboardInterrupt`` instead of renaming.
 """
 
 from __future__ import annotations
@@ -12,11 +20,65 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "check_writable_target", "fsync_dir"]
+from .. import _interrupt
+
+__all__ = [
+    "atomic_path",
+    "atomic_dir",
+    "check_writable_target",
+    "fsync_dir",
+    "current_umask",
+    "committed",
+]
+
+_umask_lock = threading.Lock()
+#: Targets committed by this process, in order (the command line reports them).
+_COMMITTED: list[Path] = []
+
+
+def committed() -> list[Path]:
+    """Return the targets committed so far by this process (oldest first)."""
+    return list(_COMMITTED)
+
+
+def current_umask() -> int:
+    """Return the process umask without changing it, even briefly, where possible.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read with an
+    ``os.umask`` round trip under a lock (other threads creating files in that
+    instant would see the umask ``0o077``, never a looser one).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def _final_mode(target: Path, *, directory: bool) -> int:
+    """Mode of the committed target: the replaced one's, else the umask's default."""
+    try:
+        st = os.stat(target)
+    except OSError:
+        return (0o777 if directory else 0o666) & ~current_umask()
+    return stat.S_IMODE(st.st_mode)
+
+
+def _commit_check(target: Path) -> None:
+    if _interrupt.pending():
+        raise KeyboardInterrupt(f"interrupted before writing {str(target)!r}")
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -98,7 +160,10 @@ def atomic_path(path: str | os.PathLike, *, what: str = "output file") -> Iterat
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, _final_mode(target, directory=tmp.is_dir()))
+        _commit_check(target)
         os.replace(tmp, target)
+        _COMMITTED.append(target)
         fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -131,6 +196,8 @@ def atomic_dir(path: str | os.PathLike, *, what: str = "output directory") -> It
             for name in files:
                 _fsync_file(Path(root) / name)
             fsync_dir(root)
+        os.chmod(tmp, _final_mode(target, directory=True))
+        _commit_check(target)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
             old.rmdir()
@@ -142,9 +209,12 @@ def atomic_dir(path: str | os.PathLike, *, what: str = "output directory") -> It
                 os.replace(old, target)
                 old = None
             raise
+        _COMMITTED.append(target)
         fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        # what was committed inside the discarded directory was never written
+        _COMMITTED[:] = [p for p in _COMMITTED if tmp not in p.parents]
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
