@@ -11,6 +11,10 @@ that ``import diffbio_sc`` does not import JAX.
 * ``load_checkpoint``, ``CheckpointModel``: published Geneformer / scGPT checkpoints
   (``BertEncoder``, ``ScGPTEncoder``); GENERator / Nucleotide Transformer (v1, v2) DNA
   checkpoints load as ``DnaCheckpointModel`` (``LlamaDecoder``, ``EsmEncoder``).
+* ``from_pretrained(repo_id, revision=, subfolder=, cache_dir=)``: the same checkpoints
+  fetched from the Hugging Face Hub, or its local cache when offline (needs
+  ``huggingface_hub``); ``HUB_REPOSITORIES`` lists the repositories (Geneformer's
+  subfolders; the genomic families' ids are the ``checkpoints`` of ``GENOMICS_MODELS``).
 
 Internals for the package's own code and its developers (importable, not listed in
 ``__all__``, ``dir()`` or the API reference): ``register_model`` (the class registry behind
@@ -31,6 +35,8 @@ _EXPORTS = {
     "load": "._io",
     "load_checkpoint": "._pretrained",
     "CheckpointModel": "._pretrained",
+    "from_pretrained": "._hub",
+    "HUB_REPOSITORIES": "._hub",
     "BertConfig": "._bert",
     "BertEncoder": "._bert",
     "ScGPTConfig": "._scgpt",

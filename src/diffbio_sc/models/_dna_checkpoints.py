@@ -256,6 +256,7 @@ def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
         max_tokens=int(md["max_tokens"]),
         settings=settings,
         sources=dict(md.get("sources", {})),
+        hub=dict(md["hub"]) if isinstance(md.get("hub"), dict) else None,
         tokenizer=tok,
         pooling=str(md.get("dna", {}).get("pooling", "mean")),
     )

@@ -1,7 +1,9 @@
 """Genomics foundation models, as plain data: what each one is and how dfm imports it.
 
 diffbio_sc runs two of these families in-process, in JAX, from a checkpoint
-directory you provide (weights are never downloaded): GENERator and
+directory you provide, or fetched from the Hugging Face Hub only when you call
+:func:`diffbio_sc.models.from_pretrained` with one of the ``checkpoints`` keys (they are
+Hub repository ids): GENERator and
 Nucleotide Transformer (v1 and v2), through :func:`diffbio_sc.models.load_checkpoint`
 (``dfm_in_process`` below; equal within 1e-5 in float32 to the ``transformers``
 reference, for NT v2 to InstaDeep's own JAX/Haiku model). For the others, embed gene sequences with the upstream code, then

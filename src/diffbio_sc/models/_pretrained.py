@@ -77,6 +77,10 @@ class CheckpointModel:
         Other checkpoint settings (scGPT ``n_bins``, ``pad_value``).
     sources
         Where each dictionary came from (file path or ``'mapping'``).
+    hub
+        For a model fetched by :func:`~diffbio_sc.models.from_pretrained`: its
+        ``repo_id``, ``revision`` (resolved commit hash), ``requested_revision``
+        and ``subfolder``; else ``None``.
     """
 
     family: str
@@ -89,6 +93,7 @@ class CheckpointModel:
     max_tokens: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    hub: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         """Return a short summary: family, sizes, parameters, dictionaries, files."""
@@ -106,6 +111,12 @@ class CheckpointModel:
             f"max_tokens: {self.max_tokens}",
             f"checkpoint: {os.fspath(self.path)} (sha256 {self.sha256[:12]})",
         ]
+        if self.hub:
+            lines.append(
+                f"hub: {self.hub.get('repo_id')}"
+                + (f"/{self.hub['subfolder']}" if self.hub.get("subfolder") else "")
+                + f" @ {self.hub.get('revision')}"
+            )
         return lines[0] + "\n" + "\n".join("  " + line for line in lines[1:])
 
     __str__ = __repr__
@@ -146,6 +157,7 @@ class CheckpointModel:
             "sources": dict(self.sources),
             "checkpoint_sha256": self.sha256,
             "checkpoint_path": os.fspath(self.path),
+            **({"hub": dict(self.hub)} if self.hub else {}),
         }
 
     def digests(self) -> dict[str, str]:
@@ -339,6 +351,7 @@ def _load_saved(path) -> CheckpointModel | None:
         max_tokens=max_tokens,
         settings=dict(md.get("settings", {})),
         sources=dict(md.get("sources", {})),
+        hub=dict(md["hub"]) if isinstance(md.get("hub"), dict) else None,
     )
 
 
