@@ -329,6 +329,20 @@ def test_download_patterns_take_one_model_and_the_dictionaries():
     )
     root = set(filter_repo_objects(repo, allow_patterns=_checkpoint_patterns("")))
     assert root == {"config.json", "model.safetensors"} | dictionaries
+    # a sharded checkpoint with its tokenizer (GENERator-eukaryote-3b-base's file list)
+    sharded = [
+        *(f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)),
+        "model.safetensors.index.json",
+        "config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+        "tokenizer.py",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "README.md",
+    ]
+    got = set(filter_repo_objects(sharded, allow_patterns=_checkpoint_patterns("")))
+    assert got == set(sharded) - {"generation_config.json", "tokenizer.py", "README.md"}
 
 
 @pytest.mark.parametrize("bad", ["no-slash", "a/b/c", "/name", 3])

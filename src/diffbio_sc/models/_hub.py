@@ -82,7 +82,8 @@ _CONVERT = (
     "convert them once to JSON where you trust the files (pickles can run code; diffbio_sc "
     "never unpickles them), e.g. json.dump({k: int(v) for k, v in pickle.load(open(tok, "
     "'rb')).items()}, ...) as token_dictionary.json, or pass token_dictionary= and "
-    "gene_median_dictionary= as mappings; see dfm.models.load_checkpoint."
+    "gene_median_dictionary= as mappings (see dfm.models.load_checkpoint); "
+    "dfm.tl.embed_checkpoint also takes the pickle paths with trust_pickle=True."
 )
 
 
