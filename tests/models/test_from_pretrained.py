@@ -216,12 +216,15 @@ def test_revision_selects_the_snapshot_of_a_named_ref_or_commit(tmp_path):
     assert commits["v1"] in repr(old)
 
 
-def test_provenance_survives_save_and_load(tmp_path):
-    _make_repo(tmp_path / "cache", "Org/gen", {"main": {"": FIX / "generator"}})
-    m = dfm.models.from_pretrained("Org/gen", cache_dir=tmp_path / "cache")
+@pytest.mark.parametrize("name", ["generator", "geneformer_v1"])
+def test_provenance_survives_save_and_load(tmp_path, name):
+    _make_repo(tmp_path / "cache", "Org/model", {"main": {"sub": FIX / name}})
+    m = dfm.models.from_pretrained("Org/model", subfolder="sub", cache_dir=tmp_path / "cache")
     m.save(tmp_path / "saved")
     back = dfm.models.load_checkpoint(tmp_path / "saved")
-    assert back.hub == m.hub and back.hub["repo_id"] == "Org/gen"
+    assert back.family == m.family
+    assert back.hub == m.hub and back.hub["repo_id"] == "Org/model"
+    assert back.hub["subfolder"] == "sub" and len(back.hub["revision"]) == 40
 
 
 # ------------------------------------------------------------------ offline and errors
@@ -381,3 +384,24 @@ def test_registry_names_hub_repositories():
         for repo_id in rec["checkpoints"]:
             owner, name = repo_id.split("/")
             assert owner and name
+
+
+@pytest.mark.parametrize(
+    ("error", "match"),
+    [
+        ("RepositoryNotFoundError", "no Hugging Face Hub repository"),
+        ("RevisionNotFoundError", "Revision 'v9'"),
+    ],
+)
+def test_hub_answers_become_checkpoint_errors(monkeypatch, tmp_path, error, match):
+    import huggingface_hub.utils as hub_utils
+
+    cls = getattr(hub_utils, error)
+
+    def answer(*args, **kwargs):
+        raise cls.__new__(cls)  # as the Hub answers a missing repository / revision
+
+    monkeypatch.setattr(hub, "snapshot_download", answer)
+    with pytest.raises(CheckpointError, match=match) as err:
+        dfm.models.from_pretrained("Org/absent", revision="v9", cache_dir=tmp_path)
+    assert "'Org/absent'" in str(err.value)
