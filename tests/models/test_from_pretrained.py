@@ -376,14 +376,19 @@ def test_registry_names_hub_repositories():
     from diffbio_sc.models._hub import HUB_REPOSITORIES
 
     gf = HUB_REPOSITORIES["geneformer"]
-    assert gf["repo_id"] == "ctheodoris/Geneformer" and "Geneformer-V2-104M" in gf["subfolders"]
-    assert HUB_REPOSITORIES["scgpt"]["repo_id"] is None  # no official Hub repository
-    in_process = [r for r in dfm.models.GENOMICS_MODELS if r.get("dfm_in_process")]
-    assert {r["name"] for r in in_process} == {"GENERator", "Nucleotide Transformer"}
-    for rec in in_process:
-        for repo_id in rec["checkpoints"]:
-            owner, name = repo_id.split("/")
-            assert owner and name
+    assert gf["repo_ids"] == ("ctheodoris/Geneformer",)
+    assert "Geneformer-V2-104M" in gf["subfolders"]
+    assert HUB_REPOSITORIES["scgpt"]["repo_ids"] == ()  # no official Hub repository
+    # every family run in-process has its Hub ids, as in GENOMICS_MODELS
+    in_process = {
+        r["name"]: tuple(r["checkpoints"])
+        for r in dfm.models.GENOMICS_MODELS
+        if r.get("dfm_in_process")
+    }
+    assert HUB_REPOSITORIES["generator"]["repo_ids"] == in_process.pop("GENERator")
+    nt = HUB_REPOSITORIES["nucleotide_transformer"]["repo_ids"]
+    assert nt == in_process.pop("Nucleotide Transformer") and not in_process
+    assert "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species" in nt
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ that ``import diffbio_sc`` does not import JAX.
   checkpoints load as ``DnaCheckpointModel`` (``LlamaDecoder``, ``EsmEncoder``).
 * ``from_pretrained(repo_id, revision=, subfolder=, cache_dir=)``: the same checkpoints
   fetched from the Hugging Face Hub, or its local cache when offline (needs
-  ``huggingface_hub``); ``HUB_REPOSITORIES`` lists the repositories (Geneformer's
+  ``huggingface_hub``); ``HUB_REPOSITORIES`` lists the repositories per family (Geneformer's
   subfolders; the genomic families' ids are the ``checkpoints`` of ``GENOMICS_MODELS``).
 
 Internals for the package's own code and its developers (importable, not listed in

@@ -20,16 +20,22 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ._genomics_registry import GENOMICS_MODELS
+
 __all__ = ["from_pretrained", "HUB_REPOSITORIES"]
 
-#: Hub repositories of the checkpoint families diffbio_sc runs in-process.
-#: Geneformer keeps several models in one repository, chosen with ``subfolder``;
-#: its dictionaries are pickles under ``geneformer/`` (see :func:`from_pretrained`).
-#: scGPT's whole-human checkpoint is distributed through Google Drive, not the Hub;
-#: :func:`from_pretrained` loads any repository holding scGPT's layout.
+_by_name = {rec["name"]: rec for rec in GENOMICS_MODELS}
+
+#: Hub repositories of the checkpoint families diffbio_sc runs in-process
+#: (family -> ``repo_ids`` and notes). Geneformer keeps several models in one
+#: repository, chosen with ``subfolder``; its dictionaries are pickles under
+#: ``geneformer/`` (see :func:`from_pretrained`). scGPT's whole-human checkpoint is
+#: distributed through Google Drive, not the Hub: :func:`from_pretrained` loads any
+#: repository holding scGPT's layout. The DNA families' ids are the ``checkpoints``
+#: of :data:`~diffbio_sc.models.GENOMICS_MODELS`.
 HUB_REPOSITORIES: dict[str, dict[str, Any]] = {
     "geneformer": {
-        "repo_id": "ctheodoris/Geneformer",
+        "repo_ids": ("ctheodoris/Geneformer",),
         "subfolders": (
             "Geneformer-V1-10M",
             "Geneformer-V2-104M",
@@ -40,12 +46,20 @@ HUB_REPOSITORIES: dict[str, dict[str, Any]] = {
         "geneformer/gene_median_dictionary_gc104M.pkl (V2; V1: geneformer/gene_dictionaries_30m/)",
     },
     "scgpt": {
-        "repo_id": None,
+        "repo_ids": (),
         "note": "distributed via Google Drive (github.com/bowang-lab/scGPT); no official Hub "
         "repository. Any repository with scGPT's layout (args.json, vocab.json, "
         "best_model.pt) loads.",
     },
+    **{
+        family: {"repo_ids": tuple(rec["checkpoints"])}
+        for family, rec in (
+            ("generator", _by_name["GENERator"]),
+            ("nucleotide_transformer", _by_name["Nucleotide Transformer"]),
+        )
+    },
 }
+del _by_name
 
 #: Files that mark a folder as holding a checkpoint (HF layout, scGPT layout).
 _MARKERS = ("config.json", "args.json")
