@@ -89,7 +89,9 @@ _JIT = None
 class DnaCheckpointModel(CheckpointModel):
     """A loaded DNA checkpoint: the NNX module, its tokenizer and its pooling rule.
 
-    Attributes (besides :class:`~diffbio_sc.models.CheckpointModel`'s)
+    It has the attributes of :class:`~diffbio_sc.models.CheckpointModel`, and:
+
+    Attributes
     ----------
     tokenizer
         :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.NTCheckpointTokenizer` or
