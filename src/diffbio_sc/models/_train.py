@@ -55,10 +55,10 @@ What it does
 * **No host syncs per step.** The loss and ``aux`` of each step stay on the
   device; they are copied to the host together every ``config.log_every`` steps
   (all but the newest step, which keeps running meanwhile) and at the end of
-  each epoch, and the validation losses once per epoch. So the host prepares
-  the next batch while the device runs the current step. The history is the
-  same as with a read per step: the same float32 values, summed on the host in
-  float64 in the same order.
+  each epoch, and the validation losses in groups of ``log_every`` batches. So
+  the host prepares the next batch while the device runs the current step. The
+  history is the same as with a read per step: the same float32 values, summed
+  on the host in float64 in the same order.
 * **Progress.** A tqdm bar with the loss (updated at each read), following
   ``dfm.settings.progress_bar`` unless ``config.progress_bar`` is set.
 * **Failure.** A non-finite training loss raises ``FloatingPointError`` naming
@@ -482,13 +482,15 @@ def fit(
                 history.setdefault(f"train_{k}", []).append(v / len(losses))
             if not val_batches:
                 continue
-            val_losses = [
-                eval_fn(make(idx, w), k) for (idx, w), k in zip(val_batches, val_keys, strict=True)
-            ]
+            # validation losses read in groups of log_every batches (bounded memory)
             tot = wsum = 0.0
-            for vl, (_, w) in zip(jax.device_get(val_losses), val_batches, strict=True):
-                tot += float(vl) * float(w.sum())
-                wsum += float(w.sum())
+            for g in range(0, len(val_batches), log_every):
+                group = val_batches[g : g + log_every]
+                keys = val_keys[g : g + log_every]
+                outs = [eval_fn(make(i, w), k) for (i, w), k in zip(group, keys, strict=True)]
+                for vl, (_, w) in zip(jax.device_get(outs), group, strict=True):
+                    tot += float(vl) * float(w.sum())
+                    wsum += float(w.sum())
             val = tot / wsum
             history["val_loss"].append(val)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", val=f"{val:.4f}")
