@@ -12,6 +12,12 @@
                                      [--pretrain 2000]
 
 3. (``--pretrain``) ``dfm.tl.pretrain`` end to end, 3 epochs, best of 3 calls.
+4. (``--fit-steps N``) the shared trainer's loop (``dfm.models.fit``) on a small
+   masked-expression model (hidden 32, 1 layer, 16 tokens, batch 32, validation
+   on 10% of 1,000 synthetic cells) for about ``N`` steps: steps/s of the whole
+   loop (data, steps, validation, metrics) after a compiling call, plus the
+   history and a weight checksum, to compare two versions of the package
+   (``PYTHONPATH=<old or new>/src``) on the same seed.
 
 Prints markdown tables. Uses whatever JAX sees (CPU here; a GPU if present).
 """
@@ -128,6 +134,65 @@ def bench_pretrain(n_cells: int, epochs: int, repeats: int) -> dict:
     return {"n_cells": n_cells, "steps": steps, "best_wall_s": min(walls), "walls": walls}
 
 
+def bench_fit(steps: int, repeats: int = 3) -> dict:
+    """Steps/s of ``fit`` on a small model, where per-step overhead dominates.
+
+    Uses only ``dfm.models.fit``/``TrainConfig``, the masked model and its loss,
+    all present in older versions too. Returns the best and median steps/s over
+    ``repeats`` timed calls (after one compiling call), the history and a
+    weight checksum of the last call.
+    """
+    import jax
+    from flax import nnx
+
+    from diffbio_sc.models import MaskedExpressionConfig, TrainConfig, fit
+    from diffbio_sc.models._masked import create_model
+    from diffbio_sc.tl._pretrain import _masked_loss
+
+    n_cells, n_genes, max_tokens, bs = 1000, 200, 16, 32
+    rng = np.random.default_rng(0)
+    ids = np.stack([rng.permutation(n_genes)[:max_tokens] + 4 for _ in range(n_cells)])
+    ids = ids.astype(np.int32)
+    vals = np.sort(rng.gamma(1.0, 2.0, (n_cells, max_tokens)).astype(np.float32), axis=1)
+    vals = np.ascontiguousarray(vals[:, ::-1])
+    data = {"ids": ids, "vals": vals, "profile": None, "batch_codes": None}
+    train_idx, val_idx = np.arange(900), np.arange(900, 1000)
+    epochs = max(1, -(-steps // (train_idx.size // bs)))
+    cfg = MaskedExpressionConfig(
+        vocab_size=n_genes + 4, max_tokens=max_tokens, hidden_dim=32, n_layers=1, n_heads=2
+    )
+
+    def run(n_epochs):
+        model = create_model(cfg, jax.random.key(0))
+        tc = TrainConfig(
+            epochs=n_epochs,
+            batch_size=bs,
+            learning_rate=1e-3,
+            patience=None,
+            seed=0,
+            progress_bar=False,
+        )
+        t = time.perf_counter()
+        res = fit(model, _masked_loss, data, train_idx=train_idx, val_idx=val_idx, config=tc)
+        return time.perf_counter() - t, res, model
+
+    run(1)  # compile
+    rates = []
+    for _ in range(repeats):
+        wall, res, model = run(epochs)
+        rates.append(res.summary["steps"] / wall)
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    checksum = float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in leaves))
+    return {
+        "steps": res.summary["steps"],
+        "best_steps_s": max(rates),
+        "median_steps_s": float(np.median(rates)),
+        "rates": rates,
+        "history": res.history,
+        "weight_checksum": checksum,
+    }
+
+
 _CHILD = r"""
 import json, sys, threading, time
 import anndata as ad
@@ -193,6 +258,13 @@ def main() -> None:
         default=[],
         help="cell counts for end-to-end dfm.tl.pretrain timing (3 epochs, best of 3)",
     )
+    p.add_argument(
+        "--fit-steps",
+        type=int,
+        default=0,
+        help="time dfm.models.fit on a small model for about this many steps (3 timed calls)",
+    )
+    p.add_argument("--json", default=None, help="with --fit-steps: write its result here")
     args = p.parse_args()
     import jax
 
@@ -219,6 +291,17 @@ def main() -> None:
                 f"{r['steps'] / r['best_wall_s']:.1f} | {walls} |"
             )
         print()
+    if args.fit_steps:
+        r = bench_fit(args.fit_steps)
+        rates = ", ".join(f"{x:.1f}" for x in r["rates"])
+        print("| fit steps | best steps/s | median steps/s | all steps/s | weight checksum |")
+        print("|---|---|---|---|---|")
+        print(
+            f"| {r['steps']} | {r['best_steps_s']:.1f} | {r['median_steps_s']:.1f} | {rates} | "
+            f"{r['weight_checksum']:.6f} |\n"
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(r))
     if args.sizes:
         with tempfile.TemporaryDirectory() as d:
             rows = bench_scaling(args.sizes, Path(d))

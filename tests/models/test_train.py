@@ -264,3 +264,169 @@ def test_data_parallel_over_two_devices_matches_one():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().endswith("ok")
+
+
+# ---------------------------------------------------------------- issue 21: no host syncs
+def _mse_masked(model, batch, key):
+    """``_mse`` over a random ~70% of the examples: the result depends on the key."""
+    keep = jax.random.bernoulli(key, 0.7, batch["weight"].shape).astype(jnp.float32)
+    w = batch["weight"] * keep
+    pred = model.lin(batch["x"])[:, 0]
+    loss = jnp.sum(w * (pred - batch["y"]) ** 2) / jnp.maximum(w.sum(), 1.0)
+    return loss, {"kept": jnp.sum(keep)}
+
+
+def _reference_fit(model, loss_fn, data, train_idx, val_idx, cfg):
+    """The trainer's loop as it was before issue 21: the loss read with float() every step.
+
+    Same compiled steps, seed, shuffling, keys (``fold_in`` one step at a time),
+    validation and early stopping; returns the history.
+    """
+    from diffbio_sc.models import _train
+
+    train_step, eval_step = _train._steps(loss_fn)
+    bs = cfg.batch_size
+    spe = train_idx.size // bs
+    lrs = lr_schedule(cfg.epochs * spe, cfg.learning_rate, cfg.warmup_fraction)
+    opt = nnx.Optimizer(model, _train._tx(), wrt=nnx.Param)
+    opt.opt_state.hyperparams["weight_decay"][...] = np.float32(cfg.weight_decay)
+    opt.opt_state.hyperparams["grad_clip"][...] = np.float32(cfg.grad_clip)
+    val_batches = []
+    for i in range(0, val_idx.size, bs):
+        idx = np.sort(val_idx[i : i + bs])
+        w = np.ones(bs, np.float32)
+        if idx.size < bs:
+            w[idx.size :] = 0.0
+            idx = np.concatenate([idx, np.repeat(idx[:1], bs - idx.size)])
+        val_batches.append((idx, w))
+
+    def batch(idx, w):
+        return {"x": data["x"][idx], "y": data["y"][idx], "weight": w}
+
+    _, step_key, val_key = jax.random.split(jax.random.key(cfg.seed), 3)
+    rng = np.random.default_rng(cfg.seed + 1)
+    hist = {"train_loss": [], "val_loss": []}
+    best, best_params, bad, step = math.inf, None, 0, 0
+    for _ in range(cfg.epochs):
+        order = rng.permutation(train_idx)
+        losses, sums = [], {}
+        for b in range(spe):
+            idx = np.sort(order[b * bs : (b + 1) * bs])
+            model.train()
+            loss, aux = train_step(
+                model, opt, lrs[step], batch(idx, np.ones(bs, np.float32)),
+                jax.random.fold_in(step_key, step),
+            )  # fmt: skip
+            step += 1
+            losses.append(float(loss))
+            for k, v in aux.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        hist["train_loss"].append(float(np.mean(losses)))
+        for k, v in sums.items():
+            hist.setdefault(f"train_{k}", []).append(v / len(losses))
+        model.eval()
+        tot = wsum = 0.0
+        for j, (idx, w) in enumerate(val_batches):
+            tot += float(eval_step(model, batch(idx, w), jax.random.fold_in(val_key, j))) * w.sum()
+            wsum += float(w.sum())
+        hist["val_loss"].append(tot / wsum)
+        if hist["val_loss"][-1] < best:
+            best, bad = hist["val_loss"][-1], 0
+            best_params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, best_params)
+    nnx.update(model, state)
+    return hist
+
+
+@pytest.mark.parametrize("log_every", [1, 5, 1000])
+def test_fit_matches_a_loop_that_reads_the_loss_every_step(log_every):
+    # Validation targets contradict the training targets, so early stopping triggers;
+    # the loss depends on the per-step keys (random example masks), train and validation.
+    data = _data(60, noise=0.1)
+    data["y"][50:] = -data["y"][50:] + 3.0
+    tr, va = np.arange(50), np.arange(50, 57)  # 12 steps of 4 per epoch; 2 val batches
+    cfg = TrainConfig(epochs=30, patience=3, log_every=log_every, **{**CFG, "batch_size": 4})
+    ref_model, model = _Lin(seed=2), _Lin(seed=2)
+    ref = _reference_fit(ref_model, _mse_masked, data, tr, va, cfg)
+    res = fit(model, _mse_masked, data, train_idx=tr, val_idx=va, config=cfg)
+    assert res.summary["stopped_early"] and 4 <= res.summary["epochs_run"] < 30
+    assert set(res.history) == set(ref) == {"train_loss", "val_loss", "train_kept"}
+    for k in ref:
+        assert len(res.history[k]) == len(ref[k]) == res.summary["epochs_run"]
+        np.testing.assert_allclose(res.history[k], ref[k], rtol=1e-6, atol=0, err_msg=k)
+    # the aux sum is not trivial: ~70% of 4 examples kept per step
+    assert 0.5 * 4 < np.mean(res.history["train_kept"]) < 0.9 * 4
+    np.testing.assert_allclose(_weights(model), _weights(ref_model), rtol=1e-6, atol=1e-7)
+    assert res.summary["best_val_loss"] == min(ref["val_loss"])
+
+
+class _Deferred:
+    """A step's output seen by the trainer: records how and when it is read."""
+
+    def __init__(self, value, step, events, dispatched):
+        self.value, self.step, self.events, self.dispatched = value, step, events, dispatched
+
+    def __array__(self, dtype=None, copy=None):  # what jax.device_get uses
+        self.events.append(("read", self.step, self.dispatched[0]))
+        return np.asarray(self.value, dtype=dtype)
+
+    def __float__(self):  # a per-step host sync
+        self.events.append(("float", self.step, self.dispatched[0]))
+        return float(self.value)
+
+    def item(self):
+        self.events.append(("float", self.step, self.dispatched[0]))
+        return float(self.value)
+
+
+def test_step_metrics_are_read_in_batches_at_log_intervals(monkeypatch):
+    from diffbio_sc.models import _train
+
+    real_train, real_eval = _train._steps(_mse)
+    events, dispatched, outputs = [], [0], []
+
+    def spy_train(model, optimizer, lr, batch, key):
+        loss, aux = real_train(model, optimizer, lr, batch, key)
+        outputs.append(loss)
+        dispatched[0] += 1
+        wrap = lambda v: _Deferred(v, dispatched[0], events, dispatched)  # noqa: E731
+        return wrap(loss), {k: wrap(v) for k, v in aux.items()}
+
+    monkeypatch.setattr(_train, "_steps", lambda loss_fn: (spy_train, real_eval))
+    cfg = TrainConfig(epochs=2, log_every=4, **{**CFG, "batch_size": 8})
+    res = fit(_Lin(), _mse, _data(80), train_idx=np.arange(80), config=cfg)
+    assert res.summary["steps"] == 20  # 10 per epoch
+    assert not [e for e in events if e[0] == "float"]  # never read one step at a time
+    loss_reads = events[::2]  # each step: its loss, then its one aux value
+    assert [e[1] for e in loss_reads] == list(range(1, 21))  # each step read once, in order
+    # Read when a 5th step is pending (all but the newest), and at the end of each epoch:
+    # steps 1-4 after step 5 ran, 5-8 after step 9, 9-10 at the epoch's end (step 10), ...
+    assert [e[2] for e in loss_reads] == [5] * 4 + [9] * 4 + [10] * 2 + [15] * 4 + [19] * 4 + [
+        20
+    ] * 2
+    # The history is the per-epoch mean of the step losses that were read.
+    per_step = [float(np.asarray(v)) for v in outputs]
+    np.testing.assert_allclose(
+        res.history["train_loss"], [np.mean(per_step[:10]), np.mean(per_step[10:])], rtol=1e-12
+    )
+
+
+def test_non_finite_loss_names_its_first_step():
+    data = _data(80)
+    data["y"] = data["y"] * np.float32(1e30)  # (pred - y)**2 overflows float32 at once
+    m = _Lin()
+    before = _weights(m)
+    cfg = TrainConfig(epochs=2, log_every=3, **{**CFG, "batch_size": 8})
+    with pytest.raises(FloatingPointError, match=r"became inf at step 1;"):
+        fit(m, _mse, data, train_idx=np.arange(80), config=cfg)
+    np.testing.assert_array_equal(_weights(m), before)
+
+
+def test_log_every_is_validated():
+    with pytest.raises(DfmInputError, match="log_every"):
+        TrainConfig(epochs=1, log_every=0)

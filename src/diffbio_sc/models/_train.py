@@ -52,10 +52,19 @@ What it does
   axis 0 over a 1-D mesh (``jax.sharding``); the number of devices used is the
   largest that divides the batch size. On CPU,
   ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` gives two devices.
-* **Progress.** A tqdm bar with the loss, following ``dfm.settings.progress_bar``
-  unless ``config.progress_bar`` is set.
-* **Failure.** A non-finite training loss raises ``FloatingPointError``; on any
-  error the model's weights are restored to those it had before :func:`fit`.
+* **No host syncs per step.** The loss and ``aux`` of each step stay on the
+  device; they are copied to the host together every ``config.log_every`` steps
+  (all but the newest step, which keeps running meanwhile) and at the end of
+  each epoch, and the validation losses in groups of ``log_every`` batches. So
+  the host prepares the next batch while the device runs the current step. The
+  history is the same as with a read per step: the same float32 values, summed
+  on the host in float64 in the same order.
+* **Progress.** A tqdm bar with the loss (updated at each read), following
+  ``dfm.settings.progress_bar`` unless ``config.progress_bar`` is set.
+* **Failure.** A non-finite training loss raises ``FloatingPointError`` naming
+  the first step that had one, when its metrics are read (so up to
+  ``log_every`` more steps may run first); on any error the model's weights are
+  restored to those it had before :func:`fit`.
 
 The model ends in eval mode (``model.eval()``); :class:`TrainResult` holds
 ``history`` (``train_loss``, ``val_loss`` and ``train_<aux name>`` per epoch) and
@@ -111,6 +120,11 @@ class TrainConfig:
         Show a tqdm bar; ``None`` follows ``dfm.settings.progress_bar``.
     desc
         Label of the progress bar.
+    log_every
+        Steps between reads of the training metrics to the host (the loss on the
+        progress bar and the check for a non-finite loss); in between they stay on
+        the device, so that no step waits for the one before it. The epoch's metrics
+        are always read at its end.
     devices
         JAX devices for data parallelism; ``None`` uses ``jax.devices()``.
     """
@@ -125,6 +139,7 @@ class TrainConfig:
     seed: int = 0
     progress_bar: bool | None = None
     desc: str = "train"
+    log_every: int = 50
     devices: Sequence[Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +156,7 @@ class TrainConfig:
         if self.progress_bar is not None:
             check_bool("progress_bar", self.progress_bar)
         check_key("desc", self.desc)
+        check_int("log_every", self.log_every, minimum=1)
         if self.devices is not None and len(self.devices) == 0:
             raise DfmInputError("devices must list at least one JAX device (or be None).")
 
@@ -225,6 +241,22 @@ def _steps(loss_fn: Callable) -> tuple[Callable, Callable]:
     return fns
 
 
+_KEYS: list = []
+
+
+def _fold_in_range(key, data: np.ndarray) -> list:
+    """Return ``[jax.random.fold_in(key, d) for d in data]``, computed in one compiled call.
+
+    The same keys as folding in one step at a time, for one dispatch instead of
+    one per step (compiled once per length of ``data``).
+    """
+    if not _KEYS:
+        import jax
+
+        _KEYS.append(jax.jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0))))
+    return list(_KEYS[0](key, np.asarray(data, dtype=np.uint32)))
+
+
 def lr_schedule(total_steps: int, learning_rate: float, warmup_fraction: float) -> np.ndarray:
     """Learning rate of every step: linear warmup from 0, then cosine decay to 0.
 
@@ -241,7 +273,9 @@ def lr_schedule(total_steps: int, learning_rate: float, warmup_fraction: float) 
         decay_steps=max(total_steps, warmup + 1),
         end_value=0.0,
     )
-    return np.asarray(schedule(jnp.arange(total_steps)), dtype=np.float32)
+    import jax
+
+    return np.asarray(jax.device_get(schedule(jnp.arange(total_steps))), dtype=np.float32)
 
 
 def _indices(name: str, idx, n: int | None) -> np.ndarray:
@@ -394,40 +428,69 @@ def fit(
 
     _, step_key, val_key = jax.random.split(jax.random.key(config.seed), 3)
     rng = np.random.default_rng(config.seed + 1)
+    val_keys = _fold_in_range(val_key, np.arange(len(val_batches))) if val_batches else []
     ones = np.ones(bs, np.float32)
+    log_every = config.log_every
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best, best_epoch, best_params, bad_epochs = math.inf, -1, None, 0
     step, stopped_early = 0, False
+    # Per-step metrics stay on the device, as (step, loss, aux) in `pending`, until they
+    # are read in one transfer at a log interval or at the end of the epoch; reading them
+    # per step (float(loss)) would wait for every step before the next batch is prepared.
+    pending: list[tuple[int, Any, Any]] = []
+    losses: list[float] = []
+    aux_sums: dict[str, float] = {}
+
+    def read(keep: int = 0) -> None:
+        """Move the metrics of all but the newest ``keep`` pending steps to the host."""
+        n_read = len(pending) - keep
+        if n_read <= 0:
+            return
+        done = pending[:n_read]
+        del pending[:n_read]
+        values = jax.device_get([(loss, aux) for _, loss, aux in done])
+        for (at, _, _), (loss, aux) in zip(done, values, strict=True):
+            lv = float(loss)
+            if not math.isfinite(lv):
+                raise FloatingPointError(
+                    f"Training loss became {lv} at step {at}; lower the learning rate."
+                )
+            losses.append(lv)
+            for k, v in aux.items():
+                aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+
     bar = tqdm(total=total_steps, desc=config.desc, disable=not show_bar, leave=False)
     try:
         for epoch in range(config.epochs):
             order = rng.permutation(train_idx)
-            losses: list[float] = []
-            aux_sums: dict[str, float] = {}
+            losses.clear()
+            aux_sums.clear()
+            keys = _fold_in_range(step_key, np.arange(step, step + steps_per_epoch))
             for b in range(steps_per_epoch):
                 idx = np.sort(order[b * bs : (b + 1) * bs])
-                loss, aux = train_fn(lrs[step], make(idx, ones), jax.random.fold_in(step_key, step))
+                loss, aux = train_fn(lrs[step], make(idx, ones), keys[b])
                 step += 1
-                lv = float(loss)
-                if not math.isfinite(lv):
-                    raise FloatingPointError(
-                        f"Training loss became {lv} at step {step}; lower the learning rate."
-                    )
-                losses.append(lv)
-                for k, v in aux.items():
-                    aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
+                pending.append((step, loss, aux))
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{lv:.4f}")
+                if len(pending) > log_every:
+                    # read all but the newest step, which keeps the device busy meanwhile
+                    read(keep=1)
+            read()
             history["train_loss"].append(float(np.mean(losses)))
             for k, v in aux_sums.items():
                 history.setdefault(f"train_{k}", []).append(v / len(losses))
             if not val_batches:
                 continue
+            # validation losses read in groups of log_every batches (bounded memory)
             tot = wsum = 0.0
-            for j, (idx, w) in enumerate(val_batches):
-                vl = float(eval_fn(make(idx, w), jax.random.fold_in(val_key, j)))
-                tot += vl * float(w.sum())
-                wsum += float(w.sum())
+            for g in range(0, len(val_batches), log_every):
+                group = val_batches[g : g + log_every]
+                keys = val_keys[g : g + log_every]
+                outs = [eval_fn(make(i, w), k) for (i, w), k in zip(group, keys, strict=True)]
+                for vl, (_, w) in zip(jax.device_get(outs), group, strict=True):
+                    tot += float(vl) * float(w.sum())
+                    wsum += float(w.sum())
             val = tot / wsum
             history["val_loss"].append(val)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", val=f"{val:.4f}")

@@ -312,6 +312,41 @@ def soft_rank(
     return _rank_core(xx, eps, mask, kl, False, 0.0)
 
 
+@partial(jax.jit, static_argnames=("descending", "regularization"))
+def soft_rank_compiled(x, mask, temperature, *, descending=True, regularization="l2"):
+    """:func:`soft_rank` with a mask, as one module-level ``jax.jit`` function.
+
+    Compiled once per input shape and dtype, mask shape, ``descending`` and
+    ``regularization``; the temperature is a traced scalar, so a new temperature
+    does not recompile. Kernels that call the soft rank on a stream of
+    fixed-shape chunks (``dfm.pp.soft_rank``) use this one function instead of
+    building a ``jax.jit`` per call, which would compile at every call.
+
+    Parameters
+    ----------
+    x
+        Values, shape ``(..., n)``, ranked along the last axis.
+    mask
+        Boolean array of the shape of ``x``: entries to rank.
+    temperature
+        Positive scalar (a float32 array for float32 ``x``); not checked here:
+        the caller checks a concrete value first.
+    descending, regularization
+        As for :func:`soft_rank` (static).
+
+    Returns
+    -------
+    Soft ranks, as :func:`soft_rank` returns them.
+    """
+    return soft_rank(
+        x,
+        temperature=temperature,
+        descending=descending,
+        regularization=regularization,
+        mask=mask,
+    )
+
+
 def soft_sort(
     x,
     *,

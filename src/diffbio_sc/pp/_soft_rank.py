@@ -159,10 +159,9 @@ def soft_rank(
     check_adata(adata)
     t = _check_params(temperature, descending, regularization, chunk_size, key_added)
     check_copy(adata, copy)
-    import jax
     import jax.numpy as jnp
 
-    from ..ops import soft_rank as _ops_soft_rank
+    from ..ops._soft_rank import soft_rank_compiled
 
     with timed(f"soft-ranking expressed genes per cell (temperature={t:g})") as info:
         # pass 1: validate every chunk (values, empty cells) and find the width
@@ -181,12 +180,8 @@ def soft_rank(
             rows = int(chunk_size)
         rows = min(rows, adata.n_obs)
 
-        kernel = jax.jit(
-            lambda v, m, tt: _ops_soft_rank(
-                v, temperature=tt, descending=descending, regularization=regularization, mask=m
-            )
-        )
         t32 = jnp.float32(t)
+        opts = {"descending": bool(descending), "regularization": regularization}
         # pass 2: rank fixed-shape padded chunks
         parts = []
         for _, _, chunk in iter_row_chunks(adata, layer, rows):
@@ -194,7 +189,8 @@ def soft_rank(
             chunk.sum_duplicates()  # canonical, as validated in pass 1
             chunk.eliminate_zeros()
             vals, mask, (r, c) = _padded(chunk, rows, width)
-            ranks = np.asarray(kernel(vals, mask, t32))
+            # one module-level jitted kernel: compiled once per (rows, width) and options
+            ranks = np.asarray(soft_rank_compiled(vals, mask, t32, **opts))
             parts.append(
                 sp.csr_matrix(
                     (ranks[r, c].astype(np.float32), chunk.indices.copy(), chunk.indptr.copy()),
