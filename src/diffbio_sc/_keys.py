@@ -44,8 +44,15 @@ CLS_ID = 2
 EOS_ID = 3
 
 # Values allowed in .uns['dfm']['embeddings'][key]
-MODEL_FAMILIES = ("single_cell_transformer", "sequence_transformer")
-ADAPTER_MODES = ("native_trainable", "precomputed", "frozen_encoder")
+# (the published DNA checkpoints name their own family, as dfm.tl.embed_sequences records them)
+MODEL_FAMILIES = (
+    "single_cell_transformer",
+    "sequence_transformer",
+    "nucleotide_transformer_v1",
+    "nucleotide_transformer_v2",
+    "generator",
+)
+ADAPTER_MODES = ("native_trainable", "precomputed", "frozen_encoder", "checkpoint")
 
 # Genetics modality written by dfm.tl.embed_genes (subjects as observations, genes as vars)
 GENETICS_MOD = "genetics"

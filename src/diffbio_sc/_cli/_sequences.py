@@ -66,7 +66,8 @@ def _embed_sequences(args: argparse.Namespace) -> int:
         if not Path(args.encoder).is_dir():
             raise FileNotFoundError(
                 f"--encoder {args.encoder!r} is not a directory; pass a folder written by "
-                "`dfm embed-sequences --save-model` (or encoder.save), or leave --encoder "
+                "`dfm embed-sequences --save-model` (or encoder.save) or a Nucleotide "
+                "Transformer / GENERator checkpoint folder, or leave --encoder "
                 "out to train one on the input."
             )
         encoder = args.encoder
@@ -134,7 +135,8 @@ def _add_embed_sequences(sub) -> None:
     p.add_argument(
         "--encoder",
         metavar="DIR",
-        help="saved sequence encoder (--save-model of an earlier run, or encoder.save); "
+        help="saved sequence encoder (--save-model of an earlier run, or encoder.save), or a "
+        "Nucleotide Transformer / GENERator checkpoint folder (config.json, weights, vocab.txt); "
         "default: pretrain one on the input",
     )
     p.add_argument(

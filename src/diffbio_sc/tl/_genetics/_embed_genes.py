@@ -340,7 +340,11 @@ def embed_genes(
     encoder
         A :class:`~diffbio_sc.tl.KmerEncoder`, :class:`~diffbio_sc.tl.FunctionEncoder`
         (e.g. a frozen model), :class:`~diffbio_sc.tl.PrecomputedEncoder` or a path
-        to precomputed embeddings (see :func:`export_gene_sequences`), or any
+        to precomputed embeddings (see :func:`export_gene_sequences`), a
+        ``dfm.models.SequenceEncoder``, a published DNA checkpoint loaded by
+        :func:`diffbio_sc.models.load_checkpoint` / ``from_pretrained``
+        (Nucleotide Transformer, GENERator: its own pooling, windows of at most
+        the bases that fit its token context, not RC-equivariant), or any
         object with ``embed``, ``description``, ``max_length`` and
         ``rc_equivariant``. ``None``: ``KmerEncoder(k=4)``. Pooling (mean or
         CLS) is the encoder's own setting and is part of its description.

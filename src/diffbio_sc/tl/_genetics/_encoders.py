@@ -15,7 +15,9 @@ Implementations: :class:`KmerEncoder` (deterministic k-mer frequencies, a
 baseline), :class:`PrecomputedEncoder` (embeddings made elsewhere, e.g. by Evo 2
 or Nucleotide Transformer, looked up by sequence digest) and
 :class:`FunctionEncoder` (any in-process callable, e.g. a frozen model). A
-``dfm.models.SequenceEncoder`` is adapted by :func:`as_encoder`.
+``dfm.models.SequenceEncoder`` and a published DNA checkpoint
+(``DnaCheckpointModel``: Nucleotide Transformer, GENERator) are adapted by
+:func:`as_encoder`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "PrecomputedEncoder",
     "FunctionEncoder",
     "NativeSequenceEncoder",
+    "DnaCheckpointEncoder",
     "as_encoder",
 ]
 
@@ -307,6 +310,63 @@ class NativeSequenceEncoder:
         return np.asarray(out.obsm["X_gene_window"], dtype=np.float32)
 
 
+class DnaCheckpointEncoder:
+    """A published DNA checkpoint (``DnaCheckpointModel``) as a gene encoder.
+
+    Sequences go through :func:`diffbio_sc.tl.embed_sequences` (fixed-shape
+    batches bucketed by each sequence's own token count; the model's pooling:
+    mean for Nucleotide Transformer, last token for GENERator), one strand at
+    a time: :func:`embed_genes` adds the reverse complements itself for
+    ``reverse_complement='average'``; these models are not RC-equivariant, so
+    ``'equivariant'`` is refused.
+
+    ``max_length`` is in bases: the largest window whose pieces of ``ACGT``
+    always fit the model's context of ``max_tokens`` tokens
+    (:func:`~diffbio_sc.tl._sequence._dna_checkpoint.max_window`). Symbols
+    outside the model's alphabet (``ACGTN``; ``ACGT`` for GENERator) are an
+    error.
+    """
+
+    def __init__(self, model, *, batch_size: int = 64, pooling: str | None = None) -> None:
+        from .._sequence._dna_checkpoint import family_name, kmer_size, max_window
+
+        self.model = model
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.pooling = model.pooling if pooling is None else pooling
+        self.max_length = int(max_window(model))
+        self.rc_equivariant = False
+        self.description = {
+            "kind": "dna_checkpoint",
+            "model_family": family_name(model),
+            "checkpoint_sha256": model.sha256,
+            **model.digests(),
+            "k": kmer_size(model),
+            "max_tokens": int(model.max_tokens),
+            "pooling": self.pooling,
+            "layer_index": int(model.n_layers),
+            "hub": dict(model.hub) if model.hub else None,
+        }
+
+    def embed(self, sequences: list[str]) -> np.ndarray:
+        """Embed one strand with the checkpoint (see the class notes)."""
+        from ...io import sequences_to_adata
+        from .. import embed_sequences
+
+        if not sequences:
+            return np.zeros((0, int(self.model.hidden_dim)), dtype=np.float32)
+        adata = sequences_to_adata(list(sequences), ids=[f"s{i}" for i in range(len(sequences))])
+        out = embed_sequences(
+            adata,
+            encoder=self.model,
+            reverse_complement=None,
+            pooling=self.pooling,
+            batch_size=self.batch_size,
+            key_added="X_gene_window",
+            copy=True,
+        )
+        return np.asarray(out.obsm["X_gene_window"], dtype=np.float32)
+
+
 def as_encoder(encoder, *, batch_size: int = 64) -> GeneEncoder:
     """Return ``encoder`` as a :class:`GeneEncoder` (``None``: ``KmerEncoder(k=4)``)."""
     if encoder is None:
@@ -317,10 +377,15 @@ def as_encoder(encoder, *, batch_size: int = 64) -> GeneEncoder:
         return PrecomputedEncoder(encoder)
     if type(encoder).__name__ == "SequenceEncoder" and hasattr(encoder, "weights_sha256"):
         return NativeSequenceEncoder(encoder, batch_size=batch_size)
+    from .._sequence._dna_checkpoint import is_dna_checkpoint
+
+    if is_dna_checkpoint(encoder):
+        return DnaCheckpointEncoder(encoder, batch_size=batch_size)
     if isinstance(encoder, GeneEncoder):
         return encoder
     raise TypeError(
-        f"encoder must be a KmerEncoder, a dfm.models.SequenceEncoder, a PrecomputedEncoder "
+        f"encoder must be a KmerEncoder, a dfm.models.SequenceEncoder, a DNA checkpoint "
+        f"(dfm.models.load_checkpoint), a PrecomputedEncoder "
         f"(or a path to precomputed embeddings), a FunctionEncoder, or an object with "
         f"embed/description/max_length/rc_equivariant; got {type(encoder).__name__}."
     )

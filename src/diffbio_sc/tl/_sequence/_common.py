@@ -330,16 +330,63 @@ class SequenceRunner:
         return emb.astype(np.float32)
 
 
-def resolve_encoder(encoder):
-    """Return ``(encoder, model_path)`` for an encoder object, a callable or a saved-model path."""
-    if isinstance(encoder, (str, os.PathLike)):
-        from ...models._io import load
-        from ...models._sequence import SequenceEncoder
+def _hf_config(path) -> bool:
+    """Whether ``path/config.json`` is a Hugging Face checkpoint's (``model_type``/``auto_map``)."""
+    import json
+    from pathlib import Path
 
-        model = load(encoder)
-        if not isinstance(model, SequenceEncoder):
+    cfile = Path(path) / "config.json"
+    try:
+        doc = json.loads(cfile.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and ("model_type" in doc or "auto_map" in doc)
+
+
+def resolve_encoder(encoder):
+    """Return ``(encoder, model_path)`` for an encoder object, a callable or a directory.
+
+    A directory is told by its ``config.json``: diffbio_sc's own model format
+    (a ``format`` field) is read with :func:`~diffbio_sc.models.load` (a
+    :class:`SequenceEncoder`, or a DNA checkpoint saved with
+    ``DnaCheckpointModel.save``); a Hugging Face checkpoint (``model_type``, or
+    NT v2's ``auto_map``) with :func:`~diffbio_sc.models.load_checkpoint`.
+    """
+    if isinstance(encoder, (str, os.PathLike)):
+        from pathlib import Path
+
+        from ...models._io import _is_model_dir, load
+        from ...models._sequence import SequenceEncoder
+        from ._dna_checkpoint import is_dna_checkpoint
+
+        path = Path(encoder)
+        if path.name == "config.json" and path.is_file():
+            path = path.parent
+        if _is_model_dir(path):
+            model = load(path)
+            md = getattr(model, "metadata", None) or {}
+            if isinstance(model, SequenceEncoder):
+                return model, os.fspath(encoder)
+            if md.get("family") in ("nucleotide_transformer", "generator"):
+                from ...models._dna_checkpoints import dna_from_saved
+
+                return dna_from_saved(model, path), os.fspath(encoder)
+        elif _hf_config(path):
+            from ...models._pretrained import load_checkpoint
+
+            model = load_checkpoint(path)
+            if is_dna_checkpoint(model):
+                return model, os.fspath(encoder)
             raise DfmInputError(
-                f"{os.fspath(encoder)!r} holds a {type(model).__name__}, not a SequenceEncoder."
+                f"{os.fspath(encoder)!r} is a {model.family} checkpoint (a single-cell model), "
+                "not a DNA model; embed cells with it through dfm.tl.embed_checkpoint."
             )
-        return model, os.fspath(encoder)
+        else:
+            model = load(path)  # the package's errors for a missing or unreadable model
+            if isinstance(model, SequenceEncoder):
+                return model, os.fspath(encoder)
+        raise DfmInputError(
+            f"{os.fspath(encoder)!r} holds a {type(model).__name__}, not a SequenceEncoder "
+            "or a DNA checkpoint (Nucleotide Transformer, GENERator)."
+        )
     return encoder, None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ... import _keys, _uns
@@ -34,6 +36,7 @@ def embed_sequences(
     stride: int | None = None,
     sequence_key: str = _keys.SEQUENCE_KEY,
     alphabet: str = "dna",
+    pooling: str | None = None,
     save_model: str | None = None,
     copy: bool = False,
     **pretrain_kwargs,
@@ -58,17 +61,30 @@ def embed_sequences(
     mod
         Modality holding the sequences in a MuData.
     encoder
-        A :class:`~diffbio_sc.models.SequenceEncoder`; the path of a saved one
-        (:func:`diffbio_sc.models.load`); a frozen in-process encoder, any
+        A :class:`~diffbio_sc.models.SequenceEncoder`; a published DNA
+        checkpoint loaded by :func:`diffbio_sc.models.load_checkpoint` or
+        :func:`diffbio_sc.models.from_pretrained` (Nucleotide Transformer
+        v1/v2, GENERator: a
+        :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`,
+        ``adapter_mode='checkpoint'``); a directory, told apart by its
+        ``config.json``: diffbio_sc's own model format (a ``format`` field; a
+        saved ``SequenceEncoder``, or a DNA checkpoint saved with ``save``) or
+        a Hugging Face checkpoint (``model_type``, or NT v2's ``auto_map``; its
+        ``vocab.txt`` beside it); a frozen in-process encoder, any
         callable mapping a list of sequences to an ``(n, d)`` array
         (``adapter_mode='frozen_encoder'``); or ``None``, which pretrains an
         encoder on these sequences with the default budget
         (:func:`diffbio_sc.tl.pretrain_sequences` with ``**pretrain_kwargs``).
+        A checkpoint reads only its own alphabet (``ACGTN`` for NT, ``ACGT``
+        for GENERator, upper case): other symbols are an error naming the
+        sequence and position. Its context is ``model.max_tokens`` tokens
+        (k-mers, single-base leftovers and special tokens; see ``window``).
     reverse_complement
         ``'average'`` (default; embed both strands and average the pooled
-        vectors), ``'equivariant'`` (needs an encoder built with it) or
-        ``None`` (forward strand only, for strand-specific data). An
-        equivariant encoder is strand-invariant whatever is asked.
+        vectors), ``'equivariant'`` (needs an encoder built with it; refused
+        for checkpoints, which are not strand-equivariant) or ``None``
+        (forward strand only, for strand-specific data). An equivariant
+        encoder is strand-invariant whatever is asked.
     key_added
         ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry.
     batch_size
@@ -87,7 +103,13 @@ def embed_sequences(
         so an RC-invariant mode (``'average'``, ``'equivariant'``) stays
         RC-invariant (up to float summation order). Each window must fit the
         encoder (``char``: ``window <= max_length``; ``kmer``:
-        ``window - k + 1 <= max_length``).
+        ``window - k + 1 <= max_length``). For a DNA checkpoint ``window`` is
+        in bases and its context in tokens: a window of ``w`` bases of
+        ``ACGT`` gives at most ``s + ceil(w / 6)`` tokens (GENERator, ``s = 2``
+        specials) or ``s + w // 6 + max(w % 6, 4)`` (Nucleotide Transformer,
+        ``w >= 6``, shorter leftovers included; every ``N`` adds one), and a
+        window whose bound exceeds ``max_tokens`` is an error naming the
+        largest window that fits (recorded as ``max_window``).
     stride
         Largest step between window starts, ``1 <= stride <= window``;
         ``None``: ``window // 2`` (half-overlapping windows).
@@ -95,6 +117,9 @@ def embed_sequences(
         ``.obs`` column with the sequences.
     alphabet
         Alphabet of a frozen callable's input (a native encoder uses its own).
+    pooling
+        DNA checkpoints only: ``None`` (the model's own: ``'mean'`` for NT,
+        ``'last'`` token for GENERator) or, for GENERator, ``'mean'``.
     save_model
         With ``encoder=None``: a directory to save the trained encoder to
         (recorded as ``model_path``), so that new sequences can later be
@@ -115,11 +140,23 @@ def embed_sequences(
         ``source`` ('dfm' or 'frozen_encoder'), ``model_family``
         ('sequence_transformer'), ``adapter_mode`` ('native_trainable' or
         'frozen_encoder'), ``artifact_id``, ``preprocessing_version``,
-        ``pooling_strategy``, ``reverse_complement``, ``tokenizer`` (name,
-        alphabet, vocabulary size, k), ``weights_sha256``, ``n_dims``,
-        ``config``, ``model_path``, ``weights_retrievable``, ``batch_size``,
-        ``bucket_widths``, ``n_sequences``, ``window``, ``stride``,
-        ``n_windows`` (pieces embedded), ``mod`` and ``created_by``.
+        ``pooling_strategy``, ``reverse_complement`` (``None`` when off),
+        ``tokenizer`` (name, alphabet, vocabulary size, k),
+        ``weights_sha256``, ``n_dims``, ``config``, ``model_path``,
+        ``weights_retrievable``, ``batch_size``, ``bucket_widths``,
+        ``n_sequences``, ``window``, ``stride``, ``n_windows`` (pieces
+        embedded), ``mod`` and ``created_by``. For a DNA checkpoint:
+        ``source`` (``'nucleotide_transformer'`` or ``'generator'``),
+        ``model_family`` (``'nucleotide_transformer_v1'``,
+        ``'nucleotide_transformer_v2'`` or ``'generator'``), ``adapter_mode``
+        ``'checkpoint'``, ``artifact_sha256`` and ``checkpoint_sha256``
+        (the weight file(s)), ``vocab_sha256``, ``checkpoint_path``,
+        ``tokenizer`` (name, alphabet, k, vocabulary size, special tokens,
+        vocabulary file), ``pooling``, ``layer_index`` and ``n_layers`` (the
+        last layer), ``max_tokens``, ``max_window``, ``hub`` (``repo_id``,
+        ``revision``, ... for a model from
+        :func:`~diffbio_sc.models.from_pretrained`, else ``None``) instead
+        of ``weights_sha256`` and ``training``.
 
     Raises
     ------
@@ -127,11 +164,14 @@ def embed_sequences(
         For a MuData without ``mod``, a missing ``.obs`` column, invalid bases
         (naming the sequence and position), ``U`` in DNA, empty sequences,
         duplicate ids, or sequences (windows) longer than the encoder's
-        ``max_length``.
+        ``max_length``; for a DNA checkpoint also symbols outside its
+        alphabet, ``reverse_complement='equivariant'``, a ``pooling`` it does
+        not have and a ``window`` beyond its context.
         ``data`` is unchanged after any error.
     """
     from ...models._sequence import RC_MODES, SequenceEncoder
     from ._common import bucket_widths
+    from ._dna_checkpoint import check_model_alphabet, check_window, is_dna_checkpoint
 
     # ---------------------------------------------------------------- validate
     tgt = resolve_target(data, mod)
@@ -141,6 +181,7 @@ def embed_sequences(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     check_choice("reverse_complement", reverse_complement, RC_MODES)
     check_choice("alphabet", alphabet, ("dna", "rna"))
+    check_choice("pooling", pooling, (None, "mean", "last"))
     check_bool("copy", copy)
     window = check_int("window", window, minimum=1, allow_none=True)
     if window is None and stride is not None:
@@ -155,7 +196,29 @@ def embed_sequences(
             f"{sorted(pretrain_kwargs) + (['save_model'] if save_model else [])}."
         )
     encoder, model_path = resolve_encoder(encoder)
-    if isinstance(encoder, SequenceEncoder):
+    checkpoint = is_dna_checkpoint(encoder)
+    if pooling is not None and not checkpoint:
+        raise DfmInputError(
+            "pooling= applies to DNA checkpoints (Nucleotide Transformer, GENERator); a "
+            "SequenceEncoder pools as its config says and a callable as it is written."
+        )
+    if checkpoint:
+        from ._dna_checkpoint import family_name
+
+        alphabet = "dna"
+        if reverse_complement == "equivariant":
+            raise DfmInputError(
+                f"The {family_name(encoder)} checkpoint is not reverse-complement equivariant: "
+                "pass reverse_complement='average' (embed both strands and average) or None."
+            )
+        allowed = ("last", "mean") if encoder.family == "generator" else ("mean",)
+        if pooling is not None and pooling not in allowed:
+            raise DfmInputError(
+                f"{family_name(encoder)} pooling must be one of {allowed}, got {pooling!r}."
+            )
+        if window is not None:
+            check_window(encoder, window)
+    elif isinstance(encoder, SequenceEncoder):
         alphabet = encoder.config.alphabet
         if reverse_complement == "equivariant" and encoder.config.reverse_complement != (
             "equivariant"
@@ -172,6 +235,8 @@ def embed_sequences(
     elif encoder is not None and reverse_complement == "equivariant":
         raise DfmInputError("A frozen callable encoder has no 'equivariant' mode; use 'average'.")
     seqs = check_sequences(target, alphabet=alphabet, sequence_key=sequence_key)
+    if checkpoint:
+        check_model_alphabet(encoder, seqs, target.obs_names)
     pieces, names = seqs, target.obs_names
     if window is not None:
         pieces, owner, weight = tile_sequences(seqs, window, stride)
@@ -186,30 +251,55 @@ def embed_sequences(
             encoder = pretrain_sequences(target, sequence_key=sequence_key, **pretrain_kwargs)
             if save_model is not None:
                 model_path = str(encoder.save(save_model))
-        runner = SequenceRunner(
-            encoder,
-            reverse_complement=reverse_complement,
-            batch_size=batch_size,
-            alphabet=alphabet,
-        )
-        counts = None
-        if runner.native:
+        if checkpoint:
+            from ._dna_checkpoint import CheckpointSequenceRunner, max_window
+
+            runner = CheckpointSequenceRunner(
+                encoder,
+                reverse_complement=reverse_complement,
+                batch_size=batch_size,
+                pooling=pooling,
+            )
             counts = runner.counts(pieces)
             check_lengths(
                 counts,
                 runner.max_tokens,
                 names,
-                hint="Embed them in windows (window=, stride=)"
+                what=f"the {family_name(encoder)} model",
+                hint=f"Embed them in windows (window=, stride=; the largest window that fits is "
+                f"window={max_window(encoder)} bases)"
                 if window is None
-                else "Use a smaller window=",
+                else "Use a smaller window= (every N is a token of its own)",
             )
+        else:
+            runner = SequenceRunner(
+                encoder,
+                reverse_complement=reverse_complement,
+                batch_size=batch_size,
+                alphabet=alphabet,
+            )
+            counts = None
+            if runner.native:
+                counts = runner.counts(pieces)
+                check_lengths(
+                    counts,
+                    runner.max_tokens,
+                    names,
+                    hint="Embed them in windows (window=, stride=)"
+                    if window is None
+                    else "Use a smaller window=",
+                )
         emb = runner(pieces, counts)
         if window is not None:
             emb = average_windows(emb, owner, weight, len(seqs))
         if not np.isfinite(emb).all():
             raise FloatingPointError("The encoder produced non-finite embeddings.")
 
-        if runner.native:
+        if checkpoint:
+            entry = _checkpoint_entry(
+                encoder, runner, reverse_complement=reverse_complement, model_path=model_path
+            )
+        elif runner.native:
             cfg = encoder.config
             wdigest = encoder.weights_sha256()
             tok = runner.tokenizer.describe()
@@ -224,7 +314,7 @@ def embed_sequences(
                 "preprocessing_version": f"{tok['name']};alphabet={cfg.alphabet};"
                 f"max_length={cfg.max_length}",
                 "pooling_strategy": cfg.pooling,
-                "reverse_complement": str(effective),
+                "reverse_complement": effective,
                 "tokenizer": tok,
                 "weights_sha256": wdigest,
                 "config": cfg.to_dict(),
@@ -241,7 +331,7 @@ def embed_sequences(
                 "artifact_id": f"frozen-{getattr(encoder, '__qualname__', type(encoder).__name__)}",
                 "preprocessing_version": f"raw sequences;alphabet={alphabet}",
                 "pooling_strategy": "encoder-defined",
-                "reverse_complement": str(reverse_complement),
+                "reverse_complement": reverse_complement,
                 "weights_retrievable": False,
             }
         entry.update(
@@ -264,3 +354,47 @@ def embed_sequences(
         _uns.set_entry(out_target, _keys.UNS_EMBEDDINGS, key_added, entry)
         info["added"] = [f".obsm[{key_added!r}]", f".uns['dfm']['embeddings'][{key_added!r}]"]
     return out.root if copy else None
+
+
+def _checkpoint_entry(model, runner, *, reverse_complement, model_path) -> dict:
+    """Return the ``.uns`` fields of a DNA checkpoint (the shared ones are added by the caller)."""
+    from ... import _keys
+    from ._common import bucket_widths
+    from ._dna_checkpoint import family_name, kmer_size, max_window, n_special_tokens
+
+    family = family_name(model)
+    tok = model.tokenizer
+    k = kmer_size(model)
+    tokenizer = {
+        "name": tok.name,
+        "alphabet": tok.alphabet,
+        "k": k,
+        "vocab_size": int(tok.vocab_size),
+        "n_special_tokens": n_special_tokens(model),
+        "add_eos": bool(getattr(tok, "add_eos", True)),
+        "source": str(model.sources.get("vocab", tok.source)),
+    }
+    return {
+        "source": model.family,
+        "model_family": family,
+        "adapter_mode": _keys.ADAPTER_MODES[3],
+        "artifact_id": f"{family}-{model.sha256[:16]}",
+        "artifact_sha256": model.sha256,
+        **model.digests(),
+        "checkpoint_path": os.fspath(model.path),
+        "preprocessing_version": f"{family} tokens;k={k};max_tokens={runner.max_tokens}",
+        "pooling_strategy": runner.pooling,
+        "pooling": runner.pooling,
+        "layer_index": int(model.n_layers),
+        "n_layers": int(model.n_layers),
+        "reverse_complement": reverse_complement,
+        "tokenizer": tokenizer,
+        "max_tokens": int(runner.max_tokens),
+        "max_window": int(max_window(model)),
+        "config": model.config.to_dict(),
+        "model_path": model_path,
+        # the weights are the checkpoint's files (digest above), on disk or on the Hub
+        "weights_retrievable": bool(model.hub) or os.path.isdir(model.path),
+        "bucket_widths": bucket_widths(runner.max_tokens),
+        "hub": dict(model.hub) if model.hub else None,
+    }

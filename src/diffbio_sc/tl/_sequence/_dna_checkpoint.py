@@ -1,0 +1,206 @@
+"""Published DNA checkpoints (Nucleotide Transformer v1/v2, GENERator) in ``embed_sequences``.
+
+A :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel` reads its own
+tokens (6-mers plus single bases and special tokens), so its context is a
+number of *tokens* (``model.max_tokens``) while ``window=`` counts *bases*.
+The relation, for sequences of the model's bases (``k = 6``, ``s`` special
+tokens: ``<cls>`` [+ ``<eos>``] for NT, ``<s>`` + ``</s>`` for GENERator):
+
+* GENERator cuts a sequence of ``n`` bases into ``ceil(n / k)`` pieces, so it
+  gives ``s + ceil(n / k)`` tokens.
+* Nucleotide Transformer cuts each run of ``ACGT`` into 6-mers from its left
+  end and the ``n % 6`` bases left over are single tokens: ``s + n // 6 +
+  n % 6`` tokens for a run without ``N`` (every ``N`` is one more token and
+  ends a run). This is not monotone in ``n`` (11 bases: 6 tokens, 12 bases:
+  2), so the bound used for a window of ``w`` bases is the largest count over
+  every length ``n <= w`` (a sequence shorter than the window is embedded
+  whole): ``s + w // 6 + max(w % 6, 4)`` once ``w >= 6``.
+
+:func:`max_window` is the largest ``window`` whose bound fits ``max_tokens``;
+a larger window is refused before any work. The token counts of the actual
+pieces (both strands) are checked too, since ``N`` adds tokens beyond the bound.
+
+Pieces are run in fixed-shape batches grouped by their own token count
+(:func:`~diffbio_sc.tl._sequence._common.length_buckets`), so a sequence's
+padded width, and with it its embedding, does not depend on the other
+sequences of the call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..._validate import DfmInputError
+from ...ops._sequence import reverse_complement
+from ._common import length_buckets
+
+#: Bases per k-mer token of the Nucleotide Transformer tokenizer.
+_CHECKPOINT_K = 6
+
+
+def is_dna_checkpoint(obj) -> bool:
+    """Whether ``obj`` is a loaded :class:`DnaCheckpointModel`."""
+    from ...models._dna_checkpoints import DnaCheckpointModel
+
+    return isinstance(obj, DnaCheckpointModel)
+
+
+def family_name(model) -> str:
+    """``'nucleotide_transformer_v1'``, ``'nucleotide_transformer_v2'`` or ``'generator'``."""
+    if model.family == "nucleotide_transformer":
+        return f"nucleotide_transformer_{model.settings.get('version', 'v1')}"
+    return str(model.family)
+
+
+def kmer_size(model) -> int:
+    """Bases per k-mer token (6 for NT; the tokenizer's ``k`` for GENERator)."""
+    return int(getattr(model.tokenizer, "k", _CHECKPOINT_K))
+
+
+def n_special_tokens(model) -> int:
+    """Count the special tokens of every sequence (``<cls>`` [+ ``<eos>``]; ``<s>``, ``</s>``)."""
+    if model.family == "generator":
+        return 2
+    return 1 + int(bool(model.tokenizer.add_eos))
+
+
+def token_bound(model, window: int) -> int:
+    """Most tokens a piece of at most ``window`` bases (of ``ACGT``) gives (module docstring)."""
+    k, s = kmer_size(model), n_special_tokens(model)
+    if model.family == "generator":
+        return s + -(-window // k)
+    if window < k:
+        return s + window
+    return s + window // k + max(window % k, k - 2)
+
+
+def max_window(model) -> int:
+    """Largest ``window`` (bases) whose :func:`token_bound` fits ``model.max_tokens`` (0: none)."""
+    lo, hi = 0, kmer_size(model) * int(model.max_tokens)  # token_bound is non-decreasing
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if token_bound(model, mid) <= model.max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def check_window(model, window: int) -> None:
+    """Refuse a ``window`` whose pieces may exceed the model's context, naming the largest."""
+    bound = token_bound(model, window)
+    if bound > model.max_tokens:
+        largest = max_window(model)
+        raise DfmInputError(
+            f"window={window} bases can give up to {bound} tokens for the "
+            f"{family_name(model)} model ({kmer_size(model)}-mer tokens, single-base leftovers "
+            f"and {n_special_tokens(model)} special token(s)), more than its context of "
+            f"{model.max_tokens} tokens. The largest window that fits is window={largest}."
+        )
+
+
+def check_model_alphabet(model, sequences: Sequence[str], names) -> None:
+    """Raise naming the sequence and 1-based position of a symbol the model does not read."""
+    alphabet = model.tokenizer.alphabet
+    bad = re.compile(f"[^{alphabet}]")
+    for name, seq in zip(names, sequences, strict=True):
+        hit = bad.search(seq)
+        if hit is None:
+            continue
+        ch = hit.group()
+        hint = (
+            " Lower case (soft-masked) bases: upper-case the sequences first (str.upper())."
+            if ch.isalpha() and ch.upper() in alphabet
+            else " Replace or remove it (e.g. ambiguity codes by N where the model reads N)."
+        )
+        raise DfmInputError(
+            f"Invalid character {ch!r} in sequence {str(name)!r} at position {hit.start() + 1}: "
+            f"the {family_name(model)} model reads only {alphabet!r}.{hint}"
+        )
+
+
+_STEPS: dict = {}
+
+
+def _step(family: str, pooling: str):
+    """``nnx.jit`` of ids -> pooled last hidden layer (built once per family and pooling)."""
+    key = (family, pooling)
+    if key not in _STEPS:
+        from flax import nnx
+
+        if family == "generator":
+
+            def fn(m, ids):
+                return m.pool(ids, m.hidden_states(ids)[-1], pooling=pooling)
+
+        else:
+
+            def fn(m, ids):
+                return m.pool(ids, m.hidden_states(ids)[-1])
+
+        _STEPS[key] = nnx.jit(fn)
+    return _STEPS[key]
+
+
+class CheckpointSequenceRunner:
+    """Embed sequences with a DNA checkpoint in length-bucketed, fixed-shape batches.
+
+    Parameters
+    ----------
+    model
+        A loaded :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`.
+    reverse_complement
+        ``None`` (forward strand) or ``'average'`` (mean of the pooled vectors
+        of the sequence and of its reverse complement).
+    batch_size
+        Rows per forward pass (a bucket's last batch is padded with copies of
+        its first row, discarded).
+    pooling
+        ``None``: the model's own (``'mean'`` NT, ``'last'`` GENERator).
+    """
+
+    def __init__(self, model, *, reverse_complement, batch_size: int, pooling: str | None):
+        self.model = model
+        self.mode = reverse_complement
+        self.batch_size = int(batch_size)
+        self.pooling = model.pooling if pooling is None else pooling
+        self.max_tokens = int(model.max_tokens)
+        self.n_dims = int(model.hidden_dim)
+        self.tokenizer = model.tokenizer
+
+    def _strands(self, pieces: Sequence[str]) -> list[list[str]]:
+        fwd = list(pieces)
+        if self.mode == "average":
+            return [fwd, reverse_complement(fwd, alphabet="dna")]
+        return [fwd]
+
+    def counts(self, pieces: Sequence[str]) -> np.ndarray:
+        """Tokens per piece (specials included; the larger strand when averaging)."""
+        out = np.zeros(len(pieces), np.int64)
+        for strand in self._strands(pieces):
+            c = np.fromiter((len(self.tokenizer.tokens(s)) for s in strand), np.int64, len(strand))
+            out = np.maximum(out, c)
+        return out
+
+    def _embed(self, seqs: list[str], counts: np.ndarray) -> np.ndarray:
+        step = _step(self.model.family, self.pooling)
+        pad = self.tokenizer.pad_id
+        out = np.empty((len(seqs), self.n_dims), np.float32)
+        for width, idx in length_buckets(counts, self.batch_size, self.max_tokens):
+            ids, _ = self.tokenizer.encode([seqs[i] for i in idx], max_length=width)
+            batch = np.full((self.batch_size, width), pad, np.int32)
+            batch[: len(idx), : ids.shape[1]] = ids
+            batch[len(idx) :] = batch[0]  # filler rows, discarded
+            out[idx] = np.asarray(step(self.model.module, batch), np.float32)[: len(idx)]
+        return out
+
+    def __call__(self, pieces: Sequence[str], counts: np.ndarray) -> np.ndarray:
+        """``(n, d)`` float32 pooled embeddings of ``pieces`` in their order."""
+        strands = self._strands(pieces)
+        emb = self._embed(strands[0], counts)
+        if len(strands) == 2:
+            emb = 0.5 * (emb + self._embed(strands[1], counts))
+        return emb.astype(np.float32)
