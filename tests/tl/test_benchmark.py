@@ -111,6 +111,7 @@ def test_harmony_missing_gives_install_hint(monkeypatch):
     assert set(adata.obsm) == set(before.obsm) and "dfm" not in adata.uns
 
 
+@pytest.mark.slow  # 20 s: Harmony on the demo data; runs in CI's slow step
 def test_harmony_baseline_mixes_batches():
     from diffbio_sc.tl._scoring import pcr_score
 
