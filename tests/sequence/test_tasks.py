@@ -305,8 +305,12 @@ def test_seed_ensemble_of_fine_tuned_encoders():
 @pytest.mark.parametrize(
     ("frozen", "match"),
     [
-        ([lambda s: s], r"must be a mapping name -> callable.*got a list"),
-        ({"dnabert2": "X_dnabert2"}, r"frozen_encoders\['dnabert2'\] is a str, not a callable"),
+        ([lambda s: s], r"must be a mapping name -> callable or DNA checkpoint.*got a list"),
+        (
+            {"dnabert2": "X_dnabert2"},
+            r"frozen_encoders\['dnabert2'\] = 'X_dnabert2' is not a checkpoint",
+        ),
+        ({"dnabert2": 3}, r"frozen_encoders\['dnabert2'\] is a int, not a callable or a DNA"),
         ({"": lambda s: s}, "must be a non-empty string"),
         ({3: lambda s: s}, "the name 3 must be a non-empty string"),
         ({"kmer_logreg": lambda s: s}, "taken by a built-in method; use new names"),

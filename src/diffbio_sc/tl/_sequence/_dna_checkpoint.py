@@ -204,3 +204,56 @@ class CheckpointSequenceRunner:
         if len(strands) == 2:
             emb = 0.5 * (emb + self._embed(strands[1], counts))
         return emb.astype(np.float32)
+
+
+def embed_with_checkpoint(
+    model,
+    sequences: Sequence[str],
+    names,
+    *,
+    reverse_complement: str | None,
+    batch_size: int,
+    pooling: str | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+):
+    """Embed sequences with a DNA checkpoint, whole or in windows (the one checkpoint path).
+
+    Used by :func:`~diffbio_sc.tl.embed_sequences` and
+    :func:`~diffbio_sc.tl.genomics_tasks`. The caller has checked the alphabet
+    (:func:`check_model_alphabet`) and ``window`` (:func:`check_window`);
+    here every piece's token count (both strands with ``'average'``) is checked
+    against the context before any forward pass, naming the first that is over.
+
+    Returns
+    -------
+    ``(embeddings, runner, n_pieces)``: float32 ``(len(sequences), d)`` vectors
+    (a windowed sequence gets the length-weighted mean of its windows'), the
+    :class:`CheckpointSequenceRunner` used, and the number of pieces embedded.
+    """
+    from ._common import average_windows, check_lengths, tile_sequences
+
+    pieces, piece_names = list(sequences), names
+    if window is not None:
+        pieces, owner, weight = tile_sequences(sequences, window, stride)
+        # owner is in sequence order: a window's number within its own sequence
+        local = np.arange(owner.size) - np.searchsorted(owner, owner)
+        piece_names = [f"{names[o]}[window {j}]" for o, j in zip(owner, local, strict=True)]
+    runner = CheckpointSequenceRunner(
+        model, reverse_complement=reverse_complement, batch_size=batch_size, pooling=pooling
+    )
+    counts = runner.counts(pieces)
+    check_lengths(
+        counts,
+        runner.max_tokens,
+        piece_names,
+        what=f"the {family_name(model)} model",
+        hint=f"Embed them in windows (window=, stride=; the largest window that fits is "
+        f"window={max_window(model)} bases)"
+        if window is None
+        else "Use a smaller window= (every N is a token of its own)",
+    )
+    emb = runner(pieces, counts)
+    if window is not None:
+        emb = average_windows(emb, owner, weight, len(sequences))
+    return emb, runner, len(pieces)

@@ -238,7 +238,7 @@ def embed_sequences(
     if checkpoint:
         check_model_alphabet(encoder, seqs, target.obs_names)
     pieces, names = seqs, target.obs_names
-    if window is not None:
+    if window is not None and not checkpoint:  # a checkpoint tiles in embed_with_checkpoint
         pieces, owner, weight = tile_sequences(seqs, window, stride)
         # owner is in sequence order: a window's number within its own sequence
         local = np.arange(owner.size) - np.searchsorted(owner, owner)
@@ -252,24 +252,17 @@ def embed_sequences(
             if save_model is not None:
                 model_path = str(encoder.save(save_model))
         if checkpoint:
-            from ._dna_checkpoint import CheckpointSequenceRunner, max_window
+            from ._dna_checkpoint import embed_with_checkpoint
 
-            runner = CheckpointSequenceRunner(
+            emb, runner, n_pieces = embed_with_checkpoint(
                 encoder,
+                seqs,
+                target.obs_names,
                 reverse_complement=reverse_complement,
                 batch_size=batch_size,
                 pooling=pooling,
-            )
-            counts = runner.counts(pieces)
-            check_lengths(
-                counts,
-                runner.max_tokens,
-                names,
-                what=f"the {family_name(encoder)} model",
-                hint=f"Embed them in windows (window=, stride=; the largest window that fits is "
-                f"window={max_window(encoder)} bases)"
-                if window is None
-                else "Use a smaller window= (every N is a token of its own)",
+                window=window,
+                stride=stride,
             )
         else:
             runner = SequenceRunner(
@@ -289,9 +282,10 @@ def embed_sequences(
                     if window is None
                     else "Use a smaller window=",
                 )
-        emb = runner(pieces, counts)
-        if window is not None:
-            emb = average_windows(emb, owner, weight, len(seqs))
+            emb = runner(pieces, counts)
+            if window is not None:
+                emb = average_windows(emb, owner, weight, len(seqs))
+            n_pieces = len(pieces)
         if not np.isfinite(emb).all():
             raise FloatingPointError("The encoder produced non-finite embeddings.")
 
@@ -340,7 +334,7 @@ def embed_sequences(
                 "n_sequences": int(emb.shape[0]),
                 "window": window,
                 "stride": stride,
-                "n_windows": len(pieces),
+                "n_windows": n_pieces,
                 "batch_size": int(batch_size),
                 "sequence_key": sequence_key,
                 "mod": mod if is_mudata else None,

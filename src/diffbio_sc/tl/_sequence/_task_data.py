@@ -99,6 +99,116 @@ def load_task(name: str, data_dir: str | Path | None = None) -> tuple[list[str],
     return seqs, labels.astype(str), info
 
 
+SPLIT_VALUES = ("train", "test")
+
+
+def load_user_task(
+    data,
+    *,
+    mod: str | None,
+    sequence_key: str,
+    label_key: str,
+    split_key: str | None,
+    task_name: str,
+) -> tuple[list[str], np.ndarray, np.ndarray | None, list[str], dict]:
+    """Return ``(sequences, labels, split, names, info)`` of the user's labelled sequences.
+
+    ``data`` is an AnnData of sequences (as :func:`diffbio_sc.io.read_fasta`
+    returns) or a MuData whose ``mod`` holds them. Sequences are checked with
+    the rules of :func:`~diffbio_sc.tl.embed_sequences` (DNA/IUPAC symbols,
+    non-empty, unique ids); labels come from ``.obs[label_key]`` (no missing
+    values, at least two classes); ``split`` is ``None`` or the boolean mask of
+    the test rows read from ``.obs[split_key]`` (values ``'train'``/``'test'``
+    only). Nothing is written into ``data``.
+    """
+    from ._common import check_sequences, resolve_target
+
+    tgt = resolve_target(data, mod)
+    target = tgt.adata
+    obs = target.obs
+    if label_key not in obs.columns:
+        raise DfmInputError(
+            f".obs[{label_key!r}] (the labels) not found; available columns: "
+            f"{list(obs.columns)}. Pass label_key= naming the column with each sequence's class."
+        )
+    if split_key is not None and split_key not in obs.columns:
+        raise DfmInputError(
+            f".obs[{split_key!r}] (the train/test split) not found; available columns: "
+            f"{list(obs.columns)}. Pass split_key=None for a seeded stratified split."
+        )
+    seqs = [s.upper() for s in check_sequences(target, alphabet="dna", sequence_key=sequence_key)]
+    raw = obs[label_key]
+    missing = raw.isna().to_numpy()
+    if missing.any():
+        raise DfmInputError(
+            f".obs[{label_key!r}] has {int(missing.sum())} missing label(s), e.g. sequence "
+            f"{str(obs.index[np.flatnonzero(missing)[0]])!r}; drop those rows or label them."
+        )
+    labels = raw.astype(str).to_numpy(dtype=object).astype(str)
+    classes, counts = np.unique(labels, return_counts=True)
+    class_counts = {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
+    if classes.size < 2:
+        raise DfmInputError(
+            f".obs[{label_key!r}] holds a single class {class_counts}; a classification task "
+            "needs at least two."
+        )
+    split = None
+    if split_key is not None:
+        values = obs[split_key].to_numpy(dtype=object)
+        ok = np.array([isinstance(v, str) and v in SPLIT_VALUES for v in values], dtype=bool)
+        if not ok.all():
+            bad = sorted({repr(v) for v in values[~ok]})
+            raise DfmInputError(
+                f".obs[{split_key!r}] must hold only 'train' or 'test'; {int((~ok).sum())} row(s) "
+                f"hold {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} (e.g. sequence "
+                f"{str(obs.index[np.flatnonzero(~ok)[0]])!r}). Map them to 'train'/'test', or "
+                "pass split_key=None for a seeded stratified split."
+            )
+        split = values == "test"
+    info = {
+        "task": task_name,
+        "source": "user data",
+        "description": f"user's labelled sequences, classes from .obs[{label_key!r}]",
+        "data": "user",
+        "mod": tgt.mod,
+        "sequence_key": sequence_key,
+        "label_key": label_key,
+        "split_key": split_key,
+        "n_sequences": len(seqs),
+        "class_counts": class_counts,
+    }
+    return seqs, labels, split, [str(n) for n in obs.index], info
+
+
+def check_split_classes(labels: np.ndarray, is_test: np.ndarray, split_key: str) -> None:
+    """Refuse a given split where a class is missing from either side, with the counts."""
+    classes = np.unique(labels)
+    n_train = {str(c): int(((labels == c) & ~is_test).sum()) for c in classes}
+    n_test = {str(c): int(((labels == c) & is_test).sum()) for c in classes}
+    short = [c for c in n_train if n_train[c] == 0 or n_test[c] == 0]
+    if short:
+        raise DfmInputError(
+            f"The split in .obs[{split_key!r}] leaves class(es) {short} without training or "
+            f"test rows (train counts {n_train}, test counts {n_test}); every class needs "
+            "at least one row on each side (the probes learn from the train part and the "
+            "scores, AUROC included, need every class in the test part)."
+        )
+
+
+def check_splittable(sequences: list[str], labels: np.ndarray) -> None:
+    """Refuse classes with fewer than two distinct sequences (too few to split), with counts."""
+    distinct = (
+        pd.DataFrame({"s": list(sequences), "y": labels}).groupby("y")["s"].nunique().to_dict()
+    )
+    short = {str(c): int(n) for c, n in distinct.items() if n < 2}
+    if short:
+        raise DfmInputError(
+            f"Class(es) {sorted(short)} have fewer than 2 distinct sequences (distinct "
+            f"sequences per class: { {str(c): int(n) for c, n in distinct.items()} }): too "
+            "few to split into train and test. Add sequences or drop those classes."
+        )
+
+
 def grouped_stratified_split(
     sequences: list[str], labels: np.ndarray, *, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

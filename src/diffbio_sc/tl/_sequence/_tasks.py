@@ -50,17 +50,20 @@ import pandas as pd
 
 from ... import _uns
 from ..._logging import logger, timed
-from ..._validate import DfmInputError, check_float, check_int, check_seed
+from ..._validate import DfmInputError, check_float, check_int, check_key, check_seed
 from ._finetune import fine_tune, finetune_split, predict_proba, task_tokens, validation_scores
 from ._task_data import (
     SCORES,
     TASKS,
     _fit_predict_logreg,
+    check_split_classes,
+    check_splittable,
     classification_scores,
     embedding_lookup,
     grouped_stratified_split,
     kmer_features,
     load_task,
+    load_user_task,
     positional_one_hot,
     subsample,
 )
@@ -80,8 +83,17 @@ __all__ = [
 
 
 def _check_frozen_encoders(frozen_encoders) -> dict:
-    """Return ``frozen_encoders`` as a dict ``name -> callable``, or raise naming the entry."""
+    """Return ``frozen_encoders`` as a dict ``name -> callable | DnaCheckpointModel``.
+
+    A checkpoint directory (``str``/``Path``) is loaded here (validation), so a
+    bad entry is refused before any task runs, with the entry named.
+    """
+    import os
     from collections.abc import Mapping
+    from pathlib import Path
+
+    from ._common import resolve_encoder
+    from ._dna_checkpoint import is_dna_checkpoint
 
     reserved = [*METHODS, ENSEMBLE]
     if frozen_encoders is None:
@@ -89,10 +101,11 @@ def _check_frozen_encoders(frozen_encoders) -> dict:
     if not isinstance(frozen_encoders, Mapping):
         kind = type(frozen_encoders).__name__
         raise DfmInputError(
-            f"frozen_encoders must be a mapping name -> callable, e.g. "
+            f"frozen_encoders must be a mapping name -> callable or DNA checkpoint, e.g. "
             f"{{'dnabert2': lookup}}, got a {kind}. Give each encoder the name it is to be "
             "reported under (the names are the rows of the results table)."
         )
+    out = {}
     for name, fn in frozen_encoders.items():
         if not isinstance(name, str) or not name.strip():
             raise DfmInputError(
@@ -104,18 +117,103 @@ def _check_frozen_encoders(frozen_encoders) -> dict:
                 f"frozen_encoders: the name {name!r} is taken by a built-in method; use "
                 f"new names (not one of {reserved})."
             )
-        if not callable(fn):
+        if isinstance(fn, (str, os.PathLike)):
+            if not Path(fn).is_dir():
+                raise DfmInputError(
+                    f"frozen_encoders[{name!r}] = {os.fspath(fn)!r} is not a checkpoint "
+                    "directory: pass a DNA checkpoint directory (Nucleotide Transformer, "
+                    "GENERator), a model from dfm.models.load_checkpoint, or a callable that "
+                    "maps a list of sequences to an (n, d) array (e.g. "
+                    "dfm.tl.embedding_lookup(...) over imported embeddings)."
+                )
+            fn, _ = resolve_encoder(fn)
+            if not is_dna_checkpoint(fn):
+                raise DfmInputError(
+                    f"frozen_encoders[{name!r}] is a saved {type(fn).__name__}, not a DNA "
+                    "checkpoint: pass a diffbio_sc SequenceEncoder as encoder= (scored as "
+                    "'frozen_probe' and 'fine_tuned')."
+                )
+        if not is_dna_checkpoint(fn) and not callable(fn):
             raise DfmInputError(
-                f"frozen_encoders[{name!r}] is a {type(fn).__name__}, not a callable: pass a "
-                "function that maps a list of sequences to an (n, d) array, e.g. "
-                "dfm.tl.embedding_lookup(...) over imported embeddings."
+                f"frozen_encoders[{name!r}] is a {type(fn).__name__}, not a callable or a DNA "
+                "checkpoint: pass a function that maps a list of sequences to an (n, d) array, "
+                "e.g. dfm.tl.embedding_lookup(...) over imported embeddings, a model from "
+                "dfm.models.load_checkpoint, or its directory."
             )
-    return dict(frozen_encoders)
+        out[name] = fn
+    return out
+
+
+def _frozen_embed(enc, seqs, names, batch_size: int, task_info: dict, name: str) -> np.ndarray:
+    """Embeddings of a frozen encoder (a callable, or a DNA checkpoint as embed_sequences runs it)."""
+    from ._common import SequenceRunner
+    from ._dna_checkpoint import embed_with_checkpoint, is_dna_checkpoint, max_window
+
+    if not is_dna_checkpoint(enc):
+        return SequenceRunner(enc, reverse_complement=None, batch_size=batch_size)(seqs)
+    largest = max_window(enc)
+    window = largest if max(len(s) for s in seqs) > largest else None
+    stride = max(1, largest // 2) if window is not None else None
+    emb, _, n_pieces = embed_with_checkpoint(
+        enc,
+        seqs,
+        names,
+        reverse_complement="average",
+        batch_size=batch_size,
+        window=window,
+        stride=stride,
+    )
+    if not np.isfinite(emb).all():
+        raise FloatingPointError(f"frozen_encoders[{name!r}] produced non-finite embeddings.")
+    task_info.setdefault("frozen_encoders", {})[name] = {
+        "reverse_complement": "average",
+        "window": window,
+        "stride": stride,
+        "n_windows": int(n_pieces),
+    }
+    return emb
+
+
+def _model_name(model) -> str:
+    """Return the checkpoint's name: its Hub repository (and subfolder), else its folder."""
+    hub = model.hub or {}
+    if hub.get("repo_id"):
+        sub = hub.get("subfolder")
+        return f"{hub['repo_id']}/{sub}" if sub else str(hub["repo_id"])
+    return Path(model.path).name
+
+
+def _frozen_record(enc, batch_size: int):
+    """Plain-data record of a frozen encoder for the report."""
+    from ._dna_checkpoint import CheckpointSequenceRunner, family_name, is_dna_checkpoint
+    from ._embed import _checkpoint_entry
+
+    if not is_dna_checkpoint(enc):
+        return getattr(enc, "__qualname__", type(enc).__name__)
+    runner = CheckpointSequenceRunner(
+        enc, reverse_complement="average", batch_size=batch_size, pooling=None
+    )
+    entry = _checkpoint_entry(enc, runner, reverse_complement="average", model_path=None)
+    name = _model_name(enc)
+    return {
+        "model": f"{family_name(enc)} {name}",
+        "model_name": name,
+        **entry,
+        "window_rule": "sequences longer than max_window bases are cut into windows of "
+        "max_window bases, stride max_window // 2 (length-weighted mean), as in "
+        "embed_sequences(window=)",
+    }
 
 
 def genomics_tasks(
-    tasks=tuple(TASKS),
+    tasks=None,
     *,
+    data=None,
+    label_key: str = "label",
+    split_key: str | None = None,
+    mod: str | None = "dna",
+    sequence_key: str = "sequence",
+    task_name: str = "user",
     methods=METHODS,
     encoder=None,
     config=None,
@@ -137,7 +235,33 @@ def genomics_tasks(
     ----------
     tasks
         Task names among ``'splice_junctions'``, ``'promoters_mouse_tata'`` and
-        ``'promoters_ecoli'`` (module docstring), or one name.
+        ``'promoters_ecoli'`` (module docstring), or one name; ``None``: all
+        three (without ``data``).
+    data
+        The user's own labelled sequences instead of the bundled tasks: an
+        AnnData of sequences (as :func:`diffbio_sc.io.read_fasta` returns,
+        sequences in ``.obs[sequence_key]``) or a MuData whose ``mod`` holds
+        them. They are checked as :func:`~diffbio_sc.tl.embed_sequences`
+        checks them (DNA/IUPAC symbols, upper-cased; non-empty; unique ids)
+        and form one task named ``task_name``. ``data`` is only read.
+    label_key
+        ``.obs`` column of ``data`` with each sequence's class (no missing
+        values, at least two classes).
+    split_key
+        ``.obs`` column of ``data`` with ``'train'`` or ``'test'`` per row,
+        used exactly as given (every class needs a row on each side; identical
+        sequences on both sides are counted in the report as
+        ``n_identical_across_split``). ``None``: the seeded split of the
+        bundled tasks (``test_fraction`` of each class's distinct sequences in
+        the test part, identical sequences on one side; every class needs at
+        least two distinct sequences).
+    mod
+        Modality of a MuData ``data`` holding the sequences.
+    sequence_key
+        ``.obs`` column of ``data`` with the sequences.
+    task_name
+        Name of the user's task: the ``<task>`` of the metric names and the
+        key of ``report['tasks']``.
     methods
         Subset of ``'frozen_probe'``, ``'fine_tuned'``, ``'kmer_logreg'``,
         ``'onehot_logreg'``.
@@ -154,7 +278,8 @@ def genomics_tasks(
     data_dir
         Folder with the task files; ``None`` uses ``../shared/data/dna``.
     test_fraction
-        Fraction of each class's distinct sequences in the test part.
+        Fraction of each class's distinct sequences in the test part of the
+        seeded split (default 0.2; not used with ``split_key``).
     max_per_class
         Keep at most this many sequences per class (seeded), for quick runs.
     pretrain_epochs, finetune_epochs
@@ -180,12 +305,24 @@ def genomics_tasks(
     progress_bar
         Show training bars; ``None`` follows ``dfm.settings.progress_bar``.
     frozen_encoders
-        Optional mapping ``name -> callable``: each callable maps a list of
-        sequences to an ``(n, d)`` array (a frozen in-process encoder, or a
-        lookup of imported embeddings, e.g. DNABERT-2 or Nucleotide Transformer
-        vectors read with :func:`diffbio_sc.tl.load_embeddings`, by sequence)
-        and is scored with the same logistic-regression probe as
-        ``frozen_probe`` under its own name (``adapter_mode='frozen_encoder'``).
+        Optional mapping ``name -> encoder``, each scored with the same
+        logistic-regression probe as ``frozen_probe`` under its own name. An
+        encoder is a callable mapping a list of sequences to an ``(n, d)``
+        array (a frozen in-process encoder, or a lookup of imported
+        embeddings, e.g. DNABERT-2 vectors read with
+        :func:`diffbio_sc.tl.load_embeddings`, by sequence;
+        ``adapter_mode='frozen_encoder'``), or a published DNA checkpoint
+        (Nucleotide Transformer v1/v2, GENERator): a
+        :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel` from
+        :func:`~diffbio_sc.models.load_checkpoint` or its directory, loaded
+        before any task runs. A checkpoint embeds through the code path of
+        :func:`~diffbio_sc.tl.embed_sequences` (``adapter_mode='checkpoint'``)
+        with ``reverse_complement='average'``, the model's own pooling and, when
+        a task has sequences longer than the largest window that fits the
+        context (``max_window`` bases), windows of ``max_window`` bases with
+        stride ``max_window // 2``; it reads only its own alphabet (``ACGTN``
+        NT, ``ACGT`` GENERator), and another symbol is an error naming the
+        sequence and position.
 
     Returns
     -------
@@ -205,15 +342,68 @@ def genomics_tasks(
         figures to choose recipes by, never the test part); with
         ``finetune_seeds > 1`` also ``fine_tuning_members`` (per seed) and
         ``fine_tuned_ensemble`` (seeds, validation scores).
+        ``report['frozen_encoders'][name]`` is the callable's name, or for a
+        checkpoint its record: ``model`` (family and name, e.g.
+        ``'nucleotide_transformer_v1 nucleotide-transformer-500m-human-ref'``),
+        ``model_name`` (Hub repository or directory name), ``model_family``,
+        ``artifact_sha256`` / ``checkpoint_sha256`` (weights), ``vocab_sha256``,
+        ``checkpoint_path``, ``hub``, tokenizer, pooling, ``max_tokens``,
+        ``max_window`` and the fields of ``embed_sequences``' record; per
+        task, ``report['tasks'][task]['frozen_encoders'][name]`` holds the
+        ``window``, ``stride`` (``None`` when no sequence needed windows) and
+        ``n_windows`` used. With ``data``, the task entry records
+        ``data='user'``, the keys, class counts and ``split`` (how it was made).
+
+    Raises
+    ------
+    DfmInputError
+        For unknown tasks or methods, bad frozen encoders, bad numbers and,
+        with ``data``: a missing sequence, label or split column, missing
+        labels, a single class, split values other than ``'train'``/``'test'``
+        (naming them), a class without rows on one side of the given split or
+        with fewer than two distinct sequences for the seeded one (with the
+        counts), and invalid sequence symbols (naming the sequence). All are
+        raised before any model is trained; ``data`` is never modified.
     """
     from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
     from ._common import check_lengths, resolve_encoder, token_counts
+    from ._dna_checkpoint import check_model_alphabet, is_dna_checkpoint
 
     # ---------------------------------------------------------------- validate
-    task_list = [tasks] if isinstance(tasks, str) else list(tasks)
-    bad = [t for t in task_list if t not in TASKS]
-    if bad or not task_list:
-        raise DfmInputError(f"Unknown task(s) {bad or task_list}; available: {list(TASKS)}.")
+    user = None
+    if data is not None:
+        if tasks is not None:
+            raise DfmInputError(
+                f"Pass either tasks={tasks!r} (the bundled tasks) or data= (your own labelled "
+                "sequences), not both."
+            )
+        if data_dir is not None:
+            raise DfmInputError("data_dir= locates the bundled tasks; it is unused with data=.")
+        check_key("task_name", task_name)
+        check_key("label_key", label_key)
+        check_key("sequence_key", sequence_key)
+        check_key("split_key", split_key, allow_none=True)
+        if task_name in TASKS:
+            raise DfmInputError(
+                f"task_name={task_name!r} is the name of a bundled task; name your task "
+                "differently (e.g. the default 'user')."
+            )
+        user = load_user_task(
+            data,
+            mod=mod,
+            sequence_key=sequence_key,
+            label_key=label_key,
+            split_key=split_key,
+            task_name=task_name,
+        )
+        task_list = [task_name]
+    else:
+        task_list = (
+            list(TASKS) if tasks is None else [tasks] if isinstance(tasks, str) else list(tasks)
+        )
+        bad = [t for t in task_list if t not in TASKS]
+        if bad or not task_list:
+            raise DfmInputError(f"Unknown task(s) {bad or task_list}; available: {list(TASKS)}.")
     frozen = _check_frozen_encoders(frozen_encoders)
     method_list = [methods] if isinstance(methods, str) else list(methods)
     bad = [m for m in method_list if m not in METHODS]
@@ -258,13 +448,30 @@ def genomics_tasks(
     with timed(f"genomics tasks {task_list}"):
         for task in task_list:
             t0 = time.perf_counter()
-            seqs_all, labels_all, info = load_task(task, data_dir)
+            if user is None:
+                seqs_all, labels_all, info = load_task(task, data_dir)
+                split_all, names_all = None, [f"row{i}" for i in range(len(seqs_all))]
+            else:
+                seqs_all, labels_all, split_all, names_all, info = user
             keep = subsample(labels_all, max_per_class, seed)
             seqs = [seqs_all[i] for i in keep]
+            names = [names_all[i] for i in keep]
             classes, y = np.unique(labels_all[keep], return_inverse=True)
-            train_idx, test_idx = grouped_stratified_split(
-                seqs, labels_all[keep], test_fraction=test_fraction, seed=seed
-            )
+            if split_all is not None:
+                check_split_classes(labels_all[keep], split_all[keep], split_key)
+                test_idx = np.flatnonzero(split_all[keep])
+                train_idx = np.flatnonzero(~split_all[keep])
+                split_how = f"given by .obs[{split_key!r}]"
+            else:
+                if user is not None:
+                    check_splittable(seqs, labels_all[keep])
+                train_idx, test_idx = grouped_stratified_split(
+                    seqs, labels_all[keep], test_fraction=test_fraction, seed=seed
+                )
+                split_how = "seeded, stratified by class, identical sequences on one side"
+            for enc in frozen.values():  # before any work: symbols the model reads
+                if is_dna_checkpoint(enc):
+                    check_model_alphabet(enc, seqs, names)
             n_distinct = len(set(seqs))
             timings: dict[str, float] = {}
             task_info = {
@@ -274,8 +481,11 @@ def genomics_tasks(
                 "n_train": int(train_idx.size),
                 "n_test": int(test_idx.size),
                 "n_identical_grouped": int(len(seqs) - n_distinct),
-                "split": "seeded, stratified by class, identical sequences on one side",
+                "split": split_how,
             }
+            if split_all is not None:
+                both = set(seqs[i] for i in train_idx) & set(seqs[i] for i in test_idx)
+                task_info["n_identical_across_split"] = int(sum(seqs[i] in both for i in test_idx))
             probas: dict[str, np.ndarray] = {}
             if "kmer_logreg" in method_list:
                 t = time.perf_counter()
@@ -291,6 +501,13 @@ def genomics_tasks(
                     X[train_idx], y[train_idx], X[test_idx], seed=seed
                 )
                 timings["onehot_logreg"] = time.perf_counter() - t
+            for name, fn in frozen.items():  # before training: their errors come early
+                t = time.perf_counter()
+                emb = _frozen_embed(fn, seqs, names, batch_size, task_info, name)
+                probas[name] = _fit_predict_logreg(
+                    emb[train_idx], y[train_idx], emb[test_idx], seed=seed
+                )
+                timings[name] = time.perf_counter() - t
             if needs_encoder:
                 # lengths checked before any training
                 enc_cfg = encoder.config if encoder is not None else config
@@ -299,7 +516,7 @@ def genomics_tasks(
                 check_lengths(
                     counts,
                     enc_cfg.max_sequence_tokens,
-                    [f"row{i}" for i in keep],
+                    names,
                     what=f"the encoder (task {task!r})",
                 )
                 width = int(counts.max())
@@ -403,15 +620,6 @@ def genomics_tasks(
                             ),
                         }
                     timings["fine_tuned"] = time.perf_counter() - t
-            for name, fn in frozen.items():
-                from ._common import SequenceRunner
-
-                t = time.perf_counter()
-                emb = SequenceRunner(fn, reverse_complement=None, batch_size=batch_size)(seqs)
-                probas[name] = _fit_predict_logreg(
-                    emb[train_idx], y[train_idx], emb[test_idx], seed=seed
-                )
-                timings[name] = time.perf_counter() - t
             reported = [*method_list, *([ENSEMBLE] if ENSEMBLE in probas else []), *frozen]
             for method in reported:
                 scores = classification_scores(y[test_idx], probas[method])
@@ -429,9 +637,7 @@ def genomics_tasks(
         "created_by": _uns.provenance("tl.genomics_tasks"),
         "tasks": report_tasks,
         "methods": method_list,
-        "frozen_encoders": {
-            k: getattr(v, "__qualname__", type(v).__name__) for k, v in frozen.items()
-        },
+        "frozen_encoders": {k: _frozen_record(v, batch_size) for k, v in frozen.items()},
         "params": {
             "test_fraction": float(test_fraction),
             "max_per_class": max_per_class,
