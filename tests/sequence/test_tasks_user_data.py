@@ -209,3 +209,39 @@ def test_bad_user_data_named_and_data_unchanged(kind, match):
     with pytest.raises(DfmInputError, match=match):
         dfm.tl.genomics_tasks(data=a, methods="kmer_logreg", **kw)
     assert _unchanged(a, snap)
+
+
+def test_saved_sequence_encoder_is_not_a_frozen_checkpoint(tmp_path):
+    from flax import nnx
+
+    from diffbio_sc.models import SequenceEncoder, SequenceEncoderConfig
+
+    cfg = SequenceEncoderConfig(
+        hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=16, max_length=40, dropout=0.0
+    )
+    SequenceEncoder(cfg, rngs=nnx.Rngs(params=0)).save(tmp_path / "enc")
+    a = _motif_set(n=20)
+    with pytest.raises(DfmInputError, match=r"is a saved SequenceEncoder, not a DNA checkpoint"):
+        dfm.tl.genomics_tasks(
+            data=a, methods="kmer_logreg", frozen_encoders={"mine": tmp_path / "enc"}
+        )
+
+
+DNA = Path("..") / "shared" / "data" / "dna"
+
+
+@pytest.mark.skipif(not DNA.is_dir(), reason="../shared/data/dna is not present")
+def test_bundled_task_with_a_checkpoint_directory(nt1):
+    """The bundled tasks (the default) take a checkpoint too; 81 bp fit without windows."""
+    df = dfm.tl.genomics_tasks(
+        "promoters_ecoli",
+        methods="kmer_logreg",
+        data_dir=DNA,
+        max_per_class=40,
+        frozen_encoders={"nt1": NT1},
+    )
+    assert set(df["embedding"]) == {"kmer_logreg", "nt1"}
+    report = df.attrs["report"]
+    used = report["tasks"]["promoters_ecoli"]["frozen_encoders"]["nt1"]
+    assert used["window"] is None and used["n_windows"] == 80
+    assert report["frozen_encoders"]["nt1"]["checkpoint_sha256"] == nt1.sha256

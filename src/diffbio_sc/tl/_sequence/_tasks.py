@@ -38,6 +38,13 @@ all fitted on the training part only and scored on the test part:
 With ``encoder=None`` the encoder is pretrained per task by masked-language
 modelling on that task's *training* sequences (no test sequence is seen), then
 used frozen for the probe and as the starting point of fine-tuning.
+
+``data=`` replaces the bundled tasks by the user's own labelled sequences (one
+task named ``task_name``; labels from ``.obs[label_key]``, the split from
+``.obs[split_key]`` or the seeded split above). ``frozen_encoders`` may hold
+published DNA checkpoints, embedded as :func:`~diffbio_sc.tl.embed_sequences`
+embeds them (both strands averaged, windows past the context) and scored by the
+same probe.
 """
 
 from __future__ import annotations
