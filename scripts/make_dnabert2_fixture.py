@@ -38,6 +38,10 @@ What is built under ``tests/checkpoints/fixtures/dnabert2/``, random weights, se
   ``hidden_0`` set to zero) and the pooled embedding (mean of the last layer over
   the sequence's tokens, ``[CLS]``/``[SEP]`` included, as DNABERT-2's README);
 * ``meta.json``: the reference repository and commit and the versions used.
+
+``dnabert2_bin/`` holds the same checkpoint with its weights as ``pytorch_model.bin``
+(``torch.save`` of the state dict, as the published checkpoint ships them; read here
+through the restricted unpickler).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import torch
 import transformers
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "checkpoints" / "fixtures" / "dnabert2"
+OUT_BIN = OUT.parent / "dnabert2_bin"
 SEED = 0
 FILES = ("bert_layers.py", "bert_padding.py", "configuration_bert.py")
 SEQS = [
@@ -155,8 +160,9 @@ def _randomise(model) -> None:
 def make(git_dir: Path, commit: str, repo: str) -> None:
     """Build the fixture (see the module docstring)."""
     torch.manual_seed(SEED)
-    if OUT.exists():
-        shutil.rmtree(OUT)
+    for d in (OUT, OUT_BIN):
+        if d.exists():
+            shutil.rmtree(d)
     OUT.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
         layers, padding, configuration = _reference_package(git_dir, commit, Path(tmp))
@@ -189,6 +195,9 @@ def make(git_dir: Path, commit: str, repo: str) -> None:
         safetensors.torch.save_file(
             state, str(OUT / "model.safetensors"), metadata={"format": "pt"}
         )
+        # the same weights as the published checkpoint ships them: pytorch_model.bin
+        OUT_BIN.mkdir(parents=True)
+        torch.save(state, OUT_BIN / "pytorch_model.bin")
 
         ids = [hf_tok(s)["input_ids"] for s in SEQS]
         ctx = cfg_doc["max_position_embeddings"]
@@ -250,6 +259,8 @@ def make(git_dir: Path, commit: str, repo: str) -> None:
         "pooling": "mean of the last layer over the sequence's tokens ([CLS], [SEP] included)",
     }
     (OUT / "meta.json").write_text(json.dumps(meta, indent=2))
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(OUT / f, OUT_BIN / f)
     for f in sorted(OUT.iterdir()):
         print(f"{f.relative_to(OUT.parent)}: {f.stat().st_size / 1024:.1f} KiB")
 

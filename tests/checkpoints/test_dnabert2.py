@@ -193,3 +193,15 @@ def test_embed_sequences_refuses_dnabert2_for_now(model):
     with pytest.raises(dfm._validate.DfmInputError, match="does not run DNABERT-2"):
         dfm.tl.embed_sequences(a, encoder=FIX)
     assert not a.obsm
+
+
+def test_pytorch_model_bin_loads_the_same(model, expected):
+    # the published checkpoint ships pytorch_model.bin: read by the restricted unpickler
+    e, _ = expected
+    binary = dfm.models.load_checkpoint(FIX.parent / "dnabert2_bin")
+    assert binary.family == "dnabert2"
+    assert binary.path.name == "dnabert2_bin"
+    for a, b in zip(
+        binary.hidden_states(e["input_ids"]), model.hidden_states(e["input_ids"]), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
