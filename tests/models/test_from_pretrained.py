@@ -387,7 +387,9 @@ def test_registry_names_hub_repositories():
     }
     assert HUB_REPOSITORIES["generator"]["repo_ids"] == in_process.pop("GENERator")
     nt = HUB_REPOSITORIES["nucleotide_transformer"]["repo_ids"]
-    assert nt == in_process.pop("Nucleotide Transformer") and not in_process
+    assert nt == in_process.pop("Nucleotide Transformer")
+    assert HUB_REPOSITORIES["dnabert2"]["repo_ids"] == in_process.pop("DNABERT-2")
+    assert not in_process
     assert "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species" in nt
 
 

@@ -1,11 +1,13 @@
-"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1/v2) as runnable JAX models.
+"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1/v2, DNABERT-2) as JAX models.
 
 :func:`load_dna_checkpoint` takes a Hugging Face checkpoint read by
 :func:`diffbio_sc.io.read_checkpoint`, recognises the family from
 ``config.json`` (``model_type`` ``'llama'`` -> GENERator, ``'esm'`` ->
 Nucleotide Transformer; NT v2's config has no ``model_type`` but an ``auto_map``
-naming its ``modeling_esm`` remote code), reads the tokenizer file beside the weights
-(``vocab.txt``, one token per line, line number = id) and checks it against the
+naming its ``modeling_esm`` remote code; DNABERT-2's has ``model_type`` ``'bert'`` and
+an ``auto_map`` naming its ``bert_layers`` remote code), reads the tokenizer file beside
+the weights (``vocab.txt``, one token per line, line number = id; DNABERT-2:
+``tokenizer.json``, read with the ``tokenizers`` library) and checks it against the
 model's vocabulary size, then builds the Flax NNX module.
 :func:`diffbio_sc.models.load_checkpoint` dispatches here for those families.
 
@@ -14,6 +16,8 @@ Pooled embeddings follow the authors' own code:
 * Nucleotide Transformer: mean of the last hidden layer over the tokens of the
   attention mask ``ids != <pad>`` (``<cls>`` included), as in the NT model
   cards' embedding example.
+* DNABERT-2: mean of the last hidden layer over the sequence's tokens
+  (``[CLS]`` and ``[SEP]`` included), as its README's ``torch.mean(hidden_states[0], dim=0)``.
 * GENERator: the last hidden layer at the last non-padding token (``</s>``);
   GENERator's sequence-understanding code reads the last non-padding token of
   ``last_hidden_state``, and in a causal decoder only that token has seen the
@@ -33,8 +37,11 @@ from ._pretrained import CheckpointModel
 
 __all__ = ["DNA_FAMILIES", "DnaCheckpointModel", "load_dna_checkpoint"]
 
-#: ``config.json`` ``model_type`` -> family name.
+#: ``config.json`` ``model_type`` -> family name (DNABERT-2, ``'bert'`` with its own
+#: ``auto_map``, is recognised by :func:`~diffbio_sc.models._dnabert2.is_dnabert2_config`).
 DNA_FAMILIES = {"llama": "generator", "esm": "nucleotide_transformer"}
+#: Families saved by :meth:`DnaCheckpointModel.save` (``_load_saved`` dispatches on them).
+DNA_SAVED_FAMILIES = ("generator", "nucleotide_transformer", "dnabert2")
 
 
 def read_vocab_txt(path: Path) -> dict[str, int]:
@@ -94,10 +101,11 @@ class DnaCheckpointModel(CheckpointModel):
     Attributes
     ----------
     tokenizer
-        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.NTCheckpointTokenizer` or
-        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.GeneratorTokenizer`.
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.NTCheckpointTokenizer`,
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.GeneratorTokenizer` or
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.Dnabert2Tokenizer`.
     pooling
-        Default pooling: ``'mean'`` (NT) or ``'last'`` (GENERator).
+        Default pooling: ``'mean'`` (NT, DNABERT-2) or ``'last'`` (GENERator).
     """
 
     tokenizer: object = None
@@ -140,7 +148,7 @@ class DnaCheckpointModel(CheckpointModel):
         sequences
             DNA strings (see :meth:`tokenize` for the alphabet and ``unknown``).
         pooling
-            GENERator: ``'last'`` (default) or ``'mean'``; NT: ``'mean'``.
+            GENERator: ``'last'`` (default) or ``'mean'``; NT, DNABERT-2: ``'mean'``.
         unknown
             ``'error'`` or ``'token'`` (the model's unknown-token rule).
         batch_size
@@ -238,14 +246,57 @@ def _load_generator(ckpt, vocab: dict[str, int], vfile: Path) -> DnaCheckpointMo
     )
 
 
+def _load_dnabert2(ckpt) -> DnaCheckpointModel:
+    from ..ops._dna_checkpoint_tokenizers import Dnabert2Tokenizer
+    from ._dnabert2 import dnabert2_from_checkpoint
+
+    tfile = ckpt.path / "tokenizer.json"
+    if not tfile.is_file():
+        raise CheckpointError(
+            f"No tokenizer for the DNABERT-2 checkpoint at {ckpt.path}: place the model's "
+            "tokenizer.json (byte-pair encoding, read with the tokenizers library) beside "
+            "config.json."
+        )
+    try:
+        text = tfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{tfile} (tokenizer) cannot be read ({err}).") from None
+    tok = Dnabert2Tokenizer(text, source=str(tfile))
+    size = ckpt.config.get("vocab_size")
+    if size != tok.vocab_size:
+        raise CheckpointError(
+            f"{tfile} has {tok.vocab_size} tokens but {ckpt.config_file} has vocab_size "
+            f"{size!r}: the tokenizer file does not belong to this model."
+        )
+    module = dnabert2_from_checkpoint(ckpt, pad_token_id=tok.pad_id)
+    return DnaCheckpointModel(
+        family="dnabert2",
+        module=module,
+        path=ckpt.path,
+        sha256=ckpt.sha256,
+        vocab=dict(tok.vocab),
+        max_tokens=module.config.max_tokens,
+        settings={"tokenizer_json": text},
+        sources={"tokenizer": str(tfile)},
+        tokenizer=tok,
+        pooling="mean",
+    )
+
+
 def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
     """Rebuild a :class:`DnaCheckpointModel` saved with ``save`` (vocabulary in its metadata)."""
-    from ..ops._dna_checkpoint_tokenizers import GeneratorTokenizer, NTCheckpointTokenizer
+    from ..ops._dna_checkpoint_tokenizers import (
+        Dnabert2Tokenizer,
+        GeneratorTokenizer,
+        NTCheckpointTokenizer,
+    )
 
     md = module.metadata
     vocab = {str(k): int(v) for k, v in md["vocab"].items()}
     settings = dict(md.get("settings", {}))
-    if md["family"] == "generator":
+    if md["family"] == "dnabert2":
+        tok = Dnabert2Tokenizer(str(settings.get("tokenizer_json", "")), source=str(path))
+    elif md["family"] == "generator":
         tok = GeneratorTokenizer(vocab, k=int(settings.get("k", 6)), source=str(path))
     else:
         tok = NTCheckpointTokenizer(vocab, add_eos=bool(settings.get("add_eos")), source=str(path))
@@ -270,15 +321,18 @@ def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
     Raises
     ------
     CheckpointError
-        No ``vocab.txt``, or one whose size does not match the config's
+        No ``vocab.txt`` (DNABERT-2: ``tokenizer.json``), or one whose size does not match the config's
         ``vocab_size``, or whose ``<pad>`` disagrees with the config.
     ValueError
         Unsupported configuration; :class:`~diffbio_sc.models.ModelFormatError` for
         missing, unexpected or mis-shaped tensors (all named in one message).
     """
+    from ._dnabert2 import is_dnabert2_config
     from ._esm import model_type_of
 
     model_type = model_type_of(ckpt.config)
+    if model_type in (None, "bert") and is_dnabert2_config(ckpt.config):
+        return _load_dnabert2(ckpt)
     family = DNA_FAMILIES.get(model_type)
     if family is None:
         raise CheckpointError(

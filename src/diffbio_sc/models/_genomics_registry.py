@@ -1,12 +1,13 @@
 """Genomics foundation models, as plain data: what each one is and how dfm imports it.
 
-diffbio_sc runs two of these families in-process, in JAX, from a checkpoint
+diffbio_sc runs three of these families in-process, in JAX, from a checkpoint
 directory you provide, or fetched from the Hugging Face Hub only when you call
 :func:`diffbio_sc.models.from_pretrained` with one of the ``checkpoints`` keys (they are
-Hub repository ids): GENERator and
-Nucleotide Transformer (v1 and v2), through :func:`diffbio_sc.models.load_checkpoint`
-(``dfm_in_process`` below; equal within 1e-5 in float32 to the ``transformers``
-reference, for NT v2 to InstaDeep's own JAX/Haiku model). For the others, embed gene sequences with the upstream code, then
+Hub repository ids): GENERator,
+Nucleotide Transformer (v1 and v2) and DNABERT-2, through
+:func:`diffbio_sc.models.load_checkpoint` (``dfm_in_process`` below; equal within 1e-5
+in float32 to the ``transformers`` reference, for NT v2 to InstaDeep's own JAX/Haiku
+model, for DNABERT-2 to its published ``bert_layers.py`` remote code). For the others, embed gene sequences with the upstream code, then
 bring the vectors in:
 
 * gene / haplotype level: :func:`diffbio_sc.tl.export_gene_sequences` writes the
@@ -70,13 +71,18 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "architecture": "BERT encoder with ALiBi positions and FlashAttention (117M parameters)",
         "tokenizer": "BPE",
         "context_length_bp": None,
-        "context_note": "no fixed position table (ALiBi); vocabulary of 4,096 BPE tokens",
+        "context_note": "no fixed position table (ALiBi); vocabulary of 4,096 BPE tokens; "
+        "diffbio_sc runs up to the config's max_position_embeddings (512 tokens)",
         "checkpoints": {"zhihan1996/DNABERT-2-117M": 768},
         "width_note": "hidden size",
         "pooling": "mean over token states (the model card's example; max pooling also shown)",
         "rc_handling": "none (strand-specific); average forward and RC embeddings",
         "dfm_rc_mode": "average",
-        "dfm_loader": _GENE_LOADER + "; tl.load_embeddings(source='dnabert2', mod='dna')",
+        "dfm_loader": _GENE_LOADER
+        + "; tl.load_embeddings(source='dnabert2', mod='dna')"
+        + "; in-process: models.load_checkpoint(...).embed",
+        "dfm_in_process": "models.load_checkpoint: ALiBi BERT, gated GELU feed-forward, "
+        "post-LayerNorm; BPE tokenizer.json read with the tokenizers library",
     },
     {
         "name": "Evo 2",

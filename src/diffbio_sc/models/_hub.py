@@ -56,6 +56,7 @@ HUB_REPOSITORIES: dict[str, dict[str, Any]] = {
         for family, rec in (
             ("generator", _by_name["GENERator"]),
             ("nucleotide_transformer", _by_name["Nucleotide Transformer"]),
+            ("dnabert2", _by_name["DNABERT-2"]),
         )
     },
 }

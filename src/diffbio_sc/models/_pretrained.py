@@ -308,9 +308,9 @@ def _load_saved(path) -> CheckpointModel | None:
         return None
     module = load(p)
     md = module.metadata
-    if md.get("family") in ("generator", "nucleotide_transformer") and isinstance(
-        md.get("vocab"), dict
-    ):
+    from ._dna_checkpoints import DNA_SAVED_FAMILIES
+
+    if md.get("family") in DNA_SAVED_FAMILIES and isinstance(md.get("vocab"), dict):
         from ._dna_checkpoints import dna_from_saved
 
         return dna_from_saved(module, p)
@@ -356,15 +356,23 @@ def _load_saved(path) -> CheckpointModel | None:
 
 
 def _dna_dispatch(ckpt, dictionaries) -> CheckpointModel | None:
-    """Load a GENERator / Nucleotide Transformer checkpoint; ``None`` for a BERT one.
+    """Load a GENERator / Nucleotide Transformer / DNABERT-2 checkpoint; ``None`` for a BERT one.
 
     A ``model_type`` of no family diffbio_sc runs is an error listing the families.
     """
     from ..io._checkpoints import CheckpointError
     from ._dna_checkpoints import DNA_FAMILIES, load_dna_checkpoint
+    from ._dnabert2 import is_dnabert2_config
     from ._esm import model_type_of
 
     model_type = model_type_of(ckpt.config)
+    if model_type in (None, "bert") and is_dnabert2_config(ckpt.config):
+        if any(d is not None for d in dictionaries):
+            raise ValueError(
+                f"{ckpt.path} is a DNABERT-2 checkpoint; its tokenizer is its tokenizer.json: "
+                "do not pass token_dictionary=, gene_median_dictionary= or vocab=."
+            )
+        return load_dna_checkpoint(ckpt)
     if model_type == "bert":
         return None
     if model_type not in DNA_FAMILIES:
@@ -389,7 +397,7 @@ def load_checkpoint(
     gene_median_dictionary: Mapping | None = None,
     vocab: Mapping | None = None,
 ) -> CheckpointModel:
-    """Load a Geneformer, scGPT, GENERator or Nucleotide Transformer checkpoint as JAX.
+    """Load a Geneformer, scGPT, GENERator, Nucleotide Transformer or DNABERT-2 checkpoint as JAX.
 
     Parameters
     ----------
@@ -398,8 +406,10 @@ def load_checkpoint(
         ``model.safetensors`` or ``pytorch_model.bin``; Geneformer) or scGPT
         layout (``args.json``, ``vocab.json``, ``best_model.pt``). GENERator
         (``model_type`` ``llama``) and Nucleotide Transformer v1/v2 (``esm``)
-        checkpoints need their tokenizer's ``vocab.txt`` beside ``config.json``
-        and load as :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`. ``.bin``/``.pt``
+        checkpoints need their tokenizer's ``vocab.txt`` beside ``config.json``;
+        DNABERT-2 (``model_type`` ``bert`` with an ``auto_map`` to its
+        ``bert_layers`` code) its ``tokenizer.json``; they load as
+        :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`. ``.bin``/``.pt``
         files are read without torch by a restricted unpickler (tensors only).
         Or a directory written by :meth:`CheckpointModel.save` (diffbio_sc's
         format, dictionaries included).

@@ -23,6 +23,13 @@ lower case included) are an error naming the sequence and the position, unless
 equality): NT maps each maximal run of symbols outside ``ACGTN`` to one
 ``<unk>`` (whitespace splits a run, and is dropped); GENERator maps every character that is not an upper-case letter to
 one ``<oov>`` and pieces holding other letters to ``<oov>``.
+
+* :class:`Dnabert2Tokenizer` -- DNABERT-2 (byte-pair encoding): the checkpoint's
+  ``tokenizer.json`` run by the ``tokenizers`` library itself (as upstream's
+  ``PreTrainedTokenizerFast`` does, with neither truncation nor padding), so the
+  ids are upstream's: ``[CLS]`` first, ``[SEP]`` last, and with
+  ``unknown='token'`` every symbol outside the BPE alphabet (``N``, lower case)
+  one ``[UNK]``; its alphabet for ``unknown='error'`` is ``ACGT``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,12 @@ import numpy as np
 
 from .._validate import DfmInputError
 
-__all__ = ["DnaTokenizerError", "GeneratorTokenizer", "NTCheckpointTokenizer"]
+__all__ = [
+    "DnaTokenizerError",
+    "Dnabert2Tokenizer",
+    "GeneratorTokenizer",
+    "NTCheckpointTokenizer",
+]
 
 UNKNOWN_MODES = ("error", "token")
 
@@ -222,3 +234,47 @@ class GeneratorTokenizer(_CheckpointTokenizer):
             out.append(piece if piece in self.vocab and len(piece) == self.k else "<oov>")
         out.append("</s>")
         return out
+
+
+class Dnabert2Tokenizer(_CheckpointTokenizer):
+    """DNABERT-2's byte-pair-encoding tokenizer, read from its ``tokenizer.json``.
+
+    Needs the ``tokenizers`` package (``pip install 'diffbio_sc[io]'``).
+
+    Parameters
+    ----------
+    tokenizer_json
+        The text of the checkpoint's ``tokenizer.json``.
+    source
+        Where it came from (for messages).
+    """
+
+    alphabet = "ACGT"
+    name = "DNABERT-2"
+
+    def __init__(self, tokenizer_json: str, *, source: str = "tokenizer.json"):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as err:  # pragma: no cover - the test extra installs it
+            raise ImportError(
+                "DNABERT-2's tokenizer needs the 'tokenizers' package: "
+                "pip install 'diffbio_sc[io]' (or pip install tokenizers)."
+            ) from err
+        try:
+            tok = Tokenizer.from_str(tokenizer_json)
+        except Exception as err:  # the library raises a plain Exception on bad files
+            raise DnaTokenizerError(f"{source} is not a tokenizers file ({err}).") from None
+        tok.no_truncation()
+        tok.no_padding()
+        self._tok = tok
+        self.json = tokenizer_json
+        super().__init__(tok.get_vocab(with_added_tokens=True), source=source)
+        self._require("[UNK]", "[CLS]", "[SEP]", "[PAD]")
+        self.pad_id = self.vocab["[PAD]"]
+        self.unk_id = self.vocab["[UNK]"]
+        self.cls_id = self.vocab["[CLS]"]
+        self.sep_id = self.vocab["[SEP]"]
+
+    def tokens(self, seq: str) -> list[str]:
+        """``[CLS]``, the BPE pieces (unknown symbols as ``[UNK]``), ``[SEP]``."""
+        return list(self._tok.encode(seq).tokens)

@@ -197,6 +197,12 @@ def embed_sequences(
         )
     encoder, model_path = resolve_encoder(encoder)
     checkpoint = is_dna_checkpoint(encoder)
+    if checkpoint and encoder.family == "dnabert2":
+        raise DfmInputError(
+            "embed_sequences does not run DNABERT-2 checkpoints yet (its BPE token count is not "
+            "a function of the window length); embed with model.embed(sequences) and import the "
+            "vectors with dfm.tl.load_embeddings."
+        )
     if pooling is not None and not checkpoint:
         raise DfmInputError(
             "pooling= applies to DNA checkpoints (Nucleotide Transformer, GENERator); a "
