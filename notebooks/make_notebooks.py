@@ -802,6 +802,42 @@ fields = ("source", "adapter_mode", "pooling_strategy", "reverse_complement", "n
     (PLOT, """dfm.pl.embedding(dna, "X_dfm_seq", color="label", title="encoder embedding")"""),
     (
         MD,
+        """## A published model in the same call
+
+The same function runs published DNA models in-process, in JAX: Nucleotide Transformer v1/v2,
+GENERator and DNABERT-2, loaded from their Hugging Face layout by `dfm.models.load_checkpoint`
+or fetched by name with `dfm.models.from_pretrained` (a one-time download, then offline from
+the cache). To keep this tutorial offline and fast, it uses the package's test fixture: a
+*tiny, randomly initialised* Nucleotide Transformer v1 (2 layers, width 8) whose outputs
+equal the reference `transformers` code to 1e-5. Its vectors show the plumbing, not biology;
+the one-line change in the comment runs a real checkpoint.""",
+    ),
+    (
+        CODE,
+        """def tiny_nt_fixture() -> Path | None:
+    # the test fixture of a source checkout (this notebook's, or the one diffbio_sc is
+    # installed from in development mode); None for an installed wheel
+    for folder in [Path.cwd(), *Path.cwd().parents, Path(dfm.__file__).resolve().parents[2]]:
+        path = folder / "tests" / "checkpoints" / "fixtures" / "nucleotide_transformer_v1"
+        if path.is_dir():
+            return path
+    return None
+
+
+fixture = tiny_nt_fixture()
+if fixture is None:
+    print("no source checkout here: use dfm.models.from_pretrained(...) below instead")
+else:
+    nt = dfm.models.load_checkpoint(fixture)
+    # A real checkpoint instead (about 200 MB, downloaded once):
+    # nt = dfm.models.from_pretrained("InstaDeepAI/nucleotide-transformer-v2-50m-multi-species")
+    print(nt)
+    dfm.tl.embed_sequences(mdata, mod="dna", encoder=nt, reverse_complement=None, key_added="X_nt")
+    record = mdata["dna"].uns["dfm"]["embeddings"]["X_nt"]
+    print(mdata["dna"].obsm["X_nt"].shape, record["model_family"], record["pooling_strategy"])""",
+    ),
+    (
+        MD,
         """## A genomics task: promoter or not?
 
 `dfm.tl.genomics_tasks` splits the task's sequences once (seeded, stratified, identical
