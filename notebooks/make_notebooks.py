@@ -814,10 +814,13 @@ the one-line change in the comment runs a real checkpoint.""",
     ),
     (
         CODE,
-        """def tiny_nt_fixture() -> Path | None:
+        """import inspect
+
+
+def tiny_nt_fixture() -> Path | None:
     # the test fixture of a source checkout (this notebook's, or the one diffbio_sc is
     # installed from in development mode); None for an installed wheel
-    for folder in [Path.cwd(), *Path.cwd().parents, Path(dfm.__file__).resolve().parents[2]]:
+    for folder in [Path.cwd(), *Path.cwd().parents, Path(inspect.getfile(dfm)).resolve().parents[2]]:
         path = folder / "tests" / "checkpoints" / "fixtures" / "nucleotide_transformer_v1"
         if path.is_dir():
             return path
