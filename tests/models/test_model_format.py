@@ -361,3 +361,34 @@ def test_missing_paths_are_file_not_found(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         load(tmp_path / "empty")
+
+
+def test_checkpoint_configs_refuse_non_positive_sizes_naming_class_and_field():
+    """The shared ``ModelConfig._require_positive`` check, in every checkpoint config."""
+    import dataclasses
+
+    from diffbio_sc.models._bert import BertConfig
+    from diffbio_sc.models._dnabert2 import Dnabert2Config
+    from diffbio_sc.models._esm import EsmConfig
+    from diffbio_sc.models._llama import LlamaConfig
+
+    sizes = dict(
+        vocab_size=16,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
+        num_key_value_heads=2,
+        head_dim=4,
+    )
+    for cls in (BertConfig, EsmConfig, LlamaConfig, Dnabert2Config):
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in sizes.items() if k in names}
+        if "pad_token_id" in names:
+            kwargs["pad_token_id"] = 0
+        cls(**kwargs)  # valid
+        with pytest.raises(
+            ValueError, match=rf"{cls.__name__}\.intermediate_size must be a positive"
+        ):
+            cls(**{**kwargs, "intermediate_size": 0})

@@ -135,6 +135,15 @@ class ModelConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid (override)."""
 
+    def _require_positive(self, *names: str) -> None:
+        """Raise ``ValueError`` naming the first of the int fields ``names`` that is below 1."""
+        for name in names:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(
+                    f"{type(self).__name__}.{name} must be a positive integer, got {v!r}."
+                )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON-serialisable: tuples become lists)."""
         return {

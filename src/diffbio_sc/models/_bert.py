@@ -171,7 +171,7 @@ class BertConfig(ModelConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
-        for name in (
+        self._require_positive(
             "vocab_size",
             "hidden_size",
             "num_hidden_layers",
@@ -179,10 +179,7 @@ class BertConfig(ModelConfig):
             "intermediate_size",
             "max_position_embeddings",
             "type_vocab_size",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"BertConfig.{name} must be a positive integer, got {v!r}.")
+        )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"BertConfig: hidden_size {self.hidden_size} is not a multiple of "

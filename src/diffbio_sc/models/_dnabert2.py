@@ -103,7 +103,7 @@ class Dnabert2Config(ModelConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
-        for name in (
+        self._require_positive(
             "vocab_size",
             "hidden_size",
             "num_hidden_layers",
@@ -111,10 +111,7 @@ class Dnabert2Config(ModelConfig):
             "intermediate_size",
             "max_position_embeddings",
             "type_vocab_size",
-        ):
-            v = getattr(self, name)
-            if v < 1:
-                raise ValueError(f"Dnabert2Config.{name} must be a positive integer, got {v!r}.")
+        )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"Dnabert2Config: hidden_size {self.hidden_size} is not a multiple of "

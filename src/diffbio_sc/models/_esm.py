@@ -117,17 +117,14 @@ class EsmConfig(ModelConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
-        for name in (
+        self._require_positive(
             "vocab_size",
             "hidden_size",
             "num_hidden_layers",
             "num_attention_heads",
             "intermediate_size",
             "max_position_embeddings",
-        ):
-            v = getattr(self, name)
-            if v < 1:
-                raise ValueError(f"EsmConfig.{name} must be a positive integer, got {v!r}.")
+        )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"EsmConfig: hidden_size {self.hidden_size} is not a multiple of "

@@ -83,7 +83,7 @@ class LlamaConfig(ModelConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
-        for name in (
+        self._require_positive(
             "vocab_size",
             "hidden_size",
             "num_hidden_layers",
@@ -92,10 +92,7 @@ class LlamaConfig(ModelConfig):
             "num_key_value_heads",
             "head_dim",
             "max_position_embeddings",
-        ):
-            v = getattr(self, name)
-            if v < 1:
-                raise ValueError(f"LlamaConfig.{name} must be a positive integer, got {v!r}.")
+        )
         if not self.rms_norm_eps > 0:
             raise ValueError(f"LlamaConfig: rms_norm_eps must be > 0, got {self.rms_norm_eps!r}.")
         if self.num_attention_heads % self.num_key_value_heads:

@@ -93,10 +93,7 @@ class ScGPTConfig(ModelConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
-        for name in ("vocab_size", "d_model", "n_heads", "d_hid", "n_layers", "n_bins"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"ScGPTConfig.{name} must be a positive integer, got {v!r}.")
+        self._require_positive("vocab_size", "d_model", "n_heads", "d_hid", "n_layers", "n_bins")
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"ScGPTConfig: embsize {self.d_model} is not a multiple of nheads {self.n_heads}."
