@@ -170,6 +170,37 @@ def prepare(dataset: str, n_cells: int, seed: int, tmp: Path):
     return sub, medians, path
 
 
+def build_checkpoint(torch_python: str, ckpt: Path, cfg: dict, sub, medians: dict, *, v2: bool):
+    """Random-weight BertForMaskedLM + Geneformer dictionaries in ``ckpt``; the cells' tokens.
+
+    The token dictionary holds the specials and the data's genes with a median;
+    returns the token ids ``(n, max_tokens)`` and the number of tokens per cell that
+    ``dfm.pp.tokenize`` gives (the tokens both sides embed).
+    """
+    import diffbio_sc as dfm
+
+    specials = ["<pad>", "<mask>"] + (["<cls>", "<eos>"] if v2 else [])
+    tok = {t: i for i, t in enumerate(specials)}
+    for g in sub.var_names:
+        if g in medians:
+            tok[g] = len(tok)
+    _run(torch_python, TORCH_BUILD, ckpt, len(tok), json.dumps(cfg))
+    (ckpt / "token_dictionary.json").write_text(json.dumps(tok))
+    (ckpt / "gene_median_dictionary.json").write_text(
+        json.dumps({g: medians[g] for g in tok if g in medians})
+    )
+    model = dfm.models.load_checkpoint(ckpt)
+    t = dfm.pp.tokenize(
+        sub.copy(),
+        recipe=model.recipe,
+        vocab=tok,
+        gene_medians=medians,
+        max_tokens=model.max_tokens,
+        copy=True,
+    )
+    return t.obsm["dfm_tokens"], np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="pbmc_3batch_symphony")
@@ -188,8 +219,6 @@ def main() -> None:
     if not have_torch:
         print(f"# no torch environment at {args.torch_python}: torch columns skipped")
 
-    import diffbio_sc as dfm
-
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -198,37 +227,15 @@ def main() -> None:
             v2 = cfg.pop("v2")
             n = args.v2_cells if v2 else args.n_cells
             sub, medians, h5ad = prepare(args.dataset, n, args.seed, tmp)
-            specials = ["<pad>", "<mask>"] + (["<cls>", "<eos>"] if v2 else [])
-            tok = {t: i for i, t in enumerate(specials)}
-            for g in sub.var_names:
-                if g in medians:
-                    tok[g] = len(tok)
-            ckpt = tmp / f"ckpt_{int(v2)}"
             if not have_torch:
                 raise SystemExit("building the checkpoints needs transformers (--torch-python)")
-            _run(args.torch_python, TORCH_BUILD, ckpt, len(tok), json.dumps(cfg))
-            (ckpt / "token_dictionary.json").write_text(json.dumps(tok))
-            (ckpt / "gene_median_dictionary.json").write_text(
-                json.dumps({g: medians[g] for g in tok if g in medians})
-            )
-            # the tokens both sides embed
-            model = dfm.models.load_checkpoint(ckpt)
-            t = dfm.pp.tokenize(
-                sub.copy(),
-                recipe=model.recipe,
-                vocab=tok,
-                gene_medians=medians,
-                max_tokens=model.max_tokens,
-                copy=True,
-            )
-            lengths = np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
-            ids = t.obsm["dfm_tokens"]
+            ckpt = tmp / f"ckpt_{int(v2)}"
+            ids, lengths = build_checkpoint(args.torch_python, ckpt, cfg, sub, medians, v2=v2)
             nf = min(n, args.full_cells)
             np.savez(tmp / "tokens.npz", ids=ids, lengths=lengths, v2=v2)
             np.savez(tmp / "tokens_full.npz", ids=ids[:nf], lengths=lengths[:nf], v2=v2)
             h5ad_full = tmp / "cells_full.h5ad"
             sub[:nf].copy().write_h5ad(h5ad_full)
-            del model
             label = f"{name}, {n} cells, tokens/cell median {int(np.median(lengths))} (max {lengths.max()})"
             ref = None
             for bucketing in (True, False):

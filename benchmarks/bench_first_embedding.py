@@ -40,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_checkpoints import CONFIGS, DATA, TORCH_BUILD, prepare  # noqa: E402
+from bench_checkpoints import CONFIGS, DATA, build_checkpoint, prepare  # noqa: E402
 
 DFM_FIRST = textwrap.dedent(
     """
@@ -109,40 +109,15 @@ def main() -> None:
     if not Path(args.torch_python).exists():
         raise SystemExit(f"no torch environment at {args.torch_python} (--torch-python)")
 
-    import diffbio_sc as dfm
-
     cfg = dict(CONFIGS["V1-size (6x256, 2,048)"])
     cfg.pop("v2")
     results: dict[str, list[dict]] = {"dfm cold": [], "dfm warm": [], "torch": []}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         sub, medians, h5ad = prepare(args.dataset, args.n_cells, args.seed, tmp)
-        tok = {"<pad>": 0, "<mask>": 1}
-        for g in sub.var_names:
-            if g in medians:
-                tok[g] = len(tok)
         ckpt = tmp / "ckpt"
-        subprocess.run(
-            [args.torch_python, "-c", TORCH_BUILD, str(ckpt), str(len(tok)), json.dumps(cfg)],
-            check=True,
-            capture_output=True,
-        )
-        (ckpt / "token_dictionary.json").write_text(json.dumps(tok))
-        (ckpt / "gene_median_dictionary.json").write_text(
-            json.dumps({g: medians[g] for g in tok if g in medians})
-        )
-        model = dfm.models.load_checkpoint(ckpt)
-        t = dfm.pp.tokenize(
-            sub.copy(),
-            recipe=model.recipe,
-            vocab=tok,
-            gene_medians=medians,
-            max_tokens=model.max_tokens,
-            copy=True,
-        )
-        lengths = np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
-        np.savez(tmp / "tokens.npz", ids=t.obsm["dfm_tokens"], lengths=lengths)
-        del model
+        ids, lengths = build_checkpoint(args.torch_python, ckpt, cfg, sub, medians, v2=False)
+        np.savez(tmp / "tokens.npz", ids=ids, lengths=lengths)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION")}
         for r in range(args.rounds):
             env = {**base_env, "DFM_CACHE_DIR": str(tmp / f"cache{r}")}
@@ -165,7 +140,8 @@ def main() -> None:
             print(
                 f"round {r}: "
                 + ", ".join(
-                    f"{k} {v[-1]['cpu']:.1f} CPU-s / {v[-1]['wall']:.1f} s" for k, v in results.items()
+                    f"{k} {v[-1]['cpu']:.1f} CPU-s / {v[-1]['wall']:.1f} s"
+                    for k, v in results.items()
                 ),
                 flush=True,
             )
