@@ -19,7 +19,7 @@ from .._validate import (
     resolve_copy,
     validated_chunks,
 )
-from ..ops._bins import cell_keys, quantile_bins
+from ..ops._plan import BinPlan
 
 logger = logging.getLogger("diffbio_sc")
 
@@ -86,14 +86,14 @@ def bin_expression(
     check_key("key_added", key_added)
     check_copy(adata, copy)
     with timed(f"binning expression into {n_bins} bins") as info:
-        keys = cell_keys(adata.obs_names, seed)
+        plan = BinPlan(n_bins=n_bins, seed=seed)
+        keys = plan.cell_keys(adata.obs_names)
         parts = []
         n_empty = []
         for start, stop, chunk, totals in validated_chunks(
             adata, layer, chunk_size, require_integer=False, allow_empty=True
         ):
-            b = quantile_bins(chunk, n_bins, keys[start:stop])
-            parts.append(sp.csr_matrix((b, chunk.indices, chunk.indptr), shape=chunk.shape))
+            parts.append(plan.bins(chunk, keys[start:stop]))
             n_empty.extend(np.flatnonzero(totals <= 0) + start)
         bins = sp.vstack(parts, format="csr").astype(np.int16)
         if n_empty:

@@ -24,6 +24,7 @@ from .._validate import (
 )
 from ..io._ids import normalise_gene_ids, strip_ensembl_version
 from ..io._tables import is_table_path, read_table
+from ..ops._plan import RankValuePlan
 from ..ops._rank_value import rank_value_encode
 from ._medians import compute_medians
 
@@ -210,6 +211,35 @@ def _resolve_medians(
     )
 
 
+def rank_value_plan(
+    recipe: TokenizerRecipe,
+    token_ids: np.ndarray,
+    special_ids: Mapping[str, int],
+    medians: np.ndarray,
+    *,
+    max_tokens: int,
+    target_sum: float,
+) -> RankValuePlan:
+    """The tokenizer plan of resolved vocabulary ids and medians (per AnnData column).
+
+    Columns outside the vocabulary (id -1) or without a positive, finite median
+    are never tokens.
+    """
+    medians = np.asarray(medians, dtype=np.float64)
+    has_median = np.isfinite(medians) & (medians > 0)
+    usable = (np.asarray(token_ids) >= 0) & has_median
+    gene_scale = np.where(usable, 1.0 / np.where(has_median, medians, 1.0), 0.0)
+    return RankValuePlan(
+        token_ids=token_ids,
+        gene_scale=gene_scale,
+        target_sum=target_sum,
+        max_length=max_tokens,
+        pad_id=special_ids[_keys.PAD_TOKEN],
+        cls_id=special_ids[_keys.CLS_TOKEN] if recipe.prepend_cls else None,
+        eos_id=special_ids[_keys.EOS_TOKEN] if recipe.append_eos else None,
+    )
+
+
 def tokenize(
     adata,
     *,
@@ -392,38 +422,23 @@ def tokenize(
                 adata.n_vars,
                 _preview(adata.var_names[not_in_vocab]),
             )
-        gene_scale = np.where(usable, 1.0 / np.where(has_median, medians, 1.0), 0.0)
-
-        pad = special_ids[_keys.PAD_TOKEN]
+        plan = rank_value_plan(
+            rec, token_ids, special_ids, medians, max_tokens=max_tokens, target_sum=target_sum
+        )
+        pad = plan.pad_id
         # Every element is written below (the kernel fills the gene columns, in
         # parallel), so the output's pages are first touched by the worker threads.
         tokens = np.empty((adata.n_obs, max_tokens), dtype=np.int32)
         n_tok = np.zeros(adata.n_obs, dtype=np.int64)
         total_counts = 0.0
         vocab_counts = 0.0
-        offset = int(rec.prepend_cls)
         all_in_vocab = bool(in_vocab.all())
         for start, stop, chunk, totals in validated_chunks(
             adata, layer, chunk_size, require_integer=rec.requires_counts
         ):
-            block = tokens[start:stop]
-            _, _, ng = rank_value_encode(
-                chunk,
-                gene_scale,
-                target_sum=target_sum,
-                max_tokens=n_genes_max,
-                totals=totals,
-                lut=token_ids,
-                pad_value=pad,
-                out=block[:, offset : offset + n_genes_max],
-                with_values=False,
-            )
-            if rec.prepend_cls:
-                block[:, 0] = special_ids[_keys.CLS_TOKEN]
-            block[:, offset + n_genes_max :] = pad
-            if rec.append_eos:
-                block[np.arange(stop - start), offset + ng] = special_ids[_keys.EOS_TOKEN]
-            n_tok[start:stop] = ng + rec.n_special
+            n_tok[start:stop] = plan(
+                chunk, totals, out=tokens[start:stop], with_values=False
+            ).lengths
             total_counts += float(totals.sum())
             if all_in_vocab:
                 vocab_counts += float(totals.sum())

@@ -1,45 +1,35 @@
 """Inputs of ``dfm.tl.embed_checkpoint``: checkpoint and dictionaries, gene matching, tokens.
 
-Geneformer cells are tokenized with :func:`diffbio_sc.pp.tokenize`, scGPT cells
-binned with :func:`diffbio_sc.pp.bin_expression`, chunk by chunk, on a light
-AnnData that shares the chunk (the caller's AnnData is never written to).
+Each family's dictionaries are resolved once into a tokenizer plan
+(:mod:`diffbio_sc.ops._plan`), then applied to the validated CSR chunks of the
+caller's AnnData: Geneformer's rank-value tokens (the plan ``dfm.pp.tokenize``
+builds from the same dictionaries), scGPT's bins (``dfm.pp.bin_expression``'s
+rule) with its gene sampling. No AnnData is built per chunk and no public
+writer is called.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .. import _keys
-from .._validate import DfmInputError, iter_row_chunks
+from .._logging import logger
+from .._validate import DfmInputError, _preview
 from ..io._ids import normalise_gene_ids
 from ..io._tables import is_table_path, read_table
-from ..ops._bins import cell_keys, cell_uniforms
 
 __all__ = [
     "coverage_error",
     "gene_ids_of",
     "geneformer_chunks",
+    "geneformer_plan",
     "is_checkpoint",
     "resolve_checkpoint",
     "scgpt_chunks",
+    "scgpt_plan",
 ]
-
-
-@contextmanager
-def _quiet():
-    """Silence per-chunk warnings of pp functions; coverage is reported once, here."""
-    lg = logging.getLogger("diffbio_sc")
-    old = lg.level
-    lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        lg.setLevel(old)
 
 
 class _FileMapping(dict):
@@ -198,88 +188,123 @@ def coverage_error(adata, ids, genes: set, gene_key, min_cov: float, found: np.n
     )
 
 
-def _tmp_adata(X, obs_names, var_names):
-    import anndata as ad
-    import pandas as pd
+def geneformer_plan(model, ids: np.ndarray, max_tokens: int):
+    """Resolve a Geneformer checkpoint's dictionaries into a tokenizer plan over ``ids``.
 
-    return ad.AnnData(
-        X=X,
-        obs=pd.DataFrame(index=pd.Index(obs_names)),
-        var=pd.DataFrame(index=pd.Index(var_names)),
+    The dictionaries are matched as ``dfm.pp.tokenize`` matches them (Ensembl
+    version suffixes ignored on both sides). Returns ``(plan, notes)``, where
+    ``notes`` counts the columns excluded: ``not_in_vocab`` and ``no_median``
+    (vocabulary genes without a positive median), each with example indices.
+    """
+    from ..pp._tokenize import (
+        _lookup,
+        _median_values,
+        _resolve_recipe,
+        _resolve_vocab,
+        rank_value_plan,
     )
 
+    rec = _resolve_recipe(model.recipe)
+    if max_tokens < rec.n_special + 1:
+        raise DfmInputError(
+            f"max_length={max_tokens} leaves no room for genes with recipe {rec.name!r} "
+            f"({rec.n_special} special tokens)."
+        )
+    ids = np.asarray(ids)
+    if np.unique(ids).size != ids.size:
+        _, first = np.unique(ids, return_index=True)
+        dup = np.setdiff1d(np.arange(ids.size), first)
+        raise DfmInputError(
+            f"The gene IDs repeat once Ensembl version suffixes are removed, e.g. "
+            f"{_preview(ids[dup])}; aggregate or drop the duplicates first."
+        )
+    token_ids, special_ids, _, _ = _resolve_vocab(model.vocab, ids, rec, False)
+    values, _ = _lookup(model.medians, ids, what="gene median")
+    medians = _median_values(values, ids)
+    plan = rank_value_plan(
+        rec, token_ids, special_ids, medians, max_tokens=max_tokens, target_sum=rec.target_sum
+    )
+    in_vocab_ = token_ids >= 0
+    if not plan.usable.any():
+        raise DfmInputError(
+            "No gene is both in the checkpoint's vocabulary and has a positive median: "
+            f"{int(in_vocab_.sum())} of {ids.size} genes are in the vocabulary. Check that "
+            "the gene IDs match the dictionaries (symbols vs Ensembl IDs)."
+        )
+    notes = {
+        "not_in_vocab": np.flatnonzero(~in_vocab_),
+        "no_median": np.flatnonzero(in_vocab_ & ~plan.usable),
+    }
+    return plan, notes
 
-def geneformer_chunks(adata, model, ids, layer, chunk_size, max_tokens):
-    """Yield ``(start, stop, tokens, lengths)`` tokenized with ``dfm.pp.tokenize``."""
-    from ..pp._tokenize import tokenize
 
-    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
-        tmp = _tmp_adata(chunk, adata.obs_names[start:stop], ids)
-        with _quiet():
-            tokenize(
-                tmp,
-                recipe=model.recipe,
-                gene_medians=model.medians,
-                vocab=model.vocab,
-                max_tokens=max_tokens,
-                chunk_size=stop - start,
-            )
-        yield (
-            start,
-            stop,
-            chunk,
-            np.asarray(tmp.obsm[_keys.TOKENS_KEY]),
-            np.asarray(tmp.obs[_keys.N_TOKENS_KEY], dtype=np.int64),
+def _warn_excluded(notes: dict, ids: np.ndarray) -> None:
+    """One warning per kind of excluded gene, with totals (not one per chunk)."""
+    n_vocab = ids.size - notes["not_in_vocab"].size
+    if notes["no_median"].size:
+        logger.warning(
+            "%d of %d vocabulary genes have no positive median in the checkpoint's "
+            "dictionary and are excluded, e.g. %s",
+            notes["no_median"].size,
+            n_vocab,
+            _preview(ids[notes["no_median"]]),
+        )
+    if notes["not_in_vocab"].size:
+        logger.info(
+            "%d of %d genes are not in the checkpoint's vocabulary and are excluded, e.g. %s",
+            notes["not_in_vocab"].size,
+            ids.size,
+            _preview(ids[notes["not_in_vocab"]]),
         )
 
 
-def _sample_keep(indptr, priorities, k):
-    """Per row, keep the ``k`` entries with the smallest priority (all when a row has <= k)."""
-    n_rows = indptr.size - 1
-    counts = np.diff(indptr)
-    rows = np.repeat(np.arange(n_rows), counts)
-    keep = np.ones(rows.size, dtype=bool)
-    over = np.flatnonzero(counts > k)
-    if over.size:
-        sel = np.isin(rows, over)
-        pos = np.flatnonzero(sel)
-        order = np.lexsort((priorities[pos], rows[pos]))  # by row, then priority
-        ranked = pos[order]
-        first = np.searchsorted(rows[ranked], rows[ranked], side="left")
-        rank = np.arange(ranked.size) - first
-        keep[ranked[rank >= k]] = False
-    return keep
+def geneformer_chunks(adata, model, ids, layer, chunk_size, max_tokens):
+    """Yield ``(start, stop, chunk, tokens, lengths)``: Geneformer tokens of validated chunks.
+
+    One tokenizer plan (:func:`geneformer_plan`) for all chunks; counts are
+    required (whole numbers, no empty cell), as ``dfm.pp.tokenize`` requires.
+    Excluded genes are reported once, before the first chunk.
+    """
+    from .._validate import validated_chunks
+
+    plan, notes = geneformer_plan(model, ids, max_tokens)
+    _warn_excluded(notes, np.asarray(ids))
+    for start, stop, chunk, totals in validated_chunks(
+        adata, layer, chunk_size, require_integer=True
+    ):
+        tokens, _, lengths = plan(chunk, totals, with_values=False)
+        yield start, stop, chunk, tokens, lengths
 
 
-def scgpt_chunks(adata, model, ids, found, layer, chunk_size, seed, max_length):
-    """Yield ``(start, stop, chunk, gene_ids, values, lengths)``: ``<cls>`` + binned genes."""
-    from ..pp._bins import bin_expression
+def scgpt_plan(model, ids, found, seed: int, max_length: int):
+    """scGPT's tokenizer plan: bins of the vocabulary columns ``found``, ``<cls>`` first."""
+    from ..ops._plan import BinPlan
 
     cfg = model.config
     cols = np.flatnonzero(found)
-    gene_tok = np.asarray([model.vocab[g] for g in ids[cols]], dtype=np.int64)
-    k = max_length - 1
-    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
-        names = adata.obs_names[start:stop]
-        tmp = _tmp_adata(chunk[:, cols], names, ids[cols])
-        with _quiet():
-            bin_expression(tmp, n_bins=cfg.n_bins, seed=seed, chunk_size=stop - start)
-        bins = tmp.layers[_keys.BINS_KEY].tocsr()
-        bins.sort_indices()
-        n = stop - start
-        counts = np.diff(bins.indptr)
-        rows = np.repeat(np.arange(n), counts)
-        toks = gene_tok[bins.indices]
-        # scGPT samples max_length - 1 genes at random; here by a hash of (seed, cell, gene).
-        prio = cell_uniforms(cell_keys(names, seed), toks.astype(np.uint64), rows)
-        keep = _sample_keep(bins.indptr, prio, k)
-        rows_k = rows[keep]
-        kept_counts = np.bincount(rows_k, minlength=n)
-        first = np.concatenate([[0], np.cumsum(kept_counts)[:-1]])
-        pos = 1 + np.arange(rows_k.size) - first[rows_k]
-        g = np.full((n, max_length), cfg.pad_token_id, dtype=np.int32)
-        v = np.full((n, max_length), cfg.pad_value, dtype=np.float32)
-        g[:, 0] = cfg.cls_token_id
-        g[rows_k, pos] = toks[keep]
-        v[rows_k, pos] = bins.data[keep]
-        yield start, stop, chunk, g, v, kept_counts + 1, int((counts > k).sum())
+    return BinPlan(
+        n_bins=cfg.n_bins,
+        seed=seed,
+        columns=cols,
+        token_ids=np.asarray([model.vocab[g] for g in np.asarray(ids)[cols]], dtype=np.int64),
+        max_length=max_length,
+        pad_id=cfg.pad_token_id,
+        cls_id=cfg.cls_token_id,
+        pad_value=cfg.pad_value,
+    )
+
+
+def scgpt_chunks(adata, model, ids, found, layer, chunk_size, seed, max_length):
+    """Yield ``(start, stop, chunk, gene_ids, values, lengths, n_subsampled)``.
+
+    ``<cls>`` + binned genes of validated chunks (any non-negative values;
+    empty cells allowed), one tokenizer plan (:func:`scgpt_plan`) for all chunks.
+    """
+    from .._validate import validated_chunks
+
+    plan = scgpt_plan(model, ids, found, seed, max_length)
+    for start, stop, chunk, _totals in validated_chunks(
+        adata, layer, chunk_size, require_integer=False, allow_empty=True
+    ):
+        (g, v, lengths), n_sub = plan.encode(chunk, plan.cell_keys(adata.obs_names[start:stop]))
+        yield start, stop, chunk, g, v, lengths, n_sub

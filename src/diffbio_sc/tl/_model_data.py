@@ -136,6 +136,25 @@ def select_hvg(sample: sp.csr_matrix, candidates: np.ndarray, n_top: int) -> np.
 
 
 # ---------------------------------------------------------------- pass 2
+def native_plan(
+    gene_scale: np.ndarray, col_to_token: np.ndarray, *, target_sum: float, max_tokens: int
+):
+    """The native model's tokenizer plan: rank-value tokens, no specials, pad id 0.
+
+    ``gene_scale`` and ``col_to_token`` per column, as :func:`gene_mapping`
+    returns them (a column with scale 0 is never a token).
+    """
+    from ..ops._plan import RankValuePlan
+
+    return RankValuePlan(
+        token_ids=col_to_token,
+        gene_scale=gene_scale,
+        target_sum=target_sum,
+        max_length=max_tokens,
+        pad_id=_keys.PAD_ID,
+    )
+
+
 def tokens_for_chunk(
     chunk: sp.csr_matrix,
     gene_scale: np.ndarray,
@@ -144,24 +163,21 @@ def tokens_for_chunk(
     target_sum: float,
     max_tokens: int,
     totals: np.ndarray | None = None,
+    plan=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank-value tokens of one canonical CSR chunk as model inputs.
 
     Returns ``(token_ids int32, values float32)`` of shape ``(rows, max_tokens)``:
     token ids in rank order right-padded with the pad id 0, and the tokenizer
-    values (normalised count times gene scale; 0 at padding).
+    values (normalised count times gene scale; 0 at padding). ``plan``: the
+    :func:`native_plan` of these arguments when the caller built it already
+    (streams build it once).
     """
-    from ..ops._rank_value import rank_value_encode
-
-    ids, vals, _n = rank_value_encode(
-        chunk,
-        gene_scale,
-        target_sum=target_sum,
-        max_tokens=max_tokens,
-        totals=totals,
-        lut=col_to_token,
-        pad_value=_keys.PAD_ID,
-    )
+    if plan is None:
+        plan = native_plan(
+            gene_scale, col_to_token, target_sum=target_sum, max_tokens=max_tokens
+        )
+    ids, vals, _n = plan(chunk, totals)
     return ids, vals
 
 
@@ -179,8 +195,10 @@ def iter_token_chunks(
     """Yield ``(start, stop, token_ids, values)`` chunk by chunk (validated chunks).
 
     With ``with_chunks=True`` each item also carries the canonical CSR chunk and its
-    cell totals: ``(start, stop, token_ids, values, chunk, totals)``.
+    cell totals: ``(start, stop, token_ids, values, chunk, totals)``. The tokenizer
+    plan is built once.
     """
+    plan = native_plan(gene_scale, col_to_token, target_sum=target_sum, max_tokens=max_tokens)
     for start, stop, chunk, totals in _chunks(adata, layer, chunk_size):
         ids, vals = tokens_for_chunk(
             chunk,
@@ -189,6 +207,7 @@ def iter_token_chunks(
             target_sum=target_sum,
             max_tokens=max_tokens,
             totals=totals,
+            plan=plan,
         )
         yield (start, stop, ids, vals, chunk, totals) if with_chunks else (start, stop, ids, vals)
 
