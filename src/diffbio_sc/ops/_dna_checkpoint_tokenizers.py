@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 UNKNOWN_MODES = ("error", "token")
+#: How the checkpoints' vocabularies spell special tokens: ``<pad>``, ``</s>``, ``[CLS]``.
+_SPECIAL = re.compile(r"<[a-z/]+>|\[[A-Z]+\]")
 
 
 class DnaTokenizerError(DfmInputError):
@@ -81,6 +83,20 @@ class _CheckpointTokenizer:
     def vocab_size(self) -> int:
         """Number of tokens in the vocabulary."""
         return len(self.vocab)
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """Special token -> id, as this model's vocabulary spells them (``<pad>``, ``[CLS]``, ...)."""
+        return {t: i for t, i in self.vocab.items() if _SPECIAL.fullmatch(t)}
+
+    def plan(self, *, max_length: int | None = None, unknown: str = "error"):
+        """This tokenizer with fixed options: a ``SequencePlan`` (``ops._plan``).
+
+        Its ``encode(sequences)`` returns ``(ids, lengths)``, as every tokenizer plan.
+        """
+        from ._plan import sequence_plan
+
+        return sequence_plan(self, max_length=max_length, unknown=unknown)
 
     def _check(self, seq: str, index: int, unknown: str) -> None:
         if not isinstance(seq, str):

@@ -73,6 +73,7 @@ class SequenceTokenizer(ABC):
 
     name = ""
     specials: tuple[str, ...] = SPECIALS
+    pad_id: int = PAD_ID
 
     def __init__(self, alphabet: str = "dna"):
         self.alphabet = alphabet
@@ -93,6 +94,20 @@ class SequenceTokenizer(ABC):
     def token_to_id(self) -> dict[str, int]:
         """Token string -> id."""
         return {t: i for i, t in enumerate(self.vocab)}
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """Special token -> id (``<pad>``, ``<mask>``, ``<cls>``, ``<eos>``, ``<unk>``)."""
+        return {t: i for i, t in enumerate(self.vocab) if t.startswith("<")}
+
+    def plan(self, *, max_length: int | None = None, add_cls: bool = False):
+        """This tokenizer with fixed options: a ``SequencePlan`` (``ops._plan``).
+
+        Its ``encode(sequences)`` returns ``(ids, lengths)``, as every tokenizer plan.
+        """
+        from ._plan import sequence_plan
+
+        return sequence_plan(self, max_length=max_length, add_cls=add_cls)
 
     def describe(self) -> dict:
         """Plain description for provenance records."""
