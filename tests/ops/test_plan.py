@@ -284,12 +284,20 @@ def test_geneformer_chunks_warn_once_with_totals(caplog):
         assert (tokens[i, len(row) :] == vocab["<pad>"]).all()
 
 
-def test_embed_checkpoint_calls_no_public_writer(monkeypatch):
-    """Following adata through embed_checkpoint never reaches pp.tokenize / pp.bin_expression."""
+def _fixture_cells():
     import anndata as ad
     import pandas as pd
 
-    import diffbio_sc as dfm
+    c = np.load(FIX / "cells.npz")
+    return ad.AnnData(
+        X=sp.csr_matrix(c["counts"].astype(np.float32)),
+        obs=pd.DataFrame(index=c["obs"]),
+        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
+    )
+
+
+@pytest.fixture
+def no_public_writers(monkeypatch):
     import diffbio_sc.pp._bins as pbins
     import diffbio_sc.pp._tokenize as ptok
 
@@ -298,12 +306,30 @@ def test_embed_checkpoint_calls_no_public_writer(monkeypatch):
 
     monkeypatch.setattr(ptok, "tokenize", refuse)
     monkeypatch.setattr(pbins, "bin_expression", refuse)
-    c = np.load(FIX / "cells.npz")
-    adata = ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
+
+
+def test_checkpoint_tokens_call_no_public_writer(no_public_writers):
+    """The tokens embed_checkpoint runs never pass through pp.tokenize / pp.bin_expression."""
+    import diffbio_sc as dfm
+    from diffbio_sc.tl._checkpoint_inputs import geneformer_chunks, in_vocab, scgpt_chunks
+
+    adata = _fixture_cells()
+    gf = dfm.models.load_checkpoint(FIX / "geneformer_v1")
+    ids = np.asarray(adata.var_names)
+    (_, _, _, tok, n), *_ = geneformer_chunks(adata, gf, ids, None, 100, 32)
+    assert tok.shape == (adata.n_obs, 32) and (n > 0).all()
+    sc = dfm.models.load_checkpoint(FIX / "scgpt")
+    sym = np.asarray(adata.var["symbol"])
+    found = in_vocab(sym, set(sc.vocab))
+    (_, _, _, g, v, n, _), *_ = scgpt_chunks(adata, sc, sym, found, None, 100, 0, 16)
+    assert (g[:, 0] == sc.config.cls_token_id).all() and (n > 1).all()
+
+
+@pytest.mark.slow
+def test_embed_checkpoint_calls_no_public_writer(no_public_writers):
+    import diffbio_sc as dfm
+
+    adata = _fixture_cells()
     dfm.tl.embed_checkpoint(adata, FIX / "geneformer_v1", progress_bar=False)
     dfm.tl.embed_checkpoint(adata, FIX / "scgpt", gene_key="symbol", progress_bar=False)
     assert {"X_geneformer", "X_scgpt"} <= set(adata.obsm)
