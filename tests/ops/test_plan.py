@@ -133,7 +133,13 @@ def test_bin_plan_tokens_hand_checked():
     tok = np.array([40, 42, 43, 45])
     names = ["a", "b", "c", "d"]
     plan = BinPlan(
-        n_bins=5, seed=7, columns=cols, token_ids=tok, max_length=3, pad_id=1, cls_id=9,
+        n_bins=5,
+        seed=7,
+        columns=cols,
+        token_ids=tok,
+        max_length=3,
+        pad_id=1,
+        cls_id=9,
         pad_value=-2.0,
     )
     keys = plan.cell_keys(names)
@@ -164,8 +170,15 @@ def test_bin_plan_sampling_does_not_depend_on_batch_mates():
     rng = np.random.default_rng(3)
     X = sp.csr_matrix(rng.poisson(2.0, size=(30, 25)).astype(np.float32))
     names = [f"cell{i}" for i in range(30)]
-    plan = BinPlan(n_bins=11, seed=1, columns=np.arange(0, 25, 2), token_ids=np.arange(13) + 5,
-                   max_length=5, pad_id=0, cls_id=2)
+    plan = BinPlan(
+        n_bins=11,
+        seed=1,
+        columns=np.arange(0, 25, 2),
+        token_ids=np.arange(13) + 5,
+        max_length=5,
+        pad_id=0,
+        cls_id=2,
+    )
     whole = plan(X, plan.cell_keys(names))
     order = rng.permutation(30)
     part = plan(X[order], plan.cell_keys([names[i] for i in order]))

@@ -82,8 +82,12 @@ def test_geneformer_checkpoint_tokens_unchanged(name, digest):
     assert _digest(tokens, lengths) == digest
     # and equal to pp.tokenize with the checkpoint's dictionaries (the public tokenizer)
     ref = dfm.pp.tokenize(
-        cells, recipe=model.recipe, vocab=model.vocab, gene_medians=model.medians,
-        max_tokens=24, copy=True,
+        cells,
+        recipe=model.recipe,
+        vocab=model.vocab,
+        gene_medians=model.medians,
+        max_tokens=24,
+        copy=True,
     )
     np.testing.assert_array_equal(tokens, ref.obsm["dfm_tokens"])
     np.testing.assert_array_equal(lengths, ref.obs["dfm_n_tokens"])

@@ -90,7 +90,7 @@ class _CheckpointTokenizer:
         return {t: i for t, i in self.vocab.items() if _SPECIAL.fullmatch(t)}
 
     def plan(self, *, max_length: int | None = None, unknown: str = "error"):
-        """This tokenizer with fixed options: a ``SequencePlan`` (``ops._plan``).
+        """Return this tokenizer with its options fixed, as a ``SequencePlan`` (``ops._plan``).
 
         Its ``encode(sequences)`` returns ``(ids, lengths)``, as every tokenizer plan.
         """

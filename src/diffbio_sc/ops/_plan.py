@@ -95,7 +95,7 @@ class SequenceTokenPlan(TokenPlan, Protocol):
 
 
 def _frozen(a, dtype) -> np.ndarray:
-    """A private read-only copy of ``a``."""
+    """Return a private read-only copy of ``a``."""
     a = np.array(a, dtype=dtype, copy=True)
     a.setflags(write=False)
     return a

@@ -101,7 +101,7 @@ class SequenceTokenizer(ABC):
         return {t: i for i, t in enumerate(self.vocab) if t.startswith("<")}
 
     def plan(self, *, max_length: int | None = None, add_cls: bool = False):
-        """This tokenizer with fixed options: a ``SequencePlan`` (``ops._plan``).
+        """Return this tokenizer with its options fixed, as a ``SequencePlan`` (``ops._plan``).
 
         Its ``encode(sequences)`` returns ``(ids, lengths)``, as every tokenizer plan.
         """

@@ -220,7 +220,7 @@ def rank_value_plan(
     max_tokens: int,
     target_sum: float,
 ) -> RankValuePlan:
-    """The tokenizer plan of resolved vocabulary ids and medians (per AnnData column).
+    """Build the tokenizer plan of resolved vocabulary ids and medians (per AnnData column).
 
     Columns outside the vocabulary (id -1) or without a positive, finite median
     are never tokens.

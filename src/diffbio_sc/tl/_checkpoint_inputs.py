@@ -277,7 +277,7 @@ def geneformer_chunks(adata, model, ids, layer, chunk_size, max_tokens):
 
 
 def scgpt_plan(model, ids, found, seed: int, max_length: int):
-    """scGPT's tokenizer plan: bins of the vocabulary columns ``found``, ``<cls>`` first."""
+    """Build scGPT's tokenizer plan: bins of the vocabulary columns ``found``, ``<cls>`` first."""
     from ..ops._plan import BinPlan
 
     cfg = model.config

@@ -139,7 +139,7 @@ def select_hvg(sample: sp.csr_matrix, candidates: np.ndarray, n_top: int) -> np.
 def native_plan(
     gene_scale: np.ndarray, col_to_token: np.ndarray, *, target_sum: float, max_tokens: int
 ):
-    """The native model's tokenizer plan: rank-value tokens, no specials, pad id 0.
+    """Build the native model's tokenizer plan: rank-value tokens, no specials, pad id 0.
 
     ``gene_scale`` and ``col_to_token`` per column, as :func:`gene_mapping`
     returns them (a column with scale 0 is never a token).
@@ -174,9 +174,7 @@ def tokens_for_chunk(
     (streams build it once).
     """
     if plan is None:
-        plan = native_plan(
-            gene_scale, col_to_token, target_sum=target_sum, max_tokens=max_tokens
-        )
+        plan = native_plan(gene_scale, col_to_token, target_sum=target_sum, max_tokens=max_tokens)
     ids, vals, _n = plan(chunk, totals)
     return ids, vals
 
