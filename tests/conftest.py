@@ -94,3 +94,19 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = keep
+
+
+@pytest.fixture
+def checkpoint_cells():
+    """The 7 cells x 48 genes of tests/checkpoints/fixtures/cells.npz (Ensembl ids, .var['symbol'])."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    c = np.load(REPO / "tests" / "checkpoints" / "fixtures" / "cells.npz")
+    return ad.AnnData(
+        X=sp.csr_matrix(c["counts"].astype(np.float32)),
+        obs=pd.DataFrame(index=c["obs"]),
+        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
+    )

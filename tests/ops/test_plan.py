@@ -297,18 +297,6 @@ def test_geneformer_chunks_warn_once_with_totals(caplog):
         assert (tokens[i, len(row) :] == vocab["<pad>"]).all()
 
 
-def _fixture_cells():
-    import anndata as ad
-    import pandas as pd
-
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
-
-
 @pytest.fixture
 def no_public_writers(monkeypatch):
     import diffbio_sc.pp._bins as pbins
@@ -321,12 +309,12 @@ def no_public_writers(monkeypatch):
     monkeypatch.setattr(pbins, "bin_expression", refuse)
 
 
-def test_checkpoint_tokens_call_no_public_writer(no_public_writers):
+def test_checkpoint_tokens_call_no_public_writer(no_public_writers, checkpoint_cells):
     """The tokens embed_checkpoint runs never pass through pp.tokenize / pp.bin_expression."""
     import diffbio_sc as dfm
     from diffbio_sc.tl._checkpoint_inputs import geneformer_chunks, in_vocab, scgpt_chunks
 
-    adata = _fixture_cells()
+    adata = checkpoint_cells
     gf = dfm.models.load_checkpoint(FIX / "geneformer_v1")
     ids = np.asarray(adata.var_names)
     (_, _, _, tok, n), *_ = geneformer_chunks(adata, gf, ids, None, 100, 32)
@@ -339,10 +327,10 @@ def test_checkpoint_tokens_call_no_public_writer(no_public_writers):
 
 
 @pytest.mark.slow
-def test_embed_checkpoint_calls_no_public_writer(no_public_writers):
+def test_embed_checkpoint_calls_no_public_writer(no_public_writers, checkpoint_cells):
     import diffbio_sc as dfm
 
-    adata = _fixture_cells()
+    adata = checkpoint_cells
     dfm.tl.embed_checkpoint(adata, FIX / "geneformer_v1", progress_bar=False)
     dfm.tl.embed_checkpoint(adata, FIX / "scgpt", gene_key="symbol", progress_bar=False)
     assert {"X_geneformer", "X_scgpt"} <= set(adata.obsm)

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import diffbio_sc as dfm
 
@@ -59,22 +57,13 @@ def test_pbmc_tokens_and_bins_unchanged(pbmc):
     assert _digest(x.data, x.indices, x.indptr) == "76c849ec7d60ae14"
 
 
-def _cells():
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
-
-
 @pytest.mark.parametrize(
     "name, digest", [("geneformer_v1", "a0869f8bf9871115"), ("geneformer_v2", "bc5183cc0ed448ce")]
 )
-def test_geneformer_checkpoint_tokens_unchanged(name, digest):
+def test_geneformer_checkpoint_tokens_unchanged(name, digest, checkpoint_cells):
     from diffbio_sc.tl._checkpoint_inputs import geneformer_chunks
 
-    cells = _cells()
+    cells = checkpoint_cells
     model = dfm.models.load_checkpoint(FIX / name)
     out = list(geneformer_chunks(cells, model, np.asarray(cells.var_names), None, 3, 24))
     tokens = np.concatenate([o[3] for o in out])
@@ -93,10 +82,10 @@ def test_geneformer_checkpoint_tokens_unchanged(name, digest):
     np.testing.assert_array_equal(lengths, ref.obs["dfm_n_tokens"])
 
 
-def test_scgpt_checkpoint_tokens_unchanged():
+def test_scgpt_checkpoint_tokens_unchanged(checkpoint_cells):
     from diffbio_sc.tl._checkpoint_inputs import in_vocab, scgpt_chunks
 
-    cells = _cells()
+    cells = checkpoint_cells
     model = dfm.models.load_checkpoint(FIX / "scgpt")
     sym = np.asarray(cells.var["symbol"])
     found = in_vocab(sym, {g for g in model.vocab if g not in SPECIALS})
