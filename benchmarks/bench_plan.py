@@ -77,6 +77,8 @@ def run_worker(spec: dict) -> dict:
     from diffbio_sc.tl import _checkpoint_inputs as ci
     from diffbio_sc.tl import _model_data as md
 
+    if spec.get("n_jobs"):
+        dfm.settings.n_jobs = spec["n_jobs"]
     adata = _data(spec["cells"], spec["genes"], spec["nnz"])
     case, reps = spec["case"], spec["repeats"]
     if case == "tokenize":
@@ -127,6 +129,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="5k cells x 5k genes, 500 nnz/cell")
     p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--n-jobs", type=int, default=None, help="dfm.settings.n_jobs (default: all)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -149,6 +152,7 @@ def main(argv=None) -> None:
                     genes=args.genes,
                     nnz=args.nnz,
                     repeats=args.repeats,
+                    n_jobs=args.n_jobs,
                 )
                 env = dict(os.environ, PYTHONPATH=sides[side])
                 proc = subprocess.run(
@@ -167,7 +171,7 @@ def main(argv=None) -> None:
                 print(f"  round {r + 1} {case} {side}: {res['cpu_s']:.3f} CPU s", file=sys.stderr)
     print(
         f"### Tokenization before vs after: {args.cells:,} cells x {args.genes + 48:,} genes, "
-        f"~{args.nnz} nonzeros per cell\n"
+        f"~{args.nnz} nonzeros per cell, threads: {args.n_jobs or 'all'}\n"
     )
     print(f"before: `{sides['before']}`; after: `{sides['after']}`\n")
     print(
@@ -178,7 +182,8 @@ def main(argv=None) -> None:
         b, a = times[(case, "before")], times[(case, "after")]
         print(
             f"| {case} | {min(b):.3f} / {statistics.median(b):.3f} | "
-            f"{min(a):.3f} / {statistics.median(a):.3f} | {min(a) / min(b):.2f} |"
+            f"{min(a):.3f} / {statistics.median(a):.3f} | {min(a) / min(b):.2f} / "
+            f"{statistics.median(a) / statistics.median(b):.2f} |"
         )
     print(
         f"\n{args.rounds} rounds, sides alternating; each number the best of {args.repeats} "

@@ -16,7 +16,9 @@
 The host (NumPy) kernels behind ``dfm.pp`` live in private modules here too,
 one per job, and know nothing of AnnData: ``_rank_value`` (rank-value
 encoding), ``_medians`` (nonzero gene medians), ``_bins`` (per-cell quantile
-bins) and ``_csr`` (row sums and CSR helpers).
+bins), ``_csr`` (row sums and CSR helpers) and ``_plan`` (tokenizer plans:
+the resolved vocabulary, gene scaling, special ids and length cap of a scheme,
+built once and applied to CSR chunks by every tokenizing path).
 
 Functions are imported on first use: importing the package imports neither JAX
 nor numba; the host sorting kernel (numba) is compiled on first use.
