@@ -175,7 +175,8 @@ def main(argv=None) -> None:
     )
     print(f"before: `{sides['before']}`; after: `{sides['after']}`\n")
     print(
-        "| case | before CPU s (min / median) | after CPU s (min / median) | after / before (min) |"
+        "| case | before CPU s (min / median) | after CPU s (min / median) "
+        "| after / before (min / median) |"
     )
     print("|---|---|---|---|")
     for case in cases:
