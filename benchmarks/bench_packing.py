@@ -22,7 +22,9 @@ dfm sides:
   rows of ``width`` tokens (the longest cell rounded up to 64), several cells
   per row with a block-diagonal attention mask, ``rows`` rows per call (about
   ``--max-batch-tokens`` tokens, one compiled shape);
-* ``bucketed``: ``dfm.tl.embed_checkpoint`` (length buckets, the default path).
+* ``bucketed``: the same model on cells sorted by length, in batches of about
+  ``--max-batch-tokens`` tokens padded to their longest cell rounded up to 64
+  (model level, like the runner's length buckets).
 
     python benchmarks/bench_packing.py --dataset pbmc_3batch_symphony --n-cells 64 --size V1
 """
@@ -41,25 +43,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_checkpoints import build_checkpoint, prepare  # noqa: E402
+from bench_checkpoints import CONFIGS, build_checkpoint, prepare  # noqa: E402
 
-SIZES = {
-    "V1": dict(
-        hidden_size=256,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        intermediate_size=512,
-        max_position_embeddings=2048,
-        hidden_act="relu",
-    ),
-    "V2-104M": dict(
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=4096,
-        hidden_act="gelu",
-    ),
+SIZES = {  # the checkpoints of bench_checkpoints, all on V1-style tokens (no <cls>/<eos>)
+    "V1": {k: v for k, v in CONFIGS["V1-size (6x256, 2,048)"].items() if k != "v2"},
+    "V2-104M": {
+        k: v for k, v in CONFIGS["V2-104M size (12x768, 12 heads, 4,096)"].items() if k != "v2"
+    },
 }
 
 TORCH_RUN = textwrap.dedent(
@@ -96,10 +86,10 @@ TORCH_RUN = textwrap.dedent(
     """
 )
 
-DFM_PACKED = textwrap.dedent(
+DFM_HEAD = textwrap.dedent(
     """
     import json, resource, sys, time
-    import numpy as np, jax, jax.numpy as jnp
+    import numpy as np, jax
     from flax import nnx
     import diffbio_sc as dfm
     from diffbio_sc.models._packing import plan_packing, pack_tokens
@@ -109,10 +99,31 @@ DFM_PACKED = textwrap.dedent(
     module = dfm.models.load_checkpoint(ckpt).module
     k = module.config.num_hidden_layers - 1
     pad = module.config.pad_token_id
+    graph, params = nnx.split(module)
+    """
+)
+
+# Run ``run()`` once untimed (compilation), then timed; ``settings`` is set by the body.
+DFM_TAIL = textwrap.dedent(
+    """
+    run()
+    c0, t0 = time.process_time(), time.perf_counter()
+    emb = run()
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    np.save(out, emb)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"cpu": cpu, "wall": wall, "peak_mb": peak, "settings": settings}))
+    """
+)
+
+DFM_PACKED = (
+    DFM_HEAD
+    + textwrap.dedent(
+        """
     width = int(-(-lengths.max() // 64) * 64)
     rows = max(1, budget // width)
     SEGMENTS = 32  # cells per row at most
-    graph, params = nnx.split(module)
+    plan = plan_packing(lengths, width, max_segments=SEGMENTS)
 
     @jax.jit
     def embed(params, x, seg, pos):
@@ -134,40 +145,26 @@ DFM_PACKED = textwrap.dedent(
             local[ss > 0] = np.searchsorted(cells, ss[ss > 0] - 1) + 1
             e = np.asarray(embed(params, xs, local, ps))
             emb[cells] = e[: len(cells)]
-        return emb, plan
-    run()  # warm-up: compilation
-    c0, t0 = time.process_time(), time.perf_counter()
-    emb, plan = run()
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-    np.save(out, emb)
-    print(json.dumps({"cpu": cpu, "wall": wall, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "settings": f"packed rows of {width} tokens x {rows} per call, fill {plan.fill:.2f}, "
-                                  f"{plan.n_rows} rows, {k} layers, jax {jax.__version__}"}))
+        return emb
+
+    settings = (f"packed rows of {width} tokens x {rows} per call, fill {plan.fill:.2f}, "
+                f"{plan.n_rows} rows, {k} layers, jax {jax.__version__}")
     """
+    )
+    + DFM_TAIL
 )
 
-DFM_BUCKETED = textwrap.dedent(
-    """
-    import json, resource, sys, time
-    import anndata as ad, numpy as np, scipy.sparse as sp, jax
-    import diffbio_sc as dfm
-    from diffbio_sc.models._packing import plan_packing
-    dfm.settings.progress_bar = False
-    ckpt, tokens, budget, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    z = np.load(tokens)
-    ids, lengths = z["ids"], z["lengths"]
-    module = dfm.models.load_checkpoint(ckpt).module
-    k = module.config.num_hidden_layers - 1
-    import jax.numpy as jnp
-    from flax import nnx
-    graph, params = nnx.split(module)
-
+DFM_BUCKETED = (
+    DFM_HEAD
+    + textwrap.dedent(
+        """
     @jax.jit
     def embed(params, x):
         m = nnx.merge(graph, params)
         return m.pool(x, m.layer_states(x, k))
 
     order = np.argsort(-lengths, kind="stable")
+
     def run():  # sorted by length, batches padded to their longest cell rounded up to 64
         emb = np.zeros((len(ids), module.config.hidden_size), np.float32)
         s = 0
@@ -177,18 +174,15 @@ DFM_BUCKETED = textwrap.dedent(
             idx = order[s : s + b]
             x = ids[idx, :L]
             if len(idx) < b:
-                x = np.pad(x, ((0, b - len(idx)), (0, 0)), constant_values=module.config.pad_token_id)
+                x = np.pad(x, ((0, b - len(idx)), (0, 0)), constant_values=pad)
             emb[idx] = np.asarray(embed(params, x))[: len(idx)]
             s += b
         return emb
-    run()
-    c0, t0 = time.process_time(), time.perf_counter()
-    emb = run()
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-    np.save(out, emb)
-    print(json.dumps({"cpu": cpu, "wall": wall, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "settings": f"length-sorted batches of ~{budget} tokens, widths rounded to 64, {k} layers"}))
+
+    settings = f"length-sorted batches of ~{budget} tokens, widths rounded up to 64, {k} layers"
     """
+    )
+    + DFM_TAIL
 )
 
 
