@@ -329,7 +329,7 @@ def main() -> None:
                 rows.append(
                     dict(
                         label=label,
-                        runner=f"transformers {t['torch']} on torch CPU ({t['threads']} threads), "
+                        runner=f"transformers on torch {t['torch']} CPU ({t['threads']} threads), "
                         f"inference_mode, {what_t}, layers cut to the pooled one",
                         cpu=(t_cpu.min(), np.median(t_cpu)),
                         wall=m / t["seconds"],
