@@ -296,12 +296,15 @@ def _attention_tile(q, kt, vt, bias):
     return out / p.sum(axis=-1, keepdims=True)
 
 
-def masked_attention(q, k, v, key_mask):
+def masked_attention(q, k, v, key_mask, *, segment_ids=None):
     """Scaled dot-product attention with a key mask, in float32 at highest precision.
 
     ``q, k, v``: ``(B, L, heads, d)``; ``key_mask``: ``(B, L)`` bool, True = attend.
     Masked keys get the float32 minimum added to their score (Hugging Face's
     rule), so their weight is exactly 0 whenever a query has one valid key.
+    With ``segment_ids`` ``(B, L)`` int (packed rows, see
+    :mod:`diffbio_sc.models._packing`), the mask is block-diagonal instead: a
+    query attends to the keys of its own segment only (``key_mask`` is ignored).
 
     The ``(B, heads, L, L)`` scores are never materialised: the work is cut into
     tiles of one (item, head) and a block of at most 256 queries against all
@@ -316,15 +319,27 @@ def masked_attention(q, k, v, key_mask):
     b, t, h, d = q.shape
     blk = _query_block(t)
     nq = t // blk
-    bias = jnp.where(jnp.asarray(key_mask), 0.0, MASK_BIAS).astype(q.dtype)
     qs = (q * (1.0 / math.sqrt(d))).transpose(0, 2, 1, 3).reshape(b * h * nq, blk, d)
     ks = k.transpose(0, 2, 3, 1).reshape(b * h, d, t)
     vs = v.transpose(0, 2, 3, 1).reshape(b * h, d, t)
+    if segment_ids is None:
+        bias = jnp.where(jnp.asarray(key_mask), 0.0, MASK_BIAS).astype(q.dtype)
 
-    def tile(args):
-        qt, i = args
-        bh = i // nq
-        return _attention_tile(qt, ks[bh], vs[bh], bias[bh // h])
+        def tile(args):
+            qt, i = args
+            bh = i // nq
+            return _attention_tile(qt, ks[bh], vs[bh], bias[bh // h])
+
+    else:
+        seg = jnp.asarray(segment_ids)
+
+        def tile(args):
+            qt, i = args
+            bh = i // nq
+            row = seg[bh // h]
+            q_seg = jax.lax.dynamic_slice_in_dim(row, (i % nq) * blk, blk)
+            bias = jnp.where(q_seg[:, None] == row[None, :], 0.0, MASK_BIAS).astype(q.dtype)
+            return _attention_tile(qt, ks[bh], vs[bh], bias)
 
     n = b * h * nq
     group = max(1, min(n, TILE_ELEMENTS // (blk * t)))
@@ -350,7 +365,7 @@ class _BertLayer(nnx.Module):
         self.out = _linear(i, h, rngs)
         self.out_norm = nnx.LayerNorm(h, epsilon=cfg.layer_norm_eps, rngs=rngs)
 
-    def __call__(self, x, key_mask):
+    def __call__(self, x, key_mask, segment_ids=None):
         b, t, h = x.shape
         split = (b, t, self.n_heads, h // self.n_heads)
         ctx = masked_attention(
@@ -358,6 +373,7 @@ class _BertLayer(nnx.Module):
             self.key(x).reshape(split),
             self.value(x).reshape(split),
             key_mask,
+            segment_ids=segment_ids,
         ).reshape(b, t, h)
         x = self.attn_norm(self.attn_out(ctx) + x)
         y = self.out(ACTIVATIONS[self.act](self.inter(x)))
@@ -437,6 +453,55 @@ class BertEncoder(SavedModel):
             x = layer(x, key_mask)
             states.append(x)
         return states
+
+    def packed_states(self, input_ids, segment_ids, positions, *, n_layers: int | None = None):
+        """:meth:`hidden_states` of packed rows (several cells per row, no padding between).
+
+        ``input_ids, segment_ids, positions``: ``(R, W)`` int from
+        :func:`~diffbio_sc.models._packing.pack_tokens`: a token attends only to
+        the tokens of its own segment (``segment_ids``; 0 = padding) and takes
+        the position embedding of ``positions`` (restarting at 0 per cell), so
+        each cell's states equal its unpacked states up to float rounding.
+        """
+        cfg = self.config
+        ids = jnp.asarray(input_ids)
+        seg = jnp.asarray(segment_ids)
+        pos = jnp.asarray(positions)
+        if ids.shape != seg.shape or ids.shape != pos.shape:
+            raise ValueError("input_ids, segment_ids and positions must have one shape.")
+        n = cfg.num_hidden_layers if n_layers is None else int(n_layers)
+        x = self.word(ids) + self.token_type(jnp.zeros_like(ids)) + self.position(pos)
+        x = self.embed_norm(x)
+        states = [x]
+        for layer in list(self.layers)[:n]:
+            x = layer(x, None, seg)
+            states.append(x)
+        return states
+
+    def pool_packed(
+        self, input_ids, segment_ids, states, *, n_cells: int, pooling="mean", exclude_ids=()
+    ):
+        """Per-cell embeddings ``(n_cells, H)`` from packed ``states`` ``(R, W, H)``.
+
+        The same pooling as :meth:`pool` (mean over a cell's tokens that are not
+        in ``exclude_ids``, 0 for a cell without such tokens; or its first
+        token for ``'cls'``), cell ``i`` being segment ``i + 1``.
+        """
+        ids = jnp.asarray(input_ids).reshape(-1)
+        seg = jnp.asarray(segment_ids).reshape(-1)
+        flat = jnp.asarray(states).reshape(ids.shape[0], -1)
+        if pooling == "cls":
+            first = jnp.concatenate([jnp.ones(1, bool), seg[1:] != seg[:-1]]) & (seg > 0)
+            idx = jnp.where(first, seg - 1, n_cells)  # one first token per segment
+            return jax.ops.segment_sum(flat, idx, num_segments=n_cells + 1)[:n_cells]
+        keep = seg > 0
+        for t in exclude_ids:
+            keep = keep & (ids != t)
+        idx = jnp.where(keep, seg - 1, n_cells)
+        w = keep.astype(flat.dtype)
+        total = jax.ops.segment_sum(flat * w[:, None], idx, num_segments=n_cells + 1)[:n_cells]
+        count = jax.ops.segment_sum(w, idx, num_segments=n_cells + 1)[:n_cells]
+        return total / jnp.maximum(count, 1.0)[:, None]
 
     def __call__(self, input_ids) -> list:
         """All hidden states (see :meth:`hidden_states`)."""

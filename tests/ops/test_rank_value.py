@@ -1,0 +1,102 @@
+"""``ops._rank_value.rank_value_encode``: the compiled 32-bit-key path, its
+quantised-bucket repair and the 64-bit fallbacks give exactly the per-cell rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from diffbio_sc.ops import _rank_value
+from diffbio_sc.ops._rank_value import rank_value_encode
+
+
+def reference(X: sp.csr_matrix, scale, target_sum, max_tokens, pad=-1):
+    """The documented per-cell rule: float64 values, compared as float32, ties by gene."""
+    X = sp.csr_matrix(X)
+    X.sort_indices()
+    n = X.shape[0]
+    ids = np.full((n, max_tokens), pad, dtype=np.int64)
+    vals = np.zeros((n, max_tokens), dtype=np.float32)
+    n_tok = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        a, b = X.indptr[i], X.indptr[i + 1]
+        g, d = X.indices[a:b], X.data[a:b].astype(np.float64)
+        total = d.sum()
+        v = (scale[g] * d) * (target_sum / total if total > 0 else 0.0)
+        v32 = v.astype(np.float32)
+        keep = v32 > 0
+        g, v32 = g[keep], v32[keep]
+        order = np.argsort(-v32, kind="stable")[:max_tokens]
+        ids[i, : order.size] = g[order]
+        vals[i, : order.size] = v32[order]
+        n_tok[i] = order.size
+    return ids, vals, n_tok
+
+
+def colliding_counts(rng, n_cells=40, n_genes=300):
+    """Rows whose values span many octaves (a coarse bucket) and also hold many
+    values a few float32 steps apart (same bucket, different values), exact ties,
+    excluded genes, empty rows and rows of one value."""
+    rows = []
+    for i in range(n_cells):
+        kind = i % 5
+        k = int(rng.integers(0, n_genes))
+        genes = np.sort(rng.choice(n_genes, size=k, replace=False))
+        if kind == 0:  # near-equal large counts plus a tiny and a huge one
+            d = 1_000_000 + rng.integers(0, 40, size=k)
+            if k >= 2:
+                d[0], d[-1] = 1, 10**9
+        elif kind == 1:  # heavy exact ties
+            d = rng.integers(1, 3, size=k)
+        elif kind == 2:  # all equal
+            d = np.full(k, 7)
+        elif kind == 3:
+            d = rng.geometric(0.3, size=k)
+        else:  # empty row
+            genes, d = genes[:0], genes[:0]
+        rows.append((genes, d))
+    indptr = np.concatenate([[0], np.cumsum([len(g) for g, _ in rows])])
+    indices = np.concatenate([g for g, _ in rows]).astype(np.int32)
+    data = np.concatenate([d for _, d in rows]).astype(np.float64)
+    X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))
+    scale = np.where(rng.random(n_genes) < 0.1, 0.0, 1.0)  # uniform scale keeps the near ties
+    scale[rng.random(n_genes) < 0.3] = 1.0 + 2.0**-20  # a few one-ulp-apart products
+    return X, scale
+
+
+@pytest.mark.parametrize("max_tokens", [1, 3, 17, 400])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_path_equals_per_cell_rule(seed, max_tokens):
+    rng = np.random.default_rng(seed)
+    X, scale = colliding_counts(rng)
+    assert X.has_sorted_indices
+    ids, vals, n_tok = rank_value_encode(X, scale, target_sum=1e4, max_tokens=max_tokens, n_jobs=2)
+    exp_ids, exp_vals, exp_n = reference(X, scale, 1e4, max_tokens)
+    np.testing.assert_array_equal(ids, exp_ids)
+    np.testing.assert_array_equal(vals, exp_vals)
+    np.testing.assert_array_equal(n_tok, exp_n)
+
+
+def test_fallback_paths_equal_compiled_path(monkeypatch):
+    """Unsorted column indices, and rows too wide for a 32-bit key, take the 64-bit path."""
+    rng = np.random.default_rng(3)
+    X, scale = colliding_counts(rng)
+    lut = rng.permutation(X.shape[1]) + 10
+    fast = rank_value_encode(X, scale, target_sum=1e4, max_tokens=50, lut=lut, pad_value=2)
+    # the same matrix with each row's entries reversed (has_sorted_indices False)
+    rev = sp.csr_matrix(X)
+    for i in range(rev.shape[0]):
+        a, b = rev.indptr[i], rev.indptr[i + 1]
+        rev.indices[a:b] = rev.indices[a:b][::-1].copy()
+        rev.data[a:b] = rev.data[a:b][::-1].copy()
+    rev.has_sorted_indices = False
+    slow = rank_value_encode(rev, scale, target_sum=1e4, max_tokens=50, lut=lut, pad_value=2)
+    monkeypatch.setattr(_rank_value, "_MAX_POS_BITS", 2)
+    wide = rank_value_encode(X, scale, target_sum=1e4, max_tokens=50, lut=lut, pad_value=2)
+    exp_ids, exp_vals, exp_n = reference(X, scale, 1e4, 50)
+    exp_lut = np.where(exp_ids >= 0, lut[np.maximum(exp_ids, 0)], 2)
+    for got in (fast, slow, wide):
+        np.testing.assert_array_equal(got[0], exp_lut)
+        np.testing.assert_array_equal(got[1], exp_vals)
+        np.testing.assert_array_equal(got[2], exp_n)
