@@ -30,6 +30,14 @@ one ``<oov>`` and pieces holding other letters to ``<oov>``.
   ids are upstream's: ``[CLS]`` first, ``[SEP]`` last, and with
   ``unknown='token'`` every symbol outside the BPE alphabet (``N``, lower case)
   one ``[UNK]``; its alphabet for ``unknown='error'`` is ``ACGT``.
+
+* :class:`CaduceusTokenizer` -- Caduceus (kuleshov-group/caduceus
+  ``CaduceusTokenizer``): one token per character after upper-casing (so
+  soft-masked lower-case bases read as bases), ``[SEP]`` appended, ids
+  ``[CLS]`` 0, ``[SEP]`` 1, ``[BOS]`` 2, ``[MASK]`` 3, ``[PAD]`` 4,
+  ``[RESERVED]`` 5, ``[UNK]`` 6 and the characters (default ``A C G T N``)
+  from 7. Its unknown rule (``unknown='token'``): every other character is one
+  ``[UNK]``; its alphabet for ``unknown='error'`` is the characters, either case.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import numpy as np
 from .._validate import DfmInputError
 
 __all__ = [
+    "CaduceusTokenizer",
     "DnaTokenizerError",
     "Dnabert2Tokenizer",
     "GeneratorTokenizer",
@@ -278,3 +287,45 @@ class Dnabert2Tokenizer(_CheckpointTokenizer):
     def tokens(self, seq: str) -> list[str]:
         """``[CLS]``, the BPE pieces (unknown symbols as ``[UNK]``), ``[SEP]``."""
         return list(self._tok.encode(seq).tokens)
+
+
+#: CaduceusTokenizer's special tokens and their ids (upstream's fixed table).
+CADUCEUS_SPECIALS = ("[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]")
+
+
+class CaduceusTokenizer(_CheckpointTokenizer):
+    """Caduceus's character tokenizer (upstream ``CaduceusTokenizer``; see the module doc).
+
+    Parameters
+    ----------
+    characters
+        The model's characters (``tokenizer_config.json``'s ``characters``;
+        default ``'ACGTN'``), ids from 7 in this order.
+    source
+        Where the settings came from (for messages).
+    """
+
+    name = "Caduceus"
+
+    def __init__(self, characters: Sequence[str] = "ACGTN", *, source: str = "tokenizer_config"):
+        chars = [str(c) for c in characters]
+        if not chars or any(len(c) != 1 or not c.isupper() for c in chars):
+            raise DnaTokenizerError(
+                f"{source}: characters must be single upper-case letters, got {chars!r}."
+            )
+        vocab = {t: i for i, t in enumerate(CADUCEUS_SPECIALS)}
+        vocab.update({c: i + len(CADUCEUS_SPECIALS) for i, c in enumerate(chars)})
+        super().__init__(vocab, source=source)
+        self.characters = "".join(chars)
+        self.alphabet = re.escape(self.characters)
+        self.pad_id = vocab["[PAD]"]
+        self.unk_id = vocab["[UNK]"]
+        self.sep_id = vocab["[SEP]"]
+
+    def _check(self, seq: str, index: int, unknown: str) -> None:
+        # upstream upper-cases first: lower-case bases are bases, not unknown symbols
+        super()._check(seq.upper() if isinstance(seq, str) else seq, index, unknown)
+
+    def tokens(self, seq: str) -> list[str]:
+        """One token per upper-cased character, then ``[SEP]``."""
+        return [*seq.upper(), "[SEP]"]
