@@ -33,10 +33,14 @@ one ``<oov>`` and pieces holding other letters to ``<oov>``.
 
 * :class:`CaduceusTokenizer` -- Caduceus (kuleshov-group/caduceus
   ``CaduceusTokenizer``): one token per character after upper-casing (so
-  soft-masked lower-case bases read as bases), ``[SEP]`` appended, ids
+  soft-masked lower-case bases read as bases), ids
   ``[CLS]`` 0, ``[SEP]`` 1, ``[BOS]`` 2, ``[MASK]`` 3, ``[PAD]`` 4,
   ``[RESERVED]`` 5, ``[UNK]`` 6 and the characters (default ``A C G T N``)
-  from 7. Its unknown rule (``unknown='token'``): every other character is one
+  from 7. Its ``tokenizer(seq)`` appends ``[SEP]`` (``add_sep=True``); the
+  authors' own pretraining and benchmark pipelines call it with
+  ``add_special_tokens=False``, which is what diffbio_sc embeds with (default
+  ``add_sep=False``; a trailing ``[SEP]`` would also break PS's exact strand
+  symmetry, since the reverse complement of ``seq [SEP]`` is ``[SEP] rc(seq)``). Its unknown rule (``unknown='token'``): every other character is one
   ``[UNK]``; its alphabet for ``unknown='error'`` is the characters, either case.
 """
 
@@ -301,13 +305,23 @@ class CaduceusTokenizer(_CheckpointTokenizer):
     characters
         The model's characters (``tokenizer_config.json``'s ``characters``;
         default ``'ACGTN'``), ids from 7 in this order.
+    add_sep
+        Append ``[SEP]`` as upstream's ``tokenizer(seq)`` does (default False: as
+        the authors' pipelines, ``add_special_tokens=False``).
     source
         Where the settings came from (for messages).
     """
 
     name = "Caduceus"
 
-    def __init__(self, characters: Sequence[str] = "ACGTN", *, source: str = "tokenizer_config"):
+    def __init__(
+        self,
+        characters: Sequence[str] = "ACGTN",
+        *,
+        add_sep: bool = False,
+        source: str = "tokenizer_config",
+    ):
+        self.add_sep = bool(add_sep)
         chars = [str(c) for c in characters]
         if not chars or any(len(c) != 1 or not c.isupper() for c in chars):
             raise DnaTokenizerError(
@@ -327,5 +341,5 @@ class CaduceusTokenizer(_CheckpointTokenizer):
         super()._check(seq.upper() if isinstance(seq, str) else seq, index, unknown)
 
     def tokens(self, seq: str) -> list[str]:
-        """One token per upper-cased character, then ``[SEP]``."""
-        return [*seq.upper(), "[SEP]"]
+        """One token per upper-cased character (then ``[SEP]`` with ``add_sep``)."""
+        return [*seq.upper(), "[SEP]"] if self.add_sep else list(seq.upper())
