@@ -136,6 +136,15 @@ class DnaCheckpointModel(CheckpointModel):
     tokenizer: object = None
     pooling: str = "mean"
 
+    @property
+    def rc_equivariant(self) -> bool:
+        """Whether the pooled embedding is exactly invariant to reverse complementing.
+
+        True for Caduceus-PS (reverse-complement parameter sharing), so
+        ``reverse_complement='equivariant'`` needs no second pass; False otherwise.
+        """
+        return self.family == "caduceus" and self.settings.get("variant") == "ps"
+
     def tokenize(self, sequences: Sequence[str], *, unknown: str = "error"):
         """Token ids ``(n, T)`` int32 (right-padded) and the mask of real tokens.
 

@@ -313,6 +313,8 @@ class CaduceusTokenizer(_CheckpointTokenizer):
     """
 
     name = "Caduceus"
+    #: Bases per token (one character each).
+    k = 1
 
     def __init__(
         self,
@@ -322,6 +324,9 @@ class CaduceusTokenizer(_CheckpointTokenizer):
         source: str = "tokenizer_config",
     ):
         self.add_sep = bool(add_sep)
+        #: Special tokens per sequence (``[SEP]`` or none).
+        self.n_special = int(self.add_sep)
+        self.add_eos = self.add_sep  # the end token is [SEP]
         chars = [str(c) for c in characters]
         if not chars or any(len(c) != 1 or not c.isupper() for c in chars):
             raise DnaTokenizerError(
