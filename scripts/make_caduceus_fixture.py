@@ -90,7 +90,9 @@ def _stub_module(name: str) -> types.ModuleType:
 def _git_commit(path: Path) -> str:
     try:
         return subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -114,14 +116,17 @@ def import_upstream(caduceus_src: Path, mamba_src: Path):
     from mamba_ssm.ops import selective_scan_interface as ssi
     from mamba_ssm.ops.triton import layernorm as ln
 
-    def rms_norm_fn(x, weight, bias, residual=None, prenorm=False, residual_in_fp32=False,
-                    eps=1e-6):
-        return ln.rms_norm_ref(x, weight, bias, residual=residual, eps=eps, prenorm=prenorm,
-                               upcast=True)
+    def rms_norm_fn(
+        x, weight, bias, residual=None, prenorm=False, residual_in_fp32=False, eps=1e-6
+    ):
+        return ln.rms_norm_ref(
+            x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, upcast=True
+        )
 
     def rms_forward(self, x, residual=None, prenorm=False, residual_in_fp32=False):
-        return rms_norm_fn(x, self.weight, self.bias, residual=residual, prenorm=prenorm,
-                           eps=self.eps)
+        return rms_norm_fn(
+            x, self.weight, self.bias, residual=residual, prenorm=prenorm, eps=self.eps
+        )
 
     ln.RMSNorm.forward = rms_forward
     ms.selective_scan_fn = ssi.selective_scan_ref
@@ -142,19 +147,28 @@ def import_upstream(caduceus_src: Path, mamba_src: Path):
 
 
 def build(name, *, rcps, fused, fmt, upstream, meta):
+    """Write one fixture directory (weights, config, tokenizer settings, expected.npz)."""
     import torch
 
     CaduceusConfig, CaduceusForMaskedLM, CaduceusTokenizer = upstream
     tok = CaduceusTokenizer(model_max_length=CONTEXT)
     torch.manual_seed(0)
     cfg = CaduceusConfig(
-        d_model=16, n_layer=2, vocab_size=tok.vocab_size,
-        ssm_cfg={"d_state": 4, "d_conv": 4, "expand": 2, "dt_rank": "auto",
-                 "use_fast_path": False},
-        rms_norm=True, residual_in_fp32=True, fused_add_norm=fused,
-        pad_vocab_size_multiple=8, norm_epsilon=1e-5,
-        bidirectional=True, bidirectional_strategy="add", bidirectional_weight_tie=True,
-        rcps=rcps, complement_map=dict(tok.complement_map), pad_token_id=tok.pad_token_id,
+        d_model=16,
+        n_layer=2,
+        vocab_size=tok.vocab_size,
+        ssm_cfg={"d_state": 4, "d_conv": 4, "expand": 2, "dt_rank": "auto", "use_fast_path": False},
+        rms_norm=True,
+        residual_in_fp32=True,
+        fused_add_norm=fused,
+        pad_vocab_size_multiple=8,
+        norm_epsilon=1e-5,
+        bidirectional=True,
+        bidirectional_strategy="add",
+        bidirectional_weight_tie=True,
+        rcps=rcps,
+        complement_map=dict(tok.complement_map),
+        pad_token_id=tok.pad_token_id,
     )
     model = CaduceusForMaskedLM(cfg).eval()
     with torch.no_grad():  # move the weights off their init values (norms = 1, D = 1)
@@ -169,15 +183,28 @@ def build(name, *, rcps, fused, fmt, upstream, meta):
     else:
         from safetensors.torch import save_file
 
-        tied = [k for k in state if ".mamba_rev." in k
-                and k.rsplit(".", 2)[-2] in ("in_proj", "out_proj")]
-        state = {k: v for k, v in state.items() if k not in tied and k != "lm_head.lm_head.weight"
-                 and k != "lm_head.weight"}
+        tied = [
+            k
+            for k in state
+            if ".mamba_rev." in k and k.rsplit(".", 2)[-2] in ("in_proj", "out_proj")
+        ]
+        state = {
+            k: v
+            for k, v in state.items()
+            if k not in tied and k != "lm_head.lm_head.weight" and k != "lm_head.weight"
+        }
         save_file(state, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1, sort_keys=True))
-    (out / "tokenizer_config.json").write_text(json.dumps(
-        {"characters": list(tok.characters), "model_max_length": CONTEXT,
-         "tokenizer_class": "CaduceusTokenizer"}, indent=1))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "characters": list(tok.characters),
+                "model_max_length": CONTEXT,
+                "tokenizer_class": "CaduceusTokenizer",
+            },
+            indent=1,
+        )
+    )
     arrays = {"sequences": np.array(SEQUENCES)}
     d = cfg.d_model
     for i, seq in enumerate(SEQUENCES):
@@ -203,11 +230,20 @@ def build(name, *, rcps, fused, fmt, upstream, meta):
 
 
 def main(argv=None):
+    """Build the three fixtures from the upstream checkouts named on the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--caduceus-src", type=Path, required=True,
-                   help="checkout of github.com/kuleshov-group/caduceus")
-    p.add_argument("--mamba-src", type=Path, required=True,
-                   help="checkout of github.com/state-spaces/mamba at v1.2.2")
+    p.add_argument(
+        "--caduceus-src",
+        type=Path,
+        required=True,
+        help="checkout of github.com/kuleshov-group/caduceus",
+    )
+    p.add_argument(
+        "--mamba-src",
+        type=Path,
+        required=True,
+        help="checkout of github.com/state-spaces/mamba at v1.2.2",
+    )
     args = p.parse_args(argv)
     import torch
     import transformers
@@ -227,8 +263,9 @@ def main(argv=None):
     }
     build("caduceus_ph", rcps=False, fused=False, fmt="bin", upstream=upstream, meta=meta)
     build("caduceus_ps", rcps=True, fused=False, fmt="safetensors", upstream=upstream, meta=meta)
-    build("caduceus_ps_fused", rcps=True, fused=True, fmt="safetensors", upstream=upstream,
-          meta=meta)
+    build(
+        "caduceus_ps_fused", rcps=True, fused=True, fmt="safetensors", upstream=upstream, meta=meta
+    )
 
 
 if __name__ == "__main__":

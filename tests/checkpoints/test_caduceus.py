@@ -55,7 +55,9 @@ def test_ids_layers_and_pooled_equal_upstream(loaded, name):
     assert len(inside) == 4
     for i, seq in enumerate(seqs):
         if i not in inside:
-            with pytest.raises(DnaTokenizerError, match=rf"Sequence 0 .* context of {m.max_tokens}"):
+            with pytest.raises(
+                DnaTokenizerError, match=rf"Sequence 0 .* context of {m.max_tokens}"
+            ):
                 tok.encode([seq], max_length=m.max_tokens, unknown="token")
     ids, mask = tok.encode([seqs[i] for i in inside], max_length=m.max_tokens, unknown="token")
     states = [np.asarray(s) for s in m.hidden_states(ids)]

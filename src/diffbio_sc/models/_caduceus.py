@@ -133,7 +133,13 @@ class CaduceusConfig(ModelConfig):
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
         self._require_positive(
-            "vocab_size", "d_model", "n_layers", "d_state", "d_conv", "expand", "dt_rank",
+            "vocab_size",
+            "d_model",
+            "n_layers",
+            "d_state",
+            "d_conv",
+            "expand",
+            "dt_rank",
             "max_tokens",
         )
         if self.bidirectional_strategy not in ("add", "ew_multiply"):
@@ -296,8 +302,10 @@ class _Norm(nnx.Module):
 
     def __call__(self, x):
         if self.rms:  # mamba_ssm rms_norm_ref
-            return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps) * (
-                self.weight[...]
+            return (
+                x
+                * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
+                * (self.weight[...])
             )
         mu = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
@@ -422,7 +430,7 @@ class Caduceus(SavedModel):
         return jnp.concatenate([both[:n], back], axis=-1)
 
     def hidden_states(self, input_ids) -> list:
-        """The embeddings, each block's mixer output and the final normed state.
+        """Return the embeddings, each block's mixer output and the final normed state.
 
         ``input_ids``: ``(B, L)`` int, right-padded with ``pad_token_id``. Returns
         ``n_layers + 1`` arrays ``(B, L, C)`` (``C = d_model``, PS ``2 * d_model``):
@@ -517,7 +525,10 @@ def _map_caduceus_weights(
         if body.startswith("norm_f.submodule."):
             body = "norm_f." + body[len("norm_f.submodule.") :]
         target = None
-        if body in ("embeddings.word_embeddings.weight", "embeddings.word_embeddings.embedding.weight"):
+        if body in (
+            "embeddings.word_embeddings.weight",
+            "embeddings.word_embeddings.embedding.weight",
+        ):
             target = "embed.embedding"
         elif body in ("norm_f.weight", "norm_f.bias"):
             target = body

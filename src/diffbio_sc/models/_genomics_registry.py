@@ -49,7 +49,9 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "pooling": "mean over positions",
         "rc_handling": "equivariant by construction (parameter sharing); pooled output is RC-invariant",
         "dfm_rc_mode": "equivariant",
-        "dfm_loader": _GENE_LOADER + " (rc_equivariant=True)" + "; in-process: models.load_checkpoint",
+        "dfm_loader": _GENE_LOADER
+        + " (rc_equivariant=True)"
+        + "; in-process: models.load_checkpoint",
         "dfm_in_process": "models.load_checkpoint: BiMamba (chunked associative selective scan), "
         "RCPS embedding / blocks / add-norm; pooled (fwd + flipped RC half) / 2 is exactly "
         "strand-invariant; character tokenizer",
