@@ -7,6 +7,7 @@ rms_norm_ref; commits in each meta.json). No torch is needed here.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -30,20 +31,14 @@ def _rc(seq: str) -> str:
     return seq.translate(_COMP)[::-1]
 
 
-@pytest.fixture(scope="module")
-def loaded():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = dfm.models.load_checkpoint(FIX / name)
-        return cache[name]
-
-    return get
+@functools.cache
+def loaded(name):
+    """Each fixture checkpoint loaded once per session."""
+    return dfm.models.load_checkpoint(FIX / name)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_ids_layers_and_pooled_equal_upstream(loaded, name):
+def test_ids_layers_and_pooled_equal_upstream(name):
     """Upstream ran each sequence alone; here all run in one right-padded batch."""
     m = loaded(name)
     e = np.load(FIX / name / "expected.npz")
@@ -73,7 +68,7 @@ def test_ids_layers_and_pooled_equal_upstream(loaded, name):
         np.testing.assert_allclose(pooled[row], e[f"pooled_{i}"], atol=TOL)
 
 
-def test_tokenizer_rules(loaded):
+def test_tokenizer_rules():
     m = loaded("caduceus_ph")
     ids, _ = m.tokenize(["acgtN"])  # upstream upper-cases: lower case is no error
     np.testing.assert_array_equal(ids[0], [7, 8, 9, 10, 11])  # no [SEP] (authors' pipelines)
@@ -84,7 +79,7 @@ def test_tokenizer_rules(loaded):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_padding_does_not_change_a_sequence(loaded, name):
+def test_padding_does_not_change_a_sequence(name):
     """A sequence's states are the same in batches of other widths and batch-mates."""
     m = loaded(name)
     seqs = ["ACGTTGCAGT", "GATTACA", "CCGGTTAACGTAGCTAGGCATTA", "TTGA"]  # even and odd
@@ -102,7 +97,7 @@ def test_padding_does_not_change_a_sequence(loaded, name):
 
 
 @pytest.mark.parametrize("name", ["caduceus_ps", "caduceus_ps_fused"])
-def test_ps_pooled_embedding_is_strand_invariant(loaded, name):
+def test_ps_pooled_embedding_is_strand_invariant(name):
     m = loaded(name)
     seqs = ["ACGTTGCAGTA", "GATTACAGGC", "CCGGTTAACGTAGCTAGGCATTAC", "TTGAN"]  # odd and even
     batch = seqs + [_rc(s) for s in seqs]
@@ -114,7 +109,7 @@ def test_ps_pooled_embedding_is_strand_invariant(loaded, name):
     np.testing.assert_allclose(last[1], last[0][::-1, ::-1], atol=1e-6)
 
 
-def test_ph_is_not_strand_invariant(loaded):
+def test_ph_is_not_strand_invariant():
     m = loaded("caduceus_ph")
     s = "ACGTTGCAGTA"
     a, b = m.embed([s, _rc(s)])
@@ -201,7 +196,7 @@ def test_hub_and_registry_list_caduceus():
     assert "CUDA" in rows["Evo 2"]["dfm_loader"]
 
 
-def test_save_and_reload(loaded, tmp_path):
+def test_save_and_reload(tmp_path):
     m = loaded("caduceus_ps")
     m.save(tmp_path / "saved")
     back = dfm.models.load_checkpoint(tmp_path / "saved")

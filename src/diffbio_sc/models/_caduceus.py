@@ -383,23 +383,19 @@ def _flip_channels(x):
 class Caduceus(SavedModel):
     """Caduceus backbone (Ph or PS) equal to upstream's ``Caduceus`` on unpadded input.
 
-    Parameters
-    ----------
-    config
-        A :class:`CaduceusConfig`.
-    rngs
-        ``nnx.Rngs`` for initialisation (weights are normally loaded with
-        :func:`caduceus_from_checkpoint`).
+    Built from a :class:`CaduceusConfig` and ``nnx.Rngs`` (random initial values;
+    :func:`caduceus_from_checkpoint` loads published weights). See the module doc
+    for the computation, the padding rule and the pooling.
     """
 
     config_class = CaduceusConfig
 
     def __init__(self, config: CaduceusConfig, *, rngs: nnx.Rngs):
         super().__init__(config)
-        cfg = config
-        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, rngs=rngs)
-        self.layers = nnx.List([_Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
-        self.norm_f = _Norm(cfg.d_model, cfg.norm_epsilon, cfg.rms_norm)
+        width = config.d_model
+        self.embed = nnx.Embed(config.vocab_size, width, rngs=rngs)
+        self.layers = nnx.List([_Block(config, rngs=rngs) for _ in range(config.n_layers)])
+        self.norm_f = _Norm(width, config.norm_epsilon, config.rms_norm)
 
     # -- pieces ----------------------------------------------------------
     def _embed(self, ids):
