@@ -633,6 +633,47 @@ genetics.uns["gene_list"], genetics.uns["reference_version"]""",
     ),
     (
         MD,
+        """## A published DNA model in the same call: Caduceus-PS
+
+The k-mer profile can be swapped for a published DNA model run in-process, in JAX.
+Caduceus-PS (bidirectional Mamba with reverse-complement parameter sharing) gives embeddings
+that are exactly invariant to the strand, so `reverse_complement="equivariant"` embeds one
+strand only. To stay offline and fast, this uses the package's test fixture: a *tiny, randomly
+initialised* Caduceus-PS (2 layers, width 16, a 32-token context, so genes are cut into
+windows) whose outputs equal the upstream code to 1e-5; its vectors show the plumbing, not
+biology. A real checkpoint (131k-base context: whole genes, no windows) is a one-line change,
+downloaded once and then read from the cache:
+
+```python
+caduceus = dfm.models.from_pretrained("kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16")
+```""",
+    ),
+    (
+        CODE,
+        """import inspect
+
+roots = [Path.cwd(), *Path.cwd().parents, Path(inspect.getfile(dfm)).resolve().parents[2]]
+candidates = [r / "tests" / "checkpoints" / "fixtures" / "caduceus_ps" for r in roots]
+fixture = next((c for c in candidates if c.is_dir()), None)  # None for an installed wheel
+if fixture is None:
+    print("no source checkout here: use dfm.models.from_pretrained(...) above instead")
+else:
+    caduceus = dfm.models.load_checkpoint(fixture)
+    print(caduceus)
+    by_caduceus = dfm.tl.embed_genes(
+        fasta,
+        gtf,
+        cohort.path,
+        genes=genes[:2],
+        encoder=caduceus,
+        reverse_complement="equivariant",  # one pass: the model is strand-invariant
+        n_components=8,
+        log_path=outdir / "embed_genes_caduceus.log",
+    )
+    print(by_caduceus["genetics"].obsm["X_dfm_genes"].shape)""",
+    ),
+    (
+        MD,
         """## Which gene carries the signal?
 
 Leave-one-gene-out: a ridge classifier on the subject embeddings is cross-validated with and

@@ -324,3 +324,27 @@ def test_dna_checkpoint_encoder(toy, toyvcf):
     assert strat["encoder"]["checkpoint_sha256"] == m.sha256
     with pytest.raises(DfmInputError, match="RC-invariant by construction"):
         run(toy, toyvcf, encoder=m, reverse_complement="equivariant")
+
+
+def test_caduceus_ps_checkpoint_equivariant_one_pass(toy, toyvcf):
+    """Caduceus-PS: reverse_complement='equivariant' runs one strand; the gene vector is the
+    model's own pooled embedding and equals that of the reverse complement."""
+    from pathlib import Path
+
+    fix = Path(__file__).parents[1] / "checkpoints" / "fixtures"
+    m = dfm.models.load_checkpoint(fix / "caduceus_ps")
+    assert m.rc_equivariant
+    rc, s = toy["rc"], toy["seq"]
+    a = run(toy, toyvcf, encoder=m, reverse_complement="equivariant")["genetics"]
+    d = a.uns["dfm"]["genetics"]["gene_dim"]
+    assert d == m.hidden_dim
+    plus_ref = s[4:14] + s[30:40]  # whole gene: fits the 32-token context, no windows
+    X = a.obsm["X_dfm_genes"]
+    one, other = m.embed([plus_ref, rc(plus_ref)])
+    np.testing.assert_allclose(X[1, :d], one, atol=1e-5)
+    np.testing.assert_allclose(one, other, atol=1e-6)
+    strat = json.loads(a.uns["dfm"]["genetics"]["strategy"])
+    assert strat["encoder"]["model_family"] == "caduceus" and strat["encoder"]["k"] == 1
+    ph = dfm.models.load_checkpoint(fix / "caduceus_ph")
+    with pytest.raises(DfmInputError, match="RC-invariant by construction"):
+        run(toy, toyvcf, encoder=ph, reverse_complement="equivariant")

@@ -389,6 +389,8 @@ def test_registry_names_hub_repositories():
     nt = HUB_REPOSITORIES["nucleotide_transformer"]["repo_ids"]
     assert nt == in_process.pop("Nucleotide Transformer")
     assert HUB_REPOSITORIES["dnabert2"]["repo_ids"] == in_process.pop("DNABERT-2")
+    caduceus = in_process.pop("Caduceus-Ph") + in_process.pop("Caduceus-PS")
+    assert HUB_REPOSITORIES["caduceus"]["repo_ids"] == caduceus
     assert not in_process
     assert "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species" in nt
 

@@ -18,6 +18,9 @@ Pooled embeddings follow the authors' own code:
   cards' embedding example.
 * DNABERT-2: mean of the last hidden layer over the sequence's tokens
   (``[CLS]`` and ``[SEP]`` included), as its README's ``torch.mean(hidden_states[0], dim=0)``.
+* Caduceus (Ph and PS, :mod:`~diffbio_sc.models._caduceus`): mean of the last
+  hidden layer over the sequence's tokens (``[SEP]`` included); PS conjoins its
+  two strand halves, so its pooled vector is exactly reverse-complement invariant.
 * GENERator: the last hidden layer at the last non-padding token (``</s>``);
   GENERator's sequence-understanding code reads the last non-padding token of
   ``last_hidden_state``, and in a causal decoder only that token has seen the
@@ -39,9 +42,21 @@ __all__ = ["DNA_FAMILIES", "DnaCheckpointModel", "load_dna_checkpoint"]
 
 #: ``config.json`` ``model_type`` -> family name (DNABERT-2, ``'bert'`` with its own
 #: ``auto_map``, is recognised by :func:`~diffbio_sc.models._dnabert2.is_dnabert2_config`).
-DNA_FAMILIES = {"llama": "generator", "esm": "nucleotide_transformer"}
+DNA_FAMILIES = {"llama": "generator", "esm": "nucleotide_transformer", "caduceus": "caduceus"}
 #: Families saved by :meth:`DnaCheckpointModel.save` (``_load_saved`` dispatches on them).
-DNA_SAVED_FAMILIES = ("generator", "nucleotide_transformer", "dnabert2")
+DNA_SAVED_FAMILIES = ("generator", "nucleotide_transformer", "dnabert2", "caduceus")
+#: ``config.json`` ``model_type`` s of Evo 2 / StripedHyena checkpoints (recognised, refused).
+EVO2_MODEL_TYPES = ("evo2", "evo", "stripedhyena", "striped_hyena", "stripedhyena2")
+#: Why Evo 2 does not run here (also in the genomics registry and the docs).
+EVO2_REASON = (
+    "Evo 2 is not run by diffbio_sc: its reference code (ArcInstitute/evo2 on the Vortex "
+    "inference code) needs CUDA 12.1+ and NVIDIA GPU kernels (Flash Attention, and for "
+    "evo2_1b_base / 20b / 40b FP8 projections through NVIDIA Transformer Engine on a Hopper "
+    "GPU); the smallest model that runs without FP8 is evo2_7b, in bfloat16 on a GPU. There "
+    "is no CPU reference to check a port against. Embed with the upstream code on a GPU, "
+    "then import the vectors: tl.export_gene_sequences -> tl.PrecomputedEncoder (genes) or "
+    "tl.load_embeddings(mod='dna') (sequences)."
+)
 
 
 def read_vocab_txt(path: Path) -> dict[str, int]:
@@ -90,6 +105,16 @@ def _forward(module, ids):
 
 
 _JIT = None
+_POOL_JIT = None
+
+
+def _pool_jit():
+    global _POOL_JIT
+    if _POOL_JIT is None:
+        from flax import nnx
+
+        _POOL_JIT = nnx.jit(lambda m, ids, last: m.pool(ids, last))
+    return _POOL_JIT
 
 
 @dataclass
@@ -110,6 +135,15 @@ class DnaCheckpointModel(CheckpointModel):
 
     tokenizer: object = None
     pooling: str = "mean"
+
+    @property
+    def rc_equivariant(self) -> bool:
+        """Whether the pooled embedding is exactly invariant to reverse complementing.
+
+        True for Caduceus-PS (reverse-complement parameter sharing), so
+        ``reverse_complement='equivariant'`` needs no second pass; False otherwise.
+        """
+        return self.family == "caduceus" and self.settings.get("variant") == "ps"
 
     def tokenize(self, sequences: Sequence[str], *, unknown: str = "error"):
         """Token ids ``(n, T)`` int32 (right-padded) and the mask of real tokens.
@@ -176,6 +210,8 @@ class DnaCheckpointModel(CheckpointModel):
             last = self.hidden_states(chunk)[-1]
             if self.family == "generator":
                 pooled = self.module.pool(chunk, last, pooling=how)
+            elif self.family == "caduceus":
+                pooled = _pool_jit()(self.module, chunk, last)
             else:
                 pooled = self.module.pool(chunk, last)
             out.append(
@@ -283,9 +319,57 @@ def _load_dnabert2(ckpt) -> DnaCheckpointModel:
     )
 
 
+def _load_caduceus(ckpt) -> DnaCheckpointModel:
+    from ..ops._dna_checkpoint_tokenizers import CaduceusTokenizer
+    from ._caduceus import caduceus_from_checkpoint
+
+    tfile = ckpt.path / "tokenizer_config.json"
+    tcfg = _json_if_present(tfile)
+    chars = tcfg.get("characters", "ACGTN")
+    tok = CaduceusTokenizer(chars, source=str(tfile))
+    max_tokens = tcfg.get("model_max_length", _CADUCEUS_DEFAULT_CONTEXT)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+        raise CheckpointError(f"{tfile}: model_max_length {max_tokens!r} is not a context length.")
+    module = caduceus_from_checkpoint(ckpt, pad_token_id=tok.pad_id, max_tokens=max_tokens)
+    cfg = module.config
+    if cfg.vocab_size < tok.vocab_size:
+        raise CheckpointError(
+            f"{ckpt.config_file} has vocab_size {cfg.vocab_size} but the Caduceus tokenizer "
+            f"({tfile.name}) has {tok.vocab_size} tokens: the tokenizer does not belong to "
+            "this model."
+        )
+    if cfg.rcps:
+        comp = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
+        for ch in tok.characters:
+            want = tok.vocab.get(comp.get(ch, ch))
+            if want is not None and cfg.complement_map[tok.vocab[ch]] != want:
+                raise CheckpointError(
+                    f"{ckpt.config_file}: complement_map sends {ch!r} (id {tok.vocab[ch]}) to "
+                    f"id {cfg.complement_map[tok.vocab[ch]]}, not to its complement "
+                    f"{comp.get(ch, ch)!r} (id {want}): config and tokenizer disagree."
+                )
+    return DnaCheckpointModel(
+        family="caduceus",
+        module=module,
+        path=ckpt.path,
+        sha256=ckpt.sha256,
+        vocab=dict(tok.vocab),
+        max_tokens=max_tokens,
+        settings={"variant": "ps" if cfg.rcps else "ph", "characters": tok.characters},
+        sources={"tokenizer": str(tfile)} if tfile.is_file() else {},
+        tokenizer=tok,
+        pooling="mean",
+    )
+
+
+#: Context used when a Caduceus checkpoint has no tokenizer_config.json (the published 131k).
+_CADUCEUS_DEFAULT_CONTEXT = 131_072
+
+
 def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
     """Rebuild a :class:`DnaCheckpointModel` saved with ``save`` (vocabulary in its metadata)."""
     from ..ops._dna_checkpoint_tokenizers import (
+        CaduceusTokenizer,
         Dnabert2Tokenizer,
         GeneratorTokenizer,
         NTCheckpointTokenizer,
@@ -294,7 +378,9 @@ def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
     md = module.metadata
     vocab = {str(k): int(v) for k, v in md["vocab"].items()}
     settings = dict(md.get("settings", {}))
-    if md["family"] == "dnabert2":
+    if md["family"] == "caduceus":
+        tok = CaduceusTokenizer(str(settings.get("characters", "ACGTN")), source=str(path))
+    elif md["family"] == "dnabert2":
         tok = Dnabert2Tokenizer(str(settings.get("tokenizer_json", "")), source=str(path))
     elif md["family"] == "generator":
         tok = GeneratorTokenizer(vocab, k=int(settings.get("k", 6)), source=str(path))
@@ -333,7 +419,11 @@ def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
     model_type = model_type_of(ckpt.config)
     if model_type in (None, "bert") and is_dnabert2_config(ckpt.config):
         return _load_dnabert2(ckpt)
+    if model_type in EVO2_MODEL_TYPES:
+        raise CheckpointError(f"{ckpt.config_file}: model_type {model_type!r}. {EVO2_REASON}")
     family = DNA_FAMILIES.get(model_type)
+    if family == "caduceus":
+        return _load_caduceus(ckpt)
     if family is None:
         raise CheckpointError(
             f"{ckpt.config_file}: model_type {model_type!r} is not a DNA family diffbio_sc runs "

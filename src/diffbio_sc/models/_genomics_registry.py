@@ -1,13 +1,15 @@
 """Genomics foundation models, as plain data: what each one is and how dfm imports it.
 
-diffbio_sc runs three of these families in-process, in JAX, from a checkpoint
+diffbio_sc runs five of these families in-process, in JAX, from a checkpoint
 directory you provide, or fetched from the Hugging Face Hub only when you call
 :func:`diffbio_sc.models.from_pretrained` with one of the ``checkpoints`` keys (they are
 Hub repository ids): GENERator,
-Nucleotide Transformer (v1 and v2) and DNABERT-2, through
+Nucleotide Transformer (v1 and v2), DNABERT-2 and Caduceus (Ph and PS), through
 :func:`diffbio_sc.models.load_checkpoint` (``dfm_in_process`` below; equal within 1e-5
 in float32 to the ``transformers`` reference, for NT v2 to InstaDeep's own JAX/Haiku
-model, for DNABERT-2 to its published ``bert_layers.py`` remote code). For the others, embed gene sequences with the upstream code, then
+model, for DNABERT-2 to its published ``bert_layers.py`` remote code, for Caduceus to
+kuleshov-group/caduceus with mamba_ssm's reference scan). Evo 2 cannot run on a CPU
+machine (CUDA-only kernels; FP8 through Transformer Engine for its 1B model). For the others, embed gene sequences with the upstream code, then
 bring the vectors in:
 
 * gene / haplotype level: :func:`diffbio_sc.tl.export_gene_sequences` writes the
@@ -47,7 +49,12 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "pooling": "mean over positions",
         "rc_handling": "equivariant by construction (parameter sharing); pooled output is RC-invariant",
         "dfm_rc_mode": "equivariant",
-        "dfm_loader": _GENE_LOADER + " (rc_equivariant=True)",
+        "dfm_loader": _GENE_LOADER
+        + " (rc_equivariant=True)"
+        + "; in-process: models.load_checkpoint",
+        "dfm_in_process": "models.load_checkpoint: BiMamba (chunked associative selective scan), "
+        "RCPS embedding / blocks / add-norm; pooled (fwd + flipped RC half) / 2 is exactly "
+        "strand-invariant; character tokenizer",
     },
     {
         "name": "Caduceus-Ph",
@@ -63,7 +70,9 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "pooling": "mean over positions",
         "rc_handling": "RC data augmentation in training; post-hoc conjoining (average forward and RC) at inference",
         "dfm_rc_mode": "average",
-        "dfm_loader": _GENE_LOADER,
+        "dfm_loader": _GENE_LOADER + "; in-process: models.load_checkpoint",
+        "dfm_in_process": "models.load_checkpoint: BiMamba (chunked associative selective scan); "
+        "character tokenizer",
     },
     {
         "name": "DNABERT-2",
@@ -100,7 +109,10 @@ GENOMICS_MODELS: tuple[dict, ...] = (
         "pooling": "mean over positions of an intermediate layer",
         "rc_handling": "none (causal); average forward and RC embeddings",
         "dfm_rc_mode": "average",
-        "dfm_loader": _GENE_LOADER,
+        "dfm_loader": _GENE_LOADER + " (import only: not run in-process. Its reference code, "
+        "ArcInstitute/evo2 on Vortex, needs CUDA 12.1+ GPU kernels (Flash Attention), and "
+        "evo2_1b_base / 20b / 40b need FP8 through NVIDIA Transformer Engine on a Hopper GPU; "
+        "there is no CPU reference to check a port against)",
     },
     {
         "name": "GENERator",

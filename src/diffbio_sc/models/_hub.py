@@ -59,6 +59,12 @@ HUB_REPOSITORIES: dict[str, dict[str, Any]] = {
             ("dnabert2", _by_name["DNABERT-2"]),
         )
     },
+    "caduceus": {
+        "repo_ids": tuple(_by_name["Caduceus-Ph"]["checkpoints"])
+        + tuple(_by_name["Caduceus-PS"]["checkpoints"]),
+        "note": "config.json + model.safetensors; the tokenizer is Caduceus's fixed character "
+        "table (tokenizer_config.json: characters, model_max_length).",
+    },
 }
 del _by_name
 

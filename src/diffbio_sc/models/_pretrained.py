@@ -361,7 +361,7 @@ def _dna_dispatch(ckpt, dictionaries) -> CheckpointModel | None:
     A ``model_type`` of no family diffbio_sc runs is an error listing the families.
     """
     from ..io._checkpoints import CheckpointError
-    from ._dna_checkpoints import DNA_FAMILIES, load_dna_checkpoint
+    from ._dna_checkpoints import DNA_FAMILIES, EVO2_MODEL_TYPES, EVO2_REASON, load_dna_checkpoint
     from ._dnabert2 import is_dnabert2_config
     from ._esm import model_type_of
 
@@ -375,6 +375,8 @@ def _dna_dispatch(ckpt, dictionaries) -> CheckpointModel | None:
         return load_dna_checkpoint(ckpt)
     if model_type == "bert":
         return None
+    if model_type in EVO2_MODEL_TYPES:
+        raise CheckpointError(f"{ckpt.config_file}: model_type {model_type!r}. {EVO2_REASON}")
     if model_type not in DNA_FAMILIES:
         known = {"bert": "geneformer", **DNA_FAMILIES}
         raise CheckpointError(
@@ -384,8 +386,8 @@ def _dna_dispatch(ckpt, dictionaries) -> CheckpointModel | None:
         )
     if any(d is not None for d in dictionaries):
         raise ValueError(
-            f"{ckpt.path} is a {DNA_FAMILIES[model_type]} checkpoint; its tokenizer is its "
-            "vocab.txt: do not pass token_dictionary=, gene_median_dictionary= or vocab=."
+            f"{ckpt.path} is a {DNA_FAMILIES[model_type]} checkpoint; it carries its own "
+            "tokenizer: do not pass token_dictionary=, gene_median_dictionary= or vocab=."
         )
     return load_dna_checkpoint(ckpt)
 

@@ -30,6 +30,18 @@ one ``<oov>`` and pieces holding other letters to ``<oov>``.
   ids are upstream's: ``[CLS]`` first, ``[SEP]`` last, and with
   ``unknown='token'`` every symbol outside the BPE alphabet (``N``, lower case)
   one ``[UNK]``; its alphabet for ``unknown='error'`` is ``ACGT``.
+
+* :class:`CaduceusTokenizer` -- Caduceus (kuleshov-group/caduceus
+  ``CaduceusTokenizer``): one token per character after upper-casing (so
+  soft-masked lower-case bases read as bases), ids
+  ``[CLS]`` 0, ``[SEP]`` 1, ``[BOS]`` 2, ``[MASK]`` 3, ``[PAD]`` 4,
+  ``[RESERVED]`` 5, ``[UNK]`` 6 and the characters (default ``A C G T N``)
+  from 7. Its ``tokenizer(seq)`` appends ``[SEP]`` (``add_sep=True``); the
+  authors' own pretraining and benchmark pipelines call it with
+  ``add_special_tokens=False``, which is what diffbio_sc embeds with (default
+  ``add_sep=False``; a trailing ``[SEP]`` would also break PS's exact strand
+  symmetry, since the reverse complement of ``seq [SEP]`` is ``[SEP] rc(seq)``). Its unknown rule (``unknown='token'``): every other character is one
+  ``[UNK]``; its alphabet for ``unknown='error'`` is the characters, either case.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ import numpy as np
 from .._validate import DfmInputError
 
 __all__ = [
+    "CaduceusTokenizer",
     "DnaTokenizerError",
     "Dnabert2Tokenizer",
     "GeneratorTokenizer",
@@ -294,3 +307,60 @@ class Dnabert2Tokenizer(_CheckpointTokenizer):
     def tokens(self, seq: str) -> list[str]:
         """``[CLS]``, the BPE pieces (unknown symbols as ``[UNK]``), ``[SEP]``."""
         return list(self._tok.encode(seq).tokens)
+
+
+#: CaduceusTokenizer's special tokens and their ids (upstream's fixed table).
+CADUCEUS_SPECIALS = ("[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]")
+
+
+class CaduceusTokenizer(_CheckpointTokenizer):
+    """Caduceus's character tokenizer (upstream ``CaduceusTokenizer``; see the module doc).
+
+    Parameters
+    ----------
+    characters
+        The model's characters (``tokenizer_config.json``'s ``characters``;
+        default ``'ACGTN'``), ids from 7 in this order.
+    add_sep
+        Append ``[SEP]`` as upstream's ``tokenizer(seq)`` does (default False: as
+        the authors' pipelines, ``add_special_tokens=False``).
+    source
+        Where the settings came from (for messages).
+    """
+
+    name = "Caduceus"
+    #: Bases per token (one character each).
+    k = 1
+
+    def __init__(
+        self,
+        characters: Sequence[str] = "ACGTN",
+        *,
+        add_sep: bool = False,
+        source: str = "tokenizer_config",
+    ):
+        self.add_sep = bool(add_sep)
+        #: Special tokens per sequence (``[SEP]`` or none).
+        self.n_special = int(self.add_sep)
+        self.add_eos = self.add_sep  # the end token is [SEP]
+        chars = [str(c) for c in characters]
+        if not chars or any(len(c) != 1 or not c.isupper() for c in chars):
+            raise DnaTokenizerError(
+                f"{source}: characters must be single upper-case letters, got {chars!r}."
+            )
+        vocab = {t: i for i, t in enumerate(CADUCEUS_SPECIALS)}
+        vocab.update({c: i + len(CADUCEUS_SPECIALS) for i, c in enumerate(chars)})
+        super().__init__(vocab, source=source)
+        self.characters = "".join(chars)
+        self.alphabet = re.escape(self.characters)
+        self.pad_id = vocab["[PAD]"]
+        self.unk_id = vocab["[UNK]"]
+        self.sep_id = vocab["[SEP]"]
+
+    def _check(self, seq: str, index: int, unknown: str) -> None:
+        # upstream upper-cases first: lower-case bases are bases, not unknown symbols
+        super()._check(seq.upper() if isinstance(seq, str) else seq, index, unknown)
+
+    def tokens(self, seq: str) -> list[str]:
+        """One token per upper-cased character (then ``[SEP]`` with ``add_sep``)."""
+        return [*seq.upper(), "[SEP]"] if self.add_sep else list(seq.upper())

@@ -317,8 +317,8 @@ class DnaCheckpointEncoder:
     batches bucketed by each sequence's own token count; the model's pooling:
     mean for Nucleotide Transformer, last token for GENERator), one strand at
     a time: :func:`embed_genes` adds the reverse complements itself for
-    ``reverse_complement='average'``; these models are not RC-equivariant, so
-    ``'equivariant'`` is refused.
+    ``reverse_complement='average'``; ``'equivariant'`` (one pass) is accepted
+    only for Caduceus-PS, whose pooled embedding is exactly strand-invariant.
 
     ``max_length`` is in bases: the largest window whose pieces of ``ACGT``
     always fit the model's context of ``max_tokens`` tokens
@@ -334,7 +334,7 @@ class DnaCheckpointEncoder:
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.pooling = model.pooling if pooling is None else pooling
         self.max_length = int(max_window(model))
-        self.rc_equivariant = False
+        self.rc_equivariant = bool(model.rc_equivariant)  # Caduceus-PS
         self.description = {
             "kind": "dna_checkpoint",
             "model_family": family_name(model),

@@ -64,6 +64,8 @@ def n_special_tokens(model) -> int:
     """Count the special tokens of every sequence (``<cls>`` [+ ``<eos>``]; ``<s>``, ``</s>``)."""
     if model.family == "generator":
         return 2
+    if hasattr(model.tokenizer, "n_special"):  # tokenizers that say it (Caduceus)
+        return int(model.tokenizer.n_special)
     return 1 + int(bool(model.tokenizer.add_eos))
 
 
@@ -153,8 +155,9 @@ class CheckpointSequenceRunner:
     model
         A loaded :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`.
     reverse_complement
-        ``None`` (forward strand) or ``'average'`` (mean of the pooled vectors
-        of the sequence and of its reverse complement).
+        ``None`` (forward strand), ``'average'`` (mean of the pooled vectors
+        of the sequence and of its reverse complement) or ``'equivariant'``
+        (one pass: the model's pooled vector is strand-invariant, Caduceus-PS).
     batch_size
         Rows per forward pass (a bucket's last batch is padded with copies of
         its first row, discarded).

@@ -212,9 +212,10 @@ def embed_sequences(
         from ._dna_checkpoint import family_name
 
         alphabet = "dna"
-        if reverse_complement == "equivariant":
+        if reverse_complement == "equivariant" and not encoder.rc_equivariant:
             raise DfmInputError(
-                f"The {family_name(encoder)} checkpoint is not reverse-complement equivariant: "
+                f"The {family_name(encoder)} checkpoint is not reverse-complement equivariant "
+                "(of the checkpoints only Caduceus-PS is): "
                 "pass reverse_complement='average' (embed both strands and average) or None."
             )
         allowed = ("last", "mean") if encoder.family == "generator" else ("mean",)
