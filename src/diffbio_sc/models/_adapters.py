@@ -49,7 +49,11 @@ def masked_expression_forward(graphdef, params, ids, vals):
 
 
 def masked_expression_runner(model, batch_size: int, devices=None) -> BucketedRunner:
-    """Return the runner of ``tl.embed``: batches of ``batch_size`` full-length cells' tokens."""
+    """Return the runner of ``tl.embed``: batches of ``batch_size`` full-length cells' tokens.
+
+    Buckets double in length (``32, 64, ...``, then ``max_tokens``): few
+    shapes to compile for a model that is often small and run once.
+    """
     graphdef, state = eval_split(model)
     max_tokens = int(model.config.max_tokens)
     return BucketedRunner(
@@ -58,6 +62,7 @@ def masked_expression_runner(model, batch_size: int, devices=None) -> BucketedRu
         static=graphdef,
         max_length=max_tokens,
         max_batch_tokens=int(batch_size) * max_tokens,
+        edges=bucket_edges(max_tokens, growth=2.0),
         devices=devices,
     )
 
