@@ -7,13 +7,13 @@ shared machine) and wall seconds, min and median per side:
 
 * ``tl.embed``: a small native masked-expression model (hidden 64, 2 layers,
   ``max_tokens`` 256, trained 1 epoch on the cells, saved once and loaded by
-  both sides) on 3,000 synthetic cells expressing 20 to 400 of 1,000 genes;
+  both sides) on 1,000 synthetic cells expressing 20 to 250 of 600 genes;
   ``batch_size=256``.
 * ``tl.embed_sequences``: a ``SequenceEncoder`` (char tokens, hidden 64, 2
-  layers, ``max_length`` 512) on 512 random sequences of 40 to 500 bases,
+  layers, ``max_length`` 512) on 192 random sequences of 40 to 400 bases,
   ``batch_size=64``, ``reverse_complement='average'``.
 * gene encoder: the same encoder as ``embed_genes`` adapts it (``as_encoder``),
-  embedding the same 512 sequences 64 at a time, as ``embed_genes`` calls it.
+  embedding the same 192 sequences 64 at a time, as ``embed_genes`` calls it.
 
 Each workload is timed twice in a side's process: the first call (compilation
 included) and a second, warm call (``first`` and ``warm`` columns).
@@ -84,10 +84,10 @@ from flax import nnx
 import diffbio_sc as dfm
 work = sys.argv[1]
 rng = np.random.default_rng(0)
-n, g = 3000, 1000
+n, g = 1000, 600
 rows, cols, vals = [], [], []
 for i in range(n):
-    k = int(rng.integers(20, 401))
+    k = int(rng.integers(20, 251))
     c = rng.choice(g, k, replace=False)
     rows += [i] * k; cols += c.tolist(); vals += rng.integers(1, 30, k).tolist()
 X = sp.csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(n, g))
@@ -98,8 +98,8 @@ cfg = dfm.models.MaskedExpressionConfig(hidden_dim=64, n_layers=2, n_heads=4, ma
 m = dfm.tl.pretrain(cells, config=cfg, epochs=1, seed=0, progress_bar=False)
 m.save(f"{work}/model")
 letters = np.frombuffer(b"ACGT", np.uint8)
-seqs = [letters[rng.integers(0, 4, int(rng.integers(40, 501)))].tobytes().decode()
-        for _ in range(512)]
+seqs = [letters[rng.integers(0, 4, int(rng.integers(40, 401)))].tobytes().decode()
+        for _ in range(192)]
 json.dump(seqs, open(f"{work}/seqs.json", "w"))
 scfg = dfm.models.SequenceEncoderConfig(hidden_dim=64, num_layers=2, num_heads=4,
                                         intermediate_dim=128, max_length=512, dropout=0.0)
