@@ -185,14 +185,14 @@ def plan_batches(
         idx = np.flatnonzero(which == b)
         if not idx.size:
             continue
-        if batch_rows is not None:
+        if batch_rows is not None:  # one shape per bucket, as many rows as asked
             rows = max(multiple, -(-int(batch_rows) // multiple) * multiple)
         else:
             rows = max(multiple, (int(max_batch_tokens) // int(edge)) // multiple * multiple)
-        # Do not pad a small bucket up to a huge batch: use the rows it needs, rounded
-        # up to a power of two (times ``multiple``) so that few shapes are compiled.
-        need = 1 << int(np.ceil(np.log2(max(1, -(-idx.size // multiple)))))
-        rows = min(rows, need * multiple)
+            # Do not pad a small bucket up to a huge batch: use the rows it needs, rounded
+            # up to a power of two (times ``multiple``) so that few shapes are compiled.
+            need = 1 << int(np.ceil(np.log2(max(1, -(-idx.size // multiple)))))
+            rows = min(rows, need * multiple)
         for s in range(0, idx.size, rows):
             plan.append((int(edge), rows, idx[s : s + rows]))
     return plan
@@ -232,7 +232,7 @@ class BucketedRunner:
         Rows x padded length per batch; bounds activation memory.
     batch_rows
         Fixed rows per batch instead (rounded up to a multiple of the device
-        count; a small bucket gets fewer, a power of two).
+        count; one shape per bucket).
     bucketing
         ``False`` pads every batch to ``max_length`` (one shape), as a runner
         without buckets would.
