@@ -73,11 +73,11 @@ def bench_embed(tokenizer: str, n_seqs: int, batch: int, peak: float) -> dict:
     import jax
 
     from diffbio_sc.models import create_dna_encoder
-    from diffbio_sc.tl._sequence._common import SequenceRunner
+    from diffbio_sc.tl._sequence._common import sequence_embedder
 
     model = create_dna_encoder(tokenizer=tokenizer)
     seqs = _random_seqs(n_seqs, 512)
-    runner = SequenceRunner(model, reverse_complement=None, batch_size=batch)
+    runner = sequence_embedder(model, reverse_complement=None, batch_size=batch)
     counts = runner.counts(seqs)
     runner(seqs[:batch], counts[:batch])  # compile
     t = time.perf_counter()

@@ -9,7 +9,7 @@ import pytest
 
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
-from diffbio_sc.tl._genetics._embed_genes import project_subjects, window_starts
+from diffbio_sc.tl._genetics._embed_genes import _encoder_inputs, project_subjects
 from diffbio_sc.tl._genetics._encoders import strategy_digest
 
 HEADER = (
@@ -58,17 +58,46 @@ def test_kmer_encoder_hand_computed_and_canonical():
         np.testing.assert_array_equal(canon.embed([s]), canon.embed([r]))
 
 
-def test_window_starts_cover_every_base():
-    assert window_starts(10, None, None) == [0]
-    assert window_starts(10, 10, None) == [0]
-    assert window_starts(25, 10, None) == [0, 10, 15]
-    assert window_starts(25, 10, 5) == [0, 5, 10, 15]
-    for n, w, st in [(100, 7, 3), (64, 8, 8), (9, 8, 1)]:
-        covered = np.zeros(n, bool)
-        for a in window_starts(n, w, st):
-            assert a + w <= n
-            covered[a : a + w] = True
-        assert covered.all()
+def _rc(s):
+    return s.translate(str.maketrans("ACGT", "TGCA"))[::-1]
+
+
+def test_gene_windows_follow_the_one_mirror_symmetric_rule():
+    from types import SimpleNamespace
+
+    from diffbio_sc.ops._sequence import window_starts
+
+    rng = np.random.default_rng(5)
+    seq = "".join(rng.choice(list("ACGT"), 25))
+    inputs, avg = _encoder_inputs([SimpleNamespace(sequences=[seq])], 10, 10, None)
+    # D = 15, n = 3 -> 4 (odd D): starts 0, 5, 10, 15 (the stride-10 layout of embed_sequences)
+    assert inputs == [seq[a : a + 10] for a in (0, 5, 10, 15)]
+    assert window_starts(25, 10, 10).tolist() == [0, 5, 10, 15]
+    np.testing.assert_allclose(avg.toarray(), [[0.25] * 4])
+    whole, avg1 = _encoder_inputs([SimpleNamespace(sequences=[seq])], None, None, "average")
+    assert whole == [seq, _rc(seq)] and np.allclose(avg1.toarray(), [[0.5, 0.5]])
+
+
+@pytest.mark.parametrize(("length", "window", "stride"), [(437, 200, 200), (1001, 200, 77)])
+def test_windowed_average_is_strand_invariant(length, window, stride):
+    """A gene and its reverse complement get the same vector (was 4e-3..8e-3 apart)."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(length)
+    seq = "".join(rng.choice(list("ACGT"), length))
+    enc = dfm.tl.KmerEncoder(3)  # not RC-invariant on its own
+    genes = [SimpleNamespace(sequences=[seq]), SimpleNamespace(sequences=[_rc(seq)])]
+    inputs, avg = _encoder_inputs(genes, window, stride, "average")
+    vec = avg @ enc.embed(inputs).astype(np.float64)
+    np.testing.assert_allclose(vec[0], vec[1], atol=1e-6)
+    if stride == window:  # the former layout (last window at the end) was not invariant
+
+        def old(s):
+            starts = [*range(0, len(s) - window, stride), len(s) - window]
+            pieces = [s[a : a + window] for a in starts]
+            return enc.embed(pieces + [_rc(p) for p in pieces]).mean(axis=0)
+
+        assert np.abs(old(seq) - old(_rc(seq))).max() > 1e-4
 
 
 def test_gene_vectors_match_independent_computation(toy, toyvcf):
@@ -139,9 +168,9 @@ def test_windows_for_long_genes(toy, toyvcf):
     enc = dfm.tl.FunctionEncoder(fn, {"name": "k2"}, max_length=8)
     a = run(toy, toyvcf, encoder=enc, reverse_complement=None)["genetics"]
     assert max(map(len, seen)) == 8
-    ref = toy["seq"][4:14] + toy["seq"][30:40]  # 20 bases -> windows at 0, 8, 12
+    ref = toy["seq"][4:14] + toy["seq"][30:40]  # 20 bases -> windows at 0, 6, 12 (mirror rule)
     k2 = dfm.tl.KmerEncoder(2)
-    want = np.mean([k2.embed([ref[i : i + 8]])[0] for i in (0, 8, 12)], axis=0)
+    want = np.mean([k2.embed([ref[i : i + 8]])[0] for i in (0, 6, 12)], axis=0)
     np.testing.assert_allclose(a.varm["dfm_reference_embedding"][0], want, atol=1e-6)
     strat = json.loads(a.uns["dfm"]["genetics"]["strategy"])
     assert strat["window"] == 8 and strat["window_stride"] == 8

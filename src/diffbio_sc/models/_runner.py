@@ -1,35 +1,64 @@
-"""Length-bucketed, fixed-shape, data-parallel inference for token models.
+"""The one batched-inference runner: length buckets, fixed shapes, data parallel.
 
 A transformer's cost follows the padded length of its batch: attention grows
-with its square. Padding every cell to the longest possible input wastes most
-of it when cells differ in length (a few hundred expressed genes next to
-2,048). :class:`BucketedRunner` groups items by length into a few buckets,
-pads each bucket only to its own edge, and runs fixed-shape batches through one
-jit-compiled function per bucket shape (so each shape compiles once), writing
-results back in the items' original order.
+with its square. Padding every item to the longest possible input wastes most
+of it when items differ in length (a few hundred expressed genes next to
+2,048; a 40-base sequence next to a 1,000-token window). :class:`BucketedRunner`
+groups items by length into a few buckets (:func:`bucket_edges`), pads each
+bucket only to its own edge, and runs fixed-shape batches through one
+jit-compiled function per bucket shape (so each shape compiles once per model),
+writing results back in the items' original order.
 
-It is generic: ``fn(static, params, *arrays)`` is any JAX function of a
-hashable ``static`` argument (e.g. an NNX graph definition and settings), a
-parameter pytree and right-padded ``(B, L)`` token arrays that returns one
-array, or a tuple of arrays, with the batch on the first axis. ``fn`` is
-jit-compiled once per module-level function (``static`` is a static argument),
-so runners built again for the same model and shapes reuse the compiled code. An item's result never
-depends on the other items in its batch, provided ``fn`` treats rows
-independently and ignores positions past a row's length (masked attention).
+Every model of the package runs through it: the native single-cell model
+(``tl.embed``), Geneformer and scGPT (``tl.embed_checkpoint``), the native
+``SequenceEncoder`` and every DNA checkpoint family (``tl.embed_sequences``,
+``tl.genomics_tasks``, the gene encoders of ``tl.embed_genes``). The
+model-specific part is a *forward adapter*: a module-level function
+``fn(static, params, *arrays)`` of a hashable ``static`` argument (e.g. an NNX
+graph definition and settings), a parameter pytree and right-padded
+``(B, L)`` arrays (tokens, values, padding masks) that returns the pooled
+vectors (one array, or a tuple of arrays, with the batch on the first axis).
+The adapters live in :mod:`diffbio_sc.models._adapters`.
+
+Inputs come either as whole ``(n, max_length)`` arrays (``runner(lengths,
+*arrays)``) or through a batch builder ``make_batch(indices, width)`` that
+tokenizes just the items of one batch at the bucket's width
+(:meth:`BucketedRunner.run`), so long inputs are never materialised at the
+model's full context.
+
+An item's result never depends on the other items in its batch, provided
+``fn`` treats rows independently and ignores positions past a row's length
+(masked attention): its bucket, and with it its padded width, follows its own
+length; a batch's spare rows are copies of its first item (always a valid
+input), and are discarded.
 
 Memory is bounded by ``max_batch_tokens`` (rows x padded length per batch):
-short buckets get more rows per batch, long ones fewer. With several JAX
-devices the batch axis is split across them (parameters replicated), and the
-batch size is a multiple of the device count.
+short buckets get more rows per batch, long ones fewer; or by a fixed number
+of rows (``batch_rows``). With several JAX devices the batch axis is split
+across them (parameters replicated), and the batch size is a multiple of the
+device count.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["BucketedRunner", "bucket_edges", "plan_batches", "data_parallel"]
+__all__ = [
+    "BucketedRunner",
+    "SEQUENCE_BUCKETS",
+    "bucket_edges",
+    "data_parallel",
+    "eval_split",
+    "plan_batches",
+    "weights_digest",
+]
+
+#: Bucket layout of the sequence models: powers of two from 16 tokens
+#: (``bucket_edges(max_length, **SEQUENCE_BUCKETS)``).
+SEQUENCE_BUCKETS = {"min_length": 16, "growth": 2.0}
 
 
 def data_parallel(params, devices=None):
@@ -50,6 +79,56 @@ def data_parallel(params, devices=None):
     return jax.device_put(params, devices[0]), devices[0], 1
 
 
+def eval_split(module):
+    """``nnx.split`` of ``module`` in eval mode, leaving the caller's module in its mode.
+
+    The one eval-mode toggle of the package: every dropout (``deterministic``)
+    and batch-norm (``use_running_average``) flag is set for inference for the
+    split, then each is put back as it was.
+    """
+    from flax import nnx
+
+    flags = ("deterministic", "use_running_average")
+    saved = [
+        (m, f, getattr(m, f))
+        for _, m in nnx.iter_modules(module)
+        for f in flags
+        if isinstance(getattr(m, f, None), bool)
+    ]
+    module.eval()
+    graphdef, state = nnx.split(module)
+    for m, f, v in saved:
+        setattr(m, f, v)
+    return graphdef, state
+
+
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def weights_digest(model) -> str:
+    """``model.weights_sha256()``, computed once per model object and set of weights.
+
+    The digest is cached on the model object; it is computed again only when a
+    parameter array was replaced since (training, ``set_weights``), which is
+    told by the identity of the parameter leaves (held weakly).
+    """
+    import jax
+    from flax import nnx
+
+    leaves = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
+    try:
+        refs = tuple(weakref.ref(x) for x in leaves)
+    except TypeError:  # a leaf that cannot be referenced weakly: no caching
+        return model.weights_sha256()
+    hit = _DIGESTS.get(model)
+    if hit is not None and len(hit[0]) == len(refs):
+        if all(r() is x for r, x in zip(hit[0], leaves, strict=True)):
+            return hit[1]
+    digest = model.weights_sha256()
+    _DIGESTS[model] = (refs, digest)
+    return digest
+
+
 def bucket_edges(max_length: int, *, min_length: int = 32, growth: float = 1.25) -> list[int]:
     """Bucket edges ``min_length, ... , max_length`` growing by about ``growth``.
 
@@ -57,6 +136,8 @@ def bucket_edges(max_length: int, *, min_length: int = 32, growth: float = 1.25)
     query blocks). Each edge used is one compiled shape; with ``growth=1.25`` a
     row is padded by at most a quarter of its bucket's lower edge (about 12%
     on average), where padding to the input size costs up to 60x at 2,048.
+    ``min_length=16, growth=2`` (:data:`SEQUENCE_BUCKETS`) gives the powers of
+    two ``16, 32, ...`` below ``max_length``, then ``max_length``.
     """
     max_length = int(max_length)
     if max_length < 1:
@@ -79,17 +160,20 @@ def bucket_edges(max_length: int, *, min_length: int = 32, growth: float = 1.25)
 def plan_batches(
     lengths: np.ndarray,
     edges: Sequence[int],
-    max_batch_tokens: int,
+    max_batch_tokens: int | None,
     *,
     multiple: int = 1,
+    batch_rows: int | None = None,
 ) -> list[tuple[int, int, np.ndarray]]:
     """Group item indices into ``(padded_length, batch_rows, indices)`` batches.
 
     Items are assigned to the smallest edge >= their length (order kept within a
-    bucket); each bucket is cut into batches of ``batch_rows`` rows, where
-    ``batch_rows * padded_length <= max_batch_tokens`` (at least ``multiple``
-    rows) and ``batch_rows`` is a multiple of ``multiple``. The last batch of a
-    bucket may hold fewer items (the caller pads it to ``batch_rows``).
+    bucket); each bucket is cut into batches of ``rows`` rows, a multiple of
+    ``multiple``: ``batch_rows`` when given, else the most with ``rows *
+    padded_length <= max_batch_tokens`` (at least ``multiple``). A bucket with
+    fewer items gets the rows it needs rounded up to a power of two (few
+    shapes). The last batch of a bucket may hold fewer items (the caller fills
+    it up to ``rows``).
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     edges = np.asarray(sorted(set(int(e) for e in edges)), dtype=np.int64)
@@ -101,11 +185,14 @@ def plan_batches(
         idx = np.flatnonzero(which == b)
         if not idx.size:
             continue
-        rows = max(multiple, (int(max_batch_tokens) // int(edge)) // multiple * multiple)
-        # Do not pad a small bucket up to a huge batch: use the rows it needs, rounded
-        # up to a power of two (times ``multiple``) so that few shapes are compiled.
-        need = 1 << int(np.ceil(np.log2(max(1, -(-idx.size // multiple)))))
-        rows = min(rows, need * multiple)
+        if batch_rows is not None:  # one shape per bucket, as many rows as asked
+            rows = max(multiple, -(-int(batch_rows) // multiple) * multiple)
+        else:
+            rows = max(multiple, (int(max_batch_tokens) // int(edge)) // multiple * multiple)
+            # Do not pad a small bucket up to a huge batch: use the rows it needs, rounded
+            # up to a power of two (times ``multiple``) so that few shapes are compiled.
+            need = 1 << int(np.ceil(np.log2(max(1, -(-idx.size // multiple)))))
+            rows = min(rows, need * multiple)
         for s in range(0, idx.size, rows):
             plan.append((int(edge), rows, idx[s : s + rows]))
     return plan
@@ -124,7 +211,7 @@ def _jitted(fn: Callable):
 
 
 class BucketedRunner:
-    """Run ``fn(static, params, *arrays)`` over right-padded token arrays in length buckets.
+    """Run a forward adapter ``fn(static, params, *arrays)`` in length buckets.
 
     Parameters
     ----------
@@ -134,22 +221,23 @@ class BucketedRunner:
         per batch shape; use a module-level function so that the compiled code
         is reused across runners.
     params
-        Parameter pytree (e.g. ``nnx.split(model)[1]``), placed on the devices
+        Parameter pytree (e.g. from :func:`eval_split`), placed on the devices
         once (replicated).
     static
         Hashable settings passed as ``fn``'s first argument (e.g. the graph
         definition, the layer to pool).
     max_length
-        Length of the token arrays (the longest possible input).
+        The longest possible input (tokens).
     max_batch_tokens
         Rows x padded length per batch; bounds activation memory.
+    batch_rows
+        Fixed rows per batch instead (rounded up to a multiple of the device
+        count; one shape per bucket).
     bucketing
         ``False`` pads every batch to ``max_length`` (one shape), as a runner
         without buckets would.
     edges
         Bucket edges (default :func:`bucket_edges` of ``max_length``).
-    pad_values
-        Value used to pad each input array's extra rows (default 0 for all).
     devices
         JAX devices to split batches across (default all).
     """
@@ -162,9 +250,9 @@ class BucketedRunner:
         static=None,
         max_length: int,
         max_batch_tokens: int = 32_768,
+        batch_rows: int | None = None,
         bucketing: bool = True,
         edges: Sequence[int] | None = None,
-        pad_values: Sequence | None = None,
         devices=None,
     ) -> None:
         self.max_length = int(max_length)
@@ -172,7 +260,10 @@ class BucketedRunner:
             raise ValueError(f"max_length must be >= 1, got {max_length}.")
         if isinstance(max_batch_tokens, bool) or int(max_batch_tokens) < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens!r}.")
+        if batch_rows is not None and (isinstance(batch_rows, bool) or int(batch_rows) < 1):
+            raise ValueError(f"batch_rows must be >= 1, got {batch_rows!r}.")
         self.max_batch_tokens = int(max_batch_tokens)
+        self.batch_rows = None if batch_rows is None else int(batch_rows)
         self.bucketing = bool(bucketing)
         if not self.bucketing:
             self.edges = [self.max_length]
@@ -182,16 +273,79 @@ class BucketedRunner:
                 raise ValueError(
                     f"edges {self.edges} must be positive and reach max_length {self.max_length}."
                 )
-        self.pad_values = None if pad_values is None else tuple(pad_values)
         self.params, self._data_sharding, self.n_devices = data_parallel(params, devices)
         self.static = static
         self._fn = _jitted(fn)
         #: Shapes run so far (one compilation each), for reports and tests.
         self.shapes: set[tuple[int, int]] = set()
 
-    def _check(self, lengths: np.ndarray, arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+    def _check_lengths(self, lengths, n: int) -> np.ndarray:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (n,) or (n and lengths.dtype.kind not in "iu"):
+            raise ValueError(f"lengths must be {n} integers, got shape {lengths.shape}.")
+        if n and (lengths.min() < 0 or lengths.max() > self.max_length):
+            raise ValueError(f"lengths must lie in [0, {self.max_length}].")
+        return lengths.astype(np.int64)
+
+    def plan(self, lengths: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Return the ``(width, rows, indices)`` batches :meth:`run` makes of ``lengths``."""
+        return plan_batches(
+            lengths,
+            self.edges,
+            self.max_batch_tokens,
+            multiple=self.n_devices,
+            batch_rows=self.batch_rows,
+        )
+
+    def iter_run(
+        self, lengths, make_batch: Callable[[np.ndarray, int], Sequence[np.ndarray]]
+    ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]:
+        """Yield ``(indices, outputs)`` per batch: the items' positions and their results.
+
+        ``make_batch(indices, width)`` returns the model's input arrays for those
+        items, each ``(len(indices), width, ...)`` (right-padded to ``width``,
+        the bucket's edge); ``lengths`` are the items' lengths (tokens).
+        """
+        import jax
+
+        lengths = np.asarray(lengths)
+        lengths = self._check_lengths(lengths, lengths.shape[0] if lengths.ndim else -1)
+        for edge, rows, idx in self.plan(lengths):
+            batch = []
+            for x in make_batch(idx, edge):
+                x = np.asarray(x)
+                if x.shape[:2] != (idx.size, edge):
+                    raise ValueError(
+                        f"a batch array has shape {x.shape}, expected ({idx.size}, {edge}, ...)."
+                    )
+                if idx.size < rows:  # spare rows: copies of the first item, discarded
+                    x = np.concatenate([x, np.repeat(x[:1], rows - idx.size, axis=0)])
+                batch.append(jax.device_put(x, self._data_sharding))
+            self.shapes.add((rows, edge))
+            out = self._fn(self.static, self.params, *batch)
+            outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+            yield idx, tuple(np.asarray(o)[: idx.size] for o in outs)
+
+    def run(self, lengths, make_batch: Callable[[np.ndarray, int], Sequence[np.ndarray]]):
+        """Run every item (see :meth:`iter_run`) and return the outputs in input order.
+
+        Returns one array (or a tuple, as ``fn`` returns) with ``len(lengths)`` rows.
+        """
+        n = int(np.asarray(lengths).shape[0])
+        results: list[np.ndarray] | None = None
+        for idx, outs in self.iter_run(lengths, make_batch):
+            if results is None:
+                results = [np.empty((n, *o.shape[1:]), dtype=o.dtype) for o in outs]
+            for r, o in zip(results, outs, strict=True):
+                r[idx] = o
+        if results is None:
+            raise ValueError("BucketedRunner was called with no items.")
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def _arrays(self, lengths, arrays) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         if not arrays:
             raise ValueError("BucketedRunner needs at least one token array.")
+        arrays = tuple(np.asarray(a) for a in arrays)
         n = arrays[0].shape[0]
         for a in arrays:
             if a.ndim < 2 or a.shape[0] != n or a.shape[1] != self.max_length:
@@ -199,58 +353,20 @@ class BucketedRunner:
                     f"token arrays must be (n, {self.max_length}, ...) with the same n; "
                     f"got shapes {[x.shape for x in arrays]}."
                 )
-        lengths = np.asarray(lengths)
-        if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
-            raise ValueError(f"lengths must be {n} integers, got shape {lengths.shape}.")
-        if n and (lengths.min() < 0 or lengths.max() > self.max_length):
-            raise ValueError(f"lengths must lie in [0, {self.max_length}].")
-        if self.pad_values is not None and len(self.pad_values) != len(arrays):
-            raise ValueError("pad_values needs one value per token array.")
-        return lengths.astype(np.int64)
+        return self._check_lengths(lengths, n), arrays
 
     def iter_batches(
         self, lengths: np.ndarray, *arrays: np.ndarray
     ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]:
-        """Yield ``(indices, outputs)`` per batch: the items' positions and their results.
+        """:meth:`iter_run` over whole ``(n, max_length, ...)`` right-padded arrays.
 
-        ``arrays`` are ``(n, max_length, ...)`` right-padded inputs; ``lengths``
-        each item's number of leading valid positions (positions past it are
-        cut off when the bucket is shorter, so they must be padding).
+        Positions past an item's length are cut off when its bucket is
+        shorter, so they must be padding.
         """
-        import jax
-
-        arrays = tuple(np.asarray(a) for a in arrays)
-        lengths = self._check(lengths, arrays)
-        plan = plan_batches(lengths, self.edges, self.max_batch_tokens, multiple=self.n_devices)
-        pads = self.pad_values or (0,) * len(arrays)
-        for edge, rows, idx in plan:
-            batch = []
-            for a, pad in zip(arrays, pads, strict=True):
-                x = a[idx, :edge]
-                if idx.size < rows:
-                    fill = np.full((rows - idx.size, *x.shape[1:]), pad, dtype=x.dtype)
-                    x = np.concatenate([x, fill])
-                batch.append(jax.device_put(x, self._data_sharding))
-            self.shapes.add((rows, edge))
-            out = self._fn(self.static, self.params, *batch)
-            single = not isinstance(out, (tuple, list))
-            outs = (out,) if single else tuple(out)
-            yield idx, tuple(np.asarray(o)[: idx.size] for o in outs)
+        lengths, arrays = self._arrays(lengths, arrays)
+        return self.iter_run(lengths, lambda idx, w: [a[idx, :w] for a in arrays])
 
     def __call__(self, lengths: np.ndarray, *arrays: np.ndarray):
-        """Run every item and return the outputs in the items' original order.
-
-        Returns one array (or a tuple, as ``fn`` returns) with ``n`` rows.
-        """
-        n = np.asarray(arrays[0]).shape[0] if arrays else 0
-        results: list[np.ndarray] | None = None
-        single = True
-        for idx, outs in self.iter_batches(lengths, *arrays):
-            if results is None:
-                results = [np.empty((n, *o.shape[1:]), dtype=o.dtype) for o in outs]
-                single = len(outs) == 1
-            for r, o in zip(results, outs, strict=True):
-                r[idx] = o
-        if results is None:
-            raise ValueError("BucketedRunner was called with no items.")
-        return results[0] if single else tuple(results)
+        """:meth:`run` over whole ``(n, max_length, ...)`` right-padded arrays."""
+        lengths, arrays = self._arrays(lengths, arrays)
+        return self.run(lengths, lambda idx, w: [a[idx, :w] for a in arrays])

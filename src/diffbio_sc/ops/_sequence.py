@@ -5,7 +5,8 @@ This module gathers the public names of two parts, documented there:
 * :mod:`diffbio_sc.ops._sequence_alphabet`: the DNA/RNA alphabets, the IUPAC
   ambiguity rule and complements, packing strings into ``uint8`` matrices,
   one-hot codes, reverse complements (strings and one-hot, JAX) and the
-  window layout of long sequences (:func:`window_starts`).
+  the one window rule of long sequences (:func:`window_starts`,
+  :func:`tile_sequences`, :func:`average_windows`).
 * :mod:`diffbio_sc.ops._sequence_tokenizers`: the vectorised ``char``,
   ``kmer`` and ``nt6`` tokenizers and their vocabularies.
 
@@ -27,6 +28,7 @@ from ._sequence_alphabet import (
     RNA_BASES,
     SPECIALS,
     alphabet_bases,
+    average_windows,
     check_alphabet,
     find_invalid,
     flip_valid,
@@ -34,6 +36,7 @@ from ._sequence_alphabet import (
     pack_sequences,
     reverse_complement,
     reverse_complement_one_hot,
+    tile_sequences,
     valid_table,
     window_starts,
 )
@@ -74,4 +77,6 @@ __all__ = [
     "alphabet_bases",
     "valid_table",
     "window_starts",
+    "tile_sequences",
+    "average_windows",
 ]

@@ -46,6 +46,8 @@ __all__ = [
     "flip_valid",
     "reverse_complement_one_hot",
     "window_starts",
+    "tile_sequences",
+    "average_windows",
 ]
 
 DNA_BASES = "ACGT"
@@ -379,3 +381,55 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     num = np.arange(n, dtype=np.int64) * span
     lo, hi = num // (n - 1), -(-num // (n - 1))
     return np.unique(np.where(2 * np.arange(n) < n - 1, hi, lo))
+
+
+def tile_sequences(
+    sequences: Sequence[str], window: int | None, stride: int | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Cut sequences into windows by the one window rule (:func:`window_starts`).
+
+    Used by ``dfm.tl.embed_sequences(window=, stride=)`` and
+    ``dfm.tl.embed_genes(window=, window_stride=)``. The layout is
+    mirror-symmetric, so the windows of a reverse-complemented sequence are
+    exactly the reverse complements of its windows (in mirrored order), with
+    the same weights: an average over windows is strand-invariant whenever the
+    per-window vectors are.
+
+    Parameters
+    ----------
+    sequences
+        The sequences.
+    window
+        Window length (bases); ``None``: every sequence is one piece.
+    stride
+        Largest step between window starts (``1 <= stride <= window``;
+        ``None``: ``window``).
+
+    Returns
+    -------
+    ``(pieces, owner, weight)``: the window strings in sequence order, the index
+    of the sequence each came from, and its length in bases (the averaging
+    weight, :func:`average_windows`). A sequence no longer than ``window`` is
+    its own single piece.
+    """
+    pieces: list[str] = []
+    owner: list[int] = []
+    for i, s in enumerate(sequences):
+        if window is None or len(s) <= window:
+            pieces.append(s)
+            owner.append(i)
+            continue
+        for a in window_starts(len(s), window, stride or window).tolist():
+            pieces.append(s[a : a + window])
+            owner.append(i)
+    own = np.asarray(owner, np.int64)
+    weight = np.fromiter((len(p) for p in pieces), np.float64, count=len(pieces))
+    return pieces, own, weight
+
+
+def average_windows(emb: np.ndarray, owner: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
+    """Length-weighted mean of window embeddings per sequence, ``(n, d)`` float32."""
+    total = np.zeros((n, emb.shape[1]), np.float64)
+    np.add.at(total, owner, emb.astype(np.float64) * weight[:, None])
+    norm = np.bincount(owner, weights=weight, minlength=n)
+    return (total / norm[:, None]).astype(np.float32)

@@ -184,7 +184,7 @@ def embed_checkpoint(
     """
     from .._logging import tqdm
     from .._settings import settings
-    from ..models._runner import BucketedRunner
+    from ..models._runner import BucketedRunner, eval_split
 
     # ---------------------------------------------------------------- validate
     check_adata(adata)
@@ -254,9 +254,7 @@ def embed_checkpoint(
         coverage_error(adata, ids, genes, gene_key, max(min_gene_coverage, 1e-9), found)
 
     with timed(f"embedding cells with the {family} checkpoint into .obsm[{key_added!r}]") as info:
-        from flax import nnx
-
-        graphdef, state = nnx.split(model.module)
+        graphdef, state = eval_split(model.module)
         want_genes = gene_embeddings_key is not None
         if family == "geneformer":
             specials_ids = tuple(
@@ -264,11 +262,9 @@ def embed_checkpoint(
             )
             fn = _geneformer_apply
             static = (graphdef, layer_index, pooling, specials_ids, want_genes)
-            pads = (cfg.pad_token_id,)
         else:
             fn = _scgpt_apply
             static = graphdef
-            pads = (cfg.pad_token_id, cfg.pad_value)
         runner = BucketedRunner(
             fn,
             state,
@@ -276,7 +272,6 @@ def embed_checkpoint(
             max_length=max_len,
             max_batch_tokens=max_batch_tokens,
             bucketing=bucketing,
-            pad_values=pads,
         )
         n = adata.n_obs
         result = np.empty((n, model.hidden_dim), dtype=np.float32)

@@ -33,8 +33,10 @@ def config_digest(model) -> str:
 
 
 def weights_digest(model) -> str:
-    """sha256 over the model's parameters (the checksum ``model.save`` writes)."""
-    return model.weights_sha256()
+    """sha256 over the model's parameters (the checksum ``model.save`` writes), cached."""
+    from ..models._runner import weights_digest as cached
+
+    return cached(model)
 
 
 def _resolve_model(model):
@@ -83,79 +85,6 @@ def _tokenizer_settings(model) -> dict:
     return tok
 
 
-_FORWARD: list = []
-
-
-def _forward():
-    """Return the module-level jitted forward pass.
-
-    It is compiled once per architecture and batch shape; with sharded inputs,
-    jit partitions it over the devices.
-    """
-    if not _FORWARD:
-        from functools import partial
-
-        import jax
-        from flax import nnx
-
-        @partial(jax.jit, static_argnums=0)
-        def forward(graphdef, state, ids, vals):
-            return nnx.merge(graphdef, state).embed(ids, vals)
-
-        _FORWARD.append(forward)
-    return _FORWARD[0]
-
-
-class _Embedder:
-    """A jit-compiled, fixed-shape forward pass, data-parallel over all devices."""
-
-    def __init__(self, model, batch_size: int, devices=None):
-        import jax
-        from flax import nnx
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-        self.max_tokens = model.config.max_tokens
-        devices = list(devices) if devices is not None else jax.devices()
-        self.n_devices = len(devices)
-        # Fixed batch shape, a multiple of the device count.
-        self.batch_size = int(-(-batch_size // self.n_devices) * self.n_devices)
-        # Embed in eval mode (no dropout), leaving the caller's model in its mode.
-        was_training = not model.embed_drop.deterministic
-        model.eval()
-        self.graphdef, state = nnx.split(model)
-        if was_training:
-            model.train()
-        if self.n_devices > 1:
-            # Data parallel: parameters replicated, the batch axis split over a 1-D mesh.
-            mesh = Mesh(np.asarray(devices), ("batch",))
-            self._data_sharding = NamedSharding(mesh, PartitionSpec("batch"))
-            self.state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-        else:
-            self._data_sharding = devices[0]
-            self.state = jax.device_put(state, devices[0])
-        self._fn = _forward()
-
-    def __call__(self, ids: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        """Embed ``(n, L)`` tokens, padding the last batch to the fixed shape."""
-        import jax
-
-        n = ids.shape[0]
-        out = np.empty((n, 0), np.float32)
-        parts = []
-        bs = self.batch_size
-        for s in range(0, n, bs):
-            i, v = ids[s : s + bs], vals[s : s + bs]
-            m = i.shape[0]
-            if m < bs:  # pad with empty cells; their rows are dropped
-                i = np.concatenate([i, np.zeros((bs - m, i.shape[1]), i.dtype)])
-                v = np.concatenate([v, np.zeros((bs - m, v.shape[1]), v.dtype)])
-            i = jax.device_put(i, self._data_sharding)
-            v = jax.device_put(v, self._data_sharding)
-            out_b = self._fn(self.graphdef, self.state, i, v)
-            parts.append(np.asarray(out_b, dtype=np.float32)[:m])
-        return np.concatenate(parts) if parts else out
-
-
 def embed(
     adata,
     model=None,
@@ -174,9 +103,11 @@ def embed(
 
     Cells are tokenized chunk by chunk with the model's own gene vocabulary,
     gene medians and tokenizer settings (the top ``max_tokens`` genes of the
-    rank-value encoding), and embedded in fixed-shape batches by a
-    jit-compiled forward pass in eval mode (no dropout, no masking); the last
-    batch is padded. A cell's embedding depends on that cell alone, not on the
+    rank-value encoding), and embedded by the package's one batched runner:
+    cells grouped by token count into length buckets, fixed-shape batches of
+    a jit-compiled forward pass in eval mode (no dropout, no masking), each
+    bucket's last batch filled up with copies of its first cell (discarded).
+    A cell's embedding depends on that cell alone, not on the
     other cells in its batch or their order. With several JAX devices (GPUs, or
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on CPU) batches are
     split across them (data parallel, ``jax.sharding``). Backed AnnData is
@@ -202,7 +133,9 @@ def embed(
         ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry
         (a non-empty string without ``'/'``).
     batch_size
-        Cells per forward pass (rounded up to a multiple of the device count).
+        Cells of the model's full length (``max_tokens``) per forward pass
+        (rounded up to a multiple of the device count); batches of shorter
+        cells hold proportionally more (the same number of tokens).
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
     min_gene_coverage
@@ -314,7 +247,9 @@ def embed(
             adata.var_names,
             min_gene_coverage=float(min_gene_coverage),
         )
-        embedder = _Embedder(model, int(batch_size))
+        from ..models._adapters import masked_expression_runner
+
+        embedder = masked_expression_runner(model, int(batch_size))
         n = adata.n_obs
         result = np.empty((n, model.config.hidden_dim), dtype=np.float32)
         from .._logging import tqdm
@@ -331,7 +266,8 @@ def embed(
                 max_tokens=int(model.config.max_tokens),
                 chunk_size=chunk_size,
             ):
-                result[start:stop] = embedder(ids, vals)
+                lengths = (ids != _keys.PAD_ID).sum(axis=1)
+                result[start:stop] = embedder(lengths, ids, vals)
                 empty[start:stop] = ids[:, 0] == _keys.PAD_ID
                 bar.update(stop - start)
         finally:

@@ -32,33 +32,18 @@ from ...io._atomic import atomic_path, check_writable_target
 from ...io._genome import Genome, reverse_complement, sequence_digest
 from ...io._gtf import read_gtf, select_gene_models
 from ...io._vcf import read_vcf
+from ...ops._sequence import tile_sequences
 from ._encoders import GeneEncoder, as_encoder, strategy_digest, unique_in_order
 from ._haplotypes import GeneHaplotypes, gene_haplotypes
 from ._threads import single_thread_blas
 
-__all__ = ["embed_genes", "export_gene_sequences", "window_starts", "project_subjects"]
+__all__ = ["embed_genes", "export_gene_sequences", "project_subjects"]
 
 logger = logging.getLogger("diffbio_sc")
 
 RC_MODES = ("average", "equivariant", None)
 SUBJECT_POOLING = ("concat", "mean")
 PROJECTIONS = ("pca", "random", None)
-
-
-def window_starts(length: int, window: int | None, stride: int | None) -> list[int]:
-    """Start offsets of the windows that cover a sequence of ``length`` bases.
-
-    Windows of ``window`` bases start at ``0, stride, 2*stride, ...``; the last
-    one is aligned to the end of the sequence (so every window is full length
-    and every base is covered). A sequence no longer than ``window`` (or
-    ``window=None``) is one window.
-    """
-    if window is None or length <= window:
-        return [0]
-    stride = stride or window
-    starts = list(range(0, length - window, stride))
-    starts.append(length - window)
-    return starts
 
 
 @dataclass
@@ -140,12 +125,13 @@ def _encoder_inputs(
     r = 0
     for hap in haps:
         for seq in hap.sequences:
-            starts = window_starts(len(seq), window, stride)
-            pieces = [seq[s : s + window] if window else seq for s in starts]
+            # the one window rule (mirror-symmetric: strand-invariant with 'average')
+            pieces, _, weight = tile_sequences([seq], window, stride)
+            weight = weight / weight.sum()
             if rc_mode == "average":
                 pieces = pieces + [reverse_complement(p) for p in pieces]
-            w = 1.0 / len(pieces)
-            for p in pieces:
+                weight = np.concatenate([weight, weight]) / 2.0
+            for p, w in zip(pieces, weight.tolist(), strict=True):
                 rows.append(r)
                 cols.append(len(inputs))
                 vals.append(w)
@@ -365,10 +351,16 @@ def embed_genes(
         ``'equivariant'``: the encoder is RC-invariant by construction (e.g.
         ``KmerEncoder(canonical=True)``), one pass; ``None``: forward strand only.
     window, window_stride
-        Genes longer than ``window`` bases are cut into windows of ``window``
-        bases every ``window_stride`` (default ``window``) bases, the last one
-        aligned to the gene end; the gene vector is the mean of the window
-        vectors. ``None``: the encoder's ``max_length`` (whole genes if it has none).
+        Genes longer than ``window`` bases are cut into windows of exactly
+        ``window`` bases, the first at the gene start and the last at its end,
+        evenly spread with consecutive starts at most ``window_stride``
+        (default ``window``) apart: the one window rule of the package
+        (:func:`~diffbio_sc.ops._sequence.tile_sequences`, as in
+        :func:`~diffbio_sc.tl.embed_sequences`). The layout is
+        mirror-symmetric, so with ``reverse_complement='average'`` a gene and
+        its reverse complement get the same vector. The gene vector is the
+        mean of the window vectors. ``None``: the encoder's ``max_length``
+        (whole genes if it has none).
     subject_pooling
         ``'concat'`` (genes side by side, in ``gene_list`` order) or ``'mean'``.
     projection
@@ -572,6 +564,7 @@ def embed_genes(
         "window": window,
         "window_stride": stride if window is not None else None,
         "window_pooling": "mean",
+        "window_layout": "mirror_symmetric",
         "haplotype_pooling": "mean",
         "feature": feature,
         "transcripts": dict(sorted((transcripts or {}).items())),

@@ -256,11 +256,13 @@ class PrecomputedEncoder:
 class NativeSequenceEncoder:
     """A ``dfm.models.SequenceEncoder`` (frozen, evaluation mode) as a gene encoder.
 
-    Sequences go through :func:`diffbio_sc.tl.embed_sequences` (its fixed-shape,
-    length-bucketed batches; the model's own pooling), one strand at a time:
-    :func:`embed_genes` adds the reverse complements itself for
-    ``reverse_complement='average'``, and an encoder built with
-    ``reverse_complement='equivariant'`` is RC-invariant by construction.
+    Sequences are tokenized and run through the package's one batched runner
+    (:class:`~diffbio_sc.models._adapters.SequenceAdapter`: fixed-shape,
+    length-bucketed batches; the model's own pooling), one strand at a time,
+    with no AnnData in between: :func:`embed_genes` adds the reverse
+    complements itself for ``reverse_complement='average'``, and an encoder
+    built with ``reverse_complement='equivariant'`` is RC-invariant by
+    construction. The weights are placed and hashed once per encoder.
 
     ``max_length`` is in bases: the model's sequence tokens for the ``char``
     tokenizer, ``tokens + k - 1`` for overlapping k-mers, and
@@ -270,6 +272,8 @@ class NativeSequenceEncoder:
 
     def __init__(self, model, *, batch_size: int = 64) -> None:
         import dataclasses
+
+        from ...models._runner import weights_digest
 
         cfg = model.config
         tokens = int(cfg.max_sequence_tokens)
@@ -282,43 +286,47 @@ class NativeSequenceEncoder:
         self.rc_equivariant = cfg.reverse_complement == "equivariant"
         self.model = model
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self._adapter = None
         config = {k: v for k, v in dataclasses.asdict(cfg).items()}
         self.description = {
             "kind": "dfm_sequence_encoder",
             "config": config,
-            "weights_sha256": model.weights_sha256(),
+            "weights_sha256": weights_digest(model),
             "pooling": cfg.pooling,
         }
 
     def embed(self, sequences: list[str]) -> np.ndarray:
         """Embed with the native encoder (no RC averaging here; see the class notes)."""
-        from ...io import sequences_to_adata
-        from .. import embed_sequences
+        from .._sequence._common import check_lengths, check_sequence_list
 
-        if not sequences:
+        seqs = list(sequences)
+        if not seqs:
             return np.zeros((0, int(self.model.config.hidden_dim)), dtype=np.float32)
-        ids = [f"s{i}" for i in range(len(sequences))]
-        adata = sequences_to_adata(list(sequences), ids=ids)
-        out = embed_sequences(
-            adata,
-            encoder=self.model,
-            reverse_complement="equivariant" if self.rc_equivariant else None,
-            batch_size=self.batch_size,
-            key_added="X_gene_window",
-            copy=True,
-        )
-        return np.asarray(out.obsm["X_gene_window"], dtype=np.float32)
+        if self._adapter is None:
+            from ...models._adapters import SequenceAdapter
+
+            mode = "equivariant" if self.rc_equivariant else None
+            self._adapter = SequenceAdapter(
+                self.model, reverse_complement=mode, batch_size=self.batch_size
+            )
+        names = [f"s{i}" for i in range(len(seqs))]
+        check_sequence_list(seqs, names, alphabet=self.model.config.alphabet)
+        counts = self._adapter.counts(seqs)
+        check_lengths(counts, self._adapter.max_tokens, names)
+        return self._adapter(seqs, counts)
 
 
 class DnaCheckpointEncoder:
     """A published DNA checkpoint (``DnaCheckpointModel``) as a gene encoder.
 
-    Sequences go through :func:`diffbio_sc.tl.embed_sequences` (fixed-shape
+    Sequences are tokenized and run through the package's one batched runner
+    (:class:`~diffbio_sc.models._adapters.SequenceAdapter`: fixed-shape
     batches bucketed by each sequence's own token count; the model's pooling:
     mean for Nucleotide Transformer, last token for GENERator), one strand at
-    a time: :func:`embed_genes` adds the reverse complements itself for
-    ``reverse_complement='average'``; ``'equivariant'`` (one pass) is accepted
-    only for Caduceus-PS, whose pooled embedding is exactly strand-invariant.
+    a time, with no AnnData in between: :func:`embed_genes` adds the reverse
+    complements itself for ``reverse_complement='average'``; ``'equivariant'``
+    (one pass) is accepted only for Caduceus-PS, whose pooled embedding is
+    exactly strand-invariant.
 
     ``max_length`` is in bases: the largest window whose pieces of ``ACGT``
     always fit the model's context of ``max_tokens`` tokens
@@ -330,11 +338,18 @@ class DnaCheckpointEncoder:
     def __init__(self, model, *, batch_size: int = 64, pooling: str | None = None) -> None:
         from .._sequence._dna_checkpoint import family_name, kmer_size, max_window
 
+        if model.family == "dnabert2":
+            raise DfmInputError(
+                "embed_genes does not run DNABERT-2 checkpoints yet (its BPE token count is not "
+                "a function of the window length); embed the exported gene sequences with "
+                "model.embed and pass them as a PrecomputedEncoder."
+            )
         self.model = model
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.pooling = model.pooling if pooling is None else pooling
         self.max_length = int(max_window(model))
         self.rc_equivariant = bool(model.rc_equivariant)  # Caduceus-PS
+        self._adapter = None
         self.description = {
             "kind": "dna_checkpoint",
             "model_family": family_name(model),
@@ -349,22 +364,33 @@ class DnaCheckpointEncoder:
 
     def embed(self, sequences: list[str]) -> np.ndarray:
         """Embed one strand with the checkpoint (see the class notes)."""
-        from ...io import sequences_to_adata
-        from .. import embed_sequences
+        from .._sequence._common import check_lengths, check_sequence_list
+        from .._sequence._dna_checkpoint import check_model_alphabet, family_name
 
-        if not sequences:
+        seqs = list(sequences)
+        if not seqs:
             return np.zeros((0, int(self.model.hidden_dim)), dtype=np.float32)
-        adata = sequences_to_adata(list(sequences), ids=[f"s{i}" for i in range(len(sequences))])
-        out = embed_sequences(
-            adata,
-            encoder=self.model,
-            reverse_complement=None,
-            pooling=self.pooling,
-            batch_size=self.batch_size,
-            key_added="X_gene_window",
-            copy=True,
+        if self._adapter is None:
+            from ...models._adapters import SequenceAdapter
+
+            self._adapter = SequenceAdapter(
+                self.model,
+                reverse_complement=None,
+                batch_size=self.batch_size,
+                pooling=self.pooling,
+            )
+        names = [f"s{i}" for i in range(len(seqs))]
+        check_sequence_list(seqs, names, alphabet="dna")
+        check_model_alphabet(self.model, seqs, names)
+        counts = self._adapter.counts(seqs)
+        check_lengths(
+            counts,
+            self._adapter.max_tokens,
+            names,
+            what=f"the {family_name(self.model)} model",
+            hint="Use a smaller window= (every N is a token of its own)",
         )
-        return np.asarray(out.obsm["X_gene_window"], dtype=np.float32)
+        return self._adapter(seqs, counts)
 
 
 def as_encoder(encoder, *, batch_size: int = 64) -> GeneEncoder:

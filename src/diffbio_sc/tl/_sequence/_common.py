@@ -1,31 +1,48 @@
-"""Shared pieces of the sequence tools: target resolution, validation, bucketed batches.
+"""Shared pieces of the sequence tools: target resolution, validation, frozen callables.
 
 * :func:`resolve_target` finds the AnnData of sequences in a MuData (``mod``)
   or takes an AnnData as it is (the shared resolver of ``tl/_target.py``).
 * :func:`check_sequences` reads ``.obs['sequence']`` and validates it against
   an alphabet (errors name the record and 1-based position).
-* :func:`length_buckets` groups sequences by token count into fixed widths
-  (powers of two up to the model's ``max_length``) and fixed batch sizes, so a
-  jit-compiled step compiles once per width and a sequence's padded width
-  depends on its own length only, never on its batch.
-* :class:`SequenceRunner` embeds sequences with a :class:`SequenceEncoder` in
-  those batches (eval mode, no dropout) or through a frozen callable.
+* :func:`sequence_embedder` returns what embeds sequences: a
+  :class:`~diffbio_sc.models._adapters.SequenceAdapter` (a model on the one
+  runner, :class:`~diffbio_sc.models._runner.BucketedRunner`: length buckets
+  of powers of two up to the model's ``max_length``, fixed batch shapes, eval
+  mode) or, for a frozen callable, :class:`FrozenEncoder`.
+* Windows of long sequences follow the one window rule,
+  :func:`~diffbio_sc.ops._sequence.tile_sequences`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import numpy as np
 
 from ... import _keys
 from ..._validate import DfmInputError
-from ...ops._sequence import check_alphabet, pack_sequences, reverse_complement
+from ...models._adapters import SequenceAdapter, token_counts
+from ...ops._sequence import (
+    average_windows,
+    check_alphabet,
+    pack_sequences,
+    reverse_complement,
+    tile_sequences,
+)
 
-#: Smallest bucket width (tokens).
-MIN_BUCKET = 16
+__all__ = [
+    "FrozenEncoder",
+    "average_windows",
+    "check_lengths",
+    "check_sequence_list",
+    "check_sequences",
+    "resolve_encoder",
+    "resolve_target",
+    "sequence_embedder",
+    "tile_sequences",
+    "token_counts",
+]
 
 
 def resolve_target(data, mod: str | None):
@@ -62,7 +79,13 @@ def check_sequences(adata, *, alphabet: str, sequence_key: str = _keys.SEQUENCE_
             "unique first (adata.obs_names_make_unique())."
         )
     seqs = adata.obs[sequence_key].tolist()
-    for name, s in zip(adata.obs_names, seqs, strict=True):
+    check_sequence_list(seqs, adata.obs_names, alphabet=alphabet)
+    return seqs
+
+
+def check_sequence_list(seqs: Sequence, names, *, alphabet: str) -> None:
+    """Raise naming the first sequence that is not a non-empty string over ``alphabet``."""
+    for name, s in zip(names, seqs, strict=True):
         if not isinstance(s, str):
             raise DfmInputError(
                 f"Sequence {str(name)!r} is a {type(s).__name__}, not a string (missing value?)."
@@ -73,26 +96,9 @@ def check_sequences(adata, *, alphabet: str, sequence_key: str = _keys.SEQUENCE_
         part = seqs[start : start + 4096]
         try:
             codes, lengths = pack_sequences(part)
-            check_alphabet(
-                codes, lengths, alphabet=alphabet, names=adata.obs_names[start : start + 4096]
-            )
+            check_alphabet(codes, lengths, alphabet=alphabet, names=names[start : start + 4096])
         except ValueError as err:
             raise DfmInputError(str(err)) from None
-    return seqs
-
-
-def token_counts(tokenizer, sequences: Sequence[str], *, add_cls: bool) -> np.ndarray:
-    """Tokens per sequence, ``<cls>`` included (exact for every tokenizer)."""
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    if tokenizer.name == "nt6":
-        out = np.empty(len(sequences), np.int64)
-        for start in range(0, len(sequences), 4096):
-            part = list(sequences[start : start + 4096])
-            out[start : start + len(part)] = tokenizer.n_tokens(
-                None, add_cls=add_cls, sequences=part
-            )
-        return out
-    return tokenizer.n_tokens(lengths, add_cls=add_cls)
 
 
 def check_lengths(
@@ -113,212 +119,46 @@ def check_lengths(
         )
 
 
-def tile_sequences(
-    sequences: Sequence[str], window: int, stride: int
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Cut sequences into windows (:func:`~diffbio_sc.ops._sequence.window_starts`).
-
-    Returns
-    -------
-    ``(pieces, owner, weight)``: the window strings in sequence order, the index
-    of the sequence each came from, and its length in bases (the averaging
-    weight). A sequence no longer than ``window`` is its own single piece.
-    """
-    from ...ops._sequence import window_starts
-
-    pieces: list[str] = []
-    owner: list[int] = []
-    for i, s in enumerate(sequences):
-        if len(s) <= window:
-            pieces.append(s)
-            owner.append(i)
-            continue
-        for a in window_starts(len(s), window, stride).tolist():
-            pieces.append(s[a : a + window])
-            owner.append(i)
-    own = np.asarray(owner, np.int64)
-    weight = np.fromiter((len(p) for p in pieces), np.float64, count=len(pieces))
-    return pieces, own, weight
-
-
-def average_windows(emb: np.ndarray, owner: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
-    """Length-weighted mean of window embeddings per sequence, ``(n, d)`` float32."""
-    total = np.zeros((n, emb.shape[1]), np.float64)
-    np.add.at(total, owner, emb.astype(np.float64) * weight[:, None])
-    norm = np.bincount(owner, weights=weight, minlength=n)
-    return (total / norm[:, None]).astype(np.float32)
-
-
-def bucket_widths(max_length: int) -> list[int]:
-    """Powers of two from :data:`MIN_BUCKET` below ``max_length``, then ``max_length``."""
-    widths = []
-    w = MIN_BUCKET
-    while w < max_length:
-        widths.append(w)
-        w *= 2
-    return [*widths, int(max_length)]
-
-
-def length_buckets(
-    counts: np.ndarray, batch_size: int, max_length: int
-) -> list[tuple[int, np.ndarray]]:
-    """``[(width, indices), ...]``: sequences grouped by bucket, at most ``batch_size`` each."""
-    widths = np.asarray(bucket_widths(max_length))
-    which = np.searchsorted(widths, counts, side="left")
-    out = []
-    for b, width in enumerate(widths):
-        idx = np.flatnonzero(which == b)
-        for s in range(0, idx.size, batch_size):
-            out.append((int(width), idx[s : s + batch_size]))
-    return out
-
-
-_STEP: dict = {}
-
-
-def _embed_step():
-    if not _STEP:
-        import jax
-        from flax import nnx
-
-        @partial(jax.jit, static_argnums=(0, 1))
-        def step(graphdef, mode, state, ids, valid, rc_ids, rc_valid):
-            model = nnx.merge(graphdef, state)
-            return model.embed(
-                ids, valid, reverse_complement=mode, rc_inputs=rc_ids, rc_valid=rc_valid
-            )
-
-        _STEP["embed"] = step
-    return _STEP["embed"]
-
-
 def pad_rows(arr: np.ndarray, rows: int) -> np.ndarray:
-    """Pad ``arr`` with zero rows up to ``rows`` (fixed batch shape)."""
+    """Pad ``arr`` with zero rows up to ``rows`` (fixed batch shape of the fine-tuning steps)."""
     if arr.shape[0] == rows:
         return arr
     pad = np.zeros((rows - arr.shape[0], *arr.shape[1:]), arr.dtype)
     return np.concatenate([arr, pad])
 
 
-class SequenceRunner:
-    """Embed sequences in fixed-shape, length-bucketed batches.
+class FrozenEncoder:
+    """A frozen callable ``f(list_of_sequences) -> (n, d) array``, called ``batch_size`` at a time.
 
-    Parameters
-    ----------
-    encoder
-        A :class:`~diffbio_sc.models.SequenceEncoder` (run in eval mode; the
-        caller's model is left in its mode) or a frozen callable
-        ``f(list_of_sequences) -> (n, d) array``.
-    reverse_complement
-        ``None``, ``'average'`` or ``'equivariant'`` (see
-        :meth:`SequenceEncoder.embed`); for a callable, ``'average'`` embeds
-        both strands and averages.
-    batch_size
-        Rows per forward pass (the last batch of a bucket is padded).
+    Not a JAX model, so it does not go through the runner; ``'average'``
+    embeds both strands and averages.
     """
 
-    def __init__(self, encoder, *, reverse_complement, batch_size: int, alphabet: str = "dna"):
-        from ...models._sequence import SequenceEncoder
+    native = False
+    tokenizer = None
 
-        self.batch_size = int(batch_size)
+    def __init__(self, fn: Callable, *, reverse_complement, batch_size: int, alphabet: str):
+        self.fn = fn
         self.mode = reverse_complement
-        if isinstance(encoder, SequenceEncoder):
-            from flax import nnx
+        self.batch_size = int(batch_size)
+        self.alphabet = alphabet
+        self.n_dims = None
 
-            self.native = True
-            self.config = encoder.config
-            self.alphabet = encoder.config.alphabet
-            self.tokenizer = encoder.config.get_tokenizer()
-            training = not encoder.embed_drop.deterministic
-            encoder.eval()
-            self.graphdef, self.state = nnx.split(encoder)
-            if training:
-                encoder.train()
-            self.add_cls = False  # the model adds <cls> itself
-            self.max_tokens = encoder.config.max_sequence_tokens
-            self.n_dims = int(encoder.config.hidden_dim)
-        elif callable(encoder):
-            self.native = False
-            self.fn: Callable = encoder
-            self.alphabet = alphabet
-            self.tokenizer = None
-            self.n_dims = None
-        else:
-            raise TypeError(
-                "encoder must be a SequenceEncoder, the path of a saved one, or a callable "
-                f"mapping a list of sequences to an (n, d) array; got {type(encoder).__name__}."
-            )
-
-    def counts(self, sequences: Sequence[str]) -> np.ndarray:
-        """Token counts (forward strand, and the reverse for ``nt6`` averaging)."""
-        c = token_counts(self.tokenizer, sequences, add_cls=False)
-        if self._needs_rc_tokens():
-            rc = token_counts(
-                self.tokenizer,
-                reverse_complement(list(sequences), alphabet=self.alphabet),
-                add_cls=False,
-            )
-            c = np.maximum(c, rc)
-        return c
-
-    def _needs_rc_tokens(self) -> bool:
-        return (
-            self.native
-            and self.mode == "average"
-            and self.config.tokenizer != "char"
-            and (self.config.reverse_complement != "equivariant")
-        )
-
-    def __call__(self, sequences: Sequence[str], counts: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, sequences: Sequence[str], counts=None) -> np.ndarray:
         """``(n, d)`` float32 embeddings of ``sequences`` in their order."""
         seqs = list(sequences)
-        if not self.native:
-            return self._call_frozen(seqs)
-        import jax.numpy as jnp
-
-        if counts is None:
-            counts = self.counts(seqs)
-        out = np.empty((len(seqs), self.n_dims), np.float32)
-        step = _embed_step()
-        for width, idx in length_buckets(counts, self.batch_size, self.max_tokens):
-            part = [seqs[i] for i in idx]
-            ids, valid = self.tokenizer.encode(part, max_length=width)
-            rc_ids = rc_valid = None
-            if self._needs_rc_tokens():
-                rc_ids, rc_valid = self.tokenizer.encode(
-                    reverse_complement(part, alphabet=self.alphabet), max_length=width
-                )
-                rc_ids, rc_valid = (
-                    jnp.asarray(pad_rows(rc_ids, self.batch_size)),
-                    jnp.asarray(pad_rows(rc_valid, self.batch_size)),
-                )
-            emb = step(
-                self.graphdef,
-                self.mode,
-                self.state,
-                jnp.asarray(pad_rows(ids, self.batch_size)),
-                jnp.asarray(pad_rows(valid, self.batch_size)),
-                rc_ids,
-                rc_valid,
-            )
-            out[idx] = np.asarray(emb, np.float32)[: len(idx)]
-        return out
-
-    def _call_frozen(self, seqs: list[str]) -> np.ndarray:
         parts = []
         for s in range(0, len(seqs), self.batch_size):
             part = seqs[s : s + self.batch_size]
-            emb = self._frozen_batch(part)
+            emb = self._batch(part)
             if self.mode == "average":
-                emb = 0.5 * (
-                    emb + self._frozen_batch(reverse_complement(part, alphabet=self.alphabet))
-                )
+                emb = 0.5 * (emb + self._batch(reverse_complement(part, alphabet=self.alphabet)))
             parts.append(emb)
         out = np.concatenate(parts).astype(np.float32)
         self.n_dims = int(out.shape[1])
         return out
 
-    def _frozen_batch(self, part: list[str]) -> np.ndarray:
+    def _batch(self, part: list[str]) -> np.ndarray:
         emb = np.asarray(self.fn(part))
         if emb.ndim != 2 or emb.shape[0] != len(part):
             raise DfmInputError(
@@ -328,6 +168,33 @@ class SequenceRunner:
         if emb.dtype.kind not in "fiu" or not np.isfinite(emb).all():
             raise DfmInputError("The frozen encoder returned non-numeric or non-finite values.")
         return emb.astype(np.float32)
+
+
+def sequence_embedder(
+    encoder, *, reverse_complement, batch_size: int, alphabet: str = "dna", pooling=None
+):
+    """Return what embeds sequences with ``encoder``: a model on the runner, or a callable.
+
+    A :class:`~diffbio_sc.models.SequenceEncoder` or a DNA checkpoint gives a
+    :class:`~diffbio_sc.models._adapters.SequenceAdapter` (the one runner); a
+    callable a :class:`FrozenEncoder`. Both are called as ``f(sequences,
+    counts=None) -> (n, d)``.
+    """
+    from ...models._dna_checkpoints import DnaCheckpointModel
+    from ...models._sequence import SequenceEncoder
+
+    if isinstance(encoder, (SequenceEncoder, DnaCheckpointModel)):
+        return SequenceAdapter(
+            encoder, reverse_complement=reverse_complement, batch_size=batch_size, pooling=pooling
+        )
+    if callable(encoder):
+        return FrozenEncoder(
+            encoder, reverse_complement=reverse_complement, batch_size=batch_size, alphabet=alphabet
+        )
+    raise TypeError(
+        "encoder must be a SequenceEncoder, the path of a saved one, or a callable "
+        f"mapping a list of sequences to an (n, d) array; got {type(encoder).__name__}."
+    )
 
 
 def _hf_config(path) -> bool:

@@ -20,10 +20,11 @@ tokens: ``<cls>`` [+ ``<eos>``] for NT, ``<s>`` + ``</s>`` for GENERator):
 a larger window is refused before any work. The token counts of the actual
 pieces (both strands) are checked too, since ``N`` adds tokens beyond the bound.
 
-Pieces are run in fixed-shape batches grouped by their own token count
-(:func:`~diffbio_sc.tl._sequence._common.length_buckets`), so a sequence's
-padded width, and with it its embedding, does not depend on the other
-sequences of the call.
+Pieces are run through the one runner
+(:class:`~diffbio_sc.models._adapters.SequenceAdapter` on
+:class:`~diffbio_sc.models._runner.BucketedRunner`): fixed-shape batches
+grouped by their own token count, so a sequence's padded width, and with it
+its embedding, does not depend on the other sequences of the call.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..._validate import DfmInputError
-from ...ops._sequence import reverse_complement
-from ._common import length_buckets
 
 #: Bases per k-mer token of the Nucleotide Transformer tokenizer.
 _CHECKPOINT_K = 6
@@ -124,91 +123,6 @@ def check_model_alphabet(model, sequences: Sequence[str], names) -> None:
         )
 
 
-_STEPS: dict = {}
-
-
-def _step(family: str, pooling: str):
-    """``nnx.jit`` of ids -> pooled last hidden layer (built once per family and pooling)."""
-    key = (family, pooling)
-    if key not in _STEPS:
-        from flax import nnx
-
-        if family == "generator":
-
-            def fn(m, ids):
-                return m.pool(ids, m.hidden_states(ids)[-1], pooling=pooling)
-
-        else:
-
-            def fn(m, ids):
-                return m.pool(ids, m.hidden_states(ids)[-1])
-
-        _STEPS[key] = nnx.jit(fn)
-    return _STEPS[key]
-
-
-class CheckpointSequenceRunner:
-    """Embed sequences with a DNA checkpoint in length-bucketed, fixed-shape batches.
-
-    Parameters
-    ----------
-    model
-        A loaded :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`.
-    reverse_complement
-        ``None`` (forward strand), ``'average'`` (mean of the pooled vectors
-        of the sequence and of its reverse complement) or ``'equivariant'``
-        (one pass: the model's pooled vector is strand-invariant, Caduceus-PS).
-    batch_size
-        Rows per forward pass (a bucket's last batch is padded with copies of
-        its first row, discarded).
-    pooling
-        ``None``: the model's own (``'mean'`` NT, ``'last'`` GENERator).
-    """
-
-    def __init__(self, model, *, reverse_complement, batch_size: int, pooling: str | None):
-        self.model = model
-        self.mode = reverse_complement
-        self.batch_size = int(batch_size)
-        self.pooling = model.pooling if pooling is None else pooling
-        self.max_tokens = int(model.max_tokens)
-        self.n_dims = int(model.hidden_dim)
-        self.tokenizer = model.tokenizer
-
-    def _strands(self, pieces: Sequence[str]) -> list[list[str]]:
-        fwd = list(pieces)
-        if self.mode == "average":
-            return [fwd, reverse_complement(fwd, alphabet="dna")]
-        return [fwd]
-
-    def counts(self, pieces: Sequence[str]) -> np.ndarray:
-        """Tokens per piece (specials included; the larger strand when averaging)."""
-        out = np.zeros(len(pieces), np.int64)
-        for strand in self._strands(pieces):
-            c = np.fromiter((len(self.tokenizer.tokens(s)) for s in strand), np.int64, len(strand))
-            out = np.maximum(out, c)
-        return out
-
-    def _embed(self, seqs: list[str], counts: np.ndarray) -> np.ndarray:
-        step = _step(self.model.family, self.pooling)
-        pad = self.tokenizer.pad_id
-        out = np.empty((len(seqs), self.n_dims), np.float32)
-        for width, idx in length_buckets(counts, self.batch_size, self.max_tokens):
-            ids, _ = self.tokenizer.encode([seqs[i] for i in idx], max_length=width)
-            batch = np.full((self.batch_size, width), pad, np.int32)
-            batch[: len(idx), : ids.shape[1]] = ids
-            batch[len(idx) :] = batch[0]  # filler rows, discarded
-            out[idx] = np.asarray(step(self.model.module, batch), np.float32)[: len(idx)]
-        return out
-
-    def __call__(self, pieces: Sequence[str], counts: np.ndarray) -> np.ndarray:
-        """``(n, d)`` float32 pooled embeddings of ``pieces`` in their order."""
-        strands = self._strands(pieces)
-        emb = self._embed(strands[0], counts)
-        if len(strands) == 2:
-            emb = 0.5 * (emb + self._embed(strands[1], counts))
-        return emb.astype(np.float32)
-
-
 def embed_with_checkpoint(
     model,
     sequences: Sequence[str],
@@ -232,8 +146,10 @@ def embed_with_checkpoint(
     -------
     ``(embeddings, runner, n_pieces)``: float32 ``(len(sequences), d)`` vectors
     (a windowed sequence gets the length-weighted mean of its windows'), the
-    :class:`CheckpointSequenceRunner` used, and the number of pieces embedded.
+    :class:`~diffbio_sc.models._adapters.SequenceAdapter` used, and the number
+    of pieces embedded.
     """
+    from ...models._adapters import SequenceAdapter
     from ._common import average_windows, check_lengths, tile_sequences
 
     pieces, piece_names = list(sequences), names
@@ -242,7 +158,7 @@ def embed_with_checkpoint(
         # owner is in sequence order: a window's number within its own sequence
         local = np.arange(owner.size) - np.searchsorted(owner, owner)
         piece_names = [f"{names[o]}[window {j}]" for o, j in zip(owner, local, strict=True)]
-    runner = CheckpointSequenceRunner(
+    runner = SequenceAdapter(
         model, reverse_complement=reverse_complement, batch_size=batch_size, pooling=pooling
     )
     counts = runner.counts(pieces)

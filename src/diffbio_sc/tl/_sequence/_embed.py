@@ -11,12 +11,12 @@ from ..._logging import timed
 from ..._validate import DfmInputError, check_bool, check_choice, check_int, check_key
 from .._target import writable_target
 from ._common import (
-    SequenceRunner,
     average_windows,
     check_lengths,
     check_sequences,
     resolve_encoder,
     resolve_target,
+    sequence_embedder,
     tile_sequences,
 )
 
@@ -46,7 +46,8 @@ def embed_sequences(
     Sequences are tokenized with the encoder's own tokenizer, grouped by length
     into fixed-width buckets (powers of two up to ``max_length``) and embedded
     in fixed-shape batches by a jit-compiled forward pass in eval mode (no
-    dropout); the last batch of a bucket is padded with empty rows. A
+    dropout), through the package's one batched runner; the last batch of a
+    bucket is filled up with copies of its first row (discarded). A
     sequence's embedding depends on that sequence alone: its padded width is
     set by its own length and padding is removed exactly from attention and
     pooling, so neither the other sequences in its batch nor their order
@@ -95,7 +96,8 @@ def embed_sequences(
         sequence longer than ``window`` bases into windows of exactly
         ``window`` bases, the first at the start and the last at the end,
         evenly spread with consecutive starts at most ``stride`` apart
-        (:func:`~diffbio_sc.ops._sequence.window_starts`). Each window is
+        (:func:`~diffbio_sc.ops._sequence.tile_sequences`, the window rule
+        :func:`~diffbio_sc.tl.embed_genes` uses too). Each window is
         embedded on its own (same reverse-complement mode) and the sequence's
         embedding is the mean of its windows' pooled vectors weighted by
         window length. Sequences of at most ``window`` bases are embedded
@@ -169,8 +171,8 @@ def embed_sequences(
         not have and a ``window`` beyond its context.
         ``data`` is unchanged after any error.
     """
+    from ...models._runner import weights_digest
     from ...models._sequence import RC_MODES, SequenceEncoder
-    from ._common import bucket_widths
     from ._dna_checkpoint import check_model_alphabet, check_window, is_dna_checkpoint
 
     # ---------------------------------------------------------------- validate
@@ -272,7 +274,7 @@ def embed_sequences(
                 stride=stride,
             )
         else:
-            runner = SequenceRunner(
+            runner = sequence_embedder(
                 encoder,
                 reverse_complement=reverse_complement,
                 batch_size=batch_size,
@@ -302,7 +304,7 @@ def embed_sequences(
             )
         elif runner.native:
             cfg = encoder.config
-            wdigest = encoder.weights_sha256()
+            wdigest = weights_digest(encoder)
             tok = runner.tokenizer.describe()
             effective = (
                 "equivariant" if cfg.reverse_complement == "equivariant" else reverse_complement
@@ -321,7 +323,7 @@ def embed_sequences(
                 "config": cfg.to_dict(),
                 "model_path": model_path,
                 "weights_retrievable": model_path is not None,
-                "bucket_widths": bucket_widths(runner.max_tokens),
+                "bucket_widths": list(runner.edges),
                 "training": encoder.metadata.get("training", {}),
             }
         else:
@@ -360,7 +362,6 @@ def embed_sequences(
 def _checkpoint_entry(model, runner, *, reverse_complement, model_path) -> dict:
     """Return the ``.uns`` fields of a DNA checkpoint (the shared ones are added by the caller)."""
     from ... import _keys
-    from ._common import bucket_widths
     from ._dna_checkpoint import family_name, kmer_size, max_window, n_special_tokens
 
     family = family_name(model)
@@ -396,6 +397,6 @@ def _checkpoint_entry(model, runner, *, reverse_complement, model_path) -> dict:
         "model_path": model_path,
         # the weights are the checkpoint's files (digest above), on disk or on the Hub
         "weights_retrievable": bool(model.hub) or os.path.isdir(model.path),
-        "bucket_widths": bucket_widths(runner.max_tokens),
+        "bucket_widths": list(runner.edges),
         "hub": dict(model.hub) if model.hub else None,
     }

@@ -29,12 +29,12 @@ def tokenize_for_training(config, sequences, names) -> tuple[np.ndarray, np.ndar
     ``T`` is the smallest bucket width that holds the longest sequence (so
     repeated runs on similar data reuse the compiled steps).
     """
-    from ._common import bucket_widths
+    from ...models._runner import SEQUENCE_BUCKETS, bucket_edges
 
     tok = config.get_tokenizer()
     counts = token_counts(tok, sequences, add_cls=False)
     check_lengths(counts, config.max_sequence_tokens, names)
-    widths = np.asarray(bucket_widths(config.max_sequence_tokens))
+    widths = np.asarray(bucket_edges(config.max_sequence_tokens, **SEQUENCE_BUCKETS))
     width = int(widths[np.searchsorted(widths, counts.max())])
     ids = np.zeros((len(sequences), width), np.int32)
     valid = np.zeros((len(sequences), width), bool)

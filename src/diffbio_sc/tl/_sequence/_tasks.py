@@ -153,11 +153,11 @@ def _check_frozen_encoders(frozen_encoders) -> dict:
 
 def _frozen_embed(enc, seqs, names, batch_size: int, task_info: dict, name: str) -> np.ndarray:
     """Embeddings of a frozen encoder (a callable, or a DNA checkpoint as embed_sequences runs it)."""
-    from ._common import SequenceRunner
+    from ._common import sequence_embedder
     from ._dna_checkpoint import embed_with_checkpoint, is_dna_checkpoint, max_window
 
     if not is_dna_checkpoint(enc):
-        return SequenceRunner(enc, reverse_complement=None, batch_size=batch_size)(seqs)
+        return sequence_embedder(enc, reverse_complement=None, batch_size=batch_size)(seqs)
     largest = max_window(enc)
     window = largest if max(len(s) for s in seqs) > largest else None
     stride = max(1, largest // 2) if window is not None else None
@@ -192,14 +192,13 @@ def _model_name(model) -> str:
 
 def _frozen_record(enc, batch_size: int):
     """Plain-data record of a frozen encoder for the report."""
-    from ._dna_checkpoint import CheckpointSequenceRunner, family_name, is_dna_checkpoint
+    from ...models._adapters import SequenceAdapter
+    from ._dna_checkpoint import family_name, is_dna_checkpoint
     from ._embed import _checkpoint_entry
 
     if not is_dna_checkpoint(enc):
         return getattr(enc, "__qualname__", type(enc).__name__)
-    runner = CheckpointSequenceRunner(
-        enc, reverse_complement="average", batch_size=batch_size, pooling=None
-    )
+    runner = SequenceAdapter(enc, reverse_complement="average", batch_size=batch_size)
     entry = _checkpoint_entry(enc, runner, reverse_complement="average", model_path=None)
     name = _model_name(enc)
     return {
@@ -560,10 +559,10 @@ def genomics_tasks(
                     "training": enc.metadata.get("training", {}),
                 }
                 if "frozen_probe" in method_list:
-                    from ._common import SequenceRunner
+                    from ...models._adapters import SequenceAdapter
 
                     t = time.perf_counter()
-                    runner = SequenceRunner(
+                    runner = SequenceAdapter(
                         enc,
                         reverse_complement=enc.config.reverse_complement,
                         batch_size=batch_size,
