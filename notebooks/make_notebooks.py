@@ -629,7 +629,8 @@ subject.""",
 )
 genetics = mdata["genetics"]
 print(genetics)
-genetics.uns["gene_list"], genetics.uns["reference_version"]""",
+rec = genetics.uns["dfm"]["genetics"]
+list(rec["gene_list"]), rec["reference_version"]""",
     ),
     (
         MD,

@@ -635,8 +635,9 @@ def test_embed_genes_matches_library(capsys, tmp_path, genome):
         fa, gtf, vcf, genes=["MT-ND2", "MT-ND6"], encoder=dfm.tl.KmerEncoder(3),
         contig_map={"MT": "MT_human"}, projection=None,
     )["genetics"]  # fmt: skip
-    assert list(got.uns["gene_list"]) == ["MT-ND2", "MT-ND6"]
-    assert got.uns["embedding_strategy_id"] == want.uns["embedding_strategy_id"]
+    assert list(got.uns["dfm"]["genetics"]["gene_list"]) == ["MT-ND2", "MT-ND6"]
+    sid = "embedding_strategy_id"
+    assert got.uns["dfm"]["genetics"][sid] == want.uns["dfm"]["genetics"][sid]
     np.testing.assert_array_equal(got.obsm["X_dfm_genes"], want.obsm["X_dfm_genes"])
     np.testing.assert_array_equal(got.X, want.X)
     assert int(got.X[0, 0]) == 1 and int(got.X[0, 1]) == 0  # the one variant is in MT-ND2
@@ -656,7 +657,7 @@ def test_embed_genes_defaults_to_every_gtf_gene(capsys, tmp_path, genome):
     assert rc == 0, err
     got = md.read_h5mu(tmp_path / "g.h5mu")["genetics"]
     genes = dfm.io.read_gtf(genome / "MT-genes_rCRS.gtf")["gene_name"].dropna().unique()
-    assert list(got.uns["gene_list"]) == list(genes) and len(genes) == 15
+    assert list(got.uns["dfm"]["genetics"]["gene_list"]) == list(genes) and len(genes) == 15
     assert got.obsm["X_dfm_subject"].shape == (1, 15 * 16)
     # the run log names the GTF file and its digest (it used to say '<DataFrame>')
     inputs = json.loads((tmp_path / "run.json").read_text())["inputs"]
@@ -695,7 +696,8 @@ def test_embed_genes_with_saved_encoder(capsys, tmp_path, genome, tiny_encoder):
     )["genetics"]  # fmt: skip
     assert got.obsm["X_dfm_genes"].shape == (1, 8)
     np.testing.assert_allclose(got.obsm["X_dfm_genes"], want.obsm["X_dfm_genes"], rtol=1e-6)
-    assert got.uns["embedding_strategy_id"] == want.uns["embedding_strategy_id"]
+    sid = "embedding_strategy_id"
+    assert got.uns["dfm"]["genetics"][sid] == want.uns["dfm"]["genetics"][sid]
 
 
 def test_embed_genes_unknown_transcript(capsys, tmp_path, genome):

@@ -190,7 +190,7 @@ def test_logistic_classifier_and_bad_input(cohort):
     res = dfm.tl.logo_attribution(
         md, y, n_repeats=2, n_folds=2, classifier="logistic", test="corrected_t", n_components=10
     )
-    assert set(res["gene"]) == set(md["genetics"].uns["gene_list"])
+    assert set(res["gene"]) == set(md["genetics"].uns["dfm"]["genetics"]["gene_list"])
     with pytest.raises(DfmInputError, match="needs classifier='ridge'"):
         dfm.tl.logo_attribution(md, y, classifier="logistic")
     with pytest.raises(DfmInputError, match="binary phenotype; labels has 3 classes"):

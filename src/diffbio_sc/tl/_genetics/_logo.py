@@ -71,6 +71,7 @@ import pandas as pd
 
 from ... import _keys
 from ..._validate import DfmInputError, check_choice, check_float, check_int, check_seed
+from ._embed_genes import genetics_record
 from ._threads import single_thread_blas
 
 __all__ = ["logo_attribution", "nadeau_bengio", "benjamini_hochberg", "auc_rows"]
@@ -283,13 +284,13 @@ def _get_data(data, mod: str | None, labels):
             f"data must be the MuData (or its genetics AnnData) from dfm.tl.embed_genes, got "
             f"{type(data).__name__}."
         )
-    if _keys.GENE_EMBEDDINGS_KEY not in adata.obsm or _keys.GENE_LIST_KEY not in adata.uns:
+    if _keys.GENE_EMBEDDINGS_KEY not in adata.obsm:
         raise DfmInputError(
-            f"No per-gene embeddings (.obsm[{_keys.GENE_EMBEDDINGS_KEY!r}] and "
-            f".uns[{_keys.GENE_LIST_KEY!r}]) found; run dfm.tl.embed_genes first."
+            f"No per-gene embeddings (.obsm[{_keys.GENE_EMBEDDINGS_KEY!r}]) found; run "
+            "dfm.tl.embed_genes first."
         )
     X = np.asarray(adata.obsm[_keys.GENE_EMBEDDINGS_KEY], dtype=np.float64)
-    genes = [str(g) for g in adata.uns[_keys.GENE_LIST_KEY]]
+    genes = genetics_record(adata)[_keys.GENE_LIST_KEY]
     if X.shape[1] % len(genes):
         raise DfmInputError(
             f"{X.shape[1]} embedding columns do not split into {len(genes)} equal gene blocks."
@@ -337,7 +338,7 @@ def logo_attribution(
     ----------
     data
         The MuData from :func:`embed_genes` (or its genetics AnnData): uses
-        ``.obsm['X_dfm_genes']`` and ``.uns['gene_list']``. The projection is
+        ``.obsm['X_dfm_genes']`` and the gene list in ``.uns['dfm']['genetics']``. The projection is
         refitted from these per-gene vectors inside every fold, never taken
         from the stored (all-subject) projection.
     labels
