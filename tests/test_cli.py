@@ -769,7 +769,7 @@ def test_embed_trains_saves_and_reuses_a_native_model(capsys, work):
                  seed=3, batch_key="batch", progress_bar=False)  # fmt: skip
     np.testing.assert_allclose(got.obsm["X_dfm"], want.obsm["X_dfm"], rtol=1e-5, atol=1e-6)
     entry = got.uns["dfm"]["embeddings"]["X_dfm"]
-    assert entry["model_saved"] and entry["weights_sha256"]
+    assert entry["weights_retrievable"] and entry["weights_sha256"]
     # the saved model embeds the same cells to the same vectors
     rc, _, err = cli(capsys, "embed", work / "cells.h5ad", "-o", work / "again.h5ad", "--model",
                      work / "model", "--key-added", "X_again", "--no-progress")  # fmt: skip

@@ -278,7 +278,7 @@ def test_embed_checkpoint_geneformer_equals_extractor(cells, name):
         dfm.tl.embed_checkpoint(cells, FIX / name, emb_layer=0, key_added="last")
         np.testing.assert_allclose(cells.obsm["last"], e["last_layer_mean"], atol=TOL, rtol=0)
     entry = cells.uns["dfm"]["embeddings"]["X_geneformer"]
-    assert entry["source"] == "geneformer" and entry["adapter_mode"] == "frozen_encoder"
+    assert entry["source"] == "geneformer" and entry["adapter_mode"] == "checkpoint"
     assert entry["layer_index"] == entry["n_layers"] - 1
     assert entry["n_genes_in_vocab"] == 40 and entry["n_genes"] == 48
     assert 0 < entry["frac_counts_in_vocab"] < 1

@@ -173,7 +173,7 @@ def embed_checkpoint(
         float32 ``(n_genes, hidden_size)``, when asked (Geneformer).
     ``.uns['dfm']['embeddings'][key_added]``
         ``source`` (``'geneformer'``/``'scgpt'``), ``model_family``,
-        ``adapter_mode`` (``'frozen_encoder'``), ``artifact_id``,
+        ``adapter_mode`` (``'checkpoint'``), ``artifact_id``,
         ``artifact_sha256`` (weights), ``vocab_sha256``, ``gene_medians_sha256``,
         dictionary sources, ``checkpoint_path``, ``preprocessing_version``,
         ``pooling_strategy``, ``emb_layer`` and ``layer_index``, ``n_dims``,
@@ -365,7 +365,7 @@ def embed_checkpoint(
         entry = {
             "source": family,
             "model_family": _keys.MODEL_FAMILIES[0],
-            "adapter_mode": _keys.ADAPTER_MODES[2],
+            "adapter_mode": "checkpoint",
             "artifact_id": f"{family}-{model.sha256[:16]}",
             "artifact_sha256": model.sha256,
             **model.digests(),

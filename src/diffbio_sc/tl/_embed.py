@@ -238,12 +238,15 @@ def embed(
         ``preprocessing_version``, ``pooling_strategy``, ``config_sha256``,
         ``n_dims``, ``created_by``, ``config`` (the architecture), ``tokenizer``
         settings, ``gene_coverage``, ``n_model_genes``, ``n_genes_found``,
-        ``model_saved`` (whether the weights can be retrieved from disk),
+        ``weights_retrievable`` (whether the weights can be retrieved from
+        disk; ``model_saved`` before 0.3),
         ``model_path`` (where: the directory the model was loaded from or saved
         to, when its weights are unchanged since; else None),
-        ``weights_sha256`` (the checksum in the saved ``config.json``; omitted,
-        with a ``model_note`` saying why, when the model was trained by this call
-        and not saved), ``layer``, ``n_devices``, ``n_cells_without_tokens``
+        ``artifact_sha256`` and ``weights_sha256`` (the checksum in the saved
+        ``config.json``; ``None`` and omitted, with a ``model_note`` saying why,
+        when the model was trained by this call and not saved), ``layer``,
+        ``n_devices``, ``n_cells_without_gene_tokens`` (``n_cells_without_tokens``
+        before 0.3)
         (cells that express none of the model's genes: their embedding holds no
         information about them, the zero vector with mean pooling; a warning
         names them) and ``training`` (the training summary).
@@ -370,21 +373,23 @@ def embed(
             ),
             "pooling_strategy": model.config.pooling,
             "config_sha256": config_digest(model),
+            "artifact_sha256": wdigest,
             "weights_sha256": wdigest,
             "n_dims": int(model.config.hidden_dim),
             "created_by": _uns.provenance("tl.embed"),
             "config": model.config.to_dict(),
             "tokenizer": dict(tok),
             **coverage,
-            "model_saved": model_path is not None,
+            "weights_retrievable": model_path is not None,
             "model_path": model_path,
             "layer": layer,
             "n_devices": int(embedder.n_devices),
-            "n_cells_without_tokens": n_empty,
+            "n_cells_without_gene_tokens": n_empty,
             "training": meta.get("training", {}),
         }
         if trained_here and model_path is None:
             del entry["weights_sha256"]
+            entry["artifact_sha256"] = None
             entry["artifact_id"] = "dfm-masked-expression-unsaved"
             entry["model_note"] = (
                 "The model was trained by dfm.tl.embed and not saved: its weights cannot be "

@@ -753,7 +753,7 @@ def embed_genes(
 
 
 def _embedding_record(enc, strategy_id: str, genome_version: str, created_by: dict) -> dict:
-    """The core ``.uns['dfm']['embeddings']`` fields of an ``embed_genes`` result."""
+    """Return the core ``.uns['dfm']['embeddings']`` fields of an ``embed_genes`` result."""
     desc = dict(enc.description)
     kind = str(desc.get("kind", "custom"))
     family, mode = _ENCODER_KINDS.get(kind, ("external", "frozen_encoder"))

@@ -316,6 +316,7 @@ def embed_sequences(
                 "pooling_strategy": cfg.pooling,
                 "reverse_complement": effective,
                 "tokenizer": tok,
+                "artifact_sha256": wdigest,
                 "weights_sha256": wdigest,
                 "config": cfg.to_dict(),
                 "model_path": model_path,
@@ -331,6 +332,7 @@ def embed_sequences(
                 "artifact_id": f"frozen-{getattr(encoder, '__qualname__', type(encoder).__name__)}",
                 "preprocessing_version": f"raw sequences;alphabet={alphabet}",
                 "pooling_strategy": "encoder-defined",
+                "artifact_sha256": None,  # a function: no artifact diffbio_sc can digest
                 "reverse_complement": reverse_complement,
                 "weights_retrievable": False,
             }
