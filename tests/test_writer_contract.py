@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import copy as _copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -104,14 +105,13 @@ def _counting_encoder(seqs):
     return np.stack([[s.count(b) / len(s) for b in "ACGT"] for s in seqs]).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    from diffbio_sc.models import MaskedExpressionConfig
+SAVED_MODEL = Path(__file__).parent / "models" / "data" / "masked_v2_dd6d1e5"  # genes g0..g9
 
-    cfg = MaskedExpressionConfig(hidden_dim=16, n_layers=1, n_heads=2, max_tokens=16)
-    return dfm.tl.pretrain(
-        _counts(), config=cfg, epochs=1, batch_size=32, n_top_genes=30, progress_bar=False
-    )
+
+def _model_counts(tmp_path=None):
+    data = dfm.datasets.synthetic_counts(40, 10, n_cell_types=2, n_batches=2, seed=0)
+    data.var_names = [f"g{i}" for i in range(10)]
+    return data
 
 
 def _loaded_file(tmp_path):
@@ -179,7 +179,8 @@ CASES = {
         bad={"temperature": 0.0},
     ),
     "embed": Case(
-        _counts, lambda d, t, model, **kw: dfm.tl.embed(d, model, progress_bar=False, **kw),
+        _model_counts,
+        lambda d, t, **kw: dfm.tl.embed(d, dfm.models.load(SAVED_MODEL), progress_bar=False, **kw),
         "obsm", _keys.UNS_EMBEDDINGS, bad={"batch_size": 0},
     ),
     "embed_checkpoint": Case(
@@ -263,9 +264,8 @@ def _assert_unchanged(data, snap) -> None:
     _equal(snap, _snapshot(data), "data")
 
 
-def _run(name, case, data, tmp_path, tiny_model, **kw):
-    extra = {"model": tiny_model} if name == "embed" else {}
-    return case.call(data, tmp_path, **extra, **kw)
+def _run(name, case, data, tmp_path, **kw):
+    return case.call(data, tmp_path, **kw)
 
 
 def _stored(target, case, key):
@@ -294,11 +294,11 @@ def _json_strings(value, path="") -> list[str]:
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_copy_true_returns_a_new_object_and_leaves_the_input(name, tmp_path, tiny_model):
+def test_copy_true_returns_a_new_object_and_leaves_the_input(name, tmp_path):
     case = CASES[name]
     data = case.make(tmp_path)
     snap = _snapshot(data)
-    out = _run(name, case, data, tmp_path, tiny_model, copy=True)
+    out = _run(name, case, data, tmp_path, copy=True)
     assert out is not None and out is not data and type(out) is type(data)
     _assert_unchanged(data, snap)
     record_keys = list(case.target(out).uns["dfm"][case.section])
@@ -306,10 +306,10 @@ def test_copy_true_returns_a_new_object_and_leaves_the_input(name, tmp_path, tin
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_copy_false_writes_in_place_under_key_added(name, tmp_path, tiny_model):
+def test_copy_false_writes_in_place_under_key_added(name, tmp_path):
     case = CASES[name]
     data = case.make(tmp_path)
-    assert _run(name, case, data, tmp_path, tiny_model, key_added="my_key") is None
+    assert _run(name, case, data, tmp_path, key_added="my_key") is None
     target = case.target(data)
     stored = _stored(target, case, "my_key")
     assert stored.shape[0] == (target.n_vars if case.where == "var" else target.n_obs)
@@ -317,22 +317,22 @@ def test_copy_false_writes_in_place_under_key_added(name, tmp_path, tiny_model):
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_bad_argument_is_refused_before_anything_is_written(name, tmp_path, tiny_model):
+def test_bad_argument_is_refused_before_anything_is_written(name, tmp_path):
     case = CASES[name]
     data = case.make(tmp_path)
     snap = _snapshot(data)
     with pytest.raises((ValueError, TypeError)):  # DfmInputError is a ValueError
-        _run(name, case, data, tmp_path, tiny_model, **case.bad)
+        _run(name, case, data, tmp_path, **case.bad)
     _assert_unchanged(data, snap)
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_record_has_the_core_fields_and_round_trips_through_h5ad(name, tmp_path, tiny_model):
+def test_record_has_the_core_fields_and_round_trips_through_h5ad(name, tmp_path):
     import anndata as ad
 
     case = CASES[name]
     data = case.make(tmp_path)
-    _run(name, case, data, tmp_path, tiny_model, key_added="res")
+    _run(name, case, data, tmp_path, key_added="res")
     target = case.target(data)
     record = target.uns["dfm"][case.section]["res"]
     if case.section == _keys.UNS_EMBEDDINGS:
