@@ -9,7 +9,8 @@ import pytest
 
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
-from diffbio_sc.tl._genetics._embed_genes import genetics_record, project_subjects, window_starts
+from diffbio_sc.ops._projection import project_subjects
+from diffbio_sc.tl._genetics._embed_genes import genetics_record, window_starts
 from diffbio_sc.tl._genetics._encoders import strategy_digest
 
 HEADER = (

@@ -732,7 +732,9 @@ def test_embed_without_model_keeps_it_only_when_asked(data, tmp_path):
     dfm.tl.embed(b, save_model=tmp_path / "kept", **kw)
     entry = b.uns["dfm"]["embeddings"]["X_dfm"]
     doc = json.loads((tmp_path / "kept" / "config.json").read_text())
-    assert entry["weights_retrievable"] and entry["model_path"] == str((tmp_path / "kept").resolve())
+    assert entry["weights_retrievable"] and entry["model_path"] == str(
+        (tmp_path / "kept").resolve()
+    )
     assert entry["weights_sha256"] == doc["weights_sha256"]
     # Same seed, same model: the unsaved and the saved run embed identically, and new
     # cells embedded later with the kept model land in the same space.

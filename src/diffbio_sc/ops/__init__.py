@@ -16,7 +16,10 @@
 The host (NumPy) kernels behind ``dfm.pp`` live in private modules here too,
 one per job, and know nothing of AnnData: ``_rank_value`` (rank-value
 encoding), ``_medians`` (nonzero gene medians), ``_bins`` (per-cell quantile
-bins) and ``_csr`` (row sums and CSR helpers).
+bins) and ``_csr`` (row sums and CSR helpers); and those behind ``dfm.tl``:
+``_scoring`` (probes and integration metrics), ``_stats`` (AUC, corrected
+resampled t-test, Benjamini-Hochberg), ``_logo`` (leave-one-gene-out fold
+fits), ``_projection`` (subject projection) and ``_threads`` (BLAS threads).
 
 Functions are imported on first use: importing the package imports neither JAX
 nor numba; the host sorting kernel (numba) is compiled on first use.

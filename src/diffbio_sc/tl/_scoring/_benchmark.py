@@ -19,10 +19,10 @@ from ... import _keys, _uns
 from ..._logging import timed
 from ..._schema import AGGREGATE_FORMULAS, RESULT_COLUMNS
 from ..._validate import DfmInputError, check_adata, check_bool, check_int, check_key, check_obs_key
+from ...ops._scoring import pcr_score
 from ._annotation import plan_annotation, run_annotation
 from ._checks import check_pre_integrated, check_seq, describe_pre_integrated, get_rep
 from ._integration import plan_integration, run_integration
-from ._kernels import pcr_score
 
 #: Baselines that :func:`benchmark` can compute, and their embedding names.
 BASELINE_KEYS = {"pca": _keys.PCA_BASELINE_KEY, "harmony": _keys.HARMONY_BASELINE_KEY}

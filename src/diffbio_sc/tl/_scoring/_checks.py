@@ -19,7 +19,7 @@ from ..._validate import (
     check_int,
     check_obsm_rep,
 )
-from ._kernels import KNN_METHODS, NEIGHBORS_NEEDED, max_neighbors
+from ...ops._scoring import KNN_METHODS, NEIGHBORS_NEEDED, max_neighbors
 
 
 def scib_version() -> str:

@@ -1,4 +1,4 @@
-"""Array kernels of the scores: probes, the integration metrics (a table of steps), aggregates.
+"""Array kernels of the scores (``dfm.tl.score_*``, ``dfm.tl.benchmark``): probes, the integration metrics (a table of steps), aggregates.
 
 Everything here takes NumPy arrays (labels and batches as integer codes) and
 returns numbers; nothing touches an AnnData.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..._schema import ANNOTATION_METRICS, BATCH_METRICS, BIO_METRICS
-from ..._validate import DfmInputError
+from .._schema import ANNOTATION_METRICS, BATCH_METRICS, BIO_METRICS
+from .._validate import DfmInputError, check_choice
 
 #: Neighbours each graph metric uses (the Benchmarker's 15 / 50 / 90).
 NEIGHBORS_NEEDED = {
@@ -115,9 +115,7 @@ def compute_neighbors(
     """
     from scib_metrics.nearest_neighbors import NeighborsResults, pynndescent
 
-    from ._checks import check_knn_method
-
-    method = check_knn_method(method)
+    method = check_choice("knn_method", method, KNN_METHODS)
     if method == "auto":
         method = "exact" if X.shape[0] <= EXACT_KNN_MAX_CELLS else "pynndescent"
     Xf = np.ascontiguousarray(X, dtype=np.float32)
