@@ -230,6 +230,7 @@ results.pivot_table(index="metric", columns="embedding", values="value").round(3
     "X_harmony_baseline",
     color=("cell_type", "batch"),
     title=("Harmony: cell line", "Harmony: batch"),
+    compute_umap=True,  # a seeded UMAP of the 50-d embedding, on a private copy
 )""",
     ),
     (
@@ -416,7 +417,7 @@ unintegrated PCA baseline.""",
 results.pivot_table(index="metric", columns="embedding", values="value").round(3)""",
     ),
     (PLOT, """dfm.pl.benchmark(results, save=outdir / "external_scores.png")"""),
-    (PLOT, """dfm.pl.embedding(adata, "X_uce", color=("cell_type", "batch"))"""),
+    (PLOT, """dfm.pl.embedding(adata, "X_uce", color=("cell_type", "batch"), compute_umap=True)"""),
     (
         MD,
         """## Provenance
@@ -800,7 +801,12 @@ print(dna.obsm["X_dfm_seq"].shape)
 fields = ("source", "adapter_mode", "pooling_strategy", "reverse_complement", "n_dims")
 {k: record[k] for k in fields}""",
     ),
-    (PLOT, """dfm.pl.embedding(dna, "X_dfm_seq", color="label", title="encoder embedding")"""),
+    (
+        PLOT,
+        """dfm.pl.embedding(
+    dna, "X_dfm_seq", color="label", title="encoder embedding", compute_umap=True
+)""",
+    ),
     (
         MD,
         """## A published model in the same call
