@@ -490,13 +490,13 @@ dfm.tl.embed(cells, model=FIXTURES / "scgpt", gene_key="symbol")  # scGPT matche
         MD,
         """The provenance record names the checkpoint, the digests of its weights and vocabulary, how
 the embedding was pooled, and how many of your genes the model knows. Low gene coverage is the
-usual reason a checkpoint embeds a dataset poorly; below `min_gene_coverage` (10% by default)
+usual reason a checkpoint embeds a dataset poorly; below `min_vocab_coverage` (10% by default)
 the call stops with an error instead.""",
     ),
     (
         CODE,
         """record = cells.uns["dfm"]["embeddings"]["X_geneformer"]
-fields = ("source", "adapter_mode", "preprocessing_version", "pooling_strategy", "emb_layer")
+fields = ("source", "adapter_mode", "preprocessing_version", "pooling_strategy", "layer_index")
 coverage = ("n_genes", "n_genes_in_vocab", "frac_genes_in_vocab", "frac_counts_in_vocab")
 {k: record[k] for k in fields + coverage}""",
     ),

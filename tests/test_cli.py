@@ -255,7 +255,7 @@ def test_tokenize_medians_table(capsys, work):
             ],
             ["--epochs", "training a new model"],
         ),  # fmt: skip
-        (["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--emb-layer", "1"], ["--emb-layer"]),
+        (["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--layer-index", "1"], ["--layer-index"]),
         (
             ["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--save-model", "{w}"],
             ["--save-model", "already exists", "--force"],

@@ -161,9 +161,9 @@ def embed(
     model=None,
     *,
     key_added: str = _keys.EMBEDDING_KEY,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     layer: str | None = None,
-    min_gene_coverage: float = 0.5,
+    min_gene_coverage: float | None = None,
     chunk_size: int | None = None,
     progress_bar: bool | None = None,
     save_model: str | os.PathLike | None = None,
@@ -197,17 +197,22 @@ def embed(
         directory written by ``model.save``. A Geneformer or scGPT
         checkpoint (directory or :func:`~diffbio_sc.models.load_checkpoint`)
         is run by :func:`~diffbio_sc.tl.embed_checkpoint` (its options as
-        keywords; ``key_added`` defaults to ``X_geneformer``/``X_scgpt``).
+        keywords; ``key_added`` defaults to ``X_geneformer``/``X_scgpt``);
+        ``batch_size`` and ``min_gene_coverage``, which mean something else
+        there, are then refused rather than dropped.
     key_added
         ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry
         (a non-empty string without ``'/'``).
     batch_size
-        Cells per forward pass (rounded up to a multiple of the device count).
+        Cells per forward pass (rounded up to a multiple of the device count);
+        ``None``: 256. A checkpoint batches by tokens (``max_batch_tokens``).
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
     min_gene_coverage
         Smallest fraction of the model's genes that must be in
-        ``adata.var_names``; below it the call fails naming the missing genes.
+        ``adata.var_names`` (``None``: 0.5); below it the call fails naming the
+        missing genes. A checkpoint takes ``min_vocab_coverage`` instead (a
+        fraction of the AnnData's genes).
         Genes the model does not know are ignored (they still count in each
         cell's normalisation total).
     chunk_size
@@ -260,6 +265,15 @@ def embed(
         if save_model is not None:
             raise TypeError("save_model= keeps a native model; a checkpoint is already on disk.")
         key = None if key_added == _keys.EMBEDDING_KEY else key_added
+        for name, value, instead in (
+            ("batch_size", batch_size, "max_batch_tokens= (cells x padded length per batch)"),
+            ("min_gene_coverage", min_gene_coverage, "min_vocab_coverage= (a fraction of "
+             "the AnnData's genes that must be in the checkpoint's vocabulary)"),
+        ):  # fmt: skip
+            if value is not None:
+                raise DfmInputError(
+                    f"{name}= applies to native models; for a checkpoint pass {instead}."
+                )
         kw = dict(layer=layer, chunk_size=chunk_size, progress_bar=progress_bar, copy=copy)
         return embed_checkpoint(adata, model, key_added=key, **kw, **pretrain_kwargs)
 
@@ -267,9 +281,14 @@ def embed(
     check_adata(adata)
     get_matrix(adata, layer)
     check_key("key_added", key_added)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    batch_size = check_int(
+        "batch_size", DEFAULT_BATCH_SIZE if batch_size is None else batch_size, minimum=1
+    )
     min_gene_coverage = check_float(
-        "min_gene_coverage", min_gene_coverage, minimum=0.0, maximum=1.0
+        "min_gene_coverage",
+        0.5 if min_gene_coverage is None else min_gene_coverage,
+        minimum=0.0,
+        maximum=1.0,
     )
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     if chunk_size is None:
