@@ -74,3 +74,32 @@ def test_cli_old_emb_layer_option_warns(tmp_path, cells):
     assert rec["layer_index"] == 0
     assert main([*args, "--layer-index", "0", "--force"]) == 0
     assert main([*args, "--batch-size", "8", "--force"]) != 0  # checkpoints batch by tokens
+
+
+def test_long_running_tools_take_progress_bar():
+    import inspect
+
+    long_running = (
+        "pretrain", "embed", "embed_checkpoint", "pretrain_sequences", "genomics_tasks",
+        "benchmark", "embed_genes", "logo_attribution",
+    )  # fmt: skip
+    for name in long_running:
+        params = inspect.signature(getattr(dfm.tl, name)).parameters
+        assert "progress_bar" in params and params["progress_bar"].default is None, name
+
+
+def test_mod_with_an_anndata_follows_one_rule():
+    """mod left at the tool's default is not used with an AnnData; another value is refused."""
+    seqs = dfm.io.sequences_to_adata(["ACGTACGT", "TTGACCAA"])
+    enc = lambda s: np.ones((len(s), 2), np.float32)  # noqa: E731
+    assert dfm.tl.embed_sequences(seqs, encoder=enc, mod="dna") is None  # the default
+    with pytest.raises(DfmInputError, match="mod='rna' applies to a MuData"):
+        dfm.tl.embed_sequences(seqs, encoder=enc, mod="rna", key_added="other")
+    assert "other" not in seqs.obsm
+    with pytest.raises(DfmInputError, match="mod='x' applies to a MuData"):
+        dfm.tl.pretrain_sequences(seqs, mod="x")
+    genetics = ad.AnnData(np.zeros((4, 2), np.int32))
+    with pytest.raises(DfmInputError, match="mod='dna' applies to a MuData"):
+        dfm.tl.logo_attribution(genetics, np.array([0, 1, 0, 1]), mod="dna")
+    with pytest.raises(DfmInputError, match="mod='x' applies to a MuData"):
+        dfm.tl.load_embeddings(genetics, "missing.npz", mod="x")

@@ -67,6 +67,9 @@ ADAPTER_MODES = (
     "fixed_features",
 )
 
+# Default MuData modality of the sequence tools (embed_sequences, pretrain_sequences, genomics_tasks)
+SEQUENCE_MOD = "dna"
+
 # Genetics modality written by dfm.tl.embed_genes (subjects as observations, genes as vars)
 GENETICS_MOD = "genetics"
 GENE_EMBEDDINGS_KEY = "X_dfm_genes"  # .obsm: per-gene vectors, concatenated in gene_list order

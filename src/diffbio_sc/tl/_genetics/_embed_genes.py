@@ -26,6 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ... import _keys
+from ..._logging import tqdm
+from ..._settings import settings
 from ..._uns import provenance, to_h5ad_safe
 from ..._validate import (
     DfmInputError,
@@ -167,16 +169,21 @@ def _encoder_inputs(
     return inputs, avg
 
 
-def _embed_batched(encoder: GeneEncoder, seqs: list[str], batch_size: int) -> np.ndarray:
+def _embed_batched(
+    encoder: GeneEncoder, seqs: list[str], batch_size: int, show_bar: bool = False
+) -> np.ndarray:
     parts = []
-    for i in range(0, len(seqs), batch_size):
-        out = np.asarray(encoder.embed(seqs[i : i + batch_size]), dtype=np.float32)
-        if out.ndim != 2 or out.shape[0] != len(seqs[i : i + batch_size]):
-            raise DfmInputError(
-                f"The encoder returned shape {out.shape} for {len(seqs[i : i + batch_size])} "
-                "sequences; expected (n_sequences, n_dims)."
-            )
-        parts.append(out)
+    bar = tqdm(total=len(seqs), desc="embed_genes", unit="seq", disable=not show_bar, leave=False)
+    with bar:
+        for i in range(0, len(seqs), batch_size):
+            out = np.asarray(encoder.embed(seqs[i : i + batch_size]), dtype=np.float32)
+            if out.ndim != 2 or out.shape[0] != len(seqs[i : i + batch_size]):
+                raise DfmInputError(
+                    f"The encoder returned shape {out.shape} for {len(seqs[i : i + batch_size])} "
+                    "sequences; expected (n_sequences, n_dims)."
+                )
+            parts.append(out)
+            bar.update(len(out))
     dims = {p.shape[1] for p in parts}
     if len(dims) > 1:
         raise DfmInputError(f"The encoder returned different widths across batches: {dims}.")
@@ -277,6 +284,7 @@ def embed_genes(
     log_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     copy: bool = False,
+    progress_bar: bool | None = None,
 ):
     """Embed each subject's gene sequences and combine them into a subject vector.
 
@@ -369,6 +377,9 @@ def embed_genes(
     overwrite
         Replace an existing modality ``mod`` of ``mdata`` (otherwise an error,
         ``mdata`` unchanged).
+    progress_bar
+        Show a tqdm bar over the encoder batches; ``None`` follows
+        ``dfm.settings.progress_bar``.
     copy
         With ``mdata``: ``False`` (default) adds the modality to ``mdata`` in
         place and returns ``None``; ``True`` leaves ``mdata`` unchanged and
@@ -449,6 +460,9 @@ def embed_genes(
     if mdata is not None and not isinstance(mdata, md.MuData):
         raise TypeError(f"mdata must be a MuData or None, got {type(mdata).__name__}.")
     overwrite = check_bool("overwrite", overwrite)
+    show_bar = (
+        settings.progress_bar if progress_bar is None else check_bool("progress_bar", progress_bar)
+    )
     copy = check_bool("copy", copy)
     if mdata is not None and mod in mdata.mod and not overwrite:
         raise DfmInputError(
@@ -509,11 +523,11 @@ def embed_genes(
     inputs, avg = _encoder_inputs(prep.haplotypes, window, stride, reverse_complement)
     if haplotype_cache:
         distinct, inverse = unique_in_order(inputs)
-        emb = _embed_batched(enc, distinct, batch_size)
+        emb = _embed_batched(enc, distinct, batch_size, show_bar)
         seq_emb = avg @ emb[inverse].astype(np.float64)
         n_embedded = len(distinct)
     else:
-        emb = _embed_batched(enc, inputs, batch_size)
+        emb = _embed_batched(enc, inputs, batch_size, show_bar)
         seq_emb = avg @ emb.astype(np.float64)
         n_embedded = len(inputs)
     if not np.isfinite(seq_emb).all():

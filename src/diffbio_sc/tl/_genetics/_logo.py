@@ -70,10 +70,20 @@ import numpy as np
 import pandas as pd
 
 from ... import _keys
-from ..._validate import DfmInputError, check_choice, check_float, check_int, check_seed
+from ..._logging import tqdm
+from ..._settings import settings
+from ..._validate import (
+    DfmInputError,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_seed,
+)
 from ...ops._logo import fold_scores, fold_scores_primal
 from ...ops._stats import auc_rows, benjamini_hochberg, nadeau_bengio
 from ...ops._threads import single_thread_blas
+from .._target import check_mod
 from ._embed_genes import genetics_record
 
 __all__ = ["logo_attribution"]
@@ -148,6 +158,7 @@ def logo_attribution(
     n_permutations: int = 999,
     seed: int = 0,
     return_deltas: bool = False,
+    progress_bar: bool | None = None,
 ) -> pd.DataFrame:
     """Attribute a binary phenotype to genes by leave-one-gene-out delta-AUC.
 
@@ -163,7 +174,8 @@ def logo_attribution(
         binary label per subject. The rarer class needs at least ``n_folds``
         subjects.
     mod
-        Modality name in a MuData.
+        Modality name in a MuData (default ``'genetics'``); with an AnnData, a
+        value other than the default is an error.
     n_repeats, n_folds
         Repeated stratified K-fold (at least 2 x 2; 10 x 5 by default).
     n_components
@@ -190,6 +202,8 @@ def logo_attribution(
         Seed of the fold assignment and of the permutations.
     return_deltas
         Also return the ``(n_genes, n_repeats * n_folds)`` delta-AUC array.
+    progress_bar
+        Show a tqdm bar over the folds; ``None`` follows ``dfm.settings.progress_bar``.
 
     Returns
     -------
@@ -222,6 +236,10 @@ def logo_attribution(
             "which needs classifier='ridge'; use test='corrected_t' with 'logistic'."
         )
     seed = check_seed(seed)
+    show_bar = (
+        settings.progress_bar if progress_bar is None else check_bool("progress_bar", progress_bar)
+    )
+    check_mod(data, mod, _keys.GENETICS_MOD)
     X, genes, d, y_raw, _ = _get_data(data, mod, labels)
     if pd.isna(pd.Series(y_raw)).any():
         raise DfmInputError("labels has missing values; drop those subjects first.")
@@ -257,8 +275,12 @@ def logo_attribution(
     Y = np.column_stack([y] + [rng.permutation(y) for _ in range(n_perm)])  # (n, 1 + B)
     fold_aucs = []  # per fold: (1 + B, G + 1)
     n_tr_list, n_te_list = [], []
-    with single_thread_blas(n):
+    bar = tqdm(
+        total=n_repeats * n_folds, desc="logo", unit="fold", disable=not show_bar, leave=False
+    )
+    with single_thread_blas(n), bar:
         for tr, te in splitter.split(np.zeros(n), y):
+            bar.update(1)
             if primal:
                 scores = fold_scores_primal(
                     X, G, tr, te, Y[tr], n_components=n_components, alpha=alpha
