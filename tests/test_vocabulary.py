@@ -6,9 +6,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
@@ -17,13 +15,8 @@ FIX = Path(__file__).parent / "checkpoints" / "fixtures"
 
 
 @pytest.fixture
-def cells():
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
+def cells(checkpoint_cells):
+    return checkpoint_cells
 
 
 def test_embed_checkpoint_old_names_warn_and_mean_the_same(cells):

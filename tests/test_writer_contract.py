@@ -71,7 +71,7 @@ CREATED_BY_FIELDS = {"function", "package", "version", "created_at"}
 class Case:
     """How to run one writer on small data."""
 
-    make: Callable[[Any], Any]  # tmp_path -> data
+    make: Callable[[Any], Any]  # pytest request -> data
     call: Callable[..., Any]  # (data, tmp_path, **kw) -> return value
     where: str  # 'obsm' | 'layers' | 'var'
     section: str  # .uns['dfm'][section][key]
@@ -79,23 +79,15 @@ class Case:
     target: Callable[[Any], Any] = lambda d: d  # the AnnData inside (a MuData's modality)
 
 
-def _counts(tmp_path=None):
+def _counts(request=None):
     return dfm.datasets.synthetic_counts(60, 40, n_cell_types=2, n_batches=2, seed=0)
 
 
-def _cells(tmp_path=None):
-    import anndata as ad
-    import scipy.sparse as sp
-
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
+def _cells(request):
+    return request.getfixturevalue("checkpoint_cells")
 
 
-def _sequences(tmp_path=None):
+def _sequences(request):
     rng = np.random.default_rng(0)
     seqs = ["".join(rng.choice(list("ACGT"), rng.integers(8, 20))) for _ in range(12)]
     return dfm.io.sequences_to_adata(seqs)
@@ -108,7 +100,7 @@ def _counting_encoder(seqs):
 SAVED_MODEL = Path(__file__).parent / "models" / "data" / "masked_v2_dd6d1e5"  # genes g0..g9
 
 
-def _model_counts(tmp_path=None):
+def _model_counts(request):
     data = dfm.datasets.synthetic_counts(40, 10, n_cell_types=2, n_batches=2, seed=0)
     data.var_names = [f"g{i}" for i in range(10)]
     return data
@@ -154,9 +146,9 @@ def _embed_genes(mdata, tmp_path, **kw):
     )
 
 
-def _genetics_mudata(tmp_path):
+def _genetics_mudata(request):
     return dfm.tl.embed_genes(
-        *_genetics_inputs(tmp_path), genes=["PLUS", "MINUS"], encoder=dfm.tl.KmerEncoder(2),
+        *_genetics_inputs(request.getfixturevalue("tmp_path")), genes=["PLUS", "MINUS"], encoder=dfm.tl.KmerEncoder(2),
         n_components=2,
     )  # fmt: skip
 
@@ -294,9 +286,9 @@ def _json_strings(value, path="") -> list[str]:
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_copy_true_returns_a_new_object_and_leaves_the_input(name, tmp_path):
+def test_copy_true_returns_a_new_object_and_leaves_the_input(name, tmp_path, request):
     case = CASES[name]
-    data = case.make(tmp_path)
+    data = case.make(request)
     snap = _snapshot(data)
     out = _run(name, case, data, tmp_path, copy=True)
     assert out is not None and out is not data and type(out) is type(data)
@@ -306,9 +298,9 @@ def test_copy_true_returns_a_new_object_and_leaves_the_input(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_copy_false_writes_in_place_under_key_added(name, tmp_path):
+def test_copy_false_writes_in_place_under_key_added(name, tmp_path, request):
     case = CASES[name]
-    data = case.make(tmp_path)
+    data = case.make(request)
     assert _run(name, case, data, tmp_path, key_added="my_key") is None
     target = case.target(data)
     stored = _stored(target, case, "my_key")
@@ -317,9 +309,9 @@ def test_copy_false_writes_in_place_under_key_added(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_bad_argument_is_refused_before_anything_is_written(name, tmp_path):
+def test_bad_argument_is_refused_before_anything_is_written(name, tmp_path, request):
     case = CASES[name]
-    data = case.make(tmp_path)
+    data = case.make(request)
     snap = _snapshot(data)
     with pytest.raises((ValueError, TypeError)):  # DfmInputError is a ValueError
         _run(name, case, data, tmp_path, **case.bad)
@@ -327,11 +319,11 @@ def test_bad_argument_is_refused_before_anything_is_written(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_record_has_the_core_fields_and_round_trips_through_h5ad(name, tmp_path):
+def test_record_has_the_core_fields_and_round_trips_through_h5ad(name, tmp_path, request):
     import anndata as ad
 
     case = CASES[name]
-    data = case.make(tmp_path)
+    data = case.make(request)
     _run(name, case, data, tmp_path, key_added="res")
     target = case.target(data)
     record = target.uns["dfm"][case.section]["res"]
@@ -351,8 +343,8 @@ def test_record_has_the_core_fields_and_round_trips_through_h5ad(name, tmp_path)
     _equal(_copy.deepcopy(dict(target.uns["dfm"])), dict(back.uns["dfm"]), ".uns['dfm']")
 
 
-def test_logo_attribution_reads_only(tmp_path):
-    mdata = _genetics_mudata(tmp_path)
+def test_logo_attribution_reads_only(request):
+    mdata = _genetics_mudata(request)
     labels = np.array([0, 1, 1])
     snap = _snapshot(mdata)
     with pytest.raises(ValueError, match="rarer class"):

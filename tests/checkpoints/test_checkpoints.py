@@ -17,9 +17,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import diffbio_sc as dfm
 from diffbio_sc.io._checkpoints import CheckpointError, read_checkpoint, read_torch_weights
@@ -78,13 +76,8 @@ def _hidden_states(module, *inputs):
 
 
 @pytest.fixture
-def cells():
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
+def cells(checkpoint_cells):
+    return checkpoint_cells
 
 
 def _snapshot(adata):
