@@ -30,6 +30,11 @@ KNN_METHODS = ("auto", "exact", "pynndescent")
 EXACT_KNN_MAX_CELLS = 50_000
 
 
+def check_knn_method(knn_method) -> str:
+    """Return ``knn_method`` if it is ``'auto'``, ``'exact'`` or ``'pynndescent'``."""
+    return check_choice("knn_method", knn_method, KNN_METHODS)
+
+
 def max_neighbors(metrics: Sequence[str]) -> int:
     """Return the largest number of neighbours the graph metrics among ``metrics`` need (0: none)."""
     return max((NEIGHBORS_NEEDED.get(m, 0) for m in metrics), default=0)
@@ -115,7 +120,7 @@ def compute_neighbors(
     """
     from scib_metrics.nearest_neighbors import NeighborsResults, pynndescent
 
-    method = check_choice("knn_method", method, KNN_METHODS)
+    method = check_knn_method(method)
     if method == "auto":
         method = "exact" if X.shape[0] <= EXACT_KNN_MAX_CELLS else "pynndescent"
     Xf = np.ascontiguousarray(X, dtype=np.float32)

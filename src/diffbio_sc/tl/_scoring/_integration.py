@@ -18,13 +18,13 @@ from ..._schema import group_of
 from ..._validate import check_adata, check_int, check_key, check_obs_key, check_seed
 from ...ops._scoring import (
     aggregate_scores,
+    check_knn_method,
     check_neighbors,
     integration_kernel,
     max_neighbors,
     pcr_score,
 )
 from ._checks import (
-    check_knn_method,
     check_labels_batches,
     check_metrics,
     check_n_jobs,
