@@ -649,7 +649,7 @@ genes.""",
 )
 attribution.round(3)""",
     ),
-    (PLOT, """fig = dfm.pl.logo(attribution, save=outdir / "logo.png")"""),
+    (PLOT, """dfm.pl.logo(attribution, save=outdir / "logo.png")"""),
     (
         MD,
         """`GENE3`, the only gene the phenotype depends on, comes first with a clear drop in AUC; the
