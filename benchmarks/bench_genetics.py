@@ -64,7 +64,7 @@ def child(case: str, vcf: str, k: int, canonical: bool, n_perm: int) -> None:
             # haploid calls fill both haplotypes, and .X counts alleles over both copies
             "alt_alleles_per_subject": float(np.asarray(a.X).sum(1).mean()) / 2,
             "checksum": float(np.abs(a.obsm["X_dfm_genes"]).sum()),
-            "timings": json.loads(a.uns["dfm"]["genetics"]["run_log"])["timings_s"],
+            "timings": dict(a.uns["dfm"]["genetics"]["run_log"]["timings_s"]),
         }
     else:
         md = dfm.tl.embed_genes(fasta, gtf, vcf, projection=None, **kw)

@@ -230,6 +230,7 @@ results.pivot_table(index="metric", columns="embedding", values="value").round(3
     "X_harmony_baseline",
     color=("cell_type", "batch"),
     title=("Harmony: cell line", "Harmony: batch"),
+    compute_umap=True,  # a seeded UMAP of the 50-d embedding, on a private copy
 )""",
     ),
     (
@@ -416,7 +417,7 @@ unintegrated PCA baseline.""",
 results.pivot_table(index="metric", columns="embedding", values="value").round(3)""",
     ),
     (PLOT, """dfm.pl.benchmark(results, save=outdir / "external_scores.png")"""),
-    (PLOT, """dfm.pl.embedding(adata, "X_uce", color=("cell_type", "batch"))"""),
+    (PLOT, """dfm.pl.embedding(adata, "X_uce", color=("cell_type", "batch"), compute_umap=True)"""),
     (
         MD,
         """## Provenance
@@ -489,13 +490,13 @@ dfm.tl.embed(cells, model=FIXTURES / "scgpt", gene_key="symbol")  # scGPT matche
         MD,
         """The provenance record names the checkpoint, the digests of its weights and vocabulary, how
 the embedding was pooled, and how many of your genes the model knows. Low gene coverage is the
-usual reason a checkpoint embeds a dataset poorly; below `min_gene_coverage` (10% by default)
+usual reason a checkpoint embeds a dataset poorly; below `min_vocab_coverage` (10% by default)
 the call stops with an error instead.""",
     ),
     (
         CODE,
         """record = cells.uns["dfm"]["embeddings"]["X_geneformer"]
-fields = ("source", "adapter_mode", "preprocessing_version", "pooling_strategy", "emb_layer")
+fields = ("source", "adapter_mode", "preprocessing_version", "pooling_strategy", "layer_index")
 coverage = ("n_genes", "n_genes_in_vocab", "frac_genes_in_vocab", "frac_counts_in_vocab")
 {k: record[k] for k in fields + coverage}""",
     ),
@@ -629,7 +630,8 @@ subject.""",
 )
 genetics = mdata["genetics"]
 print(genetics)
-genetics.uns["gene_list"], genetics.uns["reference_version"]""",
+rec = genetics.uns["dfm"]["genetics"]
+list(rec["gene_list"]), rec["reference_version"]""",
     ),
     (
         MD,
@@ -688,7 +690,7 @@ genes.""",
 )
 attribution.round(3)""",
     ),
-    (PLOT, """fig = dfm.pl.logo(attribution, save=outdir / "logo.png")"""),
+    (PLOT, """dfm.pl.logo(attribution, save=outdir / "logo.png")"""),
     (
         MD,
         """`GENE3`, the only gene the phenotype depends on, comes first with a clear drop in AUC; the
@@ -840,7 +842,12 @@ print(dna.obsm["X_dfm_seq"].shape)
 fields = ("source", "adapter_mode", "pooling_strategy", "reverse_complement", "n_dims")
 {k: record[k] for k in fields}""",
     ),
-    (PLOT, """dfm.pl.embedding(dna, "X_dfm_seq", color="label", title="encoder embedding")"""),
+    (
+        PLOT,
+        """dfm.pl.embedding(
+    dna, "X_dfm_seq", color="label", title="encoder embedding", compute_umap=True
+)""",
+    ),
     (
         MD,
         """## A published model in the same call

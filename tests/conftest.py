@@ -52,6 +52,22 @@ def small_counts():
 
 
 @pytest.fixture
+def checkpoint_cells():
+    """The 48-gene cells of the checkpoint fixtures (Ensembl ids; symbols in .var['symbol'])."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    c = np.load(Path(__file__).parent / "checkpoints" / "fixtures" / "cells.npz")
+    return ad.AnnData(
+        X=sp.csr_matrix(c["counts"].astype(np.float32)),
+        obs=pd.DataFrame(index=c["obs"]),
+        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
+    )
+
+
+@pytest.fixture
 def dfm_log(caplog):
     """caplog that sees the ``diffbio_sc`` logger (which does not propagate to root)."""
     import logging
@@ -94,19 +110,3 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = keep
-
-
-@pytest.fixture
-def checkpoint_cells():
-    """The 7 cells x 48 genes of tests/checkpoints/fixtures/cells.npz (Ensembl ids, .var['symbol'])."""
-    import anndata as ad
-    import numpy as np
-    import pandas as pd
-    import scipy.sparse as sp
-
-    c = np.load(REPO / "tests" / "checkpoints" / "fixtures" / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )

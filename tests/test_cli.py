@@ -255,7 +255,7 @@ def test_tokenize_medians_table(capsys, work):
             ],
             ["--epochs", "training a new model"],
         ),  # fmt: skip
-        (["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--emb-layer", "1"], ["--emb-layer"]),
+        (["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--layer-index", "1"], ["--layer-index"]),
         (
             ["embed", "{w}/cells.h5ad", "-o", "{w}/o.h5ad", "--save-model", "{w}"],
             ["--save-model", "already exists", "--force"],
@@ -635,8 +635,9 @@ def test_embed_genes_matches_library(capsys, tmp_path, genome):
         fa, gtf, vcf, genes=["MT-ND2", "MT-ND6"], encoder=dfm.tl.KmerEncoder(3),
         contig_map={"MT": "MT_human"}, projection=None,
     )["genetics"]  # fmt: skip
-    assert list(got.uns["gene_list"]) == ["MT-ND2", "MT-ND6"]
-    assert got.uns["embedding_strategy_id"] == want.uns["embedding_strategy_id"]
+    assert list(got.uns["dfm"]["genetics"]["gene_list"]) == ["MT-ND2", "MT-ND6"]
+    sid = "embedding_strategy_id"
+    assert got.uns["dfm"]["genetics"][sid] == want.uns["dfm"]["genetics"][sid]
     np.testing.assert_array_equal(got.obsm["X_dfm_genes"], want.obsm["X_dfm_genes"])
     np.testing.assert_array_equal(got.X, want.X)
     assert int(got.X[0, 0]) == 1 and int(got.X[0, 1]) == 0  # the one variant is in MT-ND2
@@ -656,7 +657,7 @@ def test_embed_genes_defaults_to_every_gtf_gene(capsys, tmp_path, genome):
     assert rc == 0, err
     got = md.read_h5mu(tmp_path / "g.h5mu")["genetics"]
     genes = dfm.io.read_gtf(genome / "MT-genes_rCRS.gtf")["gene_name"].dropna().unique()
-    assert list(got.uns["gene_list"]) == list(genes) and len(genes) == 15
+    assert list(got.uns["dfm"]["genetics"]["gene_list"]) == list(genes) and len(genes) == 15
     assert got.obsm["X_dfm_subject"].shape == (1, 15 * 16)
     # the run log names the GTF file and its digest (it used to say '<DataFrame>')
     inputs = json.loads((tmp_path / "run.json").read_text())["inputs"]
@@ -695,7 +696,8 @@ def test_embed_genes_with_saved_encoder(capsys, tmp_path, genome, tiny_encoder):
     )["genetics"]  # fmt: skip
     assert got.obsm["X_dfm_genes"].shape == (1, 8)
     np.testing.assert_allclose(got.obsm["X_dfm_genes"], want.obsm["X_dfm_genes"], rtol=1e-6)
-    assert got.uns["embedding_strategy_id"] == want.uns["embedding_strategy_id"]
+    sid = "embedding_strategy_id"
+    assert got.uns["dfm"]["genetics"][sid] == want.uns["dfm"]["genetics"][sid]
 
 
 def test_embed_genes_unknown_transcript(capsys, tmp_path, genome):
@@ -767,7 +769,7 @@ def test_embed_trains_saves_and_reuses_a_native_model(capsys, work):
                  seed=3, batch_key="batch", progress_bar=False)  # fmt: skip
     np.testing.assert_allclose(got.obsm["X_dfm"], want.obsm["X_dfm"], rtol=1e-5, atol=1e-6)
     entry = got.uns["dfm"]["embeddings"]["X_dfm"]
-    assert entry["model_saved"] and entry["weights_sha256"]
+    assert entry["weights_retrievable"] and entry["weights_sha256"]
     # the saved model embeds the same cells to the same vectors
     rc, _, err = cli(capsys, "embed", work / "cells.h5ad", "-o", work / "again.h5ad", "--model",
                      work / "model", "--key-added", "X_again", "--no-progress")  # fmt: skip

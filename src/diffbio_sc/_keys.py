@@ -51,8 +51,24 @@ MODEL_FAMILIES = (
     "nucleotide_transformer_v1",
     "nucleotide_transformer_v2",
     "generator",
+    "kmer_frequency",
+    "external",
 )
-ADAPTER_MODES = ("native_trainable", "precomputed", "frozen_encoder", "checkpoint")
+# How an embedding was made (docs/architecture.md, "Embedding records"):
+# native_trainable: weights trained by diffbio_sc; precomputed: vectors computed elsewhere and
+# imported; frozen_encoder: a function the user passed (weights unknown to diffbio_sc);
+# checkpoint: published weights loaded from a file and run in-process; fixed_features: a
+# deterministic feature map without weights (k-mer frequencies).
+ADAPTER_MODES = (
+    "native_trainable",
+    "precomputed",
+    "frozen_encoder",
+    "checkpoint",
+    "fixed_features",
+)
+
+# Default MuData modality of the sequence tools (embed_sequences, pretrain_sequences, genomics_tasks)
+SEQUENCE_MOD = "dna"
 
 # Genetics modality written by dfm.tl.embed_genes (subjects as observations, genes as vars)
 GENETICS_MOD = "genetics"
@@ -61,7 +77,7 @@ SUBJECT_VECTOR_KEY = "X_dfm_subject"  # .obsm: genes combined (concatenation or 
 GENETICS_EMBEDDING_KEY = "X_dfm_genetics"  # .obsm: the subject vector projected (512 dims)
 REFERENCE_EMBEDDING_KEY = "dfm_reference_embedding"  # .varm: each gene's reference embedding
 TRAIN_KEY = "dfm_train"  # .obs: subjects the projection was fitted on
-UNS_GENETICS = "genetics"  # .uns['dfm']['genetics']: strategy, counts, projection
-GENE_LIST_KEY = "gene_list"  # .uns (top level of the modality)
-REFERENCE_VERSION_KEY = "reference_version"  # .uns
-STRATEGY_ID_KEY = "embedding_strategy_id"  # .uns
+UNS_GENETICS = "genetics"  # .uns['dfm']['genetics']: gene list, strategy, counts, projection
+GENE_LIST_KEY = "gene_list"  # .uns['dfm']['genetics'] (top of .uns in files of 0.2)
+REFERENCE_VERSION_KEY = "reference_version"  # .uns['dfm']['genetics']
+STRATEGY_ID_KEY = "embedding_strategy_id"  # .uns['dfm']['genetics']

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import diffbio_sc as dfm
 from diffbio_sc.io._checkpoints import CheckpointError, read_checkpoint, read_torch_weights
@@ -78,13 +76,8 @@ def _hidden_states(module, *inputs):
 
 
 @pytest.fixture
-def cells():
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
+def cells(checkpoint_cells):
+    return checkpoint_cells
 
 
 def _snapshot(adata):
@@ -275,11 +268,11 @@ def test_embed_checkpoint_geneformer_equals_extractor(cells, name):
     dfm.tl.embed_checkpoint(cells, FIX / name)
     np.testing.assert_allclose(cells.obsm["X_geneformer"], e["mean_embedding"], atol=TOL, rtol=0)
     if name == "geneformer_v2":
-        dfm.tl.embed_checkpoint(cells, FIX / name, emb_layer=0, key_added="last")
+        dfm.tl.embed_checkpoint(cells, FIX / name, layer_index=0, key_added="last")
         np.testing.assert_allclose(cells.obsm["last"], e["last_layer_mean"], atol=TOL, rtol=0)
     entry = cells.uns["dfm"]["embeddings"]["X_geneformer"]
-    assert entry["source"] == "geneformer" and entry["adapter_mode"] == "frozen_encoder"
-    assert entry["layer_index"] == entry["n_layers"] - 1
+    assert entry["source"] == "geneformer" and entry["adapter_mode"] == "checkpoint"
+    assert entry["layer_index"] == -1 and entry["layer_from_input"] == entry["n_layers"] - 1
     assert entry["n_genes_in_vocab"] == 40 and entry["n_genes"] == 48
     assert 0 < entry["frac_counts_in_vocab"] < 1
     assert len(entry["artifact_sha256"]) == 64 and len(entry["gene_medians_sha256"]) == 64
@@ -533,8 +526,8 @@ def test_gene_id_mismatch_suggests_the_matching_column(cells):
         dfm.tl.embed_checkpoint(cells, FIX / "scgpt", gene_key="symbol", pooling="mean")
     with pytest.raises(TypeError):
         dfm.tl.embed_checkpoint(cells, FIX / "geneformer_v1", max_batch_tokens=1.5)
-    with pytest.raises(dfm._validate.DfmInputError, match="emb_layer"):
-        dfm.tl.embed_checkpoint(cells, FIX / "geneformer_v1", emb_layer=-4)
+    with pytest.raises(dfm._validate.DfmInputError, match="layer_index"):
+        dfm.tl.embed_checkpoint(cells, FIX / "geneformer_v1", layer_index=-4)
     _assert_unchanged(cells, snap)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
-from diffbio_sc.tl._genetics._embed_genes import _encoder_inputs, project_subjects
+from diffbio_sc.ops._projection import project_subjects
+from diffbio_sc.tl._genetics._embed_genes import _encoder_inputs, genetics_record
 from diffbio_sc.tl._genetics._encoders import strategy_digest
 
 HEADER = (
@@ -150,7 +151,8 @@ def test_rc_modes_and_equivariance(toy, toyvcf):
     avg = run(toy, toyvcf, encoder=canon, reverse_complement="average")["genetics"]
     eqv = run(toy, toyvcf, encoder=canon, reverse_complement="equivariant")["genetics"]
     np.testing.assert_allclose(avg.obsm["X_dfm_genes"], eqv.obsm["X_dfm_genes"], atol=1e-6)
-    assert avg.uns["embedding_strategy_id"] != eqv.uns["embedding_strategy_id"]
+    sid = "embedding_strategy_id"
+    assert genetics_record(avg)[sid] != genetics_record(eqv)[sid]
     fwd = run(toy, toyvcf, reverse_complement=None)["genetics"]
     both = run(toy, toyvcf, reverse_complement="average")["genetics"]
     assert not np.allclose(fwd.obsm["X_dfm_genes"], both.obsm["X_dfm_genes"])
@@ -172,7 +174,7 @@ def test_windows_for_long_genes(toy, toyvcf):
     k2 = dfm.tl.KmerEncoder(2)
     want = np.mean([k2.embed([ref[i : i + 8]])[0] for i in (0, 6, 12)], axis=0)
     np.testing.assert_allclose(a.varm["dfm_reference_embedding"][0], want, atol=1e-6)
-    strat = json.loads(a.uns["dfm"]["genetics"]["strategy"])
+    strat = genetics_record(a)["strategy"]
     assert strat["window"] == 8 and strat["window_stride"] == 8
     with pytest.raises(DfmInputError, match="exceeds the encoder's max_length 8"):
         run(toy, toyvcf, encoder=enc, window=9)
@@ -217,10 +219,12 @@ def test_mudata_layout_h5mu_round_trip_and_log(toy, toyvcf, tmp_path):
     a = md["genetics"]
     assert list(a.obs_names) == ["A", "B", "C", "D"] and list(a.var_names) == ["PLUS", "MINUS"]
     assert a.obs["dfm_train"].tolist() == [True, True, True, False]
-    assert list(a.uns["gene_list"]) == ["PLUS", "MINUS"]
-    assert a.uns["reference_version"] == "toy-v1"
-    sid = a.uns["embedding_strategy_id"]
-    assert sid == strategy_digest(json.loads(a.uns["dfm"]["genetics"]["strategy"]))
+    rec = a.uns["dfm"]["genetics"]
+    assert list(rec["gene_list"]) == ["PLUS", "MINUS"]
+    assert rec["reference_version"] == "toy-v1"
+    sid = rec["embedding_strategy_id"]
+    assert sid == strategy_digest(genetics_record(a)["strategy"])
+    assert not {"gene_list", "reference_version", "embedding_strategy_id"} & set(a.uns)
     assert a.obsm["X_dfm_genetics"].shape == (4, 3)
     assert a.obsm["X_dfm_subject"].shape == a.obsm["X_dfm_genes"].shape == (4, 2 * 256)
     logged = json.loads(log.read_text())
@@ -235,20 +239,61 @@ def test_mudata_layout_h5mu_round_trip_and_log(toy, toyvcf, tmp_path):
         b.varm["dfm_reference_embedding"], a.varm["dfm_reference_embedding"]
     )
     np.testing.assert_array_equal(b.X, a.X)
-    assert b.uns["embedding_strategy_id"] == sid and list(b.uns["gene_list"]) == ["PLUS", "MINUS"]
-    assert b.uns["dfm"]["genetics"]["strategy"] == a.uns["dfm"]["genetics"]["strategy"]
+    brec = genetics_record(b)
+    assert brec["embedding_strategy_id"] == sid and brec["gene_list"] == ["PLUS", "MINUS"]
+    assert brec["strategy"] == genetics_record(a)["strategy"]
+    assert brec["run_log"]["counts"]["n_subjects"] == 4
     np.testing.assert_array_equal(
         b.uns["dfm"]["genetics"]["projection"]["components"],
         a.uns["dfm"]["genetics"]["projection"]["components"],
     )
     # same inputs, same strategy id; another strategy, another id
     again = run(toy, toyvcf, train_subjects=["A", "B", "C"])["genetics"]
-    assert again.uns["embedding_strategy_id"] == sid
-    assert run(toy, toyvcf, subject_pooling="mean")["genetics"].uns["embedding_strategy_id"] != sid
-    # adding to an existing MuData
-    md2 = run(toy, toyvcf, mdata=md, mod="genetics2", projection=None)
-    assert md2 is md and {"genetics", "genetics2"} <= set(md.mod)
+    assert genetics_record(again)["embedding_strategy_id"] == sid
+    other = run(toy, toyvcf, subject_pooling="mean")["genetics"]
+    assert genetics_record(other)["embedding_strategy_id"] != sid
+    # adding to an existing MuData: a copy, or in place
+    md2 = run(toy, toyvcf, mdata=md, mod="genetics2", projection=None, copy=True)
+    assert set(md.mod) == {"genetics"} and set(md2.mod) == {"genetics", "genetics2"}
+    assert run(toy, toyvcf, mdata=md, mod="genetics2", projection=None) is None
+    assert {"genetics", "genetics2"} <= set(md.mod)
     assert "X_dfm_genetics" not in md["genetics2"].obsm
+
+
+def test_existing_modality_is_replaced_only_with_overwrite(toy, toyvcf):
+    md = run(toy, toyvcf)
+    before = md["genetics"].obsm["X_dfm_genes"].copy()
+    with pytest.raises(DfmInputError, match="already has a modality 'genetics'; pass overwrite"):
+        run(toy, toyvcf, mdata=md, encoder=dfm.tl.KmerEncoder(2))
+    np.testing.assert_array_equal(md["genetics"].obsm["X_dfm_genes"], before)
+    assert run(toy, toyvcf, mdata=md, encoder=dfm.tl.KmerEncoder(2), overwrite=True) is None
+    assert md["genetics"].obsm["X_dfm_genes"].shape == (4, 2 * 16)
+
+
+def test_reads_the_old_uns_layout(toy, toyvcf):
+    """Files of 0.2: gene list etc. at the top of .uns, strategy and run log as JSON strings."""
+    md = run(toy, toyvcf)
+    a = md["genetics"]
+    rec = genetics_record(a)
+    old = a.uns["dfm"]["genetics"]
+    a.uns = {
+        "gene_list": list(rec["gene_list"]),
+        "reference_version": rec["reference_version"],
+        "embedding_strategy_id": rec["embedding_strategy_id"],
+        "dfm": {
+            "genetics": {
+                "strategy": json.dumps(rec["strategy"], sort_keys=True),
+                "run_log": json.dumps(rec["run_log"], sort_keys=True),
+                "gene_dim": old["gene_dim"],
+            }
+        },
+    }
+    got = genetics_record(a)
+    assert got["gene_list"] == ["PLUS", "MINUS"] and got["strategy"] == rec["strategy"]
+    assert got["embedding_strategy_id"] == rec["embedding_strategy_id"]
+    labels = np.array([0, 1, 0, 1])
+    with pytest.raises(DfmInputError, match="rarer class"):  # read the gene list, then checked
+        dfm.tl.logo_attribution(md, labels, n_folds=3, n_repeats=2)
 
 
 def test_precomputed_embeddings_round_trip(toy, toyvcf, tmp_path):
@@ -296,7 +341,7 @@ def test_native_sequence_encoder(toy, toyvcf):
     enc = create_dna_encoder(**small)
     a = run(toy, toyvcf, encoder=enc)["genetics"]
     assert a.uns["dfm"]["genetics"]["gene_dim"] == 16
-    strat = json.loads(a.uns["dfm"]["genetics"]["strategy"])
+    strat = genetics_record(a)["strategy"]
     assert strat["encoder"]["kind"] == "dfm_sequence_encoder" and strat["window"] == 16
     eq = create_dna_encoder(**small, reverse_complement="equivariant")
     from diffbio_sc.tl._genetics._encoders import as_encoder
@@ -347,7 +392,7 @@ def test_dna_checkpoint_encoder(toy, toyvcf):
     np.testing.assert_allclose(X[1, :d], avg(plus_ref), atol=1e-5)
     np.testing.assert_allclose(X[2, :d], avg(plus_snv), atol=1e-5)
     np.testing.assert_allclose(X[3, d:], avg(rc(s[41:47] + s[51:58])), atol=1e-5)
-    strat = json.loads(a.uns["dfm"]["genetics"]["strategy"])
+    strat = genetics_record(a)["strategy"]
     assert strat["encoder"]["kind"] == "dna_checkpoint" and strat["window"] == 118
     assert strat["encoder"]["model_family"] == "nucleotide_transformer_v1"
     assert strat["encoder"]["checkpoint_sha256"] == m.sha256
@@ -372,7 +417,7 @@ def test_caduceus_ps_checkpoint_equivariant_one_pass(toy, toyvcf):
     one, other = m.embed([plus_ref, rc(plus_ref)])
     np.testing.assert_allclose(X[1, :d], one, atol=1e-5)
     np.testing.assert_allclose(one, other, atol=1e-6)
-    strat = json.loads(a.uns["dfm"]["genetics"]["strategy"])
+    strat = genetics_record(a)["strategy"]
     assert strat["encoder"]["model_family"] == "caduceus" and strat["encoder"]["k"] == 1
     ph = dfm.models.load_checkpoint(fix / "caduceus_ph")
     with pytest.raises(DfmInputError, match="RC-invariant by construction"):

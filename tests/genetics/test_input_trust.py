@@ -60,7 +60,7 @@ def test_vcf_named_like_the_fasta_is_read_through_contig_map(mt, genome_dir, mt_
     np.testing.assert_array_equal(
         got["genetics"].obsm["X_dfm_genes"], want["genetics"].obsm["X_dfm_genes"]
     )
-    log = json.loads(got["genetics"].uns["dfm"]["genetics"]["run_log"])
+    log = got["genetics"].uns["dfm"]["genetics"]["run_log"]
     assert log["inputs"]["vcf_contig_names"] == {"MT": "MT_human"}
 
 

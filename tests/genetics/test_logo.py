@@ -7,41 +7,7 @@ import pytest
 
 import diffbio_sc as dfm
 from diffbio_sc._validate import DfmInputError
-from diffbio_sc.tl._genetics._logo import _fold_scores, auc_rows, benjamini_hochberg, nadeau_bengio
-
-
-def test_auc_rows_matches_sklearn_with_ties():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    y = rng.random(40) < 0.4
-    S = rng.integers(0, 5, size=(6, 40)).astype(float)  # many ties
-    got = auc_rows(S, y)
-    want = [roc_auc_score(y, s) for s in S]
-    np.testing.assert_allclose(got, want)
-    Y = np.stack([y, ~y])  # one labeling per row
-    np.testing.assert_allclose(auc_rows(S[:2], Y), [want[0], 1 - want[1]])
-
-
-def test_benjamini_hochberg_hand_computed():
-    # sorted p 0.01, 0.03, 0.04, 0.5 -> p*m/rank 0.04, 0.06, 0.0533, 0.5 -> running min from the top
-    q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5]))
-    np.testing.assert_allclose(q, [0.04, 0.16 / 3, 0.16 / 3, 0.5])
-    assert benjamini_hochberg(np.array([0.9, 0.99]))[1] == 0.99
-    assert (benjamini_hochberg(np.array([1.0, 1.0, 0.9])) <= 1.0).all()
-
-
-def test_nadeau_bengio_hand_computed():
-    from scipy import stats
-
-    d = np.array([[0.1, 0.2, 0.0, 0.1, 0.1], [0.0, 0.0, 0.0, 0.0, 0.0]])
-    out = nadeau_bengio(d, n_train=80, n_test=20, alternative="greater", ci=0.9)
-    m, s2 = 0.1, np.var(d[0], ddof=1)
-    se = np.sqrt((1 / 5 + 20 / 80) * s2)
-    assert out["t"][0] == pytest.approx(m / se)
-    assert out["p"][0] == pytest.approx(stats.t.sf(m / se, 4))
-    assert out["ci_low"][0] == pytest.approx(m - stats.t.ppf(0.95, 4) * se)
-    assert out["p"][1] == 1.0 and out["t"][1] == 0.0  # a gene that never changes anything
+from diffbio_sc.ops._logo import fold_scores
 
 
 def gram_variants(X, G):
@@ -63,7 +29,7 @@ def test_gram_path_equals_explicit_pca_plus_ridge(n_components):
     y = rng.random(n) < 0.5
     Ks = gram_variants(X, G)
     tr, te = np.arange(30), np.arange(30, 40)
-    got = _fold_scores(
+    got = fold_scores(
         Ks,
         tr,
         te,
@@ -113,7 +79,7 @@ def simulate(mt, path, n_subjects, seed):
 
 @pytest.mark.parametrize("n_components", [100, 6])
 def test_feature_path_equals_gram_path(n_components):
-    from diffbio_sc.tl._genetics._logo import _fold_scores_primal
+    from diffbio_sc.ops._logo import fold_scores_primal
 
     rng = np.random.default_rng(2)
     n, G, d = 60, 4, 5  # 20 features < 60 subjects
@@ -121,7 +87,7 @@ def test_feature_path_equals_gram_path(n_components):
     Y = rng.random((n, 7)) < 0.5  # several labelings at once
     Ks = gram_variants(X, G)
     tr, te = np.arange(45), np.arange(45, 60)
-    dual = _fold_scores(
+    dual = fold_scores(
         Ks,
         tr,
         te,
@@ -131,7 +97,7 @@ def test_feature_path_equals_gram_path(n_components):
         classifier="ridge",
         n_features=G * d,
     )
-    primal = _fold_scores_primal(X, G, tr, te, Y[tr], n_components=n_components, alpha=0.3)
+    primal = fold_scores_primal(X, G, tr, te, Y[tr], n_components=n_components, alpha=0.3)
     np.testing.assert_allclose(primal, dual, atol=1e-8)
 
 
@@ -190,7 +156,7 @@ def test_logistic_classifier_and_bad_input(cohort):
     res = dfm.tl.logo_attribution(
         md, y, n_repeats=2, n_folds=2, classifier="logistic", test="corrected_t", n_components=10
     )
-    assert set(res["gene"]) == set(md["genetics"].uns["gene_list"])
+    assert set(res["gene"]) == set(md["genetics"].uns["dfm"]["genetics"]["gene_list"])
     with pytest.raises(DfmInputError, match="needs classifier='ridge'"):
         dfm.tl.logo_attribution(md, y, classifier="logistic")
     with pytest.raises(DfmInputError, match="binary phenotype; labels has 3 classes"):

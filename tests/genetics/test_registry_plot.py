@@ -74,7 +74,9 @@ def test_logo_plot_content(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    ax = dfm.pl.logo(_table(), save=tmp_path / "logo.png")
+    fig = dfm.pl.logo(_table(), save=tmp_path / "logo.png")
+    assert isinstance(fig, matplotlib.figure.Figure)
+    ax = fig.axes[0]
     assert (tmp_path / "logo.png").stat().st_size > 0
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["C", "B", "A"]  # largest delta-AUC drawn on top
@@ -85,7 +87,9 @@ def test_logo_plot_content(tmp_path):
     texts = [t.get_text().strip() for t in ax.texts]
     assert texts == ["q=0.003"]
     assert "0.710" in ax.get_title() and "10 x 5" in ax.get_title()
-    ax2 = dfm.pl.logo(_table(), top=2, fdr=0.5)
+    _, own = matplotlib.pyplot.subplots()
+    assert dfm.pl.logo(_table(), top=2, fdr=0.5, ax=own) is own.figure
+    ax2 = own
     assert [t.get_text() for t in ax2.get_yticklabels()] == ["B", "A"]
     assert len(ax2.texts) == 2
     matplotlib.pyplot.close("all")

@@ -295,7 +295,7 @@ def test_embedding_umap_leaves_user_graph_alone(adata, tmp_path):
 
     ad = adata.copy()
     path = tmp_path / "umap.png"
-    fig = dfm.pl.embedding(ad, "X_emb", color=("batch", "cell_type"), save=path)
+    fig = dfm.pl.embedding(ad, "X_emb", color=("batch", "cell_type"), save=path, compute_umap=True)
     assert isinstance(fig, Figure)
     titles = [ax.get_title() for ax in fig.axes]
     assert "batch" in titles and "cell_type" in titles
@@ -308,7 +308,7 @@ def test_embedding_umap_leaves_user_graph_alone(adata, tmp_path):
 @pytest.mark.slow  # fast-suite budget (issue 14): runs in the slow CI step
 def test_embedding_key_added_and_2d_basis(adata):
     ad = adata.copy()
-    dfm.pl.embedding(ad, "X_emb", color="cell_type", key_added="X_umap_emb")
+    dfm.pl.embedding(ad, "X_emb", color="cell_type", key_added="X_umap_emb", compute_umap=True)
     coords = ad.obsm["X_umap_emb"]
     assert coords.shape == (150, 2) and np.isfinite(coords).all()
     # a 2-D basis is plotted as it is: the points are the stored coordinates
@@ -358,3 +358,42 @@ def test_embedding_of_observations_without_variables():
 def test_embedding_errors(adata, basis, color, match):
     with pytest.raises(DfmInputError, match=match):
         dfm.pl.embedding(adata, basis, color=color)
+
+
+def test_embedding_does_not_compute_unless_asked(adata):
+    ad = adata.copy()
+    with pytest.raises(DfmInputError, match=r"3 dimensions.*sc.tl.umap.*compute_umap=True"):
+        dfm.pl.embedding(ad, "X_emb", color="cell_type")
+    with pytest.raises(DfmInputError, match="already 2-D"):
+        dfm.pl.embedding(ad, "X_umap", color="cell_type", key_added="X_again")
+    assert set(ad.obsm) == {"X_emb", "X_umap"}
+
+
+def test_every_plot_takes_ax_show_save_and_returns_the_figure(adata, tmp_path):
+    """pl.* share one signature: ax=None, show=None, save=None; the figure comes back."""
+    import inspect
+
+    import matplotlib.pyplot as plt
+
+    for name in dfm.pl.__all__:
+        params = inspect.signature(getattr(dfm.pl, name)).parameters
+        for arg in ("ax", "show", "save"):
+            assert arg in params and params[arg].default is None, (name, arg)
+    fig, (a1, a2) = plt.subplots(1, 2)
+    got = dfm.pl.embedding(adata, "X_umap", color="cell_type", ax=a1)
+    assert got is fig and a1.collections  # drawn into the caller's Axes, figure kept open
+    assert plt.fignum_exists(fig.number)
+    with pytest.raises(DfmInputError, match="2 panels"):
+        dfm.pl.embedding(adata, "X_umap", color=["cell_type", "batch"], ax=a2)
+    plt.close(fig)
+
+
+def test_benchmark_draws_one_group_into_an_axes(results):
+    fig, ax = plt.subplots()
+    got = dfm.pl.benchmark(results, kind="bars", groups=["bio"], ax=ax)
+    assert got is fig and len(fig.axes) == 1 and ax.patches
+    assert plt.fignum_exists(fig.number)
+    with pytest.raises(DfmInputError, match="cannot draw into one ax"):
+        dfm.pl.benchmark(results, kind="table", ax=ax)
+    with pytest.raises(DfmInputError, match="cannot draw into one ax"):
+        dfm.pl.benchmark(results, kind="dots", ax=ax)  # several groups

@@ -237,7 +237,7 @@ def test_benchmark_report_contents(bench):
 
 def test_benchmark_aggregate_inputs_are_per_embedding(monkeypatch):
     """A metric that is NaN for one embedding only changes that embedding's aggregates."""
-    from diffbio_sc.tl._scoring import _kernels
+    from diffbio_sc.ops import _scoring as _kernels
 
     steps = list(_kernels.METRIC_STEPS)
     i = next(i for i, (name, _, _) in enumerate(steps) if name.startswith("silhouette_label"))

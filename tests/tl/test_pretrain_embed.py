@@ -276,7 +276,7 @@ def test_pretrain_restricted_vocabulary_and_no_validation(data, caplog):
     finally:
         logger.removeHandler(caplog.handler)
     entry = adata.uns["dfm"]["embeddings"]["X_dfm"]
-    assert entry["gene_coverage"] == 1.0 and entry["n_cells_without_tokens"] == 1
+    assert entry["gene_coverage"] == 1.0 and entry["n_cells_without_gene_tokens"] == 1
     assert "1 of 120 cells express none of the model's genes" in caplog.text
     assert f"'{adata.obs_names[3]}'" in caplog.text
     emb = adata.obsm["X_dfm"]
@@ -365,7 +365,7 @@ def test_embed_from_saved_model_and_copy(trained, data, embedded, tmp_path):
         trained.eval()
     np.testing.assert_allclose(again.obsm["X_dfm"], embedded, atol=1e-6)
     entry = out.uns["dfm"]["embeddings"]["X_dfm"]
-    assert entry["model_path"] == str(path.resolve()) and entry["model_saved"]
+    assert entry["model_path"] == str(path.resolve()) and entry["weights_retrievable"]
     assert (
         entry["weights_sha256"] == json.loads((path / "config.json").read_text())["weights_sha256"]
     )
@@ -726,13 +726,15 @@ def test_embed_without_model_keeps_it_only_when_asked(data, tmp_path):
     a = small.copy()
     dfm.tl.embed(a, **kw)
     entry = a.uns["dfm"]["embeddings"]["X_dfm"]
-    assert entry["model_saved"] is False or entry["model_saved"] == 0
+    assert entry["weights_retrievable"] is False or entry["weights_retrievable"] == 0
     assert "weights_sha256" not in entry and "save_model" in entry["model_note"]
     b = small.copy()
     dfm.tl.embed(b, save_model=tmp_path / "kept", **kw)
     entry = b.uns["dfm"]["embeddings"]["X_dfm"]
     doc = json.loads((tmp_path / "kept" / "config.json").read_text())
-    assert entry["model_saved"] and entry["model_path"] == str((tmp_path / "kept").resolve())
+    assert entry["weights_retrievable"] and entry["model_path"] == str(
+        (tmp_path / "kept").resolve()
+    )
     assert entry["weights_sha256"] == doc["weights_sha256"]
     # Same seed, same model: the unsaved and the saved run embed identically, and new
     # cells embedded later with the kept model land in the same space.

@@ -290,7 +290,7 @@ def test_kbet_step_passes_50_neighbours_batches_and_labels(adata, monkeypatch):
     """Deterministic check of the kBET step: what it hands scib-metrics and what it returns."""
     import scib_metrics
 
-    from diffbio_sc.tl._scoring import _kernels
+    from diffbio_sc.ops import _scoring as _kernels
 
     seen = {}
 

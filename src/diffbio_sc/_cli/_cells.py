@@ -8,6 +8,7 @@ never written.
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from ._common import (
@@ -149,7 +150,7 @@ _TRAIN_OPTS = (
     "save_model",
 )
 #: Options that only apply to a Geneformer / scGPT checkpoint.
-_CKPT_OPTS = ("gene_key", "emb_layer", "pooling", "trust_pickle")
+_CKPT_OPTS = ("gene_key", "layer_index", "pooling", "trust_pickle", "min_vocab_coverage")
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -158,11 +159,18 @@ def _embed(args: argparse.Namespace) -> int:
     say = Reporter(args)
     src = input_file(args.input, "input AnnData")
     out = output_file(args.out, force=args.force, inputs=[src], suffixes=H5AD)
-    kwargs: dict = {"batch_size": args.batch_size, "layer": args.layer}
+    if args.emb_layer is not None:  # the old name of --layer-index
+        warnings.warn(
+            "--emb-layer is deprecated and will be removed; use --layer-index (same meaning).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if args.layer_index is not None:
+            raise ValueError("Pass --layer-index only; --emb-layer is its old name.")
+        args.layer_index = args.emb_layer
+    kwargs: dict = {"layer": args.layer}
     if args.key_added is not None:
         kwargs["key_added"] = args.key_added
-    if args.min_gene_coverage is not None:
-        kwargs["min_gene_coverage"] = args.min_gene_coverage
     if args.model is not None:
         model_path = Path(args.model)
         if not model_path.is_dir():
@@ -185,8 +193,25 @@ def _embed(args: argparse.Namespace) -> int:
                 f"--model {args.model!r} is a saved native model. Drop those options."
             )
         if ckpt:
+            if args.batch_size is not None:
+                raise ValueError(
+                    "--batch-size applies to native models; a checkpoint is batched by tokens."
+                )
+            if args.min_gene_coverage is not None:  # 0.2 passed it on as the vocabulary share
+                warnings.warn(
+                    "--min-gene-coverage with a checkpoint is deprecated; use "
+                    "--min-vocab-coverage (same meaning for checkpoints).",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                if args.min_vocab_coverage is None:
+                    args.min_vocab_coverage = args.min_gene_coverage
             kwargs.update(seed=args.seed, trust_pickle=args.trust_pickle)
-            kwargs.update(collect(args, ("gene_key", "emb_layer", "pooling")))
+            kwargs.update(
+                collect(args, ("gene_key", "layer_index", "pooling", "min_vocab_coverage"))
+            )
+        else:
+            kwargs.update(collect(args, ("batch_size", "min_gene_coverage")))
         model = str(model_path)
     else:
         wrong = given(args, _CKPT_OPTS)
@@ -196,6 +221,7 @@ def _embed(args: argparse.Namespace) -> int:
                 "--model; drop them or pass --model."
             )
         model = None
+        kwargs.update(collect(args, ("batch_size", "min_gene_coverage")))
         if args.save_model is not None:
             kwargs["save_model"] = str(
                 output_dir(args.save_model, force=args.force, option="--save-model")
@@ -251,12 +277,16 @@ def _add_embed(sub) -> None:
         help=".obsm key (default: X_dfm; X_geneformer / X_scgpt for checkpoints)",
     )
     p.add_argument("--layer", help="layer with raw counts (default: .X)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="cells per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="cells per forward pass (native models; default: 256)",
+    )
     p.add_argument(
         "--min-gene-coverage",
         type=float,
-        help="smallest fraction of the model's genes that must be present (default: 0.5 "
-        "for native models, 0.1 for checkpoints)",
+        help="smallest fraction of the model's genes that must be present (native models; "
+        "default: 0.5)",
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of training (and checkpoint runs)")
     train = p.add_argument_group("training (no --model)")
@@ -293,10 +323,17 @@ def _add_embed(sub) -> None:
         "--gene-key", help=".var column with the gene ids the checkpoint knows (default: var_names)"
     )
     ckpt.add_argument(
-        "--emb-layer",
+        "--layer-index",
         type=int,
-        help="hidden layer to pool, counted from the end (default: -1 for Geneformer, the "
-        "second-to-last; 0 for scGPT, the last)",
+        help="hidden layer to pool, as upstream counts it: from the end (default: -1 for "
+        "Geneformer, the second-to-last; 0 for scGPT, the last)",
+    )
+    ckpt.add_argument("--emb-layer", type=int, help=argparse.SUPPRESS)  # old --layer-index
+    ckpt.add_argument(
+        "--min-vocab-coverage",
+        type=float,
+        help="smallest fraction of the AnnData's genes in the checkpoint's vocabulary "
+        "(default: 0.1)",
     )
     ckpt.add_argument(
         "--pooling",

@@ -340,8 +340,8 @@ def _add_embed_genes(sub) -> None:
         "alleles (two haplotypes per subject), embed it, average the haplotypes, join the "
         "genes into a subject vector and project it (dfm.tl.embed_genes). Writes a MuData "
         "whose modality MOD has subjects as observations and genes as variables: "
-        ".obsm['X_dfm_genes'], .obsm['X_dfm_subject'], .obsm[KEY], .uns['gene_list'], "
-        ".uns['reference_version'], .uns['embedding_strategy_id'].",
+        ".obsm['X_dfm_genes'], .obsm['X_dfm_subject'], .obsm[KEY], .uns['dfm']['genetics'] "
+        "(gene_list, reference_version, embedding_strategy_id).",
     )
     p.set_defaults(library_names={"log_path": "log"})  # Python argument -> option dest
     p.add_argument("--reference", required=True, metavar="REF.fa", help="reference FASTA")

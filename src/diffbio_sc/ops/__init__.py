@@ -18,7 +18,10 @@ one per job, and know nothing of AnnData: ``_rank_value`` (rank-value
 encoding), ``_medians`` (nonzero gene medians), ``_bins`` (per-cell quantile
 bins), ``_csr`` (row sums and CSR helpers) and ``_plan`` (tokenizer plans:
 the resolved vocabulary, gene scaling, special ids and length cap of a scheme,
-built once and applied to CSR chunks by every tokenizing path).
+built once and applied to CSR chunks by every tokenizing path); and those behind
+``dfm.tl``: ``_scoring`` (probes and integration metrics), ``_stats`` (AUC,
+corrected resampled t-test, Benjamini-Hochberg), ``_logo`` (leave-one-gene-out
+fold fits), ``_projection`` (subject projection) and ``_threads`` (BLAS threads).
 
 Functions are imported on first use: importing the package imports neither JAX
 nor numba; the host sorting kernel (numba) is compiled on first use.

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .._schema import AGGREGATE_FORMULAS, GROUPS, metric_label, report_of, results_frame
-from .._validate import DfmInputError, check_bool, check_choice, check_float, check_int
+from .._validate import DfmInputError, check_choice, check_float, check_int
+from ._common import check_ax, check_show, finish
 
 _GROUP_ORDER = GROUPS
 _GROUP_TITLES = {
@@ -281,22 +282,25 @@ def _table(df, cols, emb, *, cmap, figsize, title, subtitle, max_width_in, leads
     return fig
 
 
-def _chart(df, cols, emb, *, kind, figsize, title, leads=(), notes=()):
+def _chart(df, cols, emb, *, kind, figsize, title, leads=(), notes=(), into=None):
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(g for g, _ in cols))
     widths = [sum(1 for g2, _ in cols if g2 == g) for g in groups]
     if figsize is None:
         figsize = (max(5.0, 0.3 * len(cols) * max(1, len(emb)) ** 0.5 + 2.5), 4.2)
-    fig, axes = plt.subplots(
-        1,
-        len(groups),
-        figsize=figsize,
-        sharey=True,
-        squeeze=False,
-        gridspec_kw={"width_ratios": widths},
-    )
-    axes = axes[0]
+    if into is not None:  # one group, drawn into the caller's Axes
+        fig, axes = into.figure, [into]
+    else:
+        fig, axes = plt.subplots(
+            1,
+            len(groups),
+            figsize=figsize,
+            sharey=True,
+            squeeze=False,
+            gridspec_kw={"width_ratios": widths},
+        )
+        axes = axes[0]
     palette = plt.get_cmap("tab10")
     val = df.pivot_table(index="embedding", columns="metric", values="value", aggfunc="first")
     sd = df.pivot_table(index="embedding", columns="metric", values="sd", aggfunc="first")
@@ -333,6 +337,11 @@ def _chart(df, cols, emb, *, kind, figsize, title, leads=(), notes=()):
         ax.grid(axis="y", lw=0.4, alpha=0.6)
         ax.set_xlim(-0.6, len(mets) - 0.4)
     axes[0].set_ylabel("score (higher is better)")
+    if into is not None:  # the caller owns the figure: legend and title on the Axes only
+        into.legend(fontsize=8, frameon=False)
+        if title:
+            into.set_title(f"{title}: {into.get_title()}", fontsize=10)
+        return fig
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(
         handles,
@@ -420,7 +429,8 @@ def benchmark(
     save: str | os.PathLike | None = None,
     dpi: int = 150,
     max_width: int = 1600,
-    show: bool = False,
+    ax=None,
+    show: bool | None = None,
 ):
     """Plot benchmark scores from :func:`diffbio_sc.tl.benchmark`.
 
@@ -471,21 +481,24 @@ def benchmark(
         Resolution of the saved image.
     max_width
         Largest width of the table figure in pixels at ``dpi`` (columns wrap).
+    ax
+        Axes to draw into: ``kind='dots'`` or ``'bars'`` with one group only
+        (the table and several groups lay out their own figure; an error says
+        so). ``None``: a new figure.
     show
-        Call ``matplotlib.pyplot.show()``. Otherwise the figure is detached from
-        pyplot, so a notebook displays it once, as the cell's returned value.
+        Call ``matplotlib.pyplot.show()``. Otherwise (``None``, ``False``) the
+        figure is detached from pyplot, so a notebook displays it once, as the
+        cell's returned value.
 
     Returns
     -------
     matplotlib.figure.Figure
         Nothing is written into ``results``.
     """
-    import matplotlib.pyplot as plt
-
     check_choice("kind", kind, _KINDS)
     dpi = check_int("dpi", dpi, minimum=10)
     max_width = check_int("max_width", max_width, minimum=200)
-    show = check_bool("show", show)
+    show = check_show(show)
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a string or None, got {title!r}.")
     if figsize is not None:
@@ -499,6 +512,8 @@ def benchmark(
     df, cols, emb = _prepare(
         results, name=name, metrics=metrics, groups=groups, embeddings=embeddings
     )
+    n_panels = "several" if kind == "table" else len(dict.fromkeys(g for g, _ in cols))
+    ax = check_ax(ax, n_panels=1 if n_panels == 1 else 2, what=f"pl.benchmark(kind={kind!r})")
     from ..tl._scoring._verdict import verdict
 
     _, subtitle = _describe(results, name)
@@ -515,17 +530,9 @@ def benchmark(
         )  # fmt: skip
     else:
         fig = _chart(
-            df, cols, emb, kind=kind, figsize=figsize, title=title, leads=leads, notes=notes
-        )
-    if save is not None:
-        from ..io._atomic import atomic_path
-
-        with atomic_path(save, what="figure") as tmp:
-            # the table is laid out to its size; the charts' legends sit above the axes
-            tight = None if kind == "table" else "tight"
-            fig.savefig(tmp, dpi=dpi, facecolor="white", bbox_inches=tight)
-    if show:
-        plt.show()
-    else:
-        plt.close(fig)  # detach from pyplot: shown once, as the returned value
-    return fig
+            df, cols, emb, kind=kind, figsize=figsize, title=title, leads=leads, notes=notes,
+            into=ax,
+        )  # fmt: skip
+    # the table is laid out to its size; the charts' legends sit above the axes
+    tight = None if kind == "table" else "tight"
+    return finish(fig, save=save, dpi=dpi, show=show, owned=ax is None, bbox=tight)

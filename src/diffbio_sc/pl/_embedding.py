@@ -1,4 +1,4 @@
-"""UMAP of an embedding coloured by batch and label."""
+"""2-D view of an embedding coloured by ``.obs`` columns (a UMAP only when asked for)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .._validate import (
     check_obsm_rep,
     check_seed,
 )
+from ._common import check_ax, check_show, finish
 
 
 def embedding(
@@ -33,34 +34,39 @@ def embedding(
     title: str | Sequence[str] | None = None,
     save: str | os.PathLike | None = None,
     dpi: int = 150,
-    show: bool = False,
+    ax=None,
+    show: bool | None = None,
+    compute_umap: bool = False,
     **kwargs,
 ):
-    """UMAP of ``adata.obsm[basis]`` through scanpy, coloured by ``.obs`` columns.
+    """Plot the 2-D coordinates ``adata.obsm[basis]`` through scanpy, coloured by ``.obs`` columns.
 
-    The neighbour graph and UMAP are computed on a private, light AnnData
-    (``sc.pp.neighbors(use_rep=...)`` then ``sc.tl.umap``, both seeded), so the
-    user's ``.obsm['X_umap']``, ``.obsp['distances']`` / ``['connectivities']``
-    and ``.uns['neighbors']`` are never touched; palettes stored in
-    ``.uns['<column>_colors']`` are used. A two-column ``basis`` (e.g. an existing
-    UMAP) is plotted as it is.
+    Plots do not compute: ``basis`` is a two-column embedding (e.g. the
+    ``.obsm['X_umap']`` of ``sc.pp.neighbors(adata, use_rep='X_dfm')`` then
+    ``sc.tl.umap(adata)``), plotted as it is. A wider ``basis`` is refused with
+    that recipe, unless ``compute_umap=True`` asks for a seeded UMAP here: the
+    neighbour graph and UMAP are then computed on a private, light AnnData, so
+    the user's ``.obsm['X_umap']``, ``.obsp['distances']`` /
+    ``['connectivities']`` and ``.uns['neighbors']`` are never touched. Palettes
+    stored in ``.uns['<column>_colors']`` are used.
 
     Parameters
     ----------
     adata
         AnnData with the embedding in ``.obsm[basis]``.
     basis
-        ``.obsm`` key of the embedding (any number of dimensions).
+        ``.obsm`` key of 2-D coordinates (or of any embedding, with
+        ``compute_umap=True``).
     color
         ``.obs`` column(s) to colour by, typically ``(batch_key, label_key)``.
     n_neighbors, min_dist
-        Neighbours of the graph and UMAP's minimum distance.
+        Neighbours of the graph and UMAP's minimum distance (``compute_umap=True``).
     seed
-        Random state of the neighbour search and the UMAP layout.
+        Random state of the neighbour search and the UMAP layout (``compute_umap=True``).
     key_added
-        If given, the 2-D coordinates are written to ``adata.obsm[key_added]``
-        (e.g. ``'X_umap_dfm'``; ``'X_umap'`` only if you ask for it). By default
-        nothing is written.
+        With ``compute_umap=True``: if given, the 2-D coordinates are written to
+        ``adata.obsm[key_added]`` (e.g. ``'X_umap_dfm'``). By default nothing is
+        written.
     ncols
         Panels per row.
     title
@@ -69,9 +75,16 @@ def embedding(
         Path of an image to write (format from the suffix, e.g. ``.png``).
     dpi
         Resolution of the saved image.
+    ax
+        Axes to draw into (one ``color`` column only); ``None``: a new figure.
     show
-        Call ``matplotlib.pyplot.show()``. Otherwise the figure is detached from
-        pyplot, so a notebook displays it once, as the cell's returned value.
+        Call ``matplotlib.pyplot.show()``. Otherwise (``None``, ``False``) a new
+        figure is detached from pyplot, so a notebook displays it once, as the
+        cell's returned value.
+    compute_umap
+        Compute a seeded UMAP of a ``basis`` wider than 2 columns (on a private
+        copy). ``False`` (default): such a ``basis`` is refused with the
+        scanpy recipe (0.2 computed it silently).
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (e.g. ``palette``, ``size``,
         ``legend_loc``).
@@ -101,9 +114,22 @@ def embedding(
     seed = check_seed(seed)
     dpi = check_int("dpi", dpi, minimum=10)
     ncols = check_int("ncols", ncols, minimum=1)
-    show = check_bool("show", show)
+    show = check_show(show)
+    compute_umap = check_bool("compute_umap", compute_umap)
+    owned = check_ax(ax, n_panels=len(colors), what=f"pl.embedding(color={colors})") is None
     if X.shape[1] < 2:
         raise DfmInputError(f"{basis!r} has {X.shape[1]} dimension; need at least 2.")
+    if X.shape[1] > 2 and not compute_umap:
+        raise DfmInputError(
+            f"{basis!r} has {X.shape[1]} dimensions; dfm.pl.embedding plots 2-D coordinates "
+            f"and does not compute them. Run sc.pp.neighbors(adata, use_rep={basis!r}); "
+            "sc.tl.umap(adata) and pass basis='X_umap', or pass compute_umap=True for a "
+            "seeded UMAP on a private copy (your graph is not touched)."
+        )
+    if key_added is not None and X.shape[1] == 2:
+        raise DfmInputError(
+            f"key_added stores computed UMAP coordinates; {basis!r} is already 2-D."
+        )
     if X.shape[1] > 2 and adata.n_obs <= n_neighbors:
         raise DfmInputError(
             f"n_neighbors={n_neighbors} needs more than {n_neighbors} cells, got {adata.n_obs}."
@@ -123,32 +149,20 @@ def embedding(
             sc.tl.umap(tmp, min_dist=min_dist, random_state=seed)
             coords = np.asarray(tmp.obsm["X_umap"], dtype=np.float32)
     tmp.obsm["X_plot"] = coords
-    kwargs.setdefault("wspace", 0.45)
-    fig = sc.pl.embedding(
-        tmp,
-        basis="X_plot",
-        color=colors,
-        ncols=ncols,
-        title=title,
-        show=False,
-        return_fig=True,
-        **kwargs,
-    )
-    for ax in fig.axes:
-        if ax.get_xlabel().startswith("X_plot") or ax.get_xlabel().startswith("Plot"):
-            ax.set_xlabel("UMAP1" if X.shape[1] > 2 else f"{basis}1")
-            ax.set_ylabel("UMAP2" if X.shape[1] > 2 else f"{basis}2")
-    if save is not None:
-        from ..io._atomic import atomic_path
-
-        with atomic_path(save, what="figure") as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="white")
-    import matplotlib.pyplot as plt
-
-    if show:
-        plt.show()
+    if owned:
+        kwargs.setdefault("wspace", 0.45)
+        fig = sc.pl.embedding(
+            tmp, basis="X_plot", color=colors, ncols=ncols, title=title, show=False,
+            return_fig=True, **kwargs,
+        )  # fmt: skip
     else:
-        plt.close(fig)  # detach from pyplot: shown once, as the returned value
+        sc.pl.embedding(tmp, basis="X_plot", color=colors, title=title, ax=ax, show=False, **kwargs)
+        fig = ax.figure
+    for a in fig.axes:
+        if a.get_xlabel().startswith("X_plot") or a.get_xlabel().startswith("Plot"):
+            a.set_xlabel("UMAP1" if X.shape[1] > 2 else f"{basis}1")
+            a.set_ylabel("UMAP2" if X.shape[1] > 2 else f"{basis}2")
+    finish(fig, save=save, dpi=dpi, show=show, owned=owned)
     if key_added is not None:
         adata.obsm[key_added] = coords
     return fig

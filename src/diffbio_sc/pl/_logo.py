@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._validate import DfmInputError, check_int
+from ._common import check_ax, check_show, finish
 
 _NEEDED = ("gene", "delta_auc", "ci_low", "ci_high", "q")
 
@@ -22,6 +23,7 @@ def logo(
     title: str | None = None,
     save: str | os.PathLike | None = None,
     dpi: int = 150,
+    show: bool | None = None,
 ):
     """Plot mean delta-AUC per gene with its confidence interval.
 
@@ -49,10 +51,16 @@ def logo(
         Image path to write (format from the suffix), written atomically.
     dpi
         Resolution of the saved image.
+    show
+        Call ``matplotlib.pyplot.show()``. Otherwise (``None``, ``False``) a new
+        figure is detached from pyplot, so a notebook displays it once, as the
+        cell's returned value.
 
     Returns
     -------
-    matplotlib.axes.Axes
+    matplotlib.figure.Figure
+        The figure drawn on (``ax.figure`` when ``ax`` is given; the Axes
+        returned before 0.3 is ``fig.axes[0]``).
     """
     import matplotlib.pyplot as plt
 
@@ -69,6 +77,9 @@ def logo(
     if results.empty:
         raise DfmInputError("results is empty; nothing to plot.")
     top = check_int("top", top, minimum=1, allow_none=True)
+    dpi = check_int("dpi", dpi, minimum=10)
+    show = check_show(show)
+    owned = check_ax(ax) is None
     level = float(fdr if fdr is not None else results.attrs.get("fdr", 0.05))
     df = results.sort_values("delta_auc", ascending=False, kind="stable")
     if top is not None:
@@ -97,15 +108,4 @@ def logo(
         )
     if title:
         ax.set_title(title, fontsize=9)
-    if save is not None:
-        from ..io._atomic import atomic_path
-
-        with atomic_path(save, what="figure") as tmp:
-            ax.figure.savefig(
-                tmp,
-                dpi=dpi,
-                bbox_inches="tight",
-                facecolor="white",
-                format=os.path.splitext(os.fspath(save))[1].lstrip(".") or None,
-            )
-    return ax
+    return finish(ax.figure, save=save, dpi=dpi, show=show, owned=owned)

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from .. import _keys, _uns
+from .._deprecate import renamed_arguments
 from .._logging import logger, timed
 from .._validate import (
     DfmInputError,
@@ -58,6 +59,15 @@ def _scgpt_apply(graphdef, params, tokens, values):
     return nnx.merge(graphdef, params).cell_embedding(tokens, values)
 
 
+#: Old argument names of :func:`embed_checkpoint` (deprecated) -> the names shared with the
+#: rest of the package (docs/architecture.md, "One vocabulary of arguments").
+RENAMED = {
+    "emb_layer": "layer_index",
+    "max_length": "max_tokens",
+    "min_gene_coverage": "min_vocab_coverage",
+}
+
+
 def embed_checkpoint(
     adata,
     checkpoint,
@@ -65,14 +75,14 @@ def embed_checkpoint(
     key_added: str | None = None,
     layer: str | None = None,
     gene_key: str | None = None,
-    emb_layer: int | None = None,
+    layer_index: int | None = None,
     pooling: str | None = None,
     token_dictionary=None,
     gene_median_dictionary=None,
     vocab=None,
-    max_length: int | None = None,
+    max_tokens: int | None = None,
     seed: int = 0,
-    min_gene_coverage: float = 0.1,
+    min_vocab_coverage: float = 0.1,
     max_batch_tokens: int = 32_768,
     bucketing: bool = True,
     gene_embeddings_key: str | None = None,
@@ -80,6 +90,7 @@ def embed_checkpoint(
     trust_pickle: bool = False,
     progress_bar: bool | None = None,
     copy: bool = False,
+    **renamed,
 ):
     """Embed cells with a published Geneformer or scGPT checkpoint, in JAX, in cell order.
 
@@ -93,14 +104,14 @@ def embed_checkpoint(
         model's own token and gene-median dictionaries (V1: 2,048 genes, no
         special tokens; V2: ``<cls>`` + 4,094 genes + ``<eos>``; capped at the
         model's ``max_position_embeddings``). The embedding is taken from layer
-        ``emb_layer`` as Geneformer's ``EmbExtractor`` does: ``pooling='mean'``
+        ``layer_index`` as Geneformer's ``EmbExtractor`` does: ``pooling='mean'``
         averages the non-padding tokens excluding ``<cls>``/``<eos>``;
         ``'cls'`` takes the ``<cls>`` token (V2 models).
     scGPT
         The in-vocabulary genes with nonzero values of each cell get per-cell
         bins from :func:`diffbio_sc.pp.bin_expression` (deterministic ties,
         ``seed``); ``<cls>`` comes first with ``pad_value``. A cell with more
-        than ``max_length - 1`` such genes keeps a subset chosen by a hash of
+        than ``max_tokens - 1`` such genes keeps a subset chosen by a hash of
         (``seed``, cell name, gene), not a global random state, so its embedding
         does not depend on the other cells. The embedding is the last layer's
         ``<cls>`` state, L2-normalised, as scGPT's ``embed_data``.
@@ -128,10 +139,12 @@ def embed_checkpoint(
         ``.var`` column with the gene IDs to match (default ``var_names``);
         Ensembl version suffixes are ignored. Geneformer uses Ensembl IDs,
         scGPT gene symbols.
-    emb_layer
-        Geneformer: layer relative to the last, as upstream's ``emb_layer``:
-        ``-1`` (default) the second-to-last layer, ``0`` the last, ``-n_layers``
-        the embedding output. scGPT: the last layer (``0``, the default).
+    layer_index
+        The layer to pool, as the upstream tool counts it (and as
+        :func:`~diffbio_sc.tl.load_embeddings` records it). Geneformer counts
+        from the top, as its ``emb_layer``: ``-1`` (default) the second-to-last
+        layer, ``0`` the last, ``-n_layers`` the embedding output. scGPT: the
+        last layer (``0``, the default). Was ``emb_layer`` (deprecated alias).
     pooling
         Geneformer: ``'mean'`` (default) or ``'cls'``. scGPT: ``'cls'`` only.
     token_dictionary, gene_median_dictionary
@@ -139,20 +152,24 @@ def embed_checkpoint(
         ``trust_pickle=True``); default: the JSON files in the checkpoint directory.
     vocab
         scGPT vocabulary (mapping or path); default ``vocab.json`` of the checkpoint.
-    max_length
-        Longest input in tokens; default the model's (Geneformer's input size;
-        scGPT 1,200 or ``max_seq_len`` of ``args.json``).
+    max_tokens
+        Longest input in tokens, as in :func:`~diffbio_sc.pp.tokenize`; default
+        the model's (Geneformer's input size; scGPT 1,200 or ``max_seq_len`` of
+        ``args.json``). Was ``max_length`` (deprecated alias).
     seed
         scGPT: seed of the bin tie-breaking and gene sub-sampling hashes.
-    min_gene_coverage
-        Smallest fraction of the AnnData's genes that must be in the vocabulary.
+    min_vocab_coverage
+        Smallest fraction of the AnnData's genes that must be in the checkpoint's
+        vocabulary. (Not :func:`~diffbio_sc.tl.embed`'s ``min_gene_coverage``,
+        a fraction of the model's genes; this was ``min_gene_coverage`` here
+        before 0.3, a deprecated alias.)
     max_batch_tokens
         Cells x padded length per forward batch (bounds memory).
     bucketing
-        Group cells by length (default); ``False`` pads every cell to ``max_length``.
+        Group cells by length (default); ``False`` pads every cell to ``max_tokens``.
     gene_embeddings_key
         Geneformer: also write per-gene contextual embeddings (the mean, over the
-        cells where a gene is tokenized, of its state at ``emb_layer``) to
+        cells where a gene is tokenized, of its state at ``layer_index``) to
         ``.varm[gene_embeddings_key]`` (NaN for genes never tokenized).
     chunk_size
         Cells tokenized at a time (default 2,048).
@@ -162,6 +179,9 @@ def embed_checkpoint(
         Show a progress bar; ``None`` follows ``dfm.settings.progress_bar``.
     copy
         Return a new AnnData instead of writing into ``adata``.
+    **renamed
+        The old names ``emb_layer``, ``max_length`` and ``min_gene_coverage``
+        (``FutureWarning``).
 
     Returns
     -------
@@ -173,10 +193,11 @@ def embed_checkpoint(
         float32 ``(n_genes, hidden_size)``, when asked (Geneformer).
     ``.uns['dfm']['embeddings'][key_added]``
         ``source`` (``'geneformer'``/``'scgpt'``), ``model_family``,
-        ``adapter_mode`` (``'frozen_encoder'``), ``artifact_id``,
+        ``adapter_mode`` (``'checkpoint'``), ``artifact_id``,
         ``artifact_sha256`` (weights), ``vocab_sha256``, ``gene_medians_sha256``,
         dictionary sources, ``checkpoint_path``, ``preprocessing_version``,
-        ``pooling_strategy``, ``emb_layer`` and ``layer_index``, ``n_dims``,
+        ``pooling_strategy``, ``layer_index`` (as upstream counts it) and
+        ``layer_from_input`` (``0`` = embedding output), ``max_tokens``, ``n_dims``,
         ``config``, gene coverage (``n_genes``, ``n_genes_in_vocab``,
         ``frac_genes_in_vocab``, ``frac_counts_in_vocab``, ``gene_key``),
         ``n_cells_without_gene_tokens``, ``n_cells_subsampled`` (scGPT),
@@ -187,15 +208,29 @@ def embed_checkpoint(
     from ..models._runner import BucketedRunner, eval_split
 
     # ---------------------------------------------------------------- validate
+    new = renamed_arguments(
+        "embed_checkpoint",
+        renamed,
+        RENAMED,
+        {
+            "layer_index": layer_index,
+            "max_tokens": max_tokens,
+            "min_vocab_coverage": min_vocab_coverage,
+        },
+        {"layer_index": None, "max_tokens": None, "min_vocab_coverage": 0.1},
+    )
+    layer_index, max_tokens, min_vocab_coverage = (
+        new["layer_index"], new["max_tokens"], new["min_vocab_coverage"]
+    )  # fmt: skip
     check_adata(adata)
     get_matrix(adata, layer)
     check_key("key_added", key_added, allow_none=True)
     check_key("gene_embeddings_key", gene_embeddings_key, allow_none=True)
-    emb_layer = check_int("emb_layer", emb_layer, maximum=0, allow_none=True)
+    emb_layer = check_int("layer_index", layer_index, maximum=0, allow_none=True)
     check_choice("pooling", pooling, (None, "mean", "cls"))
-    max_length = check_int("max_length", max_length, minimum=2, allow_none=True)
+    max_length = check_int("max_tokens", max_tokens, minimum=2, allow_none=True)
     seed = check_seed(seed)
-    min_gene_coverage = check_float("min_gene_coverage", min_gene_coverage, minimum=0, maximum=1)
+    min_gene_coverage = check_float("min_vocab_coverage", min_vocab_coverage, minimum=0, maximum=1)
     max_batch_tokens = check_int("max_batch_tokens", max_batch_tokens, minimum=1)
     bucketing = check_bool("bucketing", bucketing)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True) or DEFAULT_CHUNK
@@ -214,12 +249,12 @@ def embed_checkpoint(
         if pooling not in (None, "cls"):
             raise DfmInputError("scGPT cell embeddings are the <cls> token: pooling='cls' only.")
         if emb_layer not in (None, 0):
-            raise DfmInputError("scGPT cell embeddings come from the last layer: emb_layer=0.")
+            raise DfmInputError("scGPT cell embeddings come from the last layer: layer_index=0.")
         emb_layer = 0
         if gene_embeddings_key is not None:
             raise DfmInputError("gene_embeddings_key is available for Geneformer checkpoints.")
         pooling = "cls"
-        layer_index = n_layers
+        from_input = n_layers
     else:
         pooling = pooling or "mean"
         emb_layer = -1 if emb_layer is None else emb_layer
@@ -230,13 +265,13 @@ def embed_checkpoint(
             )
         if emb_layer < -n_layers:
             raise DfmInputError(
-                f"emb_layer={emb_layer} is below -{n_layers} (the model has {n_layers} layers)."
+                f"layer_index={emb_layer} is below -{n_layers} (the model has {n_layers} layers)."
             )
-        layer_index = n_layers + emb_layer
+        from_input = n_layers + emb_layer
     max_len = int(max_length or model.max_tokens)
     if family == "geneformer" and max_len > model.max_tokens:
         raise DfmInputError(
-            f"max_length={max_len} exceeds the model's input size {model.max_tokens}."
+            f"max_tokens={max_len} exceeds the model's input size {model.max_tokens}."
         )
 
     ids = gene_ids_of(adata, gene_key)
@@ -261,7 +296,7 @@ def embed_checkpoint(
                 model.vocab[t] for t in (_keys.CLS_TOKEN, _keys.EOS_TOKEN) if t in model.vocab
             )
             fn = _geneformer_apply
-            static = (graphdef, layer_index, pooling, specials_ids, want_genes)
+            static = (graphdef, from_input, pooling, specials_ids, want_genes)
         else:
             fn = _scgpt_apply
             static = graphdef
@@ -353,14 +388,14 @@ def embed_checkpoint(
 
         if family == "geneformer":
             prep = f"{model.recipe};max_tokens={max_len};target_sum=10000;dictionaries=checkpoint"
-            pooling_strategy = f"{pooling}@layer{layer_index}of{n_layers}"
+            pooling_strategy = f"{pooling}@layer{from_input}of{n_layers}"
         else:
             prep = f"scgpt_bins;n_bins={cfg.n_bins};max_length={max_len};seed={seed}"
             pooling_strategy = "cls_l2"
         entry = {
             "source": family,
             "model_family": _keys.MODEL_FAMILIES[0],
-            "adapter_mode": _keys.ADAPTER_MODES[2],
+            "adapter_mode": "checkpoint",
             "artifact_id": f"{family}-{model.sha256[:16]}",
             "artifact_sha256": model.sha256,
             **model.digests(),
@@ -369,8 +404,8 @@ def embed_checkpoint(
             "preprocessing_version": prep,
             "pooling_strategy": pooling_strategy,
             "pooling": pooling,
-            "emb_layer": int(emb_layer),
-            "layer_index": int(layer_index),
+            "layer_index": int(emb_layer),  # as upstream counts it (Geneformer: from the top)
+            "layer_from_input": int(from_input),  # 0 = embedding output
             "n_layers": int(n_layers),
             "n_dims": int(model.hidden_dim),
             "config": cfg.to_dict(),
@@ -381,7 +416,7 @@ def embed_checkpoint(
             "n_genes_used": int(usable.sum()),
             "frac_genes_in_vocab": float(found.mean()),
             "frac_counts_in_vocab": float(vocab_counts / total_counts) if total_counts else 0.0,
-            "max_length": max_len,
+            "max_tokens": max_len,
             "seed": seed if family == "scgpt" else None,
             "n_cells_without_gene_tokens": n_empty,
             "n_cells_subsampled": n_sub if family == "scgpt" else None,

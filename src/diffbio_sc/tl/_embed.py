@@ -90,9 +90,9 @@ def embed(
     model=None,
     *,
     key_added: str = _keys.EMBEDDING_KEY,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     layer: str | None = None,
-    min_gene_coverage: float = 0.5,
+    min_gene_coverage: float | None = None,
     chunk_size: int | None = None,
     progress_bar: bool | None = None,
     save_model: str | os.PathLike | None = None,
@@ -128,19 +128,24 @@ def embed(
         directory written by ``model.save``. A Geneformer or scGPT
         checkpoint (directory or :func:`~diffbio_sc.models.load_checkpoint`)
         is run by :func:`~diffbio_sc.tl.embed_checkpoint` (its options as
-        keywords; ``key_added`` defaults to ``X_geneformer``/``X_scgpt``).
+        keywords; ``key_added`` defaults to ``X_geneformer``/``X_scgpt``);
+        ``batch_size`` and ``min_gene_coverage``, which mean something else
+        there, are then refused rather than dropped.
     key_added
         ``.obsm`` key of the embedding and ``.uns['dfm']['embeddings']`` entry
         (a non-empty string without ``'/'``).
     batch_size
         Cells of the model's full length (``max_tokens``) per forward pass
         (rounded up to a multiple of the device count); batches of shorter
-        cells hold proportionally more (the same number of tokens).
+        cells hold proportionally more (the same number of tokens). ``None``: 256.
+        A checkpoint batches by tokens (``max_batch_tokens``).
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
     min_gene_coverage
         Smallest fraction of the model's genes that must be in
-        ``adata.var_names``; below it the call fails naming the missing genes.
+        ``adata.var_names`` (``None``: 0.5); below it the call fails naming the
+        missing genes. A checkpoint takes ``min_vocab_coverage`` instead (a
+        fraction of the AnnData's genes).
         Genes the model does not know are ignored (they still count in each
         cell's normalisation total).
     chunk_size
@@ -171,12 +176,15 @@ def embed(
         ``preprocessing_version``, ``pooling_strategy``, ``config_sha256``,
         ``n_dims``, ``created_by``, ``config`` (the architecture), ``tokenizer``
         settings, ``gene_coverage``, ``n_model_genes``, ``n_genes_found``,
-        ``model_saved`` (whether the weights can be retrieved from disk),
+        ``weights_retrievable`` (whether the weights can be retrieved from
+        disk; ``model_saved`` before 0.3),
         ``model_path`` (where: the directory the model was loaded from or saved
         to, when its weights are unchanged since; else None),
-        ``weights_sha256`` (the checksum in the saved ``config.json``; omitted,
-        with a ``model_note`` saying why, when the model was trained by this call
-        and not saved), ``layer``, ``n_devices``, ``n_cells_without_tokens``
+        ``artifact_sha256`` and ``weights_sha256`` (the checksum in the saved
+        ``config.json``; ``None`` and omitted, with a ``model_note`` saying why,
+        when the model was trained by this call and not saved), ``layer``,
+        ``n_devices``, ``n_cells_without_gene_tokens`` (``n_cells_without_tokens``
+        before 0.3)
         (cells that express none of the model's genes: their embedding holds no
         information about them, the zero vector with mean pooling; a warning
         names them) and ``training`` (the training summary).
@@ -190,6 +198,15 @@ def embed(
         if save_model is not None:
             raise TypeError("save_model= keeps a native model; a checkpoint is already on disk.")
         key = None if key_added == _keys.EMBEDDING_KEY else key_added
+        for name, value, instead in (
+            ("batch_size", batch_size, "max_batch_tokens= (cells x padded length per batch)"),
+            ("min_gene_coverage", min_gene_coverage, "min_vocab_coverage= (a fraction of "
+             "the AnnData's genes that must be in the checkpoint's vocabulary)"),
+        ):  # fmt: skip
+            if value is not None:
+                raise DfmInputError(
+                    f"{name}= applies to native models; for a checkpoint pass {instead}."
+                )
         kw = dict(layer=layer, chunk_size=chunk_size, progress_bar=progress_bar, copy=copy)
         return embed_checkpoint(adata, model, key_added=key, **kw, **pretrain_kwargs)
 
@@ -197,9 +214,14 @@ def embed(
     check_adata(adata)
     get_matrix(adata, layer)
     check_key("key_added", key_added)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    batch_size = check_int(
+        "batch_size", DEFAULT_BATCH_SIZE if batch_size is None else batch_size, minimum=1
+    )
     min_gene_coverage = check_float(
-        "min_gene_coverage", min_gene_coverage, minimum=0.0, maximum=1.0
+        "min_gene_coverage",
+        0.5 if min_gene_coverage is None else min_gene_coverage,
+        minimum=0.0,
+        maximum=1.0,
     )
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     if chunk_size is None:
@@ -306,21 +328,23 @@ def embed(
             ),
             "pooling_strategy": model.config.pooling,
             "config_sha256": config_digest(model),
+            "artifact_sha256": wdigest,
             "weights_sha256": wdigest,
             "n_dims": int(model.config.hidden_dim),
             "created_by": _uns.provenance("tl.embed"),
             "config": model.config.to_dict(),
             "tokenizer": dict(tok),
             **coverage,
-            "model_saved": model_path is not None,
+            "weights_retrievable": model_path is not None,
             "model_path": model_path,
             "layer": layer,
             "n_devices": int(embedder.n_devices),
-            "n_cells_without_tokens": n_empty,
+            "n_cells_without_gene_tokens": n_empty,
             "training": meta.get("training", {}),
         }
         if trained_here and model_path is None:
             del entry["weights_sha256"]
+            entry["artifact_sha256"] = None
             entry["artifact_id"] = "dfm-masked-expression-unsaved"
             entry["model_note"] = (
                 "The model was trained by dfm.tl.embed and not saved: its weights cannot be "

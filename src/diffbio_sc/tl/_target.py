@@ -32,6 +32,25 @@ class Target:
     adata: object
 
 
+def check_mod(data, mod, default: str | None) -> None:
+    """Refuse an AnnData passed with a ``mod`` other than the function's default.
+
+    The rule every tool with ``mod=`` follows (docs/architecture.md, "One
+    vocabulary of arguments"): ``mod`` names a MuData modality and defaults to
+    the tool's natural one (``'dna'`` for the sequence tools, ``'genetics'`` for
+    the genetics tools, ``None`` where there is none); with an AnnData, ``mod``
+    left at that default is not used, and any other value is an error (it names
+    a modality an AnnData cannot have).
+    """
+    from anndata import AnnData
+
+    if isinstance(data, AnnData) and mod is not None and mod != default:
+        raise DfmInputError(
+            f"mod={mod!r} applies to a MuData; an AnnData was passed. Leave mod out, or "
+            "pass the MuData that holds the modality."
+        )
+
+
 def _is_mudata(data) -> bool:
     try:
         from mudata import MuData
@@ -53,11 +72,7 @@ def resolve_target(
     from anndata import AnnData
 
     if isinstance(data, AnnData):
-        if mod is not None:
-            raise DfmInputError(
-                f"mod={mod!r} applies to a MuData; an AnnData was passed. Leave mod=None, or "
-                "pass the MuData that holds the modality."
-            )
+        check_mod(data, mod, None)
         target = data
     elif _is_mudata(data):
         if mod is None:

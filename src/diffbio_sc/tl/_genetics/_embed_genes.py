@@ -26,18 +26,27 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ... import _keys
+from ..._logging import tqdm
+from ..._settings import settings
 from ..._uns import provenance, to_h5ad_safe
-from ..._validate import DfmInputError, check_choice, check_int, check_key, check_seed
+from ..._validate import (
+    DfmInputError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_key,
+    check_seed,
+)
 from ...io._atomic import atomic_path, check_writable_target
 from ...io._genome import Genome, reverse_complement, sequence_digest
 from ...io._gtf import read_gtf, select_gene_models
 from ...io._vcf import read_vcf
+from ...ops._projection import project_subjects
 from ...ops._sequence import tile_sequences
 from ._encoders import GeneEncoder, as_encoder, strategy_digest, unique_in_order
 from ._haplotypes import GeneHaplotypes, gene_haplotypes
-from ._threads import single_thread_blas
 
-__all__ = ["embed_genes", "export_gene_sequences", "project_subjects"]
+__all__ = ["embed_genes", "export_gene_sequences", "genetics_record", "project_subjects"]
 
 logger = logging.getLogger("diffbio_sc")
 
@@ -141,72 +150,25 @@ def _encoder_inputs(
     return inputs, avg
 
 
-def _embed_batched(encoder: GeneEncoder, seqs: list[str], batch_size: int) -> np.ndarray:
+def _embed_batched(
+    encoder: GeneEncoder, seqs: list[str], batch_size: int, show_bar: bool = False
+) -> np.ndarray:
     parts = []
-    for i in range(0, len(seqs), batch_size):
-        out = np.asarray(encoder.embed(seqs[i : i + batch_size]), dtype=np.float32)
-        if out.ndim != 2 or out.shape[0] != len(seqs[i : i + batch_size]):
-            raise DfmInputError(
-                f"The encoder returned shape {out.shape} for {len(seqs[i : i + batch_size])} "
-                "sequences; expected (n_sequences, n_dims)."
-            )
-        parts.append(out)
+    bar = tqdm(total=len(seqs), desc="embed_genes", unit="seq", disable=not show_bar, leave=False)
+    with bar:
+        for i in range(0, len(seqs), batch_size):
+            out = np.asarray(encoder.embed(seqs[i : i + batch_size]), dtype=np.float32)
+            if out.ndim != 2 or out.shape[0] != len(seqs[i : i + batch_size]):
+                raise DfmInputError(
+                    f"The encoder returned shape {out.shape} for {len(seqs[i : i + batch_size])} "
+                    "sequences; expected (n_sequences, n_dims)."
+                )
+            parts.append(out)
+            bar.update(len(out))
     dims = {p.shape[1] for p in parts}
     if len(dims) > 1:
         raise DfmInputError(f"The encoder returned different widths across batches: {dims}.")
     return np.concatenate(parts, axis=0)
-
-
-def project_subjects(
-    X: np.ndarray, train: np.ndarray, *, method, n_components: int, seed: int
-) -> tuple[np.ndarray, dict]:
-    """Project subject vectors to ``n_components`` dims, fitted on the ``train`` rows only.
-
-    ``'pca'``: centre on the training mean, keep the top principal axes of the
-    training rows (at most ``n_train - 1`` carry information; the rest of the
-    ``n_components`` columns are zero, recorded as ``n_informative``).
-    ``'random'``: centre on the training mean and multiply by a seeded Gaussian
-    matrix scaled by ``1/sqrt(n_components)`` (a Johnson-Lindenstrauss map).
-    Returns the projection and its parameters (``mean``, ``components``).
-    """
-    X = np.asarray(X, dtype=np.float64)
-    mean = X[train].mean(axis=0)
-    Xc = X - mean
-    if method == "pca":
-        Xt = Xc[train]
-        if Xt.shape[1] > Xt.shape[0]:
-            # Wide data: principal axes from the (n_train x n_train) Gram matrix.
-            with single_thread_blas(Xt.shape[0]):
-                e, U = np.linalg.eigh(Xt @ Xt.T)
-            e, U = e[::-1], U[:, ::-1]
-            tol = max(e[0], 0.0) * max(Xt.shape) * np.finfo(np.float64).eps
-            r = int((e > tol).sum())
-            v = (Xt.T @ U[:, :r]) / np.sqrt(e[:r])
-        else:
-            with single_thread_blas(Xt.shape[1]):
-                _, sv, vt = np.linalg.svd(Xt, full_matrices=False)
-            tol = sv.max(initial=0.0) * max(Xt.shape) * np.finfo(np.float64).eps
-            v = vt[: int((sv > tol).sum())].T
-        k = int(min(n_components, v.shape[1]))
-        v = v[:, :k]
-        comps = np.zeros((X.shape[1], n_components))
-        # Sign convention: the largest-magnitude loading of each axis is positive.
-        signs = np.sign(v[np.abs(v).argmax(axis=0), np.arange(k)])
-        signs[signs == 0] = 1.0
-        comps[:, :k] = v * signs
-    else:
-        rng = np.random.default_rng(seed)
-        comps = rng.standard_normal((X.shape[1], n_components)) / np.sqrt(n_components)
-        k = n_components
-    Z = (Xc @ comps).astype(np.float32)
-    return Z, {
-        "method": method,
-        "n_components": n_components,
-        "n_informative": k,
-        "n_train": int(train.sum()),
-        "mean": mean.astype(np.float32),
-        "components": comps.astype(np.float32),
-    }
 
 
 def _check_train(train_subjects, samples: list[str]) -> np.ndarray:
@@ -301,6 +263,9 @@ def embed_genes(
     mod: str = _keys.GENETICS_MOD,
     key_added: str = _keys.GENETICS_EMBEDDING_KEY,
     log_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    copy: bool = False,
+    progress_bar: bool | None = None,
 ):
     """Embed each subject's gene sequences and combine them into a subject vector.
 
@@ -387,19 +352,31 @@ def embed_genes(
     seed
         Seed of the ``'random'`` projection.
     mdata
-        A MuData to add the modality to (in place); ``None`` creates one.
+        A MuData to add the modality to; ``None`` creates one (and returns it).
     mod
-        Name of the modality.
+        Name of the modality. An existing modality of that name in ``mdata`` is
+        replaced only with ``overwrite=True``.
     key_added
         ``.obsm`` key of the projected subject vectors.
     log_path
         Where to write the JSON run log (atomically); ``None``: not written
         (the same record is in ``.uns['dfm']['genetics']['run_log']``).
+    overwrite
+        Replace an existing modality ``mod`` of ``mdata`` (otherwise an error,
+        ``mdata`` unchanged).
+    progress_bar
+        Show a tqdm bar over the encoder batches; ``None`` follows
+        ``dfm.settings.progress_bar``.
+    copy
+        With ``mdata``: ``False`` (default) adds the modality to ``mdata`` in
+        place and returns ``None``; ``True`` leaves ``mdata`` unchanged and
+        returns a modified copy. Without ``mdata`` a new MuData is returned.
 
     Returns
     -------
-    mudata.MuData
-        ``mdata`` (or a new MuData) whose modality ``mod`` has subjects as
+    mudata.MuData or None
+        A new MuData (``mdata=None`` or ``copy=True``), else ``None`` (``mdata``
+        was changed in place). Its modality ``mod`` has subjects as
         observations and genes as variables:
 
         - ``.X``: non-reference alleles applied per subject and gene (int32, 0..)
@@ -414,11 +391,20 @@ def embed_genes(
           ``feature``, ``start``, ``end`` (1-based closed span), ``n_bases``,
           ``n_unique_haplotypes`` (-1 with ``haplotype_cache=False``),
           ``n_variants``, ``n_applied``, ``n_boundary_skipped``
-        - ``.uns['gene_list']``, ``.uns['reference_version']``,
-          ``.uns['embedding_strategy_id']``
-        - ``.uns['dfm']['genetics']``: ``strategy`` (what the id digests),
-          ``gene_dim``, ``projection`` (``mean``, ``components``), ``counts``
-          (VCF records read, ignored outside the genes ...), ``run_log``.
+        - ``.uns['dfm']['genetics']``: ``gene_list``, ``reference_version``,
+          ``embedding_strategy_id``, ``strategy`` (the dict the id digests),
+          ``gene_dim``, ``subject_pooling``, ``key_added``, ``projection``
+          (``mean``, ``components``), ``counts`` (VCF records read, ignored
+          outside the genes ...), ``run_log`` (a dict) and ``created_by``;
+          read it with :func:`genetics_record` (which also reads files of
+          0.2, where the first three were at the top of ``.uns`` and
+          ``strategy``/``run_log`` were JSON strings)
+        - ``.uns['dfm']['embeddings'][key]`` for each of ``'X_dfm_genes'``,
+          ``'X_dfm_subject'`` and ``key_added``: the embedding record shared
+          by every writer (``source``, ``model_family``, ``adapter_mode``,
+          ``artifact_id``, ``artifact_sha256``, ``preprocessing_version``,
+          ``pooling_strategy``, ``n_dims``, ``weights_retrievable``,
+          ``created_by``; ``docs/architecture.md``)
 
     Raises
     ------
@@ -460,9 +446,20 @@ def embed_genes(
     check_key("key_added", key_added)
     if mdata is not None and not isinstance(mdata, md.MuData):
         raise TypeError(f"mdata must be a MuData or None, got {type(mdata).__name__}.")
+    overwrite = check_bool("overwrite", overwrite)
+    show_bar = (
+        settings.progress_bar if progress_bar is None else check_bool("progress_bar", progress_bar)
+    )
+    copy = check_bool("copy", copy)
+    if mdata is not None and mod in mdata.mod and not overwrite:
+        raise DfmInputError(
+            f"The MuData already has a modality {mod!r}; pass overwrite=True to replace it "
+            "or mod=<another name> to keep both."
+        )
     if log_path is not None:
         check_writable_target(log_path, what="run log")
     enc = as_encoder(encoder, batch_size=batch_size)
+    to_h5ad_safe(enc.description, "encoder.description")  # stored in .uns: fail before reading
     if reverse_complement == "equivariant" and not enc.rc_equivariant:
         raise DfmInputError(
             "reverse_complement='equivariant' needs an encoder that is RC-invariant by "
@@ -513,11 +510,11 @@ def embed_genes(
     inputs, avg = _encoder_inputs(prep.haplotypes, window, stride, reverse_complement)
     if haplotype_cache:
         distinct, inverse = unique_in_order(inputs)
-        emb = _embed_batched(enc, distinct, batch_size)
+        emb = _embed_batched(enc, distinct, batch_size, show_bar)
         seq_emb = avg @ emb[inverse].astype(np.float64)
         n_embedded = len(distinct)
     else:
-        emb = _embed_batched(enc, inputs, batch_size)
+        emb = _embed_batched(enc, inputs, batch_size, show_bar)
         seq_emb = avg @ emb.astype(np.float64)
         n_embedded = len(inputs)
     if not np.isfinite(seq_emb).all():
@@ -643,20 +640,36 @@ def embed_genes(
     if Z is not None:
         adata.obsm[key_added] = Z
     adata.varm[_keys.REFERENCE_EMBEDDING_KEY] = ref_vecs
-    adata.uns[_keys.GENE_LIST_KEY] = gene_list
-    adata.uns[_keys.REFERENCE_VERSION_KEY] = prep.genome_version
-    adata.uns[_keys.STRATEGY_ID_KEY] = strategy_id
+    created_by = provenance("tl.embed_genes")
     section = {
-        "strategy": json.dumps(strategy, sort_keys=True),
+        "gene_list": gene_list,
+        "reference_version": prep.genome_version,
+        "embedding_strategy_id": strategy_id,
+        "strategy": strategy,
         "gene_dim": int(d),
         "subject_pooling": subject_pooling,
         "key_added": key_added if Z is not None else None,
         "counts": counts,
         "projection": proj_info,
-        "run_log": json.dumps(run_log, sort_keys=True, default=str),
-        "created_by": provenance("tl.embed_genes"),
+        "run_log": run_log,
+        "created_by": created_by,
     }
-    adata.uns[_keys.UNS_KEY] = {_keys.UNS_GENETICS: to_h5ad_safe(section)}
+    widths = {_keys.GENE_EMBEDDINGS_KEY: flat.shape[1], _keys.SUBJECT_VECTOR_KEY: subject.shape[1]}
+    poolings = {
+        _keys.GENE_EMBEDDINGS_KEY: "haplotype_mean;genes_concat",
+        _keys.SUBJECT_VECTOR_KEY: f"haplotype_mean;genes_{subject_pooling}",
+    }
+    if Z is not None:
+        widths[key_added] = Z.shape[1]
+        poolings[key_added] = f"{poolings[_keys.SUBJECT_VECTOR_KEY]};{projection}"
+    base = _embedding_record(enc, strategy_id, prep.genome_version, created_by)
+    records = {
+        k: {**base, "pooling_strategy": poolings[k], "n_dims": int(w)} for k, w in widths.items()
+    }
+    adata.uns[_keys.UNS_KEY] = {
+        _keys.UNS_GENETICS: to_h5ad_safe(section, ".uns['dfm']['genetics']"),
+        _keys.UNS_EMBEDDINGS: to_h5ad_safe(records, ".uns['dfm']['embeddings']"),
+    }
 
     # ---- write last: the log file, then the MuData
     if log_path is not None:
@@ -682,9 +695,65 @@ def embed_genes(
         )
         if mdata is None:
             return md.MuData({mod: adata})
-        mdata.mod[mod] = adata
-        mdata.update()
-    return mdata
+        out = mdata.copy() if copy else mdata
+        out.mod[mod] = adata
+        out.update()
+    return out if copy else None
+
+
+def _embedding_record(enc, strategy_id: str, genome_version: str, created_by: dict) -> dict:
+    """Return the core ``.uns['dfm']['embeddings']`` fields of an ``embed_genes`` result."""
+    desc = dict(enc.description)
+    kind = str(desc.get("kind", "custom"))
+    family, mode = _ENCODER_KINDS.get(kind, ("external", "frozen_encoder"))
+    if kind == "dna_checkpoint":
+        family = str(desc.get("model_family", family))
+    sha = desc.get("artifact_sha256") or desc.get("checkpoint_sha256") or desc.get("weights_sha256")
+    return {
+        "source": str(desc.get("source", kind)),
+        "model_family": family,
+        "adapter_mode": mode,
+        "artifact_id": f"{kind}-{strategy_id}",
+        "artifact_sha256": sha if isinstance(sha, str) else None,
+        "preprocessing_version": f"haplotypes;reference={genome_version};strategy={strategy_id}",
+        "weights_retrievable": mode != "frozen_encoder",
+        "embedding_strategy_id": strategy_id,
+        "created_by": created_by,
+    }
+
+
+#: encoder ``description['kind']`` -> (``model_family``, ``adapter_mode``)
+_ENCODER_KINDS = {
+    "kmer_frequency": ("kmer_frequency", "fixed_features"),
+    "precomputed": ("external", "precomputed"),
+    "dfm_sequence_encoder": ("sequence_transformer", "native_trainable"),
+    "dna_checkpoint": ("external", "checkpoint"),
+}
+
+
+def genetics_record(adata) -> dict:
+    """Return the ``.uns['dfm']['genetics']`` record of an :func:`embed_genes` modality.
+
+    Reads the layout of this version and that of 0.2 (``gene_list``,
+    ``reference_version`` and ``embedding_strategy_id`` at the top of ``.uns``,
+    ``strategy`` and ``run_log`` as JSON strings), so files written before keep
+    working. Raises :class:`DfmInputError` when the modality has none.
+    """
+    uns = adata.uns
+    sec = dict((uns.get(_keys.UNS_KEY) or {}).get(_keys.UNS_GENETICS) or {})
+    for key in (_keys.GENE_LIST_KEY, _keys.REFERENCE_VERSION_KEY, _keys.STRATEGY_ID_KEY):
+        if key not in sec and key in uns:  # 0.2 layout
+            sec[key] = uns[key]
+    for key in ("strategy", "run_log"):
+        if isinstance(sec.get(key), str):
+            sec[key] = json.loads(sec[key])
+    if _keys.GENE_LIST_KEY not in sec:
+        raise DfmInputError(
+            "No embed_genes record (.uns['dfm']['genetics']['gene_list']) found; run "
+            "dfm.tl.embed_genes first."
+        )
+    sec[_keys.GENE_LIST_KEY] = [str(g) for g in sec[_keys.GENE_LIST_KEY]]
+    return sec
 
 
 _EXPORT_OPTIONS = (

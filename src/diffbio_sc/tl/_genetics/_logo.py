@@ -70,197 +70,25 @@ import numpy as np
 import pandas as pd
 
 from ... import _keys
-from ..._validate import DfmInputError, check_choice, check_float, check_int, check_seed
-from ._threads import single_thread_blas
+from ..._logging import tqdm
+from ..._settings import settings
+from ..._validate import (
+    DfmInputError,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_seed,
+)
+from ...ops._logo import fold_scores, fold_scores_primal
+from ...ops._stats import auc_rows, benjamini_hochberg, nadeau_bengio
+from ...ops._threads import single_thread_blas
+from .._target import check_mod
+from ._embed_genes import genetics_record
 
-__all__ = ["logo_attribution", "nadeau_bengio", "benjamini_hochberg", "auc_rows"]
+__all__ = ["logo_attribution"]
 
 logger = logging.getLogger("diffbio_sc")
-
-
-def auc_rows(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ROC AUC of ``scores (..., m)`` against binary labels ``y`` (``(m,)`` or ``(..., m)``).
-
-    Ties count one half (Mann-Whitney U). NaN where a row has one class only.
-    """
-    from scipy.stats import rankdata
-
-    y = np.asarray(y, dtype=bool)
-    ranks = rankdata(scores, axis=-1)
-    n_pos = y.sum(axis=-1)
-    n_neg = y.shape[-1] - n_pos
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return ((ranks * y).sum(axis=-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def nadeau_bengio(
-    deltas: np.ndarray,
-    n_train: float,
-    n_test: float,
-    *,
-    alternative: str = "greater",
-    ci: float = 0.95,
-) -> dict[str, np.ndarray]:
-    """Corrected resampled t-test over the last axis of ``deltas`` (one row per gene).
-
-    Returns ``mean``, ``t``, ``p``, ``ci_low``, ``ci_high`` arrays. A row with
-    zero variance gets ``p = 1`` when its mean is 0 (the gene never changes a
-    prediction) and ``p = 0`` otherwise.
-    """
-    from scipy import stats
-
-    d = np.atleast_2d(np.asarray(deltas, dtype=np.float64))
-    J = d.shape[-1]
-    mean = d.mean(axis=-1)
-    var = d.var(axis=-1, ddof=1)
-    se = np.sqrt((1.0 / J + n_test / n_train) * var)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
-    df = J - 1
-    if alternative == "greater":
-        p = stats.t.sf(t, df)
-    elif alternative == "less":
-        p = stats.t.cdf(t, df)
-    else:
-        p = 2 * stats.t.sf(np.abs(t), df)
-    p = np.where((se == 0) & (mean == 0), 1.0, p)
-    half = stats.t.ppf(0.5 + ci / 2, df) * se
-    return {"mean": mean, "t": t, "p": p, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values), monotone and capped at 1."""
-    p = np.asarray(p, dtype=np.float64)
-    m = p.size
-    order = np.argsort(p)
-    scaled = p[order] * m / np.arange(1, m + 1)
-    q_sorted = np.minimum.accumulate(scaled[::-1])[::-1]
-    q = np.empty(m)
-    q[order] = np.minimum(q_sorted, 1.0)
-    return q
-
-
-def _center(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre train Grams ``A (v, n, n)`` and test-train Grams ``B (v, m, n)``.
-
-    Both are centred on the training mean in feature space.
-    """
-    col = A.mean(axis=-2, keepdims=True)  # (v, 1, n)
-    row = A.mean(axis=-1, keepdims=True)  # (v, n, 1)
-    tot = A.mean(axis=(-2, -1), keepdims=True)
-    Ac = A - col - row + tot
-    Bc = B - col - B.mean(axis=-1, keepdims=True) + tot
-    return Ac, Bc
-
-
-def _fold_scores(
-    Ks: np.ndarray,
-    tr: np.ndarray,
-    te: np.ndarray,
-    Y_tr: np.ndarray,
-    *,
-    n_components: int,
-    alpha: float,
-    classifier: str,
-    n_features: int | None = None,
-) -> np.ndarray:
-    """Held-out decision scores ``(v, n_test, n_labelings)`` for each Gram in ``Ks (v, n, n)``.
-
-    ``Y_tr (n_train, n_labelings)`` holds boolean labelings of the training
-    subjects (the observed one first, then permutations); the ridge fit is
-    linear in the labels, so all labelings share one factorisation per Gram.
-    """
-    A = Ks[:, tr[:, None], tr]  # one gather, no intermediate copy
-    B = Ks[:, te[:, None], tr]
-    Ac, Bc = _center(A, B)
-    n_tr = tr.size
-    Yc = np.where(Y_tr, 1.0, -1.0)
-    Yc = Yc - Yc.mean(axis=0, keepdims=True)
-    trace = np.trace(Ac, axis1=-2, axis2=-1)
-    lam = alpha * np.maximum(trace, 1e-300) / n_tr
-    lossless = n_components >= min(n_tr, n_features or n_tr)
-    if classifier == "ridge" and lossless:
-        # scores = Bc (Ac + lam I)^-1 Yc; solve for the (test x train) map first, so the
-        # many labelings cost one matrix product.
-        M = np.linalg.solve(
-            Ac + lam[:, None, None] * np.eye(n_tr), Bc.transpose(0, 2, 1)
-        ).transpose(0, 2, 1)
-        return M @ Yc
-    e, U = np.linalg.eigh(Ac)  # ascending
-    e, U = e[:, ::-1], U[:, :, ::-1]
-    k = min(n_components, n_tr)
-    e, U = e[:, :k], U[:, :, :k]
-    keep = e > np.maximum(e[:, :1] * n_tr * np.finfo(np.float64).eps, 0)
-    if classifier == "ridge":
-        w = np.where(keep, 1.0 / (e + lam[:, None]), 0.0)  # (v, k)
-        M = ((Bc @ U) * w[:, None, :]) @ U.transpose(0, 2, 1)  # (v, m, n_train)
-        return M @ Yc
-    from sklearn.linear_model import LogisticRegression
-
-    out = np.empty((len(Ks), te.size, Y_tr.shape[1]))
-    for v in range(len(Ks)):
-        kv = keep[v]
-        s = np.sqrt(e[v, kv])
-        Z_tr = U[v][:, kv] * s
-        Z_te = (Bc[v] @ U[v][:, kv]) / s
-        scale = Z_tr.std(axis=0)
-        scale[scale == 0] = 1.0
-        for j in range(Y_tr.shape[1]):
-            model = LogisticRegression(C=1.0 / alpha, max_iter=5000)
-            model.fit(Z_tr / scale, Y_tr[:, j])
-            out[v, :, j] = model.decision_function(Z_te / scale)
-    return out
-
-
-def _fold_scores_primal(
-    X: np.ndarray,
-    G: int,
-    tr: np.ndarray,
-    te: np.ndarray,
-    Y_tr: np.ndarray,
-    *,
-    n_components: int,
-    alpha: float,
-) -> np.ndarray:
-    """Compute the scores of :func:`_fold_scores` (ridge) from features, not Gram matrices.
-
-    Used when there are fewer features than subjects: the work is on
-    ``(features x features)`` covariance matrices and memory does not grow with
-    the square of the cohort. With ``n_components`` below the number of
-    features the PCA axes are the top eigenvectors of each variant's training
-    covariance; otherwise the PCA is lossless and ridge is solved directly.
-    """
-    n_tr, D = tr.size, X.shape[1]
-    d = D // G
-    mu = X[tr].mean(axis=0)
-    Xtr, Xte = X[tr] - mu, X[te] - mu
-    Yc = np.where(Y_tr, 1.0, -1.0)
-    Yc = Yc - Yc.mean(axis=0, keepdims=True)
-    C = Xtr.T @ Xtr  # (D, D)
-    XtY = Xtr.T @ Yc  # (D, L)
-    keep = np.ones((G + 1, D), dtype=bool)
-    for g in range(G):
-        keep[g + 1, g * d : (g + 1) * d] = False
-    out = np.empty((G + 1, te.size, Yc.shape[1]))
-    eye_full, eye_minus = np.eye(D), np.eye(D - d)
-    for v in range(G + 1):
-        cols = np.flatnonzero(keep[v])
-        Cv = C[np.ix_(cols, cols)]
-        lam = alpha * max(np.trace(Cv), 1e-300) / n_tr
-        if n_components >= min(n_tr, cols.size):
-            eye = eye_full if v == 0 else eye_minus
-            # (Cv + lam I) is symmetric: solve for whichever side has fewer columns.
-            if te.size < XtY.shape[1]:
-                out[v] = np.linalg.solve(Cv + lam * eye, Xte[:, cols].T).T @ XtY[cols]
-            else:
-                out[v] = Xte[:, cols] @ np.linalg.solve(Cv + lam * eye, XtY[cols])
-            continue
-        e, V = np.linalg.eigh(Cv)
-        e, V = e[::-1][:n_components], V[:, ::-1][:, :n_components]
-        ok = e > max(e[0], 0.0) * cols.size * np.finfo(np.float64).eps
-        W = V[:, ok] @ ((V[:, ok].T @ XtY[cols]) / (e[ok] + lam)[:, None])
-        out[v] = Xte[:, cols] @ W
-    return out
 
 
 def _get_data(data, mod: str | None, labels):
@@ -283,13 +111,13 @@ def _get_data(data, mod: str | None, labels):
             f"data must be the MuData (or its genetics AnnData) from dfm.tl.embed_genes, got "
             f"{type(data).__name__}."
         )
-    if _keys.GENE_EMBEDDINGS_KEY not in adata.obsm or _keys.GENE_LIST_KEY not in adata.uns:
+    if _keys.GENE_EMBEDDINGS_KEY not in adata.obsm:
         raise DfmInputError(
-            f"No per-gene embeddings (.obsm[{_keys.GENE_EMBEDDINGS_KEY!r}] and "
-            f".uns[{_keys.GENE_LIST_KEY!r}]) found; run dfm.tl.embed_genes first."
+            f"No per-gene embeddings (.obsm[{_keys.GENE_EMBEDDINGS_KEY!r}]) found; run "
+            "dfm.tl.embed_genes first."
         )
     X = np.asarray(adata.obsm[_keys.GENE_EMBEDDINGS_KEY], dtype=np.float64)
-    genes = [str(g) for g in adata.uns[_keys.GENE_LIST_KEY]]
+    genes = genetics_record(adata)[_keys.GENE_LIST_KEY]
     if X.shape[1] % len(genes):
         raise DfmInputError(
             f"{X.shape[1]} embedding columns do not split into {len(genes)} equal gene blocks."
@@ -330,6 +158,7 @@ def logo_attribution(
     n_permutations: int = 999,
     seed: int = 0,
     return_deltas: bool = False,
+    progress_bar: bool | None = None,
 ) -> pd.DataFrame:
     """Attribute a binary phenotype to genes by leave-one-gene-out delta-AUC.
 
@@ -337,7 +166,7 @@ def logo_attribution(
     ----------
     data
         The MuData from :func:`embed_genes` (or its genetics AnnData): uses
-        ``.obsm['X_dfm_genes']`` and ``.uns['gene_list']``. The projection is
+        ``.obsm['X_dfm_genes']`` and the gene list in ``.uns['dfm']['genetics']``. The projection is
         refitted from these per-gene vectors inside every fold, never taken
         from the stored (all-subject) projection.
     labels
@@ -345,7 +174,8 @@ def logo_attribution(
         binary label per subject. The rarer class needs at least ``n_folds``
         subjects.
     mod
-        Modality name in a MuData.
+        Modality name in a MuData (default ``'genetics'``); with an AnnData, a
+        value other than the default is an error.
     n_repeats, n_folds
         Repeated stratified K-fold (at least 2 x 2; 10 x 5 by default).
     n_components
@@ -372,6 +202,8 @@ def logo_attribution(
         Seed of the fold assignment and of the permutations.
     return_deltas
         Also return the ``(n_genes, n_repeats * n_folds)`` delta-AUC array.
+    progress_bar
+        Show a tqdm bar over the folds; ``None`` follows ``dfm.settings.progress_bar``.
 
     Returns
     -------
@@ -404,6 +236,10 @@ def logo_attribution(
             "which needs classifier='ridge'; use test='corrected_t' with 'logistic'."
         )
     seed = check_seed(seed)
+    show_bar = (
+        settings.progress_bar if progress_bar is None else check_bool("progress_bar", progress_bar)
+    )
+    check_mod(data, mod, _keys.GENETICS_MOD)
     X, genes, d, y_raw, _ = _get_data(data, mod, labels)
     if pd.isna(pd.Series(y_raw)).any():
         raise DfmInputError("labels has missing values; drop those subjects first.")
@@ -439,14 +275,18 @@ def logo_attribution(
     Y = np.column_stack([y] + [rng.permutation(y) for _ in range(n_perm)])  # (n, 1 + B)
     fold_aucs = []  # per fold: (1 + B, G + 1)
     n_tr_list, n_te_list = [], []
-    with single_thread_blas(n):
+    bar = tqdm(
+        total=n_repeats * n_folds, desc="logo", unit="fold", disable=not show_bar, leave=False
+    )
+    with single_thread_blas(n), bar:
         for tr, te in splitter.split(np.zeros(n), y):
+            bar.update(1)
             if primal:
-                scores = _fold_scores_primal(
+                scores = fold_scores_primal(
                     X, G, tr, te, Y[tr], n_components=n_components, alpha=alpha
                 )
             else:
-                scores = _fold_scores(
+                scores = fold_scores(
                     Ks,
                     tr,
                     te,

@@ -23,11 +23,11 @@ from ..._schema import (
     RESULT_COLUMNS,
     results_frame,
 )
+from ...ops._scoring import aggregate_scores, compute_neighbors, pcr_score
 from ._annotation import score_annotation
 from ._benchmark import BASELINE_KEYS, DEFERRED_TASKS, benchmark
 from ._guard import BaselineRegressionError, compare_to_baseline, save_baseline
 from ._integration import score_integration
-from ._kernels import aggregate_scores, compute_neighbors, pcr_score
 
 __all__ = [
     "BASELINE_KEYS",

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..._logging import timed
 from ..._validate import check_adata, check_float, check_int, check_key, check_obs_key, check_seed
+from ...ops._scoring import annotation_kernel
 from ._checks import (
     check_methods,
     check_n_splits,
@@ -22,7 +23,6 @@ from ._checks import (
     get_rep,
     prepare_annotation_labels,
 )
-from ._kernels import annotation_kernel
 
 
 @dataclass(frozen=True)

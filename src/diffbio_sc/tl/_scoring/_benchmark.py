@@ -19,10 +19,10 @@ from ... import _keys, _uns
 from ..._logging import timed
 from ..._schema import AGGREGATE_FORMULAS, RESULT_COLUMNS
 from ..._validate import DfmInputError, check_adata, check_bool, check_int, check_key, check_obs_key
+from ...ops._scoring import pcr_score
 from ._annotation import plan_annotation, run_annotation
 from ._checks import check_pre_integrated, check_seq, describe_pre_integrated, get_rep
 from ._integration import plan_integration, run_integration
-from ._kernels import pcr_score
 
 #: Baselines that :func:`benchmark` can compute, and their embedding names.
 BASELINE_KEYS = {"pca": _keys.PCA_BASELINE_KEY, "harmony": _keys.HARMONY_BASELINE_KEY}
@@ -137,6 +137,7 @@ def benchmark(
     n_top_genes: int = 2000,
     baseline_key_added: bool | Mapping[str, str] = False,
     dataset: str | None = None,
+    progress_bar: bool | None = None,
 ) -> pd.DataFrame:
     """Score embeddings and baselines for cell-type annotation and batch integration.
 
@@ -203,6 +204,9 @@ def benchmark(
     dataset
         Name of the dataset, recorded in the report and shown by
         :func:`diffbio_sc.pl.benchmark`.
+    progress_bar
+        Show a tqdm bar over the (embedding, score group) steps; ``None``
+        follows ``dfm.settings.progress_bar``.
 
     Returns
     -------
@@ -227,10 +231,12 @@ def benchmark(
         behind each of its aggregates (NaN metrics differ between embeddings).
 
         A progress bar shows the embedding and score group being computed
-        (``dfm.settings.progress_bar``).
+        (``progress_bar``).
     """
     # ---- validate everything first --------------------------------------------
     check_adata(adata, check_var_names=False)
+    if progress_bar is not None:
+        check_bool("progress_bar", progress_bar)
     check_key("name", name)
     annotation = check_bool("annotation", annotation)
     integration = check_bool("integration", integration)
@@ -300,7 +306,7 @@ def benchmark(
         timings: dict[str, dict[str, float]] = {}
         agg_inputs: dict[str, dict[str, list[str]]] = {}
         groups = (["annotation"] if annotation else []) + (["integration"] if integration else [])
-        with _progress(len(arrays) * len(groups)) as bar:
+        with _progress(len(arrays) * len(groups), progress_bar) as bar:
             for emb, X in arrays.items():
                 if annotation:
                     bar.set_description(f"{emb}: annotation probes")
@@ -402,11 +408,12 @@ def _compute_baselines(
     return out
 
 
-def _progress(total: int):
+def _progress(total: int, progress_bar: bool | None = None):
     """Return a tqdm bar over the (embedding, score group) steps, or a silent stand-in."""
     from ..._settings import settings
 
-    if not settings.progress_bar or total <= 1:
+    show = settings.progress_bar if progress_bar is None else progress_bar
+    if not show or total <= 1:
         return nullcontext(_NoBar())
     from ..._logging import tqdm
 

@@ -15,11 +15,10 @@ import pandas as pd
 from ..._schema import ANNOTATION_METHODS, BATCH_METRICS, BIO_METRICS, DEFAULT_METRICS
 from ..._validate import (
     DfmInputError,
-    check_choice,
     check_int,
     check_obsm_rep,
 )
-from ._kernels import KNN_METHODS, NEIGHBORS_NEEDED, max_neighbors
+from ...ops._scoring import NEIGHBORS_NEEDED, max_neighbors
 
 
 def scib_version() -> str:
@@ -27,11 +26,6 @@ def scib_version() -> str:
     from importlib.metadata import version
 
     return version("scib-metrics")
-
-
-def check_knn_method(knn_method) -> str:
-    """Return ``knn_method`` if it is ``'auto'``, ``'exact'`` or ``'pynndescent'``."""
-    return check_choice("knn_method", knn_method, KNN_METHODS)
 
 
 def check_n_jobs(n_jobs) -> int:

@@ -16,8 +16,15 @@ import numpy as np
 from ..._logging import quiet_library, timed
 from ..._schema import group_of
 from ..._validate import check_adata, check_int, check_key, check_obs_key, check_seed
-from ._checks import (
+from ...ops._scoring import (
+    aggregate_scores,
     check_knn_method,
+    check_neighbors,
+    integration_kernel,
+    max_neighbors,
+    pcr_score,
+)
+from ._checks import (
     check_labels_batches,
     check_metrics,
     check_n_jobs,
@@ -26,13 +33,6 @@ from ._checks import (
     describe_pre_integrated,
     get_rep,
     scib_version,
-)
-from ._kernels import (
-    aggregate_scores,
-    check_neighbors,
-    integration_kernel,
-    max_neighbors,
-    pcr_score,
 )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ... import _keys, _uns
 from ..._logging import timed
 from ..._validate import DfmInputError, check_bool, check_choice, check_int, check_key
-from .._target import writable_target
+from .._target import check_mod, writable_target
 from ._common import (
     average_windows,
     check_lengths,
@@ -57,10 +57,10 @@ def embed_sequences(
     ----------
     data
         A MuData (the sequences are the observations of ``data[mod]``) or an
-        AnnData of sequences (``mod`` is then ignored), as
-        :func:`diffbio_sc.io.read_fasta` returns.
+        AnnData of sequences, as :func:`diffbio_sc.io.read_fasta` returns.
     mod
-        Modality holding the sequences in a MuData.
+        Modality holding the sequences in a MuData (default ``'dna'``); with an
+        AnnData, a value other than the default is an error.
     encoder
         A :class:`~diffbio_sc.models.SequenceEncoder`; a published DNA
         checkpoint loaded by :func:`diffbio_sc.models.load_checkpoint` or
@@ -176,6 +176,7 @@ def embed_sequences(
     from ._dna_checkpoint import check_model_alphabet, check_window, is_dna_checkpoint
 
     # ---------------------------------------------------------------- validate
+    check_mod(data, mod, _keys.SEQUENCE_MOD)
     tgt = resolve_target(data, mod)
     target, is_mudata = tgt.adata, tgt.mod is not None
     check_key("key_added", key_added)
@@ -319,6 +320,7 @@ def embed_sequences(
                 "pooling_strategy": cfg.pooling,
                 "reverse_complement": effective,
                 "tokenizer": tok,
+                "artifact_sha256": wdigest,
                 "weights_sha256": wdigest,
                 "config": cfg.to_dict(),
                 "model_path": model_path,
@@ -334,6 +336,7 @@ def embed_sequences(
                 "artifact_id": f"frozen-{getattr(encoder, '__qualname__', type(encoder).__name__)}",
                 "preprocessing_version": f"raw sequences;alphabet={alphabet}",
                 "pooling_strategy": "encoder-defined",
+                "artifact_sha256": None,  # a function: no artifact diffbio_sc can digest
                 "reverse_complement": reverse_complement,
                 "weights_retrievable": False,
             }

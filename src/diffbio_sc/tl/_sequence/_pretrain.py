@@ -10,6 +10,7 @@ import numpy as np
 from ... import _keys
 from ..._logging import logger, timed
 from ..._validate import check_float, check_int, check_key, check_seed
+from .._target import check_mod
 from ._common import check_lengths, check_sequences, resolve_target, token_counts
 
 #: Default budget: optimizer steps aimed for when ``epochs=None``.
@@ -53,7 +54,7 @@ def auto_epochs(n_train: int, batch_size: int, steps: int = DEFAULT_STEPS) -> in
 def pretrain_sequences(
     data,
     *,
-    mod: str | None = None,
+    mod: str | None = _keys.SEQUENCE_MOD,
     config=None,
     sequence_key: str = _keys.SEQUENCE_KEY,
     epochs: int | None = None,
@@ -85,7 +86,9 @@ def pretrain_sequences(
         An AnnData of sequences (:func:`diffbio_sc.io.read_fasta`) or a MuData
         with ``mod``. Not modified.
     mod
-        Modality of a MuData.
+        Modality of a MuData (default ``'dna'``, as in
+        :func:`~diffbio_sc.tl.embed_sequences`); with an AnnData, a value other
+        than the default is an error.
     config
         A :class:`~diffbio_sc.models.SequenceEncoderConfig`; ``None`` uses the
         defaults (DNA, single-nucleotide tokens, 256 wide, 4 layers).
@@ -123,6 +126,7 @@ def pretrain_sequences(
     from ...models._train import TrainConfig, fit
 
     # ---------------------------------------------------------------- validate
+    check_mod(data, mod, _keys.SEQUENCE_MOD)
     target = resolve_target(data, mod).adata
     if config is None:
         config = SequenceEncoderConfig()

@@ -55,9 +55,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ... import _uns
+from ... import _keys, _uns
 from ..._logging import logger, timed
 from ..._validate import DfmInputError, check_float, check_int, check_key, check_seed
+from .._target import check_mod
 from ._finetune import fine_tune, finetune_split, predict_proba, task_tokens, validation_scores
 from ._task_data import (
     SCORES,
@@ -262,7 +263,8 @@ def genomics_tasks(
         the test part, identical sequences on one side; every class needs at
         least two distinct sequences).
     mod
-        Modality of a MuData ``data`` holding the sequences.
+        Modality of a MuData ``data`` holding the sequences (default ``'dna'``;
+        with an AnnData, another value is an error).
     sequence_key
         ``.obs`` column of ``data`` with the sequences.
     task_name
@@ -394,6 +396,7 @@ def genomics_tasks(
                 f"task_name={task_name!r} is the name of a bundled task; name your task "
                 "differently (e.g. the default 'user')."
             )
+        check_mod(data, mod, _keys.SEQUENCE_MOD)
         user = load_user_task(
             data,
             mod=mod,

@@ -1,4 +1,4 @@
-"""Array kernels of the scores: probes, the integration metrics (a table of steps), aggregates.
+"""Array kernels of the scores (``dfm.tl.score_*``, ``dfm.tl.benchmark``): probes, the integration metrics (a table of steps), aggregates.
 
 Everything here takes NumPy arrays (labels and batches as integer codes) and
 returns numbers; nothing touches an AnnData.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..._schema import ANNOTATION_METRICS, BATCH_METRICS, BIO_METRICS
-from ..._validate import DfmInputError
+from .._schema import ANNOTATION_METRICS, BATCH_METRICS, BIO_METRICS
+from .._validate import DfmInputError, check_choice
 
 #: Neighbours each graph metric uses (the Benchmarker's 15 / 50 / 90).
 NEIGHBORS_NEEDED = {
@@ -28,6 +28,11 @@ NEIGHBORS_NEEDED = {
 }
 KNN_METHODS = ("auto", "exact", "pynndescent")
 EXACT_KNN_MAX_CELLS = 50_000
+
+
+def check_knn_method(knn_method) -> str:
+    """Return ``knn_method`` if it is ``'auto'``, ``'exact'`` or ``'pynndescent'``."""
+    return check_choice("knn_method", knn_method, KNN_METHODS)
 
 
 def max_neighbors(metrics: Sequence[str]) -> int:
@@ -114,8 +119,6 @@ def compute_neighbors(
     scib_metrics.nearest_neighbors.NeighborsResults
     """
     from scib_metrics.nearest_neighbors import NeighborsResults, pynndescent
-
-    from ._checks import check_knn_method
 
     method = check_knn_method(method)
     if method == "auto":
