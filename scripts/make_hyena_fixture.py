@@ -184,6 +184,7 @@ def perturb(model) -> None:
 
 
 def main() -> None:
+    """Build both fixture folders (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--modeling-git", type=Path, required=True)
     ap.add_argument("--standalone-git", type=Path, required=True)

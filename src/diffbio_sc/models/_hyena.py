@@ -100,6 +100,11 @@ class HyenaConfig(ModelConfig):
     layer_norm_epsilon: float = 1e-5
     pad_token_id: int = 4
 
+    @property
+    def n_layers(self) -> int:
+        """Number of Hyena blocks (``n_layer``)."""
+        return self.n_layer
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the config is invalid."""
         self._require_positive(
@@ -118,7 +123,9 @@ class HyenaConfig(ModelConfig):
                 f"HyenaConfig: layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon}."
             )
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"HyenaConfig: pad_token_id {self.pad_token_id} outside the vocabulary.")
+            raise ValueError(
+                f"HyenaConfig: pad_token_id {self.pad_token_id} outside the vocabulary."
+            )
 
     @classmethod
     def from_hf(
@@ -281,13 +288,15 @@ class _HyenaOperator(nnx.Module):
         self.short_bias = nnx.Param(jnp.zeros((3 * d,), jnp.float32))
         self.filter_bias = nnx.Param(jnp.zeros((d,), jnp.float32))
         widths = [cfg.emb_dim] + [cfg.filter_order] * (cfg.num_inner_mlps + 1)
-        self.filter_mlp = nnx.List([_linear(a, b, rngs) for a, b in zip(widths, widths[1:])])
+        self.filter_mlp = nnx.List(
+            [_linear(a, b, rngs) for a, b in zip(widths, widths[1:], strict=False)]
+        )
         self.filter_out = _linear(cfg.filter_order, d, rngs, bias=False)
         if cfg.train_freq:
             self.freq = nnx.Param(jnp.full((1, cfg.filter_order), cfg.activation_freq, jnp.float32))
 
     def implicit_filter(self, z, t, deltas):
-        """Filters ``(d_model, L)`` from the positional features ``z`` ``(L, emb_dim)``."""
+        """Return the filters ``(d_model, L)`` of the positional features ``z`` ``(L, emb_dim)``."""
         freq = self.freq[...] if self.train_freq else self.activation_freq
         h = z
         for layer in self.filter_mlp:
@@ -301,9 +310,7 @@ class _HyenaOperator(nnx.Module):
         p = self.in_proj(u)  # (B, L, 3d)
         w = self.short_weight[...]
         padded = jnp.pad(p, ((0, 0), (_SHORT - 1, 0), (0, 0)))
-        uc = self.short_bias[...] + sum(
-            w[:, j] * padded[:, j : j + length] for j in range(_SHORT)
-        )
+        uc = self.short_bias[...] + sum(w[:, j] * padded[:, j : j + length] for j in range(_SHORT))
         x0, x1, v = uc[..., : self.d], uc[..., self.d : 2 * self.d], uc[..., 2 * self.d :]
         v = (v * x1).transpose(0, 2, 1)  # (B, d, L)
         k = self.implicit_filter(z, t, deltas)
@@ -502,9 +509,7 @@ def hyena_from_checkpoint(ckpt, *, pad_token_id: int = 4) -> HyenaDNA:
     naming every missing, unexpected and mis-shaped tensor (positional buffers that
     disagree with the config included).
     """
-    cfg = HyenaConfig.from_hf(
-        ckpt.config, pad_token_id=pad_token_id, source=str(ckpt.config_file)
-    )
+    cfg = HyenaConfig.from_hf(ckpt.config, pad_token_id=pad_token_id, source=str(ckpt.config_file))
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
     arrays, problems = _map_hyena_weights(ckpt.weights, cfg, where)
     try:
