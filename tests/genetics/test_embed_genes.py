@@ -324,3 +324,22 @@ def test_dna_checkpoint_encoder(toy, toyvcf):
     assert strat["encoder"]["checkpoint_sha256"] == m.sha256
     with pytest.raises(DfmInputError, match="RC-invariant by construction"):
         run(toy, toyvcf, encoder=m, reverse_complement="equivariant")
+
+
+def test_hyenadna_checkpoint_encoder_embeds_whole_genes(toy, toyvcf):
+    from pathlib import Path
+
+    fix = Path(__file__).parents[1] / "checkpoints" / "fixtures" / "hyenadna"
+    m = dfm.models.load_checkpoint(fix)
+    rc, s = toy["rc"], toy["seq"]
+    a = run(toy, toyvcf, encoder=m, reverse_complement="average")["genetics"]
+    d = a.uns["dfm"]["genetics"]["gene_dim"]
+    assert d == m.hidden_dim
+    # one token per base + [SEP]: the 1,026-token context holds 1,025 bases, so the toy genes
+    # are embedded whole (no windows), both strands averaged, as the model's own embed
+    avg = lambda q: 0.5 * (m.embed([q])[0] + m.embed([rc(q)])[0])  # noqa: E731
+    X = a.obsm["X_dfm_genes"]
+    np.testing.assert_allclose(X[1, :d], avg(s[4:14] + s[30:40]), atol=1e-5)
+    strat = json.loads(a.uns["dfm"]["genetics"]["strategy"])
+    assert strat["encoder"]["model_family"] == "hyenadna" and strat["encoder"]["k"] == 1
+    assert strat["window"] == 1025
