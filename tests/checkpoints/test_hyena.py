@@ -9,6 +9,7 @@ hidden state and the pooled embedding. No torch is needed here.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -30,14 +31,8 @@ _COMP = str.maketrans("ACGTN", "TGCAN")
 
 @pytest.fixture(scope="module")
 def loaded():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = dfm.models.load_checkpoint(FIX / name)
-        return cache[name]
-
-    return get
+    """``loaded(name)``: the fixture checkpoint ``name``, loaded once per module."""
+    return functools.lru_cache(maxsize=None)(lambda name: dfm.models.load_checkpoint(FIX / name))
 
 
 def _expected():
