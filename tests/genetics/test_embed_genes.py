@@ -332,4 +332,3 @@ def test_dna_checkpoint_encoder(toy, toyvcf, name, family, window):
     assert strat["encoder"]["checkpoint_sha256"] == m.sha256
     with pytest.raises(DfmInputError, match="RC-invariant by construction"):
         run(toy, toyvcf, encoder=m, reverse_complement="equivariant")
-
