@@ -20,7 +20,7 @@ import pytest
 import diffbio_sc as dfm
 from diffbio_sc.io._checkpoints import CheckpointError
 from diffbio_sc.models._base import ModelFormatError
-from diffbio_sc.models._hyena import fft_size, long_conv, torch_linspace
+from diffbio_sc.models._hyena import fft_size, long_conv, positional_tables, torch_linspace
 from diffbio_sc.ops._dna_checkpoint_tokenizers import DnaTokenizerError
 
 FIX = Path(__file__).parent / "fixtures"
@@ -184,11 +184,17 @@ def test_missing_extra_and_misshaped_tensors_named_in_one_error(tmp_path):
     assert "has shape" in msg and "model.safetensors" in msg
 
 
-def test_positional_buffers_are_checked_and_tied_frequencies_must_agree(tmp_path):
+def test_positional_buffers_are_checked_and_tied_frequencies_must_agree(tmp_path, loaded):
     import safetensors.numpy
 
     d = _copy(tmp_path)
     w = safetensors.numpy.load_file(str(d / "model.safetensors"))
+    # the tables computed from the config are upstream's buffers to float32 rounding
+    z_ref, t_ref, deltas_ref = positional_tables(loaded("hyenadna").module.config)
+    pre = "backbone.layers.0.mixer.filter_fn."
+    np.testing.assert_allclose(w[pre + "pos_emb.t"][0], t_ref, atol=1e-7, rtol=0)
+    np.testing.assert_allclose(w[pre + "modulation.deltas"][0, 0], deltas_ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(w[pre + "pos_emb.z"][0], z_ref, atol=1e-6, rtol=0)
     z = "backbone.layers.0.mixer.filter_fn.pos_emb.z"
     w[z] = w[z] * 1.01
     freq = "backbone.layers.1.mixer.filter_fn.implicit_filter.1.freq"

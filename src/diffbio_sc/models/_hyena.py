@@ -24,8 +24,9 @@ the embeddings, each block's output, and the final LayerNorm's output
 (``n_layer + 2`` arrays). The model is causal: a position only sees earlier ones,
 so right padding never changes the real positions' states, and no attention
 mask is needed. The positional tables (``z``, ``t``, ``deltas``), upstream's
-buffers, are computed from the config (``torch.linspace``'s float32 rule); where a
-checkpoint carries them they are checked against that computation.
+buffers, are computed from the config (``torch.linspace``'s float32 rule, equal to
+upstream's to float32 rounding); where a checkpoint carries them they are checked
+against that computation.
 """
 
 from __future__ import annotations
@@ -195,8 +196,9 @@ def torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
     """``torch.linspace(start, end, steps)`` in float32, by torch's CPU rule.
 
     Torch fills the first half as ``start + i * step`` and the second as
-    ``end - (steps - 1 - i) * step`` (float32 arithmetic), so the table is equal
-    to upstream's buffers, not just close.
+    ``end - (steps - 1 - i) * step`` (float32 arithmetic); the table agrees with
+    upstream's buffers to float32 rounding (a few values differ by one ulp, from
+    torch's vectorised kernel).
     """
     if steps == 1:
         return np.asarray([start], np.float32)
