@@ -184,9 +184,18 @@ def main() -> None:
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--batch-list", type=int, nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--from-log",
+        type=Path,
+        nargs="+",
+        help="print the table from the JSON lines of earlier runs' saved output",
+    )
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.from_log:
+        report(records_from_logs(args.from_log))
         return
 
     fam = family_module(args.family)
@@ -220,28 +229,41 @@ def main() -> None:
                 rec.update(side=side, length=length, round=rnd)
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
+            a, b = tmp / f"dfm_{length}.npy", tmp / f"torch_{length}.npy"
+            if a.exists() and b.exists():  # same checkpoint, same ids: the pooled vectors
+                diff = float(np.max(np.abs(np.load(a) - np.load(b))))
+                rec = {"side": "diff", "length": length, "round": rnd, "max_abs_diff": diff}
+                records.append(rec)
+                print(json.dumps(rec), flush=True)
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
+    report(records)
 
+
+def report(records: list[dict]) -> None:
+    """Print the markdown table and the log-log slopes of ``records``."""
+    lengths = sorted({r["length"] for r in records})
     print()
     print(
         "| length | side | batch | tokens / CPU-s (median) | min CPU-s / seq | median CPU-s / seq "
-        "| wall s / seq (min) | peak RSS MiB (max) | max abs diff vs torch |"
+        "| wall s / seq (min) | peak RSS MiB (max) | rounds | max abs diff vs torch |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     per_seq = {}
     for length in lengths:
-        diff = ""
-        a, b = tmp / f"dfm_{length}.npy", tmp / f"torch_{length}.npy"
-        if a.exists() and b.exists():
-            diff = f"{float(np.max(np.abs(np.load(a) - np.load(b)))):.2e}"
+        diffs = [
+            r["max_abs_diff"] for r in records if r["side"] == "diff" and r["length"] == length
+        ]
+        diff = f"{max(diffs):.2e}" if diffs else ""
         for side in ("dfm", "torch", "attention"):
             recs = [r for r in records if r["side"] == side and r["length"] == length]
             if not recs:
                 continue
             ok = [r for r in recs if "error" not in r]
             if not ok:
-                print(f"| {length:,} | {side} | | {recs[0]['error'][:80]} | | | | | |")
+                print(
+                    f"| {length:,} | {side} | | {recs[0]['error'][:80]} | | | | | {len(recs)} | |"
+                )
                 continue
             cps = [r["cpu_s"] / r["batch"] for r in ok]
             tps = statistics.median(r["tok_per_cpu_s"] for r in ok)
@@ -249,7 +271,8 @@ def main() -> None:
             print(
                 f"| {length:,} | {side} | {ok[0]['batch']} | {tps:,.0f} | {min(cps):.3f} | "
                 f"{statistics.median(cps):.3f} | {min(r['wall_s'] / r['batch'] for r in ok):.3f} | "
-                f"{max(r['peak_rss_mib'] for r in ok):,.0f} | {diff if side == 'dfm' else ''} |"
+                f"{max(r['peak_rss_mib'] for r in ok):,.0f} | {len(ok)} of {len(recs)} | "
+                f"{diff if side == 'dfm' else ''} |"
             )
     print()
     for side in ("dfm", "torch", "attention"):
@@ -259,6 +282,16 @@ def main() -> None:
             print(
                 f"log-log slope of CPU-s per sequence, {side}, {pts[0][0]:,} -> {pts[-1][0]:,}: {s:.3f}"
             )
+
+
+def records_from_logs(paths) -> list[dict]:
+    """The JSON records printed by earlier runs (their stdout saved to ``paths``)."""
+    out = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+    return out
 
 
 if __name__ == "__main__":
