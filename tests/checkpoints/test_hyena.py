@@ -280,3 +280,19 @@ def test_embed_sequences_average_is_strand_invariant_and_batch_independent(loade
     # windows count bases: one character per token, plus [SEP]
     with pytest.raises(dfm._validate.DfmInputError, match="window=1025"):
         _embed_seq(seqs, m, window=2000)
+
+
+def test_blocked_long_inputs_equal_the_reference(loaded, monkeypatch):
+    """Channel blocks of the FFT and position blocks of the MLP change nothing."""
+    from diffbio_sc.models import _hyena
+
+    m = loaded("hyenadna")
+    e, _ = _expected()
+    monkeypatch.setattr(_hyena, "CHANNEL_BLOCK", 8)  # 32 channels: 4 blocks
+    monkeypatch.setattr(_hyena, "POSITION_BLOCK", 48)  # not a divisor of the width
+    assert e["input_ids"].shape[1] % 48
+    states = m.module.hidden_states(e["input_ids"])  # eager: the patched sizes are used
+    for layer, got in enumerate(states):
+        np.testing.assert_allclose(
+            np.asarray(got), e[f"hidden_{layer}"], atol=TOL, rtol=0, err_msg=f"layer {layer}"
+        )

@@ -252,19 +252,51 @@ def fft_size(n: int) -> int:
     return best
 
 
+#: Channels per FFT block and positions per MLP block: long inputs run in blocks
+#: (``jax.lax.map``) so that the FFT and MLP temporaries of a 131k-token input stay a
+#: fraction of the activations. Each channel / position is computed alone either way.
+CHANNEL_BLOCK = 32
+POSITION_BLOCK = 8192
+
+
+def _fft_conv(u, k, bias):
+    length = u.shape[-1]
+    n = fft_size(2 * length)
+    y = jnp.fft.irfft(jnp.fft.rfft(u, n=n) * jnp.fft.rfft(k, n=n)[None], n=n)[..., :length]
+    return y + u * bias[None, :, None]
+
+
 def long_conv(u, k, bias):
     """Causal convolution of ``u`` ``(B, C, L)`` with filters ``k`` ``(C, L)``, plus ``u * bias``.
 
     ``y[t] = sum_{s <= t} k[s] u[t - s] + bias u[t]`` per channel, via real FFTs of
     a fast length ``>= 2 L`` (upstream uses exactly ``2 L``; any length ``>= 2 L - 1``
-    gives the same linear convolution).
+    gives the same linear convolution), in blocks of :data:`CHANNEL_BLOCK` channels.
     """
-    length = u.shape[-1]
-    n = fft_size(2 * length)
-    k_f = jnp.fft.rfft(k, n=n)
-    u_f = jnp.fft.rfft(u, n=n)
-    y = jnp.fft.irfft(u_f * k_f[None], n=n)[..., :length]
-    return y + u * bias[None, :, None]
+    b, c, length = u.shape
+    if c <= CHANNEL_BLOCK or c % CHANNEL_BLOCK:
+        return _fft_conv(u, k, bias)
+    nb = c // CHANNEL_BLOCK
+    ub = u.reshape(b, nb, CHANNEL_BLOCK, length).swapaxes(0, 1)
+    kb = k.reshape(nb, CHANNEL_BLOCK, length)
+    bb = bias.reshape(nb, CHANNEL_BLOCK)
+    y = jax.lax.map(lambda a: _fft_conv(*a), (ub, kb, bb))
+    return y.swapaxes(0, 1).reshape(b, c, length)
+
+
+def by_positions(fn, x):
+    """``fn`` applied to ``x`` ``(B, L, d)`` in blocks of :data:`POSITION_BLOCK` positions.
+
+    ``fn`` must treat positions independently (LayerNorm, MLP); short inputs run whole.
+    """
+    b, length, d = x.shape
+    if length <= POSITION_BLOCK:
+        return fn(x)
+    nb = -(-length // POSITION_BLOCK)
+    padded = jnp.pad(x, ((0, 0), (0, nb * POSITION_BLOCK - length), (0, 0)))
+    blocks = padded.reshape(b, nb, POSITION_BLOCK, d).swapaxes(0, 1)
+    y = jax.lax.map(fn, blocks)
+    return y.swapaxes(0, 1).reshape(b, nb * POSITION_BLOCK, -1)[:, :length]
 
 
 # ------------------------------------------------------------------ modules
@@ -329,9 +361,12 @@ class _HyenaBlock(nnx.Module):
         self.fc1 = _linear(cfg.d_model, cfg.d_inner, rngs)
         self.fc2 = _linear(cfg.d_inner, cfg.d_model, rngs)
 
+    def _mlp(self, r):
+        return self.fc2(jax.nn.gelu(self.fc1(self.norm2(r)), approximate=True))
+
     def __call__(self, x, z, t, deltas):
         r = x + self.mixer(self.norm1(x), z, t, deltas)
-        return r + self.fc2(jax.nn.gelu(self.fc1(self.norm2(r)), approximate=True))
+        return r + by_positions(self._mlp, r)
 
 
 @register_model("hyenadna")
