@@ -375,17 +375,25 @@ def test_bad_input_leaves_nothing_behind(toy, toyvcf, tmp_path):
     assert isinstance(md, mudata.MuData)
 
 
-def test_dna_checkpoint_encoder(toy, toyvcf):
+@pytest.mark.parametrize(
+    "name, family, window",
+    [
+        # window = the largest that fits the 24-token context: 118 bases
+        ("nucleotide_transformer_v1", "nucleotide_transformer_v1", 118),
+        # one token per base + [SEP]: the 1,026-token context holds 1,025 bases
+        ("hyenadna", "hyenadna", 1025),
+    ],
+)
+def test_dna_checkpoint_encoder(toy, toyvcf, name, family, window):
     from pathlib import Path
 
-    fix = Path(__file__).parents[1] / "checkpoints" / "fixtures" / "nucleotide_transformer_v1"
+    fix = Path(__file__).parents[1] / "checkpoints" / "fixtures" / name
     m = dfm.models.load_checkpoint(fix)
     rc, s = toy["rc"], toy["seq"]
     a = run(toy, toyvcf, encoder=m, reverse_complement="average")["genetics"]
     d = a.uns["dfm"]["genetics"]["gene_dim"]
     assert d == m.hidden_dim
-    # whole genes (window = the largest that fits the 24-token context: 118 bases),
-    # both strands averaged, against the model's own embed
+    # whole genes, both strands averaged, against the model's own embed
     avg = lambda q: 0.5 * (m.embed([q])[0] + m.embed([rc(q)])[0])  # noqa: E731
     plus_ref, plus_snv = s[4:14] + s[30:40], s[4:7] + "T" + s[8:14] + s[30:40]
     X = a.obsm["X_dfm_genes"]
@@ -393,8 +401,8 @@ def test_dna_checkpoint_encoder(toy, toyvcf):
     np.testing.assert_allclose(X[2, :d], avg(plus_snv), atol=1e-5)
     np.testing.assert_allclose(X[3, d:], avg(rc(s[41:47] + s[51:58])), atol=1e-5)
     strat = genetics_record(a)["strategy"]
-    assert strat["encoder"]["kind"] == "dna_checkpoint" and strat["window"] == 118
-    assert strat["encoder"]["model_family"] == "nucleotide_transformer_v1"
+    assert strat["encoder"]["kind"] == "dna_checkpoint" and strat["window"] == window
+    assert strat["encoder"]["model_family"] == family
     assert strat["encoder"]["checkpoint_sha256"] == m.sha256
     with pytest.raises(DfmInputError, match="RC-invariant by construction"):
         run(toy, toyvcf, encoder=m, reverse_complement="equivariant")

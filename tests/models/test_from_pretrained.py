@@ -93,7 +93,8 @@ def _sequences(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["nucleotide_transformer_v1", "nucleotide_transformer_v1_bin", "generator"]
+    "name",
+    ["nucleotide_transformer_v1", "nucleotide_transformer_v1_bin", "generator", "hyenadna"],
 )
 def test_dna_checkpoint_from_cache_embeds_as_the_local_one(tmp_path, name):
     repo_id = f"SomeOrg/{name}"
@@ -391,6 +392,9 @@ def test_registry_names_hub_repositories():
     assert HUB_REPOSITORIES["dnabert2"]["repo_ids"] == in_process.pop("DNABERT-2")
     caduceus = in_process.pop("Caduceus-Ph") + in_process.pop("Caduceus-PS")
     assert HUB_REPOSITORIES["caduceus"]["repo_ids"] == caduceus
+    hyena = HUB_REPOSITORIES["hyenadna"]["repo_ids"]
+    assert hyena == in_process.pop("HyenaDNA")
+    assert "LongSafari/hyenadna-medium-160k-seqlen-hf" in hyena
     assert not in_process
     assert "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species" in nt
 

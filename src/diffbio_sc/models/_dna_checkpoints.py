@@ -1,14 +1,17 @@
-"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1/v2, DNABERT-2) as JAX models.
+"""Published DNA checkpoints (GENERator, Nucleotide Transformer v1/v2, DNABERT-2, HyenaDNA) as JAX models.
 
 :func:`load_dna_checkpoint` takes a Hugging Face checkpoint read by
 :func:`diffbio_sc.io.read_checkpoint`, recognises the family from
 ``config.json`` (``model_type`` ``'llama'`` -> GENERator, ``'esm'`` ->
 Nucleotide Transformer; NT v2's config has no ``model_type`` but an ``auto_map``
 naming its ``modeling_esm`` remote code; DNABERT-2's has ``model_type`` ``'bert'`` and
-an ``auto_map`` naming its ``bert_layers`` remote code), reads the tokenizer file beside
+an ``auto_map`` naming its ``bert_layers`` remote code; ``'hyenadna'`` -> HyenaDNA),
+reads the tokenizer file beside
 the weights (``vocab.txt``, one token per line, line number = id; DNABERT-2:
 ``tokenizer.json``, read with the ``tokenizers`` library) and checks it against the
-model's vocabulary size, then builds the Flax NNX module.
+model's vocabulary size (HyenaDNA has no vocabulary file: its character tokenizer
+is fixed, the characters optionally read from ``tokenizer_config.json``), then builds
+the Flax NNX module.
 :func:`diffbio_sc.models.load_checkpoint` dispatches here for those families.
 
 Pooled embeddings follow the authors' own code:
@@ -25,6 +28,11 @@ Pooled embeddings follow the authors' own code:
   GENERator's sequence-understanding code reads the last non-padding token of
   ``last_hidden_state``, and in a causal decoder only that token has seen the
   whole sequence. ``pooling='mean'`` is offered too.
+* HyenaDNA: mean of the last hidden state (after the final LayerNorm) over the
+  sequence's tokens (its characters and ``[SEP]``; ``[PAD]`` excluded). The
+  authors publish no pooling rule; the mean is the common one (Helical's, and
+  the registry's). HyenaDNA is causal, so right padding never changes the real
+  positions: a sequence's embedding is the same alone and in a padded batch.
 """
 
 from __future__ import annotations
@@ -42,9 +50,14 @@ __all__ = ["DNA_FAMILIES", "DnaCheckpointModel", "load_dna_checkpoint"]
 
 #: ``config.json`` ``model_type`` -> family name (DNABERT-2, ``'bert'`` with its own
 #: ``auto_map``, is recognised by :func:`~diffbio_sc.models._dnabert2.is_dnabert2_config`).
-DNA_FAMILIES = {"llama": "generator", "esm": "nucleotide_transformer", "caduceus": "caduceus"}
+DNA_FAMILIES = {
+    "llama": "generator",
+    "esm": "nucleotide_transformer",
+    "caduceus": "caduceus",
+    "hyenadna": "hyenadna",
+}
 #: Families saved by :meth:`DnaCheckpointModel.save` (``_load_saved`` dispatches on them).
-DNA_SAVED_FAMILIES = ("generator", "nucleotide_transformer", "dnabert2", "caduceus")
+DNA_SAVED_FAMILIES = ("generator", "nucleotide_transformer", "dnabert2", "caduceus", "hyenadna")
 #: ``config.json`` ``model_type`` s of Evo 2 / StripedHyena checkpoints (recognised, refused).
 EVO2_MODEL_TYPES = ("evo2", "evo", "stripedhyena", "striped_hyena", "stripedhyena2")
 #: Why Evo 2 does not run here (also in the genomics registry and the docs).
@@ -127,10 +140,11 @@ class DnaCheckpointModel(CheckpointModel):
     ----------
     tokenizer
         :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.NTCheckpointTokenizer`,
-        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.GeneratorTokenizer` or
-        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.Dnabert2Tokenizer`.
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.GeneratorTokenizer`,
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.Dnabert2Tokenizer` or
+        :class:`~diffbio_sc.ops._dna_checkpoint_tokenizers.HyenaTokenizer`.
     pooling
-        Default pooling: ``'mean'`` (NT, DNABERT-2) or ``'last'`` (GENERator).
+        Default pooling: ``'mean'`` (NT, DNABERT-2, HyenaDNA) or ``'last'`` (GENERator).
     """
 
     tokenizer: object = None
@@ -366,12 +380,47 @@ def _load_caduceus(ckpt) -> DnaCheckpointModel:
 _CADUCEUS_DEFAULT_CONTEXT = 131_072
 
 
+def _load_hyena(ckpt) -> DnaCheckpointModel:
+    from ..ops._dna_checkpoint_tokenizers import HyenaTokenizer
+    from ._hyena import hyena_from_checkpoint
+
+    tfile = ckpt.path / "tokenizer_config.json"
+    tcfg = _json_if_present(tfile)
+    chars = tcfg.get("characters", tcfg.get("char_ords", list("ACGTN")))
+    if "characters" not in tcfg and "char_ords" in tcfg:  # the standalone tokenizer's file
+        chars = [chr(int(c)) for c in chars] if isinstance(chars, list) else chars
+    if not isinstance(chars, list):
+        raise CheckpointError(f"{tfile}: 'characters' must be a list, got {chars!r}.")
+    tok = HyenaTokenizer(chars, source=str(tfile) if tcfg else "HyenaDNA default (ACGTN)")
+    size = ckpt.config.get("vocab_size")
+    if size != tok.vocab_size:
+        raise CheckpointError(
+            f"The HyenaDNA character tokenizer has {tok.vocab_size} tokens (7 special + "
+            f"{len(tok.characters)} characters) but {ckpt.config_file} has vocab_size "
+            f"{size!r}: the tokenizer does not belong to this model."
+        )
+    module = hyena_from_checkpoint(ckpt, pad_token_id=tok.pad_id)
+    return DnaCheckpointModel(
+        family="hyenadna",
+        module=module,
+        path=ckpt.path,
+        sha256=ckpt.sha256,
+        vocab=dict(tok.vocab),
+        max_tokens=module.config.max_seq_len,
+        settings={"characters": "".join(tok.characters)},
+        sources={"tokenizer": str(tfile) if tcfg else "default"},
+        tokenizer=tok,
+        pooling="mean",
+    )
+
+
 def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
     """Rebuild a :class:`DnaCheckpointModel` saved with ``save`` (vocabulary in its metadata)."""
     from ..ops._dna_checkpoint_tokenizers import (
         CaduceusTokenizer,
         Dnabert2Tokenizer,
         GeneratorTokenizer,
+        HyenaTokenizer,
         NTCheckpointTokenizer,
     )
 
@@ -382,6 +431,8 @@ def dna_from_saved(module, path: Path) -> DnaCheckpointModel:
         tok = CaduceusTokenizer(str(settings.get("characters", "ACGTN")), source=str(path))
     elif md["family"] == "dnabert2":
         tok = Dnabert2Tokenizer(str(settings.get("tokenizer_json", "")), source=str(path))
+    elif md["family"] == "hyenadna":
+        tok = HyenaTokenizer(tuple(str(settings.get("characters", "ACGTN"))), source=str(path))
     elif md["family"] == "generator":
         tok = GeneratorTokenizer(vocab, k=int(settings.get("k", 6)), source=str(path))
     else:
@@ -407,7 +458,7 @@ def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
     Raises
     ------
     CheckpointError
-        No ``vocab.txt`` (DNABERT-2: ``tokenizer.json``), or one whose size does not match the config's
+        No ``vocab.txt`` (DNABERT-2: ``tokenizer.json``; HyenaDNA needs none), or one whose size does not match the config's
         ``vocab_size``, or whose ``<pad>`` disagrees with the config.
     ValueError
         Unsupported configuration; :class:`~diffbio_sc.models.ModelFormatError` for
@@ -429,6 +480,8 @@ def load_dna_checkpoint(ckpt) -> DnaCheckpointModel:
             f"{ckpt.config_file}: model_type {model_type!r} is not a DNA family diffbio_sc runs "
             f"({', '.join(f'{k!r} ({v})' for k, v in DNA_FAMILIES.items())})."
         )
+    if family == "hyenadna":
+        return _load_hyena(ckpt)
     vfile = ckpt.path / "vocab.txt"
     if not vfile.is_file():
         raise CheckpointError(

@@ -1,13 +1,14 @@
 """Genomics foundation models, as plain data: what each one is and how dfm imports it.
 
-diffbio_sc runs five of these families in-process, in JAX, from a checkpoint
+diffbio_sc runs six of these families in-process, in JAX, from a checkpoint
 directory you provide, or fetched from the Hugging Face Hub only when you call
 :func:`diffbio_sc.models.from_pretrained` with one of the ``checkpoints`` keys (they are
 Hub repository ids): GENERator,
-Nucleotide Transformer (v1 and v2), DNABERT-2 and Caduceus (Ph and PS), through
+Nucleotide Transformer (v1 and v2), DNABERT-2, HyenaDNA and Caduceus (Ph and PS), through
 :func:`diffbio_sc.models.load_checkpoint` (``dfm_in_process`` below; equal within 1e-5
 in float32 to the ``transformers`` reference, for NT v2 to InstaDeep's own JAX/Haiku
-model, for DNABERT-2 to its published ``bert_layers.py`` remote code, for Caduceus to
+model, for DNABERT-2 to its published ``bert_layers.py`` remote code, for HyenaDNA
+to the ``-hf`` checkpoints' ``modeling_hyena.py`` remote code, for Caduceus to
 kuleshov-group/caduceus with mamba_ssm's reference scan). Evo 2 cannot run on a CPU
 machine (CUDA-only kernels; FP8 through Transformer Engine for its 1B model). For the others, embed gene sequences with the upstream code, then
 bring the vectors in:
@@ -148,10 +149,14 @@ GENOMICS_MODELS: tuple[dict, ...] = (
             "LongSafari/hyenadna-large-1m-seqlen-hf": 256,
         },
         "width_note": "d_model",
-        "pooling": "mean over positions (or the last position, as the model is causal)",
+        "pooling": "mean over positions (or the last position, as the model is causal); "
+        "diffbio_sc: mean of the final-LayerNorm state over the sequence's tokens "
+        "(characters + [SEP], padding excluded)",
         "rc_handling": "none; RC augmentation in fine-tuning; average forward and RC embeddings",
         "dfm_rc_mode": "average",
-        "dfm_loader": _GENE_LOADER,
+        "dfm_loader": _GENE_LOADER + "; in-process: models.load_checkpoint",
+        "dfm_in_process": "models.load_checkpoint: Hyena operator (implicit filters, FFT long "
+        "convolution, O(L log L)) + character tokenizer",
     },
     {
         "name": "Nucleotide Transformer",

@@ -57,6 +57,7 @@ HUB_REPOSITORIES: dict[str, dict[str, Any]] = {
             ("generator", _by_name["GENERator"]),
             ("nucleotide_transformer", _by_name["Nucleotide Transformer"]),
             ("dnabert2", _by_name["DNABERT-2"]),
+            ("hyenadna", _by_name["HyenaDNA"]),
         )
     },
     "caduceus": {

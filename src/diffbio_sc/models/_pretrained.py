@@ -399,7 +399,7 @@ def load_checkpoint(
     gene_median_dictionary: Mapping | None = None,
     vocab: Mapping | None = None,
 ) -> CheckpointModel:
-    """Load a Geneformer, scGPT, GENERator, Nucleotide Transformer or DNABERT-2 checkpoint as JAX.
+    """Load a Geneformer, scGPT, GENERator, Nucleotide Transformer, DNABERT-2 or HyenaDNA checkpoint.
 
     Parameters
     ----------
@@ -410,7 +410,8 @@ def load_checkpoint(
         (``model_type`` ``llama``) and Nucleotide Transformer v1/v2 (``esm``)
         checkpoints need their tokenizer's ``vocab.txt`` beside ``config.json``;
         DNABERT-2 (``model_type`` ``bert`` with an ``auto_map`` to its
-        ``bert_layers`` code) its ``tokenizer.json``; they load as
+        ``bert_layers`` code) its ``tokenizer.json``; HyenaDNA (``model_type``
+        ``hyenadna``) needs no tokenizer file (fixed character tokenizer); they load as
         :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel`. ``.bin``/``.pt``
         files are read without torch by a restricted unpickler (tensors only).
         Or a directory written by :meth:`CheckpointModel.save` (diffbio_sc's

@@ -17,12 +17,22 @@ checkpoint was trained with, read from its tokenizer file:
   ``ACGT`` (a remainder, or a piece holding ``N``) is the ``<oov>`` token.
   ``<s>`` first and ``</s>`` last, as its ``add_special_tokens=True`` does.
 
-Symbols outside the model's alphabet (``ACGTN`` for NT, ``ACGT`` for GENERator;
+* :class:`HyenaTokenizer` -- HyenaDNA's character tokenizer (upstream's
+  ``CharacterTokenizer``): ``[CLS]`` 0, ``[SEP]`` 1, ``[BOS]`` 2, ``[MASK]`` 3,
+  ``[PAD]`` 4, ``[RESERVED]`` 5, ``[UNK]`` 6, then one id per character of
+  ``A C G T N`` from 7; one token per character, ``[SEP]`` last (the ``-hf``
+  checkpoints' rule: no ``[CLS]``).
+
+Symbols outside the model's alphabet (``ACGTN`` for NT and HyenaDNA, ``ACGT`` for GENERator;
 lower case included) are an error naming the sequence and the position, unless
 ``unknown='token'`` asks for the model's own unknown-token rule (upstream
 equality): NT maps each maximal run of symbols outside ``ACGTN`` to one
 ``<unk>`` (whitespace splits a run, and is dropped); GENERator maps every character that is not an upper-case letter to
-one ``<oov>`` and pieces holding other letters to ``<oov>``.
+one ``<oov>`` and pieces holding other letters to ``<oov>``; HyenaDNA maps every
+character outside its characters, lower case included (its vocabulary is
+case-sensitive), to one ``[UNK]``. (Upstream's ``transformers`` tokenizer would
+also read a literal ``[SEP]``-style string in the text as that special token;
+here every character is one token.)
 
 * :class:`Dnabert2Tokenizer` -- DNABERT-2 (byte-pair encoding): the checkpoint's
   ``tokenizer.json`` run by the ``tokenizers`` library itself (as upstream's
@@ -58,6 +68,7 @@ __all__ = [
     "DnaTokenizerError",
     "Dnabert2Tokenizer",
     "GeneratorTokenizer",
+    "HyenaTokenizer",
     "NTCheckpointTokenizer",
 ]
 
@@ -364,3 +375,50 @@ class CaduceusTokenizer(_CheckpointTokenizer):
     def tokens(self, seq: str) -> list[str]:
         """One token per upper-cased character (then ``[SEP]`` with ``add_sep``)."""
         return [*seq.upper(), "[SEP]"] if self.add_sep else list(seq.upper())
+
+
+#: HyenaDNA's special tokens, in id order (upstream's ``CharacterTokenizer``).
+HYENA_SPECIALS = CADUCEUS_SPECIALS  # the same CharacterTokenizer table
+
+
+class HyenaTokenizer(_CheckpointTokenizer):
+    """HyenaDNA's character tokens (upstream's ``CharacterTokenizer``, the ``-hf`` rule).
+
+    Parameters
+    ----------
+    characters
+        The model's characters (``tokenizer_config.json``'s ``characters``;
+        default ``A C G T N``), ids 7, 8, ... in this order.
+    source
+        Where the characters came from (for messages).
+    """
+
+    name = "HyenaDNA"
+    #: Bases per token (one character per token), as the k-mer tokenizers' ``k``.
+    k = 1
+    #: No end token besides ``[SEP]`` (counted by the callers as the one special token).
+    add_eos = False
+
+    def __init__(self, characters: Sequence[str] = tuple("ACGTN"), *, source: str = "default"):
+        chars = [str(c) for c in characters]
+        if (
+            not chars
+            or any(len(c) != 1 or not c.isalnum() for c in chars)
+            or len(set(chars)) != len(chars)
+        ):
+            raise DnaTokenizerError(
+                f"{source}: HyenaDNA characters must be distinct single letters or digits, "
+                f"got {chars!r}."
+            )
+        vocab = {t: i for i, t in enumerate(HYENA_SPECIALS)}
+        vocab.update({c: i + len(HYENA_SPECIALS) for i, c in enumerate(chars)})
+        super().__init__(vocab, source=source)
+        self.characters = tuple(chars)
+        self.alphabet = "".join(chars)
+        self.pad_id = self.vocab["[PAD]"]
+        self.unk_id = self.vocab["[UNK]"]
+        self.sep_id = self.vocab["[SEP]"]
+
+    def tokens(self, seq: str) -> list[str]:
+        """One token per character (others map to ``[UNK]`` by id), then ``[SEP]``."""
+        return [*seq, "[SEP]"]
