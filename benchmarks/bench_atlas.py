@@ -60,7 +60,9 @@ def run_step(step: str, atlas: str, work: Path) -> dict:
         med = adata.var["dfm_median"].to_numpy()
         np.save(work / f"{step}.npy", med)
         if method == "exact":
-            table = {g: float(m) for g, m in zip(adata.var_names, med, strict=True) if np.isfinite(m)}
+            table = {
+                g: float(m) for g, m in zip(adata.var_names, med, strict=True) if np.isfinite(m)
+            }
             med_file.write_text(json.dumps(table))
     elif step == "tokenize":
         dfm.pp.tokenize(adata, gene_medians=str(med_file), tokens_store=work / "tokens.zarr")

@@ -79,9 +79,7 @@ def make_block(block: int, n: int, prof, lib_fc, picks: float, seed: int):
     n_types, n_batches, n_genes = prof.shape
     ctype = rng.integers(0, n_types, n)
     batch = rng.integers(0, n_batches, n)
-    m = np.maximum(
-        (picks * lib_fc[batch] * rng.lognormal(0.0, 0.25, n)).astype(np.int64), 50
-    )
+    m = np.maximum((picks * lib_fc[batch] * rng.lognormal(0.0, 0.25, n)).astype(np.int64), 50)
     rows = np.repeat(np.arange(n), m)
     u = rng.random(rows.size)
     genes = np.empty(rows.size, np.int64)
@@ -160,8 +158,10 @@ def write_atlas(
             if z is not None:
                 ad.io.sparse_dataset(z["X"]).append(X)
         if verbose and block % 10 == 0:
-            print(f"  {start + n:,} cells, {total_nnz:,} nonzeros, "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            print(
+                f"  {start + n:,} cells, {total_nnz:,} nonzeros, {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
     ct = np.concatenate(ctypes)
     bt = np.concatenate(batches)
     obs = pd.DataFrame(
@@ -225,9 +225,9 @@ def tile_atlas(src: str, out: str, times: int) -> dict:
             for k in range(times):
                 layout[k * nnz : (k + 1) * nnz] = source
             x.create_virtual_dataset(name, layout)
-        ptr = np.concatenate(
-            [indptr[:1]] + [indptr[1:] + k * nnz for k in range(times)]
-        ).astype(np.int64)
+        ptr = np.concatenate([indptr[:1]] + [indptr[1:] + k * nnz for k in range(times)]).astype(
+            np.int64
+        )
         x.create_dataset("indptr", data=ptr)
         big = pd.concat([obs] * times)
         big.index = pd.Index([f"cell_{i}" for i in range(n * times)])
@@ -235,8 +235,13 @@ def tile_atlas(src: str, out: str, times: int) -> dict:
         g.attrs["encoding-type"] = "anndata"
         g.attrs["encoding-version"] = "0.1.0"
     os.replace(tmp, out)
-    return {"n_cells": n * times, "n_genes": n_genes, "nnz": int(nnz * times),
-            "tiled_from": src, "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "n_cells": n * times,
+        "n_genes": n_genes,
+        "nnz": int(nnz * times),
+        "tiled_from": src,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main(argv=None) -> None:
@@ -249,8 +254,12 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="backed .h5ad to write")
     ap.add_argument("--zarr", default=None, help="also write this zarr store")
-    ap.add_argument("--tile", default=None, metavar="SRC.h5ad",
-                    help="instead: repeat this atlas --times times (HDF5 virtual datasets)")
+    ap.add_argument(
+        "--tile",
+        default=None,
+        metavar="SRC.h5ad",
+        help="instead: repeat this atlas --times times (HDF5 virtual datasets)",
+    )
     ap.add_argument("--times", type=int, default=10)
     a = ap.parse_args(argv)
     if a.tile:
@@ -260,8 +269,18 @@ def main(argv=None) -> None:
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(a.out))).free
     if need > 0.8 * free:
         raise SystemExit(f"needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
-    print(write_atlas(a.out, a.zarr, n_cells=a.n_cells, n_genes=a.n_genes, nnz=a.nnz,
-                      n_types=a.n_types, n_batches=a.n_batches, seed=a.seed))
+    print(
+        write_atlas(
+            a.out,
+            a.zarr,
+            n_cells=a.n_cells,
+            n_genes=a.n_genes,
+            nnz=a.nnz,
+            n_types=a.n_types,
+            n_batches=a.n_batches,
+            seed=a.seed,
+        )
+    )
 
 
 if __name__ == "__main__":

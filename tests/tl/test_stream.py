@@ -34,8 +34,9 @@ def test_chunk_order_is_a_seeded_chunk_level_shuffle():
 
 def _prepared(n, g=60, seed=0):
     a = dfm.datasets.synthetic_counts(n, g, n_cell_types=3, n_batches=2, seed=seed)
-    med = md.scan(a, None, target_sum=1e4, chunk_size=64, need_medians=True,
-                  cells=np.arange(n)).medians
+    med = md.scan(
+        a, None, target_sum=1e4, chunk_size=64, need_medians=True, cells=np.arange(n)
+    ).medians
     cols = np.flatnonzero(np.isfinite(med) & (med > 0))
     gene_scale = np.zeros(g)
     gene_scale[cols] = 1 / med[cols]
@@ -48,20 +49,30 @@ def _prepared(n, g=60, seed=0):
 def test_chunk_store_batches_equal_in_memory(tmp_path, with_counts):
     a, gene_scale, col_to_token, hvg = _prepared(150)
     kw = dict(target_sum=1e4, max_tokens=12, chunk_size=40, hvg_cols=hvg)
-    ids, vals, prof, counts = md.tokens_and_targets(a, None, gene_scale, col_to_token,
-                                                    with_counts=with_counts, **kw)
+    ids, vals, prof, counts = md.tokens_and_targets(
+        a, None, gene_scale, col_to_token, with_counts=with_counts, **kw
+    )
     train = np.arange(0, 150, 2)
     bounds = np.append(np.arange(0, 150, 40), 150)
     store = ChunkStore(tmp_path, bounds)
     store.batch_codes = np.arange(150, dtype=np.int32) % 3
-    mean, pca_rows = write_chunks(a, None, gene_scale, col_to_token, store=store,
-                                  with_counts=with_counts, train_idx=train,
-                                  pca_cells=np.array([1, 44, 90, 149]), **kw)
+    mean, pca_rows = write_chunks(
+        a,
+        None,
+        gene_scale,
+        col_to_token,
+        store=store,
+        with_counts=with_counts,
+        train_idx=train,
+        pca_cells=np.array([1, 44, 90, 149]),
+        **kw,
+    )
     ref_mean = md.profile_mean(prof, train)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(pca_rows.toarray(), prof[[1, 44, 90, 149]].toarray())
-    ref = _in_memory_batches(ids, vals, prof, mean, counts if with_counts else None,
-                             store.batch_codes)
+    ref = _in_memory_batches(
+        ids, vals, prof, mean, counts if with_counts else None, store.batch_codes
+    )
     for idx in (np.array([0, 5, 39, 40, 41]), np.array([79, 80, 149]), np.arange(120, 150)):
         got, want = store.get_batch(idx), ref(idx)
         for k in want:
@@ -79,9 +90,20 @@ def test_streamed_pass_memory_does_not_grow_with_cells(tmp_path):
         train = np.arange(n)
         tracemalloc.start()
         store = ChunkStore(d, bounds)
-        write_chunks(a, None, gene_scale, col_to_token, store=store, target_sum=1e4,
-                     max_tokens=32, chunk_size=100, hvg_cols=hvg, with_counts=True,
-                     train_idx=train, pca_cells=None)
+        write_chunks(
+            a,
+            None,
+            gene_scale,
+            col_to_token,
+            store=store,
+            target_sum=1e4,
+            max_tokens=32,
+            chunk_size=100,
+            hvg_cols=hvg,
+            with_counts=True,
+            train_idx=train,
+            pca_cells=None,
+        )
         order = chunk_order(bounds)(np.random.default_rng(0), train)
         for b in range(0, n - 31, 32):
             store.get_batch(np.sort(order[b : b + 32]))
@@ -100,8 +122,16 @@ def test_stream_pretrain_backed_equals_in_memory(data, tmp_path):
     from diffbio_sc.models import MaskedExpressionConfig
 
     cfg = MaskedExpressionConfig(hidden_dim=16, n_layers=1, n_heads=2, max_tokens=16)
-    kw = dict(config=cfg, epochs=2, batch_size=32, n_top_genes=50, progress_bar=False,
-              seed=0, batch_key="batch", chunk_size=50)
+    kw = dict(
+        config=cfg,
+        epochs=2,
+        batch_size=32,
+        n_top_genes=50,
+        progress_bar=False,
+        seed=0,
+        batch_key="batch",
+        chunk_size=50,
+    )
     path = tmp_path / "t.h5ad"
     data.write_h5ad(path)
     backed = ad.read_h5ad(path, backed="r")

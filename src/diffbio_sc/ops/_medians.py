@@ -335,7 +335,7 @@ class HistogramMedianAccumulator:
             self._n = 0
 
     def histogram(self) -> np.ndarray:
-        """The per-gene histograms of everything added so far."""
+        """Return the per-gene histograms of everything added so far."""
         self._flush()
         return self.hist
 

@@ -46,7 +46,7 @@ def row_blocks(X, *, uniform: bool = False) -> list[tuple[int, int, object]]:
 
 
 def _checked(block, names, where, require_integer, allow_empty, counts_fix):
-    """A block as a validated canonical CSR chunk and its totals (runs on a worker)."""
+    """Return a block as a validated canonical CSR chunk and its totals (runs on a worker)."""
     from .._validate import _to_csr
 
     return validate_chunk(
@@ -97,14 +97,10 @@ def dask_medians(
     check_matrix_dtype(X, where)
     blocks = row_blocks(X)
     checked = [
-        dask.delayed(_checked, nout=2)(
-            b, obs_names[s:e], where, require_counts, True, counts_fix
-        )
+        dask.delayed(_checked, nout=2)(b, obs_names[s:e], where, require_counts, True, counts_fix)
         for s, e, b in blocks
     ]
-    hists = [
-        dask.delayed(chunk_histogram)(c, n_genes, target_sum, t) for c, t in checked
-    ]
+    hists = [dask.delayed(chunk_histogram)(c, n_genes, target_sum, t) for c, t in checked]
     (hist,) = dask.compute(_tree_sum(hists))
     if method == "histogram":
         return histogram_medians(hist, target_sum)
@@ -137,9 +133,7 @@ def dask_encode(X, obs_names, encode, *, where: str, require_integer: bool, stor
             tokens = None
         return tokens, n_tok, total, vocab
 
-    parts = dask.compute(
-        *[dask.delayed(task)(b, obs_names[s:e], s, e) for s, e, b in blocks]
-    )
+    parts = dask.compute(*[dask.delayed(task)(b, obs_names[s:e], s, e) for s, e, b in blocks])
     n_tok = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     tokens = None if store is not None else np.concatenate([p[0] for p in parts])
     return tokens, n_tok, sum(p[2] for p in parts), sum(p[3] for p in parts)

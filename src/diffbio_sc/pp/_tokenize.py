@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _keys, _uns
 from .._logging import timed
+from .._settings import settings
 from .._validate import (
     DfmInputError,
     _preview,
@@ -25,7 +26,6 @@ from .._validate import (
     resolve_copy,
     validated_chunks,
 )
-from .._settings import settings
 from ..io._atomic import atomic_dir
 from ..io._ids import normalise_gene_ids, strip_ensembl_version
 from ..io._tables import is_table_path, read_table
@@ -485,7 +485,9 @@ def tokenize(
             else:
                 # In memory, every element is written by the kernel (in parallel), so
                 # the output's pages are first touched by the worker threads.
-                tokens = None if store is not None else np.empty((adata.n_obs, max_tokens), np.int32)
+                tokens = (
+                    None if store is not None else np.empty((adata.n_obs, max_tokens), np.int32)
+                )
                 n_tok = np.zeros(adata.n_obs, dtype=np.int64)
                 total_counts = vocab_counts = 0.0
                 for start, stop, chunk, totals in validated_chunks(

@@ -349,7 +349,9 @@ def pretrain(
                 md.profile_mean(profile, train_idx) if n_profile else np.zeros(0, np.float32)
             )
             pca_rows = profile[pca_cells] if pca_cells is not None else None
-            data = _in_memory_batches(token_ids, token_vals, profile, profile_mean, counts, batch_codes)
+            data = _in_memory_batches(
+                token_ids, token_vals, profile, profile_mean, counts, batch_codes
+            )
             epoch_order = None
 
         gene_init = None
@@ -453,7 +455,7 @@ def _adversary_weight(config, batch_categories) -> float:
 
 
 def _pca_cells(train_idx, seed, max_cells=10_000) -> np.ndarray:
-    """The (sorted) training cells whose profiles feed :func:`_pca_gene_init`."""
+    """Return the (sorted) training cells whose profiles feed :func:`_pca_gene_init`."""
     cells = np.sort(train_idx)
     if cells.size > max_cells:
         rng = np.random.default_rng(seed + 2)

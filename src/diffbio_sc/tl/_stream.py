@@ -98,7 +98,7 @@ class ChunkStore:
         return item
 
     def get_batch(self, idx: np.ndarray) -> dict:
-        """The trainer's batch for sorted cell indices ``idx`` (as the in-memory path builds it)."""
+        """Return the batch of sorted cell indices ``idx`` (as the in-memory path builds it)."""
         idx = np.asarray(idx, dtype=np.int64)
         which = np.searchsorted(self.bounds, idx, side="right") - 1
         ids, vals, prof = [], [], []
@@ -180,7 +180,9 @@ def write_chunks(
         if hvg_cols is not None:
             profile = sp.csr_matrix(log_normalised(chunk, totals, target_sum)[:, hvg_cols])
             lo, hi = np.searchsorted(train_idx, [start, stop])
-            col_sum += np.asarray(profile[train_idx[lo:hi] - start].sum(axis=0, dtype=np.float64))[0]
+            col_sum += np.asarray(profile[train_idx[lo:hi] - start].sum(axis=0, dtype=np.float64))[
+                0
+            ]
             if pca_cells is not None:
                 lo, hi = np.searchsorted(pca_cells, [start, stop])
                 pca_parts.append(profile[pca_cells[lo:hi] - start])
