@@ -308,6 +308,14 @@ def pretrain(
                 )
             )
         pca_cells = _pca_cells(train_idx, seed) if init == "pca" and n_profile else None
+        pass2_args = (adata, layer, gene_scale, col_to_token)
+        pass2 = {
+            "target_sum": target_sum,
+            "max_tokens": max_tokens,
+            "chunk_size": chunk_size,
+            "hvg_cols": hvg_cols,
+            "with_counts": use_counts,
+        }
         tmp_dir = None
         if stream:
             from ._stream import ChunkStore, chunk_order, write_chunks
@@ -316,35 +324,18 @@ def pretrain(
             bounds = np.append(np.arange(0, n, chunk_size), n)
             store = ChunkStore(tmp_dir.name, bounds)
             store.batch_codes = batch_codes
-            profile_mean, pca_rows = write_chunks(
-                adata,
-                layer,
-                gene_scale,
-                col_to_token,
-                store=store,
-                target_sum=target_sum,
-                max_tokens=max_tokens,
-                chunk_size=chunk_size,
-                hvg_cols=hvg_cols,
-                with_counts=use_counts,
-                train_idx=train_idx,
-                pca_cells=pca_cells,
-            )
+            try:
+                profile_mean, pca_rows = write_chunks(
+                    *pass2_args, store=store, train_idx=train_idx, pca_cells=pca_cells, **pass2
+                )
+            except BaseException:
+                tmp_dir.cleanup()
+                raise
             if profile_mean is None:
                 profile_mean = np.zeros(0, np.float32)
             data, epoch_order = store.get_batch, chunk_order(bounds)
         else:
-            token_ids, token_vals, profile, counts = md.tokens_and_targets(
-                adata,
-                layer,
-                gene_scale,
-                col_to_token,
-                target_sum=target_sum,
-                max_tokens=max_tokens,
-                chunk_size=chunk_size,
-                hvg_cols=hvg_cols,
-                with_counts=use_counts,
-            )
+            token_ids, token_vals, profile, counts = md.tokens_and_targets(*pass2_args, **pass2)
             profile_mean = (
                 md.profile_mean(profile, train_idx) if n_profile else np.zeros(0, np.float32)
             )
