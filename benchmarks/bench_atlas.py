@@ -133,6 +133,35 @@ def median_error(work: Path) -> dict:
     }
 
 
+def table(paths: list[str]) -> str:
+    """Markdown table (steps x cell counts) of peak RSS and CPU seconds from result files."""
+    rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
+    cells = sorted({r["n_cells"] for r in rows})
+    head = "| step | " + " | ".join(f"{n:,} cells: peak RSS MiB / CPU s" for n in cells) + " |"
+    out = [head, "|---|" + "---|" * len(cells)]
+    for step in STEPS:
+        got = {r["n_cells"]: r for r in rows if r["step"] == step}
+        if got:
+            vals = [
+                f"{got[n]['peak_rss_mib']:,.0f} / {got[n]['cpu_s']:,.1f}" if n in got else "-"
+                for n in cells
+            ]
+            out.append(f"| {step} | " + " | ".join(vals) + " |")
+    err = {r["n_cells"]: r for r in rows if r["step"] == "median_error"}
+    if err:
+        vals = [
+            f"{err[n]['rel_err_median']:.2%} / {err[n]['rel_err_p99']:.2%} / "
+            f"{err[n]['rel_err_max']:.2%}"
+            if n in err
+            else "-"
+            for n in cells
+        ]
+        out.append(
+            "| histogram medians: relative error median / p99 / max | " + " | ".join(vals) + " |"
+        )
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("atlases", nargs="+")
@@ -140,7 +169,11 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default=None, help="scratch directory (default: beside the atlas)")
     ap.add_argument("--results", default="benchmarks/results/atlas.jsonl")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--table", action="store_true", help="print the table of the result files")
     a = ap.parse_args(argv)
+    if a.table:
+        print(table(a.atlases))
+        return
     if a.child:
         print(json.dumps(run_step(a.child, a.atlases[0], Path(a.work))))
         return
