@@ -140,7 +140,8 @@ def gene_medians(
     nonzeros), which gives the same exact medians. ``method='histogram'``
     stops after the first pass and interpolates within the median bin:
     memory is flat (histograms only), the relative error is below 2.2%
-    (measured on a synthetic atlas: see ``docs/benchmarks.md``).
+    (measured on a 100k-cell synthetic atlas: 0.08% median, 1.6% maximum
+    over genes; see ``docs/benchmarks.md``).
 
     A Dask-backed matrix (e.g. ``anndata.experimental.read_elem_lazy`` on a
     zarr store) runs as Dask tasks, one per row block, on the active scheduler:
