@@ -274,23 +274,49 @@ def validated_chunks(
     of an in-memory CSR matrix is a view of the AnnData's arrays, so it is
     copied before anything is changed: callers must treat chunks as read-only.
     """
-    from .ops._csr import row_totals
-
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
-        check_values(
-            chunk.data, require_integer=require_integer, where=where, counts_fix=counts_fix
+        chunk, totals = validate_chunk(
+            chunk,
+            adata.obs_names,
+            start,
+            where=where,
+            require_integer=require_integer,
+            allow_empty=allow_empty,
+            counts_fix=counts_fix,
         )
-        if not chunk.has_canonical_format or not chunk.data.all():
-            # Sum duplicate entries and drop stored zeros on a private copy.
-            chunk = chunk.copy()
-            chunk.sum_duplicates()
-            chunk.eliminate_zeros()
-        totals = row_totals(chunk)
-        check_totals_finite(totals, adata.obs_names, start, where)
-        if not allow_empty:
-            check_cells_nonempty(totals, adata.obs_names, start)
         yield start, stop, chunk, totals
+
+
+def validate_chunk(
+    chunk: sp.csr_matrix,
+    obs_names: pd.Index,
+    start: int,
+    *,
+    where: str,
+    require_integer: bool,
+    allow_empty: bool = False,
+    counts_fix: str = "",
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Check one CSR chunk of cells (rows ``start ..``) as :func:`validated_chunks` does.
+
+    Returns the canonical chunk (a private copy when duplicates or stored zeros
+    had to be removed) and its cell totals. ``obs_names`` may be the chunk's own
+    names with ``start=0`` (what a Dask worker receives).
+    """
+    from .ops._csr import row_totals
+
+    check_values(chunk.data, require_integer=require_integer, where=where, counts_fix=counts_fix)
+    if not chunk.has_canonical_format or not chunk.data.all():
+        # Sum duplicate entries and drop stored zeros on a private copy.
+        chunk = chunk.copy()
+        chunk.sum_duplicates()
+        chunk.eliminate_zeros()
+    totals = row_totals(chunk)
+    check_totals_finite(totals, obs_names, start, where)
+    if not allow_empty:
+        check_cells_nonempty(totals, obs_names, start)
+    return chunk, totals
 
 
 def check_copy(adata, copy) -> bool:

@@ -326,6 +326,7 @@ def fit(
     train_idx,
     val_idx=None,
     config: TrainConfig,
+    epoch_order: Callable[[np.random.Generator, np.ndarray], np.ndarray] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with AdamW, warmup/cosine, clipping and early stopping.
 
@@ -350,6 +351,12 @@ def fit(
         ``val_idx=None`` or empty disables validation and early stopping.
     config
         A :class:`TrainConfig`.
+    epoch_order
+        ``epoch_order(rng, train_idx) -> permutation of train_idx``: the order of
+        the training examples in each epoch (default ``rng.permutation``). Data
+        streamed from disk passes a chunk-level shuffle (chunks in random
+        order, examples shuffled within each chunk), so that a batch touches at
+        most two chunks. ``rng`` is the trainer's seeded generator.
 
     Returns
     -------
@@ -463,7 +470,13 @@ def fit(
     bar = tqdm(total=total_steps, desc=config.desc, disable=not show_bar, leave=False)
     try:
         for epoch in range(config.epochs):
-            order = rng.permutation(train_idx)
+            order = (
+                rng.permutation(train_idx)
+                if epoch_order is None
+                else _indices("epoch_order(...)", epoch_order(rng, train_idx), None)
+            )
+            if order.size != train_idx.size:
+                raise DfmInputError("epoch_order must return a permutation of train_idx.")
             losses.clear()
             aux_sums.clear()
             keys = _fold_in_range(step_key, np.arange(step, step + steps_per_epoch))

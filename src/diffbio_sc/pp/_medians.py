@@ -10,6 +10,7 @@ from .._logging import timed
 from .._validate import (
     check_adata,
     check_bool,
+    check_choice,
     check_copy,
     check_float,
     check_int,
@@ -19,7 +20,11 @@ from .._validate import (
     resolve_copy,
     validated_chunks,
 )
-from ..ops._medians import MedianAccumulator
+from ..ops._medians import HistogramMedianAccumulator, MedianAccumulator
+from ._dask import dask_medians, is_dask
+
+#: Values of ``method=`` in :func:`gene_medians`.
+MEDIAN_METHODS = ("exact", "histogram")
 
 _COUNTS_FIX = (
     "If the matrix holds linearly scaled counts (e.g. counts per 10k, which medians "
@@ -49,24 +54,55 @@ def compute_medians(
     chunk_size: int | None,
     require_counts: bool = False,
     counts_fix: str = "",
+    method: str = "exact",
 ) -> np.ndarray:
     """Per-gene nonzero medians of counts normalised to ``target_sum`` (NaN: gene never expressed).
 
-    Streams validated chunks; cells without counts contribute nothing.
+    Streams validated chunks; cells without counts contribute nothing. A Dask
+    matrix runs as Dask tasks (:mod:`diffbio_sc.pp._dask`); a backed matrix with
+    ``method='exact'`` is read twice (histograms, then the median-bin values), so
+    memory does not hold every nonzero; in memory, exact medians sort all values.
     """
-    acc = MedianAccumulator(
-        adata.n_vars, target_sum=target_sum, capacity=stored_values_bound(adata, layer)
-    )
-    for _, _, chunk, totals in validated_chunks(
-        adata,
-        layer,
-        chunk_size,
-        require_integer=require_counts,
-        allow_empty=True,
-        counts_fix=counts_fix,
-    ):
-        acc.add(chunk, totals)
-    return acc.result()
+    X = get_matrix(adata, layer)
+    if is_dask(X):
+        return dask_medians(
+            X,
+            adata.obs_names,
+            n_genes=adata.n_vars,
+            target_sum=target_sum,
+            method=method,
+            where="adata.X" if layer is None else f"adata.layers[{layer!r}]",
+            require_counts=require_counts,
+            counts_fix=counts_fix,
+        )
+
+    def chunks():
+        for _, _, chunk, totals in validated_chunks(
+            adata,
+            layer,
+            chunk_size,
+            require_integer=require_counts,
+            allow_empty=True,
+            counts_fix=counts_fix,
+        ):
+            yield chunk, totals
+
+    if method == "exact" and not is_backed(adata):
+        acc = MedianAccumulator(
+            adata.n_vars, target_sum=target_sum, capacity=stored_values_bound(adata, layer)
+        )
+        for chunk, totals in chunks():
+            acc.add(chunk, totals)
+        return acc.result()
+    hist = HistogramMedianAccumulator(adata.n_vars, target_sum=target_sum)
+    for chunk, totals in chunks():
+        hist.add(chunk, totals)
+    if method == "histogram":
+        return hist.approximate()
+    hist.start_refine()
+    for chunk, totals in chunks():
+        hist.refine(chunk, totals)
+    return hist.exact()
 
 
 def gene_medians(
@@ -77,6 +113,7 @@ def gene_medians(
     key_added: str = _keys.MEDIAN_KEY,
     chunk_size: int | None = None,
     require_counts: bool = True,
+    method: str = "exact",
     copy: bool = False,
 ):
     """Compute each gene's median over the cells that express it, after normalisation.
@@ -96,6 +133,22 @@ def gene_medians(
     buffer grows and can briefly take up to about 20 bytes per nonzero. Cells
     without counts contribute nothing and are allowed.
 
+    Memory that does not grow with the number of cells (atlases): a backed
+    AnnData with ``method='exact'`` is read twice, first into per-gene
+    histograms (768 log-spaced bins per gene, about 6 KiB per gene), then
+    keeping only the values in each gene's median bin(s) (a few percent of the
+    nonzeros), which gives the same exact medians. ``method='histogram'``
+    stops after the first pass and interpolates within the median bin:
+    memory is flat (histograms only), the relative error is below 2.2%
+    (measured on a 100k-cell synthetic atlas: 0.08% median, 1.6% maximum
+    over genes; see ``docs/benchmarks.md``).
+
+    A Dask-backed matrix (e.g. ``anndata.experimental.read_elem_lazy`` on a
+    zarr store) runs as Dask tasks, one per row block, on the active scheduler:
+    under a ``dask.distributed`` ``Client`` (a ``LocalCluster`` or a multi-node
+    cluster) the blocks are read and reduced on the workers, with the same
+    result as in memory.
+
     Parameters
     ----------
     adata
@@ -112,6 +165,8 @@ def gene_medians(
         Refuse non-integer values, as :func:`~diffbio_sc.pp.tokenize` does
         (log-normalised data gives meaningless medians). Pass ``False`` for
         linearly scaled counts (e.g. counts per 10k).
+    method
+        ``'exact'`` (default) or ``'histogram'`` (approximate, flat memory; see above).
     copy
         Return a modified copy instead of writing in place.
 
@@ -131,6 +186,7 @@ def gene_medians(
     check_key("key_added", key_added)
     check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     require_counts = check_bool("require_counts", require_counts)
+    check_choice("method", method, MEDIAN_METHODS)
     check_copy(adata, copy)
     with timed("computing gene medians") as info:
         med = compute_medians(
@@ -140,12 +196,14 @@ def gene_medians(
             chunk_size=chunk_size,
             require_counts=require_counts,
             counts_fix=_COUNTS_FIX,
+            method=method,
         )
         record = {
             "target_sum": target_sum,
             "layer": layer if layer is not None else "X",
             "key_added": key_added,
             "require_counts": require_counts,
+            "method": method,
             "n_genes_without_median": int(np.isnan(med).sum()),
             "created_by": _uns.provenance("pp.gene_medians"),
         }

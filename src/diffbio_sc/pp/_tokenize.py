@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from .. import _keys, _uns
 from .._logging import timed
+from .._settings import settings
 from .._validate import (
     DfmInputError,
     _preview,
@@ -19,13 +22,16 @@ from .._validate import (
     check_float,
     check_int,
     check_key,
+    get_matrix,
     resolve_copy,
     validated_chunks,
 )
+from ..io._atomic import atomic_dir
 from ..io._ids import normalise_gene_ids, strip_ensembl_version
 from ..io._tables import is_table_path, read_table
 from ..ops._plan import RankValuePlan
 from ..ops._rank_value import rank_value_encode
+from ._dask import dask_encode, is_dask
 from ._medians import compute_medians
 
 logger = logging.getLogger("diffbio_sc")
@@ -240,6 +246,20 @@ def rank_value_plan(
     )
 
 
+def _open_tokens_store(path, shape: tuple[int, int], rows: int, pad: int):
+    """Create the int32 zarr array of a tokens store in directory ``path``."""
+    import zarr
+
+    return zarr.open_array(
+        str(path),
+        mode="w",
+        shape=shape,
+        chunks=(max(1, min(int(rows), max(shape[0], 1))), shape[1]),
+        dtype=np.int32,
+        fill_value=int(pad),
+    )
+
+
 def tokenize(
     adata,
     *,
@@ -253,6 +273,7 @@ def tokenize(
     key_added: str = _keys.TOKENS_KEY,
     n_tokens_key: str = _keys.N_TOKENS_KEY,
     trust_pickle: bool = False,
+    tokens_store: str | os.PathLike | None = None,
     copy: bool = False,
 ):
     """Rank-value encode each cell, Geneformer style.
@@ -297,11 +318,17 @@ def tokenize(
 
     and pass the JSON paths; loading a pickle directly needs ``trust_pickle=True``.
 
+    Dask: when the matrix is a Dask array (e.g. read lazily from zarr with
+    ``anndata.experimental.read_elem_lazy``), each row block is validated and
+    encoded by a Dask task on the active scheduler (a ``dask.distributed``
+    cluster too), giving the tokens of the in-memory path.
+
     Parameters
     ----------
     adata
-        Raw counts (cells x genes) in ``.X`` or ``layer``: dense, CSR, CSC, or a
-        backed AnnData (``backed='r'``), which is streamed chunk by chunk.
+        Raw counts (cells x genes) in ``.X`` or ``layer``: dense, CSR, CSC, a
+        backed AnnData (``backed='r'``), which is streamed chunk by chunk, or a
+        Dask array (see above).
     recipe
         ``'geneformer_v1'`` or ``'geneformer_v2'`` (or a :class:`TokenizerRecipe`).
     layer
@@ -330,6 +357,16 @@ def tokenize(
         ``.obs`` column for the sequence lengths.
     trust_pickle
         Allow loading pickled tables (unpickling can execute code).
+    tokens_store
+        Path of a zarr store (a directory) to write the tokens to, chunk by
+        chunk, instead of ``.obsm[key_added]``: for data whose tokens do not fit
+        in memory (1M cells x 2,048 tokens are 8 GiB). It holds one int32 array
+        ``(n_cells, max_tokens)`` with row chunks of ``chunk_size`` cells (the
+        Dask row blocks for Dask input); read it with
+        ``zarr.open_array(path, mode='r')`` or ``dask.array.from_zarr(path)``.
+        Written atomically (an existing store at the path is replaced only once
+        every chunk is written). With a Dask cluster, the workers write it: the
+        path must be reachable from every worker (a shared file system).
     copy
         Return a modified copy instead of writing in place.
 
@@ -338,7 +375,8 @@ def tokenize(
     ``None``, or the AnnData when ``copy=True``. Writes
 
     ``.obsm[key_added]``
-        int32 ``(n_cells, max_tokens)`` token ids, right-padded with the pad id.
+        int32 ``(n_cells, max_tokens)`` token ids, right-padded with the pad id
+        (not written with ``tokens_store``: the zarr store holds them).
     ``.obs[n_tokens_key]``
         int, the number of non-pad tokens of each cell (special tokens included).
     ``.var['dfm_median']``
@@ -369,6 +407,11 @@ def tokenize(
     check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     check_key("key_added", key_added)
     check_key("n_tokens_key", n_tokens_key)
+    if tokens_store is not None and not isinstance(tokens_store, (str, os.PathLike)):
+        raise TypeError(
+            f"tokens_store must be a path (str or os.PathLike) or None, got "
+            f"{type(tokens_store).__name__}."
+        )
     trust_pickle = check_bool("trust_pickle", trust_pickle)
     check_copy(adata, copy)
     n_genes_max = max_tokens - rec.n_special
@@ -426,24 +469,52 @@ def tokenize(
             rec, token_ids, special_ids, medians, max_tokens=max_tokens, target_sum=target_sum
         )
         pad = plan.pad_id
-        # Every element is written below (the kernel fills the gene columns, in
-        # parallel), so the output's pages are first touched by the worker threads.
-        tokens = np.empty((adata.n_obs, max_tokens), dtype=np.int32)
-        n_tok = np.zeros(adata.n_obs, dtype=np.int64)
-        total_counts = 0.0
-        vocab_counts = 0.0
-        all_in_vocab = bool(in_vocab.all())
-        for start, stop, chunk, totals in validated_chunks(
-            adata, layer, chunk_size, require_integer=rec.requires_counts
-        ):
-            n_tok[start:stop] = plan(
-                chunk, totals, out=tokens[start:stop], with_values=False
-            ).lengths
-            total_counts += float(totals.sum())
-            if all_in_vocab:
-                vocab_counts += float(totals.sum())
+        in_vocab_f = None if in_vocab.all() else in_vocab.astype(np.float64)
+
+        def encode(chunk, totals, out=None):
+            """Tokens, lengths, total counts and in-vocabulary counts of one chunk."""
+            block = np.empty((chunk.shape[0], max_tokens), np.int32) if out is None else out
+            lengths = plan(chunk, totals, out=block, with_values=False).lengths
+            total = float(totals.sum())
+            vocab = total if in_vocab_f is None else float((chunk @ in_vocab_f).sum())
+            return block, lengths, total, vocab
+
+        X = get_matrix(adata, layer)
+        store = None
+        with contextlib.ExitStack() as stack:
+            if tokens_store is not None:
+                tmp = stack.enter_context(atomic_dir(tokens_store, what="tokens store"))
+                rows = chunk_size if chunk_size is not None else settings.chunk_size
+                if is_dask(X):
+                    rows = max(X.chunks[0])
+                store = _open_tokens_store(tmp, (adata.n_obs, max_tokens), rows, pad)
+            if is_dask(X):
+                tokens, n_tok, total_counts, vocab_counts = dask_encode(
+                    X,
+                    adata.obs_names,
+                    encode,
+                    where="adata.X" if layer is None else f"adata.layers[{layer!r}]",
+                    require_integer=rec.requires_counts,
+                    store=store,
+                )
             else:
-                vocab_counts += float((chunk @ in_vocab.astype(np.float64)).sum())
+                # In memory, every element is written by the kernel (in parallel), so
+                # the output's pages are first touched by the worker threads.
+                tokens = (
+                    None if store is not None else np.empty((adata.n_obs, max_tokens), np.int32)
+                )
+                n_tok = np.zeros(adata.n_obs, dtype=np.int64)
+                total_counts = vocab_counts = 0.0
+                for start, stop, chunk, totals in validated_chunks(
+                    adata, layer, chunk_size, require_integer=rec.requires_counts
+                ):
+                    block, n_tok[start:stop], total, vocab = encode(
+                        chunk, totals, None if tokens is None else tokens[start:stop]
+                    )
+                    if store is not None:
+                        store[start:stop] = block
+                    total_counts += total
+                    vocab_counts += vocab
         no_tokens = np.flatnonzero(n_tok == rec.n_special)
         if no_tokens.size:
             logger.warning(
@@ -480,6 +551,7 @@ def tokenize(
             "tie_breaking": "equal values keep var_names order (stable); compared in float32",
             "ensembl_versions_stripped": True,
             "created_by": _uns.provenance("pp.tokenize"),
+            "tokens_store": None if tokens_store is None else str(os.fspath(tokens_store)),
         }
         median_record = {
             "target_sum": target_sum,
@@ -495,11 +567,12 @@ def tokenize(
         if computed:
             out.var[_keys.MEDIAN_KEY] = medians
             _uns.set_record(out, _keys.UNS_MEDIANS, _keys.MEDIAN_KEY, median_record)
-        out.obsm[key_added] = tokens
+        if tokens is not None:
+            out.obsm[key_added] = tokens
         out.obs[n_tokens_key] = n_tok
         _uns.set_record(out, _keys.UNS_TOKENIZER, key_added, meta)
         info["added"] = [
-            f".obsm[{key_added!r}]",
+            f".obsm[{key_added!r}]" if tokens is not None else f"zarr array {tokens_store!s}",
             f".obs[{n_tokens_key!r}]",
             f".uns['dfm']['tokenizer'][{key_added!r}]",
         ]

@@ -88,16 +88,27 @@ def scan(
     chunk_size: int,
     need_medians: bool,
     cells: np.ndarray,
+    median_method: str = "exact",
 ) -> Scan:
-    """Pass 1: expressing-cell counts, medians (if needed) and the HVG sample rows."""
-    from ..ops._medians import nonzero_medians, normalised_nonzeros
+    """Pass 1: expressing-cell counts, medians (if needed) and the HVG sample rows.
+
+    ``median_method='histogram'`` computes the medians from per-gene histograms
+    (memory independent of the number of cells; ``dfm.pp.gene_medians``'s
+    approximate method) instead of keeping every nonzero value.
+    """
+    from ..ops._medians import HistogramMedianAccumulator, nonzero_medians, normalised_nonzeros
 
     n_vars = adata.n_vars
     nz = np.zeros(n_vars, dtype=np.int64)
     med_genes, med_vals, rows = [], [], []
+    hist = None
+    if need_medians and median_method == "histogram":
+        hist = HistogramMedianAccumulator(n_vars, target_sum=target_sum)
     for start, stop, chunk, totals in _chunks(adata, layer, chunk_size):
         nz += np.bincount(chunk.indices, minlength=n_vars)
-        if need_medians:
+        if hist is not None:
+            hist.add(chunk, totals)
+        elif need_medians:
             g, v = normalised_nonzeros(chunk, target_sum)
             med_genes.append(g)
             med_vals.append(v)
@@ -106,7 +117,9 @@ def scan(
             local = cells[lo:hi] - start
             rows.append(log_normalised(chunk[local], totals[local], target_sum))
     medians = None
-    if need_medians:
+    if hist is not None:
+        medians = hist.approximate()
+    elif need_medians:
         medians = nonzero_medians(np.concatenate(med_genes), np.concatenate(med_vals), n_vars)
     sample = sp.vstack(rows, format="csr") if rows else sp.csr_matrix((0, n_vars), np.float32)
     return Scan(n_cells_expressed=nz, medians=medians, sample=sample, sample_cells=cells)

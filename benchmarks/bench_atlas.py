@@ -1,0 +1,200 @@
+"""Peak memory and CPU time of the atlas-scale path at growing cell counts.
+
+For each atlas (a backed ``.h5ad`` from ``benchmarks/make_atlas.py``), every step
+runs in its own child process, and the parent reads the child's peak resident
+memory (``ru_maxrss``) and CPU seconds (user + system) from ``os.wait4``:
+
+* ``medians_hist``: ``dfm.pp.gene_medians(backed, method='histogram')`` (flat memory);
+* ``medians_exact``: ``dfm.pp.gene_medians(backed, method='exact')`` (two passes:
+  histograms, then the values in each gene's median bins);
+* ``tokenize``: ``dfm.pp.tokenize(backed, gene_medians=<exact medians>,
+  tokens_store=<zarr>)``, Geneformer V1 recipe (2,048 tokens), tokens written
+  out of core;
+* ``pretrain``: ``dfm.tl.pretrain(backed, stream=True, epochs=1)`` with a small
+  model (hidden 32, 2 layers, 64 tokens, batch 256, 2,000 HVGs): ONE pass over
+  the training cells (90%) plus one validation pass, so time should be linear;
+* ``embed``: ``dfm.tl.embed(backed, model)`` of every cell (output ``n x 32`` in memory).
+
+The relative error of the histogram medians against the exact ones is
+reported too. Results are appended as JSON lines to ``--results``.
+
+Usage::
+
+    python benchmarks/bench_atlas.py /work/scratch/atlas_100000.h5ad [more.h5ad ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STEPS = ("medians_hist", "medians_exact", "tokenize", "pretrain", "embed")
+
+
+def _open(path):
+    import anndata as ad
+
+    return ad.read_h5ad(path, backed="r")
+
+
+def run_step(step: str, atlas: str, work: Path) -> dict:
+    """Run one step in this process (the child); return what it wants to report."""
+    import json
+
+    import numpy as np
+
+    import diffbio_sc as dfm
+
+    dfm.settings.progress_bar = False
+    adata = _open(atlas)
+    out: dict = {}
+    med_file = work / "medians_exact.json"
+    if step in ("medians_hist", "medians_exact"):
+        method = {"medians_hist": "histogram", "medians_exact": "exact"}[step]
+        dfm.pp.gene_medians(adata, method=method)
+        med = adata.var["dfm_median"].to_numpy()
+        np.save(work / f"{step}.npy", med)
+        if method == "exact":
+            table = {
+                g: float(m) for g, m in zip(adata.var_names, med, strict=True) if np.isfinite(m)
+            }
+            med_file.write_text(json.dumps(table))
+    elif step == "tokenize":
+        dfm.pp.tokenize(adata, gene_medians=str(med_file), tokens_store=work / "tokens.zarr")
+        out["mean_tokens"] = float(adata.obs["dfm_n_tokens"].mean())
+    elif step == "pretrain":
+        from diffbio_sc.models import MaskedExpressionConfig
+
+        adata.var["dfm_median"] = np.load(work / "medians_exact.npy")
+        cfg = MaskedExpressionConfig(hidden_dim=32, n_layers=2, n_heads=2, max_tokens=64)
+        model = dfm.tl.pretrain(
+            adata,
+            config=cfg,
+            epochs=1,
+            batch_size=256,
+            n_top_genes=2000,
+            stream=True,
+            stream_dir=str(work),
+            seed=0,
+        )
+        model.save(work / "model")
+        out["val_loss"] = model.history["val_loss"][-1]
+        out["steps"] = model.metadata["training"]["steps"]
+    elif step == "embed":
+        from diffbio_sc.models import load
+
+        dfm.tl.embed(adata, load(work / "model"), batch_size=256)
+        emb = adata.obsm["X_dfm"]
+        out["embedding_shape"] = list(emb.shape)
+    return out
+
+
+def measure(step: str, atlas: str, work: Path) -> dict:
+    """Run ``step`` in a child process; peak RSS (MiB) and CPU seconds from wait4."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", step, "--work", str(work), atlas],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    stdout = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"step {step} failed ({proc.returncode})")
+    extra = json.loads(stdout.decode().strip().splitlines()[-1])
+    return {
+        "step": step,
+        "peak_rss_mib": round(ru.ru_maxrss / 1024, 1),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        **extra,
+    }
+
+
+def median_error(work: Path) -> dict:
+    import numpy as np
+
+    ex = np.load(work / "medians_exact.npy")
+    ap = np.load(work / "medians_hist.npy")
+    ok = np.isfinite(ex)
+    rel = np.abs(ap[ok] / ex[ok] - 1)
+    return {
+        "step": "median_error",
+        "genes": int(ok.sum()),
+        "rel_err_median": float(np.median(rel)),
+        "rel_err_p99": float(np.quantile(rel, 0.99)),
+        "rel_err_max": float(rel.max()),
+    }
+
+
+def table(paths: list[str]) -> str:
+    """Markdown table (steps x cell counts) of peak RSS and CPU seconds from result files."""
+    rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
+    cells = sorted({r["n_cells"] for r in rows})
+    head = "| step | " + " | ".join(f"{n:,} cells: peak RSS MiB / CPU s" for n in cells) + " |"
+    out = [head, "|---|" + "---|" * len(cells)]
+    for step in STEPS:
+        got = {r["n_cells"]: r for r in rows if r["step"] == step}
+        if got:
+            vals = [
+                f"{got[n]['peak_rss_mib']:,.0f} / {got[n]['cpu_s']:,.1f}" if n in got else "-"
+                for n in cells
+            ]
+            out.append(f"| {step} | " + " | ".join(vals) + " |")
+    err = {r["n_cells"]: r for r in rows if r["step"] == "median_error"}
+    if err:
+        vals = [
+            f"{err[n]['rel_err_median']:.2%} / {err[n]['rel_err_p99']:.2%} / "
+            f"{err[n]['rel_err_max']:.2%}"
+            if n in err
+            else "-"
+            for n in cells
+        ]
+        out.append(
+            "| histogram medians: relative error median / p99 / max | " + " | ".join(vals) + " |"
+        )
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("atlases", nargs="+")
+    ap.add_argument("--steps", default=",".join(STEPS))
+    ap.add_argument("--work", default=None, help="scratch directory (default: beside the atlas)")
+    ap.add_argument("--results", default="benchmarks/results/atlas.jsonl")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--table", action="store_true", help="print the table of the result files")
+    a = ap.parse_args(argv)
+    if a.table:
+        print(table(a.atlases))
+        return
+    if a.child:
+        print(json.dumps(run_step(a.child, a.atlases[0], Path(a.work))))
+        return
+    import anndata as ad
+
+    for atlas in a.atlases:
+        work = Path(a.work or (str(atlas) + ".bench"))
+        work.mkdir(parents=True, exist_ok=True)
+        shape = ad.read_h5ad(atlas, backed="r").shape
+        for step in a.steps.split(","):
+            row = {"atlas": str(atlas), "n_cells": shape[0], "n_genes": shape[1]}
+            row.update(measure(step, atlas, work))
+            print(json.dumps(row), flush=True)
+            with open(a.results, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        if {"medians_hist", "medians_exact"} <= set(a.steps.split(",")):
+            row = {"atlas": str(atlas), "n_cells": shape[0], **median_error(work)}
+            print(json.dumps(row), flush=True)
+            with open(a.results, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
