@@ -152,6 +152,14 @@ def benchmark_sequences(n_per_source: int) -> list[str]:
     )
 
 
+def long_sequences(n: int, length: int) -> list[str]:
+    """``n`` consecutive ``length``-bp slices of GRCh38 chr22:32,000,000-32,300,000 without ``N``."""
+    text = (DATA.parent / "genome" / "hg38_chr22_32000000_32300000.fa").read_text()
+    genome = "".join(line.strip() for line in text.splitlines() if not line.startswith(">"))
+    slices = [genome[i : i + length].upper() for i in range(0, len(genome) - length, length)]
+    return _acgt(slices, n)
+
+
 def tokenizer_corpus() -> list[str]:
     """DNA for DNABERT-2's benchmark BPE: promoter files not benchmarked."""
     prom = DATA / "promoters_cnnprom"
@@ -294,7 +302,7 @@ def _timed(run, groups):
             shapes.add(g[1].shape)
             warm.append(g)
     c0, w0 = time.process_time(), time.perf_counter()
-    for idx, ids in warm:
+    for _idx, ids in warm:
         run(ids)
     c1, w1 = time.process_time(), time.perf_counter()
     out = {}
@@ -366,9 +374,7 @@ def role_torch(args) -> None:
             model = _nt_v2_torch(doc)
             state = {k[len("esm.") :]: v for k, v in state.items()}
         else:
-            layers, configuration = _dnabert2_modules(
-                Path(args.dnabert2_git_dir), Path(args.tmp)
-            )
+            layers, configuration = _dnabert2_modules(Path(args.dnabert2_git_dir), Path(args.tmp))
             kwargs = {k: v for k, v in doc.items() if not k.startswith("_") and k != "auto_map"}
             model = layers.BertModel(configuration.BertConfig(**kwargs), add_pooling_layer=False)
             state = {k[len("bert.") :]: v for k, v in state.items()}
@@ -393,9 +399,7 @@ def role_torch(args) -> None:
                 pooled = (last * m).sum(1) / m.sum(1)
         return pooled.numpy()
 
-    res = _measure(
-        "torch", fam, rows, pad_id, args.batch_sizes, 1, load, run, args.emb
-    )
+    res = _measure("torch", fam, rows, pad_id, args.batch_sizes, 1, load, run, args.emb)
     res["settings"] = {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -450,7 +454,16 @@ def role_dfm(args) -> None:
 
 
 def _sub(python, role, family, args, extra, env=None):
-    cmd = [python, __file__, "--role", role, "--family", family, "--ckpt", str(args.ckpt_dir(family))]
+    cmd = [
+        python,
+        __file__,
+        "--role",
+        role,
+        "--family",
+        family,
+        "--ckpt",
+        str(args.ckpt_dir(family)),
+    ]
     cmd += ["--dnabert2-git-dir", args.dnabert2_git_dir, "--scale", str(args.scale)]
     cmd += ["--tmp", str(args.work / f"tmp_{role}")] + extra
     (args.work / f"tmp_{role}").mkdir(parents=True, exist_ok=True)
@@ -471,7 +484,10 @@ def orchestrate(args) -> None:
     import diffbio_sc as dfm
 
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    seqs = benchmark_sequences(args.n_per_source)
+    if args.set == "long":
+        seqs = long_sequences(args.n_per_source, args.long_bp)
+    else:
+        seqs = benchmark_sequences(args.n_per_source)
     report = {
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
         "n_sequences": len(seqs),
@@ -488,7 +504,7 @@ def orchestrate(args) -> None:
         pad_id = int(model.tokenizer.pad_id)
         rows = [r[r != pad_id] for r in np.asarray(ids)]
         del model
-        ids_file = args.work / f"{fam}_ids.npz"
+        ids_file = args.work / f"{fam}_{args.set}_ids.npz"
         np.savez(
             ids_file, n=len(rows), pad_id=pad_id, **{f"row_{i}": r for i, r in enumerate(rows)}
         )
@@ -505,12 +521,14 @@ def orchestrate(args) -> None:
 
         sweep = {}
         for name, sizes in (("torch", args.torch_batches), ("dfm", args.dfm_batches)):
-            res = side(name, sizes, emb=args.work / f"{fam}_{name}.npy")
+            res = side(name, sizes, emb=args.work / f"{fam}_{args.set}_{name}.npy")
             sweep[name] = res
             best = min(res["runs"], key=lambda r: r["cpu_s"])
             print(
                 f"[{fam}] sweep {name}: "
-                + ", ".join(f"b{r['batch_size']}={r['seq_per_cpu_s']:.2f}/cpu-s" for r in res["runs"])
+                + ", ".join(
+                    f"b{r['batch_size']}={r['seq_per_cpu_s']:.2f}/cpu-s" for r in res["runs"]
+                )
                 + f" -> best b={best['batch_size']}",
                 flush=True,
             )
@@ -520,7 +538,7 @@ def orchestrate(args) -> None:
         for r in range(args.rounds):
             order = ("torch", "dfm") if r % 2 == 0 else ("dfm", "torch")
             for name in order:
-                emb = args.work / f"{fam}_{name}_best.npy" if r == 0 else None
+                emb = args.work / f"{fam}_{args.set}_{name}_best.npy" if r == 0 else None
                 res = side(name, [best[name]], emb=emb)
                 rounds[name].append(res)
                 run = res["runs"][0]
@@ -530,8 +548,8 @@ def orchestrate(args) -> None:
                     f"peak RSS {res['peak_rss_mib']:.0f} MiB",
                     flush=True,
                 )
-        a = np.load(args.work / f"{fam}_torch_best.npy")
-        b = np.load(args.work / f"{fam}_dfm_best.npy")
+        a = np.load(args.work / f"{fam}_{args.set}_torch_best.npy")
+        b = np.load(args.work / f"{fam}_{args.set}_dfm_best.npy")
         diff = float(np.abs(a - b).max())
         summary = {}
         for name in rounds:
@@ -553,7 +571,9 @@ def orchestrate(args) -> None:
                 "load_wall_s_median": statistics.median(x["load_wall_s"] for x in rounds[name]),
                 "settings": rounds[name][0]["settings"],
             }
-        ratio_med = summary["dfm"]["seq_per_cpu_s_median"] / summary["torch"]["seq_per_cpu_s_median"]
+        ratio_med = (
+            summary["dfm"]["seq_per_cpu_s_median"] / summary["torch"]["seq_per_cpu_s_median"]
+        )
         ratio_best = summary["torch"]["cpu_s_min"] / summary["dfm"]["cpu_s_min"]
         print(
             f"[{fam}] dfm/torch sequences per CPU-second: median {ratio_med:.2f}x, "
@@ -578,15 +598,55 @@ def orchestrate(args) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         done = json.loads(out.read_text()) if out.is_file() else {"families": {}}
         done["machine"] = report["machine"]
-        done["families"][f"{fam}_x{args.scale}"] = report["families"][fam]
+        report["families"][fam]["set"] = args.set
+        done["families"][f"{fam}_x{args.scale}_{args.set}"] = report["families"][fam]
         out.write_text(json.dumps(done, indent=2))
+
+
+def table(path: Path) -> str:
+    """The markdown table of ``docs/benchmarks.md`` from a results file."""
+    done = json.loads(path.read_text())
+    lines = [
+        "| family (size), set | side | batch | seq per CPU-s, median (best) | seq/s wall | "
+        "warm-up (compile) wall s | peak RSS MiB | dfm / torch CPU, median (min-CPU) | "
+        "max abs diff |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, fam in done["families"].items():
+        s = fam["summary"]
+        for name in ("dfm", "torch"):
+            x = s[name]
+            ratio = (
+                f"**{fam['ratio_median']:.2f}** ({fam['ratio_min_cpu']:.2f})"
+                if name == "dfm"
+                else ""
+            )
+            diff = f"{fam['max_abs_diff']:.1e}" if name == "dfm" else ""
+            lines.append(
+                f"| {key if name == 'dfm' else ''} | {name} | {x['batch_size']} | "
+                f"{x['seq_per_cpu_s_median']:.2f} ({x['seq_per_cpu_s_max']:.2f}) | "
+                f"{x['seq_per_wall_s_median']:.2f} | {x['warmup_wall_s_median']:.1f} | "
+                f"{x['peak_rss_mib_median']:,.0f} | {ratio} | "
+                f"{diff} |"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--role", default="orchestrate", choices=["orchestrate", "build", "torch", "dfm"])
+    ap.add_argument(
+        "--role", default="orchestrate", choices=["orchestrate", "build", "torch", "dfm", "table"]
+    )
     ap.add_argument("--family", nargs="+", default=["nt_v2", "dnabert2", "nt_v1", "generator"])
-    ap.add_argument("--n-per-source", type=int, default=16)
+    ap.add_argument(
+        "--set",
+        default="promoters",
+        choices=["promoters", "long"],
+        help="promoters: n mouse TATA (251 bp) + n E. coli (81 bp) + n splice sites (60 bp); "
+        "long: n slices of --long-bp bases of GRCh38 chr22",
+    )
+    ap.add_argument("--n-per-source", type=int, default=16, help="n (see --set)")
+    ap.add_argument("--long-bp", type=int, default=1500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--torch-batches", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     ap.add_argument("--dfm-batches", type=int, nargs="+", default=[1, 4, 8, 16, 32])
@@ -594,9 +654,7 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/dfm_genbench"))
     ap.add_argument("--torch-python", default="/work/venv-torch/bin/python")
-    ap.add_argument(
-        "--dnabert2-git-dir", default="/work/.mirror/ashal-ali+CS224N_DNABERT2/repo"
-    )
+    ap.add_argument("--dnabert2-git-dir", default="/work/.mirror/ashal-ali+CS224N_DNABERT2/repo")
     # internal (subprocess roles)
     ap.add_argument("--ckpt")
     ap.add_argument("--ids")
@@ -604,7 +662,9 @@ def main() -> None:
     ap.add_argument("--tmp")
     ap.add_argument("--batch-sizes", type=int, nargs="+")
     args = ap.parse_args()
-    if args.role == "orchestrate":
+    if args.role == "table":
+        print(table(ROOT / "benchmarks" / "results" / "genomic_models.json"))
+    elif args.role == "orchestrate":
         args.work.mkdir(parents=True, exist_ok=True)
         args.ckpt_dir = lambda fam: args.work / f"{fam}_x{args.scale}"
         orchestrate(args)
