@@ -376,7 +376,7 @@ def test_loaded_model_reused_and_saved(cells, loaded, tmp_path):
     np.testing.assert_allclose(again.obsm["X_geneformer"], want, atol=TOL)
     entry = again.uns["dfm"]["embeddings"]["X_geneformer"]
     assert entry["artifact_sha256"] == m.sha256
-    short = dfm.tl.embed_checkpoint(cells, m, max_length=8, copy=True)
+    short = dfm.tl.embed_checkpoint(cells, m, max_tokens=8, copy=True)
     assert m.max_tokens == 32  # the loaded model is not changed by a call
     entry = short.uns["dfm"]["embeddings"]["X_geneformer"]
     assert entry["preprocessing_version"].startswith("geneformer_v1;max_tokens=8;")

@@ -237,7 +237,7 @@ def test_unsupported_or_invalid_configs_are_refused(tmp_path, field, value, what
 
 
 def test_dictionaries_are_refused(loaded):
-    with pytest.raises(ValueError, match="character tokenizer: do not pass"):
+    with pytest.raises(ValueError, match="carries its own tokenizer: do not pass"):
         dfm.models.load_checkpoint(FIX / "hyenadna", vocab={"A": 0})
 
 
