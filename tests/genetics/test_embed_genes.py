@@ -408,6 +408,7 @@ def test_dna_checkpoint_encoder(toy, toyvcf, name, family, window):
         run(toy, toyvcf, encoder=m, reverse_complement="equivariant")
 
 
+@pytest.mark.slow  # pretrains / compiles a long model: the slow step runs it
 def test_caduceus_ps_checkpoint_equivariant_one_pass(toy, toyvcf):
     """Caduceus-PS: reverse_complement='equivariant' runs one strand; the gene vector is the
     model's own pooled embedding and equals that of the reverse complement."""

@@ -56,6 +56,7 @@ def test_no_second_runner_or_bucketing_routine():
     assert hits == ["ops/_sequence_alphabet.py: def window_starts"]
 
 
+@pytest.mark.slow  # pretrains / compiles a long model: the slow step runs it
 def test_native_cells_independent_of_batch_mates():
     from diffbio_sc.models import MaskedExpressionConfig
 
