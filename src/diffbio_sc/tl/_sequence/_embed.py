@@ -200,12 +200,6 @@ def embed_sequences(
         )
     encoder, model_path = resolve_encoder(encoder)
     checkpoint = is_dna_checkpoint(encoder)
-    if checkpoint and encoder.family == "dnabert2":
-        raise DfmInputError(
-            "embed_sequences does not run DNABERT-2 checkpoints yet (its BPE token count is not "
-            "a function of the window length); embed with model.embed(sequences) and import the "
-            "vectors with dfm.tl.load_embeddings."
-        )
     if pooling is not None and not checkpoint:
         raise DfmInputError(
             "pooling= applies to DNA checkpoints (Nucleotide Transformer, GENERator); a "
@@ -387,7 +381,8 @@ def _checkpoint_entry(model, runner, *, reverse_complement, model_path) -> dict:
         "artifact_sha256": model.sha256,
         **model.digests(),
         "checkpoint_path": os.fspath(model.path),
-        "preprocessing_version": f"{family} tokens;k={k};max_tokens={runner.max_tokens}",
+        "preprocessing_version": f"{family} tokens;{'BPE' if k is None else f'k={k}'};"
+        f"max_tokens={runner.max_tokens}",
         "pooling_strategy": runner.pooling,
         "pooling": runner.pooling,
         "layer_index": int(model.n_layers),
@@ -396,6 +391,7 @@ def _checkpoint_entry(model, runner, *, reverse_complement, model_path) -> dict:
         "tokenizer": tokenizer,
         "max_tokens": int(runner.max_tokens),
         "max_window": int(max_window(model)),
+        "max_piece_tokens": int(getattr(runner, "max_piece_tokens", 0)),
         "config": model.config.to_dict(),
         "model_path": model_path,
         # the weights are the checkpoint's files (digest above), on disk or on the Hub
