@@ -77,9 +77,10 @@ def embed_sequences(
         encoder on these sequences with the default budget
         (:func:`diffbio_sc.tl.pretrain_sequences` with ``**pretrain_kwargs``).
         A checkpoint reads only its own alphabet (``ACGTN`` for NT, ``ACGT``
-        for GENERator, upper case): other symbols are an error naming the
-        sequence and position. Its context is ``model.max_tokens`` tokens
-        (k-mers, single-base leftovers and special tokens; see ``window``).
+        for GENERator and DNABERT-2, upper case): other symbols are an error
+        naming the sequence and position. Its context is ``model.max_tokens``
+        tokens (k-mers, single-base leftovers, byte-pair pieces and special
+        tokens; see ``window``).
     reverse_complement
         ``'average'`` (default; embed both strands and average the pooled
         vectors), ``'equivariant'`` (needs an encoder built with it; refused
@@ -109,7 +110,9 @@ def embed_sequences(
         in bases and its context in tokens: a window of ``w`` bases of
         ``ACGT`` gives at most ``s + ceil(w / 6)`` tokens (GENERator, ``s = 2``
         specials) or ``s + w // 6 + max(w % 6, 4)`` (Nucleotide Transformer,
-        ``w >= 6``, shorter leftovers included; every ``N`` adds one), and a
+        ``w >= 6``, shorter leftovers included; every ``N`` adds one) or
+        ``w + 2`` (DNABERT-2: each window tokenised on its own as ``[CLS] ...
+        [SEP]``, every byte-pair token covers at least one base), and a
         window whose bound exceeds ``max_tokens`` is an error naming the
         largest window that fits (recorded as ``max_window``).
     stride
@@ -148,14 +151,15 @@ def embed_sequences(
         ``weights_retrievable``, ``batch_size``, ``bucket_widths``,
         ``n_sequences``, ``window``, ``stride``, ``n_windows`` (pieces
         embedded), ``mod`` and ``created_by``. For a DNA checkpoint:
-        ``source`` (``'nucleotide_transformer'`` or ``'generator'``),
-        ``model_family`` (``'nucleotide_transformer_v1'``,
-        ``'nucleotide_transformer_v2'`` or ``'generator'``), ``adapter_mode``
+        ``source`` (``'nucleotide_transformer'``, ``'generator'``,
+        ``'dnabert2'`` ...), ``model_family`` (``'nucleotide_transformer_v1'``,
+        ``'nucleotide_transformer_v2'``, ``'generator'``, ``'dnabert2'`` ...), ``adapter_mode``
         ``'checkpoint'``, ``artifact_sha256`` and ``checkpoint_sha256``
         (the weight file(s)), ``vocab_sha256``, ``checkpoint_path``,
-        ``tokenizer`` (name, alphabet, k, vocabulary size, special tokens,
+        ``tokenizer`` (name, alphabet, k (``None`` for BPE), vocabulary size, special tokens,
         vocabulary file), ``pooling``, ``layer_index`` and ``n_layers`` (the
-        last layer), ``max_tokens``, ``max_window``, ``hub`` (``repo_id``,
+        last layer), ``max_tokens``, ``max_window``, ``max_piece_tokens``
+        (largest token count of an embedded piece, either strand), ``hub`` (``repo_id``,
         ``revision``, ... for a model from
         :func:`~diffbio_sc.models.from_pretrained`, else ``None``) instead
         of ``weights_sha256`` and ``training``.

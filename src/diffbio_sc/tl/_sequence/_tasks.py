@@ -329,7 +329,7 @@ def genomics_tasks(
         a task has sequences longer than the largest window that fits the
         context (``max_window`` bases), windows of ``max_window`` bases with
         stride ``max_window // 2``; it reads only its own alphabet (``ACGTN``
-        NT, ``ACGT`` GENERator), and another symbol is an error naming the
+        NT, ``ACGT`` GENERator and DNABERT-2), and another symbol is an error naming the
         sequence and position.
 
     Returns
