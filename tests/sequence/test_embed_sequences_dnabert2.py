@@ -151,3 +151,4 @@ def test_genomics_tasks_with_a_dnabert2_frozen_encoder(m):
     assert rec["model_family"] == "dnabert2" and rec["max_window"] == 22
     used = report["tasks"]["motif"]["frozen_encoders"]["dnabert2"]
     assert (used["window"], used["stride"]) == (22, 11) and used["n_windows"] > 40
+    assert 2 < used["max_piece_tokens"] <= 24
