@@ -186,13 +186,15 @@ def test_save_and_load_back(tmp_path, model, expected):
     np.testing.assert_allclose(back.embed(seqs, unknown="token"), e["pooled"], rtol=0, atol=TOL)
 
 
-def test_embed_sequences_refuses_dnabert2_for_now(model):
-    a = dfm.io.sequences_to_adata(["ACGTACGT", "TTGACA"], ids=["s0", "s1"])
-    with pytest.raises(dfm._validate.DfmInputError, match="does not run DNABERT-2"):
-        dfm.tl.embed_sequences(a, encoder=model)
-    with pytest.raises(dfm._validate.DfmInputError, match="does not run DNABERT-2"):
-        dfm.tl.embed_sequences(a, encoder=FIX)
-    assert not a.obsm
+def test_embed_sequences_takes_dnabert2_object_or_directory(model):
+    seqs = ["ACGTACGT", "TTGACA"]
+    a = dfm.io.sequences_to_adata(seqs, ids=["s0", "s1"])
+    dfm.tl.embed_sequences(a, encoder=model, reverse_complement=None)
+    np.testing.assert_allclose(a.obsm["X_dfm_seq"], model.embed(seqs), rtol=0, atol=TOL)
+    b = dfm.io.sequences_to_adata(seqs, ids=["s0", "s1"])
+    dfm.tl.embed_sequences(b, encoder=FIX, reverse_complement=None)
+    np.testing.assert_array_equal(b.obsm["X_dfm_seq"], a.obsm["X_dfm_seq"])
+    assert b.uns["dfm"]["embeddings"]["X_dfm_seq"]["model_family"] == "dnabert2"
 
 
 def test_pytorch_model_bin_loads_the_same(model, expected):

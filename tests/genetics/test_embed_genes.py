@@ -382,6 +382,8 @@ def test_bad_input_leaves_nothing_behind(toy, toyvcf, tmp_path):
         ("nucleotide_transformer_v1", "nucleotide_transformer_v1", 118),
         # one token per base + [SEP]: the 1,026-token context holds 1,025 bases
         ("hyenadna", "hyenadna", 1025),
+        # BPE: at most one token per base + [CLS], [SEP]: the 24-token context holds 22 bases
+        ("dnabert2", "dnabert2", 22),
     ],
 )
 def test_dna_checkpoint_encoder(toy, toyvcf, name, family, window):

@@ -39,23 +39,60 @@ __all__ = [
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a ``.safetensors`` file into NumPy arrays (needs the ``safetensors`` package)."""
+    """Read a ``.safetensors`` file into NumPy arrays, one tensor at a time.
+
+    The format is an 8-byte little-endian header length, a JSON header (name ->
+    ``dtype``, ``shape``, ``data_offsets``) and the raw bytes. Each tensor is
+    read straight from the file into its own array (no copy of the whole file
+    in memory, so peak memory is about the weights' size); bfloat16 values,
+    which NumPy cannot hold, are widened to float32 exactly (their 16 bits
+    become the high half of a float32).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Weights file not found: {path}")
-    try:
-        import safetensors.numpy
-    except ImportError:  # pragma: no cover - in the test and io extras
-        raise ImportError(
-            f"Reading {path} needs the safetensors package: pip install safetensors "
-            "(or pip install 'diffbio_sc[io]')."
-        ) from None
-    try:
-        return dict(safetensors.numpy.load_file(str(path)))
-    except Exception as err:  # safetensors raises its own error types
-        if "bfloat16" not in str(err).lower():
-            raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from None
-    return _read_safetensors_raw(path)
+
+    def bad(msg: str) -> CheckpointError:
+        return CheckpointError(f"{path} is not a readable safetensors file ({msg}).")
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        n = int.from_bytes(f.read(8), "little")
+        if size < 8 or n > size - 8:
+            raise bad("truncated header")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise bad(str(err)) from None
+        if not isinstance(header, dict):
+            raise bad("the header is not a JSON object")
+        body = size - 8 - n
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                kind = _ST_DTYPES[info["dtype"]]
+                start, end = (int(x) for x in info["data_offsets"])
+                shape = tuple(int(x) for x in info["shape"])
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} has an unsupported or malformed entry {info!r}."
+                ) from None
+            if not 0 <= start <= end <= body:
+                raise CheckpointError(f"{path}: tensor {name!r} lies outside the file.")
+            count = int(np.prod(shape, dtype=np.int64))
+            dt = np.dtype("<u2" if kind == "bf16" else kind)
+            if end - start != dt.itemsize * count:
+                raise CheckpointError(f"{path}: tensor {name!r} has the wrong byte size.")
+            f.seek(8 + n + start)
+            arr = np.fromfile(f, dtype=dt, count=count) if count else np.zeros(0, dt)
+            if arr.size != count:
+                raise CheckpointError(f"{path}: tensor {name!r} is truncated.")
+            if kind == "bf16":
+                arr = (arr.astype(np.uint32) << 16).view(np.float32)
+            out[name] = arr.reshape(shape)
+    return out
 
 
 #: safetensors dtype names -> NumPy (BF16 is widened to float32 on reading).
@@ -71,49 +108,6 @@ _ST_DTYPES = {
     "U8": "u1",
     "BOOL": "?",
 }
-
-
-def _read_safetensors_raw(path: Path) -> dict[str, np.ndarray]:
-    """Read a safetensors file whose tensors NumPy cannot hold as stored (bfloat16).
-
-    The format is an 8-byte little-endian header length, a JSON header (name ->
-    ``dtype``, ``shape``, ``data_offsets``) and the raw bytes; bfloat16 values are
-    widened to float32 exactly (their 16 bits become the high half of a float32).
-    """
-    data = path.read_bytes()
-    try:
-        n = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + n])
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from None
-    body = memoryview(data)[8 + n :]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            kind = _ST_DTYPES[info["dtype"]]
-            start, end = (int(x) for x in info["data_offsets"])
-            shape = tuple(int(x) for x in info["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(
-                f"{path}: tensor {name!r} has an unsupported or malformed entry {info!r}."
-            ) from None
-        if not 0 <= start <= end <= len(body):
-            raise CheckpointError(f"{path}: tensor {name!r} lies outside the file.")
-        raw = body[start:end]
-        count = int(np.prod(shape, dtype=np.int64))
-        if kind == "bf16":
-            if len(raw) != 2 * count:
-                raise CheckpointError(f"{path}: tensor {name!r} has the wrong byte size.")
-            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-            out[name] = bits.view(np.float32).reshape(shape)
-        else:
-            dt = np.dtype(kind)
-            if len(raw) != dt.itemsize * count:
-                raise CheckpointError(f"{path}: tensor {name!r} has the wrong byte size.")
-            out[name] = np.frombuffer(raw, dtype=dt).reshape(shape).copy()
-    return out
 
 
 def file_sha256(path: str | os.PathLike, *, chunk: int = 1 << 22) -> str:

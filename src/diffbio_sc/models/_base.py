@@ -557,8 +557,13 @@ class SavedModel(nnx.Module):
         *,
         metadata: Mapping[str, Any] | None = None,
         history: Mapping[str, list[float]] | None = None,
+        consume: bool = False,
     ):
         """Build a model (eval mode) from ``config`` and flat weights, checking them first.
+
+        With ``consume=True`` (``weights`` a dict the caller gives up) each array
+        is popped from ``weights`` once it is a JAX array, so the NumPy copy can
+        be freed as the model fills: peak memory stays near one copy of the weights.
 
         Raises
         ------
@@ -588,7 +593,11 @@ class SavedModel(nnx.Module):
         leaves = []
         for path, var in flat:
             want = var.get_value()
-            arr = jnp.asarray(weights[".".join(map(str, path))], dtype=want.dtype)
+            name = ".".join(map(str, path))
+            arr = jnp.asarray(
+                weights.pop(name) if consume else weights[name],  # type: ignore[attr-defined]
+                dtype=want.dtype,
+            )
             leaves.append((path, var.replace(arr)))
         model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
         if metadata is not None:

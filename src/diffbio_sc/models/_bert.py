@@ -548,14 +548,17 @@ class BertEncoder(SavedModel):
 # ------------------------------------------------------------------ weights
 
 
-def from_torch_weights(cls, config, arrays: Mapping[str, np.ndarray], *, where: str):
+def from_torch_weights(
+    cls, config, arrays: Mapping[str, np.ndarray], *, where: str, consume: bool = False
+):
     """Build ``cls`` (a :class:`~diffbio_sc.models.SavedModel`) from mapped checkpoint arrays.
 
     The names, shapes and values are checked by ``cls.from_weights``; an error
-    names ``where`` (the checkpoint files) and the mismatch.
+    names ``where`` (the checkpoint files) and the mismatch. ``consume=True``:
+    ``arrays`` (a dict nobody else uses) is emptied as the model fills.
     """
     try:
-        return cls.from_weights(config, arrays)
+        return cls.from_weights(config, arrays, consume=consume)
     except ModelFormatError as err:
         raise ModelFormatError(
             f"{where}: {err} The config and the weights do not belong together."

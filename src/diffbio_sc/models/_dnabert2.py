@@ -284,7 +284,9 @@ _IGNORED_PREFIXES = ("cls.", "classifier.", "bert.pooler.", "pooler.")
 _IGNORED_NAMES = {"embeddings.token_type_ids", "embeddings.position_ids"}
 
 
-def _map_dnabert2_weights(weights: Mapping[str, np.ndarray], where: str) -> dict:
+def _map_dnabert2_weights(
+    weights: Mapping[str, np.ndarray], where: str, *, consume: bool = False
+) -> dict:
     """DNABERT-2 state dict -> NNX paths of :class:`Dnabert2Encoder`; unknown names kept as-is.
 
     Names that map nowhere pass through unchanged, so that the one shape check of
@@ -293,7 +295,9 @@ def _map_dnabert2_weights(weights: Mapping[str, np.ndarray], where: str) -> dict
     """
     prefix = "bert." if any(k.startswith("bert.") for k in weights) else ""
     out: dict[str, np.ndarray] = {}
-    for name, w in weights.items():
+    for name in list(weights):
+        # consume: pop each tensor as it is mapped (a transposed kernel frees its original)
+        w = weights.pop(name) if consume else weights[name]  # type: ignore[attr-defined]
         body = name[len(prefix) :] if name.startswith(prefix) else None
         if name.startswith(_IGNORED_PREFIXES) or body in _IGNORED_NAMES:
             continue
@@ -336,5 +340,9 @@ def dnabert2_from_checkpoint(ckpt, *, pad_token_id: int) -> Dnabert2Encoder:
     )
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
     return from_torch_weights(
-        Dnabert2Encoder, cfg, _map_dnabert2_weights(ckpt.weights, where), where=where
+        Dnabert2Encoder,
+        cfg,
+        _map_dnabert2_weights(ckpt.weights, where, consume=True),
+        where=where,
+        consume=True,
     )

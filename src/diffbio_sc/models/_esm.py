@@ -362,7 +362,11 @@ _IGNORED_SUFFIXES = ("position_ids", "rotary_embeddings.inv_freq")
 
 
 def _map_esm_weights(
-    weights: Mapping[str, np.ndarray], cfg: EsmConfig, where: str = "checkpoint"
+    weights: Mapping[str, np.ndarray],
+    cfg: EsmConfig,
+    where: str = "checkpoint",
+    *,
+    consume: bool = False,
 ) -> dict:
     """PyTorch ESM state dict -> NNX paths of :class:`EsmEncoder`; unknown names kept as-is.
 
@@ -372,7 +376,9 @@ def _map_esm_weights(
     """
     prefix = "esm." if any(k.startswith("esm.") for k in weights) else ""
     out: dict[str, np.ndarray] = {}
-    for name, w in weights.items():
+    for name in list(weights):
+        # consume: pop each tensor as it is mapped (a transposed kernel frees its original)
+        w = weights.pop(name) if consume else weights[name]  # type: ignore[attr-defined]
         if name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES):
             continue
         w = float_weight(name, w, where)  # float16 / bfloat16 widen; integer refused
@@ -416,5 +422,9 @@ def esm_from_checkpoint(ckpt) -> EsmEncoder:
     cfg = EsmConfig.from_hf(ckpt.config, source=str(ckpt.config_file))
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
     return from_torch_weights(
-        EsmEncoder, cfg, _map_esm_weights(ckpt.weights, cfg, where), where=where
+        EsmEncoder,
+        cfg,
+        _map_esm_weights(ckpt.weights, cfg, where, consume=True),
+        where=where,
+        consume=True,
     )

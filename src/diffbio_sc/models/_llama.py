@@ -354,11 +354,15 @@ _IGNORED = ("lm_head.weight",)
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def _map_llama_weights(weights: Mapping[str, np.ndarray], where: str = "checkpoint") -> dict:
+def _map_llama_weights(
+    weights: Mapping[str, np.ndarray], where: str = "checkpoint", *, consume: bool = False
+) -> dict:
     """PyTorch Llama state dict -> NNX paths of :class:`LlamaDecoder`; unknown names kept as-is."""
     prefix = "model." if any(k.startswith("model.") for k in weights) else ""
     out: dict[str, np.ndarray] = {}
-    for name, w in weights.items():
+    for name in list(weights):
+        # consume: pop each tensor as it is mapped (a transposed kernel frees its original)
+        w = weights.pop(name) if consume else weights[name]  # type: ignore[attr-defined]
         if name in _IGNORED or name.endswith(_IGNORED_SUFFIXES):
             continue
         w = float_weight(name, w, where)  # float16 / bfloat16 widen; integer refused
@@ -394,5 +398,9 @@ def llama_from_checkpoint(ckpt, *, pad_token_id: int) -> LlamaDecoder:
     cfg = LlamaConfig.from_hf(ckpt.config, pad_token_id=pad_token_id, source=str(ckpt.config_file))
     where = f"{ckpt.weights_files[0]} (with {ckpt.config_file.name})"
     return from_torch_weights(
-        LlamaDecoder, cfg, _map_llama_weights(ckpt.weights, where), where=where
+        LlamaDecoder,
+        cfg,
+        _map_llama_weights(ckpt.weights, where, consume=True),
+        where=where,
+        consume=True,
     )

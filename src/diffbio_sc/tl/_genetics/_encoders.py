@@ -338,12 +338,6 @@ class DnaCheckpointEncoder:
     def __init__(self, model, *, batch_size: int = 64, pooling: str | None = None) -> None:
         from .._sequence._dna_checkpoint import family_name, kmer_size, max_window
 
-        if model.family == "dnabert2":
-            raise DfmInputError(
-                "embed_genes does not run DNABERT-2 checkpoints yet (its BPE token count is not "
-                "a function of the window length); embed the exported gene sequences with "
-                "model.embed and pass them as a PrecomputedEncoder."
-            )
         self.model = model
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.pooling = model.pooling if pooling is None else pooling

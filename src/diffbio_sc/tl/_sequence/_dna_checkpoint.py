@@ -1,4 +1,4 @@
-"""Published DNA checkpoints (Nucleotide Transformer v1/v2, GENERator) in ``embed_sequences``.
+"""Published DNA checkpoints (Nucleotide Transformer, GENERator, DNABERT-2 ...) in ``embed_sequences``.
 
 A :class:`~diffbio_sc.models._dna_checkpoints.DnaCheckpointModel` reads its own
 tokens (6-mers plus single bases and special tokens), so its context is a
@@ -15,6 +15,14 @@ tokens: ``<cls>`` [+ ``<eos>``] for NT, ``<s>`` + ``</s>`` for GENERator):
   2), so the bound used for a window of ``w`` bases is the largest count over
   every length ``n <= w`` (a sequence shorter than the window is embedded
   whole): ``s + w // 6 + max(w % 6, 4)`` once ``w >= 6``.
+* DNABERT-2 cuts each window by byte-pair encoding, tokenised on its own as
+  ``[CLS] ... [SEP]``. Its pieces vary with the bases, but every BPE token
+  covers at least one base (it reads only ``ACGT``), so a window of ``w``
+  bases gives at most ``w + 2`` tokens. This bound does not depend on the
+  data: the largest window is ``max_tokens - 2`` bases (its trained length,
+  ALiBi has no position table but diffbio_sc keeps to the config's
+  ``max_position_embeddings``). Longer windows, which would fit only for
+  some sequences, are refused rather than checked per sequence.
 
 :func:`max_window` is the largest ``window`` whose bound fits ``max_tokens``;
 a larger window is refused before any work. The token counts of the actual
@@ -54,14 +62,29 @@ def family_name(model) -> str:
     return str(model.family)
 
 
-def kmer_size(model) -> int:
-    """Bases per k-mer token (6 for NT; the tokenizer's ``k`` for GENERator)."""
+def is_bpe(model) -> bool:
+    """Whether the model's tokens are byte-pair pieces of varying length (DNABERT-2)."""
+    return model.family == "dnabert2"
+
+
+def kmer_size(model) -> int | None:
+    """Bases per k-mer token (6 for NT; the tokenizer's ``k`` for GENERator; None for BPE)."""
+    if is_bpe(model):
+        return None
     return int(getattr(model.tokenizer, "k", _CHECKPOINT_K))
+
+
+def token_rule(model) -> str:
+    """How the model's tokens relate to bases, for messages."""
+    s = n_special_tokens(model)
+    if is_bpe(model):
+        return f"byte-pair tokens of one or more bases and {s} special tokens"
+    return f"{kmer_size(model)}-mer tokens, single-base leftovers and {s} special token(s)"
 
 
 def n_special_tokens(model) -> int:
     """Count the special tokens of every sequence (``<cls>`` [+ ``<eos>``]; ``<s>``, ``</s>``)."""
-    if model.family == "generator":
+    if model.family in ("generator", "dnabert2"):  # <s> </s>; [CLS] [SEP]
         return 2
     if hasattr(model.tokenizer, "n_special"):  # tokenizers that say it (Caduceus)
         return int(model.tokenizer.n_special)
@@ -70,7 +93,10 @@ def n_special_tokens(model) -> int:
 
 def token_bound(model, window: int) -> int:
     """Most tokens a piece of at most ``window`` bases (of ``ACGT``) gives (module docstring)."""
-    k, s = kmer_size(model), n_special_tokens(model)
+    s = n_special_tokens(model)
+    if is_bpe(model):  # every BPE token covers >= 1 base
+        return s + window
+    k = kmer_size(model)
     if model.family == "generator":
         return s + -(-window // k)
     if window < k:
@@ -80,7 +106,7 @@ def token_bound(model, window: int) -> int:
 
 def max_window(model) -> int:
     """Largest ``window`` (bases) whose :func:`token_bound` fits ``model.max_tokens`` (0: none)."""
-    lo, hi = 0, kmer_size(model) * int(model.max_tokens)  # token_bound is non-decreasing
+    lo, hi = 0, (kmer_size(model) or 1) * int(model.max_tokens)  # token_bound non-decreasing
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if token_bound(model, mid) <= model.max_tokens:
@@ -97,8 +123,7 @@ def check_window(model, window: int) -> None:
         largest = max_window(model)
         raise DfmInputError(
             f"window={window} bases can give up to {bound} tokens for the "
-            f"{family_name(model)} model ({kmer_size(model)}-mer tokens, single-base leftovers "
-            f"and {n_special_tokens(model)} special token(s)), more than its context of "
+            f"{family_name(model)} model ({token_rule(model)}), more than its context of "
             f"{model.max_tokens} tokens. The largest window that fits is window={largest}."
         )
 
@@ -146,8 +171,9 @@ def embed_with_checkpoint(
     -------
     ``(embeddings, runner, n_pieces)``: float32 ``(len(sequences), d)`` vectors
     (a windowed sequence gets the length-weighted mean of its windows'), the
-    :class:`~diffbio_sc.models._adapters.SequenceAdapter` used, and the number
-    of pieces embedded.
+    :class:`~diffbio_sc.models._adapters.SequenceAdapter` used (its
+    ``max_piece_tokens`` is the largest token count of a piece, either strand),
+    and the number of pieces embedded.
     """
     from ...models._adapters import SequenceAdapter
     from ._common import average_windows, check_lengths, tile_sequences
@@ -172,6 +198,7 @@ def embed_with_checkpoint(
         if window is None
         else "Use a smaller window= (every N is a token of its own)",
     )
+    runner.max_piece_tokens = int(counts.max()) if counts.size else 0
     emb = runner(pieces, counts)
     if window is not None:
         emb = average_windows(emb, owner, weight, len(sequences))

@@ -77,9 +77,10 @@ def embed_sequences(
         encoder on these sequences with the default budget
         (:func:`diffbio_sc.tl.pretrain_sequences` with ``**pretrain_kwargs``).
         A checkpoint reads only its own alphabet (``ACGTN`` for NT, ``ACGT``
-        for GENERator, upper case): other symbols are an error naming the
-        sequence and position. Its context is ``model.max_tokens`` tokens
-        (k-mers, single-base leftovers and special tokens; see ``window``).
+        for GENERator and DNABERT-2, upper case): other symbols are an error
+        naming the sequence and position. Its context is ``model.max_tokens``
+        tokens (k-mers, single-base leftovers, byte-pair pieces and special
+        tokens; see ``window``).
     reverse_complement
         ``'average'`` (default; embed both strands and average the pooled
         vectors), ``'equivariant'`` (needs an encoder built with it; refused
@@ -109,7 +110,9 @@ def embed_sequences(
         in bases and its context in tokens: a window of ``w`` bases of
         ``ACGT`` gives at most ``s + ceil(w / 6)`` tokens (GENERator, ``s = 2``
         specials) or ``s + w // 6 + max(w % 6, 4)`` (Nucleotide Transformer,
-        ``w >= 6``, shorter leftovers included; every ``N`` adds one), and a
+        ``w >= 6``, shorter leftovers included; every ``N`` adds one) or
+        ``w + 2`` (DNABERT-2: each window tokenised on its own as ``[CLS] ...
+        [SEP]``, every byte-pair token covers at least one base), and a
         window whose bound exceeds ``max_tokens`` is an error naming the
         largest window that fits (recorded as ``max_window``).
     stride
@@ -148,14 +151,15 @@ def embed_sequences(
         ``weights_retrievable``, ``batch_size``, ``bucket_widths``,
         ``n_sequences``, ``window``, ``stride``, ``n_windows`` (pieces
         embedded), ``mod`` and ``created_by``. For a DNA checkpoint:
-        ``source`` (``'nucleotide_transformer'`` or ``'generator'``),
-        ``model_family`` (``'nucleotide_transformer_v1'``,
-        ``'nucleotide_transformer_v2'`` or ``'generator'``), ``adapter_mode``
+        ``source`` (``'nucleotide_transformer'``, ``'generator'``,
+        ``'dnabert2'`` ...), ``model_family`` (``'nucleotide_transformer_v1'``,
+        ``'nucleotide_transformer_v2'``, ``'generator'``, ``'dnabert2'`` ...), ``adapter_mode``
         ``'checkpoint'``, ``artifact_sha256`` and ``checkpoint_sha256``
         (the weight file(s)), ``vocab_sha256``, ``checkpoint_path``,
-        ``tokenizer`` (name, alphabet, k, vocabulary size, special tokens,
+        ``tokenizer`` (name, alphabet, k (``None`` for BPE), vocabulary size, special tokens,
         vocabulary file), ``pooling``, ``layer_index`` and ``n_layers`` (the
-        last layer), ``max_tokens``, ``max_window``, ``hub`` (``repo_id``,
+        last layer), ``max_tokens``, ``max_window``, ``max_piece_tokens``
+        (largest token count of an embedded piece, either strand), ``hub`` (``repo_id``,
         ``revision``, ... for a model from
         :func:`~diffbio_sc.models.from_pretrained`, else ``None``) instead
         of ``weights_sha256`` and ``training``.
@@ -200,12 +204,6 @@ def embed_sequences(
         )
     encoder, model_path = resolve_encoder(encoder)
     checkpoint = is_dna_checkpoint(encoder)
-    if checkpoint and encoder.family == "dnabert2":
-        raise DfmInputError(
-            "embed_sequences does not run DNABERT-2 checkpoints yet (its BPE token count is not "
-            "a function of the window length); embed with model.embed(sequences) and import the "
-            "vectors with dfm.tl.load_embeddings."
-        )
     if pooling is not None and not checkpoint:
         raise DfmInputError(
             "pooling= applies to DNA checkpoints (Nucleotide Transformer, GENERator); a "
@@ -387,7 +385,8 @@ def _checkpoint_entry(model, runner, *, reverse_complement, model_path) -> dict:
         "artifact_sha256": model.sha256,
         **model.digests(),
         "checkpoint_path": os.fspath(model.path),
-        "preprocessing_version": f"{family} tokens;k={k};max_tokens={runner.max_tokens}",
+        "preprocessing_version": f"{family} tokens;{'BPE' if k is None else f'k={k}'};"
+        f"max_tokens={runner.max_tokens}",
         "pooling_strategy": runner.pooling,
         "pooling": runner.pooling,
         "layer_index": int(model.n_layers),
@@ -396,6 +395,7 @@ def _checkpoint_entry(model, runner, *, reverse_complement, model_path) -> dict:
         "tokenizer": tokenizer,
         "max_tokens": int(runner.max_tokens),
         "max_window": int(max_window(model)),
+        "max_piece_tokens": int(getattr(runner, "max_piece_tokens", 0)),
         "config": model.config.to_dict(),
         "model_path": model_path,
         # the weights are the checkpoint's files (digest above), on disk or on the Hub

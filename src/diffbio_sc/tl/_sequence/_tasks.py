@@ -162,7 +162,7 @@ def _frozen_embed(enc, seqs, names, batch_size: int, task_info: dict, name: str)
     largest = max_window(enc)
     window = largest if max(len(s) for s in seqs) > largest else None
     stride = max(1, largest // 2) if window is not None else None
-    emb, _, n_pieces = embed_with_checkpoint(
+    emb, runner, n_pieces = embed_with_checkpoint(
         enc,
         seqs,
         names,
@@ -178,6 +178,7 @@ def _frozen_embed(enc, seqs, names, batch_size: int, task_info: dict, name: str)
         "window": window,
         "stride": stride,
         "n_windows": int(n_pieces),
+        "max_piece_tokens": int(runner.max_piece_tokens),
     }
     return emb
 
@@ -329,7 +330,7 @@ def genomics_tasks(
         a task has sequences longer than the largest window that fits the
         context (``max_window`` bases), windows of ``max_window`` bases with
         stride ``max_window // 2``; it reads only its own alphabet (``ACGTN``
-        NT, ``ACGT`` GENERator), and another symbol is an error naming the
+        NT, ``ACGT`` GENERator and DNABERT-2), and another symbol is an error naming the
         sequence and position.
 
     Returns
@@ -358,8 +359,9 @@ def genomics_tasks(
         ``checkpoint_path``, ``hub``, tokenizer, pooling, ``max_tokens``,
         ``max_window`` and the fields of ``embed_sequences``' record; per
         task, ``report['tasks'][task]['frozen_encoders'][name]`` holds the
-        ``window``, ``stride`` (``None`` when no sequence needed windows) and
-        ``n_windows`` used. With ``data``, the task entry records
+        ``window``, ``stride`` (``None`` when no sequence needed windows),
+        ``n_windows`` and ``max_piece_tokens`` (largest token count of a
+        piece). With ``data``, the task entry records
         ``data='user'``, the keys, class counts and ``split`` (how it was made).
 
     Raises
