@@ -88,3 +88,29 @@ def test_dnabert2_mapping_consumes_the_state_dict():
     assert not d and set(out) == set(keep)
     for k, v in keep.items():
         np.testing.assert_array_equal(out[k], v)
+
+
+def _write_offsets(path, entries, body):
+    """A safetensors file with explicit offsets: [(name, dtype, shape, (start, end))]."""
+    header = {n: {"dtype": d, "shape": list(s), "data_offsets": list(o)} for n, d, s, o in entries}
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + body)
+    return path
+
+
+def test_overlapping_or_gapped_tensors_are_refused(tmp_path):
+    body = np.arange(4, dtype=np.float32).tobytes()  # 16 bytes
+    # two tensors sharing the same bytes: the library refuses this layout, and so do we
+    p = _write_offsets(tmp_path / "o.safetensors",
+                       [("a", "F32", (2,), (0, 8)), ("b", "F32", (2,), (4, 12))], body)  # fmt: skip
+    with pytest.raises(CheckpointError, match="'b' overlaps another tensor"):
+        read_safetensors(p)
+    p = _write_offsets(tmp_path / "g.safetensors",
+                       [("a", "F32", (2,), (0, 8)), ("b", "F32", (1,), (12, 16))], body)  # fmt: skip
+    with pytest.raises(CheckpointError, match="'b' leaves a gap before it"):
+        read_safetensors(p)
+    ok = _write_offsets(tmp_path / "k.safetensors",
+                        [("b", "F32", (2,), (8, 16)), ("a", "F32", (2,), (0, 8))], body)  # fmt: skip
+    got = read_safetensors(ok)
+    np.testing.assert_array_equal(got["a"], [0, 1])
+    np.testing.assert_array_equal(got["b"], [2, 3])

@@ -67,7 +67,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if not isinstance(header, dict):
             raise bad("the header is not a JSON object")
         body = size - 8 - n
-        out = {}
+        entries = []
         for name, info in header.items():
             if name == "__metadata__":
                 continue
@@ -85,6 +85,17 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             dt = np.dtype("<u2" if kind == "bf16" else kind)
             if end - start != dt.itemsize * count:
                 raise CheckpointError(f"{path}: tensor {name!r} has the wrong byte size.")
+            entries.append((start, end, name, kind, dt, count, shape))
+        # as the safetensors library requires: tensors tile the data section, no overlap, no gap
+        entries.sort(key=lambda e: (e[0], e[1]))
+        pos = 0
+        for start, end, name, *_ in entries:
+            if start != pos:
+                what = "overlaps another tensor" if start < pos else "leaves a gap before it"
+                raise CheckpointError(f"{path}: tensor {name!r} {what} (invalid layout).")
+            pos = end
+        out = {}
+        for start, _end, name, kind, dt, count, shape in entries:
             f.seek(8 + n + start)
             arr = np.fromfile(f, dtype=dt, count=count) if count else np.zeros(0, dt)
             if arr.size != count:
