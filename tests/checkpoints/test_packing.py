@@ -150,9 +150,9 @@ def test_runner_packing_mode_rule_and_even_calls():
     tokens = np.zeros((150, 100), np.int64)
     for i, n in enumerate(lengths):
         tokens[i, :n] = rng.integers(1, 50, n)
-    expect = np.stack(
-        [tokens.sum(1), [n * (n - 1) // 2 for n in lengths]], axis=1
-    ).astype(np.float32)
+    expect = np.stack([tokens.sum(1), [n * (n - 1) // 2 for n in lengths]], axis=1).astype(
+        np.float32
+    )
     r = _runner(None)
     assert r.will_pack(lengths)  # median ~20 < 64 / 2
     np.testing.assert_array_equal(r(lengths, tokens), expect)

@@ -478,6 +478,5 @@ class BucketedRunner:
         return self.iter_run(lengths, lambda idx, w: [a[idx, :w] for a in arrays])
 
     def __call__(self, lengths: np.ndarray, *arrays: np.ndarray):
-        """:meth:`run` over whole ``(n, max_length, ...)`` right-padded arrays (or packed,
-        as :meth:`iter_batches`)."""
+        """:meth:`run` over whole right-padded arrays, or packed (see :meth:`iter_batches`)."""
         return self._gather(int(np.asarray(lengths).shape[0]), self.iter_batches(lengths, *arrays))

@@ -307,7 +307,11 @@ def embed_checkpoint(
             )
             fn = _geneformer_apply
             static = (graphdef, layer_index, pooling, specials_ids, want_genes)
-            packs = packing if packing is not None else (None if bucketing and not want_genes else False)
+            packs = (
+                packing
+                if packing is not None
+                else (None if bucketing and not want_genes else False)
+            )
         else:
             fn = _scgpt_apply
             static = graphdef
