@@ -17,9 +17,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import diffbio_sc as dfm
 from diffbio_sc.io._checkpoints import CheckpointError, read_checkpoint, read_torch_weights
@@ -38,14 +36,6 @@ def _expected(name: str):
 
 def _valid(e):
     return np.arange(e["input_ids"].shape[1])[None] < e["lengths"][:, None]
-
-
-@pytest.fixture(autouse=True)
-def _no_bar():
-    old = dfm.settings.progress_bar
-    dfm.settings.progress_bar = False
-    yield
-    dfm.settings.progress_bar = old
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +65,6 @@ def _hidden_states(module, *inputs):
             lambda gd, st, *x: nnx.merge(gd, st).hidden_states(*x), static_argnums=0
         )
     return [np.asarray(h) for h in _HIDDEN["fn"](graphdef, state, *inputs)]
-
-
-@pytest.fixture
-def cells():
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
 
 
 def _snapshot(adata):

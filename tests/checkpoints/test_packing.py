@@ -7,11 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import diffbio_sc as dfm
 from diffbio_sc.models._runner import BucketedRunner
@@ -20,27 +17,9 @@ FIX = Path(__file__).parent / "fixtures"
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _no_bar():
-    old = dfm.settings.progress_bar
-    dfm.settings.progress_bar = False
-    yield
-    dfm.settings.progress_bar = old
-
-
 @pytest.fixture(scope="module")
 def models():
     return {n: dfm.models.load_checkpoint(FIX / n) for n in ("geneformer_v1", "geneformer_v2")}
-
-
-@pytest.fixture
-def cells():
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
 
 
 def _embed(adata, model, **kw):

@@ -38,6 +38,8 @@ __all__ = ["embed_checkpoint", "is_checkpoint"]
 DEFAULT_KEYS = {"geneformer": "X_geneformer", "scgpt": "X_scgpt"}
 #: Cells tokenized and run per chunk (bounds the token arrays' memory).
 DEFAULT_CHUNK = 2048
+#: Cells per packed row at most (Geneformer packing).
+MAX_SEGMENTS = 32
 
 
 def _geneformer_apply(static, params, tokens):
@@ -312,11 +314,11 @@ def embed_checkpoint(
                 if packing is not None
                 else (None if bucketing and not want_genes else False)
             )
+            packed_static = (graphdef, layer_index, pooling, specials_ids, MAX_SEGMENTS)
         else:
             fn = _scgpt_apply
             static = graphdef
-            packs = False
-        max_segments = 32
+            packs, packed_static = False, None
         runner = BucketedRunner(
             fn,
             state,
@@ -325,10 +327,10 @@ def embed_checkpoint(
             max_batch_tokens=max_batch_tokens,
             bucketing=bucketing,
             packed_fn=None if packs is False else _geneformer_packed_apply,
-            packed_static=(graphdef, layer_index, pooling, specials_ids, max_segments),
+            packed_static=packed_static,
             packing=packs,
             pad_id=int(cfg.pad_token_id) if family == "geneformer" else 0,
-            max_segments=max_segments,
+            max_segments=MAX_SEGMENTS,
         )
         n = adata.n_obs
         result = np.empty((n, model.hidden_dim), dtype=np.float32)
