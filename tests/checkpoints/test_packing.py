@@ -97,15 +97,11 @@ def _segment_sums(static, params, ids, seg, pos):
 
 
 def _token_sums(static, params, ids):
-    return jnp_stack_sums(ids) + params["b"]
-
-
-def jnp_stack_sums(ids):
+    """The same sums over right-padded rows (token 0 = padding)."""
     import jax.numpy as jnp
 
-    L = ids.shape[1]
-    pos = jnp.broadcast_to(jnp.arange(L), ids.shape) * (ids > 0)
-    return jnp.stack([ids.sum(1), pos.sum(1)], axis=1).astype(jnp.float32)
+    pos = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape) * (ids > 0)
+    return jnp.stack([ids.sum(1), pos.sum(1)], axis=1).astype(jnp.float32) + params["b"]
 
 
 def _runner(packing, max_batch_tokens=64 * 8):
