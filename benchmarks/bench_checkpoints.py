@@ -8,8 +8,10 @@ layers x 768, 12 heads, intermediate 3,072, gelu, 4,096 positions,
 are tokenized once with ``dfm.pp.tokenize`` (a token dictionary over the data's
 genes, medians from ``dfm.pp.gene_medians``), and the same tokens are embedded by
 
-* ``dfm.tl.embed_checkpoint`` with length bucketing (default) and without
-  (every cell padded to the model's input size), each in a fresh process,
+* ``dfm.tl.embed_checkpoint`` with packed rows (``packing=True``, what the
+  default picks when cells are much shorter than the context), with length
+  bucketing only (``packing=False``) and without either (every cell padded to
+  the model's input size; skipped with ``--full-cells 0``), each in a fresh process,
   reporting the first call (compilation included) and a second, warm call;
 * transformers on torch (``torch.inference_mode``, float32, its default
   threads), in a fresh process of a separate environment that has torch, after
@@ -133,19 +135,21 @@ JAX_RUN = textwrap.dedent(
     import anndata as ad, numpy as np
     import diffbio_sc as dfm
     dfm.settings.progress_bar = False
-    ckpt, h5ad, bucketing, out = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+    ckpt, h5ad, mode, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    kw = {"packed": dict(packing=True), "buckets": dict(packing=False),
+          "full": dict(bucketing=False, packing=False)}[mode]
     adata = ad.read_h5ad(h5ad)
     model = dfm.models.load_checkpoint(ckpt)
     times, cpus = [], []
     for _ in range(2):
         t0, c0 = time.perf_counter(), time.process_time()
-        dfm.tl.embed_checkpoint(adata, model, bucketing=bucketing, max_batch_tokens=16384)
+        dfm.tl.embed_checkpoint(adata, model, max_batch_tokens=16384, **kw)
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     np.save(out, adata.obsm["X_geneformer"])
     entry = adata.uns["dfm"]["embeddings"]["X_geneformer"]
     import jax
-    print(json.dumps({"cold": times[0], "warm": times[1], "cold_cpu": cpus[0], "warm_cpu": cpus[1],"shapes": int(entry["n_compiled_shapes"]),
+    print(json.dumps({"cold": times[0], "warm": times[1], "cold_cpu": cpus[0], "warm_cpu": cpus[1],"shapes": int(entry["n_compiled_shapes"]), "packed": bool(entry["packed"]),
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "devices": str(jax.devices()[0].platform)}))
     """
@@ -268,7 +272,8 @@ def main() -> None:
             best = min(sweep, key=sweep.get)
             print(f"# {label}: torch sweep (CPU s by batch) {sweep}; best {best}", flush=True)
             ref = None
-            for bucketing in (True, False):
+            for mode in ("packed", "buckets", "full") if nf else ("packed", "buckets"):
+                bucketing = mode != "full"
                 cells_file, m = (h5ad, n) if bucketing else (h5ad_full, nf)
                 # rounds alternate dfm and torch (fresh processes); min and median kept
                 dfm_runs, torch_runs = [], []
@@ -282,7 +287,7 @@ def main() -> None:
                                     JAX_RUN,
                                     ckpt,
                                     cells_file,
-                                    int(bucketing),
+                                    mode,
                                     tmp / "jax.npy",
                                 )
                             )
@@ -299,15 +304,19 @@ def main() -> None:
                                 )
                             )
                 emb = np.load(tmp / "jax.npy")
-                ref = emb if bucketing else ref
+                ref = emb if ref is None else ref
                 diff = np.abs(np.load(tmp / "torch.npy") - emb).max()
                 dfm_cpu = np.array([m / r["warm_cpu"] for r in dfm_runs])
                 t_cpu = np.array([m / r["cpu"] for r in torch_runs])
                 ratios = dfm_cpu / t_cpu
                 note = f"{dfm_runs[-1]['shapes']} compiled shapes"
-                if not bucketing:
-                    note = f"{m} cells; max diff vs buckets {np.abs(emb - ref[:m]).max():.1e}"
-                what = "length buckets" if bucketing else "padded to input size"
+                if mode != "packed":
+                    note += f"; {m} cells; max diff vs packed {np.abs(emb - ref[:m]).max():.1e}"
+                what = {
+                    "packed": "packed rows (packing=True)",
+                    "buckets": "length buckets (packing=False)",
+                    "full": "padded to input size",
+                }[mode]
                 r, t = dfm_runs[-1], torch_runs[-1]
                 rows.append(
                     dict(

@@ -95,13 +95,13 @@ def test_gene_medians_not_positive_numbers_are_refused(tmp_path, value, shown):
     assert "1 of 40" in msg  # counts the bad medians
 
 
-def test_gene_medians_passed_as_mapping_are_checked_and_adata_unchanged(cells_small):
+def test_gene_medians_passed_as_mapping_are_checked_and_adata_unchanged(cells):
     med = json.loads((FIX / "geneformer_v1" / "gene_median_dictionary.json").read_text())
     med["ENSG00000000003"] = 0
-    before = cells_small.copy()
+    before = cells.copy()
     with pytest.raises(CheckpointError, match="ENSG00000000003"):
-        dfm.tl.embed_checkpoint(cells_small, FIX / "geneformer_v1", gene_median_dictionary=med)
-    assert list(cells_small.obsm) == list(before.obsm) and "dfm" not in cells_small.uns
+        dfm.tl.embed_checkpoint(cells, FIX / "geneformer_v1", gene_median_dictionary=med)
+    assert list(cells.obsm) == list(before.obsm) and "dfm" not in cells.uns
 
 
 def test_scgpt_vocabulary_id_beyond_the_embedding_table_is_refused(tmp_path):
@@ -211,20 +211,6 @@ def test_checkpoint_model_repr_is_a_short_summary():
     mod = repr(m.module)
     assert mod.startswith("BertEncoder") and len(mod.splitlines()) <= 8
     assert "num_hidden_layers=3" in mod and f"parameters: {n:,}" in mod
-
-
-@pytest.fixture
-def cells_small():
-    import anndata as ad
-    import pandas as pd
-    import scipy.sparse as sp
-
-    c = np.load(FIX / "cells.npz")
-    return ad.AnnData(
-        X=sp.csr_matrix(c["counts"].astype(np.float32)),
-        obs=pd.DataFrame(index=c["obs"]),
-        var=pd.DataFrame({"symbol": c["symbols"]}, index=c["ensembl"]),
-    )
 
 
 def test_token_ids_must_be_integers_not_strings_or_fractions(tmp_path):

@@ -38,14 +38,6 @@ def _valid(e):
     return np.arange(e["input_ids"].shape[1])[None] < e["lengths"][:, None]
 
 
-@pytest.fixture(autouse=True)
-def _no_bar():
-    old = dfm.settings.progress_bar
-    dfm.settings.progress_bar = False
-    yield
-    dfm.settings.progress_bar = old
-
-
 @pytest.fixture(scope="module")
 def loaded():
     """Checkpoints loaded once per module (loading traces the architecture)."""
@@ -73,11 +65,6 @@ def _hidden_states(module, *inputs):
             lambda gd, st, *x: nnx.merge(gd, st).hidden_states(*x), static_argnums=0
         )
     return [np.asarray(h) for h in _HIDDEN["fn"](graphdef, state, *inputs)]
-
-
-@pytest.fixture
-def cells(checkpoint_cells):
-    return checkpoint_cells
 
 
 def _snapshot(adata):

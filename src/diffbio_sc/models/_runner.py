@@ -37,6 +37,17 @@ short buckets get more rows per batch, long ones fewer; or by a fixed number
 of rows (``batch_rows``). With several JAX devices the batch axis is split
 across them (parameters replicated), and the batch size is a multiple of the
 device count.
+
+Packing mode (``packed_fn``): cells much shorter than the batch's width are
+laid side by side in rows (:mod:`diffbio_sc.models._packing`) instead of
+being padded, and run through ``packed_fn(static, params, ids, segment_ids,
+positions)``, a segment-aware forward with block-diagonal attention that
+returns one vector per segment (``rows * max_segments`` of them; segment ``j``
+of a call is cell ``j - 1`` of that call). With ``packing=None`` (auto) a set
+of items is packed when its median length is below half the packed row width
+(the longest item rounded up to 64): a row then holds two or more typical
+items; shorter spreads are bucketed as above. A packed item's result equals
+its unpacked one to float rounding and does not depend on its row-mates.
 """
 
 from __future__ import annotations
@@ -236,6 +247,19 @@ class BucketedRunner:
     bucketing
         ``False`` pads every batch to ``max_length`` (one shape), as a runner
         without buckets would.
+    packed_fn
+        Segment-aware forward ``packed_fn(static, params, ids, segment_ids,
+        positions)`` returning ``(rows * max_segments, ...)`` per-segment
+        results (packing mode, :meth:`iter_batches` with one token array).
+    packed_static
+        ``packed_fn``'s hashable first argument (default ``static``).
+    packing
+        ``None`` (auto: pack when the items' median length is below half the
+        packed row width), ``True`` (always) or ``False`` (never).
+    pad_id
+        Padding token of packed rows.
+    max_segments
+        Items per packed row at most.
     edges
         Bucket edges (default :func:`bucket_edges` of ``max_length``).
     devices
@@ -254,7 +278,23 @@ class BucketedRunner:
         bucketing: bool = True,
         edges: Sequence[int] | None = None,
         devices=None,
+        packed_fn: Callable | None = None,
+        packed_static=None,
+        packing: bool | None = None,
+        pad_id: int = 0,
+        max_segments: int = 32,
     ) -> None:
+        if packing and packed_fn is None:
+            raise ValueError("packing=True needs a packed_fn (a segment-aware forward).")
+        if int(max_segments) < 1:
+            raise ValueError(f"max_segments must be >= 1, got {max_segments}.")
+        self._packed_fn = None if packed_fn is None or packing is False else _jitted(packed_fn)
+        self.packing = packing
+        self.packed_static = static if packed_static is None else packed_static
+        self.pad_id = int(pad_id)
+        self.max_segments = int(max_segments)
+        #: Items run packed so far.
+        self.n_packed = 0
         self.max_length = int(max_length)
         if self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}.")
@@ -331,9 +371,13 @@ class BucketedRunner:
 
         Returns one array (or a tuple, as ``fn`` returns) with ``len(lengths)`` rows.
         """
-        n = int(np.asarray(lengths).shape[0])
+        return self._gather(int(np.asarray(lengths).shape[0]), self.iter_run(lengths, make_batch))
+
+    @staticmethod
+    def _gather(n: int, batches):
+        """Collect ``(indices, outputs)`` batches into ``n``-row arrays in item order."""
         results: list[np.ndarray] | None = None
-        for idx, outs in self.iter_run(lengths, make_batch):
+        for idx, outs in batches:
             if results is None:
                 results = [np.empty((n, *o.shape[1:]), dtype=o.dtype) for o in outs]
             for r, o in zip(results, outs, strict=True):
@@ -355,18 +399,84 @@ class BucketedRunner:
                 )
         return self._check_lengths(lengths, n), arrays
 
+    @staticmethod
+    def packed_width(lengths) -> int:
+        """Row width of packed items: the longest rounded up to a multiple of 64."""
+        return int(-(-max(1, int(np.max(lengths, initial=1))) // 64) * 64)
+
+    def will_pack(self, lengths) -> bool:
+        """Whether :meth:`iter_batches` packs these items (see ``packing``)."""
+        lengths = np.asarray(lengths)
+        if self._packed_fn is None or not lengths.size:
+            return False
+        if self.packing:
+            return True
+        return bool(np.median(lengths) < self.packed_width(lengths) / 2)
+
+    def iter_packed(
+        self, lengths, tokens: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]:
+        """Yield ``(indices, outputs)`` per call of ``packed_fn`` over packed rows.
+
+        ``tokens`` is ``(n, L)`` right-padded; items are packed best-fit into
+        rows of :meth:`packed_width` tokens, at most ``max_segments`` per row;
+        the rows are divided evenly across calls of at most ``max_batch_tokens``
+        tokens (``batch_rows`` rows), rows a multiple of 8 and of the device
+        count; segment ids are renumbered per call.
+        """
+        import jax
+
+        from ._packing import pack_tokens, plan_packing
+
+        if self._packed_fn is None:
+            raise ValueError("this runner has no packed_fn.")
+        tokens = np.asarray(tokens)
+        lengths = self._check_lengths(lengths, tokens.shape[0])
+        width = self.packed_width(lengths)
+        plan = plan_packing(lengths, width, max_segments=self.max_segments)
+        ids, seg, pos = pack_tokens(tokens, plan, pad_id=self.pad_id)
+        step = int(np.lcm(8, self.n_devices))
+        cap = self.batch_rows if self.batch_rows is not None else self.max_batch_tokens // width
+        cap = max(step, int(cap) // step * step)
+        if plan.n_rows == 0:
+            return
+        per_call = -(-plan.n_rows // -(-plan.n_rows // cap))  # rows divided evenly
+        rows = min(cap, -(-per_call // step) * step)
+        lut = np.zeros(plan.n_cells + 1, dtype=np.int32)
+        for r0 in range(0, plan.n_rows, rows):
+            r1 = min(r0 + rows, plan.n_rows)
+            cells = np.flatnonzero((plan.row >= r0) & (plan.row < r1))
+            lut[cells + 1] = np.arange(1, cells.size + 1, dtype=np.int32)
+            local = lut[seg[r0:r1]]
+            batch = []
+            for x, fill in ((ids[r0:r1], self.pad_id), (local, 0), (pos[r0:r1], 0)):
+                if r1 - r0 < rows:  # spare rows: empty (all padding, segment 0)
+                    x = np.pad(x, ((0, rows - (r1 - r0)), (0, 0)), constant_values=fill)
+                batch.append(jax.device_put(x, self._data_sharding))
+            lut[cells + 1] = 0
+            self.shapes.add((rows, width))
+            out = self._packed_fn(self.packed_static, self.params, *batch)
+            outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+            self.n_packed += int(cells.size)
+            yield cells, tuple(np.asarray(o)[: cells.size] for o in outs)
+
     def iter_batches(
         self, lengths: np.ndarray, *arrays: np.ndarray
     ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]:
         """:meth:`iter_run` over whole ``(n, max_length, ...)`` right-padded arrays.
 
         Positions past an item's length are cut off when its bucket is
-        shorter, so they must be padding.
+        shorter, so they must be padding. With a ``packed_fn`` and one token
+        array, the items are packed instead when :meth:`will_pack` says so
+        (:meth:`iter_packed`).
         """
         lengths, arrays = self._arrays(lengths, arrays)
+        if len(arrays) == 1 and self.will_pack(lengths):
+            return self.iter_packed(lengths, arrays[0])
+        if self.packing and self._packed_fn is not None:
+            raise ValueError("packing=True packs one token array; got several.")
         return self.iter_run(lengths, lambda idx, w: [a[idx, :w] for a in arrays])
 
     def __call__(self, lengths: np.ndarray, *arrays: np.ndarray):
-        """:meth:`run` over whole ``(n, max_length, ...)`` right-padded arrays."""
-        lengths, arrays = self._arrays(lengths, arrays)
-        return self.run(lengths, lambda idx, w: [a[idx, :w] for a in arrays])
+        """:meth:`run` over whole right-padded arrays, or packed (see :meth:`iter_batches`)."""
+        return self._gather(int(np.asarray(lengths).shape[0]), self.iter_batches(lengths, *arrays))
