@@ -74,7 +74,7 @@ def test_long_running_tools_take_progress_bar():
 
     long_running = (
         "pretrain", "embed", "embed_checkpoint", "pretrain_sequences", "genomics_tasks",
-        "benchmark", "embed_genes", "logo_attribution",
+        "benchmark", "embed_genes", "logo_attribution", "embed_sequences",
     )  # fmt: skip
     for name in long_running:
         params = inspect.signature(getattr(dfm.tl, name)).parameters
