@@ -102,9 +102,7 @@ def _toy_gene(tmp_path):
     """A 60-base contig, one 36-base gene on it, two subjects with one SNV."""
     seq = "ACGTACGGTTCAGATCCATGAAATTTGGGCCCAAACCCGGGTTTACGATCGATGCATGCA"
     (tmp_path / "g.fa").write_text(f">c1\n{seq}\n")
-    (tmp_path / "g.gtf").write_text(
-        'c1\tt\tgene\t5\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS";\n'
-    )
+    (tmp_path / "g.gtf").write_text('c1\tt\tgene\t5\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS";\n')
     (tmp_path / "g.vcf").write_text(
         "##fileformat=VCFv4.2\n##contig=<ID=c1,length=60>\n"
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'

@@ -830,9 +830,7 @@ def export_gene_sequences(
     stride = check_int("stride", stride, minimum=1, allow_none=True)
     check_writable_target(path, what="FASTA")
     prep = _prepare(fasta, gtf, vcf, genes=genes, **options)
-    inputs, _ = _encoder_inputs(
-        prep.haplotypes, window, stride or window, reverse_complement
-    )
+    inputs, _ = _encoder_inputs(prep.haplotypes, window, stride or window, reverse_complement)
     distinct, _ = unique_in_order(inputs)
     ids = [sequence_digest(s) for s in distinct]
     with atomic_path(path, what="FASTA") as tmp, open(tmp, "w") as fh:

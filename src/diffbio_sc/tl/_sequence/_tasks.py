@@ -380,9 +380,9 @@ def genomics_tasks(
         counts), and invalid sequence symbols (naming the sequence). All are
         raised before any model is trained; ``data`` is never modified.
     """
-    from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
     from ..._settings import settings
     from ..._validate import check_bool
+    from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
     from ._common import check_lengths, resolve_encoder, run_with_bar, token_counts
     from ._dna_checkpoint import check_model_alphabet, is_dna_checkpoint
 
