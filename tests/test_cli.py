@@ -645,6 +645,29 @@ def test_embed_genes_matches_library(capsys, tmp_path, genome):
 
 
 @pytest.mark.filterwarnings("ignore:.*pull_on_update:FutureWarning")
+def test_embed_genes_stride_and_its_old_name(capsys, tmp_path, genome):
+    import mudata as md
+
+    fa, gtf, vcf = genome / "MT-human.fa", genome / "MT-genes_rCRS.gtf", genome / "testMT.vcf"
+    args = ["embed-genes", "--reference", fa, "--gtf", gtf, "--vcf", vcf, "--contig-map",
+            "MT=MT_human", "--genes", "MT-ND6", "--k", "2", "--projection", "none",
+            "--window", "100", "--quiet"]  # fmt: skip
+    rc, _, err = cli(capsys, *args, "--stride", "40", "-o", tmp_path / "new.h5mu")
+    assert rc == 0, err
+    rc, _, err = cli(capsys, *args, "--window-stride", "40", "-o", tmp_path / "old.h5mu")
+    assert rc == 0, err
+    assert "--window-stride is deprecated; use --stride" in err
+    new, old = (md.read_h5mu(tmp_path / f"{n}.h5mu")["genetics"] for n in ("new", "old"))
+    want = dfm.tl.embed_genes(
+        fa, gtf, vcf, genes=["MT-ND6"], encoder=dfm.tl.KmerEncoder(2),
+        contig_map={"MT": "MT_human"}, projection=None, window=100, stride=40,
+    )["genetics"]  # fmt: skip
+    assert new.uns["dfm"]["genetics"]["strategy"]["window_stride"] == 40
+    np.testing.assert_array_equal(new.obsm["X_dfm_genes"], want.obsm["X_dfm_genes"])
+    np.testing.assert_array_equal(old.obsm["X_dfm_genes"], want.obsm["X_dfm_genes"])
+
+
+@pytest.mark.filterwarnings("ignore:.*pull_on_update:FutureWarning")
 def test_embed_genes_defaults_to_every_gtf_gene(capsys, tmp_path, genome):
     import mudata as md
 

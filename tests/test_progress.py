@@ -100,3 +100,89 @@ def test_bars_into_a_log_file_print_a_few_lines():
     log = io.StringIO()
     assert _redraws(log) <= 3
     assert "100/100" in log.getvalue()  # the final state is still there
+
+
+# ------------------------------------------------ bars of the one runner (issue 21, item 4)
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """Record each bar opened through ``diffbio_sc._logging.tqdm``: its options and updates."""
+    import diffbio_sc._logging as logging_
+
+    made, real = [], logging_.tqdm
+
+    def spy(*args, **kwargs):
+        bar = real(*args, **kwargs)
+        rec = {**kwargs, "updates": []}
+        update = bar.update
+
+        def counted(n=1):
+            rec["updates"].append(n)
+            return update(n)
+
+        bar.update = counted
+        made.append(rec)
+        return bar
+
+    monkeypatch.setattr(logging_, "tqdm", spy)
+    return made
+
+
+def test_runner_reports_each_batch():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from diffbio_sc.models._runner import BucketedRunner
+
+    def fn(static, params, x):
+        return x.sum(axis=1) * params["w"]
+
+    runner = BucketedRunner(fn, {"w": jnp.ones(())}, max_length=8, batch_rows=2, edges=[4, 8])
+    lengths = np.array([3, 8, 2, 7, 1])
+    x = np.ones((5, 8), np.float32)
+    seen = []
+    out = runner.run(lengths, lambda idx, w: [x[idx, :w]], progress=seen.append)
+    np.testing.assert_array_equal(out, [4, 8, 4, 8, 4])  # results unchanged by the hook
+    # edge 4: 3 items -> batches of 2 and 1; edge 8: 2 items -> one batch
+    assert sorted(seen) == [1, 2, 2] and len(seen) == len(runner.plan(lengths))
+
+
+def test_embed_sequences_bar_advances_per_batch(bars, capsys):
+    import numpy as np
+    from flax import nnx
+
+    import diffbio_sc as dfm
+    from diffbio_sc.models import SequenceEncoder, SequenceEncoderConfig
+    from diffbio_sc.ops._sequence import tile_sequences
+
+    cfg = SequenceEncoderConfig(
+        hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=16, max_length=40, dropout=0.0
+    )
+    enc = SequenceEncoder(cfg, rngs=nnx.Rngs(params=0))
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (20, 45, 31, 60, 12)]
+    n_windows = len(tile_sequences(seqs, 24, 12)[0])
+    kw = {"encoder": enc, "window": 24, "batch_size": 2, "copy": True}
+
+    shown = dfm.tl.embed_sequences(dfm.io.sequences_to_adata(seqs), progress_bar=True, **kw)
+    (bar,) = [b for b in bars if b.get("desc") == "embed_sequences"]
+    assert bar["total"] == n_windows > len(seqs) and not bar["disable"]
+    assert sum(bar["updates"]) == n_windows  # advanced to the number of windows
+    assert len(bar["updates"]) >= n_windows // 2 and max(bar["updates"]) <= 2  # per batch
+    assert "embed_sequences" in capsys.readouterr().err
+
+    bars.clear()
+    hidden = dfm.tl.embed_sequences(dfm.io.sequences_to_adata(seqs), progress_bar=False, **kw)
+    assert all(b["disable"] for b in bars) and bars
+    assert capsys.readouterr().err == ""  # nothing shown
+    np.testing.assert_array_equal(hidden.obsm["X_dfm_seq"], shown.obsm["X_dfm_seq"])
+
+    # a frozen callable: per batch of batch_size sequences
+    bars.clear()
+    fn = lambda s: np.ones((len(s), 2), np.float32)  # noqa: E731
+    dfm.tl.embed_sequences(
+        dfm.io.sequences_to_adata(seqs), encoder=fn, batch_size=2, progress_bar=True, copy=True
+    )
+    (bar,) = [b for b in bars if b.get("desc") == "embed_sequences"]
+    assert bar["updates"] == [2, 2, 1] and bar["total"] == 5

@@ -74,7 +74,7 @@ def test_long_running_tools_take_progress_bar():
 
     long_running = (
         "pretrain", "embed", "embed_checkpoint", "pretrain_sequences", "genomics_tasks",
-        "benchmark", "embed_genes", "logo_attribution",
+        "benchmark", "embed_genes", "logo_attribution", "embed_sequences",
     )  # fmt: skip
     for name in long_running:
         params = inspect.signature(getattr(dfm.tl, name)).parameters
@@ -96,3 +96,47 @@ def test_mod_with_an_anndata_follows_one_rule():
         dfm.tl.logo_attribution(genetics, np.array([0, 1, 0, 1]), mod="dna")
     with pytest.raises(DfmInputError, match="mod='x' applies to a MuData"):
         dfm.tl.load_embeddings(genetics, "missing.npz", mod="x")
+
+
+def _toy_gene(tmp_path):
+    """A 60-base contig, one 36-base gene on it, two subjects with one SNV."""
+    seq = "ACGTACGGTTCAGATCCATGAAATTTGGGCCCAAACCCGGGTTTACGATCGATGCATGCA"
+    (tmp_path / "g.fa").write_text(f">c1\n{seq}\n")
+    (tmp_path / "g.gtf").write_text('c1\tt\tgene\t5\t40\t.\t+\t.\tgene_id "P"; gene_name "PLUS";\n')
+    (tmp_path / "g.vcf").write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=c1,length=60>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\n"
+        f"c1\t8\t.\t{seq[7]}\tT\t.\tPASS\t.\tGT\t0|1\t0|0\n"
+    )
+    return tmp_path / "g.fa", tmp_path / "g.gtf", tmp_path / "g.vcf"
+
+
+def test_embed_genes_old_window_stride_warns_and_means_stride(tmp_path):
+    fa, gtf, vcf = _toy_gene(tmp_path)
+    kw = {"genes": ["PLUS"], "feature": "gene", "projection": None, "window": 8}
+    kw["encoder"] = dfm.tl.KmerEncoder(2)
+    new = dfm.tl.embed_genes(fa, gtf, vcf, stride=3, **kw)["genetics"]
+    default = dfm.tl.embed_genes(fa, gtf, vcf, **kw)["genetics"]  # stride = window
+    # the stride is used: a smaller one gives other windows, hence another vector
+    assert not np.allclose(new.obsm["X_dfm_genes"], default.obsm["X_dfm_genes"])
+    with pytest.warns(FutureWarning, match=r"embed_genes\(window_stride=\).*use stride="):
+        old = dfm.tl.embed_genes(fa, gtf, vcf, window_stride=3, **kw)["genetics"]
+    np.testing.assert_array_equal(old.obsm["X_dfm_genes"], new.obsm["X_dfm_genes"])
+    # the record keeps its released field name
+    strat = new.uns["dfm"]["genetics"]["strategy"]
+    assert strat["window"] == 8 and strat["window_stride"] == 3
+    gid = "embedding_strategy_id"
+    assert old.uns["dfm"]["genetics"][gid] == new.uns["dfm"]["genetics"][gid]
+    with pytest.raises(DfmInputError, match="Pass stride= only"):
+        dfm.tl.embed_genes(fa, gtf, vcf, stride=3, window_stride=4, **kw)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        dfm.tl.embed_genes(fa, gtf, vcf, windowstride=3, **kw)
+    # export_gene_sequences: the same windows under either name
+    args = (fa, gtf, vcf)
+    ex = {"genes": ["PLUS"], "feature": "gene", "window": 8}
+    a = dfm.tl.export_gene_sequences(*args, tmp_path / "a.fa", stride=3, **ex)
+    with pytest.warns(FutureWarning, match=r"export_gene_sequences\(window_stride=\)"):
+        b = dfm.tl.export_gene_sequences(*args, tmp_path / "b.fa", window_stride=3, **ex)
+    assert (tmp_path / "a.fa").read_text() == (tmp_path / "b.fa").read_text()
+    assert list(a["sequence_id"]) == list(b["sequence_id"]) and (a["length"] == 8).all()

@@ -308,7 +308,7 @@ def _embed_genes(args: argparse.Namespace) -> int:
             reference_version=args.reference_version,
             reverse_complement=_rc(args.reverse_complement),
             window=args.window,
-            window_stride=args.window_stride,
+            stride=args.stride,
             subject_pooling=args.subject_pooling,
             projection=None if args.projection == "none" else args.projection,
             n_components=args.n_components,
@@ -422,7 +422,15 @@ def _add_embed_genes(sub) -> None:
         "--window", type=positive_int, help="window (bases) for long genes (default: whole genes)"
     )
     p.add_argument(
-        "--window-stride", type=positive_int, help="stride between windows (default: the window)"
+        "--stride", type=positive_int, help="largest step between windows (default: the window)"
+    )
+    p.add_argument(
+        "--window-stride",
+        dest="stride",
+        type=positive_int,
+        action=DeprecatedAlias,
+        new="--stride",
+        help=argparse.SUPPRESS,
     )
     p.add_argument(
         "--subject-pooling",

@@ -24,7 +24,7 @@ bucket's width.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -205,7 +205,12 @@ class SequenceAdapter:
         ids, valid = self.tokenizer.encode(part, max_length=width)
         return [_pad_to(np.asarray(ids), width, self.pad_id), _pad_to(np.asarray(valid), width, 0)]
 
-    def _strand(self, seqs: list[str], counts: np.ndarray) -> np.ndarray:
+    @property
+    def passes(self) -> int:
+        """Forward passes per sequence (2: both strands run separately), for progress totals."""
+        return 2 if self.two_passes else 1
+
+    def _strand(self, seqs: list[str], counts: np.ndarray, progress=None) -> np.ndarray:
         def make_batch(idx: np.ndarray, width: int) -> list[np.ndarray]:
             part = [seqs[i] for i in idx]
             ids, valid = self._encode(part, width)
@@ -219,16 +224,26 @@ class SequenceAdapter:
                 ]
             return [ids, valid]
 
-        return np.asarray(self.runner.run(counts, make_batch), np.float32)
+        return np.asarray(self.runner.run(counts, make_batch, progress=progress), np.float32)
 
-    def __call__(self, sequences: Sequence[str], counts: np.ndarray | None = None) -> np.ndarray:
-        """``(n, d)`` float32 pooled embeddings of ``sequences`` in their order."""
+    def __call__(
+        self,
+        sequences: Sequence[str],
+        counts: np.ndarray | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> np.ndarray:
+        """``(n, d)`` float32 pooled embeddings of ``sequences`` in their order.
+
+        ``progress(k)`` is called after each batch with its number of
+        sequences (``passes`` times ``len(sequences)`` in all).
+        """
         seqs = list(sequences)
         if not seqs:
             return np.zeros((0, self.n_dims), np.float32)
         if counts is None:
             counts = self.counts(seqs)
-        emb = self._strand(seqs, counts)
+        emb = self._strand(seqs, counts, progress)
         if self.two_passes:
-            emb = 0.5 * (emb + self._strand(reverse_complement(seqs, alphabet="dna"), counts))
+            rc = reverse_complement(seqs, alphabet="dna")
+            emb = 0.5 * (emb + self._strand(rc, counts, progress))
         return emb.astype(np.float32)

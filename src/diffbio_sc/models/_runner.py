@@ -366,10 +366,19 @@ class BucketedRunner:
             outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
             yield idx, tuple(np.asarray(o)[: idx.size] for o in outs)
 
-    def run(self, lengths, make_batch: Callable[[np.ndarray, int], Sequence[np.ndarray]]):
+    def run(
+        self,
+        lengths,
+        make_batch: Callable[[np.ndarray, int], Sequence[np.ndarray]],
+        *,
+        progress: Callable[[int], object] | None = None,
+    ):
         """Run every item (see :meth:`iter_run`) and return the outputs in input order.
 
-        Returns one array (or a tuple, as ``fn`` returns) with ``len(lengths)`` rows.
+        ``progress(k)`` is called after each batch with its number of items
+        (e.g. a tqdm bar's ``update``; the caller owns the bar, so that this
+        layer imports no display code). Returns one array (or a tuple, as
+        ``fn`` returns) with ``len(lengths)`` rows.
         """
         return self._gather(int(np.asarray(lengths).shape[0]), self.iter_run(lengths, make_batch))
 
@@ -382,6 +391,8 @@ class BucketedRunner:
                 results = [np.empty((n, *o.shape[1:]), dtype=o.dtype) for o in outs]
             for r, o in zip(results, outs, strict=True):
                 r[idx] = o
+            if progress is not None:
+                progress(int(idx.size))
         if results is None:
             raise ValueError("BucketedRunner was called with no items.")
         return results[0] if len(results) == 1 else tuple(results)

@@ -389,7 +389,7 @@ def tile_sequences(
     """Cut sequences into windows by the one window rule (:func:`window_starts`).
 
     Used by ``dfm.tl.embed_sequences(window=, stride=)`` and
-    ``dfm.tl.embed_genes(window=, window_stride=)``. The layout is
+    ``dfm.tl.embed_genes(window=, stride=)``. The layout is
     mirror-symmetric, so the windows of a reverse-complemented sequence are
     exactly the reverse complements of its windows (in mirrored order), with
     the same weights: an average over windows is strand-invariant whenever the

@@ -26,6 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ... import _keys
+from ..._deprecate import renamed_arguments
 from ..._logging import tqdm
 from ..._settings import settings
 from ..._uns import provenance, to_h5ad_safe
@@ -53,6 +54,8 @@ logger = logging.getLogger("diffbio_sc")
 RC_MODES = ("average", "equivariant", None)
 SUBJECT_POOLING = ("concat", "mean")
 PROJECTIONS = ("pca", "random", None)
+#: Released argument names that changed (docs/architecture.md, "One vocabulary of arguments").
+STRIDE_RENAMED = {"window_stride": "stride"}
 
 
 @dataclass
@@ -248,7 +251,7 @@ def embed_genes(
     reference_version: str | None = None,
     reverse_complement: str | None = "average",
     window: int | None = None,
-    window_stride: int | None = None,
+    stride: int | None = None,
     subject_pooling: str = "concat",
     projection: str | None = "pca",
     n_components: int = 512,
@@ -266,6 +269,7 @@ def embed_genes(
     overwrite: bool = False,
     copy: bool = False,
     progress_bar: bool | None = None,
+    **renamed: Any,
 ):
     """Embed each subject's gene sequences and combine them into a subject vector.
 
@@ -315,17 +319,19 @@ def embed_genes(
         ``'average'``: embed each input and its reverse complement and average;
         ``'equivariant'``: the encoder is RC-invariant by construction (e.g.
         ``KmerEncoder(canonical=True)``), one pass; ``None``: forward strand only.
-    window, window_stride
+    window, stride
         Genes longer than ``window`` bases are cut into windows of exactly
         ``window`` bases, the first at the gene start and the last at its end,
-        evenly spread with consecutive starts at most ``window_stride``
+        evenly spread with consecutive starts at most ``stride``
         (default ``window``) apart: the one window rule of the package
         (:func:`~diffbio_sc.ops._sequence.tile_sequences`, as in
         :func:`~diffbio_sc.tl.embed_sequences`). The layout is
         mirror-symmetric, so with ``reverse_complement='average'`` a gene and
         its reverse complement get the same vector. The gene vector is the
         mean of the window vectors. ``None``: the encoder's ``max_length``
-        (whole genes if it has none).
+        (whole genes if it has none). The stride is recorded as
+        ``strategy['window_stride']`` (its released name, so that strategy
+        ids do not change).
     subject_pooling
         ``'concat'`` (genes side by side, in ``gene_list`` order) or ``'mean'``.
     projection
@@ -371,6 +377,8 @@ def embed_genes(
         With ``mdata``: ``False`` (default) adds the modality to ``mdata`` in
         place and returns ``None``; ``True`` leaves ``mdata`` unchanged and
         returns a modified copy. Without ``mdata`` a new MuData is returned.
+    **renamed
+        The old name ``window_stride`` of ``stride`` (``FutureWarning``).
 
     Returns
     -------
@@ -430,6 +438,9 @@ def embed_genes(
     import mudata as md
 
     # ---- validate every argument before reading anything
+    stride = renamed_arguments(
+        "embed_genes", renamed, STRIDE_RENAMED, {"stride": stride}, {"stride": None}
+    )["stride"]
     if isinstance(genes, str) or not isinstance(genes, Sequence) or not len(genes):
         raise DfmInputError("genes must be a non-empty list of gene names or ids.")
     check_choice("reverse_complement", reverse_complement, RC_MODES)
@@ -440,7 +451,7 @@ def embed_genes(
     n_components = check_int("n_components", n_components, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     window = check_int("window", window, minimum=1, allow_none=True)
-    window_stride = check_int("window_stride", window_stride, minimum=1, allow_none=True)
+    stride = check_int("stride", stride, minimum=1, allow_none=True)
     seed = check_seed(seed)
     check_key("mod", mod)
     check_key("key_added", key_added)
@@ -473,14 +484,13 @@ def embed_genes(
             f"window={window} exceeds the encoder's max_length {enc.max_length}; pass "
             f"window <= {enc.max_length} (or None to use it)."
         )
-    if window_stride is not None and window is None:
-        raise DfmInputError("window_stride needs a window (or an encoder with max_length).")
-    if window is not None and window_stride is not None and window_stride > window:
+    if stride is not None and window is None:
+        raise DfmInputError("stride= needs a window (or an encoder with max_length).")
+    if window is not None and stride is not None and stride > window:
         raise DfmInputError(
-            f"window_stride={window_stride} > window={window} would skip bases; use a "
-            "stride <= window."
+            f"stride={stride} > window={window} would skip bases; use a stride <= window."
         )
-    stride = window_stride or window
+    stride = stride or window
 
     t_start = time.perf_counter()
     prep = _prepare(
@@ -559,6 +569,7 @@ def embed_genes(
         "encoder": dict(enc.description),
         "reverse_complement": reverse_complement,
         "window": window,
+        # the record field keeps its released name (the argument is now stride=)
         "window_stride": stride if window is not None else None,
         "window_pooling": "mean",
         "window_layout": "mirror_symmetric",
@@ -776,7 +787,7 @@ def export_gene_sequences(
     *,
     genes: Sequence[str],
     window: int | None = None,
-    window_stride: int | None = None,
+    stride: int | None = None,
     reverse_complement: str | None = "average",
     **options: Any,
 ) -> pd.DataFrame:
@@ -789,20 +800,25 @@ def export_gene_sequences(
 
     Parameters
     ----------
-    fasta, gtf, vcf, genes, window, window_stride, reverse_complement
+    fasta, gtf, vcf, genes, window, stride, reverse_complement
         As in :func:`embed_genes`.
     path
         FASTA to write (atomically).
     **options
         ``feature``, ``transcripts``, ``samples``, ``contig_map``,
         ``vcf_contig_map``, ``unphased``, ``missing``, ``use_index``, as in
-        :func:`embed_genes`.
+        :func:`embed_genes`; and ``window_stride``, the old name of ``stride``
+        (``FutureWarning``).
 
     Returns
     -------
     pandas.DataFrame
         ``sequence_id`` and ``length`` of each record written.
     """
+    old = {k: options.pop(k) for k in list(options) if k in STRIDE_RENAMED}
+    stride = renamed_arguments(
+        "export_gene_sequences", old, STRIDE_RENAMED, {"stride": stride}, {"stride": None}
+    )["stride"]
     unknown = sorted(set(options) - set(_EXPORT_OPTIONS))
     if unknown:
         raise TypeError(
@@ -811,12 +827,10 @@ def export_gene_sequences(
         )
     check_choice("reverse_complement", reverse_complement, RC_MODES)
     window = check_int("window", window, minimum=1, allow_none=True)
-    window_stride = check_int("window_stride", window_stride, minimum=1, allow_none=True)
+    stride = check_int("stride", stride, minimum=1, allow_none=True)
     check_writable_target(path, what="FASTA")
     prep = _prepare(fasta, gtf, vcf, genes=genes, **options)
-    inputs, _ = _encoder_inputs(
-        prep.haplotypes, window, window_stride or window, reverse_complement
-    )
+    inputs, _ = _encoder_inputs(prep.haplotypes, window, stride or window, reverse_complement)
     distinct, _ = unique_in_order(inputs)
     ids = [sequence_digest(s) for s in distinct]
     with atomic_path(path, what="FASTA") as tmp, open(tmp, "w") as fh:

@@ -136,6 +136,7 @@ class FrozenEncoder:
 
     native = False
     tokenizer = None
+    passes = 1  # both strands of a batch in one step
 
     def __init__(self, fn: Callable, *, reverse_complement, batch_size: int, alphabet: str):
         self.fn = fn
@@ -144,8 +145,11 @@ class FrozenEncoder:
         self.alphabet = alphabet
         self.n_dims = None
 
-    def __call__(self, sequences: Sequence[str], counts=None) -> np.ndarray:
-        """``(n, d)`` float32 embeddings of ``sequences`` in their order."""
+    def __call__(self, sequences: Sequence[str], counts=None, progress=None) -> np.ndarray:
+        """``(n, d)`` float32 embeddings of ``sequences`` in their order.
+
+        ``progress(k)`` is called after each batch with its number of sequences.
+        """
         seqs = list(sequences)
         parts = []
         for s in range(0, len(seqs), self.batch_size):
@@ -154,6 +158,8 @@ class FrozenEncoder:
             if self.mode == "average":
                 emb = 0.5 * (emb + self._batch(reverse_complement(part, alphabet=self.alphabet)))
             parts.append(emb)
+            if progress is not None:
+                progress(len(part))
         out = np.concatenate(parts).astype(np.float32)
         self.n_dims = int(out.shape[1])
         return out
@@ -168,6 +174,19 @@ class FrozenEncoder:
         if emb.dtype.kind not in "fiu" or not np.isfinite(emb).all():
             raise DfmInputError("The frozen encoder returned non-numeric or non-finite values.")
         return emb.astype(np.float32)
+
+
+def run_with_bar(embedder, pieces: Sequence[str], counts=None, *, show: bool, desc: str):
+    """``embedder(pieces, counts)`` with a tqdm bar advanced per batch (hidden unless ``show``).
+
+    The bar counts sequences (windows) embedded, ``embedder.passes`` per piece.
+    """
+    from ..._logging import tqdm
+
+    with tqdm(
+        total=len(pieces) * embedder.passes, desc=desc, unit="seq", disable=not show, leave=False
+    ) as bar:
+        return embedder(pieces, counts, progress=bar.update)
 
 
 def sequence_embedder(

@@ -158,6 +158,8 @@ def embed_with_checkpoint(
     pooling: str | None = None,
     window: int | None = None,
     stride: int | None = None,
+    progress_bar: bool = False,
+    desc: str = "embed_sequences",
 ):
     """Embed sequences with a DNA checkpoint, whole or in windows (the one checkpoint path).
 
@@ -166,6 +168,7 @@ def embed_with_checkpoint(
     (:func:`check_model_alphabet`) and ``window`` (:func:`check_window`);
     here every piece's token count (both strands with ``'average'``) is checked
     against the context before any forward pass, naming the first that is over.
+    ``progress_bar``: a bar named ``desc`` advanced per batch.
 
     Returns
     -------
@@ -176,7 +179,7 @@ def embed_with_checkpoint(
     and the number of pieces embedded.
     """
     from ...models._adapters import SequenceAdapter
-    from ._common import average_windows, check_lengths, tile_sequences
+    from ._common import average_windows, check_lengths, run_with_bar, tile_sequences
 
     pieces, piece_names = list(sequences), names
     if window is not None:
@@ -199,7 +202,7 @@ def embed_with_checkpoint(
         else "Use a smaller window= (every N is a token of its own)",
     )
     runner.max_piece_tokens = int(counts.max()) if counts.size else 0
-    emb = runner(pieces, counts)
+    emb = run_with_bar(runner, pieces, counts, show=progress_bar, desc=desc)
     if window is not None:
         emb = average_windows(emb, owner, weight, len(sequences))
     return emb, runner, len(pieces)

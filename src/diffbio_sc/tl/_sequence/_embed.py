@@ -8,6 +8,7 @@ import numpy as np
 
 from ... import _keys, _uns
 from ..._logging import timed
+from ..._settings import settings
 from ..._validate import DfmInputError, check_bool, check_choice, check_int, check_key
 from .._target import check_mod, writable_target
 from ._common import (
@@ -16,6 +17,7 @@ from ._common import (
     check_sequences,
     resolve_encoder,
     resolve_target,
+    run_with_bar,
     sequence_embedder,
     tile_sequences,
 )
@@ -39,6 +41,7 @@ def embed_sequences(
     pooling: str | None = None,
     save_model: str | None = None,
     copy: bool = False,
+    progress_bar: bool | None = None,
     **pretrain_kwargs,
 ):
     """Embed nucleotide sequences with a sequence encoder.
@@ -131,6 +134,11 @@ def embed_sequences(
         embedded in the same space.
     copy
         Return a copy of ``data`` instead of writing into it.
+    progress_bar
+        Show a tqdm bar over the sequences (windows) embedded, advanced per
+        batch (twice per sequence when a checkpoint runs both strands); with
+        ``encoder=None`` also the pretraining bar. ``None`` follows
+        ``dfm.settings.progress_bar``.
     **pretrain_kwargs
         Passed to :func:`~diffbio_sc.tl.pretrain_sequences` with ``encoder=None``.
 
@@ -190,6 +198,9 @@ def embed_sequences(
     check_choice("alphabet", alphabet, ("dna", "rna"))
     check_choice("pooling", pooling, (None, "mean", "last"))
     check_bool("copy", copy)
+    show_bar = (
+        settings.progress_bar if progress_bar is None else check_bool("progress_bar", progress_bar)
+    )
     window = check_int("window", window, minimum=1, allow_none=True)
     if window is None and stride is not None:
         raise DfmInputError("stride= needs window= (the window length in bases).")
@@ -256,7 +267,9 @@ def embed_sequences(
         if encoder is None:
             from ._pretrain import pretrain_sequences
 
-            encoder = pretrain_sequences(target, sequence_key=sequence_key, **pretrain_kwargs)
+            encoder = pretrain_sequences(
+                target, sequence_key=sequence_key, progress_bar=progress_bar, **pretrain_kwargs
+            )
             if save_model is not None:
                 model_path = str(encoder.save(save_model))
         if checkpoint:
@@ -271,6 +284,7 @@ def embed_sequences(
                 pooling=pooling,
                 window=window,
                 stride=stride,
+                progress_bar=show_bar,
             )
         else:
             runner = sequence_embedder(
@@ -290,7 +304,7 @@ def embed_sequences(
                     if window is None
                     else "Use a smaller window=",
                 )
-            emb = runner(pieces, counts)
+            emb = run_with_bar(runner, pieces, counts, show=show_bar, desc="embed_sequences")
             if window is not None:
                 emb = average_windows(emb, owner, weight, len(seqs))
             n_pieces = len(pieces)

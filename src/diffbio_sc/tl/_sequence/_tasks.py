@@ -152,13 +152,16 @@ def _check_frozen_encoders(frozen_encoders) -> dict:
     return out
 
 
-def _frozen_embed(enc, seqs, names, batch_size: int, task_info: dict, name: str) -> np.ndarray:
+def _frozen_embed(
+    enc, seqs, names, batch_size: int, task_info: dict, name: str, show_bar: bool = False
+) -> np.ndarray:
     """Embeddings of a frozen encoder (a callable, or a DNA checkpoint as embed_sequences runs it)."""
-    from ._common import sequence_embedder
+    from ._common import run_with_bar, sequence_embedder
     from ._dna_checkpoint import embed_with_checkpoint, is_dna_checkpoint, max_window
 
     if not is_dna_checkpoint(enc):
-        return sequence_embedder(enc, reverse_complement=None, batch_size=batch_size)(seqs)
+        embedder = sequence_embedder(enc, reverse_complement=None, batch_size=batch_size)
+        return run_with_bar(embedder, seqs, show=show_bar, desc=name)
     largest = max_window(enc)
     window = largest if max(len(s) for s in seqs) > largest else None
     stride = max(1, largest // 2) if window is not None else None
@@ -170,6 +173,8 @@ def _frozen_embed(enc, seqs, names, batch_size: int, task_info: dict, name: str)
         batch_size=batch_size,
         window=window,
         stride=stride,
+        progress_bar=show_bar,
+        desc=name,
     )
     if not np.isfinite(emb).all():
         raise FloatingPointError(f"frozen_encoders[{name!r}] produced non-finite embeddings.")
@@ -312,7 +317,9 @@ def genomics_tasks(
     seed
         Seeds the split, subsampling, pretraining, fine-tuning and the probes.
     progress_bar
-        Show training bars; ``None`` follows ``dfm.settings.progress_bar``.
+        Show training bars and, per batch, the embedding bars of the frozen
+        encoders and of ``'frozen_probe'``; ``None`` follows
+        ``dfm.settings.progress_bar``.
     frozen_encoders
         Optional mapping ``name -> encoder``, each scored with the same
         logistic-regression probe as ``frozen_probe`` under its own name. An
@@ -375,11 +382,16 @@ def genomics_tasks(
         counts), and invalid sequence symbols (naming the sequence). All are
         raised before any model is trained; ``data`` is never modified.
     """
+    from ..._settings import settings
+    from ..._validate import check_bool
     from ...models._sequence import SequenceEncoder, SequenceEncoderConfig
-    from ._common import check_lengths, resolve_encoder, token_counts
+    from ._common import check_lengths, resolve_encoder, run_with_bar, token_counts
     from ._dna_checkpoint import check_model_alphabet, is_dna_checkpoint
 
     # ---------------------------------------------------------------- validate
+    show_bar = (
+        settings.progress_bar if progress_bar is None else check_bool("progress_bar", progress_bar)
+    )
     user = None
     if data is not None:
         if tasks is not None:
@@ -514,7 +526,7 @@ def genomics_tasks(
                 timings["onehot_logreg"] = time.perf_counter() - t
             for name, fn in frozen.items():  # before training: their errors come early
                 t = time.perf_counter()
-                emb = _frozen_embed(fn, seqs, names, batch_size, task_info, name)
+                emb = _frozen_embed(fn, seqs, names, batch_size, task_info, name, show_bar)
                 probas[name] = _fit_predict_logreg(
                     emb[train_idx], y[train_idx], emb[test_idx], seed=seed
                 )
@@ -572,7 +584,7 @@ def genomics_tasks(
                         reverse_complement=enc.config.reverse_complement,
                         batch_size=batch_size,
                     )
-                    emb = runner(seqs)
+                    emb = run_with_bar(runner, seqs, show=show_bar, desc="frozen_probe")
                     probas["frozen_probe"] = _fit_predict_logreg(
                         emb[train_idx], y[train_idx], emb[test_idx], seed=seed
                     )
