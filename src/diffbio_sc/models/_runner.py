@@ -380,11 +380,16 @@ class BucketedRunner:
         layer imports no display code). Returns one array (or a tuple, as
         ``fn`` returns) with ``len(lengths)`` rows.
         """
-        return self._gather(int(np.asarray(lengths).shape[0]), self.iter_run(lengths, make_batch))
+        return self._gather(
+            int(np.asarray(lengths).shape[0]), self.iter_run(lengths, make_batch), progress
+        )
 
     @staticmethod
-    def _gather(n: int, batches):
-        """Collect ``(indices, outputs)`` batches into ``n``-row arrays in item order."""
+    def _gather(n: int, batches, progress: Callable[[int], object] | None = None):
+        """Collect ``(indices, outputs)`` batches into ``n``-row arrays in item order.
+
+        ``progress(k)``, if given, is called after each batch with its number of items.
+        """
         results: list[np.ndarray] | None = None
         for idx, outs in batches:
             if results is None:
