@@ -333,6 +333,10 @@ def _load_dnabert2(ckpt) -> DnaCheckpointModel:
     )
 
 
+#: Context used when a Caduceus checkpoint has no tokenizer_config.json (the published 131k).
+_CADUCEUS_DEFAULT_CONTEXT = 131_072
+
+
 def _load_caduceus(ckpt) -> DnaCheckpointModel:
     from ..ops._dna_checkpoint_tokenizers import CaduceusTokenizer
     from ._caduceus import caduceus_from_checkpoint
@@ -374,10 +378,6 @@ def _load_caduceus(ckpt) -> DnaCheckpointModel:
         tokenizer=tok,
         pooling="mean",
     )
-
-
-#: Context used when a Caduceus checkpoint has no tokenizer_config.json (the published 131k).
-_CADUCEUS_DEFAULT_CONTEXT = 131_072
 
 
 def _load_hyena(ckpt) -> DnaCheckpointModel:
