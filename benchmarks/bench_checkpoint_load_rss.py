@@ -10,6 +10,13 @@ Usage::
 
     python benchmarks/bench_checkpoint_load_rss.py --layers 12 --hidden 1024
     # NT-v1-500M: --layers 24 --hidden 1280 (about 1.9 GiB of float32 weights)
+    python benchmarks/bench_checkpoint_load_rss.py --layers 24 --hidden 1280 --forward 2
+    python benchmarks/bench_checkpoint_load_rss.py --ckpt /tmp/dfm_genbench/generator_x1 --forward 2
+
+The load is timed until the (asynchronous) host-to-device copies have finished.
+``--forward N`` then embeds 8 random sequences N times with the loaded model's
+``embed`` (compiled forward, batches of 4) and reports the peak over the whole
+process; ``--ckpt`` measures an existing checkpoint of any DNA family.
 """
 
 from __future__ import annotations
@@ -27,16 +34,28 @@ import numpy as np
 FIX = Path(__file__).parents[1] / "tests" / "checkpoints" / "fixtures" / "nucleotide_transformer_v1"
 
 _CHILD = """
-import resource, sys, time
-import diffbio_sc as dfm
+import json, resource, sys, time
+import numpy as np
 import jax
+from flax import nnx
+import diffbio_sc as dfm
+
 jax.numpy.zeros(1).block_until_ready()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak()
 t = time.process_time()
 m = dfm.models.load_checkpoint(sys.argv[1])
+jax.block_until_ready(jax.tree.leaves(nnx.state(m.module)))  # the copies are asynchronous
 cpu = time.process_time() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(base, peak, cpu)
+loaded = peak()
+rng = np.random.default_rng(0)
+seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (300, 300, 240, 120, 60, 60, 300, 180)]
+t = time.process_time()
+for _ in range(int(sys.argv[2])):
+    m.embed(seqs, batch_size=4)
+fwd_cpu = time.process_time() - t
+print(json.dumps({"base": base, "loaded": loaded, "forward": peak(), "cpu": cpu, "fwd_cpu": fwd_cpu}))
 """
 
 
@@ -85,45 +104,62 @@ def write_checkpoint(path: Path, layers: int, hidden: int, seed: int = 0) -> int
     return sum(a.nbytes for a in w.values())
 
 
+def _weights_bytes(path: Path) -> int:
+    """Bytes of the tensors in ``path``/model.safetensors (from its header)."""
+    with open(path / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return sum(
+        e - s for k, v in header.items() if k != "__metadata__" for s, e in [v["data_offsets"]]
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument(
+        "--ckpt", type=Path, help="measure this existing checkpoint instead of a random NT v1 one"
+    )
+    ap.add_argument(
+        "--forward",
+        type=int,
+        default=0,
+        help="then embed 8 random sequences (60-300 bp, batches of 4) this many times",
+    )
     ap.add_argument("--write-to", help=argparse.SUPPRESS)  # the writer's own process
     args = ap.parse_args()
     if args.write_to:
         print(write_checkpoint(Path(args.write_to), args.layers, args.hidden))
         return
-    # the writer runs in its own process: a child inherits its parent's peak RSS
+    child = [sys.executable, "-c", _CHILD]
     with tempfile.TemporaryDirectory() as tmp:
-        ck = Path(tmp) / "nt_random"
-        nbytes = int(
-            subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--layers",
-                    str(args.layers),
-                    "--hidden",
-                    str(args.hidden),
-                    "--write-to",
-                    str(ck),
-                ],  # fmt: skip
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()[-1]
+        if args.ckpt is not None:
+            ck, what = args.ckpt, str(args.ckpt)
+            nbytes = _weights_bytes(ck)
+        else:
+            # the writer runs in its own process: a child inherits its parent's peak RSS
+            ck, what = Path(tmp) / "nt_random", f"{args.layers} layers, hidden {args.hidden}"
+            writer = [sys.executable, __file__, "--layers", str(args.layers)]
+            writer += ["--hidden", str(args.hidden), "--write-to", str(ck)]
+            done = subprocess.run(writer, capture_output=True, text=True, check=True)
+            nbytes = int(done.stdout.split()[-1])
+        proc = subprocess.run(
+            child + [str(ck), str(args.forward)], capture_output=True, text=True, check=True
         )
-        out = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(ck)], capture_output=True, text=True, check=True
-        ).stdout.split()
-    base, peak, cpu = int(out[0]) / 2**20, int(out[1]) / 2**20, float(out[2])  # KiB -> GiB
+    out = json.loads(proc.stdout.splitlines()[-1])
+    base, loaded, fwd = (out[k] / 2**20 for k in ("base", "loaded", "forward"))  # KiB -> GiB
     w = nbytes / 2**30
-    print(
-        f"weights {w:.2f} GiB ({args.layers} layers, hidden {args.hidden}); peak RSS before "
-        f"load {base:.2f} GiB, after {peak:.2f} GiB; load added {peak - base:.2f} GiB "
-        f"= {(peak - base) / w:.2f} x weights; load CPU {cpu:.1f} s"
+    line = (
+        f"weights {w:.2f} GiB ({what}); peak RSS before load {base:.2f} GiB, after {loaded:.2f} "
+        f"GiB; load added {loaded - base:.2f} GiB = {(loaded - base) / w:.2f} x weights; "
+        f"load CPU {out['cpu']:.1f} s"
     )
+    if args.forward:
+        line += (
+            f"; after {args.forward} x embed: peak {fwd:.2f} GiB = {(fwd - base) / w:.2f} x weights "
+            f"over the base (CPU {out['fwd_cpu']:.1f} s)"
+        )
+    print(line)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,40 @@ import numpy as np
 from ._torch_pickle import CheckpointError, read_torch_weights
 
 __all__ = [
+    "ALIGNMENT",
     "Checkpoint",
     "CheckpointError",
+    "aligned_copy",
+    "aligned_empty",
     "read_checkpoint",
     "read_torch_weights",
     "read_safetensors",
     "file_sha256",
 ]
+
+
+#: Byte alignment of the arrays the readers return. JAX's CPU backend adopts a NumPy
+#: buffer aligned to 64 bytes without copying it (``jax.device_put``), so weights read
+#: into such buffers become device arrays at no extra memory.
+ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """Return an uninitialised C-contiguous array starting on :data:`ALIGNMENT` bytes."""
+    dt = np.dtype(dtype)
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(x) for x in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    buf = np.empty(nbytes + ALIGNMENT, np.uint8)
+    off = (-buf.ctypes.data) % ALIGNMENT
+    return buf[off : off + nbytes].view(dt).reshape(shape)
+
+
+def aligned_copy(a) -> np.ndarray:
+    """Return a C-contiguous copy of ``a`` on :data:`ALIGNMENT` bytes (e.g. of a ``.T`` view)."""
+    a = np.asarray(a)
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -97,11 +124,15 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         out = {}
         for start, _end, name, kind, dt, count, shape in entries:
             f.seek(8 + n + start)
-            arr = np.fromfile(f, dtype=dt, count=count) if count else np.zeros(0, dt)
-            if arr.size != count:
+            # read straight into an aligned buffer (see ALIGNMENT): no copy on the way to JAX
+            arr = aligned_empty(count, dt)
+            if f.readinto(arr.view(np.uint8)) != arr.nbytes:
                 raise CheckpointError(f"{path}: tensor {name!r} is truncated.")
             if kind == "bf16":
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
+                wide = aligned_empty(count, np.uint32)
+                wide[...] = arr
+                wide <<= 16
+                arr = wide.view(np.float32)
             out[name] = arr.reshape(shape)
     return out
 

@@ -374,6 +374,35 @@ def _info_of(model) -> _ModelInfo:
     return info
 
 
+def _device_weight(value, dtype, *, adopt: bool):
+    """``value`` as a JAX array of ``dtype``, its host copy released before the next one.
+
+    A NumPy array given up by the caller (``adopt``) that is C-contiguous, of the
+    right dtype and 64-byte aligned (as the checkpoint readers return them) is
+    adopted by JAX's CPU backend without a copy (made read-only here, since the
+    JAX array now shares its memory); any other value is copied. The transfer is
+    waited for, so that a host array nobody else holds is freed at once: without
+    that, the asynchronous copies of a whole model queue up and the NumPy and the
+    JAX weights are alive together (measured 1.7x the weights for NT v1 500M).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if not isinstance(value, np.ndarray):
+        return jnp.asarray(value, dtype=dtype)
+    from ..io._checkpoints import ALIGNMENT
+
+    a = value.astype(dtype, copy=False)
+    adopt = adopt and a is value and a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0
+    if adopt:
+        a.flags.writeable = False
+        arr = jax.device_put(a)
+    else:  # a copy: jax.device_put(may_alias=False) still aliases on CPU (jax 0.10.2)
+        arr = jnp.array(a, copy=True)
+    arr.block_until_ready()
+    return arr
+
+
 class SavedModel(nnx.Module):
     """Base of saveable models: ``config``, ``metadata``, ``history``, ``save``.
 
@@ -570,8 +599,6 @@ class SavedModel(nnx.Module):
         ModelFormatError
             When names, shapes or dtypes do not match the config, or values are not finite.
         """
-        import jax.numpy as jnp
-
         graphdef, state = nnx.split(cls.abstract(config))
         flat = nnx.to_flat_state(state)
         expected = {}
@@ -594,11 +621,8 @@ class SavedModel(nnx.Module):
         for path, var in flat:
             want = var.get_value()
             name = ".".join(map(str, path))
-            arr = jnp.asarray(
-                weights.pop(name) if consume else weights[name],  # type: ignore[attr-defined]
-                dtype=want.dtype,
-            )
-            leaves.append((path, var.replace(arr)))
+            value = weights.pop(name) if consume else weights[name]  # type: ignore[attr-defined]
+            leaves.append((path, var.replace(_device_weight(value, want.dtype, adopt=consume))))
         model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
         if metadata is not None:
             model.metadata = metadata

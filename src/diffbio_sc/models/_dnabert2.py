@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..io._checkpoints import CheckpointError
+from ..io._checkpoints import CheckpointError, aligned_copy
 from ._base import ModelConfig, SavedModel, register_model
 from ._bert import HIGHEST, _linear, config_field, float_weight, from_torch_weights
 
@@ -323,7 +323,7 @@ def _map_dnabert2_weights(
                         target = f"{mod}.scale"
                     else:
                         target = f"{mod}.kernel"
-                        w = np.ascontiguousarray(w.T) if w.ndim == 2 else w
+                        w = aligned_copy(w.T) if w.ndim == 2 else w
         out[target if target is not None else name] = w
     return out
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..io._checkpoints import CheckpointError
+from ..io._checkpoints import CheckpointError, aligned_copy
 from ._base import ModelConfig, SavedModel, register_model
 from ._bert import (
     HIGHEST,
@@ -407,7 +407,7 @@ def _map_esm_weights(
                         target = f"layers.{int(idx)}.{mod}.scale"
                     else:
                         target = f"layers.{int(idx)}.{mod}.kernel"
-                        w = np.ascontiguousarray(w.T) if w.ndim == 2 else w
+                        w = aligned_copy(w.T) if w.ndim == 2 else w
         out[target if target is not None else name] = w
     return out
 
