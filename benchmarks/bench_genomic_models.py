@@ -59,6 +59,7 @@ Results go to ``benchmarks/results/genomic_models.json``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -413,9 +414,10 @@ def role_torch(args) -> None:
 def role_dfm(args) -> None:
     """Load the checkpoint with diffbio_sc and measure (see the module doc)."""
     import jax
-    from flax import nnx
 
     import diffbio_sc as dfm
+    from diffbio_sc.models._adapters import dna_checkpoint_forward
+    from diffbio_sc.models._runner import eval_split
 
     fam = args.family
     data = np.load(args.ids)
@@ -424,28 +426,23 @@ def role_dfm(args) -> None:
 
     def load():
         m = dfm.models.load_checkpoint(args.ckpt)
-
-        if fam == "generator":
-
-            def pooled(mod, ids):
-                return mod.pool(ids, mod.hidden_states(ids)[-1], pooling="last")
-        else:
-
-            def pooled(mod, ids):
-                return mod.pool(ids, mod.hidden_states(ids)[-1])
-
-        return m.module, nnx.jit(pooled)
+        graphdef, state = eval_split(m.module)
+        jax.block_until_ready(state)
+        # the function the runner compiles for dfm.tl.embed_sequences (one per batch shape)
+        static = (graphdef, "last" if fam == "generator" else None)
+        return static, state, jax.jit(dna_checkpoint_forward, static_argnums=0)
 
     def run(model, ids_np):
-        module, fn = model
-        return np.asarray(fn(module, ids_np.astype(np.int32)))
+        static, state, fn = model
+        return np.asarray(fn(static, state, ids_np.astype(np.int32)))
 
     res = _measure("dfm", fam, rows, pad_id, args.batch_sizes, args.bucket, load, run, args.emb)
     res["settings"] = {
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "padding": f"each batch to its longest row rounded up to {args.bucket} tokens",
-        "jit": "pooled last layer (nnx.jit), one compile per batch shape",
+        "jit": "pooled last layer, the runner's jax.jit(dna_checkpoint_forward), one compile "
+        "per batch shape",
     }
     print("RESULT " + json.dumps(res))
 
@@ -504,6 +501,7 @@ def orchestrate(args) -> None:
         pad_id = int(model.tokenizer.pad_id)
         rows = [r[r != pad_id] for r in np.asarray(ids)]
         del model
+        gc.collect()  # release the weights before the measured subprocesses start
         ids_file = args.work / f"{fam}_{args.set}_ids.npz"
         np.savez(
             ids_file, n=len(rows), pad_id=pad_id, **{f"row_{i}": r for i, r in enumerate(rows)}
