@@ -11,7 +11,8 @@ of the range:
 1. **Normalise**: ``(scale[gene] * count) * factor[cell]`` in float64, rounded
    to float32 (exactly as the per-cell rule); entries that are 0 in float32
    (excluded genes) are dropped.
-2. **Key**: ``bucket << 32 | position``, int64. ``position`` is the entry's
+2. **Key**: ``bucket << 32 | position``, uint64 (unsigned throughout, so that
+   indexing needs no negative-index wraparound). ``position`` is the entry's
    place in its CSR row (ascending position is ascending gene) and ``bucket``
    is the row's float32 bit pattern, descending, relative to the row's largest
    value and shifted right just enough to fit ``2 * d`` bits, where ``d``
@@ -39,12 +40,15 @@ import numpy as np
 _SMALL = 32  # rows with at most this many valid entries: insertion sort on exact keys
 _MAX_DIGIT = 11  # bits of one radix digit (a 2,048-entry histogram: 8 KiB, in L1)
 _MIN_DIGIT = 6
-_LOW32 = 0xFFFFFFFF
+_DIGIT_SLACK = 0  # digit bits: the smallest with 2**bits >= n_valid >> _DIGIT_SLACK
+_U32 = np.uint64(32)
+_LOW = np.uint64(0xFFFFFFFF)
+_ONE32 = np.uint64(1 << 32)
 
 
 @numba.njit(cache=True, nogil=True)
 def _sort_keys(keys, lo, hi):  # pragma: no cover - compiled
-    """Sort ``keys[lo:hi]`` (unique int64) ascending: insertion sort, or NumPy's sort when long."""
+    """Sort ``keys[lo:hi]`` (unique) ascending: insertion sort, or NumPy's sort when long."""
     n = hi - lo
     if n > 48:
         keys[lo:hi] = np.sort(keys[lo:hi])
@@ -60,8 +64,11 @@ def _sort_keys(keys, lo, hi):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _scatter(src, dst, n, hist, n_buckets, shift, mask):  # pragma: no cover - compiled
-    """One stable counting-sort pass of ``src[:n]`` into ``dst`` on digit ``(key >> shift) & mask``."""
-    total = 0
+    """One stable counting-sort pass of ``src[:n]`` into ``dst`` on digit ``(key >> shift) & mask``.
+
+    ``src``, ``dst``: uint64 keys; ``hist``: uint32 counts of each digit (overwritten).
+    """
+    total = np.uint32(0)
     for d in range(n_buckets):
         c = hist[d]
         hist[d] = total
@@ -69,8 +76,55 @@ def _scatter(src, dst, n, hist, n_buckets, shift, mask):  # pragma: no cover - c
     for i in range(n):
         key = src[i]
         d = (key >> shift) & mask
-        dst[hist[d]] = key
-        hist[d] += 1
+        h = hist[d]
+        dst[h] = key
+        hist[d] = h + np.uint32(1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _repair(keys, lim, n, ubits, tmp):  # pragma: no cover - compiled
+    """Re-sort each run of equal buckets ``keys[s:t]`` (``q << 32 | position``) with ``s < lim - 1``.
+
+    Within a run, entries are ordered by the exact value (``ubits[position]``,
+    descending), then position; the run keeps its bucket ``q``.
+    """
+    done = 1  # pairs (j - 1, j) with j < done are inside runs already re-sorted
+    b0 = 1
+    while b0 < lim:  # blocks without an equal pair are skipped after a SIMD check
+        b1 = min(b0 + 64, lim)
+        s0 = max(b0, done)
+        b0 = b1
+        if s0 >= b1:
+            continue
+        # Any equal pair? (A fixed trip count and indices that cannot be negative: SIMD.)
+        win = keys[s0 - 1 : b1]
+        n_same = 0
+        if b1 - s0 == 64:
+            for j in range(64):
+                n_same += np.int64((win[j + 1] ^ win[j]) < _ONE32)
+        else:
+            for j in range(b1 - s0):
+                n_same += np.int64((win[j + 1] ^ win[j]) < _ONE32)
+        if n_same == 0:
+            continue
+        j = s0
+        while j < b1:
+            q = keys[j] >> _U32
+            if q != keys[j - 1] >> _U32:
+                j += 1
+                continue
+            s = j - 1  # the run's start: a pair before it would have consumed it
+            t = j + 1
+            while t < n and (keys[t] >> _U32) == q:
+                t += 1
+            for x in range(s, t):
+                p = keys[x] & _LOW
+                tmp[x - s] = (np.uint64(0x7FFFFFFF - np.int64(ubits[p])) << _U32) | p
+            _sort_keys(tmp, 0, t - s)
+            for x in range(s, t):
+                keys[x] = (q << _U32) | (tmp[x - s] & _LOW)
+            done = t + 1
+            j = t + 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -101,42 +155,45 @@ def encode_rows(
         width = max(width, indptr[r + 1] - indptr[r])
     fbits = np.empty(width, dtype=np.float32)
     ubits = fbits.view(np.uint32)
-    ka = np.empty(width, dtype=np.int64)
-    kb = np.empty(width, dtype=np.int64)
-    h_lo = np.empty(1 << _MAX_DIGIT, dtype=np.int32)
-    h_hi = np.empty(1 << _MAX_DIGIT, dtype=np.int32)
-    low32 = np.int64(_LOW32)
+    ka = np.empty(width, dtype=np.uint64)
+    kb = np.empty(width, dtype=np.uint64)
+    kc = np.empty(width, dtype=np.uint64)
+    h_lo = np.empty(1 << _MAX_DIGIT, dtype=np.uint32)
+    h_hi = np.empty(1 << _MAX_DIGIT, dtype=np.uint32)
+    low32 = np.int64(0xFFFFFFFF)
     for r in range(r0, r1):
         a = indptr[r]
         w = indptr[r + 1] - a
         f = factor[r]
-        hi = np.int64(0)
-        lo = np.int64(_LOW32)
+        ind = indices[a : a + w]
+        dat = data[a : a + w]
+        for j in range(w):  # 1. normalise
+            fbits[j] = np.float32(scale[ind[j]] * np.float64(dat[j]) * f)
         nv = 0
-        for j in range(w):
-            v = scale[indices[a + j]] * np.float64(data[a + j])
-            fbits[j] = np.float32(v * f)
+        hi = np.int64(0)
+        lo = low32
+        for j in range(w):  # branch-free, so that it vectorises
             u = np.int64(ubits[j])
-            if u != 0:
-                nv += 1
-                hi = max(hi, u)
-                lo = min(lo, u)
+            nz = u != 0
+            nv += nz
+            hi = max(hi, u)
+            lo = min(lo, u if nz else low32)
         m = min(nv, k)
         src = ka
-        if nv <= _SMALL:
+        n_sort = nv
+        if nv <= _SMALL:  # exact keys, insertion sort
             c = 0
             for j in range(w):
                 u = np.int64(ubits[j])
                 if u != 0:
-                    ka[c] = ((0x7FFFFFFF - u) << 32) | j
+                    ka[c] = (np.uint64(0x7FFFFFFF - u) << _U32) | np.uint64(j)
                     c += 1
             _sort_keys(ka, 0, nv)
         else:
             dbits = _MIN_DIGIT
-            while dbits < _MAX_DIGIT and (1 << dbits) < nv:
+            while dbits < _MAX_DIGIT and (1 << dbits) < (nv >> _DIGIT_SLACK):
                 dbits += 1
             nb = 1 << dbits
-            dmask = np.int64(nb - 1)
             span = hi - lo
             sh = 0
             while (span >> sh) >= (np.int64(1) << (2 * dbits)):
@@ -145,64 +202,64 @@ def encode_rows(
             two = qmax >= nb
             n_lo = nb if two else qmax + 1
             n_hi = (qmax >> dbits) + 1
+            d_bits = np.uint64(dbits)
+            d_mask = np.uint64(nb - 1)
+            shift = np.uint64(sh)
+            top = np.uint64(hi)
             h_lo[:n_lo] = 0
             c = 0
-            for j in range(w):
-                u = np.int64(ubits[j])
-                if u != 0:
-                    q = (hi - u) >> sh
-                    ka[c] = (q << 32) | j
-                    h_lo[q & dmask] += 1
-                    c += 1
-            n_sort = nv
-            if two:
+            if two:  # 2. keys and both digits' histograms in one pass
                 h_hi[:n_hi] = 0
-                for i in range(nv):
-                    h_hi[ka[i] >> (32 + dbits)] += 1
+                for j in range(w):
+                    u = ubits[j]
+                    if u != 0:
+                        q = (top - np.uint64(u)) >> shift
+                        ka[c] = (q << _U32) | np.uint64(j)
+                        h_lo[q & d_mask] += np.uint32(1)
+                        h_hi[q >> d_bits] += np.uint32(1)
+                        c += 1
                 if m < nv:  # only the high digits that can reach the top m
                     cut = 0
-                    cum = h_hi[0]
+                    cum = np.int64(h_hi[0])
                     while cum < m:
                         cut += 1
-                        cum += h_hi[cut]
+                        cum += np.int64(h_hi[cut])
                     if cum < nv:
                         h_lo[:n_lo] = 0
                         c = 0
+                        cut_u = np.uint64(cut)
                         for i in range(nv):
                             key = ka[i]
-                            if (key >> (32 + dbits)) <= cut:
+                            if (key >> (_U32 + d_bits)) <= cut_u:
                                 ka[c] = key
-                                h_lo[(key >> 32) & dmask] += 1
+                                h_lo[(key >> _U32) & d_mask] += np.uint32(1)
                                 c += 1
                         n_sort = c
                         n_hi = cut + 1
-                _scatter(ka, kb, n_sort, h_lo, n_lo, 32, dmask)
-                _scatter(kb, ka, n_sort, h_hi, n_hi, 32 + dbits, dmask)
+                # 3. stable LSD radix sort
+                _scatter(ka, kb, n_sort, h_lo, n_lo, _U32, d_mask)
+                _scatter(kb, ka, n_sort, h_hi, n_hi, _U32 + d_bits, d_mask)
             else:
-                _scatter(ka, kb, n_sort, h_lo, n_lo, 32, dmask)
+                for j in range(w):
+                    u = ubits[j]
+                    if u != 0:
+                        q = (top - np.uint64(u)) >> shift
+                        ka[c] = (q << _U32) | np.uint64(j)
+                        h_lo[q] += np.uint32(1)
+                        c += 1
+                _scatter(ka, kb, n_sort, h_lo, n_lo, _U32, d_mask)
                 src = kb
-            if sh > 0:  # repair the runs of one bucket that reach the top m
-                j = 0
-                while j < m:
-                    q = src[j] >> 32
-                    t = j + 1
-                    while t < n_sort and (src[t] >> 32) == q:
-                        t += 1
-                    if t - j > 1:
-                        for x in range(j, t):
-                            p = src[x] & low32
-                            src[x] = ((0x7FFFFFFF - np.int64(ubits[p])) << 32) | p
-                        _sort_keys(src, j, t)
-                    j = t
-        orow = out[r]
+            if sh > 0:  # 4. repair the runs of one bucket that reach the top m
+                _repair(src, min(n_sort, m + 1), n_sort, ubits, kc)
+        orow = out[r]  # 5. write
         for j in range(m):
-            orow[j] = lut[indices[a + (src[j] & low32)]]
+            orow[j] = lut[ind[src[j] & _LOW]]
         for j in range(m, k):
             orow[j] = pad_value
         if with_values:
             vrow = values[r]
             for j in range(m):
-                vrow[j] = fbits[src[j] & low32]
+                vrow[j] = fbits[src[j] & _LOW]
             for j in range(m, k):
                 vrow[j] = 0.0
         n_tokens[r] = m
