@@ -40,7 +40,7 @@ import numpy as np
 _SMALL = 32  # rows with at most this many valid entries: insertion sort on exact keys
 _MAX_DIGIT = 11  # bits of one radix digit (a 2,048-entry histogram: 8 KiB, in L1)
 _MIN_DIGIT = 6
-_DIGIT_SLACK = 0  # digit bits: the smallest with 2**bits >= n_valid >> _DIGIT_SLACK
+_DIGIT_SLACK = 1  # digit bits: the smallest with 2**bits >= n_valid >> _DIGIT_SLACK
 _U32 = np.uint64(32)
 _LOW = np.uint64(0xFFFFFFFF)
 _ONE32 = np.uint64(1 << 32)
