@@ -16,8 +16,10 @@ of the range:
    place in its CSR row (ascending position is ascending gene) and ``bucket``
    is the row's float32 bit pattern, descending, relative to the row's largest
    value and shifted right just enough to fit ``2 * d`` bits, where ``d``
-   (6 to 11) follows the row's size. Quantisation is monotone, so it never
-   swaps two genes, but it can merge different values into one bucket.
+   (6 to 11) is the smallest with ``2**d >= n_valid / 2`` (10 for a row of
+   1,500 genes: two 1,024-entry histograms, in L1). Quantisation is monotone,
+   so it never swaps two genes, but it can merge different values into one
+   bucket.
 3. **Sort**: a stable LSD radix sort on the bucket, one or two ``d``-bit
    digits. Entries enter in position order, so equal buckets stay in gene
    order without the position in the sorted digits. When the row has more
@@ -27,7 +29,13 @@ of the range:
 4. **Repair**: runs of one bucket that hold different values (possible only
    when the bucket was shifted) are re-sorted on the exact key
    ``(0x7FFFFFFF - bits) << 32 | position``: value descending, position
-   ascending. Runs are short (a few entries) except on adversarial rows.
+   ascending. Blocks of 64 sorted keys without an equal pair are skipped after
+   a vectorised check; runs are short (a few entries) except on adversarial
+   rows.
+
+Measured per phase on 20,000 rows of 1,500 entries (one thread, CPU-s):
+normalise 0.036, keys and histograms 0.042, sort 0.052, repair 0.011, write
+0.033 (the normalise and write passes stream the CSR arrays and the output).
 5. **Write**: ``lut[column]`` of the first ``k`` entries, then ``pad_value``,
    straight into the caller's output row (and the float32 values, if asked).
 """
