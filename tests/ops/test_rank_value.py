@@ -135,3 +135,25 @@ def test_wide_rows_radix_cut_and_long_runs(max_tokens):
     np.testing.assert_array_equal(ids, exp_ids)
     np.testing.assert_array_equal(vals, exp_vals)
     np.testing.assert_array_equal(n_tok, exp_n)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64, np.float32])
+def test_integer_counts_summed_in_the_kernel(dtype, monkeypatch):
+    """Integer counts of <= 32 bits are summed per row inside the compiled kernel
+    (NumPy's row_totals is not called); every dtype gives the per-cell rule."""
+    rng = np.random.default_rng(11)
+    X, scale = colliding_counts(rng, n_cells=30)
+    X.data = np.minimum(X.data, 60_000)  # fits uint16
+    Xd = X.astype(dtype)
+    assert Xd.has_sorted_indices
+    if np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize <= 4:
+
+        def refuse(*a, **k):
+            raise AssertionError("row_totals called for 32-bit integer counts")
+
+        monkeypatch.setattr(_rank_value, "row_totals", refuse)
+    got = rank_value_encode(Xd, scale, target_sum=1e4, max_tokens=40, n_jobs=2)
+    exp_ids, exp_vals, exp_n = reference(X, scale, 1e4, 40)
+    np.testing.assert_array_equal(got[0], exp_ids)
+    np.testing.assert_array_equal(got[1], exp_vals)
+    np.testing.assert_array_equal(got[2], exp_n)

@@ -121,10 +121,21 @@ def rank_value_encode(
     if n_genes >= 0xFFFFFFFF:
         raise ValueError("at most 2**32 - 2 genes are supported")
     gene_scale = np.where(np.isfinite(gene_scale) & (gene_scale > 0), gene_scale, 0.0)
-    if totals is None:
-        totals = row_totals(X)
-    totals = np.asarray(totals, dtype=np.float64)
-    factor = np.divide(float(target_sum), totals, out=np.zeros(n), where=totals > 0)
+    widths = np.diff(X.indptr)
+    compiled = X.has_sorted_indices and (n == 0 or int(widths.max()) <= 2**_MAX_POS_BITS)
+    # Integer counts of at most 32 bits in rows of < 2**21 entries sum exactly in float64
+    # (< 2**53) in any order, so the compiled kernel can sum each row itself (on its
+    # thread) and match row_totals bit for bit.
+    kernel_totals = totals is None and compiled and X.data.dtype.kind in "iu"
+    kernel_totals = kernel_totals and X.data.dtype.itemsize <= 4
+    kernel_totals = kernel_totals and (n == 0 or int(widths.max()) < 2**21)
+    if kernel_totals:
+        factor = np.empty(0, dtype=np.float64)
+    else:
+        if totals is None:
+            totals = row_totals(X)
+        totals = np.asarray(totals, dtype=np.float64)
+        factor = np.divide(float(target_sum), totals, out=np.zeros(n), where=totals > 0)
     if lut is None:
         affine, shift = True, 0
     else:
@@ -148,8 +159,7 @@ def rank_value_encode(
     data, indices = X.data, X.indices
     little = np.little_endian
 
-    widths = np.diff(indptr)
-    if X.has_sorted_indices and (n == 0 or int(widths.max()) <= 2**_MAX_POS_BITS):
+    if compiled:
         from . import _rank_value_nb as nb
 
         lut32 = (np.arange(n_genes) + shift if lut_ext is None else lut_ext).astype(np.int32)
@@ -169,6 +179,8 @@ def rank_value_encode(
                 data,
                 gene_scale,
                 factor,
+                kernel_totals,
+                float(target_sum),
                 max_tokens,
                 lut32,
                 np.int32(pad_value),

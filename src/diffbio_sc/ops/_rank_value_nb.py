@@ -144,6 +144,8 @@ def encode_rows(
     data,
     scale,
     factor,
+    own_totals,
+    target_sum,
     k,
     lut,
     pad_value,
@@ -156,7 +158,9 @@ def encode_rows(
 
     ``out`` is int32 ``(n, k)`` (a view is fine), ``values`` float32 ``(n, k)``
     (ignored unless ``with_values``), ``n_tokens`` int32 ``(n,)``; ``lut`` maps a
-    column to its output id.
+    column to its output id. ``factor[r]`` is ``target_sum / total`` of row ``r``
+    (0 for an empty row); with ``own_totals`` (integer counts, whose float64 sum is
+    exact in any order) the row total is summed here instead and ``factor`` is unused.
     """
     width = 1
     for r in range(r0, r1):
@@ -172,9 +176,15 @@ def encode_rows(
     for r in range(r0, r1):
         a = indptr[r]
         w = indptr[r + 1] - a
-        f = factor[r]
         ind = indices[a : a + w]
         dat = data[a : a + w]
+        if own_totals:
+            total = 0.0
+            for j in range(w):
+                total += np.float64(dat[j])
+            f = target_sum / total if total > 0 else 0.0
+        else:
+            f = factor[r]
         for j in range(w):  # 1. normalise
             fbits[j] = np.float32(scale[ind[j]] * np.float64(dat[j]) * f)
         nv = 0
