@@ -14,6 +14,12 @@ are the same whatever the batch, so each case runs twice, with a small and a
 large batch, and the table reports the marginal peak memory per cell,
 ``(peak_large - peak_small) / (large - small)``, next to the raw peaks.
 
+Comparison with NeuralSort (fairness rule, printed first): at n = 2,000, NeuralSort
+(also ``jax.jit``-compiled, float32, the same soft ranks and gradient) gets the
+batch size from a sweep (1 to 16 cells per call), then the two sides alternate
+in fresh processes over ``--rounds`` rounds; wall and CPU time (process time of
+all XLA threads) per cell, min and median over the rounds.
+
 NeuralSort materialises an n x n matrix per cell; a case whose estimated
 footprint exceeds half the machine's available memory is not run and is
 reported with that estimate.
@@ -21,6 +27,7 @@ reported with that estimate.
 Usage::
 
     python benchmarks/bench_soft_rank.py            # full table (markdown)
+    python benchmarks/bench_soft_rank.py --compare-only --rounds 3  # vs NeuralSort only
     python benchmarks/bench_soft_rank.py --quick    # n = 2,000 only
     python benchmarks/bench_soft_rank.py --pp-repeat 10   # repeated dfm.pp.soft_rank calls
 
@@ -97,12 +104,14 @@ def run_case(method: str, n: int, batch: int, repeats: int, masked: bool) -> dic
     out = {}
     for name, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
         fn(x).block_until_ready()  # compile + warm up
-        times = []
+        times, cpus = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(x).block_until_ready()
             times.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
         out[f"{name}_ms_per_cell"] = 1e3 * float(np.median(times)) / batch
+        out[f"{name}_cpu_ms_per_cell"] = 1e3 * float(np.median(cpus)) / batch
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["batch"] = batch
     return out
@@ -157,9 +166,88 @@ def _child(method: str, n: int, batch: int, repeats: int, masked: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def compare(n: int, rounds: int, sweep: tuple[int, ...]) -> None:
+    """soft_rank vs NeuralSort under the fairness rule, printed as a markdown table.
+
+    NeuralSort's batch size (cells per jit'd call) is swept first, one fresh
+    process per size, and its fastest fwd+bwd per cell is used. Then the two
+    sides alternate (order reversed every other round), each round in fresh
+    processes, over ``rounds`` rounds; each process times the median of its
+    repeats after one untimed compile + warm-up call.
+    """
+    import jax
+    import numpy as np
+
+    best, sweep_rows = None, []
+    for b in sweep:
+        if _neural_estimate(n, b) > _available_bytes() // 2:
+            sweep_rows.append(f"{b}: not run (memory)")
+            continue
+        r = _child("neural_sort", n, b, 2, False)
+        if "error" in r:
+            sweep_rows.append(f"{b}: {r['error']}")
+            continue
+        sweep_rows.append(f"{b}: {r['fwd_bwd_ms_per_cell']:.1f}")
+        if best is None or r["fwd_bwd_ms_per_cell"] < best[1]:
+            best = (b, r["fwd_bwd_ms_per_cell"])
+    if best is None:
+        print("NeuralSort could not run at any batch size")
+        return
+    sides = {
+        "soft_rank": ("soft_rank", BATCH, 20),
+        "neural_sort": ("neural_sort", best[0], 3),
+    }
+    res: dict[str, list] = {k: [] for k in sides}
+    load0 = os.getloadavg()[0]
+    for rnd in range(rounds):
+        for name in list(sides) if rnd % 2 == 0 else list(sides)[::-1]:
+            method, batch, repeats = sides[name]
+            r = _child(method, n, batch, repeats, False)
+            if "error" in r:
+                raise SystemExit(f"{name}: {r['error']}")
+            res[name].append(r)
+    load1 = os.getloadavg()[0]
+    print(
+        f"soft_rank vs NeuralSort, n = {n:,} genes, float32, temperature {TEMPERATURE}; "
+        f"both jax.jit-compiled (fwd: soft ranks; fwd+bwd: jax.grad of a weighted sum of them), "
+        f"vmap over cells, XLA's default CPU threads on {os.cpu_count()} cores, jax {jax.__version__}; "
+        f"{rounds} rounds alternating, each side in a fresh process per round, one untimed "
+        f"warm-up call per process; load average {load0:.1f} before / {load1:.1f} after.\n"
+        f"NeuralSort batch sweep (cells per call: fwd+bwd ms per cell, 2 repeats): "
+        f"{'; '.join(sweep_rows)} -> {best[0]}. soft_rank: {BATCH} cells per call.\n"
+    )
+    print(
+        "| side | cells per call | fwd+bwd wall ms/cell min / median "
+        "| fwd+bwd CPU ms/cell min / median | fwd wall ms/cell min / median |"
+    )
+    print("|---|---:|---|---|---|")
+    med = {}
+    for name, rs in res.items():
+        w = np.array([r["fwd_bwd_ms_per_cell"] for r in rs])
+        c = np.array([r["fwd_bwd_cpu_ms_per_cell"] for r in rs])
+        f = np.array([r["fwd_ms_per_cell"] for r in rs])
+        med[name] = (np.median(w), np.median(c), w.min(), c.min())
+        print(
+            f"| {name} | {rs[0]['batch']} | {w.min():.3f} / {np.median(w):.3f} "
+            f"| {c.min():.3f} / {np.median(c):.3f} | {f.min():.3f} / {np.median(f):.3f} |"
+        )
+    s, ns = med["soft_rank"], med["neural_sort"]
+    print(
+        f"\nNeuralSort / soft_rank, fwd+bwd per cell: wall {ns[2] / s[2]:,.0f}x (min) / "
+        f"{ns[0] / s[0]:,.0f}x (median); CPU {ns[3] / s[3]:,.0f}x (min) / {ns[1] / s[1]:,.0f}x "
+        f"(median)\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 2,000 only")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of the NeuralSort comparison"
+    )
+    parser.add_argument(
+        "--compare-only", action="store_true", help="only the NeuralSort comparison (n = 2,000)"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument(
         "--pp-repeat", type=int, default=0, help="time this many dfm.pp.soft_rank calls only"
@@ -183,6 +271,9 @@ def main() -> None:
         print(json.dumps(res))
         return
 
+    compare(SIZES[0], args.rounds, (1, 2, 4, 8, 16))
+    if args.compare_only:
+        return
     sizes = SIZES[:1] if args.quick else SIZES
     budget = _available_bytes() // 2
     rows = []

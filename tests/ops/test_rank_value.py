@@ -100,3 +100,60 @@ def test_fallback_paths_equal_compiled_path(monkeypatch):
         np.testing.assert_array_equal(got[0], exp_lut)
         np.testing.assert_array_equal(got[1], exp_vals)
         np.testing.assert_array_equal(got[2], exp_n)
+
+
+@pytest.mark.parametrize("max_tokens", [5, 700, 2048])
+def test_wide_rows_radix_cut_and_long_runs(max_tokens):
+    """Rows of 40 to 3,000 entries (one- and two-digit radix sorts, the top-k cut when
+    a row holds more than ``max_tokens``), with runs of one bucket longer than the
+    64-entry blocks of the repair check and runs that straddle the cut."""
+    rng = np.random.default_rng(7)
+    n_genes = 3200
+    rows = []
+    for i, k in enumerate([40, 300, 1500, 2100, 3000, 3000]):
+        genes = np.sort(rng.choice(n_genes, size=k, replace=False))
+        if i % 2:  # a wide span plus hundreds of values one float32 step apart
+            d = np.where(
+                rng.random(k) < 0.5, 10**7 + rng.integers(0, 3, size=k), rng.geometric(0.2, size=k)
+            )
+        else:
+            d = rng.geometric(0.05, size=k)
+        rows.append((genes, d))
+    indptr = np.concatenate([[0], np.cumsum([len(g) for g, _ in rows])])
+    X = sp.csr_matrix(
+        (
+            np.concatenate([d for _, d in rows]).astype(np.float64),
+            np.concatenate([g for g, _ in rows]),
+            indptr,
+        ),
+        shape=(len(rows), n_genes),
+    )
+    scale = np.ones(n_genes)
+    scale[rng.random(n_genes) < 0.4] = 1.0 + 2.0**-22  # one-ulp steps between near-equal values
+    ids, vals, n_tok = rank_value_encode(X, scale, target_sum=1e4, max_tokens=max_tokens, n_jobs=1)
+    exp_ids, exp_vals, exp_n = reference(X, scale, 1e4, max_tokens)
+    np.testing.assert_array_equal(ids, exp_ids)
+    np.testing.assert_array_equal(vals, exp_vals)
+    np.testing.assert_array_equal(n_tok, exp_n)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64, np.float32])
+def test_integer_counts_summed_in_the_kernel(dtype, monkeypatch):
+    """Integer counts of <= 32 bits are summed per row inside the compiled kernel
+    (NumPy's row_totals is not called); every dtype gives the per-cell rule."""
+    rng = np.random.default_rng(11)
+    X, scale = colliding_counts(rng, n_cells=30)
+    X.data = np.minimum(X.data, 60_000)  # fits uint16
+    Xd = X.astype(dtype)
+    assert Xd.has_sorted_indices
+    if np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize <= 4:
+
+        def refuse(*a, **k):
+            raise AssertionError("row_totals called for 32-bit integer counts")
+
+        monkeypatch.setattr(_rank_value, "row_totals", refuse)
+    got = rank_value_encode(Xd, scale, target_sum=1e4, max_tokens=40, n_jobs=2)
+    exp_ids, exp_vals, exp_n = reference(X, scale, 1e4, 40)
+    np.testing.assert_array_equal(got[0], exp_ids)
+    np.testing.assert_array_equal(got[1], exp_vals)
+    np.testing.assert_array_equal(got[2], exp_n)

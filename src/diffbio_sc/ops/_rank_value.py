@@ -1,23 +1,20 @@
-"""Rank-value encoding of a CSR chunk of cells (Geneformer's tokenization kernel).
+"""Rank-value encoding of a CSR chunk of cells (Geneformer's encoding).
 
 A pure array function: the AnnData-facing :func:`diffbio_sc.pp.tokenize` and
 the native model's data preparation stream chunks through it.
 
-Sorting: rows are sorted in blocks of ``_BLOCK_ROWS`` cells, one block per
-task on a thread pool (NumPy's row sort runs with SIMD and without the GIL, so
-blocks sort on all cores).
-
-* Rows with sorted column indices (the usual CSR) use 32-bit keys
-  ``bucket << pos_bits | position``: ties by ascending gene are ties by
-  ascending position in the row, and the value, descending, is quantised per
-  row into the bits left. Compiled passes (:mod:`._rank_value_nb`) build the
-  keys and decode the sorted rows, re-sorting the rare runs of one bucket by
-  the exact value, so the result is exactly the per-cell rule.
+* Rows with sorted column indices (the usual CSR): a compiled kernel
+  (:mod:`._rank_value_nb`) does each row in one pass: normalise, build
+  ``quantised value << 32 | position`` keys, radix-sort them (only the part
+  that can reach the top ``max_tokens``), repair the rare buckets that merged
+  different values, and write the ids straight into the output. Ties by
+  ascending position are ties by ascending gene. Row ranges of about equal
+  nonzeros run on a thread pool (the kernel releases the GIL).
 * Otherwise (unsorted indices, or rows wider than ``2**_MAX_POS_BITS``): a
   positive float32's bit pattern, read as an unsigned integer, orders like the
   float itself, so ``(~bits(value)) << 32 | gene_index`` packed in one uint64
   turns "descending value, ties by ascending gene index" into one ascending
-  integer sort.
+  integer sort, done with NumPy's row sort in blocks of ``_BLOCK_ROWS`` cells.
 """
 
 from __future__ import annotations
@@ -33,8 +30,12 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 # Rows per sorted block: the padded block (rows x max nonzeros in the block, 8
 # bytes each) stays near the per-core L2 cache; blocks are sorted on all cores.
 _BLOCK_ROWS = 192
-# Widest row (as bits of a position) sorted with 32-bit keys; wider rows use 64-bit keys.
-_MAX_POS_BITS = 20
+# Widest row (as bits of a position) for the compiled kernel (positions fill the key's low
+# 32 bits); wider rows use the NumPy 64-bit path.
+_MAX_POS_BITS = 31
+# Compiled kernel: rows per thread at least, and tasks per thread (for balance under load).
+_MIN_TASK_ROWS = 64
+_TASKS_PER_THREAD = 8
 
 
 def n_threads(n_jobs: int | None = None) -> int:
@@ -120,10 +121,21 @@ def rank_value_encode(
     if n_genes >= 0xFFFFFFFF:
         raise ValueError("at most 2**32 - 2 genes are supported")
     gene_scale = np.where(np.isfinite(gene_scale) & (gene_scale > 0), gene_scale, 0.0)
-    if totals is None:
-        totals = row_totals(X)
-    totals = np.asarray(totals, dtype=np.float64)
-    factor = np.divide(float(target_sum), totals, out=np.zeros(n), where=totals > 0)
+    widths = np.diff(X.indptr)
+    compiled = X.has_sorted_indices and (n == 0 or int(widths.max()) <= 2**_MAX_POS_BITS)
+    # Integer counts of at most 32 bits in rows of < 2**21 entries sum exactly in float64
+    # (< 2**53) in any order, so the compiled kernel can sum each row itself (on its
+    # thread) and match row_totals bit for bit.
+    kernel_totals = totals is None and compiled and X.data.dtype.kind in "iu"
+    kernel_totals = kernel_totals and X.data.dtype.itemsize <= 4
+    kernel_totals = kernel_totals and (n == 0 or int(widths.max()) < 2**21)
+    if kernel_totals:
+        factor = np.empty(0, dtype=np.float64)
+    else:
+        if totals is None:
+            totals = row_totals(X)
+        totals = np.asarray(totals, dtype=np.float64)
+        factor = np.divide(float(target_sum), totals, out=np.zeros(n), where=totals > 0)
     if lut is None:
         affine, shift = True, 0
     else:
@@ -147,11 +159,44 @@ def rank_value_encode(
     data, indices = X.data, X.indices
     little = np.little_endian
 
-    sorted_rows = bool(X.has_sorted_indices)
-    if sorted_rows:
+    if compiled:
         from . import _rank_value_nb as nb
 
         lut32 = (np.arange(n_genes) + shift if lut_ext is None else lut_ext).astype(np.int32)
+        vals = values if values is not None else np.empty((0, 0), dtype=np.float32)
+        threads = min(n_threads(n_jobs), max(1, n // _MIN_TASK_ROWS))
+        # Tasks of about equal nonzeros, several per thread (balance on a busy machine).
+        n_tasks = 1 if threads == 1 else threads * _TASKS_PER_THREAD
+        cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], n_tasks + 1)[1:-1])
+        bounds = np.unique(np.concatenate([[0], cuts, [n]]))
+
+        def task(i: int) -> None:
+            nb.encode_rows(
+                indptr,
+                int(bounds[i]),
+                int(bounds[i + 1]),
+                indices,
+                data,
+                gene_scale,
+                factor,
+                kernel_totals,
+                float(target_sum),
+                max_tokens,
+                lut32,
+                np.int32(pad_value),
+                out,
+                vals,
+                values is not None,
+                n_tokens,
+            )
+
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(task, range(len(bounds) - 1)))
+        else:
+            for i in range(len(bounds) - 1):
+                task(i)
+        return out, values, n_tokens
 
     def work(s: int) -> None:
         e = min(s + _BLOCK_ROWS, n)
@@ -162,10 +207,6 @@ def rank_value_encode(
         k = min(max_tokens, width)
         out[s:e, k:] = pad_value
         if k == 0:
-            return
-        pos_bits = max(1, (width - 1).bit_length())
-        if sorted_rows and pos_bits <= _MAX_POS_BITS:
-            _block_32(s, e, k, a, b, width, pos_bits)
             return
         idx = indices[a:b]
         val = np.take(gene_scale, idx)
@@ -193,34 +234,6 @@ def rank_value_encode(
             v[...] = bits_top.view(np.float32)
             if tail is not None:
                 v[tail] = 0.0
-
-    def _block_32(s, e, k, a, b, width, pos_bits) -> None:
-        # Rows have sorted column indices, so "ties by ascending gene" is "ties
-        # by ascending position in the row": a 32-bit key (quantised descending
-        # value, position; see _rank_value_nb) sorts about twice as fast as the
-        # 64-bit one. The passes around NumPy's SIMD sort are compiled.
-        keys = np.empty((e - s, width), dtype=np.uint32)
-        fbits = np.empty(b - a, dtype=np.float32)
-        nv = np.empty(e - s, dtype=np.int64)
-        nb.encode_rows(indptr, s, e, indices, data, gene_scale, factor, pos_bits, keys, fbits, nv)
-        keys.sort(axis=1)
-        n_tokens[s:e] = np.minimum(nv, max_tokens)
-        vals = values[s:e, :k] if values is not None else np.empty((0, 0), np.float32)
-        nb.decode_rows(
-            keys,
-            k,
-            pos_bits,
-            indptr,
-            s,
-            indices,
-            fbits,
-            nv,
-            lut32,
-            np.int32(pad_value),
-            out[s:e, :k],
-            vals,
-            values is not None,
-        )
 
     def _block_64(s, e, k, ip, counts, width, idx, bits) -> None:
         keys = np.empty(bits.size, dtype=np.uint64)
