@@ -4,6 +4,8 @@ For each atlas (a backed ``.h5ad`` from ``benchmarks/make_atlas.py``), every ste
 runs in its own child process, and the parent reads the child's peak resident
 memory (``ru_maxrss``) and CPU seconds (user + system) from ``os.wait4``:
 
+* ``open``: nothing but opening the backed atlas (Python, NumPy, anndata, the
+  package and the backed AnnData's ``.obs``/``.var``: the floor under every step);
 * ``medians_hist``: ``dfm.pp.gene_medians(backed, method='histogram')`` (flat memory);
 * ``medians_exact``: ``dfm.pp.gene_medians(backed, method='exact')`` (two passes:
   histograms, then the values in each gene's median bins);
@@ -37,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-STEPS = ("medians_hist", "medians_exact", "tokenize", "pretrain", "embed")
+STEPS = ("open", "medians_hist", "medians_exact", "tokenize", "pretrain", "embed")
 #: Optimizer steps of the ``pretrain`` step at every atlas size (a fixed budget).
 PRETRAIN_STEPS = 300
 
@@ -60,7 +62,9 @@ def run_step(step: str, atlas: str, work: Path) -> dict:
     adata = _open(atlas)
     out: dict = {}
     med_file = work / "medians_exact.json"
-    if step in ("medians_hist", "medians_exact"):
+    if step == "open":
+        pass
+    elif step in ("medians_hist", "medians_exact"):
         method = {"medians_hist": "histogram", "medians_exact": "exact"}[step]
         dfm.pp.gene_medians(adata, method=method)
         med = adata.var["dfm_median"].to_numpy()
