@@ -259,6 +259,7 @@ def pretrain(
     perm = np.random.default_rng(seed).permutation(n)
     val_idx = np.sort(perm[:n_val])
     train_idx = np.sort(perm[n_val:])
+    del perm  # (n,) int64: not kept through training
 
     with timed("pretraining the masked-expression model") as info:
         start_time = time.perf_counter()
