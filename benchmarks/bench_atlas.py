@@ -4,15 +4,21 @@ For each atlas (a backed ``.h5ad`` from ``benchmarks/make_atlas.py``), every ste
 runs in its own child process, and the parent reads the child's peak resident
 memory (``ru_maxrss``) and CPU seconds (user + system) from ``os.wait4``:
 
+* ``open``: nothing but opening the backed atlas (Python, NumPy, anndata, the
+  package and the backed AnnData's ``.obs``/``.var``: the floor under every step);
 * ``medians_hist``: ``dfm.pp.gene_medians(backed, method='histogram')`` (flat memory);
 * ``medians_exact``: ``dfm.pp.gene_medians(backed, method='exact')`` (two passes:
   histograms, then the values in each gene's median bins);
 * ``tokenize``: ``dfm.pp.tokenize(backed, gene_medians=<exact medians>,
   tokens_store=<zarr>)``, Geneformer V1 recipe (2,048 tokens), tokens written
   out of core;
-* ``pretrain``: ``dfm.tl.pretrain(backed, stream=True, epochs=1)`` with a small
-  model (hidden 32, 2 layers, 64 tokens, batch 256, 2,000 HVGs): ONE pass over
-  the training cells (90%) plus one validation pass, so time should be linear;
+* ``pretrain``: ``dfm.tl.pretrain(backed, stream=True, max_steps=300)`` with a
+  small model (hidden 32, 2 layers, 64 tokens, batch 256, 2,000 HVGs): both
+  passes over the file (statistics; tokens and targets written to chunk files),
+  a fixed budget of 300 optimizer steps (76,800 cells drawn chunk by chunk in a
+  seeded random order from the whole atlas: a step costs the same at every
+  size) and one validation pass over the held-out 10% of the cells. The
+  per-phase CPU seconds and peak RSS are reported too;
 * ``embed``: ``dfm.tl.embed(backed, model)`` of every cell (output ``n x 32`` in memory).
 
 The relative error of the histogram medians against the exact ones is
@@ -33,7 +39,9 @@ import sys
 import time
 from pathlib import Path
 
-STEPS = ("medians_hist", "medians_exact", "tokenize", "pretrain", "embed")
+STEPS = ("open", "medians_hist", "medians_exact", "tokenize", "pretrain", "embed")
+#: Optimizer steps of the ``pretrain`` step at every atlas size (a fixed budget).
+PRETRAIN_STEPS = 300
 
 
 def _open(path):
@@ -54,7 +62,9 @@ def run_step(step: str, atlas: str, work: Path) -> dict:
     adata = _open(atlas)
     out: dict = {}
     med_file = work / "medians_exact.json"
-    if step in ("medians_hist", "medians_exact"):
+    if step == "open":
+        pass
+    elif step in ("medians_hist", "medians_exact"):
         method = {"medians_hist": "histogram", "medians_exact": "exact"}[step]
         dfm.pp.gene_medians(adata, method=method)
         med = adata.var["dfm_median"].to_numpy()
@@ -72,19 +82,21 @@ def run_step(step: str, atlas: str, work: Path) -> dict:
 
         adata.var["dfm_median"] = np.load(work / "medians_exact.npy")
         cfg = MaskedExpressionConfig(hidden_dim=32, n_layers=2, n_heads=2, max_tokens=64)
-        model = dfm.tl.pretrain(
-            adata,
-            config=cfg,
-            epochs=1,
-            batch_size=256,
-            n_top_genes=2000,
-            stream=True,
-            stream_dir=str(work),
-            seed=0,
-        )
+        with _phases() as phases:
+            model = dfm.tl.pretrain(
+                adata,
+                config=cfg,
+                max_steps=PRETRAIN_STEPS,
+                batch_size=256,
+                n_top_genes=2000,
+                stream=True,
+                stream_dir=str(work),
+                seed=0,
+            )
         model.save(work / "model")
         out["val_loss"] = model.history["val_loss"][-1]
         out["steps"] = model.metadata["training"]["steps"]
+        out["phases"] = phases.report(out["steps"])
     elif step == "embed":
         from diffbio_sc.models import load
 
@@ -92,6 +104,84 @@ def run_step(step: str, atlas: str, work: Path) -> dict:
         emb = adata.obsm["X_dfm"]
         out["embedding_shape"] = list(emb.shape)
     return out
+
+
+class _PhaseClock:
+    """CPU seconds and peak RSS at the boundaries of ``tl.pretrain``'s streamed phases."""
+
+    def __init__(self):
+        self.marks: dict[str, tuple[float, float]] = {}
+        self.batch_cpu: list[float] = []
+
+    def mark(self, name: str) -> None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.marks[name] = (time.process_time(), peak)
+
+    def report(self, steps: int) -> dict:
+        """Per phase: CPU s and the peak RSS (MiB) reached by its end; CPU per training step.
+
+        ``train_steps`` is the CPU time from the 2nd to the last training batch
+        request divided by the steps between them (no compilation, no validation);
+        ``validation`` is from the first validation batch request to the end of
+        training (forward passes over the held-out cells).
+        """
+        m, t = self.marks, self.batch_cpu
+        out = {}
+        prev = "start"
+        for name in ("scan", "write_chunks", "train"):
+            if name in m and prev in m:
+                out[name] = {
+                    "cpu_s": round(m[name][0] - m[prev][0], 1),
+                    "peak_rss_mib": round(m[name][1], 1),
+                }
+            prev = name
+        if len(t) > steps >= 3:
+            out["cpu_per_step_ms"] = round(1e3 * (t[steps - 1] - t[1]) / (steps - 2), 1)
+            out["validation_cpu_s"] = round(m["train"][0] - t[steps], 1)
+            out["first_step_cpu_s"] = round(t[1] - t[0], 1)  # includes compilation
+        return out
+
+
+class _phases:
+    """Context manager: wrap the streamed pretraining phases with a :class:`_PhaseClock`."""
+
+    def __enter__(self):
+        import diffbio_sc.tl._model_data as md
+        import diffbio_sc.tl._pretrain as pt
+        import diffbio_sc.tl._stream as st
+
+        self.clock = clock = _PhaseClock()
+        self.saved = [
+            (md, "scan", md.scan),
+            (st, "write_chunks", st.write_chunks),
+            (pt, "_train", pt._train),
+            (st.ChunkStore, "get_batch", st.ChunkStore.get_batch),
+        ]
+
+        def timed(name, fn):
+            def wrapper(*args, **kwargs):
+                result = fn(*args, **kwargs)
+                clock.mark(name)
+                return result
+
+            return wrapper
+
+        def get_batch(store, idx):
+            clock.batch_cpu.append(time.process_time())
+            return self.saved[3][2](store, idx)
+
+        for mod, name, fn in self.saved[:3]:
+            setattr(mod, name, timed({"_train": "train"}.get(name, name), fn))
+        st.ChunkStore.get_batch = get_batch
+        clock.mark("start")
+        return clock
+
+    def __exit__(self, *exc):
+        for mod, name, fn in self.saved:
+            setattr(mod, name, fn)
+        return False
 
 
 def measure(step: str, atlas: str, work: Path) -> dict:
@@ -147,6 +237,32 @@ def table(paths: list[str]) -> str:
                 for n in cells
             ]
             out.append(f"| {step} | " + " | ".join(vals) + " |")
+    pre = {r["n_cells"]: r.get("phases", {}) for r in rows if r["step"] == "pretrain"}
+    if any(pre.values()):
+        for label, fmt in (
+            ("pretrain: CPU ms per training step", lambda p: f"{p['cpu_per_step_ms']:,.0f}"),
+            (
+                "pretrain: CPU s scan / write chunks / train (of which validation)",
+                lambda p: (
+                    f"{p['scan']['cpu_s']:,.0f} / {p['write_chunks']['cpu_s']:,.0f} / "
+                    f"{p['train']['cpu_s']:,.0f} ({p['validation_cpu_s']:,.0f})"
+                ),
+            ),
+            (
+                "pretrain: peak RSS MiB after scan / write chunks / train",
+                lambda p: (
+                    f"{p['scan']['peak_rss_mib']:,.0f} / "
+                    f"{p['write_chunks']['peak_rss_mib']:,.0f} / {p['train']['peak_rss_mib']:,.0f}"
+                ),
+            ),
+        ):
+            vals = []
+            for n in cells:
+                try:
+                    vals.append(fmt(pre[n]))
+                except (KeyError, TypeError):
+                    vals.append("-")
+            out.append(f"| {label} | " + " | ".join(vals) + " |")
     err = {r["n_cells"]: r for r in rows if r["step"] == "median_error"}
     if err:
         vals = [

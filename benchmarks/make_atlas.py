@@ -85,12 +85,39 @@ def make_block(block: int, n: int, prof, lib_fc, picks: float, seed: int):
     genes = np.empty(rows.size, np.int64)
     cums = np.cumsum(prof, axis=2)
     group = ctype * n_batches + batch
-    gr = group[rows]
-    for g in np.unique(group):
-        sel = gr == g
-        genes[sel] = np.searchsorted(cums[g // n_batches, g % n_batches], u[sel], side="right")
+    # the picks of one (type, batch) group made contiguous (one gather, one scatter):
+    # each pick's gene is searchsorted(cum of its group, u), as a per-group mask would give
+    starts = np.zeros(n + 1, np.int64)
+    np.cumsum(m, out=starts[1:])
+    by_group = np.argsort(group, kind="stable")
+    m_sorted = m[by_group]
+    perm = np.repeat(starts[by_group] - np.cumsum(m_sorted) + m_sorted, m_sorted)
+    perm += np.arange(perm.size)
+    u_perm = u[perm]
+    g_perm = np.empty(perm.size, np.int64)
+    cuts = np.searchsorted(group[by_group], np.arange(n_types * n_batches + 1))
+    pick_cuts = np.concatenate([[0], np.cumsum(m_sorted)])[cuts]
+    for g in range(n_types * n_batches):
+        lo, hi = pick_cuts[g], pick_cuts[g + 1]
+        if hi > lo:
+            g_perm[lo:hi] = np.searchsorted(
+                cums[g // n_batches, g % n_batches], u_perm[lo:hi], side="right"
+            )
+    genes[perm] = g_perm
+    del u_perm, g_perm, perm
     np.minimum(genes, n_genes - 1, out=genes)
-    keys, mult = np.unique(rows * n_genes + genes, return_counts=True)
+    # distinct (cell, gene) keys in sorted order and their multiplicities (as np.unique
+    # would return them), counted in blocks of cells with bincount
+    key_parts, mult_parts = [], []
+    step = max(1, (1 << 23) // n_genes)
+    for r0 in range(0, n, step):
+        lo, hi = starts[r0], starts[min(r0 + step, n)]
+        local = (rows[lo:hi] - r0) * n_genes + genes[lo:hi]
+        bc = np.bincount(local, minlength=min(step, n - r0) * n_genes)
+        nz = np.flatnonzero(bc)
+        key_parts.append(nz + r0 * n_genes)
+        mult_parts.append(bc[nz])
+    keys, mult = np.concatenate(key_parts), np.concatenate(mult_parts)
     r_idx, g_idx = np.divmod(keys, n_genes)
     mu = mult.astype(np.float64) * 1.5  # more picks: higher expected count
     r = 2.0
@@ -200,7 +227,9 @@ def tile_atlas(src: str, out: str, times: int) -> dict:
     ``cell_<i>``, cell types and batches repeated) are written. Reading it reads
     ``src`` again for every copy. For scaling measurements where generating a
     fresh atlas of that size would take too long; every cell appears ``times``
-    times, so medians equal those of ``src``.
+    times, so medians equal those of ``src``. The cell names are distinct
+    (``cell_0`` ... ``cell_<n*times-1>``) and so are the batches (copy ``k``'s
+    batch ``batch_b`` is ``tile<k>_batch_b``); cell types are shared.
     """
     import anndata as ad
     import h5py
@@ -231,6 +260,13 @@ def tile_atlas(src: str, out: str, times: int) -> dict:
         x.create_dataset("indptr", data=ptr)
         big = pd.concat([obs] * times)
         big.index = pd.Index([f"cell_{i}" for i in range(n * times)])
+        if "batch" in big.columns:  # every copy is its own set of batches
+            codes = np.asarray(obs["batch"].cat.codes, np.int32)
+            cats = [str(c) for c in obs["batch"].cat.categories]
+            big["batch"] = pd.Categorical.from_codes(
+                np.concatenate([codes + k * len(cats) for k in range(times)]),
+                [f"tile{k}_{c}" for k in range(times) for c in cats],
+            )
         _write_frames(g, big, var)
         g.attrs["encoding-type"] = "anndata"
         g.attrs["encoding-version"] = "0.1.0"

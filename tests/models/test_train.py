@@ -171,12 +171,41 @@ def test_callable_data_and_non_finite_loss_restores_weights():
         (dict(warmup_fraction=1.0), DfmInputError, "warmup_fraction"),
         (dict(seed=-1), DfmInputError, "seed"),
         (dict(patience=0), DfmInputError, "patience"),
+        (dict(max_steps=0), DfmInputError, "max_steps"),
         (dict(progress_bar="yes"), TypeError, "progress_bar"),
     ],
 )
 def test_train_config_is_validated(kw, err, match):
     with pytest.raises(err, match=match):
         TrainConfig(**{"epochs": 1, **kw})
+
+
+def test_max_steps_is_a_step_budget():
+    """The budget cuts training short, mid-epoch too; a whole-epoch budget is ``epochs``."""
+    data = _data()
+    kw = dict(train_idx=np.arange(80), val_idx=np.arange(80, 100))
+
+    def run(**cfg):
+        m = _Lin()
+        res = fit(m, _mse, data, config=TrainConfig(patience=None, **CFG, **cfg), **kw)
+        return _weights(m), res
+
+    # 5 steps per epoch: a budget of 10 steps over 7 epochs is exactly 2 epochs (same
+    # schedule length, same shuffles, same keys).
+    w_budget, r_budget = run(epochs=7, max_steps=10)
+    w_two, r_two = run(epochs=2)
+    np.testing.assert_array_equal(w_budget, w_two)
+    assert r_budget.summary["steps"] == 10 and r_budget.summary["epochs_run"] == 2
+    assert r_budget.history == r_two.history
+    assert r_budget.summary["max_steps"] == 10
+    # Mid-epoch: 7 steps = one epoch and 2 steps of the next, which is validated too.
+    _, r = run(epochs=3, max_steps=7)
+    assert r.summary["steps"] == 7 and r.summary["epochs_run"] == 2
+    assert len(r.history["val_loss"]) == 2
+    # A budget above epochs x steps per epoch changes nothing.
+    w_big, r_big = run(epochs=2, max_steps=1000)
+    np.testing.assert_array_equal(w_big, w_two)
+    assert r_big.summary["steps"] == 10
 
 
 def test_fit_rejects_bad_indices_and_data():

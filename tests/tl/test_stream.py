@@ -149,3 +149,19 @@ def test_stream_pretrain_backed_equals_in_memory(data, tmp_path):
     assert m_mem.metadata["tokenizer"]["median_source"].endswith("(histogram approximation)")
     with pytest.raises(dfm._validate.DfmInputError, match="stream_dir"):
         dfm.tl.pretrain(data, stream=True, stream_dir=str(tmp_path / "missing"), **kw)
+
+
+def test_stream_pretrain_max_steps_is_a_step_budget(data, tmp_path):
+    """``max_steps`` stops mid-epoch; with ``epochs=None`` it decides the epochs."""
+    from diffbio_sc.models import MaskedExpressionConfig
+
+    cfg = MaskedExpressionConfig(hidden_dim=8, n_layers=1, n_heads=1, max_tokens=8)
+    kw = dict(config=cfg, batch_size=32, n_top_genes=20, progress_bar=False, chunk_size=50)
+    with pytest.raises(dfm._validate.DfmInputError, match="max_steps"):
+        dfm.tl.pretrain(data, stream=True, max_steps=0, **kw)
+    # 108 training cells, 3 steps per epoch: 4 steps are one epoch and one step.
+    m = dfm.tl.pretrain(data, stream=True, stream_dir=str(tmp_path), max_steps=4, **kw)
+    t = m.metadata["training"]
+    assert (t["steps"], t["epochs"], t["epochs_run"], t["max_steps"]) == (4, 2, 2, 4)
+    assert len(m.history["val_loss"]) == 2
+    assert list(tmp_path.iterdir()) == []

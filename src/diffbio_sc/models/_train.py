@@ -101,6 +101,11 @@ class TrainConfig:
     ----------
     epochs
         Passes over the training examples (>= 1).
+    max_steps
+        Stop after this many optimizer steps in all (>= 1), mid-epoch if need be
+        (that last, partial epoch is validated like a full one); ``None`` runs
+        every epoch. The learning-rate schedule spans the steps actually run.
+        A fixed step budget for data too large to pass over in full.
     batch_size
         Examples per optimizer step (capped at the number of training examples).
     learning_rate
@@ -141,9 +146,11 @@ class TrainConfig:
     desc: str = "train"
     log_every: int = 50
     devices: Sequence[Any] | None = field(default=None, compare=False)
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, minimum=1)
+        check_int("max_steps", self.max_steps, minimum=1, allow_none=True)
         check_int("batch_size", self.batch_size, minimum=1)
         check_float("learning_rate", self.learning_rate, minimum=0.0, strict_min=True)
         check_float("weight_decay", self.weight_decay, minimum=0.0)
@@ -173,7 +180,7 @@ class TrainResult:
     summary
         ``epochs_run``, ``steps``, ``best_epoch`` (1-based, or ``None``),
         ``best_val_loss``, ``final_train_loss``, ``stopped_early``,
-        ``batch_size``, ``steps_per_epoch``, ``n_devices``.
+        ``batch_size``, ``steps_per_epoch``, ``n_devices``, ``max_steps``.
     """
 
     history: dict[str, list[float]]
@@ -383,6 +390,8 @@ def fit(
     bs = min(config.batch_size, int(train_idx.size))
     steps_per_epoch = max(train_idx.size // bs, 1)
     total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
     lrs = lr_schedule(total_steps, config.learning_rate, config.warmup_fraction)
     devices = list(config.devices) if config.devices is not None else jax.devices()
     n_dev = _n_devices_for(bs, len(devices))
@@ -470,6 +479,8 @@ def fit(
     bar = tqdm(total=total_steps, desc=config.desc, disable=not show_bar, leave=False)
     try:
         for epoch in range(config.epochs):
+            if step >= total_steps:  # the max_steps budget is spent
+                break
             order = (
                 rng.permutation(train_idx)
                 if epoch_order is None
@@ -479,8 +490,9 @@ def fit(
                 raise DfmInputError("epoch_order must return a permutation of train_idx.")
             losses.clear()
             aux_sums.clear()
-            keys = _fold_in_range(step_key, np.arange(step, step + steps_per_epoch))
-            for b in range(steps_per_epoch):
+            n_steps = min(steps_per_epoch, total_steps - step)  # the step budget
+            keys = _fold_in_range(step_key, np.arange(step, step + n_steps))
+            for b in range(n_steps):
                 idx = np.sort(order[b * bs : (b + 1) * bs])
                 loss, aux = train_fn(lrs[step], make(idx, ones), keys[b])
                 step += 1
@@ -533,6 +545,7 @@ def fit(
         "batch_size": int(bs),
         "steps_per_epoch": int(steps_per_epoch),
         "n_devices": int(n_dev),
+        "max_steps": config.max_steps,
     }
     return TrainResult(history=history, summary=summary)
 

@@ -40,6 +40,7 @@ def pretrain(
     config=None,
     layer: str | None = None,
     epochs: int | None = None,
+    max_steps: int | None = None,
     batch_size: int = 64,
     max_tokens: int | None = None,
     learning_rate: float = 3e-3,
@@ -94,7 +95,15 @@ def pretrain(
         Layer with the counts; ``None`` uses ``adata.X``.
     epochs
         Passes over the training cells. ``None`` (the default budget) picks
-        enough epochs for about 600 optimizer steps (between 5 and 200 epochs).
+        enough epochs for about 600 optimizer steps (between 5 and 200 epochs),
+        or, with ``max_steps``, enough epochs for ``max_steps`` steps.
+    max_steps
+        A fixed budget of optimizer steps (``None``: no cap): training stops
+        after ``max_steps`` steps, in the middle of an epoch if need be (that
+        partial epoch is still validated), and the learning-rate schedule spans
+        those steps. For atlases, where one pass over every cell is more than a
+        model needs (with ``stream=True`` the steps still draw their cells from
+        chunks in a seeded random order, so they sample the whole dataset).
     batch_size
         Cells per optimizer step (capped at the number of training cells).
     max_tokens
@@ -194,6 +203,7 @@ def pretrain(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     seed = check_seed(seed)
     epochs = check_int("epochs", epochs, minimum=1, allow_none=True)
+    max_steps = check_int("max_steps", max_steps, minimum=1, allow_none=True)
     max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
     if max_tokens is None:
         max_tokens = config.max_tokens
@@ -249,6 +259,7 @@ def pretrain(
     perm = np.random.default_rng(seed).permutation(n)
     val_idx = np.sort(perm[:n_val])
     train_idx = np.sort(perm[n_val:])
+    del perm  # (n,) int64: not kept through training
 
     with timed("pretraining the masked-expression model") as info:
         start_time = time.perf_counter()
@@ -301,7 +312,9 @@ def pretrain(
         use_counts = bool(n_profile) and config.profile_likelihood == "nb"
         bs = min(batch_size, train_idx.size)
         steps_per_epoch = max(train_idx.size // bs, 1)
-        if epochs is None:
+        if epochs is None and max_steps is not None:
+            epochs = math.ceil(max_steps / steps_per_epoch)
+        elif epochs is None:
             epochs = int(
                 np.clip(
                     math.ceil(DEFAULT_STEPS / steps_per_epoch), MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS
@@ -353,6 +366,7 @@ def pretrain(
                 gene_init = (rows, vec, _OTHER_GENE_SCALE)
         train_config = TrainConfig(
             epochs=epochs,
+            max_steps=max_steps,
             batch_size=bs,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
@@ -383,6 +397,7 @@ def pretrain(
                 "n_val": int(val_idx.size),
                 "batch_size": int(bs),
                 "epochs": int(epochs),
+                "max_steps": max_steps,
                 "learning_rate": float(learning_rate),
                 "weight_decay": float(weight_decay),
                 "warmup_fraction": float(warmup_fraction),
