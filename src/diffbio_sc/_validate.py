@@ -58,6 +58,21 @@ def check_adata(
         )
 
 
+def check_writable(adata) -> None:
+    """Refuse, before any work, an AnnData the results cannot be written into.
+
+    A slice of a backed AnnData (``adata[a:b]`` of a file opened with
+    ``backed='r'``) is a view that anndata cannot turn into an object to write
+    into, so the writer would fail only after computing everything.
+    """
+    if getattr(adata, "is_view", False) and is_backed(adata):
+        raise DfmInputError(
+            "This is a slice of a backed AnnData; results cannot be written into it. "
+            "Load the slice first with adata[a:b].to_memory(), or pass the whole backed "
+            "AnnData."
+        )
+
+
 def is_backed(adata) -> bool:
     """Whether ``adata`` is opened in backed mode."""
     return bool(getattr(adata, "isbacked", False))

@@ -23,6 +23,7 @@ from .._validate import (
     check_obs_key,
     check_seed,
     check_values,
+    check_writable,
     get_matrix,
     is_backed,
     iter_row_chunks,
@@ -136,6 +137,7 @@ def pca_baseline(
     import scanpy as sc
 
     check_adata(adata)
+    check_writable(adata)
     n_comps = check_int("n_comps", n_comps, minimum=1)
     n_top_genes = check_int("n_top_genes", n_top_genes, minimum=2)
     seed = check_seed(seed)
@@ -208,6 +210,7 @@ def harmony_baseline(
     import pandas as pd
 
     check_adata(adata)
+    check_writable(adata)
     batch = check_obs_key(adata, batch_key)
     max_iter_harmony = check_int("max_iter_harmony", max_iter_harmony, minimum=1)
     seed = check_seed(seed)

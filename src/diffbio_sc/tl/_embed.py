@@ -18,6 +18,7 @@ from .._validate import (
     check_float,
     check_int,
     check_key,
+    check_writable,
     get_matrix,
     is_backed,
 )
@@ -212,6 +213,7 @@ def embed(
 
     # ---------------------------------------------------------------- validate
     check_adata(adata)
+    check_writable(adata)
     get_matrix(adata, layer)
     check_key("key_added", key_added)
     batch_size = check_int(
