@@ -26,12 +26,18 @@ from .._validate import (
     is_backed,
 )
 
-#: Default training budget: optimizer steps aimed for when ``epochs=None``.
-DEFAULT_STEPS = 600
+#: Default training budget (``epochs=None``, see :func:`auto_epochs`): at most
+#: ``DEFAULT_STEPS`` optimizer steps and ``MAX_AUTO_EPOCHS`` epochs, at least
+#: ``MIN_AUTO_EPOCHS`` epochs (issue 26: 600 steps before).
+DEFAULT_STEPS = 300
 #: Scale of the random embeddings of genes outside the HVG set under ``init='pca'``.
 _OTHER_GENE_SCALE = 0.25
 #: Bounds on the automatic number of epochs.
-MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 200
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 20
+#: Validation cells (at most) whose kNN graph is compared between epochs, and its k.
+MONITOR_CELLS, MONITOR_K = 500, 10
+#: Epochs in a row at or above ``stop_agreement`` before training stops.
+MONITOR_STREAK = 2
 
 
 def pretrain(
@@ -58,6 +64,7 @@ def pretrain(
     init: str = "pca",
     stream: bool = False,
     stream_dir: str | os.PathLike | None = None,
+    stop_agreement: float | None = None,
 ):
     """Pretrain a :class:`~diffbio_sc.models.MaskedExpressionModel` on ``adata``.
 
@@ -220,6 +227,12 @@ def pretrain(
         )
     if progress_bar is not None:
         check_bool("progress_bar", progress_bar)
+    if stop_agreement is not None:
+        stop_agreement = check_float("stop_agreement", stop_agreement, minimum=0.0)
+        if stop_agreement > 1.0:
+            raise DfmInputError(
+                f"stop_agreement is a fraction of shared neighbours in [0, 1], got {stop_agreement!r}."
+            )
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     if chunk_size is None:
         chunk_size = check_int("dfm.settings.chunk_size", settings.chunk_size, minimum=1)
@@ -302,11 +315,7 @@ def pretrain(
         bs = min(batch_size, train_idx.size)
         steps_per_epoch = max(train_idx.size // bs, 1)
         if epochs is None:
-            epochs = int(
-                np.clip(
-                    math.ceil(DEFAULT_STEPS / steps_per_epoch), MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS
-                )
-            )
+            epochs = auto_epochs(train_idx.size, bs)
         pca_cells = _pca_cells(train_idx, seed) if init == "pca" and n_profile else None
         pass2_args = (adata, layer, gene_scale, col_to_token)
         pass2 = {
@@ -372,6 +381,8 @@ def pretrain(
                 val_idx=val_idx,
                 train_config=train_config,
                 gene_init=gene_init,
+                stop_agreement=stop_agreement,
+                min_epochs=min(MIN_AUTO_EPOCHS, epochs),
             )
         finally:
             if tmp_dir is not None:
@@ -434,6 +445,21 @@ def pretrain(
             summary.get("best_val_loss"),
         )
     return model
+
+
+def auto_epochs(n_train: int, batch_size: int) -> int:
+    """The default budget: epochs for ``n_train`` training cells in batches of ``batch_size``.
+
+    ``ceil(DEFAULT_STEPS / steps_per_epoch)`` clipped to
+    ``[MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS]`` = [5, 20]: about 300 optimizer steps
+    from about 1,000 to 19,000 training cells, 20 epochs below (so the cost
+    per cell stays bounded on small data), 5 epochs above (so an atlas
+    is still seen five times).
+    """
+    steps_per_epoch = max(n_train // max(min(batch_size, n_train), 1), 1)
+    return int(
+        np.clip(math.ceil(DEFAULT_STEPS / steps_per_epoch), MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS)
+    )
 
 
 def _adversary_weight(config, batch_categories) -> float:
@@ -516,6 +542,63 @@ def _in_memory_batches(token_ids, token_vals, profile, profile_mean, counts, bat
     return get_batch
 
 
+_EMBED_STEP: list = []
+
+
+def _embed_step():
+    """The jitted eval-mode ``model.embed`` used by the agreement monitor (built once)."""
+    if not _EMBED_STEP:
+        from flax import nnx
+
+        @nnx.jit
+        def step(model, ids, vals):
+            return model.embed(ids, vals)
+
+        _EMBED_STEP.append(step)
+    return _EMBED_STEP[0]
+
+
+def _agreement_monitor(data, val_idx, seed, stop_agreement, min_epochs):
+    """``epoch_end`` hook for :func:`~diffbio_sc.models.fit`: kNN agreement of a fixed subsample.
+
+    After each epoch, the (at most :data:`MONITOR_CELLS`) monitored validation
+    cells are embedded in eval mode, their :data:`MONITOR_K` nearest neighbours
+    found, and ``val_knn_agreement`` = the mean fraction of neighbours shared
+    with the previous epoch's graph is recorded (``nan`` after the first
+    epoch). With ``stop_agreement`` set, training stops once it is at least
+    that for :data:`MONITOR_STREAK` epochs in a row, not before ``min_epochs``.
+    """
+    from ..ops._knn_agreement import knn_agreement, knn_indices
+
+    cells = np.asarray(val_idx)
+    if cells.size > MONITOR_CELLS:
+        rng = np.random.default_rng(seed + 3)
+        cells = np.sort(rng.choice(cells, MONITOR_CELLS, replace=False))
+    if cells.size <= MONITOR_K:
+        return None
+    batch = data(cells)
+    ids, vals = np.asarray(batch["ids"]), np.asarray(batch["vals"])
+    state = {"prev": None, "streak": 0}
+    step = _embed_step()
+
+    def epoch_end(model, epoch):
+        import jax
+
+        z = np.asarray(jax.device_get(step(model, ids, vals)))
+        nbrs = knn_indices(z, MONITOR_K)
+        agree = math.nan if state["prev"] is None else knn_agreement(state["prev"], nbrs)
+        state["prev"] = nbrs
+        stop = False
+        if stop_agreement is not None and agree >= stop_agreement:
+            state["streak"] += 1
+            stop = state["streak"] >= MONITOR_STREAK and epoch + 1 >= min_epochs
+        else:
+            state["streak"] = 0
+        return {"val_knn_agreement": agree}, stop
+
+    return epoch_end
+
+
 def _train(
     config,
     *,
@@ -525,6 +608,8 @@ def _train(
     train_config,
     gene_init=None,
     epoch_order=None,
+    stop_agreement=None,
+    min_epochs=1,
 ):
     """Build the model and run the shared trainer; return ``(model, history, summary)``."""
     import jax
@@ -538,6 +623,7 @@ def _train(
         rows, vectors, other_scale = gene_init
         model.init_gene_embeddings(rows, vectors, other_scale=other_scale)
 
+    monitor = _agreement_monitor(data, val_idx, train_config.seed, stop_agreement, min_epochs)
     result = fit(
         model,
         _masked_loss,
@@ -546,6 +632,7 @@ def _train(
         val_idx=val_idx,
         config=train_config,
         epoch_order=epoch_order,
+        epoch_end=None if monitor is None else (lambda epoch: monitor(model, epoch)),
     )
     summary = dict(result.summary)
     summary["objective"] = "masked value regression"
@@ -558,6 +645,12 @@ def _train(
         summary["objective"] += " + adversarial batch classifier (gradient reversal)"
     if config.is_variational:
         summary["objective"] += " (variational bottleneck, KL to N(0, I))"
-    for k in ("train_value_loss", "train_profile_loss", "train_adversary_loss", "train_kl_loss"):
+    for k in (
+        "train_value_loss",
+        "train_profile_loss",
+        "train_adversary_loss",
+        "train_kl_loss",
+        "val_knn_agreement",
+    ):
         history.setdefault(k, [])
     return model, history, summary
