@@ -564,8 +564,7 @@ def _agreement_monitor(data, val_idx, seed, stop_agreement, min_epochs):
     After each epoch, the (at most :data:`MONITOR_CELLS`) monitored validation
     cells are embedded in eval mode, their :data:`MONITOR_K` nearest neighbours
     found, and ``val_knn_agreement`` = the mean fraction of neighbours shared
-    with the previous epoch's graph is recorded (``nan`` after the first
-    epoch). With ``stop_agreement`` set, training stops once it is at least
+    with the previous epoch's graph is recorded (from the second epoch on). With ``stop_agreement`` set, training stops once it is at least
     that for :data:`MONITOR_STREAK` epochs in a row, not before ``min_epochs``.
     """
     from ..ops._knn_agreement import knn_agreement, knn_indices
@@ -586,8 +585,10 @@ def _agreement_monitor(data, val_idx, seed, stop_agreement, min_epochs):
 
         z = np.asarray(jax.device_get(step(model, ids, vals)))
         nbrs = knn_indices(z, MONITOR_K)
-        agree = math.nan if state["prev"] is None else knn_agreement(state["prev"], nbrs)
-        state["prev"] = nbrs
+        prev, state["prev"] = state["prev"], nbrs
+        if prev is None:  # first epoch: nothing to compare with yet
+            return {}, False
+        agree = knn_agreement(prev, nbrs)
         stop = False
         if stop_agreement is not None and agree >= stop_agreement:
             state["streak"] += 1
