@@ -100,8 +100,15 @@ def pretrain(
     layer
         Layer with the counts; ``None`` uses ``adata.X``.
     epochs
-        Passes over the training cells. ``None`` (the default budget) picks
-        enough epochs for about 600 optimizer steps (between 5 and 200 epochs).
+        Passes over the training cells. ``None`` (the default budget,
+        :func:`auto_epochs`) chooses it from the data's size:
+        ``ceil(300 / steps_per_epoch)`` epochs clipped to [5, 20], where
+        ``steps_per_epoch = n_train // batch_size``. That is about 300 optimizer
+        steps from ~1,000 to ~19,000 training cells, 20 epochs below (fewer
+        steps, so the cost per cell stays bounded) and 5 epochs above. At
+        about 0.3 CPU-s per step of 64 cells on a 2-core CPU, the default
+        costs about 100 CPU-s for 1,000-2,000 cells (``docs/notes/native_model.md``,
+        issue 26: 600 steps before, with no better embeddings).
     batch_size
         Cells per optimizer step (capped at the number of training cells).
     max_tokens
@@ -167,6 +174,17 @@ def pretrain(
         ``.var['dfm_median']`` the medians are computed with the histogram
         method of :func:`diffbio_sc.pp.gene_medians` (flat memory, relative
         error below 2.2%); run ``dfm.pp.gene_medians`` first for exact ones.
+    stop_agreement
+        Label-free early stop on the representation itself. After every epoch
+        the embeddings of a fixed subsample of at most 500 validation cells are
+        compared with the previous epoch's: ``val_knn_agreement`` (recorded in
+        the history from the second epoch) is the mean fraction of each cell's
+        10 nearest neighbours that are still its neighbours. With a threshold
+        in [0, 1], training stops once the agreement has been at least that for
+        two epochs in a row (never before 5 epochs, or ``epochs`` when smaller).
+        ``None`` (default): recorded only; training runs the budget, stopped
+        by ``early_stopping_patience`` on the validation loss. Needs
+        ``validation_fraction > 0`` and more than 10 validation cells.
     stream_dir
         Directory for the temporary files of ``stream=True`` (default: the
         system temporary directory); they take about
@@ -178,7 +196,8 @@ def pretrain(
     The trained model (eval mode) with ``model.history`` (per-epoch
     ``train_loss``, ``val_loss``, ``train_value_loss``, ``train_profile_loss``,
     ``train_adversary_loss``: the batch classifier's cross-entropy, 0 without one;
-    ``train_kl_loss``: the variational bottleneck's KL, 0 unless ``config.variational``)
+    ``train_kl_loss``: the variational bottleneck's KL, 0 unless ``config.variational``;
+    ``val_knn_agreement``, see ``stop_agreement``)
     and ``model.metadata`` (``genes``, ``medians``, ``tokenizer``,
     ``profile_genes``, ``profile_mean``, ``batch_key``, ``batch_categories``,
     ``training`` summary). Save it with ``model.save(path)``.
