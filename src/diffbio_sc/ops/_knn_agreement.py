@@ -12,7 +12,7 @@ __all__ = ["knn_agreement", "knn_indices"]
 
 
 def knn_indices(X: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` nearest other rows of every row of ``X`` (Euclidean, exact).
+    """Return the indices of the ``k`` nearest other rows of every row of ``X`` (Euclidean, exact).
 
     Ties are broken by row index (stable sort), so the result is deterministic.
     Returns an ``(n, min(k, n - 1))`` int64 array; a row is never its own neighbour.

@@ -332,7 +332,6 @@ def pretrain(
         # ------------------------------------------- pass 2: tokens and targets
         use_counts = bool(n_profile) and config.profile_likelihood == "nb"
         bs = min(batch_size, train_idx.size)
-        steps_per_epoch = max(train_idx.size // bs, 1)
         if epochs is None:
             epochs = auto_epochs(train_idx.size, bs)
         pca_cells = _pca_cells(train_idx, seed) if init == "pca" and n_profile else None
@@ -467,7 +466,7 @@ def pretrain(
 
 
 def auto_epochs(n_train: int, batch_size: int) -> int:
-    """The default budget: epochs for ``n_train`` training cells in batches of ``batch_size``.
+    """Return the default budget: epochs for ``n_train`` training cells in batches of ``batch_size``.
 
     ``ceil(DEFAULT_STEPS / steps_per_epoch)`` clipped to
     ``[MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS]`` = [5, 20]: about 300 optimizer steps
@@ -565,7 +564,7 @@ _EMBED_STEP: list = []
 
 
 def _embed_step():
-    """The jitted eval-mode ``model.embed`` used by the agreement monitor (built once)."""
+    """Return the jitted eval-mode ``model.embed`` of the agreement monitor (built once)."""
     if not _EMBED_STEP:
         from flax import nnx
 
