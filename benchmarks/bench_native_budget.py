@@ -32,16 +32,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "native_budget"
 
 
-def _parse(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"None": None, "True": True, "False": False}.get(v, v)
-
-
 def main(argv: list[str] | None = None) -> dict:
+    from bench_native_variants import _parse
     from bench_quality import load_dataset
 
     import diffbio_sc as dfm
