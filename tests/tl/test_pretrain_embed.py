@@ -129,12 +129,12 @@ def test_pretrain_history_metadata_and_tokenizer(trained, data):
 def test_default_budget_rule():
     from diffbio_sc.tl._pretrain import auto_epochs
 
-    # ceil(300 / (n_train // 64)) clipped to [5, 20]
-    assert auto_epochs(1080, 64) == 19  # 16 steps per epoch: 304 steps
-    assert auto_epochs(1777, 64) == 12  # 27 steps per epoch: 324 steps
-    assert auto_epochs(500, 64) == 20  # small data: 20 epochs (140 steps)
+    # ceil(600 / (n_train // 64)) clipped to [5, 40]
+    assert auto_epochs(1080, 64) == 38  # 16 steps per epoch: 608 steps (PBMC)
+    assert auto_epochs(1777, 64) == 23  # 27 steps per epoch: 621 steps (Kang)
+    assert auto_epochs(500, 64) == 40  # small data: 40 epochs (280 steps)
     assert auto_epochs(100_000, 64) == 5  # large data: 5 epochs
-    assert auto_epochs(10, 64) == 20  # one step per epoch
+    assert auto_epochs(10, 64) == 40  # one step per epoch
 
 
 def test_pretrain_knn_agreement_monitor_and_stop(trained, data):

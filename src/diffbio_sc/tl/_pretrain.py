@@ -26,14 +26,14 @@ from .._validate import (
     is_backed,
 )
 
-#: Default training budget (``epochs=None``, see :func:`auto_epochs`): at most
-#: ``DEFAULT_STEPS`` optimizer steps and ``MAX_AUTO_EPOCHS`` epochs, at least
-#: ``MIN_AUTO_EPOCHS`` epochs (issue 26: 600 steps before).
-DEFAULT_STEPS = 300
+#: Default training budget (``epochs=None``, see :func:`auto_epochs`): about
+#: ``DEFAULT_STEPS`` optimizer steps, at most ``MAX_AUTO_EPOCHS`` and at least
+#: ``MIN_AUTO_EPOCHS`` epochs (issue 26: the cap was 200 epochs).
+DEFAULT_STEPS = 600
 #: Scale of the random embeddings of genes outside the HVG set under ``init='pca'``.
 _OTHER_GENE_SCALE = 0.25
 #: Bounds on the automatic number of epochs.
-MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 20
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 40
 #: Validation cells (at most) whose kNN graph is compared between epochs, and its k.
 MONITOR_CELLS, MONITOR_K = 500, 10
 #: Epochs in a row at or above ``stop_agreement`` before training stops.
@@ -102,13 +102,14 @@ def pretrain(
     epochs
         Passes over the training cells. ``None`` (the default budget,
         :func:`auto_epochs`) chooses it from the data's size:
-        ``ceil(300 / steps_per_epoch)`` epochs clipped to [5, 20], where
-        ``steps_per_epoch = n_train // batch_size``. That is about 300 optimizer
-        steps from ~1,000 to ~19,000 training cells, 20 epochs below (fewer
+        ``ceil(600 / steps_per_epoch)`` epochs clipped to [5, 40], where
+        ``steps_per_epoch = n_train // batch_size``. That is about 600 optimizer
+        steps from ~1,000 to ~7,700 training cells, 40 epochs below (fewer
         steps, so the cost per cell stays bounded) and 5 epochs above. At
-        about 0.3 CPU-s per step of 64 cells on a 2-core CPU, the default
-        costs about 100 CPU-s for 1,000-2,000 cells (``docs/notes/native_model.md``,
-        issue 26: 600 steps before, with no better embeddings).
+        about 0.33 CPU-s per step of 64 cells (64 tokens) on a 2-core CPU, the
+        default costs about 220 CPU-s for 1,200 cells. Half the steps lost
+        0.05 kNN macro-F1 on PBMC; ``max_tokens=32`` halves the cost for
+        -0.011 there (``docs/notes/native_model.md``, issue 26).
     batch_size
         Cells per optimizer step (capped at the number of training cells).
     max_tokens
@@ -469,8 +470,8 @@ def auto_epochs(n_train: int, batch_size: int) -> int:
     """Return the default budget: epochs for ``n_train`` training cells in batches of ``batch_size``.
 
     ``ceil(DEFAULT_STEPS / steps_per_epoch)`` clipped to
-    ``[MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS]`` = [5, 20]: about 300 optimizer steps
-    from about 1,000 to 19,000 training cells, 20 epochs below (so the cost
+    ``[MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS]`` = [5, 40]: about 600 optimizer steps
+    from about 1,000 to 7,700 training cells, 40 epochs below (so the cost
     per cell stays bounded on small data), 5 epochs above (so an atlas
     is still seen five times).
     """
