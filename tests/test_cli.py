@@ -993,7 +993,8 @@ def test_help_shows_every_default_and_the_training_budget(capsys):
     for name in ("embed", "demo"):
         rc, out, _ = cli(capsys, name, "--help")
         flat = " ".join(out.split())
-        assert rc == 0 and "600 training steps" in flat and "minutes" in flat, name
+        assert rc == 0 and "600 training steps" in flat and "CPU-s" in flat, name
+        assert "chosen from the data's size" in flat, name
     rc, out, _ = cli(capsys, "embed-sequences", "--help")
     flat = " ".join(out.split())
     assert "300 training steps" in flat and "minutes" in flat

@@ -459,3 +459,37 @@ def test_non_finite_loss_names_its_first_step():
 def test_log_every_is_validated():
     with pytest.raises(DfmInputError, match="log_every"):
         TrainConfig(epochs=1, log_every=0)
+
+
+def test_epoch_end_hook_records_metrics_and_stops_training():
+    data = _data()
+    calls = []
+
+    def hook(epoch):
+        calls.append(epoch)
+        return {"my_metric": 10.0 + epoch}, epoch == 2  # stop after the third epoch
+
+    m = _Lin()
+    res = fit(
+        m,
+        _mse,
+        data,
+        train_idx=np.arange(80),
+        val_idx=np.arange(80, 100),
+        config=TrainConfig(epochs=10, **CFG),
+        epoch_end=hook,
+    )
+    assert calls == [0, 1, 2]
+    assert res.history["my_metric"] == [10.0, 11.0, 12.0]
+    assert res.summary["epochs_run"] == 3 and res.summary["stopped_early"]
+    assert res.summary["steps"] == 15
+    # Without validation the hook still runs and can stop training.
+    res = fit(
+        _Lin(),
+        _mse,
+        data,
+        train_idx=np.arange(80),
+        config=TrainConfig(epochs=10, **CFG),
+        epoch_end=lambda e: ({}, e == 1),
+    )
+    assert res.summary["epochs_run"] == 2 and res.summary["stopped_early"]

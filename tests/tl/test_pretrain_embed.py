@@ -126,6 +126,30 @@ def test_pretrain_history_metadata_and_tokenizer(trained, data):
     assert "adversarial batch classifier" in tr["objective"] and "variational" in tr["objective"]
 
 
+def test_default_budget_rule():
+    from diffbio_sc.tl._pretrain import auto_epochs
+
+    # ceil(600 / (n_train // 64)) clipped to [5, 40]
+    assert auto_epochs(1080, 64) == 38  # 16 steps per epoch: 608 steps (PBMC)
+    assert auto_epochs(1777, 64) == 23  # 27 steps per epoch: 621 steps (Kang)
+    assert auto_epochs(500, 64) == 40  # small data: 40 epochs (280 steps)
+    assert auto_epochs(100_000, 64) == 5  # large data: 5 epochs
+    assert auto_epochs(10, 64) == 40  # one step per epoch
+
+
+def test_pretrain_knn_agreement_monitor_and_stop(trained, data):
+    h = trained.history["val_knn_agreement"]
+    assert len(h) == 1 and 0.0 <= h[0] <= 1.0  # from the second epoch on
+    # stop_agreement=0: every epoch after the first qualifies; two in a row are
+    # needed and training never stops before 5 epochs (the minimum of the budget rule).
+    model = dfm.tl.pretrain(
+        data, config=_cfg(), seed=0, stop_agreement=0.0, **{**FAST, "epochs": 8}
+    )
+    tr = model.metadata["training"]
+    assert tr["epochs_run"] == 5 and tr["stopped_early"]
+    assert len(model.history["val_knn_agreement"]) == 4
+
+
 def test_pretrain_medians_match_gene_medians(trained, data):
     """The model's medians (computed on the fly) equal dfm.pp.gene_medians."""
     ref = dfm.pp.gene_medians(data, copy=True).var["dfm_median"]
@@ -294,6 +318,8 @@ def test_pretrain_restricted_vocabulary_and_no_validation(data, caplog):
         (dict(learning_rate=-1.0), "learning_rate"),
         (dict(init="zeros"), "init"),
         (dict(seed=-1), "seed"),
+        (dict(stop_agreement=1.5), "stop_agreement"),
+        (dict(stop_agreement=-0.1), "stop_agreement"),
     ],
 )
 def test_pretrain_rejects_bad_input_and_leaves_adata_unchanged(data, kwargs, match):

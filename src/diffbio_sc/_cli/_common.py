@@ -98,11 +98,12 @@ def command(
 
 
 #: The native model's default training budget and its time, for ``--help``
-#: (``dfm.tl.pretrain``: about 600 optimizer steps of 64 cells, 5 to 200 epochs).
+#: (``dfm.tl.pretrain`` / ``auto_epochs``: ceil(600 / steps per epoch), 5 to 40 epochs).
 EPOCH_BUDGET_CELLS = (
-    "about 600 training steps of 64 cells: 600 / (cells / 64) epochs, between 5 and 200, "
-    "so 5 epochs beyond ~7,700 cells; a step takes roughly 0.1-0.2 s on a 2-core CPU: "
-    "1-2 minutes up to ~7,700 cells, ~10 minutes for 50,000"
+    "chosen from the data's size: ceil(600 / (training cells / 64)) epochs, between 5 "
+    "and 40, i.e. about 600 training steps of 64 cells from ~1,000 to ~7,700 cells, "
+    "40 epochs below, 5 epochs above; a step takes about 0.3 CPU-s on a 2-core CPU: "
+    "about 220 CPU-s for 1,200 cells, ~25 CPU-s per 1,000 cells at 5 epochs"
 )
 #: The same for the sequence encoder (``dfm.tl.pretrain_sequences``).
 EPOCH_BUDGET_SEQUENCES = (

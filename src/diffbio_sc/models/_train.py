@@ -334,6 +334,7 @@ def fit(
     val_idx=None,
     config: TrainConfig,
     epoch_order: Callable[[np.random.Generator, np.ndarray], np.ndarray] | None = None,
+    epoch_end: Callable[[int], tuple[dict[str, float], bool]] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with AdamW, warmup/cosine, clipping and early stopping.
 
@@ -364,6 +365,14 @@ def fit(
         streamed from disk passes a chunk-level shuffle (chunks in random
         order, examples shuffled within each chunk), so that a batch touches at
         most two chunks. ``rng`` is the trainer's seeded generator.
+    epoch_end
+        ``epoch_end(epoch) -> (metrics, stop)``, called after each epoch's
+        training steps and validation (``epoch`` 0-based; the model in eval
+        mode): ``metrics`` (name -> float) are appended to the history under
+        their names, and ``stop=True`` ends training after that epoch (the
+        best weights by validation loss are still restored, and
+        ``summary['stopped_early']`` is set). A label-free stopping rule
+        (e.g. :func:`diffbio_sc.tl.pretrain`'s kNN agreement) lives here.
 
     Returns
     -------
@@ -506,6 +515,9 @@ def fit(
             for k, v in aux_sums.items():
                 history.setdefault(f"train_{k}", []).append(v / len(losses))
             if not val_batches:
+                if epoch_end is not None and _call_epoch_end(epoch_end, epoch, history):
+                    stopped_early = True
+                    break
                 continue
             # validation losses read in groups of log_every batches (bounded memory)
             tot = wsum = 0.0
@@ -524,9 +536,12 @@ def fit(
                 best_params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
             else:
                 bad_epochs += 1
-                if config.patience is not None and bad_epochs >= config.patience:
-                    stopped_early = True
-                    break
+            if epoch_end is not None and _call_epoch_end(epoch_end, epoch, history):
+                stopped_early = True
+                break
+            if config.patience is not None and bad_epochs >= config.patience:
+                stopped_early = True
+                break
     except BaseException:
         _restore(model, initial)
         raise
@@ -548,6 +563,14 @@ def fit(
         "max_steps": config.max_steps,
     }
     return TrainResult(history=history, summary=summary)
+
+
+def _call_epoch_end(epoch_end, epoch: int, history: dict) -> bool:
+    """Run the ``epoch_end`` hook: append its metrics to ``history``; return its stop flag."""
+    metrics, stop = epoch_end(epoch)
+    for k, v in metrics.items():
+        history.setdefault(k, []).append(float(v))
+    return bool(stop)
 
 
 def _restore(model, pure: dict) -> None:
