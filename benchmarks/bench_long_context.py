@@ -189,6 +189,12 @@ def main() -> None:
         default=os.environ.get("DFM_TORCH_PYTHON", "/work/venv-torch/bin/python"),
     )
     ap.add_argument("--json", type=Path, default=None, help="write all records here")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="reuse this checkpoint (written by the family's write_checkpoint) instead of a new one",
+    )
     # worker mode
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["dfm", "torch", "attention"], help=argparse.SUPPRESS)
@@ -213,13 +219,14 @@ def main() -> None:
     fam = family_module(args.family)
     lengths = [n for n in args.lengths if n <= fam.MAX_LENGTH]
     tmp = Path(tempfile.mkdtemp(prefix="bench_long_"))
-    ckpt = tmp / "ckpt"
+    ckpt = args.checkpoint or tmp / "ckpt"
     make = (
         f"import sys; sys.path.insert(0, {str(HERE)!r}); import importlib; "
         f"importlib.import_module({FAMILIES[args.family]!r}).write_checkpoint("
         f"__import__('pathlib').Path({str(ckpt)!r}), {args.seed})"
     )
-    subprocess.run([args.torch_python, "-c", make], check=True)
+    if args.checkpoint is None:
+        subprocess.run([args.torch_python, "-c", make], check=True)
     print(f"# {fam.NAME}")
     print(f"# reference: {fam.REFERENCE}")
     print(f"# config: {json.dumps(fam.CONFIG)}")
