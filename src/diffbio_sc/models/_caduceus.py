@@ -258,7 +258,9 @@ def row_reverse_index(lengths, width: int):
 
 
 def _gather_rows(x, index):
-    return jnp.take_along_axis(x, index[:, :, None], axis=1)
+    # one gather per row with a (L,) index: take_along_axis with a broadcast (B, L, C)
+    # index would build index arrays several times the size of x
+    return jax.vmap(lambda row, i: jnp.take(row, i, axis=0))(x, index)
 
 
 def _scan_block(h, u, dt, a, b, c, parallel: bool):
@@ -522,16 +524,25 @@ class Caduceus(SavedModel):
         lengths = jnp.sum(ids != cfg.pad_token_id, axis=1)
         rev_index = row_reverse_index(lengths, ids.shape[1])
         x = self._embed(ids)
-        states = [x]
-        residual = None
         d = cfg.d_model
-        for i, layer in enumerate(self.layers):
-            residual = x if residual is None else x + residual
+        # the blocks run as one jax.lax.scan over their stacked weights, so every block
+        # reuses the same buffers (unrolled, XLA kept about two (L, C) arrays per block)
+        graphdef, _ = nnx.split(self.layers[0])
+        stacked = jax.tree.map(
+            lambda *w: jnp.stack(w), *[nnx.split(layer)[1] for layer in self.layers]
+        )
+
+        def block(carry, weights):
+            x, residual = carry
+            layer = nnx.merge(graphdef, weights)
+            residual = x + residual  # the first block's residual is x + 0 = x
             if cfg.rcps and cfg.fused_add_norm:  # upstream's fused RCPS block swaps halves
                 residual = jnp.concatenate([residual[..., d:], residual[..., :d]], axis=-1)
             x = self._mix(layer.mixer, self._norm(layer.norm, residual), rev_index)
-            if i < cfg.n_layers - 1:
-                states.append(x)
+            return (x, residual), x
+
+        (x, residual), outs = jax.lax.scan(block, (x, jnp.zeros_like(x)), stacked)
+        states = [self._embed(ids)] + [outs[i] for i in range(cfg.n_layers - 1)]
         states.append(self._norm(self.norm_f, x + residual))
         return states
 
