@@ -39,34 +39,19 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: name -> (family module under benchmarks/, published configuration, label, rc mode,
-#: tokenizer context); the configs are those of the named checkpoints, random weights
+#: name -> (family module under benchmarks/, changes to its CONFIG giving the published
+#: configuration named in the label, label, rc mode, tokenizer context or None); random weights
 CHECKPOINTS = {
     "hyenadna": (
         "_long_context.hyenadna",
-        dict(
-            vocab_size=12,
-            d_model=128,
-            n_layer=2,
-            d_inner=512,
-            max_seq_len=16_386,
-            emb_dim=5,
-            filter_order=64,
-            num_inner_mlps=2,
-            activation_freq=10,
-            train_freq=True,
-            layer_norm_epsilon=1e-5,
-            pad_vocab_size_multiple=8,
-            embed_dropout=0.0,
-            pad_token_id=4,
-        ),
+        dict(d_model=128, n_layer=2, d_inner=512, max_seq_len=16_386),
         "HyenaDNA, hyenadna-tiny-16k-seqlen-d128 config (d 128, 2 layers)",
         "average",
         None,
     ),
     "caduceus-ps": (
         "_long_context.caduceus",
-        None,  # filled from the family's CONFIG below (PS, 4 layers)
+        dict(n_layer=4, rcps=True),
         "Caduceus-PS, caduceus-ps_seqlen-1k_d_model-256_n_layer-4 config (d 256, 4 layers; "
         "context raised to 4,096)",
         "equivariant",
@@ -259,19 +244,16 @@ def main() -> None:
 
 def write_checkpoint(args, name: str, directory: Path) -> None:
     """Random weights at the published config of ``name``, by the upstream torch code."""
-    module, config, _, _, context = CHECKPOINTS[name]
-    call = "write_checkpoint(Path(sys.argv[1]), 0"
-    if name == "caduceus-ps":
-        call += ", config=dict(m.CONFIG, n_layer=4, rcps=True), max_length=int(sys.argv[2])"
-    else:
-        call += ", config=json.loads(sys.argv[2])"
+    module, changes, _, _, context = CHECKPOINTS[name]
     code = (
-        f"import sys, json, importlib; from pathlib import Path; "
+        "import sys, json, importlib; from pathlib import Path; "
         f"sys.path.insert(0, {str(REPO / 'benchmarks')!r}); "
-        f"m = importlib.import_module({module!r}); m.{call})"
+        f"m = importlib.import_module({module!r}); "
+        "kw = {} if sys.argv[3] == 'None' else {'max_length': int(sys.argv[3])}; "
+        "m.write_checkpoint(Path(sys.argv[1]), 0, config=dict(m.CONFIG, **json.loads(sys.argv[2])), **kw)"
     )
-    extra = str(context) if name == "caduceus-ps" else json.dumps(config)
-    subprocess.run([args.torch_python, "-c", code, str(directory), extra], check=True)
+    cmd = [args.torch_python, "-c", code, str(directory), json.dumps(changes), str(context)]
+    subprocess.run(cmd, check=True)
 
 
 def checkpoint_table(args, tmp: Path, vcf: str, results: dict) -> None:
