@@ -41,6 +41,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: name -> (family module under benchmarks/, changes to its CONFIG giving the published
 #: configuration named in the label, label, rc mode, tokenizer context or None); random weights
+#: sequences per encoder call for the checkpoints: HyenaDNA's FFT at batch 256 x 2k tokens
+#: held 5 GiB
+CHECKPOINT_BATCH = 16
 CHECKPOINTS = {
     "hyenadna": (
         "_long_context.hyenadna",
@@ -77,7 +80,13 @@ def child(
     genes = dfm.io.read_gtf(gtf)["gene_name"].dropna().unique().tolist()
     if ckpt:
         enc = dfm.models.load_checkpoint(ckpt)
-        kw = dict(genes=genes, contig_map=CONTIGS, encoder=enc, reverse_complement=rc)
+        kw = dict(
+            genes=genes,
+            contig_map=CONTIGS,
+            encoder=enc,
+            reverse_complement=rc,
+            batch_size=CHECKPOINT_BATCH,
+        )
     else:
         enc = dfm.tl.KmerEncoder(k, canonical=canonical)
         kw = dict(genes=genes, contig_map=CONTIGS, encoder=enc)
