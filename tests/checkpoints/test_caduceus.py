@@ -17,8 +17,8 @@ import pytest
 
 import diffbio_sc as dfm
 from diffbio_sc.io._checkpoints import CheckpointError
-from diffbio_sc.models._base import ModelFormatError
 from diffbio_sc.models import _caduceus
+from diffbio_sc.models._base import ModelFormatError
 from diffbio_sc.models._caduceus import row_reverse_index, selective_scan
 from diffbio_sc.ops._dna_checkpoint_tokenizers import CaduceusTokenizer, DnaTokenizerError
 
