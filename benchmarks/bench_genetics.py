@@ -80,16 +80,11 @@ def child(
     genes = dfm.io.read_gtf(gtf)["gene_name"].dropna().unique().tolist()
     if ckpt:
         enc = dfm.models.load_checkpoint(ckpt)
-        kw = dict(
-            genes=genes,
-            contig_map=CONTIGS,
-            encoder=enc,
-            reverse_complement=rc,
-            batch_size=CHECKPOINT_BATCH,
-        )
     else:
         enc = dfm.tl.KmerEncoder(k, canonical=canonical)
-        kw = dict(genes=genes, contig_map=CONTIGS, encoder=enc)
+    kw = dict(genes=genes, contig_map=CONTIGS, encoder=enc)
+    if ckpt:
+        kw.update(reverse_complement=rc, batch_size=CHECKPOINT_BATCH)
     # warm up imports and caches on a tiny call, then measure
     dfm.tl.embed_genes(fasta, gtf, vcf, samples=["S0000", "S0001"], n_components=1, **kw)
     base = _rss_mib()
