@@ -74,25 +74,31 @@ def _upstream():
     return mod.import_upstream(Path(src), Path(mamba))
 
 
-def _config(upstream, tokenizer):
+def _config(upstream, tokenizer, config=None):
     CaduceusConfig = upstream[0]
     return CaduceusConfig(
-        **CONFIG,
+        **(config or CONFIG),
         complement_map=dict(tokenizer.complement_map),
         pad_token_id=tokenizer.pad_token_id,
     )
 
 
-def write_checkpoint(directory: Path, seed: int) -> None:
-    """Torch side: random upstream weights at CONFIG, saved in the Hugging Face layout."""
+def write_checkpoint(
+    directory: Path, seed: int, config: dict | None = None, max_length: int = MAX_LENGTH
+) -> None:
+    """Torch side: random upstream weights at CONFIG, saved in the Hugging Face layout.
+
+    ``config`` replaces CONFIG (another published configuration, e.g. PS for
+    ``bench_genetics.py``); ``max_length`` is the tokenizer's ``model_max_length``.
+    """
     import torch
     from safetensors.torch import save_file
 
     upstream = _upstream()
     _, CaduceusForMaskedLM, CaduceusTokenizer = upstream
-    tok = CaduceusTokenizer(model_max_length=MAX_LENGTH)
+    tok = CaduceusTokenizer(model_max_length=max_length)
     torch.manual_seed(seed)
-    model = CaduceusForMaskedLM(_config(upstream, tok)).eval()
+    model = CaduceusForMaskedLM(_config(upstream, tok, config)).eval()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
@@ -104,7 +110,7 @@ def write_checkpoint(directory: Path, seed: int) -> None:
     save_file(state, str(directory / "model.safetensors"))
     (directory / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1))
     (directory / "tokenizer_config.json").write_text(
-        json.dumps({"characters": list(tok.characters), "model_max_length": MAX_LENGTH})
+        json.dumps({"characters": list(tok.characters), "model_max_length": max_length})
     )
 
 

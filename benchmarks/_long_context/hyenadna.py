@@ -67,14 +67,17 @@ def _upstream():
     return modeling, configuration
 
 
-def write_checkpoint(directory: Path, seed: int) -> None:
-    """TORCH side: upstream ``HyenaDNAModel`` with random weights, saved as the fixture is."""
+def write_checkpoint(directory: Path, seed: int, config: dict | None = None) -> None:
+    """TORCH side: upstream ``HyenaDNAModel`` with random weights, saved as the fixture is.
+
+    ``config`` replaces CONFIG (another published configuration, for ``bench_genetics.py``).
+    """
     import torch
     from safetensors.torch import save_file
 
     modeling, configuration = _upstream()
     torch.manual_seed(seed)
-    model = modeling.HyenaDNAModel(configuration.HyenaConfig(**CONFIG)).eval()
+    model = modeling.HyenaDNAModel(configuration.HyenaConfig(**(config or CONFIG))).eval()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(directory)

@@ -17,6 +17,7 @@ import pytest
 
 import diffbio_sc as dfm
 from diffbio_sc.io._checkpoints import CheckpointError
+from diffbio_sc.models import _caduceus
 from diffbio_sc.models._base import ModelFormatError
 from diffbio_sc.models._caduceus import row_reverse_index, selective_scan
 from diffbio_sc.ops._dna_checkpoint_tokenizers import CaduceusTokenizer, DnaTokenizerError
@@ -140,9 +141,30 @@ def test_chunked_scan_equals_sequential_recurrence():
     for t in range(length):  # mamba_ssm's selective_scan_ref loop, in float64
         h = np.exp(dt[:, t, :, None] * a) * h + (dt[:, t] * u[:, t])[..., None] * b[:, t, None]
         want[:, t] = np.einsum("ndk,nk->nd", h, c[:, t]) + u[:, t] * dd
-    for chunk in (8, 64):  # a remainder chunk (37 = 4 x 8 + 5); one chunk longer than the input
-        got = np.asarray(selective_scan(u, dt, a, b, c, dd, chunk=chunk))
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    for method in ("parallel", "sequential"):
+        for chunk in (8, 64):  # a remainder block (37 = 4 x 8 + 5); one block longer than the input
+            got = np.asarray(selective_scan(u, dt, a, b, c, dd, chunk=chunk, method=method))
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="scan method"):
+        selective_scan(u, dt, a, b, c, dd, method="fast")
+
+
+@pytest.mark.parametrize("method", ["parallel", "sequential"])
+def test_blocked_mixer_equals_upstream_across_block_boundaries(monkeypatch, method):
+    """Blocks of 7 positions (convolution tail and scan state carried over) change nothing."""
+    monkeypatch.setattr(_caduceus, "SCAN_CHUNK", 7)
+    monkeypatch.setattr(_caduceus, "SCAN_METHOD", method)
+    m = loaded("caduceus_ps")
+    e = np.load(FIX / "caduceus_ps" / "expected.npz")
+    tok = CaduceusTokenizer(add_sep=True)
+    seqs = [str(s) for s in e["sequences"]]
+    inside = [i for i, s in enumerate(seqs) if e[f"ids_{i}"].size <= m.max_tokens]
+    ids, mask = tok.encode([seqs[i] for i in inside], max_length=m.max_tokens, unknown="token")
+    assert ids.shape[1] > 2 * 7
+    last = np.asarray(m.module.hidden_states(ids)[-1])  # eager: traced with the patched block
+    for row, i in enumerate(inside):
+        n = int(mask[row].sum())
+        np.testing.assert_allclose(last[row, :n], e[f"last_{i}"], atol=TOL)
 
 
 def test_row_reverse_index():
