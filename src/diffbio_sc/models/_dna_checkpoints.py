@@ -113,12 +113,6 @@ def _hidden_states_fn(graphdef, state, ids):
     return nnx.merge(graphdef, state).hidden_states(ids)
 
 
-def _pool_fn(graphdef, state, ids, last):
-    from flax import nnx
-
-    return nnx.merge(graphdef, state).pool(ids, last)
-
-
 def _compiled(fn):
     """``jax.jit(fn, static_argnums=0)``, built once per function for the session."""
     if fn not in _JITTED:
@@ -143,17 +137,6 @@ def _forward(module, ids):
 
     graphdef, state = nnx.split(module)
     return _compiled(_hidden_states_fn)(graphdef, state, ids)
-
-
-def _pool_jit():
-    """``pool(module, ids, last)`` compiled as :func:`_forward` is."""
-    from flax import nnx
-
-    def pool(module, ids, last):
-        graphdef, state = nnx.split(module)
-        return _compiled(_pool_fn)(graphdef, state, ids, last)
-
-    return pool
 
 
 @dataclass
@@ -241,19 +224,22 @@ class DnaCheckpointModel(CheckpointModel):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         ids, _ = self.tokenize(sequences, unknown=unknown)  # every error before any compute
+        from flax import nnx
+
+        from ._adapters import dna_checkpoint_forward
+
+        # One compiled call from ids to pooled vectors (the runner's forward): only
+        # the pooled rows leave it, not every layer's (n, T, hidden) states.
+        graphdef, state = nnx.split(self.module)
+        static = (graphdef, how if self.family == "generator" else None)
+        forward = _compiled(dna_checkpoint_forward)
         out = []
         for start in range(0, ids.shape[0], batch_size):
             chunk = ids[start : start + batch_size]
             if chunk.shape[0] < batch_size and ids.shape[0] > batch_size:
                 fill = np.full((batch_size - chunk.shape[0], ids.shape[1]), chunk[0])
                 chunk = np.concatenate([chunk, fill])  # same shape: no recompilation
-            last = self.hidden_states(chunk)[-1]
-            if self.family == "generator":
-                pooled = self.module.pool(chunk, last, pooling=how)
-            elif self.family == "caduceus":
-                pooled = _pool_jit()(self.module, chunk, last)
-            else:
-                pooled = self.module.pool(chunk, last)
+            pooled = forward(static, state, chunk)
             out.append(
                 np.asarray(pooled, dtype=np.float32)[: min(batch_size, ids.shape[0] - start)]
             )
