@@ -210,9 +210,10 @@ def embed_checkpoint(
         float32. On a CPU with AVX512-BF16 the user path ran 1.3-1.7x faster
         than float32 (GPUs with bfloat16 units should gain more; not measured);
         the embeddings differ from float32 at the level of bfloat16 rounding
-        (real PBMC cells: max difference 1.6e-3 at values up to 1.6, cosine
-        > 0.99999, 99.8% of each cell's 15 nearest neighbours kept; see
-        ``docs/benchmarks.md``). scGPT: float32 only.
+        (V1 size, real PBMC cells: max difference 1.6e-3 at values up to 1.6,
+        99.8% of each cell's 15 nearest neighbours kept; V2-104M size: max
+        difference 9e-3; cosine > 0.99999 in both; see ``docs/benchmarks.md``).
+        scGPT: float32 only.
     gene_embeddings_key
         Geneformer: also write per-gene contextual embeddings (the mean, over the
         cells where a gene is tokenized, of its state at ``layer_index``) to
