@@ -94,11 +94,19 @@ TORCH_RUN = textwrap.dedent(
     import numpy as np, torch
     from transformers import BertForMaskedLM
     ckpt, tokens, mode, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    bf16 = len(sys.argv) > 6 and sys.argv[6] == "bfloat16"
+    if len(sys.argv) > 7 and int(sys.argv[7]):
+        torch.set_num_threads(int(sys.argv[7]))
+    import contextlib
+    def autocast():  # opt-in bfloat16 matrix products (torch's autocast on CPU)
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     z = np.load(tokens)
     ids, lengths, v2 = z["ids"], z["lengths"], bool(z["v2"])
     model = BertForMaskedLM.from_pretrained(ckpt).eval()
     layer = model.config.num_hidden_layers - 1
     model.bert.encoder.layer = model.bert.encoder.layer[:layer]  # no layer after the one pooled
+    # the encoder only (model.bert): the masked-LM head's logits over the vocabulary are no
+    # part of the embedding, and dfm does not compute them
     order = np.argsort(-lengths, kind="stable") if mode == "sorted" else np.arange(len(ids))
     out = np.zeros((len(ids), model.config.hidden_size), np.float32)
     def warm_up():  # one untimed batch, as dfm's warm call reuses its compiled code
@@ -106,17 +114,18 @@ TORCH_RUN = textwrap.dedent(
         L = int(lengths[idx].max()) if mode == "sorted" else ids.shape[1]
         x = torch.from_numpy(ids[idx, :L].astype(np.int64))
         mask = (torch.arange(L)[None] < torch.from_numpy(lengths[idx])[:, None]).long()
-        model(input_ids=x, attention_mask=mask, output_hidden_states=True)
-    with torch.inference_mode():
+        model.bert(input_ids=x, attention_mask=mask, output_hidden_states=True)
+    with torch.inference_mode(), autocast():
         warm_up()
     t0, c0 = time.perf_counter(), time.process_time()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
         for s in range(0, len(ids), batch):
             idx = order[s : s + batch]
             L = int(lengths[idx].max()) if mode == "sorted" else ids.shape[1]
             x = torch.from_numpy(ids[idx, :L].astype(np.int64))
             mask = (torch.arange(L)[None] < torch.from_numpy(lengths[idx])[:, None]).long()
-            h = model(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            h = model.bert(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            h = h.float()
             n = torch.from_numpy(lengths[idx]).float()
             if v2:  # EmbExtractor: drop <cls>, average the len - 2 gene positions
                 h, n = h[:, 1:], n - 2
@@ -125,7 +134,8 @@ TORCH_RUN = textwrap.dedent(
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     np.save(sys.argv[5], out)
     print(json.dumps({"seconds": dt, "cpu": cpu, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": batch}))
+                      "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": batch,
+                      "dtype": "bfloat16" if bf16 else "float32"}))
     """
 )
 
@@ -136,8 +146,10 @@ JAX_RUN = textwrap.dedent(
     import diffbio_sc as dfm
     dfm.settings.progress_bar = False
     ckpt, h5ad, mode, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-    kw = {"packed": dict(packing=True), "buckets": dict(packing=False),
+    dtype, max_tokens = sys.argv[5], int(sys.argv[6]) or None
+    kw = {"auto": {}, "packed": dict(packing=True), "buckets": dict(packing=False),
           "full": dict(bucketing=False, packing=False)}[mode]
+    kw.update(dtype=dtype, max_tokens=max_tokens)
     adata = ad.read_h5ad(h5ad)
     model = dfm.models.load_checkpoint(ckpt)
     times, cpus = [], []
@@ -165,8 +177,12 @@ def _run(python: str, code: str, *args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def prepare(dataset: str, n_cells: int, seed: int, tmp: Path):
-    """Real cells and dictionaries: token ids for the data's genes, medians from the data."""
+def prepare(dataset: str, n_cells: int, seed: int, tmp: Path, min_genes: int = 0):
+    """Real cells and dictionaries: token ids for the data's genes, medians from the data.
+
+    ``min_genes``: draw the cells among those with at least that many expressed
+    genes (deep cells that fill a 2,048-token context).
+    """
     import anndata as ad
 
     import diffbio_sc as dfm
@@ -177,14 +193,20 @@ def prepare(dataset: str, n_cells: int, seed: int, tmp: Path):
         g: float(m) for g, m in zip(adata.var_names, adata.var["dfm_median"], strict=True) if m > 0
     }
     rng = np.random.default_rng(seed)
-    sub = adata[np.sort(rng.choice(adata.n_obs, size=n_cells, replace=False))].copy()
+    x = adata.X.tocsr() if hasattr(adata.X, "tocsr") else adata.X
+    pool = np.flatnonzero(np.diff(x.indptr) >= min_genes) if min_genes else np.arange(adata.n_obs)
+    if len(pool) < n_cells:
+        raise SystemExit(f"only {len(pool)} cells have >= {min_genes} expressed genes")
+    sub = adata[np.sort(rng.choice(pool, size=n_cells, replace=False))].copy()
     del sub.var["dfm_median"]
     path = tmp / "cells.h5ad"
     sub.write_h5ad(path)
     return sub, medians, path
 
 
-def build_checkpoint(torch_python: str, ckpt: Path, cfg: dict, sub, medians: dict, *, v2: bool):
+def build_checkpoint(
+    torch_python: str, ckpt: Path, cfg: dict, sub, medians: dict, *, v2: bool, max_tokens=None
+):
     """Random-weight BertForMaskedLM + Geneformer dictionaries in ``ckpt``; the cells' tokens.
 
     The token dictionary holds the specials and the data's genes with a median;
@@ -209,10 +231,14 @@ def build_checkpoint(torch_python: str, ckpt: Path, cfg: dict, sub, medians: dic
         recipe=model.recipe,
         vocab=tok,
         gene_medians=medians,
-        max_tokens=model.max_tokens,
+        max_tokens=max_tokens or model.max_tokens,
         copy=True,
     )
     return t.obsm["dfm_tokens"], np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
+
+
+def _rate_stats(rates) -> tuple[float, float]:
+    return float(np.min(rates)), float(np.median(rates))
 
 
 def main() -> None:
@@ -221,11 +247,34 @@ def main() -> None:
     ap.add_argument("--n-cells", type=int, default=16)
     ap.add_argument("--v2-cells", type=int, default=8)
     ap.add_argument("--full-cells", type=int, default=2, help="cells for the unbucketed runs")
+    ap.add_argument(
+        "--min-genes",
+        type=int,
+        default=0,
+        help="draw cells among those with at least this many expressed genes (deep cells)",
+    )
+    ap.add_argument(
+        "--max-tokens",
+        type=int,
+        default=0,
+        help="tokens per cell on both sides (0: the model's input size)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--torch-batches",
         default="8,16,32,64,128",
         help="torch batch sizes swept (those <= the cells); the best by CPU time is used",
+    )
+    ap.add_argument(
+        "--modes",
+        default="packed,buckets",
+        help="dfm modes: auto (the defaults), packed (packing=True), buckets (packing=False)",
+    )
+    ap.add_argument(
+        "--dtypes",
+        default="float32",
+        help="dfm dtypes; with bfloat16, torch also runs under bfloat16 autocast at its best "
+        "float32 batch, and the bfloat16 rows get a ratio against it too",
     )
     ap.add_argument("--rounds", type=int, default=3, help="alternating dfm/torch rounds")
     ap.add_argument(
@@ -234,9 +283,11 @@ def main() -> None:
     )
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
     args = ap.parse_args()
-    have_torch = Path(args.torch_python).exists()
-    if not have_torch:
-        print(f"# no torch environment at {args.torch_python}: torch columns skipped")
+    if not Path(args.torch_python).exists():
+        raise SystemExit(f"building the checkpoints needs transformers ({args.torch_python})")
+    modes = args.modes.split(",")
+    dtypes = args.dtypes.split(",")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} load average {os.getloadavg()}", flush=True)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -245,18 +296,21 @@ def main() -> None:
             cfg = dict(CONFIGS[name])
             v2 = cfg.pop("v2")
             n = args.v2_cells if v2 else args.n_cells
-            sub, medians, h5ad = prepare(args.dataset, n, args.seed, tmp)
-            if not have_torch:
-                raise SystemExit("building the checkpoints needs transformers (--torch-python)")
+            sub, medians, h5ad = prepare(args.dataset, n, args.seed, tmp, args.min_genes)
             ckpt = tmp / f"ckpt_{int(v2)}"
-            ids, lengths = build_checkpoint(args.torch_python, ckpt, cfg, sub, medians, v2=v2)
+            ids, lengths = build_checkpoint(
+                args.torch_python, ckpt, cfg, sub, medians, v2=v2, max_tokens=args.max_tokens
+            )
             nf = min(n, args.full_cells)
             np.savez(tmp / "tokens.npz", ids=ids, lengths=lengths, v2=v2)
             np.savez(tmp / "tokens_full.npz", ids=ids[:nf], lengths=lengths[:nf], v2=v2)
             h5ad_full = tmp / "cells_full.h5ad"
             sub[:nf].copy().write_h5ad(h5ad_full)
-            label = f"{name}, {n} cells, tokens/cell median {int(np.median(lengths))} (max {lengths.max()})"
-            # torch's best batch size (length-sorted), from a sweep
+            label = (
+                f"{name}, {n} cells, tokens/cell median {int(np.median(lengths))} "
+                f"(max {lengths.max()})"
+            )
+            # torch's best batch size (float32, length-sorted), from a sweep
             sweep = {}
             for bs in [b for b in map(int, args.torch_batches.split(",")) if b <= n] or [n]:
                 r = _run(
@@ -268,103 +322,180 @@ def main() -> None:
                     bs,
                     tmp / "t.npy",
                 )
-                sweep[bs] = r["cpu"]
+                sweep[bs] = round(r["cpu"], 2)
             best = min(sweep, key=sweep.get)
-            print(f"# {label}: torch sweep (CPU s by batch) {sweep}; best {best}", flush=True)
-            ref = None
-            for mode in ("packed", "buckets", "full") if nf else ("packed", "buckets"):
-                bucketing = mode != "full"
-                cells_file, m = (h5ad, n) if bucketing else (h5ad_full, nf)
-                # rounds alternate dfm and torch (fresh processes); min and median kept
-                dfm_runs, torch_runs = [], []
-                for rnd in range(args.rounds if bucketing else 1):
-                    order = ("dfm", "torch") if rnd % 2 == 0 else ("torch", "dfm")
-                    for side in order:
-                        if side == "dfm":
-                            dfm_runs.append(
-                                _run(
-                                    sys.executable,
-                                    JAX_RUN,
-                                    ckpt,
-                                    cells_file,
-                                    mode,
-                                    tmp / "jax.npy",
-                                )
+            # then its thread count at that batch (default = all cores; 1 often costs less
+            # CPU time on a loaded machine)
+            r = _run(
+                args.torch_python,
+                TORCH_RUN,
+                ckpt,
+                tmp / "tokens.npz",
+                "sorted",
+                best,
+                tmp / "t.npy",
+                "float32",
+                1,
+            )
+            threads = 1 if r["cpu"] < sweep[best] else 0
+            sweep[f"{best}, 1 thread"] = round(r["cpu"], 2)
+            print(
+                f"# {label}: torch sweep (CPU s by batch) {sweep}; best {best}, "
+                f"{'1 thread' if threads else 'default threads'}",
+                flush=True,
+            )
+
+            # every side once per round, the order rotated each round (fresh processes)
+            sides = [("dfm", m, dt) for dt in dtypes for m in modes]
+            sides += [("torch", "sorted", dt) for dt in dtypes]
+            runs: dict = {side: [] for side in sides}
+            embs: dict = {}
+            for rnd in range(args.rounds):
+                k = rnd % len(sides)
+                for side in sides[k:] + sides[:k]:
+                    kind, mode, dt = side
+                    out = tmp / f"{kind}_{mode}_{dt}.npy"
+                    if kind == "dfm":
+                        r = _run(
+                            sys.executable, JAX_RUN, ckpt, h5ad, mode, out, dt, args.max_tokens
+                        )
+                        r["rate"] = n / r["warm_cpu"]
+                    else:
+                        r = _run(
+                            args.torch_python,
+                            TORCH_RUN,
+                            ckpt,
+                            tmp / "tokens.npz",
+                            mode,
+                            best,
+                            out,
+                            dt,
+                            threads,
+                        )
+                        r["rate"] = n / r["cpu"]
+                    runs[side].append(r)
+                    embs[side] = np.load(out)
+                    print(f"# round {rnd}: {side} {r['rate']:.3f} cells per CPU-s", flush=True)
+            t32 = np.array([r["rate"] for r in runs[("torch", "sorted", "float32")]])
+            ref = embs[("torch", "sorted", "float32")]
+            f32_dfm = embs.get(("dfm", modes[0], "float32"))
+            for side in sides:
+                kind, mode, dt = side
+                rates = np.array([r["rate"] for r in runs[side]])
+                r = runs[side][-1]
+                diff = np.abs(embs[side] - ref).max()
+                note = f"max diff vs torch float32 {diff:.1e}"
+                if kind == "dfm":
+                    ratio = rates / t32
+                    ratio_s = f"{ratio.min():.2f} / {np.median(ratio):.2f}"
+                    if dt == "bfloat16":
+                        tb = np.array([x["rate"] for x in runs[("torch", "sorted", dt)]])
+                        rb = rates / tb
+                        ratio_s += f" (vs torch bfloat16: {rb.min():.2f} / {np.median(rb):.2f})"
+                        if f32_dfm is not None:
+                            e = embs[side]
+                            cos = (e * f32_dfm).sum(1) / np.linalg.norm(e, axis=1)
+                            cos /= np.linalg.norm(f32_dfm, axis=1)
+                            note += (
+                                f"; vs dfm float32: max diff "
+                                f"{np.abs(e - f32_dfm).max():.1e}, min cosine {cos.min():.6f}"
                             )
-                        else:
-                            torch_runs.append(
-                                _run(
-                                    args.torch_python,
-                                    TORCH_RUN,
-                                    ckpt,
-                                    tmp / ("tokens.npz" if bucketing else "tokens_full.npz"),
-                                    "sorted" if bucketing else "full",
-                                    best if bucketing else min(best, nf),
-                                    tmp / "torch.npy",
-                                )
-                            )
-                emb = np.load(tmp / "jax.npy")
-                ref = emb if ref is None else ref
-                diff = np.abs(np.load(tmp / "torch.npy") - emb).max()
-                dfm_cpu = np.array([m / r["warm_cpu"] for r in dfm_runs])
-                t_cpu = np.array([m / r["cpu"] for r in torch_runs])
-                ratios = dfm_cpu / t_cpu
-                note = f"{dfm_runs[-1]['shapes']} compiled shapes"
-                if mode != "packed":
-                    note += f"; {m} cells; max diff vs packed {np.abs(emb - ref[:m]).max():.1e}"
-                what = {
-                    "packed": "packed rows (packing=True)",
-                    "buckets": "length buckets (packing=False)",
-                    "full": "padded to input size",
-                }[mode]
-                r, t = dfm_runs[-1], torch_runs[-1]
+                    note += f"; {r['shapes']} compiled shapes; packed: {r['packed']}"
+                    what = {
+                        "auto": "defaults (packing=None)",
+                        "packed": "packed rows (packing=True)",
+                        "buckets": "length buckets (packing=False)",
+                    }[mode]
+                    runner = f"dfm JAX, {what}, dtype={dt}"
+                    wall, cold = n / r["warm"], n / r["cold"]
+                else:
+                    ratio_s, wall, cold = "-", n / r["seconds"], None
+                    runner = (
+                        f"transformers on torch {r['torch']} CPU ({r['threads']} threads), "
+                        f"inference_mode, {dt}"
+                        + (" autocast" if dt == "bfloat16" else "")
+                        + f", batch {r['batch']} (best of the float32 sweep {sweep}), sorted by "
+                        "length, padded per batch, layers cut to the pooled one"
+                    )
                 rows.append(
                     dict(
                         label=label,
-                        runner=f"dfm JAX, {what}",
-                        cpu=(dfm_cpu.min(), np.median(dfm_cpu)),
-                        wall=m / r["warm"],
-                        cold=m / r["cold"],
-                        peak=max(x["peak_mb"] for x in dfm_runs),
-                        ratio=f"{ratios.min():.2f} / {np.median(ratios):.2f}",
+                        runner=runner,
+                        cpu=_rate_stats(rates),
+                        wall=wall,
+                        cold=cold,
+                        peak=max(x["peak_mb"] for x in runs[side]),
+                        ratio=ratio_s,
                         note=note,
                     )
                 )
-                what_t = (
-                    f"batch {t['batch']} (best of sweep), sorted by length, padded per batch"
-                    if bucketing
-                    else "padded to input size"
+            if nf:  # every cell padded to the input size: few cells, one round
+                rd = _run(
+                    sys.executable,
+                    JAX_RUN,
+                    ckpt,
+                    h5ad_full,
+                    "full",
+                    tmp / "jax.npy",
+                    "float32",
+                    args.max_tokens,
+                )
+                rt = _run(
+                    args.torch_python,
+                    TORCH_RUN,
+                    ckpt,
+                    tmp / "tokens_full.npz",
+                    "full",
+                    min(best, nf),
+                    tmp / "torch.npy",
+                    "float32",
+                    threads,
+                )
+                diff = np.abs(np.load(tmp / "torch.npy") - np.load(tmp / "jax.npy")).max()
+                rows.append(
+                    dict(
+                        label=label,
+                        runner="dfm JAX, padded to input size (bucketing=False), float32",
+                        cpu=(nf / rd["warm_cpu"],) * 2,
+                        wall=nf / rd["warm"],
+                        cold=nf / rd["cold"],
+                        peak=rd["peak_mb"],
+                        ratio=f"{rt['cpu'] / rd['warm_cpu']:.2f} (one round)",
+                        note=f"{nf} cells; max diff vs torch {diff:.1e}",
+                    )
                 )
                 rows.append(
                     dict(
                         label=label,
-                        runner=f"transformers on torch {t['torch']} CPU ({t['threads']} threads), "
-                        f"inference_mode, {what_t}, layers cut to the pooled one",
-                        cpu=(t_cpu.min(), np.median(t_cpu)),
-                        wall=m / t["seconds"],
+                        runner=f"torch, padded to input size, batch {min(best, nf)}",
+                        cpu=(nf / rt["cpu"],) * 2,
+                        wall=nf / rt["seconds"],
                         cold=None,
-                        peak=max(x["peak_mb"] for x in torch_runs),
+                        peak=rt["peak_mb"],
                         ratio="-",
-                        note=f"{m} cells; max diff vs dfm {diff:.1e}",
+                        note=f"{nf} cells",
                     )
                 )
     print(
         f"\nCommand: python benchmarks/bench_checkpoints.py --dataset {args.dataset} "
         f"--n-cells {args.n_cells} --v2-cells {args.v2_cells} --full-cells {args.full_cells} "
-        f"--torch-batches {args.torch_batches} --rounds {args.rounds}; "
-        f"{time.strftime('%Y-%m-%d')}\n"
+        f"--min-genes {args.min_genes} --max-tokens {args.max_tokens} "
+        f"--torch-batches {args.torch_batches} --modes {args.modes} --dtypes {args.dtypes} "
+        f"--rounds {args.rounds}; {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"load average at the end {os.getloadavg()}\n"
     )
     print(
         "| model, cells | runner | cells per CPU-s (warm), min / median | cells/s wall (warm) "
-        "| cells/s wall (first call, compile incl.) | peak RSS MiB | dfm / torch (CPU), min / median "
-        "| notes |"
+        "| cells/s wall (first call, compile incl.) | peak RSS MiB | dfm / torch float32 (CPU), "
+        "min / median per round | notes |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for row in rows:
         cold_s = f"{row['cold']:.2f}" if row["cold"] is not None else "-"
         print(
             f"| {row['label']} | {row['runner']} | {row['cpu'][0]:.2f} / {row['cpu'][1]:.2f} "
-            f"| {row['wall']:.2f} | {cold_s} | {row['peak']:.0f} | {row['ratio']} | {row['note']} |"
+            f"| {row['wall']:.2f} | {cold_s} | {row['peak']:.0f} | {row['ratio']} "
+            f"| {row['note']} |"
         )
 
 
