@@ -235,6 +235,7 @@ def test_benchmark_report_contents(bench):
     assert list(adata.uns.keys()) == ["dfm"] and list(before.uns.keys()) == []
 
 
+@pytest.mark.slow  # 20 s: every scib metric on 3 embeddings; runs in CI's slow step
 def test_benchmark_aggregate_inputs_are_per_embedding(monkeypatch):
     """A metric that is NaN for one embedding only changes that embedding's aggregates."""
     from diffbio_sc.ops import _scoring as _kernels
