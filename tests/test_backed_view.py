@@ -35,8 +35,10 @@ def backed_slice(tmp_path):
         lambda v: dfm.pp.bin_expression(v),
         lambda v: dfm.tl.embed(v),
         lambda v: dfm.tl.pca_baseline(v),
+        # refused by the shared copy= check, before the (absent) file is looked at
+        lambda v: dfm.tl.load_embeddings(v, "no_such_embeddings.npz"),
     ],
-    ids=["gene_medians", "tokenize", "bin_expression", "embed", "pca_baseline"],
+    ids=["gene_medians", "tokenize", "bin_expression", "embed", "pca_baseline", "load_embeddings"],
 )
 def test_writers_refuse_a_backed_slice(backed_slice, call):
     view, path, digest = backed_slice

@@ -335,8 +335,13 @@ def validate_chunk(
 
 
 def check_copy(adata, copy) -> bool:
-    """Check ``copy=`` up front: a real boolean, and not ``True`` for a backed AnnData."""
+    """Check ``copy=`` up front: a real boolean, and not ``True`` for a backed AnnData.
+
+    Also refuses an AnnData no result can be written into (:func:`check_writable`),
+    so every writer that checks ``copy=`` refuses it before any work.
+    """
     copy = check_bool("copy", copy)
+    check_writable(adata)
     if copy and is_backed(adata):
         raise DfmInputError(
             "copy=True is not supported for backed AnnData; load it into memory "

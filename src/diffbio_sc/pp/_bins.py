@@ -16,7 +16,6 @@ from .._validate import (
     check_int,
     check_key,
     check_seed,
-    check_writable,
     resolve_copy,
     validated_chunks,
 )
@@ -81,7 +80,6 @@ def bin_expression(
     Cells without any nonzero value are allowed (all bin 0) and reported in a warning.
     """
     check_adata(adata)
-    check_writable(adata)
     n_bins = check_int("n_bins", n_bins, minimum=2, maximum=32767)
     seed = check_seed(seed)
     check_int("chunk_size", chunk_size, minimum=1, allow_none=True)

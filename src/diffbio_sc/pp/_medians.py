@@ -15,7 +15,6 @@ from .._validate import (
     check_float,
     check_int,
     check_key,
-    check_writable,
     get_matrix,
     is_backed,
     resolve_copy,
@@ -183,7 +182,6 @@ def gene_medians(
         provenance (one record per ``key_added``).
     """
     check_adata(adata)
-    check_writable(adata)
     target_sum = check_float("target_sum", target_sum, minimum=0.0, strict_min=True)
     check_key("key_added", key_added)
     check_int("chunk_size", chunk_size, minimum=1, allow_none=True)

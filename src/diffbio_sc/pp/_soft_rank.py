@@ -17,7 +17,6 @@ from .._validate import (
     check_float,
     check_int,
     check_key,
-    check_writable,
     iter_row_chunks,
     resolve_copy,
     validated_chunks,
@@ -158,7 +157,6 @@ def soft_rank(
     True
     """
     check_adata(adata)
-    check_writable(adata)
     t = _check_params(temperature, descending, regularization, chunk_size, key_added)
     check_copy(adata, copy)
     import jax.numpy as jnp

@@ -22,7 +22,6 @@ from .._validate import (
     check_float,
     check_int,
     check_key,
-    check_writable,
     get_matrix,
     resolve_copy,
     validated_chunks,
@@ -391,7 +390,6 @@ def tokenize(
         record per ``key_added``: tokens written under another key keep theirs.
     """
     check_adata(adata)
-    check_writable(adata)
     rec = _resolve_recipe(recipe)
     max_tokens = check_int("max_tokens", max_tokens, allow_none=True)
     max_tokens = rec.max_tokens if max_tokens is None else max_tokens

@@ -20,7 +20,6 @@ from .._validate import (
     check_int,
     check_key,
     check_seed,
-    check_writable,
     get_matrix,
     resolve_copy,
 )
@@ -273,7 +272,6 @@ def embed_checkpoint(
         new["layer_index"], new["max_tokens"], new["min_vocab_coverage"]
     )  # fmt: skip
     check_adata(adata)
-    check_writable(adata)
     get_matrix(adata, layer)
     check_key("key_added", key_added, allow_none=True)
     check_key("gene_embeddings_key", gene_embeddings_key, allow_none=True)

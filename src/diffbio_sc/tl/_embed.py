@@ -15,12 +15,11 @@ from .._validate import (
     _preview,
     check_adata,
     check_bool,
+    check_copy,
     check_float,
     check_int,
     check_key,
-    check_writable,
     get_matrix,
-    is_backed,
 )
 
 #: Default cells per forward pass.
@@ -213,7 +212,6 @@ def embed(
 
     # ---------------------------------------------------------------- validate
     check_adata(adata)
-    check_writable(adata)
     get_matrix(adata, layer)
     check_key("key_added", key_added)
     batch_size = check_int(
@@ -230,12 +228,7 @@ def embed(
         chunk_size = check_int("dfm.settings.chunk_size", settings.chunk_size, minimum=1)
     if progress_bar is not None:
         check_bool("progress_bar", progress_bar)
-    copy = check_bool("copy", copy)
-    if copy and is_backed(adata):
-        raise DfmInputError(
-            "copy=True is not supported for backed AnnData; use copy=False or "
-            "adata.to_memory() first."
-        )
+    copy = check_copy(adata, copy)
     if model is not None and pretrain_kwargs:
         raise TypeError(
             f"Unexpected arguments {sorted(pretrain_kwargs)}: pretraining options are only "
