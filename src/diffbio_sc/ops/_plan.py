@@ -204,6 +204,9 @@ class RankValuePlan:
         with_values: bool = True,
         out: np.ndarray | None = None,
         n_jobs: int | None = None,
+        check: np.ndarray | None = None,
+        require_integer: bool = False,
+        totals_out: np.ndarray | None = None,
     ) -> CellTokens:
         """Tokens of a canonical CSR chunk (no duplicate entries), cells x ``n_genes``.
 
@@ -220,6 +223,11 @@ class RankValuePlan:
             Optional int32 ``(n, max_length)`` array (a view is fine) to write the ids into.
         n_jobs
             Threads of the rank kernel (default ``dfm.settings.n_jobs``).
+        check, require_integer, totals_out
+            Check the rows in the kernel's pass instead (the chunk need not be
+            canonical): flags per row, see
+            :func:`~diffbio_sc.ops._rank_value.rank_value_encode`; flagged rows
+            are not encoded.
 
         Returns
         -------
@@ -245,6 +253,9 @@ class RankValuePlan:
             out=out[:, lo:hi],
             with_values=with_values,
             n_jobs=n_jobs,
+            check=check,
+            require_integer=require_integer,
+            totals_out=totals_out,
         )
         if self.cls_id is not None:
             out[:, 0] = self.cls_id

@@ -50,6 +50,21 @@ def n_threads(n_jobs: int | None = None) -> int:
     return int(n_jobs)
 
 
+def checkable(X: sp.csr_matrix) -> bool:
+    """Whether :func:`rank_value_encode` can check ``X`` in its kernel pass (``check=``).
+
+    CSR with values of a NumPy integer or float32/float64 type, rows of at
+    most ``2**31`` entries.
+    """
+    if not (sp.issparse(X) and X.format == "csr"):
+        return False
+    dt = X.data.dtype
+    if not (dt.kind in "iu" or dt in (np.float32, np.float64)):
+        return False
+    n = X.shape[0]
+    return n == 0 or int(np.diff(X.indptr).max()) <= 2**_MAX_POS_BITS
+
+
 def rank_value_encode(
     X: sp.csr_matrix,
     gene_scale: np.ndarray,
@@ -62,6 +77,9 @@ def rank_value_encode(
     out: np.ndarray | None = None,
     with_values: bool = True,
     n_jobs: int | None = None,
+    check: np.ndarray | None = None,
+    require_integer: bool = False,
+    totals_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Rank-value encode a CSR chunk of cells (Geneformer's encoding).
 
@@ -101,6 +119,21 @@ def rank_value_encode(
         Also return the ranked values (skip to save time and memory).
     n_jobs
         Threads for the row sorts (default: ``dfm.settings.n_jobs``, all cores).
+    check
+        Optional uint8 array ``(n_cells,)``: check every row in the same
+        parallel pass and record its problems there as bit flags
+        (:func:`checkable` says which inputs can be checked so): non-finite,
+        negative or (with ``require_integer``) fractional values, column
+        indices not strictly increasing (unsorted or duplicated), a total that
+        is not positive, or one too large to be summed exactly in any order
+        (``>= 2**53``). 0: the row is fine and encoded. A flagged row is not
+        encoded: its output row is unspecified and its ``n_tokens`` 0; the
+        caller validates and re-encodes it (or refuses the input).
+    require_integer
+        With ``check``: flag fractional values too.
+    totals_out
+        Optional float64 array ``(n_cells,)`` to receive each row's total
+        (with ``check``; the total of a flagged row may be unset).
 
     Returns
     -------
@@ -122,13 +155,27 @@ def rank_value_encode(
         raise ValueError("at most 2**32 - 2 genes are supported")
     gene_scale = np.where(np.isfinite(gene_scale) & (gene_scale > 0), gene_scale, 0.0)
     widths = np.diff(X.indptr)
-    compiled = X.has_sorted_indices and (n == 0 or int(widths.max()) <= 2**_MAX_POS_BITS)
-    # Integer counts of at most 32 bits in rows of < 2**21 entries sum exactly in float64
-    # (< 2**53) in any order, so the compiled kernel can sum each row itself (on its
-    # thread) and match row_totals bit for bit.
-    kernel_totals = totals is None and compiled and X.data.dtype.kind in "iu"
-    kernel_totals = kernel_totals and X.data.dtype.itemsize <= 4
-    kernel_totals = kernel_totals and (n == 0 or int(widths.max()) < 2**21)
+    kind = X.data.dtype.kind
+    if check is not None:
+        if not checkable(X):
+            raise ValueError("check= needs CSR data of a NumPy integer or float32/64 type")
+        if check.shape != (n,) or check.dtype != np.uint8:
+            raise ValueError(f"check must be uint8 of shape ({n},)")
+        # the kernel flags rows whose indices are not sorted: no scipy check needed
+        compiled = True
+        # Whole numbers sum exactly in float64 in any order while the total stays below
+        # 2**53 (the kernel flags larger totals), so the kernel sums each row itself.
+        kernel_totals = totals is None and (kind in "iu" or require_integer)
+    else:
+        compiled = X.has_sorted_indices and (n == 0 or int(widths.max()) <= 2**_MAX_POS_BITS)
+        # Integer counts of at most 32 bits in rows of < 2**21 entries sum exactly in
+        # float64 (< 2**53) in any order, so the compiled kernel can sum each row itself
+        # (on its thread) and match row_totals bit for bit.
+        kernel_totals = totals is None and compiled and kind in "iu"
+        kernel_totals = kernel_totals and X.data.dtype.itemsize <= 4
+        kernel_totals = kernel_totals and (n == 0 or int(widths.max()) < 2**21)
+    if totals_out is not None and totals_out.shape != (n,):
+        raise ValueError(f"totals_out must have shape ({n},)")
     if kernel_totals:
         factor = np.empty(0, dtype=np.float64)
     else:
@@ -136,6 +183,8 @@ def rank_value_encode(
             totals = row_totals(X)
         totals = np.asarray(totals, dtype=np.float64)
         factor = np.divide(float(target_sum), totals, out=np.zeros(n), where=totals > 0)
+        if totals_out is not None:
+            totals_out[:] = totals
     if lut is None:
         affine, shift = True, 0
     else:
@@ -164,6 +213,13 @@ def rank_value_encode(
 
         lut32 = (np.arange(n_genes) + shift if lut_ext is None else lut_ext).astype(np.int32)
         vals = values if values is not None else np.empty((0, 0), dtype=np.float32)
+        checking = check is not None
+        flags = check if checking else np.empty(0, dtype=np.uint8)
+        if checking:
+            flags[:] = 0
+        own_totals = np.empty(0, dtype=np.float64)
+        if kernel_totals:
+            own_totals = totals_out if totals_out is not None else np.empty(n, np.float64)
         threads = min(n_threads(n_jobs), max(1, n // _MIN_TASK_ROWS))
         # Tasks of about equal nonzeros, several per thread (balance on a busy machine).
         n_tasks = 1 if threads == 1 else threads * _TASKS_PER_THREAD
@@ -188,6 +244,11 @@ def rank_value_encode(
                 vals,
                 values is not None,
                 n_tokens,
+                checking,
+                kind == "f",
+                bool(require_integer),
+                flags,
+                own_totals,
             )
 
         if threads > 1:
@@ -196,6 +257,9 @@ def rank_value_encode(
         else:
             for i in range(len(bounds) - 1):
                 task(i)
+        if checking and not kernel_totals:  # totals given or summed above
+            flags[~(totals > 0)] |= nb.EMPTY
+            flags[np.isinf(totals)] |= nb.INEXACT_TOTAL
         return out, values, n_tokens
 
     def work(s: int) -> None:

@@ -52,6 +52,16 @@ _DIGIT_SLACK = 1  # digit bits: the smallest with 2**bits >= n_valid >> _DIGIT_S
 _U32 = np.uint64(32)
 _LOW = np.uint64(0xFFFFFFFF)
 _ONE32 = np.uint64(1 << 32)
+_FMAX = np.finfo(np.float64).max
+_EXACT = 2.0**53  # float64 sums of whole numbers below this are exact in any order
+
+# Problems found by ``encode_rows(check=True)``, one bit each in ``flags``.
+NONFINITE = np.uint8(1)
+NEGATIVE = np.uint8(2)
+NOT_WHOLE = np.uint8(4)
+NOT_CANONICAL = np.uint8(8)
+INEXACT_TOTAL = np.uint8(16)
+EMPTY = np.uint8(32)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -153,14 +163,29 @@ def encode_rows(
     values,
     with_values,
     n_tokens,
+    check,
+    floats,
+    whole,
+    flags,
+    totals_out,
 ):  # pragma: no cover - compiled
     """Rank-value encode rows ``r0:r1`` into ``out[r]`` (ids), ``values[r]`` and ``n_tokens[r]``.
 
     ``out`` is int32 ``(n, k)`` (a view is fine), ``values`` float32 ``(n, k)``
     (ignored unless ``with_values``), ``n_tokens`` int32 ``(n,)``; ``lut`` maps a
     column to its output id. ``factor[r]`` is ``target_sum / total`` of row ``r``
-    (0 for an empty row); with ``own_totals`` (integer counts, whose float64 sum is
-    exact in any order) the row total is summed here instead and ``factor`` is unused.
+    (0 for an empty row); with ``own_totals`` (whole-number counts, whose float64
+    sum is exact in any order while it stays below ``2**53``) the row total is
+    summed here instead, written to ``totals_out[r]``, and ``factor`` is unused.
+
+    With ``check``, each row is first checked (``floats``: ``data`` is a float
+    type, so also for non-finite and fractional values) and ``flags[r]`` (uint8) gets the
+    bits of what is wrong with it (:data:`NONFINITE`, :data:`NEGATIVE`,
+    :data:`NOT_WHOLE` (only with ``whole``), :data:`NOT_CANONICAL` (column
+    indices not strictly increasing: unsorted or duplicated), :data:`INEXACT_TOTAL`
+    (own total at or above ``2**53``, where the order of summation matters),
+    :data:`EMPTY` (own total not positive)); a flagged row is not encoded (its
+    output row is left as it was, ``n_tokens[r] = 0``).
     """
     width = 1
     for r in range(r0, r1):
@@ -178,13 +203,49 @@ def encode_rows(
         w = indptr[r + 1] - a
         ind = indices[a : a + w]
         dat = data[a : a + w]
+        if check:  # branch-free counts, so that each loop vectorises
+            bad = np.uint8(0)
+            n_unsorted = 0
+            for j in range(1, w):
+                n_unsorted += np.int64(ind[j] <= ind[j - 1])
+            if n_unsorted:
+                bad |= NOT_CANONICAL
+            n_neg = 0
+            n_nonfinite = 0
+            n_frac = 0
+            if floats:
+                for j in range(w):
+                    v = np.float64(dat[j])
+                    n_nonfinite += np.int64(not (np.abs(v) <= _FMAX))
+                    n_neg += np.int64(v < 0.0)
+                    n_frac += np.int64(v != np.floor(v))
+            else:
+                for j in range(w):
+                    n_neg += np.int64(dat[j] < 0)
+            if n_nonfinite:
+                bad |= NONFINITE
+            if n_neg:
+                bad |= NEGATIVE
+            if whole and n_frac:
+                bad |= NOT_WHOLE
         if own_totals:
             total = 0.0
             for j in range(w):
                 total += np.float64(dat[j])
             f = target_sum / total if total > 0 else 0.0
+            if check:
+                totals_out[r] = total
+                if not total > 0.0:
+                    bad |= EMPTY
+                if not total < _EXACT:
+                    bad |= INEXACT_TOTAL
         else:
             f = factor[r]
+        if check:
+            flags[r] = bad
+            if bad:
+                n_tokens[r] = 0
+                continue
         for j in range(w):  # 1. normalise
             fbits[j] = np.float32(scale[ind[j]] * np.float64(dat[j]) * f)
         nv = 0

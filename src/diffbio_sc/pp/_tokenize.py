@@ -9,12 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import _keys, _uns
 from .._logging import timed
 from .._settings import settings
 from .._validate import (
     DfmInputError,
+    _csr_view,
     _preview,
     check_adata,
     check_bool,
@@ -23,14 +25,16 @@ from .._validate import (
     check_int,
     check_key,
     get_matrix,
+    is_backed,
+    iter_row_chunks,
     resolve_copy,
-    validated_chunks,
+    validate_chunk,
 )
 from ..io._atomic import atomic_dir
 from ..io._ids import normalise_gene_ids, strip_ensembl_version
 from ..io._tables import is_table_path, read_table
 from ..ops._plan import RankValuePlan
-from ..ops._rank_value import rank_value_encode
+from ..ops._rank_value import checkable, rank_value_encode
 from ._dask import dask_encode, is_dask
 from ._medians import compute_medians
 
@@ -75,6 +79,12 @@ RECIPES: dict[str, TokenizerRecipe] = {
     # Geneformer V2 (2024 release): 4,094 genes between <cls> and <eos>, 4,096 total.
     "geneformer_v2": TokenizerRecipe("geneformer_v2", 4096, True, True),
 }
+
+
+def _checkable_dtype(dtype) -> bool:
+    """Values the kernel can check itself: NumPy integers, float32, float64."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "iu" or dtype in (np.float32, np.float64)
 
 
 def _resolve_recipe(recipe: str | TokenizerRecipe) -> TokenizerRecipe:
@@ -479,7 +489,72 @@ def tokenize(
             vocab = total if in_vocab_f is None else float((chunk @ in_vocab_f).sum())
             return block, lengths, total, vocab
 
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        rows = check_int(
+            "dfm.settings.chunk_size",
+            settings.chunk_size if chunk_size is None else chunk_size,
+            minimum=1,
+        )
+
+        def encode_checked(start, chunk, out=None):
+            """``encode`` of a raw chunk, validated in the kernel's pass.
+
+            The kernel checks every row as :func:`validate_chunk` would (values,
+            canonical indices, totals) while it encodes. Pieces of ``rows`` cells
+            (the ``chunk_size`` pieces of the unfused path) holding a flagged row
+            then go, in order, through :func:`validate_chunk`, which raises the
+            same error as before or returns the piece canonical, and are
+            re-encoded: the same errors and the same tokens as validating first.
+            """
+            n = chunk.shape[0]
+            block = np.empty((n, max_tokens), np.int32) if out is None else out
+            flags = np.empty(n, np.uint8)
+            totals = np.empty(n, np.float64)
+            lengths = plan(
+                chunk,
+                out=block,
+                with_values=False,
+                check=flags,
+                require_integer=rec.requires_counts,
+                totals_out=totals,
+            ).lengths
+            pieces = range(0, n, rows)
+            canonical = {}
+            for s in (np.unique(np.flatnonzero(flags) // rows) * rows).tolist():
+                e = min(s + rows, n)
+                a, b = int(chunk.indptr[s]), int(chunk.indptr[e])
+                piece = _csr_view(
+                    chunk.data[a:b], chunk.indices[a:b], chunk.indptr[s : e + 1] - a, (e - s, n_vars)
+                )
+                piece, piece_totals = validate_chunk(
+                    piece,
+                    adata.obs_names,
+                    start + s,
+                    where=where,
+                    require_integer=rec.requires_counts,
+                )
+                totals[s:e] = piece_totals
+                lengths[s:e] = plan(
+                    piece, piece_totals, out=block[s:e], with_values=False
+                ).lengths
+                canonical[s] = piece
+            # totals per piece of ``rows`` cells, as the unfused path summed them
+            total = vocab = 0.0
+            per_row = None if in_vocab_f is None else chunk @ in_vocab_f
+            for s in pieces:
+                e = min(s + rows, n)
+                t = float(totals[s:e].sum())
+                total += t
+                if per_row is None:
+                    vocab += t
+                elif s in canonical:
+                    vocab += float((canonical[s] @ in_vocab_f).sum())
+                else:
+                    vocab += float(per_row[s:e].sum())
+            return block, lengths, total, vocab
+
         X = get_matrix(adata, layer)
+        n_vars = adata.n_vars
         store = None
         with contextlib.ExitStack() as stack:
             if tokens_store is not None:
@@ -505,12 +580,27 @@ def tokenize(
                 )
                 n_tok = np.zeros(adata.n_obs, dtype=np.int64)
                 total_counts = vocab_counts = 0.0
-                for start, stop, chunk, totals in validated_chunks(
-                    adata, layer, chunk_size, require_integer=rec.requires_counts
+                # An in-memory sparse matrix is encoded in one kernel call (the kernel
+                # needs no memory beyond the output; the checks keep the chunk pieces).
+                whole = store is None and not is_backed(adata) and sp.issparse(X)
+                whole = whole and _checkable_dtype(X.dtype)
+                for start, stop, chunk in iter_row_chunks(
+                    adata, layer, adata.n_obs if whole and adata.n_obs else rows
                 ):
-                    block, n_tok[start:stop], total, vocab = encode(
-                        chunk, totals, None if tokens is None else tokens[start:stop]
-                    )
+                    out_rows = None if tokens is None else tokens[start:stop]
+                    if checkable(chunk):
+                        block, n_tok[start:stop], total, vocab = encode_checked(
+                            start, chunk, out_rows
+                        )
+                    else:  # e.g. boolean values: validate_chunk refuses them
+                        chunk, totals = validate_chunk(
+                            chunk,
+                            adata.obs_names,
+                            start,
+                            where=where,
+                            require_integer=rec.requires_counts,
+                        )
+                        block, n_tok[start:stop], total, vocab = encode(chunk, totals, out_rows)
                     if store is not None:
                         store[start:stop] = block
                     total_counts += total
