@@ -247,6 +247,7 @@ def rank_value_encode(
                 checking,
                 kind == "f",
                 bool(require_integer),
+                kind in "iu" and X.data.dtype.itemsize <= 4,
                 flags,
                 own_totals,
             )

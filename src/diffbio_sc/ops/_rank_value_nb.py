@@ -146,6 +146,38 @@ def _repair(keys, lim, n, ubits, tmp):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _row_total(dat, small_ints):  # pragma: no cover - compiled
+    """Sum of whole numbers ``dat`` in float64, exact while below ``2**53``.
+
+    ``small_ints`` (integers of at most 32 bits, fewer than ``2**31`` of them):
+    an int64 sum, which vectorises and cannot overflow. Otherwise four float64
+    chains: below ``2**53`` every partial sum of whole numbers is exact, so any
+    order gives the exact total (a single chain would wait on each addition).
+    """
+    w = dat.size
+    if small_ints:
+        s = np.int64(0)
+        for j in range(w):
+            s += np.int64(dat[j])
+        return np.float64(s)
+    t0 = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    t3 = 0.0
+    j = 0
+    while j + 4 <= w:
+        t0 += np.float64(dat[j])
+        t1 += np.float64(dat[j + 1])
+        t2 += np.float64(dat[j + 2])
+        t3 += np.float64(dat[j + 3])
+        j += 4
+    while j < w:
+        t0 += np.float64(dat[j])
+        j += 1
+    return (t0 + t1) + (t2 + t3)
+
+
+@numba.njit(cache=True, nogil=True)
 def encode_rows(
     indptr,
     r0,
@@ -166,6 +198,7 @@ def encode_rows(
     check,
     floats,
     whole,
+    small_ints,
     flags,
     totals_out,
 ):  # pragma: no cover - compiled
@@ -176,7 +209,8 @@ def encode_rows(
     column to its output id. ``factor[r]`` is ``target_sum / total`` of row ``r``
     (0 for an empty row); with ``own_totals`` (whole-number counts, whose float64
     sum is exact in any order while it stays below ``2**53``) the row total is
-    summed here instead, written to ``totals_out[r]``, and ``factor`` is unused.
+    summed here instead (:func:`_row_total`; ``small_ints``: integers of at most
+    32 bits), written to ``totals_out[r]`` with ``check``, and ``factor`` is unused.
 
     With ``check``, each row is first checked (``floats``: ``data`` is a float
     type, so also for non-finite and fractional values) and ``flags[r]`` (uint8) gets the
@@ -229,9 +263,7 @@ def encode_rows(
             if whole and n_frac:
                 bad |= NOT_WHOLE
         if own_totals:
-            total = 0.0
-            for j in range(w):
-                total += np.float64(dat[j])
+            total = _row_total(dat, small_ints)
             f = target_sum / total if total > 0 else 0.0
             if check:
                 totals_out[r] = total

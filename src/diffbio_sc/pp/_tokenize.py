@@ -31,7 +31,7 @@ from .._validate import (
     validate_chunk,
 )
 from ..io._atomic import atomic_dir
-from ..io._ids import normalise_gene_ids, strip_ensembl_version
+from ..io._ids import normalise_gene_ids_counted, strip_ensembl_version
 from ..io._tables import is_table_path, read_table
 from ..ops._plan import RankValuePlan
 from ..ops._rank_value import checkable, rank_value_encode
@@ -425,8 +425,9 @@ def tokenize(
     trust_pickle = check_bool("trust_pickle", trust_pickle)
     check_copy(adata, copy)
     n_genes_max = max_tokens - rec.n_special
-    var_ids = normalise_gene_ids(adata.var_names)
-    if len(set(var_ids)) != var_ids.size:
+    var_ids, n_stripped = normalise_gene_ids_counted(adata.var_names)
+    # unchanged names: pandas' cached uniqueness of var_names answers
+    if not adata.var_names.is_unique if n_stripped == 0 else len(set(var_ids)) != var_ids.size:
         s = np.asarray(var_ids)
         _, first = np.unique(s, return_index=True)
         dup = np.setdiff1d(np.arange(s.size), first)
