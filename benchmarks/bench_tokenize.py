@@ -31,6 +31,12 @@ Usage::
     python benchmarks/bench_tokenize.py --quick          # 2k cells x 5k genes, 500 nnz/cell
     python benchmarks/bench_tokenize.py --cells 5000 --chunk-sizes 2048,512
     python benchmarks/bench_tokenize.py --medians-memory # dfm.pp.gene_medians peak memory
+    python benchmarks/bench_tokenize.py --alternate --rounds 5  # whole call vs lean loop
+
+``--alternate`` times the whole ``dfm.pp.tokenize`` call (1 and 2 threads)
+against the lean loop in one process, sides alternating over ``--rounds``
+rounds after a warm-up each (the fairness rule), wall and CPU min / median;
+about 40 s on a quiet 2-core machine.
 
 ``--medians-memory`` measures the peak memory that ``dfm.pp.gene_medians``
 allocates (tracemalloc, in bytes per nonzero) and its time, for CSR, dense and
@@ -421,6 +427,100 @@ def medians_memory(args) -> None:
         print(f"| {method} | {kind} | {per:.1f} | {mib:.0f} | {wall:.2f} |")
 
 
+# --------------------------------------------------------------------------- alternate
+
+
+def alternate(args) -> None:
+    """The whole ``dfm.pp.tokenize`` call vs the lean loop, one process, sides alternating.
+
+    Fairness rule: the loop is the peer's best form (raw CSR slices, NumPy's
+    default argsort on float64, one thread); each side gets one untimed warm-up
+    (numba loads or compiles its kernel); the order of the sides is reversed
+    every other round; wall and CPU (process time, all threads) min and median.
+    ``pp.tokenize`` is the user's call on an in-memory AnnData (fixed medians in
+    ``.var``, default vocabulary): gene-id normalisation, every input check, the
+    kernel and the ``.obsm``/``.obs``/``.uns`` writes are all timed.
+    """
+    import anndata as ad
+    import numba
+    import pandas as pd
+
+    import diffbio_sc as dfm
+
+    dfm.settings.progress_bar = False
+    X = make_counts(args.cells, args.genes, args.nnz, args.seed)
+    med = np.random.default_rng(args.seed + 1).gamma(2.0, 1.0, args.genes)
+    adata = ad.AnnData(
+        X=X,
+        obs=pd.DataFrame(index=[f"cell_{i}" for i in range(args.cells)]),
+        var=pd.DataFrame(index=[f"gene_{j}" for j in range(args.genes)]),
+    )
+    adata.var["dfm_median"] = med
+    chunk = args.chunk_sizes_list[0]
+
+    def tokenize(n_jobs):
+        def call():
+            dfm.settings.n_jobs = n_jobs
+            dfm.pp.tokenize(adata, max_tokens=args.max_tokens, chunk_size=chunk)
+            return adata.obsm["dfm_tokens"]
+
+        return call
+
+    loop = "lean loop (1 thread)"
+    sides = {
+        loop: lambda: loop_lean(X, args.cells, med, args.max_tokens),
+        "`dfm.pp.tokenize`, 2 threads": tokenize(2),
+        "`dfm.pp.tokenize`, 1 thread": tokenize(1),
+    }
+    exact = loop_lean(X, args.cells, med, args.max_tokens, exact=True)
+    for name, f in sides.items():  # warm-up and check
+        tok = f()
+        if name != loop:
+            assert np.array_equal(tok, exact), f"{name}: tokens differ from the per-cell rule"
+    del tok
+    load0 = os.getloadavg()
+    res: dict[str, list] = {s: [] for s in sides}
+    for rnd in range(args.rounds):
+        for name in list(sides) if rnd % 2 == 0 else list(sides)[::-1]:
+            gc.collect()
+            t, c = time.perf_counter(), time.process_time()
+            sides[name]()
+            res[name].append((time.perf_counter() - t, time.process_time() - c))
+    load1 = os.getloadavg()
+    print(
+        f"{args.cells:,} cells x {args.genes:,} genes, {X.nnz / args.cells:,.0f} nonzeros per "
+        f"cell ({X.dtype}), max_tokens {args.max_tokens}; {args.rounds} rounds alternating in "
+        "one process (order reversed every other round), one untimed warm-up per side"
+    )
+    print(
+        f"lean loop: NumPy {np.__version__} argsort (default kind) of float64 values per CSR "
+        f"row, 1 thread; dfm.pp.tokenize: in-memory CSR AnnData, fixed medians in .var, "
+        f"chunk_size {chunk}, dfm.settings.n_jobs as named, numba {numba.__version__}, "
+        f"diffbio_sc {dfm.__version__}; {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {load0[0]:.1f} before / {load1[0]:.1f} after"
+    )
+    print("tokens: every pp.tokenize side equal to the stable float32 per-cell rule on all cells")
+    print()
+    print(
+        "| side | wall s min / median | CPU s min / median "
+        "| loop / side, wall (median) | loop / side, CPU (median) |"
+    )
+    print("|---|---|---|---|---|")
+    loop_w, loop_c = (np.median(x) for x in np.array(res[loop]).T)
+    for name, r in res.items():
+        w, c = np.array(r).T
+        print(
+            f"| {name} | {w.min():.3f} / {np.median(w):.3f} | {c.min():.3f} / {np.median(c):.3f} "
+            f"| {loop_w / np.median(w):.2f}x | {loop_c / np.median(c):.2f}x |"
+        )
+    c2 = np.median(np.array(res["`dfm.pp.tokenize`, 2 threads"])[:, 1])
+    print()
+    print(
+        "estimate (not a measurement) of the quiet-machine wall ratio, 2 threads: "
+        f"loop CPU / (pp.tokenize CPU / 2) = {loop_c / (c2 / 2):.1f}x"
+    )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -445,6 +545,12 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--medians-memory", action="store_true", help="peak memory of dfm.pp.gene_medians"
     )
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="the whole pp.tokenize call vs the lean loop, alternating in one process",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --alternate")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -456,6 +562,9 @@ def main(argv=None) -> None:
     args.chunk_sizes_list = chunk_sizes
     if args.medians_memory:
         medians_memory(args)
+        return
+    if args.alternate:
+        alternate(args)
         return
     own_dir = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="bench_tokenize_") if own_dir else args.workdir)

@@ -525,7 +525,10 @@ def tokenize(
                 e = min(s + rows, n)
                 a, b = int(chunk.indptr[s]), int(chunk.indptr[e])
                 piece = _csr_view(
-                    chunk.data[a:b], chunk.indices[a:b], chunk.indptr[s : e + 1] - a, (e - s, n_vars)
+                    chunk.data[a:b],
+                    chunk.indices[a:b],
+                    chunk.indptr[s : e + 1] - a,
+                    (e - s, n_vars),
                 )
                 piece, piece_totals = validate_chunk(
                     piece,
@@ -535,9 +538,7 @@ def tokenize(
                     require_integer=rec.requires_counts,
                 )
                 totals[s:e] = piece_totals
-                lengths[s:e] = plan(
-                    piece, piece_totals, out=block[s:e], with_values=False
-                ).lengths
+                lengths[s:e] = plan(piece, piece_totals, out=block[s:e], with_values=False).lengths
                 canonical[s] = piece
             # totals per piece of ``rows`` cells, as the unfused path summed them
             total = vocab = 0.0
