@@ -10,6 +10,11 @@ the native model's data preparation stream chunks through it.
   different values, and write the ids straight into the output. Ties by
   ascending position are ties by ascending gene. Row ranges of about equal
   nonzeros run on a thread pool (the kernel releases the GIL).
+* With ``check=`` (what ``dfm.pp.tokenize`` uses), the same kernel also checks
+  each row in its pass (finite, non-negative, whole-number values; strictly
+  increasing column indices; a positive total that float64 sums exactly) and
+  flags the rows it cannot encode, so the caller needs no separate validation
+  pass over the values, no scipy canonical-format check and no row totals.
 * Otherwise (unsorted indices, or rows wider than ``2**_MAX_POS_BITS``): a
   positive float32's bit pattern, read as an unsigned integer, orders like the
   float itself, so ``(~bits(value)) << 32 | gene_index`` packed in one uint64

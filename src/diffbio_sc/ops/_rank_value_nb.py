@@ -8,6 +8,10 @@ sorted column indices; the caller runs disjoint row ranges on threads (the
 function releases the GIL). Per row, in scratch buffers sized by the widest row
 of the range:
 
+0. **Check** (``check=True``): count, per row, values that are not finite,
+   negative or (``whole``) fractional and column indices that do not increase,
+   in branch-free loops; sum the row (:func:`_row_total`); a row with a problem
+   is flagged and skipped.
 1. **Normalise**: ``(scale[gene] * count) * factor[cell]`` in float64, rounded
    to float32 (exactly as the per-cell rule); entries that are 0 in float32
    (excluded genes) are dropped.
