@@ -430,6 +430,39 @@ def medians_memory(args) -> None:
 # --------------------------------------------------------------------------- alternate
 
 
+def run_alternating(sides: dict, rounds: int) -> tuple[dict, tuple]:
+    """Time each side ``rounds`` times, the order reversed every other round.
+
+    Returns ``{side: [(wall s, CPU s), ...]}`` and the load averages before and after.
+    """
+    load0 = os.getloadavg()
+    res: dict[str, list] = {s: [] for s in sides}
+    for rnd in range(rounds):
+        for name in list(sides) if rnd % 2 == 0 else list(sides)[::-1]:
+            gc.collect()
+            t, c = time.perf_counter(), time.process_time()
+            sides[name]()
+            res[name].append((time.perf_counter() - t, time.process_time() - c))
+    return res, (load0, os.getloadavg())
+
+
+def print_alternating(res: dict, loop: str) -> float:
+    """Print the min / median table with ratios to side ``loop``; return the loop's median CPU."""
+    print(
+        "| side | wall s min / median | CPU s min / median "
+        "| loop / side, wall (median) | loop / side, CPU (median) |"
+    )
+    print("|---|---|---|---|---|")
+    loop_w, loop_c = (np.median(x) for x in np.array(res[loop]).T)
+    for name, r in res.items():
+        w, c = np.array(r).T
+        print(
+            f"| {name} | {w.min():.3f} / {np.median(w):.3f} | {c.min():.3f} / {np.median(c):.3f} "
+            f"| {loop_w / np.median(w):.2f}x | {loop_c / np.median(c):.2f}x |"
+        )
+    return float(loop_c)
+
+
 def alternate(args) -> None:
     """The whole ``dfm.pp.tokenize`` call vs the lean loop, one process, sides alternating.
 
@@ -478,15 +511,7 @@ def alternate(args) -> None:
         if name != loop:
             assert np.array_equal(tok, exact), f"{name}: tokens differ from the per-cell rule"
     del tok
-    load0 = os.getloadavg()
-    res: dict[str, list] = {s: [] for s in sides}
-    for rnd in range(args.rounds):
-        for name in list(sides) if rnd % 2 == 0 else list(sides)[::-1]:
-            gc.collect()
-            t, c = time.perf_counter(), time.process_time()
-            sides[name]()
-            res[name].append((time.perf_counter() - t, time.process_time() - c))
-    load1 = os.getloadavg()
+    res, (load0, load1) = run_alternating(sides, args.rounds)
     print(
         f"{args.cells:,} cells x {args.genes:,} genes, {X.nnz / args.cells:,.0f} nonzeros per "
         f"cell ({X.dtype}), max_tokens {args.max_tokens}; {args.rounds} rounds alternating in "
@@ -501,18 +526,7 @@ def alternate(args) -> None:
     )
     print("tokens: every pp.tokenize side equal to the stable float32 per-cell rule on all cells")
     print()
-    print(
-        "| side | wall s min / median | CPU s min / median "
-        "| loop / side, wall (median) | loop / side, CPU (median) |"
-    )
-    print("|---|---|---|---|---|")
-    loop_w, loop_c = (np.median(x) for x in np.array(res[loop]).T)
-    for name, r in res.items():
-        w, c = np.array(r).T
-        print(
-            f"| {name} | {w.min():.3f} / {np.median(w):.3f} | {c.min():.3f} / {np.median(c):.3f} "
-            f"| {loop_w / np.median(w):.2f}x | {loop_c / np.median(c):.2f}x |"
-        )
+    loop_c = print_alternating(res, loop)
     c2 = np.median(np.array(res["`dfm.pp.tokenize`, 2 threads"])[:, 1])
     print()
     print(

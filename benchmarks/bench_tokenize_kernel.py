@@ -29,13 +29,19 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tokenize import N_SPECIAL, gene_scale, loop_lean, make_counts  # noqa: E402
+from bench_tokenize import (  # noqa: E402
+    N_SPECIAL,
+    gene_scale,
+    loop_lean,
+    make_counts,
+    print_alternating,
+    run_alternating,
+)
 
 LOOP = "lean loop (1 thread)"
 
@@ -90,14 +96,7 @@ def main() -> None:
                 assert np.array_equal(f(), exact), f"{name}: tokens differ from the per-cell rule"
             else:
                 f()
-        load0 = os.getloadavg()
-        res: dict[str, list] = {s: [] for s in sides}
-        for rnd in range(args.rounds):
-            for name in list(sides) if rnd % 2 == 0 else list(sides)[::-1]:
-                t, c = time.perf_counter(), time.process_time()
-                sides[name]()
-                res[name].append((time.perf_counter() - t, time.process_time() - c))
-        load1 = os.getloadavg()
+        res, (load0, load1) = run_alternating(sides, args.rounds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
@@ -113,18 +112,8 @@ def main() -> None:
     )
     print("tokens: every kernel side equal to the stable float32 per-cell rule on all cells")
     print()
-    print(
-        "| side | wall s min / median | CPU s min / median "
-        "| loop / side, wall (median) | loop / side, CPU (median) |"
-    )
-    print("|---|---|---|---|---|")
-    loop_w, loop_c = (np.median(x) for x in np.array(res[LOOP]).T)
-    for name, r in res.items():
-        w, c = np.array(r).T
-        print(
-            f"| {name} | {w.min():.3f} / {np.median(w):.3f} | {c.min():.3f} / {np.median(c):.3f} "
-            f"| {loop_w / np.median(w):.2f}x | {loop_c / np.median(c):.2f}x |"
-        )
+    loop_c = print_alternating(res, LOOP)
+    loop_w = np.median(np.array(res[LOOP])[:, 0])
     c2 = np.median(np.array(res["kernel, 2 threads"])[:, 1])
     print()
     print(
