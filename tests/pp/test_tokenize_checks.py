@@ -21,6 +21,7 @@ from diffbio_sc._validate import DfmInputError, validated_chunks
 from diffbio_sc.ops import _rank_value_nb as nb
 from diffbio_sc.ops._csr import row_totals
 from diffbio_sc.ops._rank_value import rank_value_encode
+from diffbio_sc.pp._tokenize import TokenizerRecipe
 
 N_CELLS, N_GENES, CHUNK = 70, 40, 16
 
@@ -215,3 +216,45 @@ def test_kernel_flags_each_problem_and_encodes_the_other_rows():
     flags2 = np.empty(N_CELLS, np.uint8)
     rank_value_encode(X, scale, target_sum=1e4, max_tokens=12, check=flags2)
     assert flags2[12] == 0 and flags2[3] & nb.NONFINITE
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float64, "fractional"])
+def test_counts_in_vocabulary_are_summed_in_the_kernel_as_before(dtype):
+    """``frac_counts_in_vocab`` equals the unfused sums (``chunk @ in_vocab``) bit for bit."""
+    frac = dtype == "fractional"
+    X = _counts(np.float32 if frac else dtype, seed=6)
+    if frac:  # values of many magnitudes: the order of summation changes the rounding
+        rng = np.random.default_rng(6)
+        X.data = (rng.random(X.nnz) * 10.0 ** rng.integers(-8, 9, X.nnz)).astype(np.float32)
+    adata = _adata(X)
+    vocab = {"<pad>": 0, **{f"g{j}": j + 7 for j in range(N_GENES) if j % 3}}
+    recipe = TokenizerRecipe("v1_values", 12, False, False, requires_counts=not frac)
+    in_vocab = np.array([j % 3 != 0 for j in range(N_GENES)], dtype=np.float64)
+    total = vocab_sum = 0.0
+    for _, _, chunk, totals in validated_chunks(adata, None, CHUNK, require_integer=not frac):
+        total += float(totals.sum())
+        vocab_sum += float((chunk @ in_vocab).sum())
+    dfm.pp.tokenize(adata, recipe=recipe, vocab=vocab, chunk_size=CHUNK)
+    rec = adata.uns["dfm"]["tokenizer"]["dfm_tokens"]
+    assert 0 < rec["frac_counts_in_vocab"] < 1
+    assert rec["frac_counts_in_vocab"] == vocab_sum / total
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.float64, "fractional"])
+def test_kernel_vocab_sums_equal_scipy_row_by_row(dtype):
+    """Per row, ``vocab_out`` is ``X @ mask`` bit for bit (fractional values: the same order)."""
+    frac = dtype == "fractional"
+    X = _counts(np.float32 if frac else dtype, seed=7)
+    if frac:  # 70 bits of magnitudes: sums depend on the order of the additions
+        rng = np.random.default_rng(7)
+        X.data = (rng.random(X.nnz) * 10.0 ** rng.integers(-8, 9, X.nnz)).astype(np.float32)
+    mask = np.arange(N_GENES) % 3 != 0
+    flags = np.empty(N_CELLS, np.uint8)
+    got = np.full(N_CELLS, np.nan)
+    scale = np.ones(N_GENES)
+    rank_value_encode(
+        X, scale, target_sum=1e4, max_tokens=12, check=flags, require_integer=not frac,
+        vocab_mask=mask, vocab_out=got, with_values=False,
+    )  # fmt: skip
+    assert not flags.any()
+    np.testing.assert_array_equal(got, X @ mask.astype(np.float64))

@@ -207,6 +207,8 @@ class RankValuePlan:
         check: np.ndarray | None = None,
         require_integer: bool = False,
         totals_out: np.ndarray | None = None,
+        vocab_mask: np.ndarray | None = None,
+        vocab_out: np.ndarray | None = None,
     ) -> CellTokens:
         """Tokens of a canonical CSR chunk (no duplicate entries), cells x ``n_genes``.
 
@@ -223,7 +225,7 @@ class RankValuePlan:
             Optional int32 ``(n, max_length)`` array (a view is fine) to write the ids into.
         n_jobs
             Threads of the rank kernel (default ``dfm.settings.n_jobs``).
-        check, require_integer, totals_out
+        check, require_integer, totals_out, vocab_mask, vocab_out
             Check the rows in the kernel's pass instead (the chunk need not be
             canonical): flags per row, see
             :func:`~diffbio_sc.ops._rank_value.rank_value_encode`; flagged rows
@@ -256,6 +258,8 @@ class RankValuePlan:
             check=check,
             require_integer=require_integer,
             totals_out=totals_out,
+            vocab_mask=vocab_mask,
+            vocab_out=vocab_out,
         )
         if self.cls_id is not None:
             out[:, 0] = self.cls_id

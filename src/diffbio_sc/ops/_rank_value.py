@@ -85,6 +85,8 @@ def rank_value_encode(
     check: np.ndarray | None = None,
     require_integer: bool = False,
     totals_out: np.ndarray | None = None,
+    vocab_mask: np.ndarray | None = None,
+    vocab_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Rank-value encode a CSR chunk of cells (Geneformer's encoding).
 
@@ -139,6 +141,10 @@ def rank_value_encode(
     totals_out
         Optional float64 array ``(n_cells,)`` to receive each row's total
         (with ``check``; the total of a flagged row may be unset).
+    vocab_mask, vocab_out
+        With ``check``: a boolean per column and a float64 array ``(n_cells,)``
+        that receives each unflagged row's sum over the columns in the mask
+        (what ``X @ vocab_mask.astype(float)`` gives, bit for bit).
 
     Returns
     -------
@@ -225,6 +231,13 @@ def rank_value_encode(
         own_totals = np.empty(0, dtype=np.float64)
         if kernel_totals:
             own_totals = totals_out if totals_out is not None else np.empty(n, np.float64)
+        vmask = np.empty(0, dtype=np.uint8)
+        vout = np.empty(0, dtype=np.float64)
+        if checking and vocab_mask is not None:
+            vmask = np.asarray(vocab_mask, dtype=bool).astype(np.uint8)
+            if vmask.shape != (n_genes,) or vocab_out is None or vocab_out.shape != (n,):
+                raise ValueError("vocab_mask must have shape (n_genes,), vocab_out (n_cells,)")
+            vout = vocab_out
         threads = min(n_threads(n_jobs), max(1, n // _MIN_TASK_ROWS))
         # Tasks of about equal nonzeros, several per thread (balance on a busy machine).
         n_tasks = 1 if threads == 1 else threads * _TASKS_PER_THREAD
@@ -255,6 +268,8 @@ def rank_value_encode(
                 kind in "iu" and X.data.dtype.itemsize <= 4,
                 flags,
                 own_totals,
+                vmask,
+                vout,
             )
 
         if threads > 1:

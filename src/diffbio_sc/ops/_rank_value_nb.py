@@ -182,6 +182,42 @@ def _row_total(dat, small_ints):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _row_masked_sum(dat, ind, mask, small_ints, serial):  # pragma: no cover - compiled
+    """``sum(dat[j] * mask[ind[j]])`` in float64 (``mask``: uint8 0/1 per column).
+
+    ``small_ints``: exact int64 sum; ``serial``: one chain in entry order, the
+    order (and so the rounding) of scipy's ``csr @ vector``; otherwise whole
+    numbers in four chains (exact below ``2**53``, as :func:`_row_total`).
+    """
+    w = dat.size
+    if small_ints:
+        s = np.int64(0)
+        for j in range(w):
+            s += np.int64(dat[j]) * np.int64(mask[ind[j]])
+        return np.float64(s)
+    if serial:
+        t = 0.0
+        for j in range(w):
+            t += np.float64(dat[j]) * np.float64(mask[ind[j]])
+        return t
+    t0 = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    t3 = 0.0
+    j = 0
+    while j + 4 <= w:
+        t0 += np.float64(dat[j]) * np.float64(mask[ind[j]])
+        t1 += np.float64(dat[j + 1]) * np.float64(mask[ind[j + 1]])
+        t2 += np.float64(dat[j + 2]) * np.float64(mask[ind[j + 2]])
+        t3 += np.float64(dat[j + 3]) * np.float64(mask[ind[j + 3]])
+        j += 4
+    while j < w:
+        t0 += np.float64(dat[j]) * np.float64(mask[ind[j]])
+        j += 1
+    return (t0 + t1) + (t2 + t3)
+
+
+@numba.njit(cache=True, nogil=True)
 def encode_rows(
     indptr,
     r0,
@@ -205,6 +241,8 @@ def encode_rows(
     small_ints,
     flags,
     totals_out,
+    vmask,
+    vocab_out,
 ):  # pragma: no cover - compiled
     """Rank-value encode rows ``r0:r1`` into ``out[r]`` (ids), ``values[r]`` and ``n_tokens[r]``.
 
@@ -223,7 +261,9 @@ def encode_rows(
     indices not strictly increasing: unsorted or duplicated), :data:`INEXACT_TOTAL`
     (own total at or above ``2**53``, where the order of summation matters),
     :data:`EMPTY` (own total not positive)); a flagged row is not encoded (its
-    output row is left as it was, ``n_tokens[r] = 0``).
+    output row is left as it was, ``n_tokens[r] = 0``). With ``check`` and a
+    non-empty ``vmask`` (uint8 0/1 per column), ``vocab_out[r]`` gets the row's
+    sum over the columns in the mask (:func:`_row_masked_sum`).
     """
     width = 1
     for r in range(r0, r1):
@@ -282,6 +322,8 @@ def encode_rows(
             if bad:
                 n_tokens[r] = 0
                 continue
+            if vmask.size:
+                vocab_out[r] = _row_masked_sum(dat, ind, vmask, small_ints, not own_totals)
         for j in range(w):  # 1. normalise
             fbits[j] = np.float32(scale[ind[j]] * np.float64(dat[j]) * f)
         nv = 0

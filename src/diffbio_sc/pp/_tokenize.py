@@ -501,7 +501,8 @@ def tokenize(
             """``encode`` of a raw chunk, validated in the kernel's pass.
 
             The kernel checks every row as :func:`validate_chunk` would (values,
-            canonical indices, totals) while it encodes. Pieces of ``rows`` cells
+            canonical indices, totals) while it encodes, and sums its counts in
+            the vocabulary (what ``chunk @ in_vocab_f`` gives). Pieces of ``rows`` cells
             (the ``chunk_size`` pieces of the unfused path) holding a flagged row
             then go, in order, through :func:`validate_chunk`, which raises the
             same error as before or returns the piece canonical, and are
@@ -511,6 +512,7 @@ def tokenize(
             block = np.empty((n, max_tokens), np.int32) if out is None else out
             flags = np.empty(n, np.uint8)
             totals = np.empty(n, np.float64)
+            per_row = None if in_vocab_f is None else np.empty(n, np.float64)
             lengths = plan(
                 chunk,
                 out=block,
@@ -518,6 +520,8 @@ def tokenize(
                 check=flags,
                 require_integer=rec.requires_counts,
                 totals_out=totals,
+                vocab_mask=None if in_vocab_f is None else in_vocab,
+                vocab_out=per_row,
             ).lengths
             pieces = range(0, n, rows)
             canonical = {}
@@ -542,7 +546,6 @@ def tokenize(
                 canonical[s] = piece
             # totals per piece of ``rows`` cells, as the unfused path summed them
             total = vocab = 0.0
-            per_row = None if in_vocab_f is None else chunk @ in_vocab_f
             for s in pieces:
                 e = min(s + rows, n)
                 t = float(totals[s:e].sum())
