@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys, _uns
@@ -133,24 +134,34 @@ def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pi
             "vocab must be None, a mapping gene -> token id, or a path to a JSON/CSV/TSV "
             f"table; got {type(vocab).__name__}."
         )
-    not_ids = [
-        (k, v)
-        for k, v in vocab.items()
-        if isinstance(v, (bool, np.bool_))
-        or not isinstance(v, (int, np.integer, float, np.floating))
-        or not float(v).is_integer()
-    ]
+    # Plain str -> int tables (JSON, Geneformer's dictionaries) need no per-entry checks.
+    plain = set(map(type, vocab)) <= {str} and all(
+        issubclass(t, (int, np.integer)) and not issubclass(t, (bool, np.bool_))
+        for t in set(map(type, vocab.values()))
+    )
+    not_ids = (
+        []
+        if plain
+        else [
+            (k, v)
+            for k, v in vocab.items()
+            if isinstance(v, (bool, np.bool_))
+            or not isinstance(v, (int, np.integer, float, np.floating))
+            or not float(v).is_integer()
+        ]
+    )
     if not_ids:
         shown = ", ".join(f"{k!r}: {v!r}" for k, v in not_ids[:5])
         raise DfmInputError(
             f"vocab values must be integer token ids; {len(not_ids)} are not ({shown}). "
             "Fix the table (no fractional, boolean or text ids)."
         )
-    vocab = {str(k): int(v) for k, v in vocab.items()}
+    vocab = dict(vocab) if plain else {str(k): int(v) for k, v in vocab.items()}
     ids_all = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
     if ids_all.size and (ids_all.min() < 0 or ids_all.max() > np.iinfo(np.int32).max):
         raise DfmInputError("vocab token ids must lie in [0, 2**31 - 1].")
-    if np.unique(ids_all).size != ids_all.size:
+    ids_sorted = np.sort(ids_all)
+    if (ids_sorted[1:] == ids_sorted[:-1]).any():
         raise DfmInputError("vocab maps several tokens to the same id; ids must be unique.")
     needed = [_keys.PAD_TOKEN]
     if recipe.prepend_cls:
@@ -164,7 +175,15 @@ def _resolve_vocab(vocab, var_ids: np.ndarray, recipe: TokenizerRecipe, trust_pi
             f"them (Geneformer's dictionaries use {dict(zip(_keys.SPECIAL_TOKENS, range(4), strict=True))})."
         )
     special_ids = {t: vocab[t] for t in _keys.SPECIAL_TOKENS if t in vocab}
-    genes_only = {k: v for k, v in vocab.items() if k not in special_ids}
+    genes_only = dict(vocab)
+    for t in special_ids:
+        del genes_only[t]
+    keys, n_stripped = normalise_gene_ids_counted(list(genes_only))
+    if n_stripped == 0:  # keys unchanged, so unique: one vectorised hash lookup
+        at = pd.Index(keys, dtype=object).get_indexer(np.asarray(var_ids, dtype=object))
+        gene_ids = np.fromiter(genes_only.values(), dtype=np.int64, count=len(genes_only))
+        ids = np.where(at >= 0, gene_ids[at], -1) if gene_ids.size else np.full(at.size, -1)
+        return ids.astype(np.int64), special_ids, source, len(vocab)
     values, _ = _lookup(genes_only, var_ids, what="vocabulary")
     ids = np.asarray([-1 if v is None else v for v in values], dtype=np.int64)
     return ids, special_ids, source, len(vocab)
