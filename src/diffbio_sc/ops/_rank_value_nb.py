@@ -150,44 +150,52 @@ def _repair(keys, lim, n, ubits, tmp):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_total(dat, small_ints):  # pragma: no cover - compiled
-    """Sum of whole numbers ``dat`` in float64, exact while below ``2**53``.
+def _sum4(x):  # pragma: no cover - compiled
+    """``sum(x)`` in float64 over four chains (each addition need not wait on the last).
 
-    ``small_ints`` (integers of at most 32 bits, fewer than ``2**31`` of them):
-    an int64 sum, which vectorises and cannot overflow. Otherwise four float64
-    chains: below ``2**53`` every partial sum of whole numbers is exact, so any
-    order gives the exact total (a single chain would wait on each addition).
+    For whole numbers below ``2**53`` every partial sum is exact, so the result
+    is the exact sum, whatever the order.
     """
-    w = dat.size
-    if small_ints:
-        s = np.int64(0)
-        for j in range(w):
-            s += np.int64(dat[j])
-        return np.float64(s)
+    w = x.size
     t0 = 0.0
     t1 = 0.0
     t2 = 0.0
     t3 = 0.0
     j = 0
     while j + 4 <= w:
-        t0 += np.float64(dat[j])
-        t1 += np.float64(dat[j + 1])
-        t2 += np.float64(dat[j + 2])
-        t3 += np.float64(dat[j + 3])
+        t0 += np.float64(x[j])
+        t1 += np.float64(x[j + 1])
+        t2 += np.float64(x[j + 2])
+        t3 += np.float64(x[j + 3])
         j += 4
     while j < w:
-        t0 += np.float64(dat[j])
+        t0 += np.float64(x[j])
         j += 1
     return (t0 + t1) + (t2 + t3)
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_masked_sum(dat, ind, mask, small_ints, serial):  # pragma: no cover - compiled
+def _row_total(dat, small_ints):  # pragma: no cover - compiled
+    """Sum of whole numbers ``dat`` in float64, exact while below ``2**53``.
+
+    ``small_ints`` (integers of at most 32 bits, fewer than ``2**31`` of them):
+    an int64 sum, which vectorises and cannot overflow; otherwise :func:`_sum4`.
+    """
+    if small_ints:
+        s = np.int64(0)
+        for j in range(dat.size):
+            s += np.int64(dat[j])
+        return np.float64(s)
+    return _sum4(dat)
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_masked_sum(dat, ind, mask, small_ints, serial, tmp):  # pragma: no cover - compiled
     """``sum(dat[j] * mask[ind[j]])`` in float64 (``mask``: uint8 0/1 per column).
 
     ``small_ints``: exact int64 sum; ``serial``: one chain in entry order, the
     order (and so the rounding) of scipy's ``csr @ vector``; otherwise whole
-    numbers in four chains (exact below ``2**53``, as :func:`_row_total`).
+    numbers, :func:`_sum4`. ``tmp``: float64 scratch of at least ``dat.size``.
     """
     w = dat.size
     if small_ints:
@@ -195,26 +203,14 @@ def _row_masked_sum(dat, ind, mask, small_ints, serial):  # pragma: no cover - c
         for j in range(w):
             s += np.int64(dat[j]) * np.int64(mask[ind[j]])
         return np.float64(s)
+    for j in range(w):
+        tmp[j] = np.float64(dat[j]) * np.float64(mask[ind[j]])
     if serial:
         t = 0.0
         for j in range(w):
-            t += np.float64(dat[j]) * np.float64(mask[ind[j]])
+            t += tmp[j]
         return t
-    t0 = 0.0
-    t1 = 0.0
-    t2 = 0.0
-    t3 = 0.0
-    j = 0
-    while j + 4 <= w:
-        t0 += np.float64(dat[j]) * np.float64(mask[ind[j]])
-        t1 += np.float64(dat[j + 1]) * np.float64(mask[ind[j + 1]])
-        t2 += np.float64(dat[j + 2]) * np.float64(mask[ind[j + 2]])
-        t3 += np.float64(dat[j + 3]) * np.float64(mask[ind[j + 3]])
-        j += 4
-    while j < w:
-        t0 += np.float64(dat[j]) * np.float64(mask[ind[j]])
-        j += 1
-    return (t0 + t1) + (t2 + t3)
+    return _sum4(tmp[:w])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -269,6 +265,7 @@ def encode_rows(
     for r in range(r0, r1):
         width = max(width, indptr[r + 1] - indptr[r])
     fbits = np.empty(width, dtype=np.float32)
+    vtmp = np.empty(width if vmask.size else 0, dtype=np.float64)
     ubits = fbits.view(np.uint32)
     ka = np.empty(width, dtype=np.uint64)
     kb = np.empty(width, dtype=np.uint64)
@@ -323,7 +320,7 @@ def encode_rows(
                 n_tokens[r] = 0
                 continue
             if vmask.size:
-                vocab_out[r] = _row_masked_sum(dat, ind, vmask, small_ints, not own_totals)
+                vocab_out[r] = _row_masked_sum(dat, ind, vmask, small_ints, not own_totals, vtmp)
         for j in range(w):  # 1. normalise
             fbits[j] = np.float32(scale[ind[j]] * np.float64(dat[j]) * f)
         nv = 0
