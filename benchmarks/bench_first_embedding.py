@@ -18,8 +18,9 @@ data, loading the checkpoint and embedding every cell once.
   dfm made, so its time excludes tokenization. No warm-up: its first batch is part of
   the time to the first embedding, as dfm's compilation is.
 
-The sides alternate over ``--rounds`` rounds (the load average is printed); each run's CPU time (user + system of
-the process and its threads) and wall time are printed, then min and median.
+The sides alternate over ``--rounds`` rounds (the load average is printed); each
+run's CPU time (user + system of the process and its threads), wall time and minor
+page faults are printed, then min and median.
 
     python benchmarks/bench_first_embedding.py [--n-cells 1000] [--rounds 3] [--torch-batch 64]
         [--torch-threads 1,2]
@@ -97,7 +98,15 @@ def _timed(cmd: list[str], env: dict) -> dict:
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    sys_s = after.ru_stime - before.ru_stime
+    faults = after.ru_minflt - before.ru_minflt
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "sys": sys_s,
+        "minflt": faults,
+        **json.loads(proc.stdout.strip().splitlines()[-1]),
+    }
 
 
 def main() -> None:
@@ -151,7 +160,8 @@ def main() -> None:
             print(
                 f"round {r}: "
                 + ", ".join(
-                    f"{k} {v[-1]['cpu']:.1f} CPU-s / {v[-1]['wall']:.1f} s"
+                    f"{k} {v[-1]['cpu']:.1f} CPU-s ({v[-1]['sys']:.1f} sys, "
+                    f"{v[-1]['minflt'] / 1e6:.2f}M faults) / {v[-1]['wall']:.1f} s"
                     for k, v in results.items()
                 )
                 + f"; load average {loads[-2]:.1f} -> {loads[-1]:.1f}",

@@ -9,18 +9,21 @@ each one (a minor page fault). Embedding 1,000 PBMC cells with a Geneformer-V1
 sized model took 2.4 million such faults and 5-6 CPU-s of system time (about 15%
 of the process) this way.
 
-:func:`tune` raises glibc's ``mmap`` threshold and trim threshold
-(``mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD)``) to
-:data:`MMAP_THRESHOLD` / :data:`TRIM_THRESHOLD`, once per process, the first time
-a model runs (:class:`~diffbio_sc.models._runner.BucketedRunner`). Memory a call
-freed is reused by the next one instead. The cost: up to :data:`TRIM_THRESHOLD`
+:func:`tune` raises glibc's ``mmap`` threshold, trim threshold and top pad
+(``mallopt``) to :data:`MMAP_THRESHOLD` / :data:`TRIM_THRESHOLD` / :data:`TOP_PAD`
+and gives all threads one arena (:data:`ARENA_MAX`), once per process, when
+``dfm.models`` is imported (before JAX starts its worker threads) or at the latest
+when a model first runs (:class:`~diffbio_sc.models._runner.BucketedRunner`).
+Memory a call freed is reused by the next one instead: 0.8 instead of 2.4 million
+page faults, 2.1 instead of 5.9 CPU-s of system time in that run, peak resident
+memory 1,149 instead of 1,222 MiB. The cost: up to :data:`TRIM_THRESHOLD`
 of freed memory stays reserved by the process after the model ran (its resident
 size stays near its peak; the peak itself is unchanged).
 
 Not done (the process keeps glibc's defaults) when ``dfm.settings.malloc_tuning``
 is ``False`` or ``DFM_MALLOC_TUNING=0``, when the user set any glibc malloc
 tunable (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``,
-``MALLOC_MMAP_MAX_`` or ``GLIBC_TUNABLES``), or when the C library is not glibc.
+``MALLOC_MMAP_MAX_``, ``MALLOC_ARENA_MAX`` or ``GLIBC_TUNABLES``), or when the C library is not glibc.
 """
 
 from __future__ import annotations
@@ -37,16 +40,25 @@ log = logging.getLogger("diffbio_sc")
 MMAP_THRESHOLD = 256 * 1024**2
 #: Freed memory at the heap's top kept up to this (glibc's default: 128 KiB).
 TRIM_THRESHOLD = 512 * 1024**2
+#: Extra memory asked of the system each time the heap grows (glibc's default: 128 KiB).
+TOP_PAD = 64 * 1024**2
+#: One allocation arena for all threads (glibc's default: 8 per core): a worker
+#: thread's own arena holds at most 64 MiB, so XLA's larger buffers would be
+#: ``mmap``-ed again whatever the threshold.
+ARENA_MAX = 1
 
 # glibc's mallopt parameter numbers (malloc.h)
 _M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 _USER_TUNABLES = (
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_TOP_PAD_",
     "MALLOC_MMAP_MAX_",
+    "MALLOC_ARENA_MAX",
     "GLIBC_TUNABLES",
 )
 
@@ -82,8 +94,14 @@ def tune() -> bool:
             return False
         mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
         mallopt.restype = ctypes.c_int
-        ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-        ok = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+        ok = True
+        for param, value in (
+            (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (_M_TOP_PAD, TOP_PAD),
+            (_M_ARENA_MAX, ARENA_MAX),
+        ):
+            ok = mallopt(param, value) == 1 and ok
         _state["tuned"] = ok
         log.debug("glibc malloc thresholds %s", "raised" if ok else "left as they were")
         return ok
