@@ -33,6 +33,15 @@ class _Settings:
         Folder of that cache; ``None`` means ``$DFM_CACHE_DIR/jax``, else
         ``~/.cache/diffbio_sc/jax`` (``$XDG_CACHE_HOME`` honoured). Takes effect when
         JAX is first used by the package.
+    malloc_tuning
+        Let the C allocator (glibc) keep memory that a model call freed for the next
+        call, instead of returning it to the system and faulting it in again (on by
+        default; ``DFM_MALLOC_TUNING=0`` also turns it off; skipped when a glibc
+        ``MALLOC_*`` tunable is set). Applied once per process, when ``dfm.models`` is
+        first imported (set it before), or else when a model first runs; afterwards the
+        process keeps up to 512 MiB of freed memory reserved, and all threads share one
+        allocation arena.
+        Saves about 10% of the CPU time of embedding on a CPU.
     """
 
     _verbosity: str = "warning"
@@ -41,6 +50,7 @@ class _Settings:
     n_jobs: int | None = None
     _compilation_cache: bool = True
     compilation_cache_dir: str | None = None
+    malloc_tuning: bool = True
 
     @property
     def compilation_cache(self) -> bool:

@@ -24,10 +24,11 @@ Internals for the package's own code and its developers (importable, not listed 
 
 from __future__ import annotations
 
-from .. import _compilation_cache
+from .. import _compilation_cache, _malloc
 from .._lazy import lazy_exports
 
 _compilation_cache.enable()
+_malloc.tune()  # before JAX starts its threads (dfm.settings.malloc_tuning)
 
 _EXPORTS = {
     "MaskedExpressionModel": "._masked",

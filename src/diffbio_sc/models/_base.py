@@ -397,8 +397,9 @@ def _device_weight(value, dtype, *, adopt: bool):
     if adopt:
         a.flags.writeable = False
         arr = jax.device_put(a)
-    else:  # a copy: jax.device_put(may_alias=False) still aliases on CPU (jax 0.10.2)
-        arr = jnp.array(a, copy=True)
+    else:  # a private copy (jax.device_put(may_alias=False) still aliases on CPU, jax
+        # 0.10.2), made by NumPy: jnp.array(copy=True) compiles one XLA program per shape
+        arr = jax.device_put(np.array(a, order="C", copy=True))
     arr.block_until_ready()
     return arr
 

@@ -57,6 +57,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .. import _malloc
+
 __all__ = [
     "BucketedRunner",
     "SEQUENCE_BUCKETS",
@@ -318,6 +320,7 @@ class BucketedRunner:
         self._fn = _jitted(fn)
         #: Shapes run so far (one compilation each), for reports and tests.
         self.shapes: set[tuple[int, int]] = set()
+        _malloc.tune()  # freed buffers reused by the next call (dfm.settings.malloc_tuning)
 
     def _check_lengths(self, lengths, n: int) -> np.ndarray:
         lengths = np.asarray(lengths)

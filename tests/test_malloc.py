@@ -1,0 +1,80 @@
+"""glibc malloc thresholds raised once when a model first runs; off on request."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import diffbio_sc as dfm
+    from diffbio_sc import _malloc
+    if len(sys.argv) > 1:
+        dfm.settings.malloc_tuning = False
+    first = _malloc.tune()
+    print(json.dumps({"first": first, "again": _malloc.tune(), "state": _malloc._state}))
+    """
+)
+
+_GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
+
+
+def _run(env_extra: dict, *args: str) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "DFM_MALLOC"))
+    }
+    env.update({"PYTHONPATH": SRC, **env_extra})
+    res = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not _GLIBC, reason="glibc's mallopt only")
+def test_tuned_once_by_default():
+    out = _run({})
+    assert out["first"] is True and out["again"] is True
+    assert out["state"] == {"done": True, "tuned": True}
+
+
+@pytest.mark.parametrize(
+    ("env", "args"),
+    [
+        ({"DFM_MALLOC_TUNING": "0"}, ()),
+        ({}, ("setting off",)),
+        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, ()),  # the user's own choice is left alone
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}, ()),
+    ],
+)
+def test_left_alone_when_asked(env, args):
+    out = _run(env, *args)
+    assert out["first"] is False and out["again"] is False
+    assert out["state"]["tuned"] is False
+
+
+def test_runner_tunes(monkeypatch):
+    """Building the one runner applies the setting (a model is about to run)."""
+    np = pytest.importorskip("numpy")
+    from diffbio_sc import _malloc
+    from diffbio_sc.models._runner import BucketedRunner
+
+    calls = []
+    monkeypatch.setattr(_malloc, "tune", lambda: calls.append(1) or False)
+    BucketedRunner(lambda s, p, x: x, {"w": np.zeros(2, np.float32)}, max_length=8)
+    assert calls == [1]
