@@ -123,6 +123,13 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--malloc-tuning",
+        choices=("off", "on"),
+        default="off",
+        help="dfm.settings.malloc_tuning in the dfm processes (DFM_MALLOC_TUNING); 'off' is "
+        "the package default",
+    )
+    ap.add_argument(
         "--torch-python",
         default=os.environ.get("DFM_TORCH_PYTHON", "/work/venv-torch/bin/python"),
     )
@@ -147,9 +154,11 @@ def main() -> None:
         ids, lengths = build_checkpoint(args.torch_python, ckpt, cfg, sub, medians, v2=False)
         np.savez(tmp / "tokens.npz", ids=ids, lengths=lengths)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION")}
+        dfm_env = {**base_env, "DFM_MALLOC_TUNING": "1" if args.malloc_tuning == "on" else "0"}
+        print(f"dfm: malloc_tuning {args.malloc_tuning}")
         for r in range(args.rounds):
             loads.append(os.getloadavg()[0])
-            env = {**base_env, "DFM_CACHE_DIR": str(tmp / f"cache{r}")}
+            env = {**dfm_env, "DFM_CACHE_DIR": str(tmp / f"cache{r}")}
             dfm_cmd = [sys.executable, "-c", DFM_FIRST, str(ckpt), str(h5ad)]
             results["dfm cold"].append(_timed(dfm_cmd, env))
             for name, t in zip(torch_names, threads, strict=True):

@@ -1,4 +1,4 @@
-"""glibc malloc thresholds raised once when a model first runs; off on request."""
+"""glibc malloc thresholds raised once when asked (opt-in); glibc's defaults otherwise."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ _PROBE = textwrap.dedent(
     import diffbio_sc as dfm
     from diffbio_sc import _malloc
     if len(sys.argv) > 1:
-        dfm.settings.malloc_tuning = False
+        dfm.settings.malloc_tuning = sys.argv[1] == "on"
     first = _malloc.tune()
     print(json.dumps({"first": first, "again": _malloc.tune(), "state": _malloc._state}))
     """
@@ -47,8 +47,9 @@ def _run(env_extra: dict, *args: str) -> dict:
 
 
 @pytest.mark.skipif(not _GLIBC, reason="glibc's mallopt only")
-def test_tuned_once_by_default():
-    out = _run({})
+@pytest.mark.parametrize(("env", "args"), [({}, ("on",)), ({"DFM_MALLOC_TUNING": "1"}, ())])
+def test_tuned_once_when_asked(env, args):
+    out = _run(env, *args)
     assert out["first"] is True and out["again"] is True
     assert out["state"] == {"done": True, "tuned": True}
 
@@ -56,10 +57,11 @@ def test_tuned_once_by_default():
 @pytest.mark.parametrize(
     ("env", "args"),
     [
-        ({"DFM_MALLOC_TUNING": "0"}, ()),
-        ({}, ("setting off",)),
-        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, ()),  # the user's own choice is left alone
-        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}, ()),
+        ({}, ()),  # off by default: the allocator is the whole process's
+        ({"DFM_MALLOC_TUNING": "0"}, ("on",)),
+        ({}, ("off",)),
+        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, ("on",)),  # the user's own choice is left alone
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}, ("on",)),
     ],
 )
 def test_left_alone_when_asked(env, args):

@@ -20,8 +20,12 @@ memory 1,149 instead of 1,222 MiB. The cost: up to :data:`TRIM_THRESHOLD`
 of freed memory stays reserved by the process after the model ran (its resident
 size stays near its peak; the peak itself is unchanged).
 
-Not done (the process keeps glibc's defaults) when ``dfm.settings.malloc_tuning``
-is ``False`` or ``DFM_MALLOC_TUNING=0``, when the user set any glibc malloc
+**Opt-in** (``dfm.settings.malloc_tuning = True`` before ``dfm.models`` is
+imported, or ``DFM_MALLOC_TUNING=1``): ``mallopt`` changes the allocator of the
+whole Python process, not only the package's calls (one arena for every thread,
+freed memory kept), which a library should not do behind a user's back. Not done
+(the process keeps glibc's defaults) unless asked, when ``DFM_MALLOC_TUNING=0``,
+when the user set any glibc malloc
 tunable (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``,
 ``MALLOC_MMAP_MAX_``, ``MALLOC_ARENA_MAX`` or ``GLIBC_TUNABLES``), or when the C library is not glibc.
 """
@@ -66,12 +70,20 @@ _lock = threading.Lock()
 _state: dict[str, object] = {"done": False, "tuned": False}
 
 
+def _env_value() -> str:
+    return os.environ.get("DFM_MALLOC_TUNING", "").strip().lower()
+
+
 def _env_disabled() -> bool:
-    return os.environ.get("DFM_MALLOC_TUNING", "").strip().lower() in {"0", "false", "off", "no"}
+    return _env_value() in {"0", "false", "off", "no"}
+
+
+def _env_enabled() -> bool:
+    return _env_value() in {"1", "true", "on", "yes"}
 
 
 def tune() -> bool:
-    """Raise glibc's ``mmap`` and trim thresholds for this process (once; see the module).
+    """Raise glibc's ``mmap`` and trim thresholds for this process if asked (once; see the module).
 
     Returns whether the thresholds are the package's (``False``: left as they were).
     """
@@ -80,7 +92,7 @@ def tune() -> bool:
     with _lock:
         if _state["done"]:
             return bool(_state["tuned"])
-        if not settings.malloc_tuning or _env_disabled():
+        if _env_disabled() or not (settings.malloc_tuning or _env_enabled()):
             return False  # not recorded as done: the setting may be turned on later
         _state["done"] = True
         if not sys.platform.startswith("linux") or any(k in os.environ for k in _USER_TUNABLES):
