@@ -308,12 +308,24 @@ def _mse_masked(model, batch, key):
 def _reference_fit(model, loss_fn, data, train_idx, val_idx, cfg):
     """The trainer's loop as it was before issue 21: the loss read with float() every step.
 
-    Same compiled steps, seed, shuffling, keys (``fold_in`` one step at a time),
+    Same step maths, seed, shuffling, keys (``fold_in`` one step at a time),
     validation and early stopping; returns the history.
     """
     from diffbio_sc.models import _train
 
-    train_step, eval_step = _train._steps(loss_fn)
+    # Its own NNX steps (the trainer's before issue 26: nnx.jit on the model and
+    # optimizer objects), so the test also checks fit's functional, donated step.
+    @nnx.jit
+    def train_step(model, optimizer, lr, batch, key):
+        optimizer.opt_state.hyperparams["learning_rate"][...] = lr
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, key)
+        optimizer.update(model, grads)
+        return loss, aux
+
+    @nnx.jit
+    def eval_step(model, batch, key):
+        return loss_fn(model, batch, key)[0]
+
     bs = cfg.batch_size
     spe = train_idx.size // bs
     lrs = lr_schedule(cfg.epochs * spe, cfg.learning_rate, cfg.warmup_fraction)
@@ -419,14 +431,14 @@ def test_step_metrics_are_read_in_batches_at_log_intervals(monkeypatch):
     real_train, real_eval = _train._steps(_mse)
     events, dispatched, outputs = [], [0], []
 
-    def spy_train(model, optimizer, lr, batch, key):
-        loss, aux = real_train(model, optimizer, lr, batch, key)
+    def spy_train(graphdef, state, lr, batch, key):
+        state, loss, aux = real_train(graphdef, state, lr, batch, key)
         outputs.append(loss)
         dispatched[0] += 1
         wrap = lambda v: _Deferred(v, dispatched[0], events, dispatched)  # noqa: E731
-        return wrap(loss), {k: wrap(v) for k, v in aux.items()}
+        return state, wrap(loss), {k: wrap(v) for k, v in aux.items()}
 
-    monkeypatch.setattr(_train, "_steps", lambda loss_fn: (spy_train, real_eval))
+    monkeypatch.setattr(_train, "_steps", lambda loss_fn, cpu=False: (spy_train, real_eval))
     cfg = TrainConfig(epochs=2, log_every=4, **{**CFG, "batch_size": 8})
     res = fit(_Lin(), _mse, _data(80), train_idx=np.arange(80), config=cfg)
     assert res.summary["steps"] == 20  # 10 per epoch

@@ -189,12 +189,13 @@ def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, m
     codes = np.unique(data.obs["batch"].astype(str), return_inverse=True)[1]
     seen = {"train_det": set(), "eval_det": set(), "cells": [], "bc": [], "prof": []}
 
-    def spy_train(model, optimizer, lr, batch, key):
+    def spy_train(graphdef, state, lr, batch, key):
+        model, _ = nnx.merge(graphdef, state)
         seen["train_det"].add(model.embed_drop.deterministic)
         seen["cells"].extend(cell_of_row[row.tobytes()] for row in np.asarray(batch["ids"]))
         seen["bc"].extend(np.asarray(batch["batch_codes"]).tolist())
         seen["prof"].append(np.asarray(batch["profile"]))
-        return real_train(model, optimizer, lr, batch, key)
+        return real_train(graphdef, state, lr, batch, key)
 
     val_losses = iter([3.0, 1.0, 2.0, 4.0, 5.0, 6.0])  # best at epoch 2
     snapshots = []
@@ -204,7 +205,7 @@ def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, m
         snapshots.append([np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
         return np.float32(next(val_losses))
 
-    monkeypatch.setattr(_train, "_steps", lambda loss_fn: (spy_train, fake_eval))
+    monkeypatch.setattr(_train, "_steps", lambda loss_fn, cpu=False: (spy_train, fake_eval))
     capsys.readouterr()
     model = dfm.tl.pretrain(
         data,

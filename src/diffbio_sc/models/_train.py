@@ -27,10 +27,13 @@ What it does
   ``warmup_fraction`` of the steps, then cosine decay to 0. All three
   hyperparameters are optimizer *state* (``optax.inject_hyperparams``), so the
   compiled step is reused across calls with the same architecture and shapes.
-* **Steps.** A module-level ``nnx.jit`` step per loss function; the training
-  step is called through ``nnx.cached_partial`` (the model and optimizer graph
-  is traversed once, not at every step). Pass the same (module-level) ``loss_fn`` object
-  to reuse compiled steps across calls.
+* **Steps.** A module-level compiled step per loss function: a pure
+  ``jax.jit`` function of the flat ``(model, optimizer)`` state (``nnx.split``
+  once, ``nnx.merge`` inside the step), with that state donated, so the host
+  does no NNX graph traversal per step; the model is updated from the state
+  after each epoch's steps. On CPU the step is compiled with
+  :data:`CPU_STEP_OPTIONS`. Pass the same (module-level) ``loss_fn`` object to
+  reuse compiled steps across calls.
 * **Minibatches.** Each epoch shuffles ``train_idx`` with a NumPy generator
   seeded from ``seed`` and takes ``len(train_idx) // batch_size`` full batches
   (the remainder of an epoch is dropped; it differs from epoch to epoch), each
@@ -220,29 +223,45 @@ def _tx():
 
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+#: XLA options of the compiled training step on CPU: dots through XLA's own
+#: (Eigen) kernels rather than YNNPACK fusions, which cost ~10% more CPU per step
+#: for the native model's shapes at the same float32 maths (issue 26,
+#: ``docs/notes/native_model.md``).
+CPU_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
-def _steps(loss_fn: Callable) -> tuple[Callable, Callable]:
-    """Return the jitted ``(train_step, eval_step)`` for ``loss_fn``, built once per function."""
+
+def _steps(loss_fn: Callable, *, cpu: bool = False) -> tuple[Callable, Callable]:
+    """Return the jitted ``(train_step, eval_step)`` for ``loss_fn``, built once per function.
+
+    ``train_step(graphdef, state, lr, batch, key) -> (state, loss, aux)`` is a
+    pure function of the flat ``(model, optimizer)`` state (``nnx.split``), jitted
+    with ``jax.jit`` and the state donated: no NNX graph traversal on the host per
+    step. ``cpu=True`` compiles it with :data:`CPU_STEP_OPTIONS`.
+    """
     try:
-        return _STEPS[loss_fn]
+        return _STEPS[loss_fn][cpu]
     except (KeyError, TypeError):
         pass
+    import jax
     from flax import nnx
 
-    @nnx.jit
-    def train_step(model, optimizer, lr, batch, key):
+    def train_step(graphdef, state, lr, batch, key):
+        model, optimizer = nnx.merge(graphdef, state)
         optimizer.opt_state.hyperparams["learning_rate"][...] = lr
         (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, key)
         optimizer.update(model, grads)
-        return loss, aux
+        return nnx.state((model, optimizer)), loss, aux
+
+    options = {"compiler_options": dict(CPU_STEP_OPTIONS)} if cpu else {}
+    train_jit = jax.jit(train_step, static_argnums=0, donate_argnums=1, **options)
 
     @nnx.jit
     def eval_step(model, batch, key):
         return loss_fn(model, batch, key)[0]
 
-    fns = (train_step, eval_step)
+    fns = (train_jit, eval_step)
     try:
-        _STEPS[loss_fn] = fns
+        _STEPS.setdefault(loss_fn, {})[cpu] = fns
     except TypeError:  # not weak-referenceable: compile per call
         pass
     return fns
@@ -379,6 +398,7 @@ def fit(
     A :class:`TrainResult`; the model holds the best (or final) weights, in eval mode.
     """
     import jax
+    import jax.numpy as jnp
     from flax import nnx
 
     from .._logging import tqdm
@@ -426,10 +446,19 @@ def fit(
         def put(batch):
             return batch
 
-    train_step, eval_step = _steps(loss_fn)
+    on_cpu = all(d.platform == "cpu" for d in devices[:n_dev])
+    train_step, eval_step = _steps(loss_fn, cpu=on_cpu)
     model.train()
-    train_fn = nnx.cached_partial(train_step, model, optimizer)
+    graphdef, _ = nnx.split((model, optimizer))  # the training-mode structure
     model.eval()  # validation runs on the original (eval-mode) module, once per epoch
+    # The trained state lives in `state` (donated to each step, so a copy: the model's
+    # own arrays stay valid) and is written back to the model after each epoch's steps.
+    state = jax.tree.map(jnp.copy, nnx.state((model, optimizer)))
+
+    def train_fn(lr, batch, key):
+        nonlocal state
+        state, loss, aux = train_step(graphdef, state, lr, batch, key)
+        return loss, aux
 
     def eval_fn(batch, key):
         return eval_step(model, batch, key)
@@ -511,6 +540,7 @@ def fit(
                     # read all but the newest step, which keeps the device busy meanwhile
                     read(keep=1)
             read()
+            nnx.update((model, optimizer), state)
             history["train_loss"].append(float(np.mean(losses)))
             for k, v in aux_sums.items():
                 history.setdefault(f"train_{k}", []).append(v / len(losses))
@@ -533,7 +563,8 @@ def fit(
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", val=f"{val:.4f}")
             if val < best:
                 best, best_epoch, bad_epochs = val, epoch, 0
-                best_params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+                # a copy: the model's arrays are donated to the next step
+                best_params = jax.tree.map(jnp.copy, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
             else:
                 bad_epochs += 1
             if epoch_end is not None and _call_epoch_end(epoch_end, epoch, history):
