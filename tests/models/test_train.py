@@ -505,3 +505,12 @@ def test_epoch_end_hook_records_metrics_and_stops_training():
         epoch_end=lambda e: ({}, e == 1),
     )
     assert res.summary["epochs_run"] == 2 and res.summary["stopped_early"]
+
+
+def test_unknown_cpu_step_option_falls_back(monkeypatch):
+    """An XLA that does not know the experimental CPU flag compiles the step with its defaults."""
+    from diffbio_sc.models import _train
+
+    monkeypatch.setattr(_train, "CPU_STEP_OPTIONS", {"xla_cpu_no_such_option_dfm": ""})
+    monkeypatch.setattr(_train, "_CPU_OPTIONS", {})
+    assert _train._supported_cpu_options() == {}

@@ -76,6 +76,7 @@ a ``summary``.
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -92,6 +93,8 @@ from .._validate import (
     check_key,
     check_seed,
 )
+
+log = logging.getLogger("diffbio_sc")
 
 __all__ = ["TrainConfig", "TrainResult", "fit"]
 
@@ -230,6 +233,30 @@ _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 CPU_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
+_CPU_OPTIONS: dict[str, dict] = {}
+
+
+def _supported_cpu_options() -> dict:
+    """:data:`CPU_STEP_OPTIONS` if this XLA knows them (checked once), else ``{}``.
+
+    The options are experimental XLA flags: a newer jaxlib may rename or drop them,
+    and compiling with an unknown option fails. The step is then compiled with
+    XLA's defaults (the same maths, possibly slower), never refused.
+    """
+    if "options" not in _CPU_OPTIONS:
+        import jax
+        import jax.numpy as jnp
+
+        options = dict(CPU_STEP_OPTIONS)
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=options).lower(jnp.zeros(2)).compile()
+        except Exception as exc:  # noqa: BLE001 - any refusal means: not this XLA's flag
+            log.debug("XLA CPU options %s not supported (%s); using defaults", options, exc)
+            options = {}
+        _CPU_OPTIONS["options"] = options
+    return dict(_CPU_OPTIONS["options"])
+
+
 def _steps(loss_fn: Callable, *, cpu: bool = False) -> tuple[Callable, Callable]:
     """Return the jitted ``(train_step, eval_step)`` for ``loss_fn``, built once per function.
 
@@ -252,7 +279,7 @@ def _steps(loss_fn: Callable, *, cpu: bool = False) -> tuple[Callable, Callable]
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), loss, aux
 
-    options = {"compiler_options": dict(CPU_STEP_OPTIONS)} if cpu else {}
+    options = {"compiler_options": _supported_cpu_options()} if cpu else {}
     train_jit = jax.jit(train_step, static_argnums=0, donate_argnums=1, **options)
 
     @nnx.jit
