@@ -103,7 +103,7 @@ EPOCH_BUDGET_CELLS = (
     "chosen from the data's size: ceil(600 / (training cells / 64)) epochs, between 5 "
     "and 40, i.e. about 600 training steps of 64 cells from ~1,000 to ~7,700 cells, "
     "40 epochs below, 5 epochs above; a step takes about 0.3 CPU-s on a 2-core CPU: "
-    "about 220 CPU-s for 1,200 cells, ~25 CPU-s per 1,000 cells at 5 epochs"
+    "about 200 CPU-s for 1,200 cells, ~25 CPU-s per 1,000 cells at 5 epochs"
 )
 #: The same for the sequence encoder (``dfm.tl.pretrain_sequences``).
 EPOCH_BUDGET_SEQUENCES = (

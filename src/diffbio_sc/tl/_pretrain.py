@@ -108,7 +108,7 @@ def pretrain(
         steps from ~1,000 to ~7,700 training cells, 40 epochs below (fewer
         steps, so the cost per cell stays bounded) and 5 epochs above. At
         about 0.33 CPU-s per step of 64 cells (64 tokens) on a 2-core CPU, the
-        default costs about 220 CPU-s for 1,200 cells. Half the steps lost
+        default costs about 200 CPU-s for 1,200 cells. Half the steps lost
         0.05 kNN macro-F1 on PBMC; ``max_tokens=32`` halves the cost for
         -0.011 there (``docs/notes/native_model.md``, issue 26). With
         ``max_steps`` and ``epochs=None``: enough epochs for ``max_steps`` steps.
