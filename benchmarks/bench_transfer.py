@@ -290,7 +290,7 @@ def pca_on_model_genes(results: Path = RESULTS, join: str = "outer") -> dict:
         out[target] = {"genes": len(keep), "f1": ann["scores"]["knn"]["macro_f1"]["mean"]}
         print(f"{target}: PCA on {len(keep)} model genes, F1 {out[target]['f1']:.3f}", flush=True)
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"pca_model_genes__{method_name(join)}__seed0.json"
+    path = results / f"pca_model_genes_{method_name(join)}_seed0.json"
     path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     return out
 
