@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,14 @@ _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transfer.py"
 
 @pytest.fixture(scope="module")
 def bt():
+    """The benchmark module (it puts benchmarks/ on sys.path itself, for bench_quality)."""
     if not _PATH.is_file():
         pytest.skip(f"{_PATH} not found (benchmarks/ is not shipped with the package)")
-    spec = importlib.util.spec_from_file_location("bench_transfer", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    sys.path.insert(0, str(_PATH.parent))
+    try:
+        return importlib.import_module(_PATH.stem)
+    finally:
+        sys.path.remove(str(_PATH.parent))
 
 
 def _adata(genes, X, cells):
