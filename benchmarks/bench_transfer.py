@@ -263,6 +263,9 @@ def run_all(
 def pca_on_model_genes(results: Path = RESULTS, join: str = "outer") -> dict:
     """kNN macro-F1 (seed 0) of PCA on only the target genes the pretrained model knows.
 
+    Also records, per training set, the median share of a target cell's counts that
+    falls in that set's genes.
+
     Separates the gene panel from the model: the genes kept are the target's genes
     that are expressed in the training pool (the model's vocabulary in the target).
     """
@@ -287,7 +290,17 @@ def pca_on_model_genes(results: Path = RESULTS, join: str = "outer") -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ann = dfm.tl.score_annotation(sub, "X_pca_model_genes", bq.LABEL_KEY, seed=0)
-        out[target] = {"genes": len(keep), "f1": ann["scores"]["knn"]["macro_f1"]["mean"]}
+        X = mapped[target].X
+        total = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1)
+        frac = {}  # median share of a target cell's counts in each training set's genes
+        for d in training_plan(target, cells, n_genes):
+            cols = np.isin(mapped[target].var_names, mapped[d].var_names)
+            frac[d] = float(np.median(np.asarray(X[:, cols].sum(axis=1)).ravel() / total))
+        out[target] = {
+            "genes": len(keep),
+            "f1": ann["scores"]["knn"]["macro_f1"]["mean"],
+            "median_count_fraction_in_genes_of": frac,
+        }
         print(f"{target}: PCA on {len(keep)} model genes, F1 {out[target]['f1']:.3f}", flush=True)
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"pca_model_genes_{method_name(join)}_seed0.json"
