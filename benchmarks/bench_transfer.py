@@ -20,9 +20,10 @@ cell lines and demo <- PBMC + Kang (one pretrained model serves both).
 Genes. The cell-line sets have Ensembl ids, the PBMC sets symbols. Symbols are
 mapped to Ensembl ids with ``results/transfer/symbol_to_ensembl.tsv``; a
 symbol with no unambiguous id keeps the symbol as its key (so the two PBMC sets
-still match on it). The pool is an inner join (``anndata.concat(join='inner')``:
-the genes measured in every training set), so no cell is given zeros for genes
-its protocol never measured. The model's genes missing from the target are
+still match on it). The pool is an outer join by default
+(``anndata.concat(join='outer')``: a gene a protocol did not measure counts as not
+expressed in its cells), as an inner join (``--join inner``: only the genes measured
+in every training set) leaves 134-556 genes in a target. The model's genes missing from the target are
 ignored at embed time (``min_gene_coverage=0``; the coverage is recorded).
 
 The table, ``symbol_to_ensembl.tsv``, is made by ``--make-gene-map`` from two
