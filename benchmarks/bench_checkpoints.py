@@ -52,6 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_roofline import forward_flops  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -310,6 +313,18 @@ def main() -> None:
                 f"{name}, {n} cells, tokens/cell median {int(np.median(lengths))} "
                 f"(max {lengths.max()})"
             )
+            # useful FLOPs per cell (no padding), up to the pooled layer: achieved GFLOP
+            # per CPU-s beside each side's rate (peak: bench_roofline.py)
+            gflop_cell = (
+                forward_flops(
+                    lengths,
+                    d=cfg["hidden_size"],
+                    inter=cfg["intermediate_size"],
+                    layers=cfg["num_hidden_layers"] - 1,
+                )["total"]
+                / n
+                / 1e9
+            )
             # torch's best batch size (float32, length-sorted), from a sweep
             sweep = {}
             for bs in [b for b in map(int, args.torch_batches.split(",")) if b <= n] or [n]:
@@ -384,7 +399,10 @@ def main() -> None:
                 rates = np.array([r["rate"] for r in runs[side]])
                 r = runs[side][-1]
                 diff = np.abs(embs[side] - ref).max()
-                note = f"max diff vs torch float32 {diff:.1e}"
+                note = (
+                    f"{gflop_cell * np.median(rates):.0f} useful GFLOP per CPU-s (median); "
+                    f"max diff vs torch float32 {diff:.1e}"
+                )
                 if kind == "dfm":
                     ratio = rates / t32
                     ratio_s = f"{ratio.min():.2f} / {np.median(ratio):.2f}"

@@ -282,7 +282,11 @@ def main() -> None:
             "\nGEMM, GFLOP per CPU-s (best of 3) and % of the per-core peak of its type "
             "(float32 FMA; bfloat16 dot for bfloat16 inputs)\n"
         )
-        print("| shape (m x k x n) | " + " | ".join(f"{lib}, {t} thr, {dt}" for lib, t, dt in cols) + " |")
+        print(
+            "| shape (m x k x n) | "
+            + " | ".join(f"{lib}, {t} thr, {dt}" for lib, t, dt in cols)
+            + " |"
+        )
         print("|---|" + "---:|" * len(cols))
         for name, (m, k, n) in SHAPES.items():
             cells = []
@@ -293,7 +297,9 @@ def main() -> None:
             print(f"| {name} | " + " | ".join(cells) + " |")
 
     print("\nUseful FLOPs of one forward pass per cell, up to the pooled layer (GFLOP)\n")
-    print("| size | tokens | dense per layer | attention per layer | layers | total | attention share |")
+    print(
+        "| size | tokens | dense per layer | attention per layer | layers | total | attention share |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for size, cfg in SIZES.items():
         for t in (args.pbmc_median, 2048):
