@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -53,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_roofline import forward_flops  # noqa: E402
+from bench_roofline import _run, forward_flops  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -169,15 +168,6 @@ JAX_RUN = textwrap.dedent(
                       "devices": str(jax.devices()[0].platform)}))
     """
 )
-
-
-def _run(python: str, code: str, *args) -> dict:
-    proc = subprocess.run(
-        [python, "-c", code, *map(str, args)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def prepare(dataset: str, n_cells: int, seed: int, tmp: Path, min_genes: int = 0):
