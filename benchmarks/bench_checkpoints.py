@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -51,6 +50,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_roofline import _run, forward_flops  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DFM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -166,15 +168,6 @@ JAX_RUN = textwrap.dedent(
                       "devices": str(jax.devices()[0].platform)}))
     """
 )
-
-
-def _run(python: str, code: str, *args) -> dict:
-    proc = subprocess.run(
-        [python, "-c", code, *map(str, args)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def prepare(dataset: str, n_cells: int, seed: int, tmp: Path, min_genes: int = 0):
@@ -310,6 +303,18 @@ def main() -> None:
                 f"{name}, {n} cells, tokens/cell median {int(np.median(lengths))} "
                 f"(max {lengths.max()})"
             )
+            # useful FLOPs per cell (no padding), up to the pooled layer: achieved GFLOP
+            # per CPU-s beside each side's rate (peak: bench_roofline.py)
+            gflop_cell = (
+                forward_flops(
+                    lengths,
+                    d=cfg["hidden_size"],
+                    inter=cfg["intermediate_size"],
+                    layers=cfg["num_hidden_layers"] - 1,
+                )["total"]
+                / n
+                / 1e9
+            )
             # torch's best batch size (float32, length-sorted), from a sweep
             sweep = {}
             for bs in [b for b in map(int, args.torch_batches.split(",")) if b <= n] or [n]:
@@ -384,7 +389,10 @@ def main() -> None:
                 rates = np.array([r["rate"] for r in runs[side]])
                 r = runs[side][-1]
                 diff = np.abs(embs[side] - ref).max()
-                note = f"max diff vs torch float32 {diff:.1e}"
+                note = (
+                    f"{gflop_cell * np.median(rates):.0f} useful GFLOP per CPU-s (median); "
+                    f"max diff vs torch float32 {diff:.1e}"
+                )
                 if kind == "dfm":
                     ratio = rates / t32
                     ratio_s = f"{ratio.min():.2f} / {np.median(ratio):.2f}"
