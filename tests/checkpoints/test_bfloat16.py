@@ -72,6 +72,7 @@ def test_bf16_embeddings_close_to_float32_default_unchanged(cells, name):
     default, e0 = _embed(cells, model)
     f32, _ = _embed(cells, model, dtype="float32")
     assert e0["dtype"] == "float32"
+    assert e0["max_batch_tokens"] == 32_768  # the default for a narrow model, recorded
     assert default.tobytes() == f32.tobytes()  # the default is the float32 path, bit for bit
     np.testing.assert_allclose(default, ref, atol=1e-5, rtol=0)
     for packing in (True, False):

@@ -158,3 +158,14 @@ def test_in_vocab_is_a_set_lookup_on_strings():
     ids = np.asarray(["ENSG1", "ENSG2", "ENSG3", "ENSG2"], dtype=object)
     np.testing.assert_array_equal(in_vocab(ids, {"ENSG2", "x"}), [False, True, False, True])
     assert in_vocab(np.asarray([], dtype=object), {"a"}).shape == (0,)
+
+
+def test_default_batch_tokens_follow_the_feed_forward_width():
+    """32,768 tokens up to 512 wide; ~64 MiB of the widest activation beyond, in 1,024s."""
+    from diffbio_sc.models._runner import default_batch_tokens
+
+    assert default_batch_tokens(256) == 32_768  # Geneformer V1 intermediate is 512
+    assert default_batch_tokens(512) == 32_768
+    assert default_batch_tokens(3072) == 5_120  # V2-104M: 2**24 / 3072 = 5461 -> 5120
+    assert default_batch_tokens(1024) == 16_384
+    assert default_batch_tokens(10**6) == 1_024  # never below one 1,024-token call

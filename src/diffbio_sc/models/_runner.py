@@ -223,6 +223,28 @@ def _jitted(fn: Callable):
     return _JITTED[fn]
 
 
+#: Default cap of tokens per forward call (:func:`default_batch_tokens`).
+MAX_BATCH_TOKENS = 32_768
+#: Elements of the widest per-token activation (the feed-forward intermediate) that
+#: one call may hold by default: 2**24 float32 = 64 MiB.
+ACTIVATION_ELEMENTS = 1 << 24
+
+
+def default_batch_tokens(widest: int) -> int:
+    """Default ``max_batch_tokens`` for a model whose widest per-token activation is ``widest``.
+
+    :data:`MAX_BATCH_TOKENS` (32,768) for models up to 512 wide (Geneformer V1 and
+    scGPT sizes, unchanged), fewer for wider ones so that one call's feed-forward
+    activations stay near :data:`ACTIVATION_ELEMENTS` (64 MiB): 5,120 tokens for a
+    3,072-wide intermediate (Geneformer V2-104M), in multiples of 1,024, at least
+    1,024. At that size a 32,768-token call peaked at 3.8 GiB resident against 1.4
+    GiB, for less CPU time (``docs/benchmarks.md``).
+    """
+    widest = max(int(widest), 1)
+    tokens = ACTIVATION_ELEMENTS // widest // 1024 * 1024
+    return int(min(MAX_BATCH_TOKENS, max(1024, tokens)))
+
+
 class BucketedRunner:
     """Run a forward adapter ``fn(static, params, *arrays)`` in length buckets.
 
@@ -275,7 +297,7 @@ class BucketedRunner:
         *,
         static=None,
         max_length: int,
-        max_batch_tokens: int = 32_768,
+        max_batch_tokens: int = MAX_BATCH_TOKENS,
         batch_rows: int | None = None,
         bucketing: bool = True,
         edges: Sequence[int] | None = None,

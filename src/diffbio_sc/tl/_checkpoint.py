@@ -103,7 +103,7 @@ def embed_checkpoint(
     max_tokens: int | None = None,
     seed: int = 0,
     min_vocab_coverage: float = 0.1,
-    max_batch_tokens: int = 32_768,
+    max_batch_tokens: int | None = None,
     bucketing: bool = True,
     packing: bool | None = None,
     dtype: str = "float32",
@@ -192,7 +192,12 @@ def embed_checkpoint(
         a fraction of the model's genes; this was ``min_gene_coverage`` here
         before 0.3, a deprecated alias.)
     max_batch_tokens
-        Cells x padded length per forward batch (bounds memory).
+        Cells x padded length per forward batch (bounds memory). ``None``
+        (default): 32,768 for models up to 512 wide (Geneformer V1, scGPT), fewer
+        for wider ones so one batch's feed-forward activations stay near 64 MiB
+        (5,120 for Geneformer V2-104M's 3,072-wide intermediate;
+        ``models._runner.default_batch_tokens``). The value used is
+        recorded.
     bucketing
         Group cells by length (default); ``False`` pads every cell to ``max_tokens``.
     packing
@@ -254,7 +259,7 @@ def embed_checkpoint(
     """
     from .._logging import tqdm
     from .._settings import settings
-    from ..models._runner import BucketedRunner, eval_split
+    from ..models._runner import BucketedRunner, default_batch_tokens, eval_split
 
     # ---------------------------------------------------------------- validate
     new = renamed_arguments(
@@ -280,7 +285,7 @@ def embed_checkpoint(
     max_length = check_int("max_tokens", max_tokens, minimum=2, allow_none=True)
     seed = check_seed(seed)
     min_gene_coverage = check_float("min_vocab_coverage", min_vocab_coverage, minimum=0, maximum=1)
-    max_batch_tokens = check_int("max_batch_tokens", max_batch_tokens, minimum=1)
+    max_batch_tokens = check_int("max_batch_tokens", max_batch_tokens, minimum=1, allow_none=True)
     bucketing = check_bool("bucketing", bucketing)
     if packing is not None:
         packing = check_bool("packing", packing)
@@ -336,6 +341,9 @@ def embed_checkpoint(
                 "return: use packing=None or False."
             )
     max_len = int(max_length or model.max_tokens)
+    if max_batch_tokens is None:
+        widest = getattr(cfg, "intermediate_size", None) or getattr(cfg, "d_hid", None) or 0
+        max_batch_tokens = default_batch_tokens(max(int(widest), int(model.hidden_dim)))
     if family == "geneformer" and max_len > model.max_tokens:
         raise DfmInputError(
             f"max_tokens={max_len} exceeds the model's input size {model.max_tokens}."
