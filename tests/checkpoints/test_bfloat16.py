@@ -65,6 +65,7 @@ def _embed(adata, model, **kw):
     return adata.obsm["e"].copy(), adata.uns["dfm"]["embeddings"]["e"]
 
 
+@pytest.mark.slow  # 4-13 s: runs in CI's slow step (fast suite budget)
 @pytest.mark.parametrize("name", ["geneformer_v1", "geneformer_v2"])
 def test_bf16_embeddings_close_to_float32_default_unchanged(cells, name):
     model = dfm.models.load_checkpoint(FIX / name)

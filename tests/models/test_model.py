@@ -133,6 +133,7 @@ def test_padding_does_not_affect_other_tokens():
     np.testing.assert_allclose(np.asarray(emb3)[0], np.asarray(emb_short)[0], atol=1e-5)
 
 
+@pytest.mark.slow  # 4-13 s: runs in CI's slow step (fast suite budget)
 def test_mean_pooling_is_the_mean_of_valid_token_states():
     model = _model()
     ids, vals = _tokens()

@@ -70,6 +70,7 @@ def test_native_cells_independent_of_batch_mates():
     assert np.linalg.norm(full[idx[0]] - full[idx[1]]) > 1e-3  # not vacuous
 
 
+@pytest.mark.slow  # 4-13 s: runs in CI's slow step (fast suite budget)
 def test_sequence_paths_independent_of_batch_mates(kmer_encoder):
     seqs = _random(10, 5, 30, seed=1)  # two buckets (16, 32 tokens)
     idx = np.random.default_rng(1).permutation(len(seqs))[:5]

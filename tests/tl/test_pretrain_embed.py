@@ -137,6 +137,7 @@ def test_default_budget_rule():
     assert auto_epochs(10, 64) == 40  # one step per epoch
 
 
+@pytest.mark.slow  # 4-13 s: runs in CI's slow step (fast suite budget)
 def test_pretrain_knn_agreement_monitor_and_stop(trained, data):
     h = trained.history["val_knn_agreement"]
     assert len(h) == 1 and 0.0 <= h[0] <= 1.0  # from the second epoch on

@@ -151,6 +151,7 @@ def test_stream_pretrain_backed_equals_in_memory(data, tmp_path):
         dfm.tl.pretrain(data, stream=True, stream_dir=str(tmp_path / "missing"), **kw)
 
 
+@pytest.mark.slow  # 4-13 s: runs in CI's slow step (fast suite budget)
 def test_stream_pretrain_max_steps_is_a_step_budget(data, tmp_path):
     """``max_steps`` stops mid-epoch; with ``epochs=None`` it decides the epochs."""
     from diffbio_sc.models import MaskedExpressionConfig
