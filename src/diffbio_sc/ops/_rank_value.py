@@ -55,6 +55,12 @@ def n_threads(n_jobs: int | None = None) -> int:
     return int(n_jobs)
 
 
+def checkable_dtype(dtype) -> bool:
+    """Whether the kernel can check values of ``dtype``: NumPy integers, float32, float64."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "iu" or dtype in (np.float32, np.float64)
+
+
 def checkable(X: sp.csr_matrix) -> bool:
     """Whether :func:`rank_value_encode` can check ``X`` in its kernel pass (``check=``).
 
@@ -63,8 +69,7 @@ def checkable(X: sp.csr_matrix) -> bool:
     """
     if not (sp.issparse(X) and X.format == "csr"):
         return False
-    dt = X.data.dtype
-    if not (dt.kind in "iu" or dt in (np.float32, np.float64)):
+    if not checkable_dtype(X.data.dtype):
         return False
     n = X.shape[0]
     return n == 0 or int(np.diff(X.indptr).max()) <= 2**_MAX_POS_BITS

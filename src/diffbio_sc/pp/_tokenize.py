@@ -35,7 +35,7 @@ from ..io._atomic import atomic_dir
 from ..io._ids import normalise_gene_ids_counted, strip_ensembl_version
 from ..io._tables import is_table_path, read_table
 from ..ops._plan import RankValuePlan
-from ..ops._rank_value import checkable, rank_value_encode
+from ..ops._rank_value import checkable, checkable_dtype, rank_value_encode
 from ._dask import dask_encode, is_dask
 from ._medians import compute_medians
 
@@ -80,12 +80,6 @@ RECIPES: dict[str, TokenizerRecipe] = {
     # Geneformer V2 (2024 release): 4,094 genes between <cls> and <eos>, 4,096 total.
     "geneformer_v2": TokenizerRecipe("geneformer_v2", 4096, True, True),
 }
-
-
-def _checkable_dtype(dtype) -> bool:
-    """Values the kernel can check itself: NumPy integers, float32, float64."""
-    dtype = np.dtype(dtype)
-    return dtype.kind in "iu" or dtype in (np.float32, np.float64)
 
 
 def _resolve_recipe(recipe: str | TokenizerRecipe) -> TokenizerRecipe:
@@ -607,7 +601,7 @@ def tokenize(
                 # An in-memory sparse matrix is encoded in one kernel call (the kernel
                 # needs no memory beyond the output; the checks keep the chunk pieces).
                 whole = store is None and not is_backed(adata) and sp.issparse(X)
-                whole = whole and _checkable_dtype(X.dtype)
+                whole = whole and checkable_dtype(X.dtype)
                 for start, stop, chunk in iter_row_chunks(
                     adata, layer, adata.n_obs if whole and adata.n_obs else rows
                 ):
