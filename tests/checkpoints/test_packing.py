@@ -85,12 +85,12 @@ def test_packing_refused_where_it_cannot_apply(cells, models):
     assert not e["packed"]
 
 
-def _segment_sums(static, params, ids, seg, pos):
+def _segment_sums(static, params, ids, seg, pos, slots):
     """Per-segment sums of token ids and of positions (a packed forward with no model)."""
     import jax
     import jax.numpy as jnp
 
-    n = ids.shape[0] * static
+    n = slots.shape[0]
     idx = jnp.where(seg > 0, seg - 1, n).reshape(-1)
     both = jnp.stack([ids.reshape(-1), pos.reshape(-1)], axis=1).astype(jnp.float32)
     return jax.ops.segment_sum(both, idx, num_segments=n + 1)[:n] + params["b"]
@@ -132,8 +132,12 @@ def test_runner_packing_mode_rule_and_even_calls():
     assert r.will_pack(lengths)  # median ~20 < 64 / 2
     np.testing.assert_array_equal(r(lengths, tokens), expect)
     assert r.n_packed == 150
-    # rows divided evenly: every call has the same rows, a multiple of 8, <= 8 (512 / 64)
-    assert {s[1] for s in r.shapes} == {64} and all(s[0] % 8 == 0 for s in r.shapes)
+    # the tokens divided evenly: every call has the same (rows, 64) arrays, rows a multiple of
+    # 8; slot views as wide as each call's longest cell (rounded up to 32), cells sorted by
+    # length so the views narrow from call to call
+    assert len({s[:2] for s in r.shapes}) == 1 and all(s[0] % 8 == 0 for s in r.shapes)
+    assert {s[1] for s in r.shapes} == {64} and all(s[2] % 8 == 0 for s in r.shapes)
+    assert max(s[3] for s in r.shapes) == 64 and min(s[3] for s in r.shapes) <= 32
     # long cells: no packing under auto; packing=False never; the results are the same
     long = np.full(10, 90)
     assert not r.will_pack(long) and r.will_pack(lengths)

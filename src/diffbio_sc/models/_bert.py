@@ -399,6 +399,27 @@ def masked_attention(q, k, v, key_mask, *, segment_ids=None, dtype=None):
     return out.reshape(b, h, t, d).transpose(0, 2, 1, 3)
 
 
+def _slot_attention(q, k, v, slots, n_heads: int, dtype):
+    """Attention of packed tokens computed on a per-cell view (``packed_states(slots=...)``).
+
+    ``q, k, v``: ``(R, W, hidden)``; ``slots = (index, back)``: ``index``
+    ``(n, S)`` flat token of each cell's position (``R * W`` = none), ``back``
+    ``(R, W)`` each token's place ``cell * S + position`` in the view. The view
+    is gathered once per layer, run through :func:`masked_attention` (keys
+    outside the cell masked) and gathered back; returns ``(R, W, hidden)``.
+    """
+    index, back = slots
+    r, w, hid = q.shape
+    n, width = index.shape
+
+    def view(y):
+        flat = jnp.concatenate([y.reshape(r * w, hid), jnp.zeros((1, hid), y.dtype)])
+        return flat[index].reshape(n, width, n_heads, hid // n_heads)
+
+    ctx = masked_attention(view(q), view(k), view(v), index < r * w, dtype=dtype)
+    return ctx.reshape(n * width, hid)[back]
+
+
 def _linear(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(n_in, n_out, precision=HIGHEST, rngs=rngs)
 
@@ -417,17 +438,21 @@ class _BertLayer(nnx.Module):
         self.out = _linear(i, h, rngs)
         self.out_norm = nnx.LayerNorm(h, epsilon=cfg.layer_norm_eps, rngs=rngs)
 
-    def __call__(self, x, key_mask, segment_ids=None, dtype=None):
+    def __call__(self, x, key_mask, segment_ids=None, dtype=None, slots=None):
         b, t, h = x.shape
         split = (b, t, self.n_heads, h // self.n_heads)
-        ctx = masked_attention(
-            _dense(self.query, x, dtype).reshape(split),
-            _dense(self.key, x, dtype).reshape(split),
-            _dense(self.value, x, dtype).reshape(split),
-            key_mask,
-            segment_ids=segment_ids,
-            dtype=dtype,
-        ).reshape(b, t, h)
+        q, k, v = (_dense(lin, x, dtype) for lin in (self.query, self.key, self.value))
+        if slots is None:
+            ctx = masked_attention(
+                q.reshape(split),
+                k.reshape(split),
+                v.reshape(split),
+                key_mask,
+                segment_ids=segment_ids,
+                dtype=dtype,
+            ).reshape(b, t, h)
+        else:
+            ctx = _slot_attention(q, k, v, slots, self.n_heads, dtype)
         x = self.attn_norm(_dense(self.attn_out, ctx, dtype) + x)
         y = _dense(self.out, ACTIVATIONS[self.act](_dense(self.inter, x, dtype)), dtype)
         return self.out_norm(y + x)
@@ -511,7 +536,14 @@ class BertEncoder(SavedModel):
         return states
 
     def packed_states(
-        self, input_ids, segment_ids, positions, *, n_layers: int | None = None, dtype=None
+        self,
+        input_ids,
+        segment_ids,
+        positions,
+        *,
+        n_layers: int | None = None,
+        dtype=None,
+        slots=None,
     ):
         """:meth:`hidden_states` of packed rows (several cells per row, no padding between).
 
@@ -521,6 +553,13 @@ class BertEncoder(SavedModel):
         the position embedding of ``positions`` (restarting at 0 per cell), so
         each cell's states equal its unpacked states up to float rounding.
         ``dtype`` as in :meth:`hidden_states`.
+
+        ``slots`` (the slot layout, :func:`~diffbio_sc.models._packing.slot_inputs`):
+        an ``(n_slots, width)`` int array, the flat index (into the row-major
+        tokens) of cell ``j``'s token ``p`` at ``[j, p]`` and the token count
+        elsewhere; cell ``j`` is segment ``j + 1``. Attention then runs on that
+        view, each cell over its own keys only (not the whole row): the same
+        states, less work when the call's cells have similar lengths.
         """
         cfg = self.config
         ids = jnp.asarray(input_ids)
@@ -533,8 +572,13 @@ class BertEncoder(SavedModel):
         x = self.word(ids) + self.token_type(jnp.zeros_like(ids)) + self.position(pos)
         x = self.embed_norm(x)
         states = [x]
+        views = None
+        if slots is not None:
+            slots = jnp.asarray(slots)
+            back = jnp.where(seg > 0, (seg - 1) * slots.shape[1] + pos, 0)
+            views = (slots, back)
         for layer in list(self.layers)[:n]:
-            x = layer(x, None, seg, dtype=dt)
+            x = layer(x, None, seg, dtype=dt, slots=views)
             states.append(x)
         return states
 

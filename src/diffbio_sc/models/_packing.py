@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PackingPlan", "plan_packing", "pack_tokens"]
+__all__ = ["PackingPlan", "SlotCall", "plan_packing", "pack_tokens", "plan_slots", "slot_inputs"]
 
 
 @dataclass(frozen=True)
@@ -136,3 +136,83 @@ def pack_tokens(
     seg[r, c] = cell + 1
     pos[r, c] = within
     return ids, seg, pos
+
+
+@dataclass(frozen=True)
+class SlotCall:
+    """One call of the slot layout: ``cells`` (longest first), ``n_slots`` x ``slot_width``."""
+
+    cells: np.ndarray
+    n_slots: int
+    slot_width: int
+
+
+def plan_slots(
+    lengths, tokens_per_call: int, *, grid: int = 32, slot_step: int = 8
+) -> tuple[int, list[SlotCall]]:
+    """Length-sorted calls for attention over each cell's own keys only (the slot layout).
+
+    Cells are sorted by length (longest first, ties by index) and cut into
+    consecutive calls of at most ``tokens`` tokens each, the total divided
+    evenly; a call's cells lie side by side in a flat token array (no padding
+    between them) for the per-token layers, and its attention runs on an
+    ``(n_slots, slot_width)`` view, one slot per cell: ``slot_width`` is the
+    call's longest cell rounded up to ``grid``, ``n_slots`` its cell count
+    rounded up to ``slot_step``. As the cells of a call have similar lengths,
+    each token attends over about its own cell's length, not a packed row's.
+
+    Returns ``(tokens, calls)``: ``tokens``, the flat length of every call (a
+    multiple of 64, at least the longest cell), and the calls.
+    """
+    lengths = np.asarray(lengths).astype(np.int64)
+    if lengths.ndim != 1 or (lengths.size and lengths.min() < 0):
+        raise ValueError("lengths must be a 1-D array of non-negative token counts.")
+    grid, slot_step = int(grid), int(slot_step)
+    if grid < 1 or slot_step < 1:
+        raise ValueError(f"grid and slot_step must be positive, got {grid}, {slot_step}.")
+    longest = int(lengths.max(initial=1))
+    budget = max(int(tokens_per_call), longest, 1)
+    total = int(lengths.sum())
+    per = max(longest, -(-total // max(1, -(-total // budget))))  # totals divided evenly
+    order = np.lexsort((np.arange(lengths.size), -lengths))
+    ends = np.cumsum(lengths[order])
+    calls = []
+    i = 0
+    while i < order.size:
+        # the most cells from i whose tokens fit in `per` (at least one)
+        j = max(i + 1, int(np.searchsorted(ends, (ends[i - 1] if i else 0) + per, side="right")))
+        cells = order[i:j]
+        width = max(grid, -(-int(lengths[cells].max()) // grid) * grid)
+        calls.append(SlotCall(cells, -(-cells.size // slot_step) * slot_step, width))
+        i = j
+    return -(-per // 64) * 64, calls
+
+
+def slot_inputs(
+    tokens: np.ndarray, lengths, call: SlotCall, n_tokens: int, *, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Model inputs of one :func:`plan_slots` call: ``(ids, segment_ids, positions, slots)``.
+
+    ``ids, segment_ids, positions``: ``(n_tokens // 64, 64)`` int32, the call's
+    cells side by side in row-major order (cell ``j`` of the call is segment
+    ``j + 1``; positions restart at 0 per cell; the rest is padding, segment
+    0). ``slots``: ``(n_slots, slot_width)`` int32, the flat index of cell
+    ``j``'s token ``p`` at ``[j, p]`` and ``n_tokens`` (no token) elsewhere.
+    """
+    lengths = np.asarray(lengths)
+    ln = lengths[call.cells].astype(np.int64)
+    if ln.sum() > n_tokens or (ln.size and ln.max() > call.slot_width):
+        raise ValueError("the call's cells do not fit its token array or slot width.")
+    cell = np.repeat(np.arange(ln.size), ln)
+    start = np.cumsum(ln) - ln
+    within = np.arange(cell.size) - np.repeat(start, ln)
+    ids = np.full(n_tokens, pad_id, dtype=np.int32)
+    seg = np.zeros(n_tokens, dtype=np.int32)
+    pos = np.zeros(n_tokens, dtype=np.int32)
+    ids[: cell.size] = np.asarray(tokens)[call.cells[cell], within]
+    seg[: cell.size] = cell + 1
+    pos[: cell.size] = within
+    slots = np.full((call.n_slots, call.slot_width), n_tokens, dtype=np.int32)
+    slots[cell, within] = np.arange(cell.size, dtype=np.int32)
+    shape = (n_tokens // 64, 64)
+    return ids.reshape(shape), seg.reshape(shape), pos.reshape(shape), slots

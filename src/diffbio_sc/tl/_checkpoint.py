@@ -54,19 +54,21 @@ def _geneformer_apply(static, params, tokens):
     return (pooled, x) if want_genes else pooled
 
 
-def _geneformer_packed_apply(static, params, ids, segment_ids, positions):
-    """Pooled embeddings of packed rows, one per segment (``rows * max_segments``)."""
+def _geneformer_packed_apply(static, params, ids, segment_ids, positions, slots):
+    """Pooled embeddings of packed cells, one per slot (the runner's slot layout)."""
     from flax import nnx
 
-    graphdef, layer_index, pooling, specials_ids, max_segments, dtype = static
+    graphdef, layer_index, pooling, specials_ids, _, dtype = static
     m = nnx.merge(graphdef, params)
-    x = m.packed_states(ids, segment_ids, positions, n_layers=layer_index, dtype=dtype)
+    x = m.packed_states(
+        ids, segment_ids, positions, n_layers=layer_index, dtype=dtype, slots=slots
+    )
     x = x[layer_index]
     return m.pool_packed(
         ids,
         segment_ids,
         x,
-        n_cells=ids.shape[0] * max_segments,
+        n_cells=slots.shape[0],
         pooling=pooling,
         exclude_ids=specials_ids,
     )
