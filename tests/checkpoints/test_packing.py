@@ -53,7 +53,11 @@ def test_odd_lengths_layers_and_pooling(cells, models, pooling):
     assert np.abs(packed).max() > 0.1  # not all zeros
 
 
-def test_a_cell_does_not_depend_on_its_row_mates(cells, models):
+@pytest.mark.parametrize("layout", ["rows", "slots"])
+def test_a_cell_does_not_depend_on_its_row_mates(cells, models, layout, monkeypatch):
+    from diffbio_sc.models import _runner as runner_module
+
+    monkeypatch.setattr(runner_module, "SLOT_WORK_RATIO", 100.0 if layout == "slots" else 0.0)
     m = models["geneformer_v1"]
     ref = np.load(FIX / "expected_geneformer_v1.npz")["mean_embedding"]
     perm = np.random.default_rng(1).permutation(cells.n_obs)
@@ -90,7 +94,7 @@ def _segment_sums(static, params, ids, seg, pos, slots):
     import jax
     import jax.numpy as jnp
 
-    n = slots.shape[0]
+    n = ids.shape[0] * static if slots is None else slots.shape[0]
     idx = jnp.where(seg > 0, seg - 1, n).reshape(-1)
     both = jnp.stack([ids.reshape(-1), pos.reshape(-1)], axis=1).astype(jnp.float32)
     return jax.ops.segment_sum(both, idx, num_segments=n + 1)[:n] + params["b"]
@@ -118,7 +122,12 @@ def _runner(packing, max_batch_tokens=64 * 8):
     )
 
 
-def test_runner_packing_mode_rule_and_even_calls():
+@pytest.mark.parametrize("layout", ["rows", "slots"])
+def test_runner_packing_mode_rule_and_even_calls(layout, monkeypatch):
+    from diffbio_sc.models import _runner as runner_module
+
+    # force one layout: the slot layout's score elements are compared with this x the rows'
+    monkeypatch.setattr(runner_module, "SLOT_WORK_RATIO", 100.0 if layout == "slots" else 0.0)
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 40, 150)
     lengths[:3] = [0, 1, 37]
@@ -132,12 +141,16 @@ def test_runner_packing_mode_rule_and_even_calls():
     assert r.will_pack(lengths)  # median ~20 < 64 / 2
     np.testing.assert_array_equal(r(lengths, tokens), expect)
     assert r.n_packed == 150
-    # the tokens divided evenly: every call has the same (rows, 64) arrays, rows a multiple of
-    # 8; slot views as wide as each call's longest cell (rounded up to 32), cells sorted by
-    # length so the views narrow from call to call
-    assert len({s[:2] for s in r.shapes}) == 1 and all(s[0] % 8 == 0 for s in r.shapes)
-    assert {s[1] for s in r.shapes} == {64} and all(s[2] % 8 == 0 for s in r.shapes)
-    assert max(s[3] for s in r.shapes) == 64 and min(s[3] for s in r.shapes) <= 32
+    if layout == "rows":  # rows divided evenly: same rows per call, a multiple of 8, <= 8
+        assert {s[1] for s in r.shapes} == {64} and all(s[0] % 8 == 0 for s in r.shapes)
+        assert len(r.shapes) == 1
+    else:
+        # every call has the same (rows, 64) token arrays (rows a multiple of 8) and a slot
+        # view as wide as its longest cell rounded up to 32: cells sorted by length, the
+        # 37-token cell in a 64-wide view, the shortest calls in 32-wide ones
+        assert len({s[:2] for s in r.shapes}) == 1 and all(s[0] % 8 == 0 for s in r.shapes)
+        assert {s[1] for s in r.shapes} == {64} and all(s[2] % 8 == 0 for s in r.shapes)
+        assert {s[3] for s in r.shapes} == {32, 64}
     # long cells: no packing under auto; packing=False never; the results are the same
     long = np.full(10, 90)
     assert not r.will_pack(long) and r.will_pack(lengths)

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from diffbio_sc.models._bert import BertConfig, BertEncoder
-from diffbio_sc.models._packing import pack_tokens, plan_packing
+from diffbio_sc.models._packing import pack_tokens, plan_packing, plan_slots, slot_inputs
 
 
 def test_plan_hand_case():
@@ -113,3 +113,86 @@ def test_packed_forward_equals_unpacked(width, max_len, hidden, layers):
             np.testing.assert_allclose(states[layer][r, o : o + n], alone[layer][i, :n], atol=1e-5)
         np.testing.assert_allclose(mean[i], ref[i], atol=1e-5)
         np.testing.assert_allclose(cls[i], alone[-1][i, 0], atol=1e-5)
+
+
+def test_plan_slots_sorted_calls_and_inputs():
+    lengths = np.array([5, 0, 12, 3, 12, 7, 1])
+    n_tokens, calls = plan_slots(lengths, 16, grid=4, slot_step=2)
+    assert n_tokens == 64  # 16 rounded up to 64
+    # longest first, ties by index; consecutive cells while their tokens fit in 64
+    order = np.concatenate([c.cells for c in calls])
+    np.testing.assert_array_equal(order, [2, 4, 5, 0, 3, 6, 1])
+    assert [(c.n_slots, c.slot_width) for c in calls] == [(8, 12)]
+    n_tokens, calls = plan_slots(lengths, 16, grid=4, slot_step=2)
+    tokens = np.arange(1, 7 * 12 + 1).reshape(7, 12)
+    ids, seg, pos, slots = slot_inputs(tokens, lengths, calls[0], 64, pad_id=0)
+    flat_ids, flat_seg, flat_pos = ids.reshape(-1), seg.reshape(-1), pos.reshape(-1)
+    for j, c in enumerate(calls[0].cells):
+        n = lengths[c]
+        got = slots[j, :n]
+        np.testing.assert_array_equal(flat_ids[got], tokens[c, :n])
+        assert (flat_seg[got] == j + 1).all() and (flat_pos[got] == np.arange(n)).all()
+        assert (slots[j, n:] == 64).all()
+    assert (slots[7] == 64).all() and flat_seg.astype(bool).sum() == lengths.sum()
+    # a budget below the longest cell: calls as wide as it (rounded up to 64)
+    n_tokens, calls = plan_slots(np.array([100, 90, 10, 5]), 16, grid=32)
+    assert n_tokens == 128 and [c.slot_width for c in calls] == [128, 96]
+    n_tokens, calls = plan_slots(np.array([60, 50, 10, 5, 3]), 64, grid=32)
+    assert [list(c.cells) for c in calls] == [[0], [1, 2], [3, 4]]
+    assert [c.slot_width for c in calls] == [64, 64, 32]
+
+
+def test_slot_layout_forward_equals_unpacked():
+    """Cells sorted into calls whose attention runs on per-cell slots: each cell's states
+    and pooled embeddings equal the cell run alone (1e-5), in float32 and (looser) bf16."""
+    cfg = BertConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_act="relu",
+        max_position_embeddings=64,
+    )
+    model = BertEncoder(cfg, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(2)
+    lengths = np.concatenate([rng.integers(1, 40, size=9), [0, 40]])
+    tokens = np.zeros((lengths.size, 40), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = rng.integers(1, 60, size=n)
+    graph, params = nnx.split(model)
+    n_tokens, calls = plan_slots(lengths, 128, grid=8)
+    assert len(calls) > 1 and len({c.slot_width for c in calls}) > 1
+
+    @jax.jit
+    def unpacked(params, tokens):
+        m = nnx.merge(graph, params)
+        states = m.hidden_states(tokens)
+        return states, m.pool(tokens, states[-1])
+
+    alone, ref = jax.device_get(unpacked(params, tokens))
+    for dtype, tol in ((None, 1e-5), ("bfloat16", 0.1)):
+
+        @jax.jit
+        def packed(params, ids, seg, pos, slots, dtype=dtype):
+            m = nnx.merge(graph, params)
+            states = m.packed_states(ids, seg, pos, slots=slots, dtype=dtype)
+            n = slots.shape[0]
+            return states, m.pool_packed(ids, seg, states[-1], n_cells=n)
+
+        seen = 0
+        for call in calls:
+            ids, seg, pos, slots = slot_inputs(tokens, lengths, call, n_tokens, pad_id=0)
+            states, mean = jax.device_get(packed(params, ids, seg, pos, slots))
+            for j, c in enumerate(call.cells):
+                n = lengths[c]
+                seen += 1
+                if n == 0:
+                    assert (mean[j] == 0).all()
+                    continue
+                at = slots[j, :n]
+                for layer in range(3):
+                    got = states[layer].reshape(-1, 32)[at]
+                    np.testing.assert_allclose(got, alone[layer][c, :n], atol=tol)
+                np.testing.assert_allclose(mean[j], ref[c], atol=tol)
+        assert seen == lengths.size

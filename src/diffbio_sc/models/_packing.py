@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PackingPlan", "SlotCall", "plan_packing", "pack_tokens", "plan_slots", "slot_inputs"]
+__all__ = ["PackingPlan", "SlotCall", "plan_packing", "pack_tokens", "plan_slots", "slot_inputs", "slot_work"]
 
 
 @dataclass(frozen=True)
@@ -153,16 +153,18 @@ def plan_slots(
     """Length-sorted calls for attention over each cell's own keys only (the slot layout).
 
     Cells are sorted by length (longest first, ties by index) and cut into
-    consecutive calls of at most ``tokens`` tokens each, the total divided
-    evenly; a call's cells lie side by side in a flat token array (no padding
-    between them) for the per-token layers, and its attention runs on an
-    ``(n_slots, slot_width)`` view, one slot per cell: ``slot_width`` is the
-    call's longest cell rounded up to ``grid``, ``n_slots`` its cell count
-    rounded up to ``slot_step``. As the cells of a call have similar lengths,
-    each token attends over about its own cell's length, not a packed row's.
+    consecutive calls of at most ``tokens`` tokens each (``tokens_per_call``
+    rounded up to 64, or the cells' total when smaller). A call's cells lie
+    side by side in a flat token array (no padding between them) for the
+    per-token layers, and its attention runs on an ``(n_slots, slot_width)``
+    view, one slot per cell: ``slot_width`` is the call's longest cell rounded
+    up to ``grid``; ``n_slots`` its cell count rounded up to a multiple of
+    ``slot_step`` and, above ``8 * slot_step``, to one of 8 steps per doubling
+    (at most 1/8 empty slots), so that chunks of similar cells compile the same
+    shapes. As a call's cells have similar lengths, each token attends over
+    about its own cell's length, not a packed row's.
 
-    Returns ``(tokens, calls)``: ``tokens``, the flat length of every call (a
-    multiple of 64, at least the longest cell), and the calls.
+    Returns ``(tokens, calls)``.
     """
     lengths = np.asarray(lengths).astype(np.int64)
     if lengths.ndim != 1 or (lengths.size and lengths.min() < 0):
@@ -171,9 +173,8 @@ def plan_slots(
     if grid < 1 or slot_step < 1:
         raise ValueError(f"grid and slot_step must be positive, got {grid}, {slot_step}.")
     longest = int(lengths.max(initial=1))
-    budget = max(int(tokens_per_call), longest, 1)
     total = int(lengths.sum())
-    per = max(longest, -(-total // max(1, -(-total // budget))))  # totals divided evenly
+    per = -(-max(min(int(tokens_per_call), total), longest, 1) // 64) * 64
     order = np.lexsort((np.arange(lengths.size), -lengths))
     ends = np.cumsum(lengths[order])
     calls = []
@@ -183,9 +184,23 @@ def plan_slots(
         j = max(i + 1, int(np.searchsorted(ends, (ends[i - 1] if i else 0) + per, side="right")))
         cells = order[i:j]
         width = max(grid, -(-int(lengths[cells].max()) // grid) * grid)
-        calls.append(SlotCall(cells, -(-cells.size // slot_step) * slot_step, width))
+        calls.append(SlotCall(cells, _slot_count(cells.size, slot_step), width))
         i = j
-    return -(-per // 64) * 64, calls
+    return per, calls
+
+
+def _slot_count(n: int, step: int) -> int:
+    """``n`` rounded up to a multiple of ``step``, then to 8 steps per doubling above ``8 * step``."""
+    n = -(-max(n, 1) // step) * step
+    if n <= 8 * step:
+        return n
+    unit = step << (int(np.log2(n / step)) - 3)
+    return -(-n // unit) * unit
+
+
+def slot_work(calls: list[SlotCall]) -> int:
+    """Attention score elements of the slot layout (``sum n_slots * slot_width**2``)."""
+    return int(sum(c.n_slots * c.slot_width**2 for c in calls))
 
 
 def slot_inputs(

@@ -41,11 +41,13 @@ device count.
 Packing mode (``packed_fn``): cells much shorter than the batch's width are
 laid side by side (:mod:`diffbio_sc.models._packing`, the slot layout)
 instead of being padded, and run through ``packed_fn(static, params, ids,
-segment_ids, positions, slots)``, a segment-aware forward whose attention runs
-on the ``(n_slots, width)`` per-item view ``slots`` and that returns one
-vector per slot (segment ``j`` of a call is slot ``j - 1``, item ``j - 1`` of
-that call); items are sorted by length into calls, so a token attends over
-about its own item's length. With ``packing=None`` (auto) a set
+segment_ids, positions, slots)``, a segment-aware forward that returns one
+vector per segment (segment ``j`` of a call is item ``j - 1`` of that call):
+either packed rows with block-diagonal attention (``slots`` ``None``;
+``rows * max_segments`` outputs) or, when that saves attention work, items
+sorted by length into calls whose attention runs on an ``(n_slots, width)``
+per-item view ``slots`` (``n_slots`` outputs), so that a token attends over
+about its own item's length (:meth:`BucketedRunner.iter_packed`). With ``packing=None`` (auto) a set
 of items is packed when its median length is below half the packed row width
 (the longest item rounded up to 64): a row then holds two or more typical
 items; shorter spreads are bucketed as above. A packed item's result equals
@@ -227,6 +229,10 @@ def _jitted(fn: Callable):
 
 #: Slot widths of the packing mode's attention view are multiples of this many tokens.
 SLOT_GRID = 32
+#: The packing mode uses the slot layout when its attention computes fewer than this
+#: fraction of the packed rows' score elements (the rest of the work is the same; the
+#: slot layout compiles one shape per call instead of one).
+SLOT_WORK_RATIO = 0.8
 
 #: Default cap of tokens per forward call (:func:`default_batch_tokens`).
 MAX_BATCH_TOKENS = 32_768
@@ -278,7 +284,8 @@ class BucketedRunner:
         without buckets would.
     packed_fn
         Segment-aware forward ``packed_fn(static, params, ids, segment_ids,
-        positions, slots)`` returning ``(n_slots, ...)`` per-slot results
+        positions, slots)`` returning per-segment results: ``rows *
+        max_segments`` of them when ``slots`` is ``None``, else ``n_slots``
         (packing mode, :meth:`iter_batches` with one token array; see
         :meth:`iter_packed`).
     packed_static
@@ -289,8 +296,7 @@ class BucketedRunner:
     pad_id
         Padding token of packed rows.
     max_segments
-        Items per packed row at most (kept for ``packed_static``; the slot
-        layout has no rows to limit).
+        Items per packed row at most.
     edges
         Bucket edges (default :func:`bucket_edges` of ``max_length``).
     devices
@@ -464,33 +470,50 @@ class BucketedRunner:
     def iter_packed(
         self, lengths, tokens: np.ndarray
     ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]:
-        """Yield ``(indices, outputs)`` per call of ``packed_fn`` (the slot layout).
+        """Yield ``(indices, outputs)`` per call of ``packed_fn``.
 
-        ``tokens`` is ``(n, L)`` right-padded. The items are sorted by length
-        and cut into calls of at most ``max_batch_tokens`` tokens (``batch_rows``
-        x :meth:`packed_width` with ``batch_rows``), the total divided evenly
-        (:func:`~diffbio_sc.models._packing.plan_slots`): in a call the items lie
-        side by side in ``(rows, 64)`` arrays (rows a multiple of 8 and of the
-        device count, the same for every call), and attention runs on an
-        ``(n_slots, width)`` view, one slot per item as wide as the call's
-        longest item rounded up to 32, so each token attends over about its own
-        item's length. One compiled shape per distinct view shape.
+        ``tokens`` is ``(n, L)`` right-padded. Two layouts; the one whose
+        attention computes fewer score elements is used (the slot layout only
+        when below :data:`SLOT_WORK_RATIO` of the rows'):
+
+        * rows: items packed best-fit into rows of :meth:`packed_width` tokens,
+          at most ``max_segments`` per row, the rows divided evenly across calls
+          of at most ``max_batch_tokens`` tokens (``batch_rows`` rows), rows a
+          multiple of 8 and of the device count; every token attends over its
+          whole row (block-diagonal mask); ``slots`` is ``None``; one compiled
+          shape;
+        * slots (:func:`~diffbio_sc.models._packing.plan_slots`): items sorted
+          by length into calls of at most that many tokens, side by side in
+          ``(rows, 64)`` arrays, and attention on an ``(n_slots, width)`` view,
+          one slot per item as wide as the call's longest item rounded up to
+          32, so each token attends over about its own item's length; one
+          compiled shape per distinct view.
+
+        Segment ids are renumbered per call (segment ``j`` is the call's item
+        ``j - 1``).
         """
-        import jax
-
-        from ._packing import plan_slots, slot_inputs
+        from ._packing import plan_packing, plan_slots, slot_work
 
         if self._packed_fn is None:
             raise ValueError("this runner has no packed_fn.")
         tokens = np.asarray(tokens)
         lengths = self._check_lengths(lengths, tokens.shape[0])
-        budget = (
-            self.batch_rows * self.packed_width(lengths)
-            if self.batch_rows is not None
-            else self.max_batch_tokens
-        )
+        if not lengths.size:
+            return iter(())
+        width = self.packed_width(lengths)
+        plan = plan_packing(lengths, width, max_segments=self.max_segments)
         step = int(np.lcm(8, self.n_devices))
+        budget = self.batch_rows * width if self.batch_rows is not None else self.max_batch_tokens
         n_tokens, calls = plan_slots(lengths, budget, grid=SLOT_GRID, slot_step=step)
+        if slot_work(calls) < SLOT_WORK_RATIO * plan.n_rows * width**2:
+            return self._iter_slots(lengths, tokens, n_tokens, calls, step)
+        return self._iter_rows(tokens, plan, step)
+
+    def _iter_slots(self, lengths, tokens, n_tokens: int, calls, step: int):
+        import jax
+
+        from ._packing import slot_inputs
+
         n_tokens = -(-n_tokens // (64 * step)) * (64 * step)
         for call in calls:
             arrays = slot_inputs(tokens, lengths, call, n_tokens, pad_id=self.pad_id)
@@ -500,6 +523,35 @@ class BucketedRunner:
             outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
             self.n_packed += int(call.cells.size)
             yield call.cells, tuple(np.asarray(o)[: call.cells.size] for o in outs)
+
+    def _iter_rows(self, tokens, plan, step: int):
+        import jax
+
+        from ._packing import pack_tokens
+
+        width = plan.width
+        ids, seg, pos = pack_tokens(tokens, plan, pad_id=self.pad_id)
+        cap = self.batch_rows if self.batch_rows is not None else self.max_batch_tokens // width
+        cap = max(step, int(cap) // step * step)
+        per_call = -(-plan.n_rows // -(-plan.n_rows // cap))  # rows divided evenly
+        rows = min(cap, -(-per_call // step) * step)
+        lut = np.zeros(plan.n_cells + 1, dtype=np.int32)
+        for r0 in range(0, plan.n_rows, rows):
+            r1 = min(r0 + rows, plan.n_rows)
+            cells = np.flatnonzero((plan.row >= r0) & (plan.row < r1))
+            lut[cells + 1] = np.arange(1, cells.size + 1, dtype=np.int32)
+            local = lut[seg[r0:r1]]
+            batch = []
+            for x, fill in ((ids[r0:r1], self.pad_id), (local, 0), (pos[r0:r1], 0)):
+                if r1 - r0 < rows:  # spare rows: empty (all padding, segment 0)
+                    x = np.pad(x, ((0, rows - (r1 - r0)), (0, 0)), constant_values=fill)
+                batch.append(jax.device_put(x, self._data_sharding))
+            lut[cells + 1] = 0
+            self.shapes.add((rows, width))
+            out = self._packed_fn(self.packed_static, self.params, *batch, None)
+            outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+            self.n_packed += int(cells.size)
+            yield cells, tuple(np.asarray(o)[: cells.size] for o in outs)
 
     def iter_batches(
         self, lengths: np.ndarray, *arrays: np.ndarray

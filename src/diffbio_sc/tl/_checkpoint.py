@@ -55,10 +55,11 @@ def _geneformer_apply(static, params, tokens):
 
 
 def _geneformer_packed_apply(static, params, ids, segment_ids, positions, slots):
-    """Pooled embeddings of packed cells, one per slot (the runner's slot layout)."""
+    """Pooled embeddings of packed cells, one per segment (``rows * max_segments`` packed
+    rows, or one per slot of the runner's slot layout)."""
     from flax import nnx
 
-    graphdef, layer_index, pooling, specials_ids, _, dtype = static
+    graphdef, layer_index, pooling, specials_ids, max_segments, dtype = static
     m = nnx.merge(graphdef, params)
     x = m.packed_states(
         ids, segment_ids, positions, n_layers=layer_index, dtype=dtype, slots=slots
@@ -68,7 +69,7 @@ def _geneformer_packed_apply(static, params, ids, segment_ids, positions, slots)
         ids,
         segment_ids,
         x,
-        n_cells=slots.shape[0],
+        n_cells=ids.shape[0] * max_segments if slots is None else slots.shape[0],
         pooling=pooling,
         exclude_ids=specials_ids,
     )
