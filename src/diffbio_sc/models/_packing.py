@@ -153,8 +153,11 @@ def plan_slots(
     """Length-sorted calls for attention over each cell's own keys only (the slot layout).
 
     Cells are sorted by length (longest first, ties by index) and cut into
-    consecutive calls of at most ``tokens`` tokens each (``tokens_per_call``
-    rounded up to 64, or the cells' total when smaller). A call's cells lie
+    consecutive calls of at most ``tokens`` tokens each: the total divided
+    evenly over ``ceil(total / tokens_per_call)`` calls plus the longest cell,
+    rounded up to 1,024 tokens (so that chunks of similar cells share shapes),
+    at most ``tokens_per_call`` (rounded up to 64) and at least the longest
+    cell; a multiple of 64. A call's cells lie
     side by side in a flat token array (no padding between them) for the
     per-token layers, and its attention runs on an ``(n_slots, slot_width)``
     view, one slot per cell: ``slot_width`` is the call's longest cell rounded
@@ -174,7 +177,14 @@ def plan_slots(
         raise ValueError(f"grid and slot_step must be positive, got {grid}, {slot_step}.")
     longest = int(lengths.max(initial=1))
     total = int(lengths.sum())
-    per = -(-max(min(int(tokens_per_call), total), longest, 1) // 64) * 64
+    budget = max(int(tokens_per_call), longest, 1)
+    n_calls = max(1, -(-total // budget))
+    # the total divided evenly over the calls (one longest cell of slack, so the greedy cut
+    # needs no extra call), rounded up to 1,024 tokens so that chunks share shapes; at most
+    # the budget (rounded up to 64) and at least the longest cell
+    per = min(-(-total // n_calls) + longest, budget)
+    per = max(longest, min(-(-per // 1024) * 1024, -(-budget // 64) * 64))
+    per = -(-per // 64) * 64
     order = np.lexsort((np.arange(lengths.size), -lengths))
     ends = np.cumsum(lengths[order])
     calls = []
