@@ -23,7 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PackingPlan", "SlotCall", "plan_packing", "pack_tokens", "plan_slots", "slot_inputs", "slot_work"]
+__all__ = [
+    "PackingPlan",
+    "SlotCall",
+    "plan_packing",
+    "pack_tokens",
+    "plan_slots",
+    "slot_inputs",
+    "slot_work",
+]
 
 
 @dataclass(frozen=True)

@@ -55,15 +55,16 @@ def _geneformer_apply(static, params, tokens):
 
 
 def _geneformer_packed_apply(static, params, ids, segment_ids, positions, slots):
-    """Pooled embeddings of packed cells, one per segment (``rows * max_segments`` packed
-    rows, or one per slot of the runner's slot layout)."""
+    """Pooled embeddings of packed cells, one per segment.
+
+    ``rows * max_segments`` of them for packed rows (``slots`` ``None``), else one per
+    slot of the runner's slot layout.
+    """
     from flax import nnx
 
     graphdef, layer_index, pooling, specials_ids, max_segments, dtype = static
     m = nnx.merge(graphdef, params)
-    x = m.packed_states(
-        ids, segment_ids, positions, n_layers=layer_index, dtype=dtype, slots=slots
-    )
+    x = m.packed_states(ids, segment_ids, positions, n_layers=layer_index, dtype=dtype, slots=slots)
     x = x[layer_index]
     return m.pool_packed(
         ids,
