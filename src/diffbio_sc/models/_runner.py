@@ -213,19 +213,21 @@ def plan_batches(
 
 _JITTED: dict = {}
 
-#: XLA options of every program the runner compiles for a CPU device: matrix products
-#: through YNNPACK one by one (``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``) instead of YNNPACK
-#: fusions of several operations. A fusion allocates its intermediate tensors (a
-#: layer's feed-forward activations, tens of MiB) from the C allocator inside every
-#: call and frees them at its end, and glibc gives such blocks back to the system, so
-#: the next call faults every page in again: embedding 1,000 PBMC cells at the
-#: Geneformer-V1 size took 2.5 million minor page faults and 6 CPU-s of system time
-#: that way, 0.6 million and 1.5 CPU-s with these options, the embeddings equal to
-#: float rounding (``docs/benchmarks.md``). Local to the runner's programs: the
-#: process's allocator and the user's other JAX programs keep their settings.
-CPU_INFERENCE_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
-}
+#: XLA options of the packed programs (``packed_fn``) the runner compiles for a CPU
+#: device: matrix products through YNNPACK one by one
+#: (``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``) instead of YNNPACK fusions of several
+#: operations. Such a fusion allocates its intermediate tensors (a layer's
+#: feed-forward activations, tens of MiB) from the C allocator inside every call and
+#: frees them at its end; glibc gives blocks that large back to the system, so the
+#: next call faults every page in again. Embedding 1,000 PBMC cells packed at the
+#: Geneformer-V1 size took 2.1-2.2 million minor page faults and 5.6 CPU-s of system
+#: time that way, 0.57 million and 1.5 CPU-s with these options (-7% CPU time, peak
+#: resident memory lower, embeddings equal to float rounding; ``docs/benchmarks.md``).
+#: Local to these programs: the process's allocator and every other JAX program keep
+#: their settings. Not used for the length-bucketed programs: on deep cells (2,048
+#: tokens, attention-bound) the fusions' faster attention outweighs their faults
+#: (8.4 vs 9.2 CPU-s for 8 cells).
+PACKED_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 _SUPPORTED: dict[tuple, dict] = {}
 
@@ -253,16 +255,17 @@ def supported_compiler_options(options: dict) -> dict:
     return dict(_SUPPORTED[key])
 
 
-def _jitted(fn: Callable, platform: str = "cpu"):
-    """``jax.jit(fn, static_argnums=0)``, one per function and platform for the session.
+def _jitted(fn: Callable, *, cpu_options: bool = False):
+    """``jax.jit(fn, static_argnums=0)``, one per function and options for the session.
 
-    On a CPU, compiled with :data:`CPU_INFERENCE_OPTIONS` where this XLA knows them.
+    ``cpu_options``: compiled with :data:`PACKED_CPU_OPTIONS` where this XLA knows
+    them (for a CPU device).
     """
-    key = (fn, platform)
+    key = (fn, cpu_options)
     if key not in _JITTED:
         import jax
 
-        options = supported_compiler_options(CPU_INFERENCE_OPTIONS) if platform == "cpu" else {}
+        options = supported_compiler_options(PACKED_CPU_OPTIONS) if cpu_options else {}
         kw = {"compiler_options": options} if options else {}
         _JITTED[key] = jax.jit(fn, static_argnums=0, **kw)
     return _JITTED[key]
@@ -385,12 +388,14 @@ class BucketedRunner:
 
         devices = list(devices) if devices is not None else jax.devices()
         self.params, self._data_sharding, self.n_devices = data_parallel(params, devices)
-        platform = devices[0].platform
+        on_cpu = devices[0].platform == "cpu"
         self._packed_fn = (
-            None if packed_fn is None or packing is False else _jitted(packed_fn, platform)
+            None
+            if packed_fn is None or packing is False
+            else _jitted(packed_fn, cpu_options=on_cpu)
         )
         self.static = static
-        self._fn = _jitted(fn, platform)
+        self._fn = _jitted(fn)
         #: Shapes run so far (one compilation each), for reports and tests.
         self.shapes: set[tuple[int, int]] = set()
         _malloc.tune()  # freed buffers reused by the next call (dfm.settings.malloc_tuning)
