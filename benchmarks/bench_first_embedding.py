@@ -19,8 +19,8 @@ data, loading the checkpoint and embedding every cell once.
   the time to the first embedding, as dfm's compilation is.
 
 The sides alternate over ``--rounds`` rounds (the load average is printed); each
-run's CPU time (user + system of the process and its threads), wall time and minor
-page faults are printed, then min and median.
+run's CPU time (user + system of the process and its threads), wall time, minor
+page faults and peak resident memory are printed, then min and median.
 
     python benchmarks/bench_first_embedding.py [--n-cells 1000] [--rounds 3] [--torch-batch 64]
         [--torch-threads 1,2]
@@ -49,20 +49,21 @@ from bench_checkpoints import CONFIGS, DATA, build_checkpoint, prepare  # noqa: 
 
 DFM_FIRST = textwrap.dedent(
     """
-    import json, sys
+    import json, resource, sys
     import anndata as ad
     import diffbio_sc as dfm
     dfm.settings.progress_bar = False
     ckpt, h5ad = sys.argv[1], sys.argv[2]
     adata = ad.read_h5ad(h5ad)
     dfm.tl.embed_checkpoint(adata, ckpt, key_added="X_first")
-    print(json.dumps({"n": int(adata.obsm["X_first"].shape[0])}))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": int(adata.obsm["X_first"].shape[0]), "rss": rss}))
     """
 )
 
 TORCH_FIRST = textwrap.dedent(
     """
-    import json, sys
+    import json, resource, sys
     import numpy as np, torch
     from transformers import BertForMaskedLM
     ckpt, tokens, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -83,7 +84,8 @@ TORCH_FIRST = textwrap.dedent(
             mask = (torch.arange(L)[None] < n[:, None]).long()
             h = model.bert(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
             out[idx] = ((h * mask[..., None]).sum(1) / n[:, None].clamp(min=1)).numpy()
-    print(json.dumps({"n": len(out), "threads": torch.get_num_threads(), "torch": torch.__version__}))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": len(out), "threads": torch.get_num_threads(), "torch": torch.__version__, "rss": rss}))
     """
 )
 
@@ -107,6 +109,12 @@ def _timed(cmd: list[str], env: dict) -> dict:
         "minflt": faults,
         **json.loads(proc.stdout.strip().splitlines()[-1]),
     }
+
+
+def _span(values, fmt: str) -> str:
+    """``min-max`` of ``values`` formatted with ``fmt``."""
+    values = list(values)
+    return f"{min(values):{fmt}}-{max(values):{fmt}}"
 
 
 def main() -> None:
@@ -170,7 +178,8 @@ def main() -> None:
                 f"round {r}: "
                 + ", ".join(
                     f"{k} {v[-1]['cpu']:.1f} CPU-s ({v[-1]['sys']:.1f} sys, "
-                    f"{v[-1]['minflt'] / 1e6:.2f}M faults) / {v[-1]['wall']:.1f} s"
+                    f"{v[-1]['minflt'] / 1e6:.2f}M faults, {v[-1]['rss']:,.0f} MiB) "
+                    f"/ {v[-1]['wall']:.1f} s"
                     for k, v in results.items()
                 )
                 + f"; load average {loads[-2]:.1f} -> {loads[-1]:.1f}",
@@ -187,9 +196,10 @@ def main() -> None:
     )
     print(
         "| process start -> first embedding | settings | CPU-s min | CPU-s median "
-        "| wall s min | wall s median | CPU vs best torch (median) |"
+        "| wall s min | wall s median | system CPU-s | minor page faults | peak RSS MiB "
+        "| CPU vs best torch (median) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     settings = {
         "dfm cold": "embed_checkpoint defaults, empty compilation cache",
         "dfm warm": "same, compilation cache filled by the cold run",
@@ -207,6 +217,9 @@ def main() -> None:
         print(
             f"| {name} | {settings[name]} | {min(cpu):.1f} | {statistics.median(cpu):.1f} "
             f"| {min(wall):.1f} | {statistics.median(wall):.1f} "
+            f"| {_span((x['sys'] for x in runs), '.1f')} "
+            f"| {_span((x['minflt'] / 1e6 for x in runs), '.2f')} M "
+            f"| {_span((x['rss'] for x in runs), ',.0f')} "
             f"| {statistics.median(cpu) / t_med:.2f} |"
         )
     _ = DATA

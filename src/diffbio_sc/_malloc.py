@@ -20,6 +20,12 @@ memory 1,149 instead of 1,222 MiB. The cost: up to :data:`TRIM_THRESHOLD`
 of freed memory stays reserved by the process after the model ran (its resident
 size stays near its peak; the peak itself is unchanged).
 
+Without it, most of those faults are gone anyway: they came from YNNPACK fusions
+allocating their intermediates inside every call, which the runner's packed programs
+no longer use (:data:`~diffbio_sc.models._runner.PACKED_CPU_OPTIONS`, an option of
+those programs only); what is left is XLA's per-call temporary allocation (0.57
+million faults for those cells).
+
 **Opt-in** (``dfm.settings.malloc_tuning = True`` before ``dfm.models`` is
 imported, or ``DFM_MALLOC_TUNING=1``): ``mallopt`` changes the allocator of the
 whole Python process, not only the package's calls (one arena for every thread,

@@ -169,3 +169,29 @@ def test_default_batch_tokens_follow_the_feed_forward_width():
     assert default_batch_tokens(3072) == 5_120  # V2-104M: 2**24 / 3072 = 5461 -> 5120
     assert default_batch_tokens(1024) == 16_384
     assert default_batch_tokens(10**6) == 1_024  # never below one 1,024-token call
+
+
+def test_packed_cpu_options_fall_back_when_xla_refuses_them(monkeypatch):
+    """An XLA that does not know the packed programs' CPU options compiles with its defaults."""
+    import jax.numpy as jnp
+
+    from diffbio_sc.models import _runner
+
+    assert _runner.supported_compiler_options({"xla_cpu_no_such_flag_dfm": "1"}) == {}
+    assert _runner.supported_compiler_options(_runner.PACKED_CPU_OPTIONS) in (
+        _runner.PACKED_CPU_OPTIONS,
+        {},
+    )
+
+    def fn(static, params, x):
+        return jnp.tanh(x.astype(jnp.float32) @ params)
+
+    params = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    x = np.arange(2 * 8 * 3).reshape(2, 8, 3) % 5
+    expected = np.tanh(x.astype(np.float32) @ params)
+    ran = _runner._jitted(fn, cpu_options=True)(None, params, x)
+    monkeypatch.setattr(_runner, "PACKED_CPU_OPTIONS", {"xla_cpu_no_such_flag_dfm": "1"})
+    monkeypatch.setattr(_runner, "_JITTED", {})
+    fallback = _runner._jitted(fn, cpu_options=True)(None, params, x)
+    np.testing.assert_allclose(ran, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fallback, expected, rtol=1e-6, atol=1e-6)
