@@ -58,6 +58,7 @@ def test_a_cell_does_not_depend_on_its_row_mates(cells, models, layout, monkeypa
     from diffbio_sc.models import _runner as runner_module
 
     monkeypatch.setattr(runner_module, "SLOT_WORK_RATIO", 100.0 if layout == "slots" else 0.0)
+    monkeypatch.setattr(runner_module, "SLOT_MIN_ITEMS", 0)  # this small job may use slots
     m = models["geneformer_v1"]
     ref = np.load(FIX / "expected_geneformer_v1.npz")["mean_embedding"]
     perm = np.random.default_rng(1).permutation(cells.n_obs)
@@ -151,6 +152,16 @@ def test_runner_packing_mode_rule_and_even_calls(layout, monkeypatch):
         assert len({s[:2] for s in r.shapes}) == 1 and all(s[0] % 8 == 0 for s in r.shapes)
         assert {s[1] for s in r.shapes} == {64} and all(s[2] % 8 == 0 for s in r.shapes)
         assert {s[3] for s in r.shapes} == {32, 64}
+    # slot_layout=False (what embed_checkpoint passes for a job under SLOT_MIN_ITEMS cells):
+    # rows whatever the work ratio, the same results
+    rows_only = BucketedRunner(
+        _token_sums, {"b": np.float32(0.0)}, max_length=100, max_batch_tokens=64 * 8,
+        packed_fn=_segment_sums, packed_static=4, max_segments=4, slot_layout=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(rows_only(lengths, tokens), expect)
+    assert len(rows_only.shapes) == 1 and all(len(s) == 2 for s in rows_only.shapes)
+    with pytest.raises(ValueError, match="slot_layout"):
+        BucketedRunner(_token_sums, {}, max_length=100, slot_layout=True)
     # long cells: no packing under auto; packing=False never; the results are the same
     long = np.full(10, 90)
     assert not r.will_pack(long) and r.will_pack(lengths)

@@ -281,6 +281,13 @@ SLOT_GRID = 32
 #: fraction of the packed rows' score elements (the rest of the work is the same; the
 #: slot layout compiles one shape per call instead of one).
 SLOT_WORK_RATIO = 0.8
+#: Jobs of fewer items than this run the packing mode's rows only (``slot_layout=False``
+#: from :func:`~diffbio_sc.tl.embed_checkpoint`): the slot layout compiles one shape per
+#: call (7 for 1,000 PBMC cells at the V1 size), and in a fresh process tracing and
+#: compiling them cost about what its -17% per call saves on a job that small (time to
+#: the first embedding, ``docs/benchmarks.md``); larger jobs reuse the shapes over
+#: their chunks.
+SLOT_MIN_ITEMS = 4096
 
 #: Default cap of tokens per forward call (:func:`default_batch_tokens`).
 MAX_BATCH_TOKENS = 32_768
@@ -345,6 +352,11 @@ class BucketedRunner:
         Padding token of packed rows.
     max_segments
         Items per packed row at most.
+    slot_layout
+        ``None`` (auto: the slot layout where its attention work is below
+        :data:`SLOT_WORK_RATIO` of the rows') or ``False`` (rows only: one
+        compiled shape, which a short job in a fresh process prefers; see
+        :data:`SLOT_MIN_ITEMS`).
     edges
         Bucket edges (default :func:`bucket_edges` of ``max_length``).
     devices
@@ -368,6 +380,7 @@ class BucketedRunner:
         packing: bool | None = None,
         pad_id: int = 0,
         max_segments: int = 32,
+        slot_layout: bool | None = None,
     ) -> None:
         if packing and packed_fn is None:
             raise ValueError("packing=True needs a packed_fn (a segment-aware forward).")
@@ -377,6 +390,9 @@ class BucketedRunner:
         self.packed_static = static if packed_static is None else packed_static
         self.pad_id = int(pad_id)
         self.max_segments = int(max_segments)
+        if slot_layout not in (None, False):
+            raise ValueError(f"slot_layout must be None or False, got {slot_layout!r}.")
+        self.slot_layout = slot_layout
         #: Items run packed so far.
         self.n_packed = 0
         self.max_length = int(max_length)
@@ -561,7 +577,10 @@ class BucketedRunner:
         step = int(np.lcm(8, self.n_devices))
         budget = self.batch_rows * width if self.batch_rows is not None else self.max_batch_tokens
         n_tokens, calls = plan_slots(lengths, budget, grid=SLOT_GRID, slot_step=step)
-        if slot_work(calls) < SLOT_WORK_RATIO * plan.n_rows * width**2:
+        if (
+            self.slot_layout is not False
+            and slot_work(calls) < SLOT_WORK_RATIO * plan.n_rows * width**2
+        ):
             return self._iter_slots(lengths, tokens, n_tokens, calls, step)
         return self._iter_rows(tokens, plan, step)
 

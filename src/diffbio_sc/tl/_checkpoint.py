@@ -210,7 +210,11 @@ def embed_checkpoint(
         row width (its longest cell rounded up to 64 tokens), i.e. when a row
         holds two or more typical cells, and never with ``bucketing=False`` or
         ``gene_embeddings_key``; ``True`` always packs; ``False`` never does.
-        scGPT cells are not packed.
+        Packed chunks of a job of 4,096 cells or more use the slot layout
+        where it computes less attention (each token attends over about its
+        own cell's length, not a whole row's; one compiled shape per call);
+        smaller jobs keep the rows (one compiled shape, quicker to a first
+        embedding in a fresh process). scGPT cells are not packed.
     dtype
         Geneformer: ``'float32'`` (default; every product in float32, equal to
         the reference to 1e-5) or ``'bfloat16'`` (opt-in): the layers' matrix
@@ -263,6 +267,7 @@ def embed_checkpoint(
     """
     from .._logging import tqdm
     from .._settings import settings
+    from ..models import _runner as runner_module
     from ..models._runner import BucketedRunner, default_batch_tokens, eval_split
 
     # ---------------------------------------------------------------- validate
@@ -397,6 +402,7 @@ def embed_checkpoint(
             packed_fn=None if packs is False else _geneformer_packed_apply,
             packed_static=packed_static,
             packing=packs,
+            slot_layout=None if adata.n_obs >= runner_module.SLOT_MIN_ITEMS else False,
             pad_id=int(cfg.pad_token_id) if family == "geneformer" else 0,
             max_segments=MAX_SEGMENTS,
         )
