@@ -170,11 +170,14 @@ JAX_RUN = textwrap.dedent(
 )
 
 
-def prepare(dataset: str, n_cells: int, seed: int, tmp: Path, min_genes: int = 0):
+def prepare(dataset: str, n_cells: int, seed: int, tmp: Path, min_genes: int = 0, repeat: int = 1):
     """Real cells and dictionaries: token ids for the data's genes, medians from the data.
 
     ``min_genes``: draw the cells among those with at least that many expressed
-    genes (deep cells that fill a 2,048-token context).
+    genes (deep cells that fill a 2,048-token context). ``repeat``: the drawn
+    cells ``repeat`` times (new cell names; both sides embed every copy), for a
+    job larger than the data set (the slot layout is used from
+    ``models._runner.SLOT_MIN_ITEMS`` cells on).
     """
     import anndata as ad
 
@@ -192,6 +195,13 @@ def prepare(dataset: str, n_cells: int, seed: int, tmp: Path, min_genes: int = 0
         raise SystemExit(f"only {len(pool)} cells have >= {min_genes} expressed genes")
     sub = adata[np.sort(rng.choice(pool, size=n_cells, replace=False))].copy()
     del sub.var["dfm_median"]
+    if repeat > 1:
+        copies = []
+        for k in range(repeat):
+            c = sub.copy()
+            c.obs_names = [f"{o}-copy{k}" for o in sub.obs_names]
+            copies.append(c)
+        sub = ad.concat(copies, merge="same")
     path = tmp / "cells.h5ad"
     sub.write_h5ad(path)
     return sub, medians, path
@@ -254,6 +264,9 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--repeat", type=int, default=1, help="embed the drawn cells this many times (copies)"
+    )
+    ap.add_argument(
         "--torch-batches",
         default="8,16,32,64,128",
         help="torch batch sizes swept (those <= the cells); the best by CPU time is used",
@@ -289,7 +302,10 @@ def main() -> None:
             cfg = dict(CONFIGS[name])
             v2 = cfg.pop("v2")
             n = args.v2_cells if v2 else args.n_cells
-            sub, medians, h5ad = prepare(args.dataset, n, args.seed, tmp, args.min_genes)
+            sub, medians, h5ad = prepare(
+                args.dataset, n, args.seed, tmp, args.min_genes, args.repeat
+            )
+            n = sub.n_obs
             ckpt = tmp / f"ckpt_{int(v2)}"
             ids, lengths = build_checkpoint(
                 args.torch_python, ckpt, cfg, sub, medians, v2=v2, max_tokens=args.max_tokens
@@ -489,7 +505,7 @@ def main() -> None:
         f"--n-cells {args.n_cells} --v2-cells {args.v2_cells} --full-cells {args.full_cells} "
         f"--min-genes {args.min_genes} --max-tokens {args.max_tokens} "
         f"--torch-batches {args.torch_batches} --modes {args.modes} --dtypes {args.dtypes} "
-        f"--rounds {args.rounds}; {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"--rounds {args.rounds} --repeat {args.repeat}; {time.strftime('%Y-%m-%d %H:%M')}, "
         f"load average at the end {os.getloadavg()}\n"
     )
     print(
