@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     monitor = _pretrain._agreement_monitor
 
     def with_snapshots(data, val_idx, seed, stop, min_epochs):
-        hook = monitor(data, val_idx, seed, stop, min_epochs)
+        hook = monitor(data, val_idx, seed, stop, min_epochs, record=True)
         everything = data(np.arange(adata.n_obs))
 
         def epoch_end(model, epoch):
