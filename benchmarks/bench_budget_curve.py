@@ -35,8 +35,8 @@ def _record_path(steps: int, dataset: str, seed: int) -> Path:
     return RESULTS / f"steps{steps}" / f"{dataset}__seed{seed}.json"
 
 
-def run_one(dataset: str, seed: int, steps: int) -> dict:
-    """Embed with ``DEFAULT_STEPS = steps`` and score; return the record."""
+def run_one(dataset: str, seed: int, steps: int, embeddings: Path | None = None) -> dict:
+    """Embed with ``DEFAULT_STEPS = steps`` and score; return the record (``embeddings``: save Z)."""
     from bench_quality import LABEL_KEY, _run_dfm, load_dataset
 
     import diffbio_sc as dfm
@@ -54,9 +54,13 @@ def run_one(dataset: str, seed: int, steps: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ann = dfm.tl.score_annotation(adata, "X_bench", LABEL_KEY, seed=seed)
-        agg = dfm.tl.score_integration(
+        integ = dfm.tl.score_integration(
             adata, "X_bench", "batch", LABEL_KEY, metrics=list(BIO_METRICS), seed=seed
-        )["aggregate"]
+        )
+    agg = integ["aggregate"]
+    if embeddings is not None:
+        embeddings.mkdir(parents=True, exist_ok=True)
+        np.save(embeddings / f"{dataset}__seed{seed}__steps{steps}.npy", Z)
     return {
         "dataset": dataset,
         "seed": seed,
@@ -65,13 +69,15 @@ def run_one(dataset: str, seed: int, steps: int) -> dict:
         **info,
         "f1": float(ann["scores"]["knn"]["macro_f1"]["mean"]),
         "bio": float(agg["bio_conservation"]),
+        "scib_metrics": {k: float(v) for k, v in integ["metrics"].items()},
         "load_avg_1m": os.getloadavg()[0],
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
 def table(steps: int, datasets: list[str]) -> str:
-    """Markdown rows: default (``results/quality``) and ``steps`` records, mean +/- sd."""
+    """Markdown rows, mean +/- sd over the seeds found: ``bench_quality.py``'s default records
+    (its full scoring), this script's ``--steps 600`` and ``--steps steps`` records."""
     from bench_quality import RESULTS as DEFAULT_RESULTS
 
     lines = [
@@ -80,18 +86,24 @@ def table(steps: int, datasets: list[str]) -> str:
     ]
     for d in datasets:
         for label, paths in (
-            ("default (600)", sorted(DEFAULT_RESULTS.glob(f"{d}__dfm__seed*.json"))),
-            (str(steps), sorted((RESULTS / f"steps{steps}").glob(f"{d}__seed*.json"))),
+            ("600, bench_quality records", sorted(DEFAULT_RESULTS.glob(f"{d}__dfm__seed*.json"))),
+            *(
+                (str(n), sorted((RESULTS / f"steps{n}").glob(f"{d}__seed*.json")))
+                for n in sorted({600, steps}, reverse=True)
+            ),
         ):
             recs = [json.loads(p.read_text()) for p in paths]
             if not recs:
                 continue
             cols = {k: np.array([r[k] for r in recs], float) for k in ("f1", "bio", "cpu_s")}
+
+            def ms(v: np.ndarray) -> str:
+                return f"{v.mean():.4f} +/- {v.std(ddof=1) if v.size > 1 else 0.0:.4f}"
+
             lines.append(
                 f"| {d} | {label} | {','.join(str(r['seed']) for r in recs)} "
                 f"| {recs[0].get('steps')} | {cols['cpu_s'].mean():.0f} "
-                f"| {cols['f1'].mean():.4f} +/- {cols['f1'].std(ddof=1) if len(recs) > 1 else 0:.4f} "
-                f"| {cols['bio'].mean():.4f} +/- {cols['bio'].std(ddof=1) if len(recs) > 1 else 0:.4f} |"
+                f"| {ms(cols['f1'])} | {ms(cols['bio'])} |"
             )
     return "\n".join(lines)
 
@@ -99,12 +111,11 @@ def table(steps: int, datasets: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, required=True, help="DEFAULT_STEPS of the budget rule")
-    p.add_argument(
-        "--datasets", nargs="+", default=["pbmc_3batch_symphony", "pbmc_ifnb_kang"]
-    )
+    p.add_argument("--datasets", nargs="+", default=["pbmc_3batch_symphony", "pbmc_ifnb_kang"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--reuse", action="store_true")
     p.add_argument("--table", action="store_true")
+    p.add_argument("--embeddings", type=Path, default=None, help="folder to save each X_dfm (.npy)")
     args = p.parse_args(argv)
     if not args.table:
         for seed in args.seeds:
@@ -112,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
                 path = _record_path(args.steps, d, seed)
                 if args.reuse and path.is_file():
                     continue
-                print(f"[{time.strftime('%H:%M:%S')}] {d} seed {seed} steps {args.steps}", flush=True)
-                rec = run_one(d, seed, args.steps)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {d} seed {seed} steps {args.steps}", flush=True
+                )
+                rec = run_one(d, seed, args.steps, args.embeddings)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".json.tmp")
                 tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
