@@ -4,9 +4,11 @@
 ``dfm``, no ``batch_key``), with the budget rule's ``DEFAULT_STEPS`` set to
 ``--steps`` (``epochs = clip(ceil(steps / steps_per_epoch), 5, 40)``; the cosine
 schedule spans the shorter budget), scored by the same seeds: kNN macro-F1
-(``dfm.tl.score_annotation``) and scib bio conservation (``dfm.tl.score_integration``
-with the bio metrics only: the same aggregate as ``bench_quality.py``'s ``bio``,
-without its ~70 CPU-s of batch metrics). One JSON record per (dataset, seed) in
+(``dfm.tl.score_annotation``, as ``bench_quality.py``) and scib bio conservation
+(``dfm.tl.score_integration`` with ``BIO_METRICS`` only, as
+``bench_native_budget.py``: the mean of 7 metrics, Leiden NMI / ARI included, so
+*not* ``bench_quality.py``'s ``bio``, the mean of its 5 default bio metrics; compare
+bio between this script's records only). One JSON record per (dataset, seed) in
 ``benchmarks/results/quality_budget/steps<N>/``; ``--reuse`` skips those there.
 The default budget's records are ``bench_quality.py``'s (``results/quality/``);
 ``--table`` prints both side by side (mean and sd over the seeds found).
