@@ -81,6 +81,7 @@ def table(steps: int, datasets: list[str]) -> str:
     """Markdown rows, mean +/- sd over the seeds found: ``bench_quality.py``'s default records
     (its full scoring), this script's ``--steps 600`` and ``--steps steps`` records."""
     from bench_quality import RESULTS as DEFAULT_RESULTS
+    from bench_quality import _fmt, _mean_sd
 
     lines = [
         "| set | budget | seeds | steps | CPU s | kNN macro-F1 | bio |",
@@ -97,15 +98,11 @@ def table(steps: int, datasets: list[str]) -> str:
             recs = [json.loads(p.read_text()) for p in paths]
             if not recs:
                 continue
-            cols = {k: np.array([r[k] for r in recs], float) for k in ("f1", "bio", "cpu_s")}
-
-            def ms(v: np.ndarray) -> str:
-                return f"{v.mean():.4f} +/- {v.std(ddof=1) if v.size > 1 else 0.0:.4f}"
-
+            f1, bio, cpu = (_mean_sd([r[k] for r in recs]) for k in ("f1", "bio", "cpu_s"))
+            seeds = ",".join(str(r["seed"]) for r in recs)
             lines.append(
-                f"| {d} | {label} | {','.join(str(r['seed']) for r in recs)} "
-                f"| {recs[0].get('steps')} | {cols['cpu_s'].mean():.0f} "
-                f"| {ms(cols['f1'])} | {ms(cols['bio'])} |"
+                f"| {d} | {label} | {seeds} | {recs[0].get('steps')} | {cpu[0]:.0f} "
+                f"| {_fmt(f1, 4)} | {_fmt(bio, 4)} |"
             )
     return "\n".join(lines)
 
