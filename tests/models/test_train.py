@@ -512,5 +512,4 @@ def test_unknown_cpu_step_option_falls_back(monkeypatch):
     from diffbio_sc.models import _train
 
     monkeypatch.setattr(_train, "CPU_STEP_OPTIONS", {"xla_cpu_no_such_option_dfm": ""})
-    monkeypatch.setattr(_train, "_CPU_OPTIONS", {})
     assert _train._supported_cpu_options() == {}

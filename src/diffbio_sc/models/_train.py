@@ -233,28 +233,17 @@ _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 CPU_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-_CPU_OPTIONS: dict[str, dict] = {}
-
-
 def _supported_cpu_options() -> dict:
     """:data:`CPU_STEP_OPTIONS` if this XLA knows them (checked once), else ``{}``.
 
     The options are experimental XLA flags: a newer jaxlib may rename or drop them,
     and compiling with an unknown option fails. The step is then compiled with
-    XLA's defaults (the same maths, possibly slower), never refused.
+    XLA's defaults (the same maths, possibly slower), never refused
+    (:func:`~diffbio_sc.models._runner.supported_compiler_options`).
     """
-    if "options" not in _CPU_OPTIONS:
-        import jax
-        import jax.numpy as jnp
+    from ._runner import supported_compiler_options
 
-        options = dict(CPU_STEP_OPTIONS)
-        try:
-            jax.jit(lambda x: x + 1, compiler_options=options).lower(jnp.zeros(2)).compile()
-        except Exception as exc:  # noqa: BLE001 - any refusal means: not this XLA's flag
-            log.debug("XLA CPU options %s not supported (%s); using defaults", options, exc)
-            options = {}
-        _CPU_OPTIONS["options"] = options
-    return dict(_CPU_OPTIONS["options"])
+    return supported_compiler_options(CPU_STEP_OPTIONS)
 
 
 def _steps(loss_fn: Callable, *, cpu: bool = False) -> tuple[Callable, Callable]:
