@@ -524,7 +524,10 @@ def fit(
 
     on_cpu = all(d.platform == "cpu" for d in devices[:n_dev])
     use_ema = config.ema is not None
-    train_step, eval_step = _steps(loss_fn, cpu=on_cpu, ema=use_ema)
+    if use_ema:
+        train_step, eval_step = _steps(loss_fn, cpu=on_cpu, ema=True)
+    else:
+        train_step, eval_step = _steps(loss_fn, cpu=on_cpu)
     model.train()
     graphdef, _ = nnx.split((model, optimizer))  # the training-mode structure
     model.eval()  # validation runs on the original (eval-mode) module, once per epoch
