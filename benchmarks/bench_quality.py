@@ -474,6 +474,13 @@ def rescore_kmeans(adata, Z: np.ndarray, seed: int, base: dict, kmeans_n_init: i
     }
 
 
+#: The fields of a record that :func:`score` writes.
+_SCORES = (
+    "f1", "f1_fold_sd", "bio", "batch", "total", "scib_metrics", "scib_metrics_version",
+    "kmeans_n_init", "scoring_timings_s",
+)  # fmt: skip
+
+
 def _embedding(m, d, seed, adata, embeddings, **kw) -> tuple[np.ndarray, dict]:
     """Run method ``m`` on ``adata``, or load its embedding kept in ``embeddings``."""
     path = None if embeddings is None else embeddings / f"{d}__{m}__seed{seed}.npz"
@@ -501,9 +508,13 @@ def run_all(
 ) -> None:
     """Run and cache every (seed, dataset, method) not cached yet (seed-major order).
 
-    Each run is scored in full with the first of ``kmeans_n_init``, then its KMeans
-    terms re-scored with each further number of starts (:func:`rescore_kmeans`);
-    one record per number of starts.
+    Each run is scored in full with the first of ``kmeans_n_init`` (with ``reuse``,
+    taken from its cached record when there is one: the embedding is then computed,
+    or loaded from ``embeddings``, only for the KMeans terms), then its KMeans terms
+    re-scored with each further number of starts (:func:`rescore_kmeans`); one
+    record per number of starts. Only deterministic methods (PCA, Harmony, the
+    native model on the same code) reproduce the cached record's embedding; an
+    scVI record is re-scored only from a kept embedding.
     """
     import diffbio_sc as dfm
     from diffbio_sc.tl import pca_baseline
@@ -527,6 +538,17 @@ def run_all(
             adata, pca_ref = loaded[d]
             for m in todo:
                 print(f"[{time.strftime('%H:%M:%S')}] {d} {m} seed {seed}", flush=True)
+                kept = (
+                    embeddings is not None and (embeddings / f"{d}__{m}__seed{seed}.npz").is_file()
+                )
+                if (
+                    m == "scvi"
+                    and reuse
+                    and not kept
+                    and result_path(d, m, seed, results).is_file()
+                ):
+                    print("    skipped: scVI is not re-run to re-score a cached record", flush=True)
+                    continue
                 try:
                     Z, info = _embedding(
                         m, d, seed, adata, embeddings, scvi_python=scvi_python,
@@ -535,7 +557,14 @@ def run_all(
                 except Exception as err:  # one failed method must not stop the others
                     print(f"    FAILED: {type(err).__name__}: {err}", flush=True)
                     continue
-                scores = score(adata, Z, seed, pca_ref, kmeans_n_init[0])
+                cached = result_path(d, m, seed, results, kmeans_n_init[0])
+                if reuse and cached.is_file():  # only the KMeans terms are scored again
+                    scores = {
+                        k: v for k, v in json.loads(cached.read_text()).items() if k in _SCORES
+                    }
+                    scores.setdefault("kmeans_n_init", 1)
+                else:
+                    scores = score(adata, Z, seed, pca_ref, kmeans_n_init[0])
                 for n in kmeans_n_init:
                     if n != scores["kmeans_n_init"]:
                         scores = rescore_kmeans(adata, Z, seed, scores, n)
