@@ -468,7 +468,7 @@ def rescore_kmeans(adata, Z: np.ndarray, seed: int, base: dict, kmeans_n_init: i
         "scib_metrics": {k: float(v) for k, v in values.items()},
         "kmeans_n_init": kmeans_n_init,
         "scoring_timings_s": {
-            **base["scoring_timings_s"],
+            **base.get("scoring_timings_s", {}),
             "kmeans_nmi_ari": float(km["timings"]["kmeans_nmi_ari"]),
         },
     }
@@ -566,6 +566,8 @@ def run_all(
                 else:
                     scores = score(adata, Z, seed, pca_ref, kmeans_n_init[0])
                 for n in kmeans_n_init:
+                    if reuse and result_path(d, m, seed, results, n).is_file():
+                        continue  # a cached record is never rewritten
                     if n != scores["kmeans_n_init"]:
                         scores = rescore_kmeans(adata, Z, seed, scores, n)
                     rec = {
