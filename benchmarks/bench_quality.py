@@ -4,6 +4,8 @@ One run per dataset and seed, every method through the same scoring code:
 
 * ``dfm``: ``dfm.tl.embed(adata, seed=s)`` (default budget, pretraining included);
 * ``dfm_batch``: the same with ``batch_key='batch'``;
+* ``dfm_ema`` / ``dfm_batch_ema`` (only when named in ``--methods``): the same two
+  with ``ema=0.99`` (Polyak averaging of the weights; issue 26 screen);
 * ``pca``: :func:`diffbio_sc.tl.pca_baseline` (50 PCs of 2,000 log-normalised HVGs);
 * ``harmony``: :func:`diffbio_sc.tl.harmony_baseline` (that PCA, then Harmony);
 * ``scvi``: scvi-tools' ``SCVI`` with its defaults except 30 latent dimensions,
@@ -25,6 +27,15 @@ Each (dataset, method, seed) result is cached as JSON in
 ``--table`` prints the markdown table (mean +/- sd over seeds, and which issue-15
 target each row meets) from the cache alone.
 
+``--kmeans-n-init N`` scores the KMeans terms with the best of N seeded starts
+(``dfm.tl.score_integration(kmeans_n_init=N)``) instead of scib-metrics' one;
+N > 1 records are cached as ``<dataset>__<method>__seed<s>__kmeans<N>.json``, so
+the N = 1 cache (and its table) is untouched, and ``--table --kmeans-n-init N``
+prints theirs. ``--embeddings DIR`` keeps each method's embedding there
+(``<dataset>__<method>__seed<s>.npz``, with its timings) and reuses one found
+there instead of running the method again: a run scored with N = 1 can be
+re-scored with N = 10 without retraining.
+
     python benchmarks/bench_quality.py --datasets pbmc_3batch_symphony demo \\
         --methods pca harmony scvi --seeds 0 1 2 --scvi-python /work/venv-scvi/bin/python --reuse
     python benchmarks/bench_quality.py --table
@@ -37,11 +48,13 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +64,9 @@ DATA = Path(os.environ.get("DFM_SHARED_DATA", HERE.parents[1] / "shared" / "data
 RESULTS = HERE / "results" / "quality"
 DATASETS = ("pbmc_3batch_symphony", "celllines_5tech_mixology", "pbmc_ifnb_kang", "demo")
 METHODS = ("dfm", "dfm_batch", "pca", "harmony", "scvi")
+#: Variants run only when named in ``--methods`` (issue 26 screens).
+EXTRA_METHODS = ("dfm_ema", "dfm_batch_ema")
+EMA_DECAY = 0.99
 METRICS = ("f1", "bio", "batch", "total", "cpu_s", "wall_s")
 BATCH_KEY, LABEL_KEY = "batch", "cell_type"
 F1_MARGIN = 0.02  # issue 15 item 4: kNN macro-F1 at least PCA's + 0.02
@@ -60,20 +76,34 @@ SCVI_LATENT = 30
 # ----------------------------------------------------------------------------- cache
 
 
-def result_path(dataset: str, method: str, seed: int, results: Path = RESULTS) -> Path:
-    """Cache file of one (dataset, method, seed) run."""
-    return results / f"{dataset}__{method}__seed{seed}.json"
+def result_path(
+    dataset: str, method: str, seed: int, results: Path = RESULTS, kmeans_n_init: int = 1
+) -> Path:
+    """Cache file of one (dataset, method, seed) run scored with ``kmeans_n_init`` KMeans starts."""
+    tail = "" if kmeans_n_init == 1 else f"__kmeans{kmeans_n_init}"
+    return results / f"{dataset}__{method}__seed{seed}{tail}.json"
 
 
-def load_records(results: Path = RESULTS) -> list[dict]:
-    """Every cached run record in ``results`` (sorted by file name)."""
-    return [json.loads(p.read_text()) for p in sorted(results.glob("*__*__seed*.json"))]
+def load_records(results: Path = RESULTS, kmeans_n_init: int = 1) -> list[dict]:
+    """Cached run records in ``results`` scored with ``kmeans_n_init`` starts (by file name)."""
+    out = []
+    for p in sorted(results.glob("*__*__seed*.json")):
+        m = _RECORD_NAME.fullmatch(p.name)
+        if m and int(m.group(1) or 1) == kmeans_n_init:
+            out.append(json.loads(p.read_text()))
+    return out
+
+
+_RECORD_NAME = re.compile(r".+__.+__seed\d+(?:__kmeans(\d+))?\.json")
 
 
 def write_record(record: dict, results: Path = RESULTS) -> Path:
     """Write one run record (atomically: temporary file, then rename)."""
     results.mkdir(parents=True, exist_ok=True)
-    path = result_path(record["dataset"], record["method"], record["seed"], results)
+    path = result_path(
+        record["dataset"], record["method"], record["seed"], results,
+        record.get("kmeans_n_init", 1),
+    )  # fmt: skip
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_json_default) + "\n")
     os.replace(tmp, path)
@@ -177,7 +207,7 @@ def markdown_table(records: list[dict]) -> str:
     ]
     for d in datasets:
         targets = check_targets(agg, d)
-        for m in [m for m in METHODS if (d, m) in agg]:
+        for m in [m for m in METHODS + EXTRA_METHODS if (d, m) in agg]:
             row = agg[(d, m)]
             if m in targets:
                 t = targets[m]
@@ -246,11 +276,12 @@ def run_harmony(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
     return Z, {"cpu_s": cpu, "wall_s": wall}
 
 
-def _run_dfm(adata, seed: int, batch_key: str | None) -> tuple[np.ndarray, dict]:
+def _run_dfm(adata, seed: int, batch_key: str | None, **kw) -> tuple[np.ndarray, dict]:
     import diffbio_sc as dfm
 
     work = adata.copy()
-    kw = {"batch_key": batch_key} if batch_key else {}
+    if batch_key:
+        kw["batch_key"] = batch_key
     _, cpu, wall = _timed(dfm.tl.embed, work, seed=seed, progress_bar=False, **kw)
     info = {"cpu_s": cpu, "wall_s": wall}
     entry = work.uns.get("dfm", {}).get("embeddings", {}).get("X_dfm", {})
@@ -268,6 +299,14 @@ def run_dfm(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
 
 def run_dfm_batch(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
     return _run_dfm(adata, seed, BATCH_KEY)
+
+
+def run_dfm_ema(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
+    return _run_dfm(adata, seed, None, ema=EMA_DECAY)
+
+
+def run_dfm_batch_ema(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
+    return _run_dfm(adata, seed, BATCH_KEY, ema=EMA_DECAY)
 
 
 def _hvg_counts(adata):
@@ -355,13 +394,15 @@ RUNNERS = {
     "pca": run_pca,
     "harmony": run_harmony,
     "scvi": run_scvi,
+    "dfm_ema": run_dfm_ema,
+    "dfm_batch_ema": run_dfm_batch_ema,
 }
 
 
 # -------------------------------------------------------------------------- scoring
 
 
-def score(adata, Z: np.ndarray, seed: int, pca_ref: np.ndarray) -> dict:
+def score(adata, Z: np.ndarray, seed: int, pca_ref: np.ndarray, kmeans_n_init: int = 1) -> dict:
     """kNN macro-F1 and scib aggregates of ``Z``, with the same code for every method."""
     import diffbio_sc as dfm
 
@@ -372,8 +413,9 @@ def score(adata, Z: np.ndarray, seed: int, pca_ref: np.ndarray) -> dict:
         warnings.simplefilter("ignore")
         ann = dfm.tl.score_annotation(work, "X_bench", LABEL_KEY, seed=seed)
         integ = dfm.tl.score_integration(
-            work, "X_bench", BATCH_KEY, LABEL_KEY, pre_integrated="X_pca_ref", seed=seed
-        )
+            work, "X_bench", BATCH_KEY, LABEL_KEY, pre_integrated="X_pca_ref", seed=seed,
+            kmeans_n_init=kmeans_n_init,
+        )  # fmt: skip
     knn = ann["scores"]["knn"]["macro_f1"]
     agg = integ["aggregate"]
     return {
@@ -384,6 +426,7 @@ def score(adata, Z: np.ndarray, seed: int, pca_ref: np.ndarray) -> dict:
         "total": agg["total"],
         "scib_metrics": {k: float(v) for k, v in integ["metrics"].items()},
         "scib_metrics_version": integ["scib_metrics_version"],
+        "kmeans_n_init": kmeans_n_init,
         "scoring_timings_s": {k: float(v) for k, v in integ.get("timings", {}).items()},
     }
 
@@ -398,6 +441,59 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def rescore_kmeans(adata, Z: np.ndarray, seed: int, base: dict, kmeans_n_init: int) -> dict:
+    """``base`` (a :func:`score` result) with the KMeans terms re-scored with ``kmeans_n_init`` starts.
+
+    Only the KMeans step changes with the number of starts, so the other metrics
+    and the kNN F1 are taken from ``base`` and the aggregates recomputed from them.
+    """
+    import diffbio_sc as dfm
+    from diffbio_sc.ops._scoring import aggregate_scores
+
+    work = adata.copy()
+    work.obsm["X_bench"] = np.asarray(Z, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km = dfm.tl.score_integration(
+            work, "X_bench", BATCH_KEY, LABEL_KEY, metrics=["kmeans_nmi", "kmeans_ari"],
+            seed=seed, kmeans_n_init=kmeans_n_init,
+        )  # fmt: skip
+    values = {**base["scib_metrics"], **km["metrics"]}
+    agg, _ = aggregate_scores(values)
+    return {
+        **base,
+        "bio": agg["bio_conservation"],
+        "batch": agg["batch_correction"],
+        "total": agg["total"],
+        "scib_metrics": {k: float(v) for k, v in values.items()},
+        "kmeans_n_init": kmeans_n_init,
+        "scoring_timings_s": {
+            **base.get("scoring_timings_s", {}),
+            "kmeans_nmi_ari": float(km["timings"]["kmeans_nmi_ari"]),
+        },
+    }
+
+
+#: The fields of a record that :func:`score` writes.
+_SCORES = (
+    "f1", "f1_fold_sd", "bio", "batch", "total", "scib_metrics", "scib_metrics_version",
+    "kmeans_n_init", "scoring_timings_s",
+)  # fmt: skip
+
+
+def _embedding(m, d, seed, adata, embeddings, **kw) -> tuple[np.ndarray, dict]:
+    """Run method ``m`` on ``adata``, or load its embedding kept in ``embeddings``."""
+    path = None if embeddings is None else embeddings / f"{d}__{m}__seed{seed}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as f:
+            return f["Z"], json.loads(str(f["info"]))
+    Z, info = RUNNERS[m](adata, seed, **kw)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, Z=np.asarray(Z, np.float32), info=json.dumps(info, default=_json_default))
+    return Z, info
+
+
 def run_all(
     datasets: list[str],
     methods: list[str],
@@ -407,8 +503,19 @@ def run_all(
     scvi_python: str | None,
     scvi_threads: int = 2,
     results: Path = RESULTS,
+    kmeans_n_init: Sequence[int] = (1,),
+    embeddings: Path | None = None,
 ) -> None:
-    """Run and cache every (seed, dataset, method) not cached yet (seed-major order)."""
+    """Run and cache every (seed, dataset, method) not cached yet (seed-major order).
+
+    Each run is scored in full with the first of ``kmeans_n_init`` (with ``reuse``,
+    taken from its cached record when there is one: the embedding is then computed,
+    or loaded from ``embeddings``, only for the KMeans terms), then its KMeans terms
+    re-scored with each further number of starts (:func:`rescore_kmeans`); one
+    record per number of starts. Only deterministic methods (PCA, Harmony, the
+    native model on the same code) reproduce the cached record's embedding; an
+    scVI record is re-scored only from a kept embedding.
+    """
     import diffbio_sc as dfm
     from diffbio_sc.tl import pca_baseline
 
@@ -416,7 +523,12 @@ def run_all(
     for seed in seeds:
         for d in datasets:
             todo = [
-                m for m in methods if not (reuse and result_path(d, m, seed, results).is_file())
+                m
+                for m in methods
+                if not (
+                    reuse
+                    and all(result_path(d, m, seed, results, n).is_file() for n in kmeans_n_init)
+                )
             ]
             if not todo:
                 continue
@@ -426,34 +538,61 @@ def run_all(
             adata, pca_ref = loaded[d]
             for m in todo:
                 print(f"[{time.strftime('%H:%M:%S')}] {d} {m} seed {seed}", flush=True)
+                kept = (
+                    embeddings is not None and (embeddings / f"{d}__{m}__seed{seed}.npz").is_file()
+                )
+                if (
+                    m == "scvi"
+                    and reuse
+                    and not kept
+                    and result_path(d, m, seed, results).is_file()
+                ):
+                    print("    skipped: scVI is not re-run to re-score a cached record", flush=True)
+                    continue
                 try:
-                    Z, info = RUNNERS[m](
-                        adata, seed, scvi_python=scvi_python, scvi_threads=scvi_threads
-                    )
+                    Z, info = _embedding(
+                        m, d, seed, adata, embeddings, scvi_python=scvi_python,
+                        scvi_threads=scvi_threads,
+                    )  # fmt: skip
                 except Exception as err:  # one failed method must not stop the others
                     print(f"    FAILED: {type(err).__name__}: {err}", flush=True)
                     continue
-                rec = {
-                    "dataset": d,
-                    "method": m,
-                    "seed": seed,
-                    "cells": adata.n_obs,
-                    "genes": adata.n_vars,
-                    "dims": int(Z.shape[1]),
-                    **info,
-                    **score(adata, Z, seed, pca_ref),
-                    "diffbio_sc_version": dfm.__version__,
-                    "git_commit": _git_commit(),
-                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-                    "load_avg_1m": os.getloadavg()[0],
-                    "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-                write_record(rec, results)
-                print(
-                    f"    f1 {rec['f1']:.3f} bio {rec['bio']:.3f} batch {rec['batch']:.3f} "
-                    f"total {rec['total']:.3f} cpu {rec['cpu_s']:.0f}s wall {rec['wall_s']:.0f}s",
-                    flush=True,
-                )
+                cached = result_path(d, m, seed, results, kmeans_n_init[0])
+                if reuse and cached.is_file():  # only the KMeans terms are scored again
+                    scores = {
+                        k: v for k, v in json.loads(cached.read_text()).items() if k in _SCORES
+                    }
+                    scores.setdefault("kmeans_n_init", 1)
+                else:
+                    scores = score(adata, Z, seed, pca_ref, kmeans_n_init[0])
+                for n in kmeans_n_init:
+                    if reuse and result_path(d, m, seed, results, n).is_file():
+                        continue  # a cached record is never rewritten
+                    if n != scores["kmeans_n_init"]:
+                        scores = rescore_kmeans(adata, Z, seed, scores, n)
+                    rec = {
+                        "dataset": d,
+                        "method": m,
+                        "seed": seed,
+                        "cells": adata.n_obs,
+                        "genes": adata.n_vars,
+                        "dims": int(Z.shape[1]),
+                        **info,
+                        **scores,
+                        "diffbio_sc_version": dfm.__version__,
+                        "git_commit": _git_commit(),
+                        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                        f"{platform.system()}",
+                        "load_avg_1m": os.getloadavg()[0],
+                        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }
+                    write_record(rec, results)
+                    print(
+                        f"    kmeans_n_init {n}: f1 {rec['f1']:.3f} bio {rec['bio']:.3f} "
+                        f"batch {rec['batch']:.3f} total {rec['total']:.3f} "
+                        f"cpu {rec['cpu_s']:.0f}s wall {rec['wall_s']:.0f}s",
+                        flush=True,
+                    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -465,7 +604,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + EXTRA_METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--reuse", action="store_true", help="skip runs already in the cache")
     p.add_argument(
@@ -484,6 +623,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=RESULTS, help="cache folder of run records")
     p.add_argument("--table", action="store_true", help="print the table from the cache and exit")
     p.add_argument(
+        "--kmeans-n-init",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="KMeans starts of the scib KMeans terms, best inertia kept (default 1, as "
+        "scib-metrics); several values score each run once per value, the first in full "
+        "and the others by re-scoring the KMeans terms; N > 1 records are cached apart",
+    )
+    p.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="folder that keeps each method's embedding (.npz) and reuses it when present",
+    )
+    p.add_argument(
         "--jax-cache",
         default="",
         help="folder of a persistent JAX compilation cache (off by default): saves the "
@@ -491,8 +645,12 @@ def main(argv: list[str] | None = None) -> None:
         "earlier run's compiled training step, so its CPU time is then that of a warm start",
     )
     args = p.parse_args(argv)
+    if any(n < 1 for n in args.kmeans_n_init):
+        p.error("--kmeans-n-init values must be >= 1")
     if args.table:
-        print(markdown_table(load_records(args.results)))
+        for n in args.kmeans_n_init:
+            print(f"KMeans starts: {n}")
+            print(markdown_table(load_records(args.results, n)))
         return
     if args.jax_cache:
         import jax
@@ -515,8 +673,12 @@ def main(argv: list[str] | None = None) -> None:
         scvi_python=args.scvi_python,
         scvi_threads=args.scvi_threads,
         results=args.results,
+        kmeans_n_init=list(args.kmeans_n_init),
+        embeddings=args.embeddings,
     )
-    print(markdown_table(load_records(args.results)))
+    for n in args.kmeans_n_init:
+        print(f"KMeans starts: {n}")
+        print(markdown_table(load_records(args.results, n)))
 
 
 if __name__ == "__main__":

@@ -123,3 +123,17 @@ def test_cache_round_trip_and_table_command(bq, tmp_path, capsys):
     bq.main(["--table", "--results", str(tmp_path)])
     out = capsys.readouterr().out
     assert "| demo | pca | 3 | 0.800 ± 0.010 |" in out
+
+
+def test_kmeans_n_init_records_are_cached_apart(bq, tmp_path, capsys):
+    one = _three_seeds("demo", "pca", 0.80, 0.60, 0.30, 0.48)
+    ten = [{**r, "bio": 0.70, "kmeans_n_init": 10} for r in one]
+    for r in one + ten:
+        bq.write_record(r, tmp_path)
+    assert bq.result_path("demo", "pca", 0, tmp_path, 10).name == "demo__pca__seed0__kmeans10.json"
+    assert bq.load_records(tmp_path) == one  # the n_init=1 table is unchanged
+    assert bq.load_records(tmp_path, 10) == ten
+    assert bq.load_records(tmp_path, 5) == []
+    bq.main(["--table", "--results", str(tmp_path), "--kmeans-n-init", "10"])
+    out = capsys.readouterr().out
+    assert "KMeans starts: 10" in out and "| 0.700 ± 0.000 |" in out

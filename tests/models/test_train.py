@@ -173,6 +173,9 @@ def test_callable_data_and_non_finite_loss_restores_weights():
         (dict(patience=0), DfmInputError, "patience"),
         (dict(max_steps=0), DfmInputError, "max_steps"),
         (dict(progress_bar="yes"), TypeError, "progress_bar"),
+        (dict(ema=1.0), DfmInputError, "ema is the decay"),
+        (dict(ema=0.0), DfmInputError, "ema"),
+        (dict(ema="0.9"), TypeError, "ema"),
     ],
 )
 def test_train_config_is_validated(kw, err, match):
@@ -513,3 +516,61 @@ def test_unknown_cpu_step_option_falls_back(monkeypatch):
 
     monkeypatch.setattr(_train, "CPU_STEP_OPTIONS", {"xla_cpu_no_such_option_dfm": ""})
     assert _train._supported_cpu_options() == {}
+
+
+def test_ema_returns_the_average_of_the_raw_weights_of_every_step():
+    # Independent loop: the raw weights after each NNX step, averaged in float64 on
+    # the host with the documented decays d_t = min(ema, (1 + t) / (10 + t)).
+    from diffbio_sc.models import _train
+
+    data = _data(64, noise=0.1)
+    tr = np.arange(64)
+    cfg = TrainConfig(epochs=3, ema=0.9, **CFG)  # 4 steps of 16 per epoch
+    ref_model, model, raw_model = _Lin(seed=1), _Lin(seed=1), _Lin(seed=1)
+
+    @nnx.jit
+    def train_step(model, optimizer, lr, batch, key):
+        optimizer.opt_state.hyperparams["learning_rate"][...] = lr
+        (loss, _), grads = nnx.value_and_grad(_mse, has_aux=True)(model, batch, key)
+        optimizer.update(model, grads)
+        return loss
+
+    lrs = lr_schedule(12, cfg.learning_rate, cfg.warmup_fraction)
+    opt = nnx.Optimizer(ref_model, _train._tx(), wrt=nnx.Param)
+    opt.opt_state.hyperparams["weight_decay"][...] = np.float32(cfg.weight_decay)
+    opt.opt_state.hyperparams["grad_clip"][...] = np.float32(cfg.grad_clip)
+    _, step_key, _ = jax.random.split(jax.random.key(cfg.seed), 3)
+    rng = np.random.default_rng(cfg.seed + 1)
+    avg, step = _weights(ref_model).astype(np.float64), 0
+    for _ in range(cfg.epochs):
+        order = rng.permutation(tr)
+        for b in range(4):
+            idx = np.sort(order[b * 16 : (b + 1) * 16])
+            batch = {"x": data["x"][idx], "y": data["y"][idx], "weight": np.ones(16, np.float32)}
+            train_step(ref_model, opt, lrs[step], batch, jax.random.fold_in(step_key, step))
+            d = min(0.9, (1 + step) / (10 + step))
+            avg = d * avg + (1 - d) * _weights(ref_model)
+            step += 1
+    fit(model, _mse, data, train_idx=tr, config=cfg)
+    np.testing.assert_allclose(_weights(model), avg, rtol=1e-5, atol=1e-6)
+    # ... and not the raw weights, which the same run without ema returns
+    fit(raw_model, _mse, data, train_idx=tr, config=TrainConfig(epochs=3, **CFG))
+    np.testing.assert_allclose(_weights(raw_model), _weights(ref_model), rtol=1e-6, atol=1e-7)
+    assert np.abs(_weights(model) - _weights(raw_model)).max() > 1e-3
+    # deterministic: the same seed gives the same averaged weights
+    again = _Lin(seed=1)
+    fit(again, _mse, data, train_idx=tr, config=cfg)
+    np.testing.assert_array_equal(_weights(again), _weights(model))
+
+
+def test_ema_weights_are_the_validated_and_restored_ones():
+    data = _data(80, noise=0.1)
+    tr, va = np.arange(64), np.arange(64, 80)
+    model = _Lin(seed=1)
+    res = fit(
+        model, _mse, data, train_idx=tr, val_idx=va, config=TrainConfig(epochs=4, ema=0.5, **CFG)
+    )
+    # the restored model is the one whose validation loss was best
+    pred = np.asarray(model.lin(data["x"][va]))[:, 0]
+    val = float(np.mean((pred - data["y"][va]) ** 2))
+    assert val == pytest.approx(res.summary["best_val_loss"], rel=1e-5)

@@ -406,6 +406,7 @@ def _snapshot(adata):
             "probe_neighbors",
         ),
         (("X_good", "batch", "batch"), {}, DfmInputError, "both 'batch'"),
+        (("X_good", "batch", "cell_type"), {"kmeans_n_init": -1}, DfmInputError, "kmeans_n_init"),
     ],
 )
 def test_benchmark_errors_leave_adata_unchanged(args, kwargs, exc, match):

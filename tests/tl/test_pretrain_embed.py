@@ -181,6 +181,18 @@ def test_pretrain_same_seed_same_weights(trained, data):
     assert trained.history == again.history
 
 
+@pytest.mark.slow  # one more compiled training step (the averaged one)
+def test_pretrain_ema_is_recorded_seeded_and_changes_the_weights(trained, data):
+    avg = dfm.tl.pretrain(data, config=_cfg(), seed=0, batch_key="batch", ema=0.9, **FAST)
+    again = dfm.tl.pretrain(data, config=_cfg(), seed=0, batch_key="batch", ema=0.9, **FAST)
+    assert avg.metadata["training"]["ema"] == 0.9
+    assert trained.metadata["training"]["ema"] is None
+    p0, p1, p2 = _params(trained), _params(avg), _params(again)
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k])
+    assert any(not np.array_equal(p0[k], p1[k]) for k in p0)
+
+
 def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, monkeypatch, capsys):
     """Spy on the compiled steps of one run: dropout on in the train step and off in
     validation; each minibatch row's batch code and bottleneck target belong to
@@ -652,6 +664,8 @@ def _no_read(monkeypatch):
         (dict(early_stopping_patience=0), DfmInputError, "early_stopping_patience"),
         (dict(progress_bar="yes"), TypeError, "progress_bar"),
         (dict(config={"hidden_dim": 8}), TypeError, "MaskedExpressionConfig"),
+        (dict(ema=1.0), DfmInputError, "ema is the decay"),
+        (dict(ema="0.99"), TypeError, "ema"),
     ],
 )
 def test_pretrain_checks_every_argument_before_reading(data, monkeypatch, kwargs, err, match):

@@ -402,6 +402,48 @@ def test_integration_labels_nested_in_batches():
     assert np.isfinite(res["aggregate"]["bio_conservation"])
 
 
+def _one_bad_start_case():
+    """Three labels whose k-means optimum is the labels, and a start that misses it.
+
+    A 120-cell line of length 2.4 and two 10-cell clumps 4 apart, 12 away from it.
+    Splitting the line saves less inertia (7.5 L^2 = 43) than merging the clumps
+    costs (5 d^2 = 80), so the labels are the best 3-means partition. But
+    k-means++ seeds its third centre on the line more often than in the second
+    clump (D^2 mass ~2 x 120 against 16 x 10), and Lloyd's steps never leave that
+    partition (inertia ~100 against ~64): scoring seed 3 starts there.
+    """
+    from anndata import AnnData
+
+    rng = np.random.default_rng(0)
+    line = np.c_[np.linspace(-1.2, 1.2, 120), 0.2 * rng.normal(size=120)]
+    a = np.array([0.0, 12.0]) + 0.2 * rng.normal(size=(10, 2))
+    b = np.array([4.0, 12.0]) + 0.2 * rng.normal(size=(10, 2))
+    X = np.concatenate([line, a, b]).astype(np.float32)
+    labels = np.repeat(["line", "a", "b"], [120, 10, 10])
+    obs = pd.DataFrame(
+        {"l": labels, "b": np.tile(["b1", "b2"], 70)}, index=[f"c{i}" for i in range(140)]
+    )
+    return AnnData(X=np.ones((140, 1), np.float32), obs=obs, obsm={"e": X})
+
+
+@pytest.mark.slow  # JAX compiles scib-metrics' KMeans per instance (~10-20 s for the two)
+def test_integration_kmeans_n_init_keeps_the_best_start():
+    ad = _one_bad_start_case()
+    kw = {"metrics": ["kmeans_nmi", "kmeans_ari"], "seed": 3}
+    one = dfm.tl.score_integration(ad, "e", "b", "l", **kw)
+    ten = dfm.tl.score_integration(ad, "e", "b", "l", kmeans_n_init=10, **kw)
+    # One start (scib-metrics' default) lands in the merged-clumps optimum: the line
+    # split in two and a + b as one cluster, ARI ~0.3 against the labels.
+    assert one["metrics"]["kmeans_ari"] < 0.5
+    assert one["params"]["kmeans_n_init"] == 1
+    # The best of ten starts is the labels themselves.
+    assert ten["metrics"]["kmeans_ari"] == pytest.approx(1.0)
+    assert ten["metrics"]["kmeans_nmi"] == pytest.approx(1.0)
+    assert ten["params"]["kmeans_n_init"] == 10
+    with pytest.raises(TypeError, match="kmeans_n_init"):
+        dfm.tl.score_integration(ad, "e", "b", "l", kmeans_n_init=2.0, **kw)
+
+
 def test_integration_leaves_embedding_bit_identical(adata):
     # scib-metrics' KMeans centres its input in place; float32 round-off would leak
     # into the user's array if it were handed the stored embedding itself.
@@ -507,6 +549,7 @@ def test_integration_bio_only_with_single_batch_and_leiden(adata):
         ({"neighbors": "graph"}, "NeighborsResults"),
         ({"neighbors": "short"}, "k=15"),
         ({"neighbors": "other_cells"}, "for 100 cells"),
+        ({"kmeans_n_init": 0}, "kmeans_n_init must be >= 1.*best"),
     ],
 )
 def test_integration_errors(adata, kwargs, match):

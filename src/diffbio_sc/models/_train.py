@@ -99,6 +99,19 @@ log = logging.getLogger("diffbio_sc")
 __all__ = ["TrainConfig", "TrainResult", "fit"]
 
 
+def check_ema(ema) -> float | None:
+    """Return the parameter-average decay ``ema`` as a float in (0, 1), or ``None``; else raise."""
+    if ema is None:
+        return None
+    ema = check_float("ema", ema, minimum=0.0, strict_min=True)
+    if ema >= 1.0:
+        raise DfmInputError(
+            f"ema is the decay of the weight average, in (0, 1) (e.g. 0.99), or None for no "
+            f"averaging; got {ema!r}."
+        )
+    return ema
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of :func:`fit` (validated on construction).
@@ -138,6 +151,15 @@ class TrainConfig:
         are always read at its end.
     devices
         JAX devices for data parallelism; ``None`` uses ``jax.devices()``.
+    ema
+        Decay of an exponential moving average (Polyak averaging) of the
+        parameters, in ``(0, 1)``; ``None`` (default) keeps the raw weights. With
+        it, each step also updates ``avg += (1 - d_t) (params - avg)`` inside the
+        compiled step, with ``d_t = min(ema, (1 + t) / (10 + t))`` at step ``t``
+        (the average starts from the initial weights and forgets them fast), and
+        the averaged weights are the model's at each epoch's end: validation,
+        ``epoch_end``, the best-epoch copy and the final model all use them
+        (the optimizer keeps training the raw weights). Deterministic.
     """
 
     epochs: int
@@ -153,6 +175,7 @@ class TrainConfig:
     log_every: int = 50
     devices: Sequence[Any] | None = field(default=None, compare=False)
     max_steps: int | None = None
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, minimum=1)
@@ -170,6 +193,7 @@ class TrainConfig:
             check_bool("progress_bar", self.progress_bar)
         check_key("desc", self.desc)
         check_int("log_every", self.log_every, minimum=1)
+        check_ema(self.ema)
         if self.devices is not None and len(self.devices) == 0:
             raise DfmInputError("devices must list at least one JAX device (or be None).")
 
@@ -246,16 +270,21 @@ def _supported_cpu_options() -> dict:
     return supported_compiler_options(CPU_STEP_OPTIONS)
 
 
-def _steps(loss_fn: Callable, *, cpu: bool = False) -> tuple[Callable, Callable]:
+def _steps(loss_fn: Callable, *, cpu: bool = False, ema: bool = False) -> tuple[Callable, Callable]:
     """Return the jitted ``(train_step, eval_step)`` for ``loss_fn``, built once per function.
 
     ``train_step(graphdef, state, lr, batch, key) -> (state, loss, aux)`` is a
     pure function of the flat ``(model, optimizer)`` state (``nnx.split``), jitted
     with ``jax.jit`` and the state donated: no NNX graph traversal on the host per
-    step. ``cpu=True`` compiles it with :data:`CPU_STEP_OPTIONS`.
+    step. ``cpu=True`` compiles it with :data:`CPU_STEP_OPTIONS`. ``ema=True``
+    builds ``train_step(graphdef, (state, avg), lr, batch, key, decay) ->
+    ((state, avg), loss, aux)`` instead, which also moves the parameter average
+    ``avg`` (a pure dict like ``nnx.to_pure_dict(nnx.state(model, nnx.Param))``)
+    towards the updated parameters, ``avg + (1 - decay) (params - avg)``, in the
+    same compiled step (see ``TrainConfig.ema``).
     """
     try:
-        return _STEPS[loss_fn][cpu]
+        return _STEPS[loss_fn][cpu, ema]
     except (KeyError, TypeError):
         pass
     import jax
@@ -268,8 +297,17 @@ def _steps(loss_fn: Callable, *, cpu: bool = False) -> tuple[Callable, Callable]
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), loss, aux
 
+    def train_step_ema(graphdef, state_avg, lr, batch, key, decay):
+        state, avg = state_avg
+        state, loss, aux = train_step(graphdef, state, lr, batch, key)
+        model, _ = nnx.merge(graphdef, state)
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        avg = jax.tree.map(lambda a, p: a + (1.0 - decay) * (p - a), avg, params)
+        return (state, avg), loss, aux
+
     options = {"compiler_options": _supported_cpu_options()} if cpu else {}
-    train_jit = jax.jit(train_step, static_argnums=0, donate_argnums=1, **options)
+    step_fn = train_step_ema if ema else train_step
+    train_jit = jax.jit(step_fn, static_argnums=0, donate_argnums=1, **options)
 
     @nnx.jit
     def eval_step(model, batch, key):
@@ -277,7 +315,7 @@ def _steps(loss_fn: Callable, *, cpu: bool = False) -> tuple[Callable, Callable]
 
     fns = (train_jit, eval_step)
     try:
-        _STEPS.setdefault(loss_fn, {})[cpu] = fns
+        _STEPS.setdefault(loss_fn, {})[cpu, ema] = fns
     except TypeError:  # not weak-referenceable: compile per call
         pass
     return fns
@@ -318,6 +356,17 @@ def lr_schedule(total_steps: int, learning_rate: float, warmup_fraction: float) 
     import jax
 
     return np.asarray(jax.device_get(schedule(jnp.arange(total_steps))), dtype=np.float32)
+
+
+def ema_decays(total_steps: int, decay: float) -> np.ndarray:
+    """Decay of the parameter average at each step: ``min(decay, (1 + t) / (10 + t))`` (float32).
+
+    Step ``t`` (0-based) moves the average by ``1 - d_t`` towards the new weights,
+    so the first steps mostly replace the initial weights (``d_0 = 0.1``) and the
+    horizon grows to ``1 / (1 - decay)`` steps.
+    """
+    t = np.arange(total_steps, dtype=np.float64)
+    return np.minimum(decay, (1.0 + t) / (10.0 + t)).astype(np.float32)
 
 
 def _indices(name: str, idx, n: int | None) -> np.ndarray:
@@ -463,18 +512,36 @@ def fit(
             return batch
 
     on_cpu = all(d.platform == "cpu" for d in devices[:n_dev])
-    train_step, eval_step = _steps(loss_fn, cpu=on_cpu)
+    use_ema = config.ema is not None
+    if use_ema:
+        train_step, eval_step = _steps(loss_fn, cpu=on_cpu, ema=True)
+    else:
+        train_step, eval_step = _steps(loss_fn, cpu=on_cpu)
     model.train()
     graphdef, _ = nnx.split((model, optimizer))  # the training-mode structure
     model.eval()  # validation runs on the original (eval-mode) module, once per epoch
     # The trained state lives in `state` (donated to each step, so a copy: the model's
     # own arrays stay valid) and is written back to the model after each epoch's steps.
     state = jax.tree.map(jnp.copy, nnx.state((model, optimizer)))
+    if use_ema:  # the parameter average rides along with the state (TrainConfig.ema)
+        state = (state, jax.tree.map(jnp.copy, nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+        decays = ema_decays(total_steps, config.ema)
 
     def train_fn(lr, batch, key):
         nonlocal state
-        state, loss, aux = train_step(graphdef, state, lr, batch, key)
+        if use_ema:
+            state, loss, aux = train_step(graphdef, state, lr, batch, key, decays[step])
+        else:
+            state, loss, aux = train_step(graphdef, state, lr, batch, key)
         return loss, aux
+
+    def sync_model() -> None:
+        """Write the trained state (and the average, with ``ema``) to the model."""
+        if use_ema:
+            nnx.update((model, optimizer), state[0])
+            _restore(model, state[1])
+        else:
+            nnx.update((model, optimizer), state)
 
     def eval_fn(batch, key):
         return eval_step(model, batch, key)
@@ -556,7 +623,7 @@ def fit(
                     # read all but the newest step, which keeps the device busy meanwhile
                     read(keep=1)
             read()
-            nnx.update((model, optimizer), state)
+            sync_model()
             history["train_loss"].append(float(np.mean(losses)))
             for k, v in aux_sums.items():
                 history.setdefault(f"train_{k}", []).append(v / len(losses))

@@ -66,6 +66,7 @@ def pretrain(
     stream: bool = False,
     stream_dir: str | os.PathLike | None = None,
     stop_agreement: float | None = None,
+    ema: float | None = None,
 ):
     """Pretrain a :class:`~diffbio_sc.models.MaskedExpressionModel` on ``adata``.
 
@@ -197,6 +198,12 @@ def pretrain(
         stopped by ``early_stopping_patience`` on the validation loss, and
         ``val_knn_agreement`` stays empty. Needs ``validation_fraction > 0``
         and more than 10 validation cells.
+    ema
+        Decay in (0, 1) of an exponential moving average of the weights
+        (Polyak averaging, ``TrainConfig.ema`` of :func:`diffbio_sc.models.fit`):
+        the averaged weights are validated, monitored and returned. ``None``
+        (default): the raw weights (issue 26 screened ``ema=0.99``; see
+        ``docs/notes/native_model.md``).
     stream_dir
         Directory for the temporary files of ``stream=True`` (default: the
         system temporary directory); they take about
@@ -216,7 +223,7 @@ def pretrain(
     """
     from .._settings import settings
     from ..models._masked import MaskedExpressionConfig
-    from ..models._train import TrainConfig
+    from ..models._train import TrainConfig, check_ema
     from . import _model_data as md
 
     # ---------------------------------------------------------------- validate
@@ -265,6 +272,7 @@ def pretrain(
             raise DfmInputError(
                 f"stop_agreement is a fraction of shared neighbours in [0, 1], got {stop_agreement!r}."
             )
+    ema = check_ema(ema)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     if chunk_size is None:
         chunk_size = check_int("dfm.settings.chunk_size", settings.chunk_size, minimum=1)
@@ -406,6 +414,7 @@ def pretrain(
             seed=seed,
             progress_bar=show_bar,
             desc="pretrain",
+            ema=ema,
         )
         try:
             model, history, summary = _train(
@@ -440,6 +449,7 @@ def pretrain(
                 "init": init,
                 "layer": layer,
                 "stream": stream,
+                "ema": ema,
                 "shuffle": "chunk-level" if stream else "all cells",
                 "n_vocab_genes": int(vocab_cols.size),
                 "wall_s": round(time.perf_counter() - start_time, 3),
