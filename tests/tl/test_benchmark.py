@@ -54,6 +54,7 @@ def _fast(adata, **kwargs):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 6-22 s: CI's slow step runs it (fast suite budget: 5 min)
 def test_pca_baseline_matches_scanpy_recipe_and_leaves_input():
     import scanpy as sc
 
@@ -322,6 +323,7 @@ def test_benchmark_baseline_key_added():
     assert not (results_frame(adata, name="other")["group"].isin(["bio", "batch"])).any()
 
 
+@pytest.mark.slow  # 6-22 s: CI's slow step runs it (fast suite budget: 5 min)
 def test_benchmark_precomputed_reference_and_single_batch_bio_only():
     adata = _make_adata()
     adata.obsm["X_pre"] = pca_baseline(adata, n_comps=10)
