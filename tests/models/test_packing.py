@@ -12,6 +12,20 @@ from diffbio_sc.models._bert import BertConfig, BertEncoder
 from diffbio_sc.models._packing import pack_tokens, plan_packing, plan_slots, slot_inputs
 
 
+def _tiny_bert(hidden: int, layers: int, positions: int) -> BertEncoder:
+    """A random-weight BERT of 60 tokens and 4 heads."""
+    cfg = BertConfig(
+        vocab_size=60,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        hidden_act="relu",
+        max_position_embeddings=positions,
+    )
+    return BertEncoder(cfg, rngs=nnx.Rngs(0))
+
+
 def test_plan_hand_case():
     # best-fit decreasing: 5 -> row 0, 4 -> row 1, 3 -> row 0 (fills it), 2 -> row 1
     plan = plan_packing([5, 3, 2, 4], 8)
@@ -66,16 +80,7 @@ def test_pack_tokens_layout():
 def test_packed_forward_equals_unpacked(width, max_len, hidden, layers):
     """Each cell's layer states and pooled embeddings, packed with others, equal
     the cell run alone (1e-5); the second case tiles queries (512 -> 2 x 256)."""
-    cfg = BertConfig(
-        vocab_size=60,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=2 * hidden,
-        hidden_act="relu",
-        max_position_embeddings=width,
-    )
-    model = BertEncoder(cfg, rngs=nnx.Rngs(0))
+    model = _tiny_bert(hidden, layers, width)
     rng = np.random.default_rng(1)
     lengths = np.concatenate([rng.integers(1, max_len, size=7), [0, max_len]])
     tokens = np.zeros((lengths.size, max_len), dtype=np.int32)
@@ -145,16 +150,7 @@ def test_plan_slots_sorted_calls_and_inputs():
 def test_slot_layout_forward_equals_unpacked():
     """Cells sorted into calls whose attention runs on per-cell slots: each cell's states
     and pooled embeddings equal the cell run alone (1e-5), in float32 and (looser) bf16."""
-    cfg = BertConfig(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        hidden_act="relu",
-        max_position_embeddings=64,
-    )
-    model = BertEncoder(cfg, rngs=nnx.Rngs(0))
+    model = _tiny_bert(32, 2, 64)
     rng = np.random.default_rng(2)
     lengths = np.concatenate([rng.integers(1, 40, size=9), [0, 40]])
     tokens = np.zeros((lengths.size, 40), dtype=np.int32)

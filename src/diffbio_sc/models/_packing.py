@@ -8,6 +8,13 @@ cell) and reads one embedding per cell back with ``BertEncoder.pool_packed``.
 Each cell's positions restart at 0, so its result equals its unpacked result up
 to float rounding (tested to 1e-5) and never depends on its row-mates.
 
+The *slot layout* (:func:`plan_slots`, :func:`slot_inputs`) sorts cells by
+length into calls instead, lays each call's cells side by side for the
+per-token layers and runs attention on a per-cell ``(n_slots, width)`` view
+(``BertEncoder.packed_states(..., slots=...)``), so a token attends over about
+its own cell's length rather than a whole row; the runner picks it when that
+computes fewer attention scores.
+
 Example::
 
     plan = plan_packing(n_tokens, width=2048)
