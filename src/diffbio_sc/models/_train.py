@@ -76,7 +76,6 @@ a ``summary``.
 
 from __future__ import annotations
 
-import logging
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -93,8 +92,6 @@ from .._validate import (
     check_key,
     check_seed,
 )
-
-log = logging.getLogger("diffbio_sc")
 
 __all__ = ["TrainConfig", "TrainResult", "fit"]
 
