@@ -575,13 +575,13 @@ class BucketedRunner:
         width = self.packed_width(lengths)
         plan = plan_packing(lengths, width, max_segments=self.max_segments)
         step = int(np.lcm(8, self.n_devices))
-        budget = self.batch_rows * width if self.batch_rows is not None else self.max_batch_tokens
-        n_tokens, calls = plan_slots(lengths, budget, grid=SLOT_GRID, slot_step=step)
-        if (
-            self.slot_layout is not False
-            and slot_work(calls) < SLOT_WORK_RATIO * plan.n_rows * width**2
-        ):
-            return self._iter_slots(lengths, tokens, n_tokens, calls, step)
+        if self.slot_layout is not False:  # rows only: no slot plan to make
+            budget = (
+                self.batch_rows * width if self.batch_rows is not None else self.max_batch_tokens
+            )
+            n_tokens, calls = plan_slots(lengths, budget, grid=SLOT_GRID, slot_step=step)
+            if slot_work(calls) < SLOT_WORK_RATIO * plan.n_rows * width**2:
+                return self._iter_slots(lengths, tokens, n_tokens, calls, step)
         return self._iter_rows(tokens, plan, step)
 
     def _iter_slots(self, lengths, tokens, n_tokens: int, calls, step: int):
