@@ -166,7 +166,7 @@ def _attention(qkv: nnx.Linear, x: jax.Array, bias: jax.Array, n_heads: int) -> 
     ``(B, heads, T, d)`` layout the attention products read, instead of one
     ``(B, T, 3H)`` product that is then split and transposed per head (and whose
     gradient has to be stacked and transposed back). Same parameters, same
-    outputs up to float32 rounding; about 4% less CPU per training step of the
+    outputs up to float32 rounding; about 3% less CPU per training step of the
     native model (issue 26, ``docs/notes/native_model.md``).
     """
     h = x.shape[-1]
