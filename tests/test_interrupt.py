@@ -26,6 +26,21 @@ from diffbio_sc._cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _sigint_delivered():
+    """Run each test with Python's own SIGINT handler, whatever pytest inherited.
+
+    A test run started in the background (``nohup``, ``cmd &`` in a script) inherits
+    an ignored SIGINT, which ``dfm`` then rightly leaves ignored, and which child
+    processes would inherit too; these tests are about a delivered Ctrl-C.
+    """
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def _interrupt_in_gc_callback(handled: bool) -> str:
     """Send SIGINT from inside a gc callback; return what the main code then saw."""
     fired = []
@@ -58,6 +73,14 @@ def test_control_python_loses_an_interrupt_raised_in_a_gc_callback():
 def test_interrupt_in_a_gc_callback_is_delivered_after_it():
     assert _interrupt_in_gc_callback(handled=True) == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert not _interrupt.pending()
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A background job (``nohup``, ``cmd &`` in a script) keeps ignoring Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the fixture restores it
+    assert _interrupt_in_gc_callback(handled=True) == "ran on"
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert not _interrupt.pending()
 
 

@@ -95,7 +95,10 @@ def handling() -> Iterator[None]:
     """Handle Ctrl-C as described in the module docstring for the block's duration.
 
     Outside the main thread (where Python cannot install signal handlers) this
-    does nothing. The previous handler and state are restored on exit.
+    does nothing, and so it does when SIGINT is ignored (``SIG_IGN``: a job
+    started in the background by a non-interactive shell, or under ``nohup``),
+    as Python itself leaves an ignored SIGINT ignored. The previous handler and
+    state are restored on exit.
 
     Yields
     ------
@@ -105,6 +108,9 @@ def handling() -> Iterator[None]:
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield
+        return
     _state.update(pending=False, in_gc=False, active=True, raised_at=None)
     gc.callbacks.insert(0, _gc_phase)
     signal.signal(signal.SIGINT, _handler)
