@@ -35,7 +35,9 @@ def _setup(seed=0):
 
 def test_block_matches_dot_product_attention_forward():
     block, x, bias = _setup()
-    np.testing.assert_allclose(block(x, bias), _reference(block, x, bias, None), atol=1e-5)
+    new = nnx.jit(lambda m, x, b: m(x, b))(block, x, bias)  # one program each: fast
+    ref = nnx.jit(lambda m, x, b: _reference(m, x, b, None))(block, x, bias)
+    np.testing.assert_allclose(new, ref, atol=1e-5)
 
 
 def test_block_matches_reference_with_dropout_and_gradients():
@@ -48,8 +50,8 @@ def test_block_matches_reference_with_dropout_and_gradients():
         m = nnx.merge(graphdef, p, rest)
         return jnp.sum(jnp.sin(f(m, x, bias, key)))
 
-    new_l, new_g = jax.value_and_grad(lambda p: loss(p, lambda m, *a: m(*a)))(params)
-    ref_l, ref_g = jax.value_and_grad(lambda p: loss(p, _reference))(params)
+    new_l, new_g = jax.jit(jax.value_and_grad(lambda p: loss(p, lambda m, *a: m(*a))))(params)
+    ref_l, ref_g = jax.jit(jax.value_and_grad(lambda p: loss(p, _reference)))(params)
     np.testing.assert_allclose(new_l, ref_l, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(new_g), jax.tree.leaves(ref_g), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -60,6 +62,7 @@ def test_padded_key_gets_no_attention():
     block, x, _ = _setup(2)
     full = jnp.concatenate([x, 100.0 * jnp.ones((3, 1, 16))], axis=1)
     bias = weights_to_bias(jnp.concatenate([jnp.ones((3, 7)), jnp.zeros((3, 1))], axis=1))
+    run = nnx.jit(lambda m, x, b: m(x, b))
     np.testing.assert_allclose(
-        block(full, bias)[:, :7], block(x, weights_to_bias(jnp.ones((3, 7)))), atol=1e-5
+        run(block, full, bias)[:, :7], run(block, x, weights_to_bias(jnp.ones((3, 7)))), atol=1e-5
     )
