@@ -247,12 +247,12 @@ def row_label(row: dict) -> str:
 def table(paths: list[str], label: str | None = None) -> str:
     """Markdown table (steps x cell counts) of peak RSS and CPU seconds from result files.
 
-    ``label`` keeps the rows whose :func:`row_label` starts with it (e.g.
+    ``label`` keeps the rows whose :func:`row_label` is ``label`` (e.g.
     ``generated``); the latest row of a (step, cell count) wins.
     """
     rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
     if label is not None:
-        rows = [r for r in rows if row_label(r).startswith(label)]
+        rows = [r for r in rows if row_label(r) == label]
     cells = sorted({r["n_cells"] for r in rows})
     head = "| step | " + " | ".join(f"{n:,} cells: peak RSS MiB / CPU s" for n in cells) + " |"
     out = [head, "|---|" + "---|" * len(cells)]
@@ -317,7 +317,7 @@ def main(argv=None) -> None:
         "--label",
         default=None,
         help="label of the result rows (default: 'tiled' or 'generated' from the atlas name); "
-        "with --table: show only rows whose label starts with this",
+        "with --table: show only the rows of this label",
     )
     a = ap.parse_args(argv)
     if a.table:
