@@ -23,7 +23,9 @@ is the 100k-cell atlas with the same seed.
 Usage::
 
     python benchmarks/make_atlas.py --n-cells 100000 --out /tmp/atlas_100k.h5ad [--zarr /tmp/atlas_100k.zarr]
-    # 1M cells as the 100k atlas repeated 10 times (HDF5 virtual datasets, no copy)
+    # 1M cells generated: about 3 CPU-minutes, 0.7 GiB peak, 14.4 GB of .h5ad
+    python benchmarks/make_atlas.py --n-cells 1000000 --out /tmp/atlas_1m.h5ad
+    # or the 100k atlas repeated 10 times (HDF5 virtual datasets, no copy)
     python benchmarks/make_atlas.py --tile /tmp/atlas_100k.h5ad --times 10 --out /tmp/atlas_1m.h5ad
 """
 
@@ -156,7 +158,8 @@ def make_block(block: int, n: int, prof, lib_fc, picks: float, seed: int):
     Per cell: a type and a batch (uniform), ``m = max(int(picks x library factor
     of the batch x LogNormal(0, 0.25)), 50)`` multinomial picks from the (type,
     batch) profile, and ``1 + NB(r=2, mean=1.5 x multiplicity)`` counts for every
-    picked gene (:func:`_sample_cells`). About 0.25 us per pick on one core.
+    picked gene (:func:`_sample_cells`). About 1.5 CPU-s per block of 10,000 cells
+    (20,000 genes, 3,300 picks per cell), 0.45 GiB peak.
     """
     rng = np.random.default_rng([seed, 2, block])
     n_types, n_batches, n_genes = prof.shape
