@@ -7,8 +7,11 @@ memory (``ru_maxrss``) and CPU seconds (user + system) from ``os.wait4``:
 * ``open``: nothing but opening the backed atlas (Python, NumPy, anndata, the
   package and the backed AnnData's ``.obs``/``.var``: the floor under every step);
 * ``medians_hist``: ``dfm.pp.gene_medians(backed, method='histogram')`` (flat memory);
-* ``medians_exact``: ``dfm.pp.gene_medians(backed, method='exact')`` (two passes:
-  histograms, then the values in each gene's median bins);
+* ``medians_exact``: ``dfm.pp.gene_medians(backed, method='exact')`` (histograms,
+  then the values in each gene's median bins; when those hold more than
+  ``CANDIDATE_BUDGET`` values, sub-bin histograms of the median bins and a third
+  pass keeping the median sub-bins' values); reports the passes and the
+  median-bin values;
 * ``tokenize``: ``dfm.pp.tokenize(backed, gene_medians=<exact medians>,
   tokens_store=<zarr>)``, Geneformer V1 recipe (2,048 tokens), tokens written
   out of core;
@@ -24,9 +27,12 @@ memory (``ru_maxrss``) and CPU seconds (user + system) from ``os.wait4``:
 The relative error of the histogram medians against the exact ones is
 reported too. Results are appended as JSON lines to ``--results``.
 
+Rows are labelled ``generated`` or ``tiled`` (from the atlas name, or ``--label``).
+
 Usage::
 
     python benchmarks/bench_atlas.py /work/scratch/atlas_100000.h5ad [more.h5ad ...]
+    python benchmarks/bench_atlas.py --table benchmarks/results/atlas.jsonl --label generated
 """
 
 from __future__ import annotations
@@ -66,6 +72,16 @@ def run_step(step: str, atlas: str, work: Path) -> dict:
         pass
     elif step in ("medians_hist", "medians_exact"):
         method = {"medians_hist": "histogram", "medians_exact": "exact"}[step]
+        from diffbio_sc.ops import _medians as om
+
+        start_refine = om.HistogramMedianAccumulator.start_refine
+
+        def refine_report(acc):  # how much the two-pass exact method would keep
+            start_refine(acc)
+            out["median_bin_values"] = acc.median_bin_values
+            out["passes"] = 3 if acc.needs_select() else 2
+
+        om.HistogramMedianAccumulator.start_refine = refine_report
         dfm.pp.gene_medians(adata, method=method)
         med = adata.var["dfm_median"].to_numpy()
         np.save(work / f"{step}.npy", med)
@@ -223,9 +239,20 @@ def median_error(work: Path) -> dict:
     }
 
 
-def table(paths: list[str]) -> str:
-    """Markdown table (steps x cell counts) of peak RSS and CPU seconds from result files."""
+def row_label(row: dict) -> str:
+    """A result row's atlas kind: its ``label``, else ``tiled`` or ``generated`` from the path."""
+    return row.get("label") or ("tiled" if "tiled" in Path(row["atlas"]).name else "generated")
+
+
+def table(paths: list[str], label: str | None = None) -> str:
+    """Markdown table (steps x cell counts) of peak RSS and CPU seconds from result files.
+
+    ``label`` keeps the rows whose :func:`row_label` is ``label`` (e.g.
+    ``generated``); the latest row of a (step, cell count) wins.
+    """
     rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
+    if label is not None:
+        rows = [r for r in rows if row_label(r) == label]
     cells = sorted({r["n_cells"] for r in rows})
     head = "| step | " + " | ".join(f"{n:,} cells: peak RSS MiB / CPU s" for n in cells) + " |"
     out = [head, "|---|" + "---|" * len(cells)]
@@ -286,9 +313,15 @@ def main(argv=None) -> None:
     ap.add_argument("--results", default="benchmarks/results/atlas.jsonl")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--table", action="store_true", help="print the table of the result files")
+    ap.add_argument(
+        "--label",
+        default=None,
+        help="label of the result rows (default: 'tiled' or 'generated' from the atlas name); "
+        "with --table: show only the rows of this label",
+    )
     a = ap.parse_args(argv)
     if a.table:
-        print(table(a.atlases))
+        print(table(a.atlases, a.label))
         return
     if a.child:
         print(json.dumps(run_step(a.child, a.atlases[0], Path(a.work))))
@@ -301,12 +334,14 @@ def main(argv=None) -> None:
         shape = ad.read_h5ad(atlas, backed="r").shape
         for step in a.steps.split(","):
             row = {"atlas": str(atlas), "n_cells": shape[0], "n_genes": shape[1]}
+            row["label"] = a.label or row_label(row)
             row.update(measure(step, atlas, work))
             print(json.dumps(row), flush=True)
             with open(a.results, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if {"medians_hist", "medians_exact"} <= set(a.steps.split(",")):
             row = {"atlas": str(atlas), "n_cells": shape[0], **median_error(work)}
+            row["label"] = a.label or row_label(row)
             print(json.dumps(row), flush=True)
             with open(a.results, "a") as fh:
                 fh.write(json.dumps(row) + "\n")

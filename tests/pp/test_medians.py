@@ -292,3 +292,83 @@ def test_bundled_demo_matches_reference():
     adata = dfm.datasets.celllines_demo()
     dfm.pp.gene_medians(adata, chunk_size=300)
     assert_same_medians(adata.var["dfm_median"], reference_medians(adata.X, 10_000))
+
+
+# --------------------------------------------------------------------------- three-pass exact
+
+
+def _three_pass(X, target_sum, chunk=17):
+    """Exact medians of the bounded-memory method with its third pass forced."""
+    from diffbio_sc.ops import _medians as om
+
+    acc = om.HistogramMedianAccumulator(X.shape[1], target_sum=target_sum)
+    chunks = [X[i : i + chunk] for i in range(0, X.shape[0], chunk)]
+    for c in chunks:
+        acc.add(c)
+    acc.start_refine()
+    assert acc.needs_select()
+    for c in chunks:
+        acc.refine(c)
+    acc.start_select()
+    for c in chunks:
+        acc.select(c)
+    return acc.exact()
+
+
+@pytest.mark.parametrize("kind", ["counts", "ties", "spread"])
+def test_three_pass_exact_matches_all_values(kind, monkeypatch):
+    """The third pass (median sub-bins) gives the medians of every value, ties included."""
+    from diffbio_sc.ops import _medians as om
+
+    monkeypatch.setattr(om, "CANDIDATE_BUDGET", -1)
+    rnd = np.random.default_rng(7)
+    n, g = 400, 60
+    if kind == "counts":  # integer counts, depths varying: distinct normalised values
+        X = sp.random(n, g, density=0.3, random_state=1, data_rvs=lambda k: rnd.integers(1, 9, k))
+    elif kind == "ties":  # few distinct depths: many equal normalised values per sub-bin
+        X = rnd.integers(0, 3, (n, g)).astype(np.float64)
+        X[:, 0] = 1.0
+    else:  # values over many octaves, far below target_sum too (histogram bin 0)
+        X = sp.random(n, g, density=0.4, random_state=2, data_rvs=lambda k: rnd.lognormal(0, 6, k))
+    X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+    X[:, g - 1] = 0.0  # one gene expressed nowhere
+    X = sp.csr_matrix(X)
+    ts = 10_000.0
+    got = _three_pass(X, ts)
+    expected = om.nonzero_medians(*om.normalised_nonzeros(X, ts), g)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(got[~np.isnan(got)], expected[~np.isnan(expected)])
+    assert np.isnan(got[g - 1])
+
+
+def test_backed_three_pass_matches_in_memory(synth, tmp_path, monkeypatch):
+    from diffbio_sc.ops import _medians as om
+
+    path = tmp_path / "counts.h5ad"
+    synth.write_h5ad(path)
+    mem = synth.copy()
+    dfm.pp.gene_medians(mem)
+    monkeypatch.setattr(om, "CANDIDATE_BUDGET", 10)
+    backed = ad.read_h5ad(path, backed="r")
+    try:
+        dfm.pp.gene_medians(backed, chunk_size=13)
+        np.testing.assert_array_equal(backed.var["dfm_median"], mem.var["dfm_median"])
+    finally:
+        backed.file.close()
+
+
+def test_sub_bins_cover_their_bin():
+    """Every float32 of a histogram bin lies inside the bit range its sub-bins span."""
+    from diffbio_sc.ops import _medians as om
+
+    ts = 10_000.0
+    v = np.random.default_rng(3).uniform(-30, 0.5, 200_000)
+    v = (ts * np.exp2(v)).astype(np.float32)
+    v = np.concatenate([v, np.nextafter(v, np.float32(np.inf)), np.float32([ts, 1e-30])])
+    b = om.value_bins(v, ts)
+    base, span = om.bin_bit_ranges(b, ts)
+    off = v.view(np.uint32).astype(np.int64) - base
+    assert np.all(off >= 0) and np.all(off < span)
+    # between the first and last bins: at most 2 x 2.2% of an octave's 2**23 float32s
+    mid = (b > 0) & (b < om.N_BINS - 1)
+    assert np.all(span[mid] <= 2 * 2**23 * (2 ** (1 / om.BINS_PER_OCTAVE) - 1) + 128)

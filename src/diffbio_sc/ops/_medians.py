@@ -296,6 +296,59 @@ def medians_from_candidates(
     return med
 
 
+#: Sub-bins per median bin in the third pass of bounded-memory exact medians.
+SUB_BINS = 256
+#: Median-bin values the two-pass exact method may keep (8 bytes each); above this
+#: number a third pass keeps only the values in each median's sub-bin.
+CANDIDATE_BUDGET = 1 << 23
+# Packed keys buffered in the third pass before duplicates are merged.
+_SELECT_BUFFER = 1 << 22
+
+
+def median_targets(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per gene and middle rank (lower, upper): the bin, the rank and the values below the bin.
+
+    Returns ``(bins, ranks, below)``, each ``(n_genes, 2)`` int64 (bin ``-1``
+    and rank ``0`` for genes without values).
+    """
+    hist = np.asarray(hist, dtype=np.int64)
+    counts = hist.sum(axis=1)
+    cum = np.cumsum(hist, axis=1)
+    ranks = np.stack(median_ranks(counts), axis=1)
+    has = counts > 0
+    rows = np.arange(hist.shape[0])
+    bins = np.full(ranks.shape, -1, np.int64)
+    below = np.zeros(ranks.shape, np.int64)
+    for t in range(2):
+        b = np.argmax(cum > ranks[:, t : t + 1], axis=1)
+        bins[has, t] = b[has]
+        below[has, t] = (cum[rows, b] - hist[rows, b])[has]
+    return bins, np.where(has[:, None], ranks, 0), below
+
+
+def bin_bit_ranges(bins: np.ndarray, target_sum: float) -> tuple[np.ndarray, np.ndarray]:
+    """For histogram bins: the float32 bit pattern the sub-bins start at, and their span.
+
+    A value ``v`` of bin ``b`` falls in sub-bin ``clip((bits(v) - base) * SUB_BINS
+    // span, 0, SUB_BINS - 1)``: a nondecreasing function of ``v`` (positive float32 bit
+    patterns order like the floats), so the values of a sub-bin are a contiguous
+    run of the bin's sorted values. ``base`` and the span come from the bin's
+    edges with a margin of 64 units in the last place (bin 0 starts at zero).
+    """
+    b = np.maximum(np.asarray(bins, dtype=np.int64), 0)
+    ts = float(target_sum)
+
+    def edge_bits(k: np.ndarray) -> np.ndarray:
+        e = np.float32(ts) * np.exp2((k - N_BINS) / BINS_PER_OCTAVE).astype(np.float32)
+        return e.astype(np.float32).view(np.uint32).astype(np.int64)
+
+    base = np.where(b == 0, 0, np.maximum(edge_bits(b) - 64, 0))
+    top = np.where(
+        b == N_BINS - 1, edge_bits(np.full_like(b, N_BINS + BINS_PER_OCTAVE)), edge_bits(b + 1)
+    )
+    return base, np.maximum(top + 64 - base, 1)
+
+
 class HistogramMedianAccumulator:
     """Per-gene nonzero medians of normalised counts in memory that does not grow with cells.
 
@@ -305,7 +358,12 @@ class HistogramMedianAccumulator:
     ``method='exact'`` needs a second pass (:meth:`refine`) over the same chunks,
     keeping only the values that fall in each gene's median bin(s): exact
     medians (the numbers of :class:`MedianAccumulator`) for the histogram plus
-    those candidates (a few percent of the values).
+    those candidates (a few percent of the values). When the candidates would
+    exceed ``CANDIDATE_BUDGET``, the second pass fills ``SUB_BINS`` sub-bins
+    per median bin instead (:func:`bin_bit_ranges`) and a third pass
+    (:meth:`select`) keeps only each median's sub-bin values, duplicates merged:
+    memory no longer grows with the cells (the float32 values of one sub-bin
+    number at most about 1,450 per median between the first and last bins).
     """
 
     def __init__(self, n_genes: int, *, target_sum: float):
@@ -344,17 +402,135 @@ class HistogramMedianAccumulator:
         return histogram_medians(self.histogram(), self.target_sum)
 
     def start_refine(self) -> None:
-        """Fix the median bins from the histograms, before the second pass."""
-        self._bins = median_bins(self.histogram())
+        """Fix the median bins from the histograms, before the second pass.
+
+        When the median bins hold more than ``CANDIDATE_BUDGET`` values, the
+        second pass fills per-gene sub-histograms of the two median bins
+        instead of keeping their values, and a third pass (:meth:`select`)
+        keeps only the values of the median sub-bins: memory then stays about
+        flat in the number of cells (see :meth:`needs_select`).
+        """
+        hist = self.histogram()
+        self._bins = median_bins(hist)
         self._buf = np.empty(0, np.int64)
+        bins, ranks, below = median_targets(hist)
+        rows = np.arange(self.n_genes)
+        in_bins = hist[rows, np.maximum(bins[:, 0], 0)] + np.where(
+            bins[:, 1] != bins[:, 0], hist[rows, np.maximum(bins[:, 1], 0)], 0
+        )
+        #: Values in the median bins: what the two-pass method keeps (8 bytes each).
+        self.median_bin_values = int(in_bins[bins[:, 0] >= 0].sum())
+        self._three = self.median_bin_values > CANDIDATE_BUDGET
+        if self._three:
+            base, span = bin_bit_ranges(bins, self.target_sum)
+            self._targets = {
+                "bins": bins,
+                "ranks": ranks,
+                "below": below,
+                "base": base,
+                "span": span,
+            }
+            self._sub = np.zeros(self.n_genes * 2 * SUB_BINS, np.int64)
+            self._pending: list[np.ndarray] = []
+            self._n_pending = 0
+
+    def _sub_bins(self, g: np.ndarray, v: np.ndarray):
+        """Yield ``(t, genes, values, sub-bins)`` of the values in median bin ``t`` (0, 1)."""
+        tg = self._targets
+        b = value_bins(v, self.target_sum)
+        for t in range(2):
+            keep = np.flatnonzero(b == tg["bins"][g, t])
+            gk, vk = g[keep], v[keep]
+            sub = (vk.view(np.uint32).astype(np.int64) - tg["base"][gk, t]) * SUB_BINS
+            sub //= tg["span"][gk, t]
+            np.clip(sub, 0, SUB_BINS - 1, out=sub)
+            yield t, gk, vk, sub
+
+    def needs_select(self) -> bool:
+        """Whether :meth:`exact` needs the third pass (:meth:`select`) first."""
+        return bool(getattr(self, "_three", False))
 
     def refine(self, chunk: sp.csr_matrix, totals: np.ndarray | None = None) -> None:
-        """Keep a chunk's values that fall in their gene's median bin(s) (second pass)."""
-        lo, hi, _ = self._bins
-        self._cand.append(chunk_median_candidates(chunk, lo, hi, self.target_sum, totals))
+        """Second pass: keep a chunk's median-bin values, or count them in sub-bins."""
+        if not self.needs_select():
+            lo, hi, _ = self._bins
+            self._cand.append(chunk_median_candidates(chunk, lo, hi, self.target_sum, totals))
+            return
+        for g, v in chunk_nonzeros(chunk, self.target_sum, totals):
+            for t, gk, _, sub in self._sub_bins(g, v):
+                flat = (gk * 2 + t) * SUB_BINS + sub
+                self._pending.append(flat)
+                self._n_pending += flat.size
+                if self._n_pending > _HIST_BUFFER:
+                    self._flush_sub()
+
+    def _flush_sub(self) -> None:
+        if self._pending:
+            self._sub += np.bincount(np.concatenate(self._pending), minlength=self._sub.size)
+            self._pending, self._n_pending = [], 0
+
+    def start_select(self) -> None:
+        """Fix each median's sub-bin from the sub-histograms, before the third pass."""
+        self._flush_sub()
+        tg = self._targets
+        sub = self._sub.reshape(self.n_genes, 2, SUB_BINS)
+        cum = np.cumsum(sub, axis=2)
+        want = tg["ranks"] - tg["below"]  # rank within the median bin
+        pick = np.argmax(cum > want[:, :, None], axis=2)
+        before = np.take_along_axis(cum - sub, pick[:, :, None], axis=2)[:, :, 0]
+        tg["sub"] = pick
+        tg["rank_in_sub"] = want - before
+        self._sub = np.empty(0, np.int64)
+        self._keys = np.empty(0, np.uint64)
+        self._key_counts = np.empty(0, np.int64)
+
+    def select(self, chunk: sp.csr_matrix, totals: np.ndarray | None = None) -> None:
+        """Third pass: keep a chunk's values in their median's sub-bin (duplicates merged)."""
+        tg = self._targets
+        for g, v in chunk_nonzeros(chunk, self.target_sum, totals):
+            for t, gk, vk, sub in self._sub_bins(g, v):
+                hit = sub == tg["sub"][gk, t]
+                self._pending.append(pack_keys(gk[hit] * 2 + t, vk[hit]))
+                self._n_pending += int(hit.sum())
+                if self._n_pending > _SELECT_BUFFER:
+                    self._merge_keys()
+
+    def _merge_keys(self) -> None:
+        """Merge the pending keys into the (sorted, distinct) keys and their counts."""
+        if not self._pending:
+            return
+        new, cnt = np.unique(np.concatenate(self._pending), return_counts=True)
+        self._pending, self._n_pending = [], 0
+        keys = np.concatenate([self._keys, new])
+        counts = np.concatenate([self._key_counts, cnt])
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order]
+        first = np.concatenate([[True], keys[1:] != keys[:-1]]) if keys.size else np.empty(0, bool)
+        self._keys = keys[first]
+        self._key_counts = np.add.reduceat(counts, np.flatnonzero(first)) if keys.size else counts
+
+    def _exact_from_select(self) -> np.ndarray:
+        self._merge_keys()
+        tg = self._targets
+        keys, counts = self._keys, self._key_counts
+        target = (keys >> np.uint64(32)).astype(np.int64)  # gene * 2 + t
+        ends = np.cumsum(counts)  # values up to and including each key, all targets
+        first = np.searchsorted(target, np.arange(self.n_genes * 2))
+        start = np.concatenate([[0], ends])[first]  # values of earlier targets
+        has = tg["bins"][:, 0] >= 0
+        want = (start.reshape(self.n_genes, 2) + tg["rank_in_sub"])[has]
+        pos = np.searchsorted(ends, want.ravel(), side="right")
+        vals = (keys[pos] & _LOW32).astype(np.uint32).view(np.float32).astype(np.float64)
+        med = np.full(self.n_genes, np.nan)
+        med[has] = vals.reshape(-1, 2).mean(axis=1)
+        self._keys = np.empty(0, np.uint64)
+        self._key_counts = np.empty(0, np.int64)
+        return med
 
     def exact(self) -> np.ndarray:
-        """Exact medians after the second pass."""
+        """Exact medians after the second pass (and the third, if :meth:`needs_select`)."""
+        if self.needs_select():
+            return self._exact_from_select()
         keys = np.concatenate(self._cand) if self._cand else np.empty(0, np.uint64)
         self._cand = []
         return medians_from_candidates(keys, self.hist.sum(axis=1), self._bins[2])

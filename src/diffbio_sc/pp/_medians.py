@@ -60,8 +60,10 @@ def compute_medians(
 
     Streams validated chunks; cells without counts contribute nothing. A Dask
     matrix runs as Dask tasks (:mod:`diffbio_sc.pp._dask`); a backed matrix with
-    ``method='exact'`` is read twice (histograms, then the median-bin values), so
-    memory does not hold every nonzero; in memory, exact medians sort all values.
+    ``method='exact'`` is read two or three times (histograms, then the median-bin
+    values, or median sub-bin histograms and their values when the median bins are
+    too full), so memory does not hold every nonzero; in memory, exact medians sort
+    all values.
     """
     X = get_matrix(adata, layer)
     if is_dask(X):
@@ -102,6 +104,10 @@ def compute_medians(
     hist.start_refine()
     for chunk, totals in chunks():
         hist.refine(chunk, totals)
+    if hist.needs_select():  # median bins too full to keep: a third pass, memory flat
+        hist.start_select()
+        for chunk, totals in chunks():
+            hist.select(chunk, totals)
     return hist.exact()
 
 
@@ -137,7 +143,12 @@ def gene_medians(
     AnnData with ``method='exact'`` is read twice, first into per-gene
     histograms (768 log-spaced bins per gene, about 6 KiB per gene), then
     keeping only the values in each gene's median bin(s) (a few percent of the
-    nonzeros), which gives the same exact medians. ``method='histogram'``
+    nonzeros), which gives the same exact medians. When those bins hold more
+    than about 8.4M values (64 MiB), the second pass counts them in 256
+    sub-bins per median bin instead and a third pass keeps only the values in
+    each median's sub-bin: memory then stays flat for one more read of the
+    file (measured on a generated 1M-cell atlas, see ``docs/benchmarks.md``).
+    ``method='histogram'``
     stops after the first pass and interpolates within the median bin:
     memory is flat (histograms only), the relative error is below 2.2%
     (measured on a 100k-cell synthetic atlas: 0.08% median, 1.6% maximum
