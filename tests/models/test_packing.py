@@ -147,6 +147,23 @@ def test_plan_slots_sorted_calls_and_inputs():
     assert [c.slot_width for c in calls] == [64, 64, 32]
 
 
+def test_plan_slots_one_shape_per_width():
+    """Calls of one slot width share one slot count (one compiled shape per width); widths
+    are multiples of the grid up to 8 grids, then 8 steps per doubling."""
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.normal(200, 60, 1000), 40, 430).astype(np.int64)
+    n_tokens, calls = plan_slots(lengths, 32_768, grid=64, slot_step=8)
+    shapes = {(c.n_slots, c.slot_width) for c in calls}
+    assert len(shapes) == len({c.slot_width for c in calls}) < len(calls)
+    for c in calls:
+        assert c.cells.size <= c.n_slots and lengths[c.cells].max() <= c.slot_width
+        assert c.slot_width % 64 == 0 and c.slot_width - 64 < lengths[c.cells].max()
+        assert lengths[c.cells].sum() <= n_tokens
+    # above 8 grids: 8 steps per doubling (576 -> 640, 1,100 -> 1,152)
+    for longest, width in ((576, 576), (577, 640), (1100, 1152)):
+        assert plan_slots(np.array([longest, 3]), 4096, grid=64)[1][0].slot_width == width
+
+
 def test_slot_layout_forward_equals_unpacked():
     """Cells sorted into calls whose attention runs on per-cell slots: each cell's states
     and pooled embeddings equal the cell run alone (1e-5), in float32 and (looser) bf16."""
