@@ -237,11 +237,11 @@ def embed_checkpoint(
         row width (its longest cell rounded up to 64 tokens), i.e. when a row
         holds two or more typical cells, and never with ``bucketing=False`` or
         ``gene_embeddings_key``; ``True`` always packs; ``False`` never does.
-        Packed chunks of a job of 4,096 cells or more use the slot layout
+        Packed chunks of a job of 512 cells or more use the slot layout
         where it computes less attention (each token attends over about its
-        own cell's length, not a whole row's; one compiled shape per call);
-        smaller jobs keep the rows (one compiled shape, quicker to a first
-        embedding in a fresh process). scGPT cells are not packed.
+        own cell's length, not a whole row's; one compiled shape per slot
+        width); smaller jobs keep the rows (one compiled shape, quicker to a
+        first embedding in a fresh process). scGPT cells are not packed.
     dtype
         Geneformer: ``'float32'`` (default; every product in float32, equal to
         the reference to 1e-5) or ``'bfloat16'`` (opt-in): the layers' matrix
