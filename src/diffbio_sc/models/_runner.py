@@ -282,8 +282,10 @@ def _jitted(fn: Callable, *, cpu_options: bool = False):
 SLOT_GRID = 64
 #: The packing mode uses the slot layout when its attention computes fewer than this
 #: fraction of the packed rows' score elements (the rest of the work is the same; the
-#: slot layout compiles one shape per call instead of one).
-SLOT_WORK_RATIO = 0.8
+#: slot layout compiles one shape per slot width instead of one). 0.9: on 1,000 PBMC
+#: cells at the V1 size, slots at 0.80 of the rows' score elements (widths in 64s) took
+#: a warm process 28.7 CPU-s against 34.8 for the rows (``docs/benchmarks.md``).
+SLOT_WORK_RATIO = 0.9
 #: Jobs of fewer items than this run the packing mode's rows only (``slot_layout=False``
 #: from :func:`~diffbio_sc.tl.embed_checkpoint`): the slot layout compiles one shape per
 #: slot width (4 for 1,000 PBMC cells at the V1 size, against 1 for the rows); with the
