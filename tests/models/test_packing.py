@@ -209,3 +209,42 @@ def test_slot_layout_forward_equals_unpacked():
                     np.testing.assert_allclose(got, alone[layer][c, :n], atol=tol)
                 np.testing.assert_allclose(mean[j], ref[c], atol=tol)
         assert seen == lengths.size
+
+
+@pytest.mark.parametrize("n_layers", [0, 2])
+def test_scanned_layers_equal_the_unrolled_ones(n_layers):
+    """``stack_layers`` + ``stacked_states`` (one ``lax.scan`` over stacked weights) give the
+    state of layer ``n_layers`` of the unrolled encoder: padded batches, packed rows and
+    the slot layout; the model's own weights are left as they were."""
+    from diffbio_sc.models._bert import stack_layers, stacked_states
+
+    model = _tiny_bert(32, 2, 64)
+    before = jax.tree_util.tree_map(np.array, nnx.state(model))
+    rng = np.random.default_rng(4)
+    lengths = np.array([7, 0, 30, 12, 1, 25])
+    tokens = np.zeros((lengths.size, 30), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = rng.integers(1, 60, size=n)
+    static, params = stack_layers(model, n_layers)
+    assert (params["layers"] is None) == (n_layers == 0)
+    run = jax.jit(stacked_states, static_argnums=0)
+    want = model.hidden_states(tokens, n_layers=n_layers)[n_layers]
+    valid = tokens > 0
+    np.testing.assert_allclose(
+        np.asarray(run(static, params, tokens))[valid], np.asarray(want)[valid], atol=1e-5
+    )
+    plan = plan_packing(lengths, 32, max_segments=4)
+    ids, seg, pos = pack_tokens(tokens, plan, pad_id=0)
+    got = run(static, params, ids, segment_ids=seg, positions=pos)
+    ref = model.packed_states(ids, seg, pos, n_layers=n_layers)[n_layers]
+    np.testing.assert_allclose(np.asarray(got)[seg > 0], np.asarray(ref)[seg > 0], atol=1e-5)
+    n_tokens, calls = plan_slots(lengths, 32, grid=8)
+    for call in calls[:2]:
+        ids, seg, pos, slots = slot_inputs(tokens, lengths, call, n_tokens, pad_id=0)
+        got = run(static, params, ids, segment_ids=seg, positions=pos, slots=slots)
+        ref = model.packed_states(ids, seg, pos, n_layers=n_layers, slots=slots)[n_layers]
+        np.testing.assert_allclose(np.asarray(got)[seg > 0], np.asarray(ref)[seg > 0], atol=1e-5)
+    after = jax.tree_util.tree_map(np.array, nnx.state(model))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
+    with pytest.raises(ValueError, match="n_layers"):
+        stack_layers(model, 3)
