@@ -23,7 +23,7 @@ run's CPU time (user + system of the process and its threads), wall time, minor
 page faults and peak resident memory are printed, then min and median.
 
     python benchmarks/bench_first_embedding.py [--n-cells 1000] [--rounds 3] [--torch-batch 64]
-        [--torch-threads 1,2]
+        [--torch-threads 1,2] [--layout auto|rows|slots]
 """
 
 from __future__ import annotations
@@ -53,7 +53,11 @@ DFM_FIRST = textwrap.dedent(
     import anndata as ad
     import diffbio_sc as dfm
     dfm.settings.progress_bar = False
-    ckpt, h5ad = sys.argv[1], sys.argv[2]
+    ckpt, h5ad, layout = sys.argv[1], sys.argv[2], sys.argv[3]
+    if layout != "auto":  # force the packing mode's layout for this job
+        from diffbio_sc.models import _runner
+        _runner.SLOT_MIN_ITEMS = 0 if layout == "slots" else 1 << 62
+        _runner.SLOT_WORK_RATIO = 1e9 if layout == "slots" else _runner.SLOT_WORK_RATIO
     adata = ad.read_h5ad(h5ad)
     dfm.tl.embed_checkpoint(adata, ckpt, key_added="X_first")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -131,6 +135,13 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--layout",
+        choices=("auto", "rows", "slots"),
+        default="auto",
+        help="dfm's packing layout: auto (the package's job-size rule), rows (one shape) or "
+        "slots (attention over each cell's own keys)",
+    )
+    ap.add_argument(
         "--malloc-tuning",
         choices=("off", "on"),
         default="off",
@@ -163,11 +174,11 @@ def main() -> None:
         np.savez(tmp / "tokens.npz", ids=ids, lengths=lengths)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION")}
         dfm_env = {**base_env, "DFM_MALLOC_TUNING": "1" if args.malloc_tuning == "on" else "0"}
-        print(f"dfm: malloc_tuning {args.malloc_tuning}")
+        print(f"dfm: malloc_tuning {args.malloc_tuning}, layout {args.layout}")
         for r in range(args.rounds):
             loads.append(os.getloadavg()[0])
             env = {**dfm_env, "DFM_CACHE_DIR": str(tmp / f"cache{r}")}
-            dfm_cmd = [sys.executable, "-c", DFM_FIRST, str(ckpt), str(h5ad)]
+            dfm_cmd = [sys.executable, "-c", DFM_FIRST, str(ckpt), str(h5ad), args.layout]
             results["dfm cold"].append(_timed(dfm_cmd, env))
             for name, t in zip(torch_names, threads, strict=True):
                 cmd = [args.torch_python, "-c", TORCH_FIRST, str(ckpt), str(tmp / "tokens.npz")]
@@ -189,7 +200,8 @@ def main() -> None:
     print(
         f"\nCommand: python benchmarks/bench_first_embedding.py --n-cells {args.n_cells} "
         f"--rounds {args.rounds} --torch-batch {args.torch_batch} --torch-threads "
-        f"{args.torch_threads}; {time.strftime('%Y-%m-%d %H:%M')}; load average "
+        f"{args.torch_threads} --layout {args.layout}; {time.strftime('%Y-%m-%d %H:%M')}; "
+        "load average "
         f"{min(loads):.1f}-{max(loads):.1f}; {args.n_cells} {args.dataset} cells, median "
         f"{int(np.median(lengths))} tokens (max {lengths.max()}); Geneformer V1 size "
         "(6 x 256, 4 heads, 2,048 positions), second-to-last layer, mean pooling\n"

@@ -129,6 +129,7 @@ def test_runner_packing_mode_rule_and_even_calls(layout, monkeypatch):
 
     # force one layout: the slot layout's score elements are compared with this x the rows'
     monkeypatch.setattr(runner_module, "SLOT_WORK_RATIO", 100.0 if layout == "slots" else 0.0)
+    monkeypatch.setattr(runner_module, "SLOT_GRID", 32)  # two slot widths for these cells
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 40, 150)
     lengths[:3] = [0, 1, 37]
@@ -148,10 +149,11 @@ def test_runner_packing_mode_rule_and_even_calls(layout, monkeypatch):
     else:
         # every call has the same (rows, 64) token arrays (rows a multiple of 8) and a slot
         # view as wide as its longest cell rounded up to 32: cells sorted by length, the
-        # 37-token cell in a 64-wide view, the shortest calls in 32-wide ones
+        # 37-token cell in a 64-wide view, the shortest calls in 32-wide ones; one slot
+        # count per width (one compiled shape per width)
         assert len({s[:2] for s in r.shapes}) == 1 and all(s[0] % 8 == 0 for s in r.shapes)
         assert {s[1] for s in r.shapes} == {64} and all(s[2] % 8 == 0 for s in r.shapes)
-        assert {s[3] for s in r.shapes} == {32, 64}
+        assert {s[3] for s in r.shapes} == {32, 64} and len(r.shapes) == 2
     # slot_layout=False (what embed_checkpoint passes for a job under SLOT_MIN_ITEMS cells):
     # rows whatever the work ratio, the same results
     rows_only = BucketedRunner(

@@ -147,6 +147,23 @@ def test_plan_slots_sorted_calls_and_inputs():
     assert [c.slot_width for c in calls] == [64, 64, 32]
 
 
+def test_plan_slots_one_shape_per_width():
+    """Calls of one slot width share one slot count (one compiled shape per width); widths
+    are multiples of the grid up to 8 grids, then 8 steps per doubling."""
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.normal(200, 60, 1000), 40, 430).astype(np.int64)
+    n_tokens, calls = plan_slots(lengths, 32_768, grid=64, slot_step=8)
+    shapes = {(c.n_slots, c.slot_width) for c in calls}
+    assert len(shapes) == len({c.slot_width for c in calls}) < len(calls)
+    for c in calls:
+        assert c.cells.size <= c.n_slots and lengths[c.cells].max() <= c.slot_width
+        assert c.slot_width % 64 == 0 and c.slot_width - 64 < lengths[c.cells].max()
+        assert lengths[c.cells].sum() <= n_tokens
+    # above 8 grids: 8 steps per doubling (576 -> 640, 1,100 -> 1,152)
+    for longest, width in ((576, 576), (577, 640), (1100, 1152)):
+        assert plan_slots(np.array([longest, 3]), 4096, grid=64)[1][0].slot_width == width
+
+
 def test_slot_layout_forward_equals_unpacked():
     """Cells sorted into calls whose attention runs on per-cell slots: each cell's states
     and pooled embeddings equal the cell run alone (1e-5), in float32 and (looser) bf16."""
@@ -192,3 +209,42 @@ def test_slot_layout_forward_equals_unpacked():
                     np.testing.assert_allclose(got, alone[layer][c, :n], atol=tol)
                 np.testing.assert_allclose(mean[j], ref[c], atol=tol)
         assert seen == lengths.size
+
+
+@pytest.mark.parametrize("n_layers", [0, 2])
+def test_scanned_layers_equal_the_unrolled_ones(n_layers):
+    """``stack_layers`` + ``stacked_states`` (one ``lax.scan`` over stacked weights) give the
+    state of layer ``n_layers`` of the unrolled encoder: padded batches, packed rows and
+    the slot layout; the model's own weights are left as they were."""
+    from diffbio_sc.models._bert import stack_layers, stacked_states
+
+    model = _tiny_bert(32, 2, 64)
+    before = jax.tree_util.tree_map(np.array, nnx.state(model))
+    rng = np.random.default_rng(4)
+    lengths = np.array([7, 0, 30, 12, 1, 25])
+    tokens = np.zeros((lengths.size, 30), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = rng.integers(1, 60, size=n)
+    static, params = stack_layers(model, n_layers)
+    assert (params["layers"] is None) == (n_layers == 0)
+    run = jax.jit(stacked_states, static_argnums=0)
+    want = model.hidden_states(tokens, n_layers=n_layers)[n_layers]
+    valid = tokens > 0
+    np.testing.assert_allclose(
+        np.asarray(run(static, params, tokens))[valid], np.asarray(want)[valid], atol=1e-5
+    )
+    plan = plan_packing(lengths, 32, max_segments=4)
+    ids, seg, pos = pack_tokens(tokens, plan, pad_id=0)
+    got = run(static, params, ids, segment_ids=seg, positions=pos)
+    ref = model.packed_states(ids, seg, pos, n_layers=n_layers)[n_layers]
+    np.testing.assert_allclose(np.asarray(got)[seg > 0], np.asarray(ref)[seg > 0], atol=1e-5)
+    n_tokens, calls = plan_slots(lengths, 32, grid=8)
+    for call in calls[:2]:
+        ids, seg, pos, slots = slot_inputs(tokens, lengths, call, n_tokens, pad_id=0)
+        got = run(static, params, ids, segment_ids=seg, positions=pos, slots=slots)
+        ref = model.packed_states(ids, seg, pos, n_layers=n_layers, slots=slots)[n_layers]
+        np.testing.assert_allclose(np.asarray(got)[seg > 0], np.asarray(ref)[seg > 0], atol=1e-5)
+    after = jax.tree_util.tree_map(np.array, nnx.state(model))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
+    with pytest.raises(ValueError, match="n_layers"):
+        stack_layers(model, 3)

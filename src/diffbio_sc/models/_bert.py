@@ -52,6 +52,11 @@ __all__ = [
     "config_field",
     "float_weight",
     "ACTIVATIONS",
+    "StackedLayers",
+    "stack_layers",
+    "stacked_states",
+    "pool_tokens",
+    "pool_segments",
 ]
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -458,6 +463,161 @@ class _BertLayer(nnx.Module):
         return self.out_norm(y + x)
 
 
+def pool_tokens(input_ids, states, *, pad_id: int, pooling: str = "mean", exclude_ids=()):
+    """Geneformer's cell embedding ``(B, H)`` from right-padded ``states`` ``(B, L, H)``.
+
+    ``'mean'``: over the tokens that are not ``pad_id`` and not in ``exclude_ids``
+    (0 for a cell without such tokens); ``'cls'``: the first token's state.
+    """
+    ids = jnp.asarray(input_ids)
+    if pooling == "cls":
+        return states[:, 0]
+    keep = ids != pad_id
+    for t in exclude_ids:
+        keep = keep & (ids != t)
+    w = keep.astype(states.dtype)
+    total = jnp.einsum("bl,blh->bh", w, states, precision=HIGHEST)
+    return total / jnp.maximum(w.sum(axis=1), 1.0)[:, None]
+
+
+def pool_segments(
+    input_ids, segment_ids, states, *, n_cells: int, pooling: str = "mean", exclude_ids=()
+):
+    """Per-cell embeddings ``(n_cells, H)`` from packed ``states`` ``(R, W, H)``.
+
+    The pooling of :func:`pool_tokens`, cell ``i`` being segment ``i + 1``
+    (segment 0 = padding).
+    """
+    ids = jnp.asarray(input_ids).reshape(-1)
+    seg = jnp.asarray(segment_ids).reshape(-1)
+    flat = jnp.asarray(states).reshape(ids.shape[0], -1)
+    if pooling == "cls":
+        first = jnp.concatenate([jnp.ones(1, bool), seg[1:] != seg[:-1]]) & (seg > 0)
+        idx = jnp.where(first, seg - 1, n_cells)  # one first token per segment
+        return jax.ops.segment_sum(flat, idx, num_segments=n_cells + 1)[:n_cells]
+    keep = seg > 0
+    for t in exclude_ids:
+        keep = keep & (ids != t)
+    idx = jnp.where(keep, seg - 1, n_cells)
+    w = keep.astype(flat.dtype)
+    total = jax.ops.segment_sum(flat * w[:, None], idx, num_segments=n_cells + 1)[:n_cells]
+    count = jax.ops.segment_sum(w, idx, num_segments=n_cells + 1)[:n_cells]
+    return total / jnp.maximum(count, 1.0)[:, None]
+
+
+def _slot_views(slots, segment_ids, positions):
+    """``(index, back)`` of the slot layout for :func:`_slot_attention` (``None`` without slots)."""
+    if slots is None:
+        return None
+    slots = jnp.asarray(slots)
+    seg, pos = jnp.asarray(segment_ids), jnp.asarray(positions)
+    back = jnp.where(seg > 0, (seg - 1) * slots.shape[1] + pos, 0)
+    return slots, back
+
+
+class _BertEmbeddings(nnx.Module):
+    """The encoder's embedding modules (the same objects, not copies) as one module."""
+
+    def __init__(self, encoder: BertEncoder):
+        self.word = encoder.word
+        self.position = encoder.position
+        self.token_type = encoder.token_type
+        self.norm = encoder.embed_norm
+
+    def __call__(self, ids, positions):
+        x = self.word(ids) + self.token_type(jnp.zeros_like(ids)) + self.position(positions)
+        return self.norm(x)
+
+
+@dataclass(frozen=True)
+class StackedLayers:
+    """Static half of :func:`stack_layers`: graph definitions of the embeddings and of one layer.
+
+    Hashable (a ``jax.jit`` static argument). ``n_layers`` layers are run with
+    one ``jax.lax.scan`` over their stacked weights, so a compiled program holds
+    the layer once, not ``n_layers`` times.
+    """
+
+    embed: Any
+    layer: Any
+    n_layers: int
+    pad_id: int
+
+
+#: Largest stacked copy of the layer weights :func:`stack_layers` is used for (64 MiB of
+#: float32): the stack is a second copy of those weights while a job runs, 12 MiB at
+#: Geneformer V1 size (5 of 6 layers), 340 MiB at V2-104M, where the unrolled layers
+#: are kept instead (peak memory at torch's).
+SCAN_MAX_BYTES = 64 << 20
+
+
+def stacked_bytes(model: BertEncoder, n_layers: int) -> int:
+    """Bytes of the stacked weights of ``model``'s first ``n_layers`` layers."""
+    if n_layers < 1:
+        return 0
+    leaves = jax.tree_util.tree_leaves(nnx.state(model.layers[0], nnx.Param))
+    return int(n_layers * sum(x.size * x.dtype.itemsize for x in leaves))
+
+
+def stack_layers(model: BertEncoder, n_layers: int) -> tuple[StackedLayers, dict]:
+    """Split ``model`` to run its first ``n_layers`` layers as one scanned layer.
+
+    Returns ``(static, params)``.
+
+    ``params``: ``{"embed": ..., "layers": ...}``, the embeddings' state and the
+    layers' states stacked on a new first axis (a copy of those weights, made
+    once per job; ``None`` for 0 layers). Run with :func:`stacked_states`.
+    """
+    n = int(n_layers)
+    if not 0 <= n <= len(model.layers):
+        raise ValueError(f"n_layers must lie in [0, {len(model.layers)}], got {n_layers}.")
+    embed_def, embed_state = nnx.split(_BertEmbeddings(model))
+    layer_def, _ = nnx.split(model.layers[0])
+    layers = None
+    if n:
+        states = [nnx.state(model.layers[i]) for i in range(n)]
+        layers = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+    static = StackedLayers(embed_def, layer_def, n, int(model.config.pad_token_id))
+    return static, {"embed": embed_state, "layers": layers}
+
+
+def stacked_states(
+    static: StackedLayers,
+    params,
+    input_ids,
+    *,
+    segment_ids=None,
+    positions=None,
+    slots=None,
+    dtype=None,
+):
+    """State after the last stacked layer (:func:`stack_layers`), ``(R, W, hidden)``.
+
+    Right-padded ``input_ids`` (``segment_ids`` ``None``: the key mask is
+    ``input_ids != pad_id``, as :meth:`BertEncoder.hidden_states`), or packed
+    rows / the slot layout (``segment_ids``, ``positions``, ``slots`` as
+    :meth:`BertEncoder.packed_states`). Equal to those methods' state of layer
+    ``n_layers`` up to float rounding.
+    """
+    ids = jnp.asarray(input_ids)
+    dt = compute_dtype(dtype)
+    if segment_ids is None:
+        key_mask, seg, views = ids != static.pad_id, None, None
+        pos = jnp.arange(ids.shape[1])[None]
+    else:
+        key_mask, seg, pos = None, jnp.asarray(segment_ids), jnp.asarray(positions)
+        views = _slot_views(slots, seg, pos)
+    x = nnx.merge(static.embed, params["embed"])(ids, pos)
+    if not static.n_layers:
+        return x
+
+    def body(x, layer_params):
+        layer = nnx.merge(static.layer, layer_params)
+        return layer(x, key_mask, seg, dtype=dt, slots=views), None
+
+    return jax.lax.scan(body, x, params["layers"])[0]
+
+
 @register_model("bert_encoder")
 class BertEncoder(SavedModel):
     """BERT encoder (+ optional masked-LM head) equal to Hugging Face's.
@@ -572,11 +732,7 @@ class BertEncoder(SavedModel):
         x = self.word(ids) + self.token_type(jnp.zeros_like(ids)) + self.position(pos)
         x = self.embed_norm(x)
         states = [x]
-        views = None
-        if slots is not None:
-            slots = jnp.asarray(slots)
-            back = jnp.where(seg > 0, (seg - 1) * slots.shape[1] + pos, 0)
-            views = (slots, back)
+        views = _slot_views(slots, seg, pos)
         for layer in list(self.layers)[:n]:
             x = layer(x, None, seg, dtype=dt, slots=views)
             states.append(x)
@@ -591,21 +747,14 @@ class BertEncoder(SavedModel):
         in ``exclude_ids``, 0 for a cell without such tokens; or its first
         token for ``'cls'``), cell ``i`` being segment ``i + 1``.
         """
-        ids = jnp.asarray(input_ids).reshape(-1)
-        seg = jnp.asarray(segment_ids).reshape(-1)
-        flat = jnp.asarray(states).reshape(ids.shape[0], -1)
-        if pooling == "cls":
-            first = jnp.concatenate([jnp.ones(1, bool), seg[1:] != seg[:-1]]) & (seg > 0)
-            idx = jnp.where(first, seg - 1, n_cells)  # one first token per segment
-            return jax.ops.segment_sum(flat, idx, num_segments=n_cells + 1)[:n_cells]
-        keep = seg > 0
-        for t in exclude_ids:
-            keep = keep & (ids != t)
-        idx = jnp.where(keep, seg - 1, n_cells)
-        w = keep.astype(flat.dtype)
-        total = jax.ops.segment_sum(flat * w[:, None], idx, num_segments=n_cells + 1)[:n_cells]
-        count = jax.ops.segment_sum(w, idx, num_segments=n_cells + 1)[:n_cells]
-        return total / jnp.maximum(count, 1.0)[:, None]
+        return pool_segments(
+            input_ids,
+            segment_ids,
+            states,
+            n_cells=n_cells,
+            pooling=pooling,
+            exclude_ids=exclude_ids,
+        )
 
     def __call__(self, input_ids) -> list:
         """All hidden states (see :meth:`hidden_states`)."""
@@ -635,15 +784,13 @@ class BertEncoder(SavedModel):
         ``exclude_ids`` (``<cls>``/``<eos>``); a cell without such tokens gets 0.
         ``pooling='cls'``: the first token's state.
         """
-        ids = jnp.asarray(input_ids)
-        if pooling == "cls":
-            return states[:, 0]
-        keep = ids != self.config.pad_token_id
-        for t in exclude_ids:
-            keep = keep & (ids != t)
-        w = keep.astype(states.dtype)
-        total = jnp.einsum("bl,blh->bh", w, states, precision=HIGHEST)
-        return total / jnp.maximum(w.sum(axis=1), 1.0)[:, None]
+        return pool_tokens(
+            input_ids,
+            states,
+            pad_id=self.config.pad_token_id,
+            pooling=pooling,
+            exclude_ids=exclude_ids,
+        )
 
     def pooled(self, input_ids, *, layer: int, pooling: str = "mean", exclude_ids=(), dtype=None):
         """Cell embedding from layer ``layer`` (see :meth:`pool`); later layers are not run."""

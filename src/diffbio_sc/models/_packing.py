@@ -176,11 +176,13 @@ def plan_slots(
     side by side in a flat token array (no padding between them) for the
     per-token layers, and its attention runs on an ``(n_slots, slot_width)``
     view, one slot per cell: ``slot_width`` is the call's longest cell rounded
-    up to ``grid``; ``n_slots`` its cell count rounded up to a multiple of
-    ``slot_step`` and, above ``8 * slot_step``, to one of 8 steps per doubling
-    (at most 1/8 empty slots), so that chunks of similar cells compile the same
-    shapes. As a call's cells have similar lengths, each token attends over
-    about its own cell's length, not a packed row's.
+    up to a multiple of ``grid`` and, above ``8 * grid``, to one of 8 steps per
+    doubling; ``n_slots`` the largest cell count of the calls of that width,
+    rounded up to a multiple of ``slot_step`` and, above ``8 * slot_step``, to
+    one of 8 steps per doubling (at most 1/8 empty slots), so that the calls of
+    one width, and chunks of similar cells, compile one shape. As a call's
+    cells have similar lengths, each token attends over about its own cell's
+    length, not a packed row's.
 
     Returns ``(tokens, calls)``.
     """
@@ -202,16 +204,19 @@ def plan_slots(
     per = -(-per // 64) * 64
     order = np.lexsort((np.arange(lengths.size), -lengths))
     ends = np.cumsum(lengths[order])
-    calls = []
+    cuts = []
     i = 0
     while i < order.size:
         # the most cells from i whose tokens fit in `per` (at least one)
         j = max(i + 1, int(np.searchsorted(ends, (ends[i - 1] if i else 0) + per, side="right")))
         cells = order[i:j]
-        width = max(grid, -(-int(lengths[cells].max()) // grid) * grid)
-        calls.append(SlotCall(cells, _slot_count(cells.size, slot_step), width))
+        cuts.append((cells, _slot_count(int(lengths[cells].max()), grid)))
         i = j
-    return per, calls
+    # one slot count per width: the calls of a width share one compiled shape
+    slots: dict[int, int] = {}
+    for cells, width in cuts:
+        slots[width] = max(slots.get(width, 0), _slot_count(cells.size, slot_step))
+    return per, [SlotCall(cells, slots[width], width) for cells, width in cuts]
 
 
 def _slot_count(n: int, step: int) -> int:

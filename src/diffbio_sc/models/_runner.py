@@ -275,19 +275,27 @@ def _jitted(fn: Callable, *, cpu_options: bool = False):
     return _JITTED[key]
 
 
-#: Slot widths of the packing mode's attention view are multiples of this many tokens.
-SLOT_GRID = 32
+#: Slot widths of the packing mode's attention view are multiples of this many tokens (8
+#: steps per doubling above 8 times it), and the calls of one width share one slot
+#: count, so one compiled shape per width: 4 for 1,000 PBMC cells at the V1 size (7
+#: with widths in multiples of 32 and a slot count per call, for 4% less attention work).
+SLOT_GRID = 64
 #: The packing mode uses the slot layout when its attention computes fewer than this
 #: fraction of the packed rows' score elements (the rest of the work is the same; the
-#: slot layout compiles one shape per call instead of one).
-SLOT_WORK_RATIO = 0.8
+#: slot layout compiles one shape per slot width instead of one). 0.9: on 1,000 PBMC
+#: cells at the V1 size, slots at 0.80 of the rows' score elements (widths in 64s) took
+#: a warm process 28.7 CPU-s against 34.8 for the rows (``docs/benchmarks.md``).
+SLOT_WORK_RATIO = 0.9
 #: Jobs of fewer items than this run the packing mode's rows only (``slot_layout=False``
 #: from :func:`~diffbio_sc.tl.embed_checkpoint`): the slot layout compiles one shape per
-#: call (7 for 1,000 PBMC cells at the V1 size), and in a fresh process tracing and
-#: compiling them cost about what its -17% per call saves on a job that small (time to
-#: the first embedding, ``docs/benchmarks.md``); larger jobs reuse the shapes over
-#: their chunks.
-SLOT_MIN_ITEMS = 4096
+#: slot width (4 for 1,000 PBMC cells at the V1 size, against 1 for the rows); with the
+#: layers scanned, each extra shape costs a fresh process about 1.3-1.5 CPU-s to
+#: compile (0.2-0.3 when the persistent cache has it), and the slot layout saves about
+#: 17% of the forward (about 0.0045 CPU-s per PBMC cell at the V1 size), so below a
+#: few hundred cells the extra compilations cost more than they save. At 1,000 cells
+#: a fresh process was quicker with the slots, cold and warm (``docs/benchmarks.md``,
+#: time to the first embedding).
+SLOT_MIN_ITEMS = 512
 
 #: Default cap of tokens per forward call (:func:`default_batch_tokens`).
 MAX_BATCH_TOKENS = 32_768

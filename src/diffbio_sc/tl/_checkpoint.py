@@ -44,10 +44,23 @@ MAX_SEGMENTS = 32
 
 
 def _geneformer_apply(static, params, tokens):
-    """Pooled embedding (and, when asked, token states) of one batch; ``static`` hashable."""
+    """Pooled embedding (and, when asked, token states) of one batch; ``static`` hashable.
+
+    ``static[0]``: the model's graph definition (layers unrolled), or a
+    :class:`~diffbio_sc.models._bert.StackedLayers` (``params`` from
+    :func:`~diffbio_sc.models._bert.stack_layers`: the layers run as one scan).
+    """
     from flax import nnx
 
+    from ..models._bert import StackedLayers, pool_tokens, stacked_states
+
     graphdef, layer_index, pooling, specials_ids, want_genes, dtype = static
+    if isinstance(graphdef, StackedLayers):
+        x = stacked_states(graphdef, params, tokens, dtype=dtype)
+        pooled = pool_tokens(
+            tokens, x, pad_id=graphdef.pad_id, pooling=pooling, exclude_ids=specials_ids
+        )
+        return (pooled, x) if want_genes else pooled
     m = nnx.merge(graphdef, params)
     x = m.layer_states(tokens, layer_index, dtype=dtype)
     pooled = m.pool(tokens, x, pooling=pooling, exclude_ids=specials_ids)
@@ -58,15 +71,29 @@ def _geneformer_packed_apply(static, params, ids, segment_ids, positions, slots)
     """Pooled embeddings of packed cells, one per segment.
 
     ``rows * max_segments`` of them for packed rows (``slots`` ``None``), else one per
-    slot of the runner's slot layout.
+    slot of the runner's slot layout. ``static[0]`` as in :func:`_geneformer_apply`.
     """
     from flax import nnx
 
+    from ..models._bert import StackedLayers, pool_segments, stacked_states
+
     graphdef, layer_index, pooling, specials_ids, max_segments, dtype = static
-    m = nnx.merge(graphdef, params)
-    x = m.packed_states(ids, segment_ids, positions, n_layers=layer_index, dtype=dtype, slots=slots)
-    x = x[layer_index]
-    return m.pool_packed(
+    if isinstance(graphdef, StackedLayers):
+        x = stacked_states(
+            graphdef,
+            params,
+            ids,
+            segment_ids=segment_ids,
+            positions=positions,
+            slots=slots,
+            dtype=dtype,
+        )
+    else:
+        m = nnx.merge(graphdef, params)
+        x = m.packed_states(
+            ids, segment_ids, positions, n_layers=layer_index, dtype=dtype, slots=slots
+        )[layer_index]
+    return pool_segments(
         ids,
         segment_ids,
         x,
@@ -210,11 +237,11 @@ def embed_checkpoint(
         row width (its longest cell rounded up to 64 tokens), i.e. when a row
         holds two or more typical cells, and never with ``bucketing=False`` or
         ``gene_embeddings_key``; ``True`` always packs; ``False`` never does.
-        Packed chunks of a job of 4,096 cells or more use the slot layout
+        Packed chunks of a job of 512 cells or more use the slot layout
         where it computes less attention (each token attends over about its
-        own cell's length, not a whole row's; one compiled shape per call);
-        smaller jobs keep the rows (one compiled shape, quicker to a first
-        embedding in a fresh process). scGPT cells are not packed.
+        own cell's length, not a whole row's; one compiled shape per slot
+        width); smaller jobs keep the rows (one compiled shape, quicker to a
+        first embedding in a fresh process). scGPT cells are not packed.
     dtype
         Geneformer: ``'float32'`` (default; every product in float32, equal to
         the reference to 1e-5) or ``'bfloat16'`` (opt-in): the layers' matrix
@@ -268,6 +295,7 @@ def embed_checkpoint(
     from .._logging import tqdm
     from .._settings import settings
     from ..models import _runner as runner_module
+    from ..models._bert import SCAN_MAX_BYTES, stack_layers, stacked_bytes
     from ..models._runner import BucketedRunner, default_batch_tokens, eval_split
 
     # ---------------------------------------------------------------- validate
@@ -373,8 +401,13 @@ def embed_checkpoint(
         coverage_error(adata, ids, genes, gene_key, max(min_gene_coverage, 1e-9), found)
 
     with timed(f"embedding cells with the {family} checkpoint into .obsm[{key_added!r}]") as info:
-        graphdef, state = eval_split(model.module)
         want_genes = gene_embeddings_key is not None
+        if family == "geneformer" and stacked_bytes(model.module, from_input) <= SCAN_MAX_BYTES:
+            # the layers as one scanned layer: each program holds it once (cheaper to trace
+            # and compile; the same forward), at the cost of a stacked copy of the weights
+            graphdef, state = stack_layers(model.module, from_input)
+        else:
+            graphdef, state = eval_split(model.module)
         if family == "geneformer":
             specials_ids = tuple(
                 model.vocab[t] for t in (_keys.CLS_TOKEN, _keys.EOS_TOKEN) if t in model.vocab
