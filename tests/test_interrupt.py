@@ -55,7 +55,7 @@ def _interrupt_in_gc_callback(handled: bool) -> str:
     try:
         with _interrupt.handling() if handled else contextlib.nullcontext():
             gc.collect()
-            deadline = time.monotonic() + 2.0
+            deadline = time.monotonic() + 0.5
             while time.monotonic() < deadline:
                 time.sleep(0.01)
             return "ran on"

@@ -68,6 +68,7 @@ def z_scores(A, B):
         ]
 
 
+@pytest.mark.slow  # numba compile of the sampler (fast-suite budget): slow CI step
 def test_block_matches_the_plain_model(ma):
     ids, prof, lib_fc = ma.gene_table(300, 3, 2, seed=5)
     rng = np.random.default_rng(0)

@@ -211,7 +211,7 @@ def test_slot_layout_forward_equals_unpacked():
         assert seen == lengths.size
 
 
-@pytest.mark.parametrize("n_layers", [0, 2])
+@pytest.mark.parametrize("n_layers", [pytest.param(0, marks=pytest.mark.slow), 2])
 def test_scanned_layers_equal_the_unrolled_ones(n_layers):
     """``stack_layers`` + ``stacked_states`` (one ``lax.scan`` over stacked weights) give the
     state of layer ``n_layers`` of the unrolled encoder: padded batches, packed rows and

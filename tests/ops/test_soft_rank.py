@@ -516,6 +516,7 @@ def test_invalid_arguments():
 
 
 # ----------------------------------------------------------------- neural sort
+@pytest.mark.slow  # fast-suite budget: runs in the slow CI step
 def test_neural_sort_properties_and_agreement():
     rng = np.random.default_rng(8)
     x = rng.permutation(20).astype(np.float32)

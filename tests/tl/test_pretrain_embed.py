@@ -193,6 +193,7 @@ def test_pretrain_ema_is_recorded_seeded_and_changes_the_weights(trained, data):
     assert any(not np.array_equal(p0[k], p1[k]) for k in p0)
 
 
+@pytest.mark.slow  # fast-suite budget: runs in the slow CI step
 def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, monkeypatch, capsys):
     """Spy on the compiled steps of one run: dropout on in the train step and off in
     validation; each minibatch row's batch code and bottleneck target belong to

@@ -292,9 +292,10 @@ SLOT_WORK_RATIO = 0.9
 #: layers scanned, each extra shape costs a fresh process about 1.3-1.5 CPU-s to
 #: compile (0.2-0.3 when the persistent cache has it), and the slot layout saves about
 #: 17% of the forward (about 0.0045 CPU-s per PBMC cell at the V1 size), so below a
-#: few hundred cells the extra compilations cost more than they save. At 1,000 cells
-#: a fresh process was quicker with the slots, cold and warm (``docs/benchmarks.md``,
-#: time to the first embedding).
+#: few hundred cells the extra compilations cost more than they save. At 1,000 cells a
+#: fresh process was quicker with the slots when its compilation cache was warm and
+#: level when cold (quiet runs: warm 30.8 vs 32.5 CPU-s, cold 36.1 vs 35.8 for the rows;
+#: ``docs/benchmarks.md``, time to the first embedding).
 SLOT_MIN_ITEMS = 512
 
 #: Default cap of tokens per forward call (:func:`default_batch_tokens`).
