@@ -115,7 +115,7 @@ def test_weights_hashed_once_per_model(kmer_encoder, monkeypatch):
     for _ in range(2):
         dfm.tl.embed_sequences(dfm.io.sequences_to_adata(seqs), encoder=model)
     assert len(calls) == 1
-    model.token_embed.embedding.value = model.token_embed.embedding.value + 1.0  # new weights
+    model.token_embed.embedding[...] = model.token_embed.embedding[...] + 1.0  # new weights
     assert weights_digest(model) != first and len(calls) == 2
 
 
