@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,26 +101,20 @@ TORCH_FIRST = textwrap.dedent(
 )
 
 
-def _one_core() -> None:
-    """Confine the calling (child) process to its lowest allowed CPU."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-
-
 def _timed(cmd: list[str], env: dict, *, one_core: bool = False) -> dict:
     """Run a fresh process; its wall time and CPU time (user + system, threads included).
 
-    ``one_core``: the process runs on one CPU (its affinity set before it starts).
+    ``one_core``: the process runs on one CPU, its lowest allowed one (``taskset -c``;
+    set by ``taskset`` rather than in the forked child, which must not run Python code
+    in a process that has started JAX's threads).
     """
+    if one_core:
+        if shutil.which("taskset") is None:
+            raise SystemExit("--dfm-one-core needs the 'taskset' command (util-linux)")
+        cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        preexec_fn=_one_core if one_core else None,
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
