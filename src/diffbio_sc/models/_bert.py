@@ -564,7 +564,7 @@ def _stack_leaves(*xs):
 
     ``jnp.stack`` runs as one small XLA program per distinct set of leaf shapes (5 at
     the Geneformer V1 size), compiled in every process: each compiles faster than the
-    persistent cache's threshold, so a warm process paid about 0.15 CPU-s for them.
+    persistent cache's threshold, so a warm process paid 0.1-0.15 CPU-s for them.
     The NumPy stack gives the same values bit for bit.
     """
     if all(isinstance(x, jax.Array) for x in xs):
