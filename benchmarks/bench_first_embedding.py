@@ -18,12 +18,18 @@ data, loading the checkpoint and embedding every cell once.
   dfm made, so its time excludes tokenization. No warm-up: its first batch is part of
   the time to the first embedding, as dfm's compilation is.
 
+With ``--dfm-one-core``, each round also runs ``dfm warm, 1 core``: the warm process
+confined to one CPU (its affinity, as ``taskset -c``), so that XLA's CPU client starts
+one intra-op thread instead of one per core and runs each program on the calling
+thread (the comparison for the question whether XLA's second thread spends CPU time
+waiting for work; torch's best is also 1 thread).
+
 The sides alternate over ``--rounds`` rounds (the load average is printed); each
 run's CPU time (user + system of the process and its threads), wall time, minor
 page faults and peak resident memory are printed, then min and median.
 
     python benchmarks/bench_first_embedding.py [--n-cells 1000] [--rounds 3] [--torch-batch 64]
-        [--torch-threads 1,2] [--layout auto|rows|slots]
+        [--torch-threads 1,2] [--layout auto|rows|slots] [--dfm-one-core]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,8 +101,17 @@ TORCH_FIRST = textwrap.dedent(
 )
 
 
-def _timed(cmd: list[str], env: dict) -> dict:
-    """Run a fresh process; its wall time and CPU time (user + system, threads included)."""
+def _timed(cmd: list[str], env: dict, *, one_core: bool = False) -> dict:
+    """Run a fresh process; its wall time and CPU time (user + system, threads included).
+
+    ``one_core``: the process runs on one CPU, its lowest allowed one (``taskset -c``;
+    set by ``taskset`` rather than in the forked child, which must not run Python code
+    in a process that has started JAX's threads).
+    """
+    if one_core:
+        if shutil.which("taskset") is None:
+            raise SystemExit("--dfm-one-core needs the 'taskset' command (util-linux)")
+        cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -149,6 +165,12 @@ def main() -> None:
         "the package default",
     )
     ap.add_argument(
+        "--dfm-one-core",
+        action="store_true",
+        help="also run the warm dfm process on one CPU (affinity), each round: XLA's CPU "
+        "client then starts one intra-op thread",
+    )
+    ap.add_argument(
         "--torch-python",
         default=os.environ.get("DFM_TORCH_PYTHON", "/work/venv-torch/bin/python"),
     )
@@ -163,6 +185,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {
         "dfm cold": [],
         "dfm warm": [],
+        **({"dfm warm, 1 core": []} if args.dfm_one_core else {}),
         **{k: [] for k in torch_names},
     }
     loads: list[float] = []
@@ -184,6 +207,8 @@ def main() -> None:
                 cmd = [args.torch_python, "-c", TORCH_FIRST, str(ckpt), str(tmp / "tokens.npz")]
                 results[name].append(_timed([*cmd, str(args.torch_batch), str(t)], base_env))
             results["dfm warm"].append(_timed(dfm_cmd, env))
+            if args.dfm_one_core:
+                results["dfm warm, 1 core"].append(_timed(dfm_cmd, env, one_core=True))
             loads.append(os.getloadavg()[0])
             print(
                 f"round {r}: "
@@ -200,7 +225,8 @@ def main() -> None:
     print(
         f"\nCommand: python benchmarks/bench_first_embedding.py --n-cells {args.n_cells} "
         f"--rounds {args.rounds} --torch-batch {args.torch_batch} --torch-threads "
-        f"{args.torch_threads} --layout {args.layout}; {time.strftime('%Y-%m-%d %H:%M')}; "
+        f"{args.torch_threads} --layout {args.layout}"
+        f"{' --dfm-one-core' if args.dfm_one_core else ''}; {time.strftime('%Y-%m-%d %H:%M')}; "
         "load average "
         f"{min(loads):.1f}-{max(loads):.1f}; {args.n_cells} {args.dataset} cells, median "
         f"{int(np.median(lengths))} tokens (max {lengths.max()}); Geneformer V1 size "
@@ -215,6 +241,7 @@ def main() -> None:
     settings = {
         "dfm cold": "embed_checkpoint defaults, empty compilation cache",
         "dfm warm": "same, compilation cache filled by the cold run",
+        "dfm warm, 1 core": "same, the process confined to one CPU (1 XLA intra-op thread)",
     }
     for name, t in zip(torch_names, threads, strict=True):
         settings[name] = (

@@ -227,6 +227,14 @@ def test_scanned_layers_equal_the_unrolled_ones(n_layers):
         tokens[i, :n] = rng.integers(1, 60, size=n)
     static, params = stack_layers(model, n_layers)
     assert (params["layers"] is None) == (n_layers == 0)
+    if n_layers:  # layer i's weights at index i of the stack, bit for bit, on the model's device
+        flat = dict(nnx.to_flat_state(params["layers"]))
+        for i in range(n_layers):
+            for path, var in nnx.to_flat_state(nnx.state(model.layers[i])):
+                stacked = flat[path].get_value()
+                assert isinstance(stacked, jax.Array)
+                assert stacked.devices() == var.get_value().devices()
+                np.testing.assert_array_equal(np.asarray(stacked)[i], np.asarray(var.get_value()))
     run = jax.jit(stacked_states, static_argnums=0)
     want = model.hidden_states(tokens, n_layers=n_layers)[n_layers]
     valid = tokens > 0

@@ -11,6 +11,12 @@ from diffbio_sc.ops import _rank_value
 from diffbio_sc.ops._rank_value import rank_value_encode
 
 
+@pytest.fixture(autouse=True)
+def kernel_from_the_first_call(monkeypatch):
+    """The tests below exercise the compiled kernel: no NumPy-first budget."""
+    monkeypatch.setattr(_rank_value, "NUMPY_FIRST_NNZ", 0)
+
+
 def reference(X: sp.csr_matrix, scale, target_sum, max_tokens, pad=-1):
     """The documented per-cell rule: float64 values, compared as float32, ties by gene."""
     X = sp.csr_matrix(X)
@@ -157,3 +163,34 @@ def test_integer_counts_summed_in_the_kernel(dtype, monkeypatch):
     np.testing.assert_array_equal(got[0], exp_ids)
     np.testing.assert_array_equal(got[1], exp_vals)
     np.testing.assert_array_equal(got[2], exp_n)
+
+
+def test_numpy_path_first_then_the_kernel(monkeypatch):
+    """Without ``check=``, a process's first ``NUMPY_FIRST_NNZ`` nonzeros take the NumPy
+    path (a small job never loads numba), later calls the kernel, and once the kernel ran
+    every call uses it; the tokens are the per-cell rule's on every path."""
+    rng = np.random.default_rng(5)
+    X, scale = colliding_counts(rng)
+    monkeypatch.setattr(_rank_value, "NUMPY_FIRST_NNZ", X.nnz + 1)
+    monkeypatch.setattr(_rank_value, "_rented", {"nnz": 0, "kernel": False})
+    expected = reference(X, scale, 1e4, 30)
+    paths = []
+    for _ in range(3):
+        got = rank_value_encode(X, scale, target_sum=1e4, max_tokens=30)
+        paths.append(dict(_rank_value._rented))
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(g, e)
+    # calls 1 and 2 rent (the budget is not yet spent before either), call 3 buys
+    assert paths == [
+        {"nnz": X.nnz, "kernel": False},
+        {"nnz": 2 * X.nnz, "kernel": False},
+        {"nnz": 2 * X.nnz, "kernel": True},
+    ]
+    # a process where the kernel already ran (e.g. a ``check=`` call) skips the budget
+    monkeypatch.setattr(_rank_value, "_rented", {"nnz": 0, "kernel": False})
+    flags = np.zeros(X.shape[0], dtype=np.uint8)
+    rank_value_encode(X, scale, target_sum=1e4, max_tokens=30, check=flags)
+    assert _rank_value._rented == {"nnz": 0, "kernel": True}
+    got = rank_value_encode(X, scale, target_sum=1e4, max_tokens=30)
+    assert _rank_value._rented == {"nnz": 0, "kernel": True}
+    np.testing.assert_array_equal(got[0], expected[0])

@@ -20,6 +20,9 @@ the native model's data preparation stream chunks through it.
   float itself, so ``(~bits(value)) << 32 | gene_index`` packed in one uint64
   turns "descending value, ties by ascending gene index" into one ascending
   integer sort, done with NumPy's row sort in blocks of ``_BLOCK_ROWS`` cells.
+* Without ``check=``, a process's first :data:`NUMPY_FIRST_NNZ` nonzeros also take the
+  NumPy path (then the kernel): loading the compiled kernel (numba and its cached
+  machine code) costs a fresh process more than the NumPy path does on a small job.
 """
 
 from __future__ import annotations
@@ -41,6 +44,25 @@ _MAX_POS_BITS = 31
 # Compiled kernel: rows per thread at least, and tasks per thread (for balance under load).
 _MIN_TASK_ROWS = 64
 _TASKS_PER_THREAD = 8
+#: Nonzeros a process encodes with the NumPy path before it loads the compiled kernel,
+#: for calls without ``check=`` (``tl.embed_checkpoint``, the native model's data): a
+#: "rent before you buy" rule. Loading numba and the kernel's cached machine code cost a
+#: fresh process about 0.45 CPU-s, where the NumPy path cost about 15 ns per nonzero
+#: more than the kernel (21 vs 7 ns, 1,500-gene rows; ``docs/benchmarks.md``), so the
+#: kernel pays off after about 30 million nonzeros. Renting up to that point costs a
+#: job at most twice the better choice made in hindsight, and a small job (1,000 PBMC
+#: cells: 0.2 million nonzeros, 0.02 CPU-s) never loads the kernel. Once the kernel ran
+#: in the process (``check=`` calls always use it), every call uses it.
+NUMPY_FIRST_NNZ = 30_000_000
+_rented = {"nnz": 0, "kernel": False}
+
+
+def _kernel_now(nnz: int) -> bool:
+    """Whether a call of ``nnz`` nonzeros without ``check=`` uses the compiled kernel."""
+    if _rented["kernel"] or _rented["nnz"] >= NUMPY_FIRST_NNZ:
+        return True
+    _rented["nnz"] += int(nnz)
+    return False
 
 
 def n_threads(n_jobs: int | None = None) -> int:
@@ -184,6 +206,7 @@ def rank_value_encode(
         kernel_totals = totals is None and (kind in "iu" or require_integer)
     else:
         compiled = X.has_sorted_indices and (n == 0 or int(widths.max()) <= 2**_MAX_POS_BITS)
+        compiled = compiled and _kernel_now(X.nnz)
         # Integer counts of at most 32 bits in rows of < 2**21 entries sum exactly in
         # float64 (< 2**53) in any order, so the compiled kernel can sum each row itself
         # (on its thread) and match row_totals bit for bit.
@@ -226,6 +249,8 @@ def rank_value_encode(
 
     if compiled:
         from . import _rank_value_nb as nb
+
+        _rented["kernel"] = True
 
         lut32 = (np.arange(n_genes) + shift if lut_ext is None else lut_ext).astype(np.int32)
         vals = values if values is not None else np.empty((0, 0), dtype=np.float32)
