@@ -45,7 +45,10 @@ What it does
   the weighted mean of the batch losses; the best epoch's weights are kept
   and restored at the end, and training stops after ``patience`` epochs
   without improvement (``patience=None``: run all epochs, still restore the
-  best). Without ``val_idx`` the final weights are kept.
+  best). Without ``val_idx`` the final weights are kept. With
+  ``config.average_checkpoints`` the model ends instead with the mean of the
+  weights at the ends of the epochs that those fractions of the step budget
+  name (a checkpoint average of the run's tail).
 * **Randomness.** ``seed`` fixes the shuffling, and the keys passed to
   ``loss_fn`` (``fold_in(step_key, step)`` for training step ``step``,
   ``fold_in(val_key, j)`` for validation batch ``j``, the same every epoch):
