@@ -6,6 +6,9 @@ One run per dataset and seed, every method through the same scoring code:
 * ``dfm_batch``: the same with ``batch_key='batch'``;
 * ``dfm_ema`` / ``dfm_batch_ema`` (only when named in ``--methods``): the same two
   with ``ema=0.99`` (Polyak averaging of the weights; issue 26 screen);
+* ``dfm_ckpt`` (only when named): ``dfm`` with ``average_checkpoints=(0.75, 0.9, 1.0)``
+  (the mean of the weights at 75%, 90% and 100% of the steps; issue 26 screen, see
+  ``bench_seed_spread.py`` for the paired protocol);
 * ``pca``: :func:`diffbio_sc.tl.pca_baseline` (50 PCs of 2,000 log-normalised HVGs);
 * ``harmony``: :func:`diffbio_sc.tl.harmony_baseline` (that PCA, then Harmony);
 * ``scvi``: scvi-tools' ``SCVI`` with its defaults except 30 latent dimensions,
@@ -65,8 +68,9 @@ RESULTS = HERE / "results" / "quality"
 DATASETS = ("pbmc_3batch_symphony", "celllines_5tech_mixology", "pbmc_ifnb_kang", "demo")
 METHODS = ("dfm", "dfm_batch", "pca", "harmony", "scvi")
 #: Variants run only when named in ``--methods`` (issue 26 screens).
-EXTRA_METHODS = ("dfm_ema", "dfm_batch_ema")
+EXTRA_METHODS = ("dfm_ema", "dfm_batch_ema", "dfm_ckpt")
 EMA_DECAY = 0.99
+CHECKPOINT_FRACTIONS = (0.75, 0.9, 1.0)
 METRICS = ("f1", "bio", "batch", "total", "cpu_s", "wall_s")
 BATCH_KEY, LABEL_KEY = "batch", "cell_type"
 F1_MARGIN = 0.02  # issue 15 item 4: kNN macro-F1 at least PCA's + 0.02
@@ -309,6 +313,10 @@ def run_dfm_batch_ema(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
     return _run_dfm(adata, seed, BATCH_KEY, ema=EMA_DECAY)
 
 
+def run_dfm_ckpt(adata, seed: int, **_) -> tuple[np.ndarray, dict]:
+    return _run_dfm(adata, seed, None, average_checkpoints=CHECKPOINT_FRACTIONS)
+
+
 def _hvg_counts(adata):
     """Raw counts of the PCA baseline's HVGs (same gene selection) with the batch column."""
     from anndata import AnnData
@@ -396,6 +404,7 @@ RUNNERS = {
     "scvi": run_scvi,
     "dfm_ema": run_dfm_ema,
     "dfm_batch_ema": run_dfm_batch_ema,
+    "dfm_ckpt": run_dfm_ckpt,
 }
 
 

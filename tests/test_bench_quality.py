@@ -137,3 +137,29 @@ def test_kmeans_n_init_records_are_cached_apart(bq, tmp_path, capsys):
     bq.main(["--table", "--results", str(tmp_path), "--kmeans-n-init", "10"])
     out = capsys.readouterr().out
     assert "KMeans starts: 10" in out and "| 0.700 ± 0.000 |" in out
+
+
+def test_variant_methods_pass_their_option_to_embed(bq, monkeypatch):
+    """``dfm_ema`` / ``dfm_ckpt`` run the default embedding with their one option added."""
+    import numpy as np
+
+    import diffbio_sc as dfm
+
+    calls = []
+
+    def fake_embed(adata, **kw):
+        calls.append(kw)
+        adata.obsm["X_dfm"] = np.zeros((adata.n_obs, 2), np.float32)
+
+    monkeypatch.setattr(dfm.tl, "embed", fake_embed)
+    adata = dfm.datasets.synthetic_counts(10, 5, n_cell_types=2, n_batches=2, seed=0)
+    for method in ("dfm", "dfm_ema", "dfm_ckpt"):
+        Z, _ = bq.RUNNERS[method](adata, 3)
+        assert Z.shape == (10, 2)
+    base = {"seed": 3, "progress_bar": False}
+    assert calls == [
+        base,
+        {**base, "ema": bq.EMA_DECAY},
+        {**base, "average_checkpoints": (0.75, 0.9, 1.0)},
+    ]
+    assert "dfm_ckpt" in bq.EXTRA_METHODS and "dfm_ckpt" not in bq.METHODS

@@ -176,6 +176,10 @@ def test_callable_data_and_non_finite_loss_restores_weights():
         (dict(ema=1.0), DfmInputError, "ema is the decay"),
         (dict(ema=0.0), DfmInputError, "ema"),
         (dict(ema="0.9"), TypeError, "ema"),
+        (dict(average_checkpoints=()), DfmInputError, "average_checkpoints is empty"),
+        (dict(average_checkpoints=(0.5, 1.5)), DfmInputError, "average_checkpoints"),
+        (dict(average_checkpoints=(0.0,)), DfmInputError, "average_checkpoints"),
+        (dict(average_checkpoints=0.75), TypeError, "sequence of fractions"),
     ],
 )
 def test_train_config_is_validated(kw, err, match):
@@ -574,3 +578,63 @@ def test_ema_weights_are_the_validated_and_restored_ones():
     pred = np.asarray(model.lin(data["x"][va]))[:, 0]
     val = float(np.mean((pred - data["y"][va]) ** 2))
     assert val == pytest.approx(res.summary["best_val_loss"], rel=1e-5)
+
+
+def test_checkpoint_epochs_by_hand():
+    from diffbio_sc.models._train import checkpoint_epochs
+
+    # the default budget on the cell-line sets: 608 steps of 19 per epoch
+    assert checkpoint_epochs(608, 19, (0.75, 0.9, 1.0)) == [24, 29, 32]
+    # 456 = 0.75 * 608 steps end exactly with epoch 24; one step more needs epoch 25
+    assert checkpoint_epochs(608, 19, (457 / 608,)) == [25]
+    # a partial last epoch (max_steps) and fractions that fall in the same epoch
+    assert checkpoint_epochs(10, 4, (0.1, 0.2, 0.5, 1.0)) == [1, 2, 3]
+
+
+def test_average_checkpoints_is_the_mean_of_the_weights_at_those_epochs():
+    """The averaged model equals the mean of the weights a plain run has at the checkpoints."""
+    data = _data(80, noise=0.1)
+    tr, va = np.arange(64), np.arange(64, 80)  # 4 steps of 16 per epoch
+    kw = dict(train_idx=tr, val_idx=va)
+    # Independently: a plain run (same seed) with a hook that copies the weights per epoch.
+    plain, seen = _Lin(seed=1), {}
+
+    def hook(epoch):
+        seen[epoch + 1] = _weights(plain).copy()
+        return {}, False
+
+    res_plain = fit(
+        plain, _mse, data, config=TrainConfig(epochs=8, patience=None, **CFG), epoch_end=hook, **kw
+    )
+    # fractions 0.5, 0.75, 1.0 of 32 steps: the ends of epochs 4, 6 and 8
+    model = _Lin(seed=1)
+    cfg = TrainConfig(epochs=8, patience=None, average_checkpoints=(1.0, 0.5, 0.75), **CFG)
+    res = fit(model, _mse, data, config=cfg, **kw)
+    assert cfg.average_checkpoints == (0.5, 0.75, 1.0)
+    assert res.summary["checkpoint_epochs"] == [4, 6, 8]
+    expected = (seen[4].astype(np.float64) + seen[6] + seen[8]) / 3
+    np.testing.assert_allclose(_weights(model), expected, rtol=1e-6, atol=1e-7)
+    # the training itself is the plain run's (same losses), only the weights returned differ
+    assert res.history["val_loss"] == res_plain.history["val_loss"]
+    assert np.abs(_weights(model) - seen[8]).max() > 1e-4
+    assert np.abs(_weights(model) - _weights(plain)).max() > 1e-4  # not the best-epoch weights
+    # the recorded validation loss is the averaged model's
+    pred = np.asarray(model.lin(data["x"][va]))[:, 0]
+    val = float(np.mean((pred - data["y"][va]) ** 2))
+    assert res.summary["average_val_loss"] == pytest.approx(val, rel=1e-5)
+
+
+def test_average_checkpoints_after_an_early_stop_takes_the_last_epoch():
+    data = _data(80, noise=0.1)
+    seen = {}
+    model = _Lin(seed=1)
+
+    def hook(epoch):
+        seen[epoch + 1] = _weights(model).copy()
+        return {}, epoch == 4  # stop after epoch 5, before the checkpoints of epochs 6 and 8
+
+    cfg = TrainConfig(epochs=8, patience=None, average_checkpoints=(0.5, 0.75, 1.0), **CFG)
+    res = fit(model, _mse, data, train_idx=np.arange(64), config=cfg, epoch_end=hook)
+    assert res.summary["stopped_early"] and res.summary["checkpoint_epochs"] == [4, 5]
+    assert res.summary["average_val_loss"] is None  # no validation cells
+    np.testing.assert_allclose(_weights(model), (seen[4] + seen[5]) / 2, rtol=1e-6, atol=1e-7)

@@ -193,6 +193,41 @@ def test_pretrain_ema_is_recorded_seeded_and_changes_the_weights(trained, data):
     assert any(not np.array_equal(p0[k], p1[k]) for k in p0)
 
 
+def test_pretrain_average_checkpoints_returns_the_mean_of_the_epochs_weights(data, monkeypatch):
+    """The model holds the mean of the weights a plain run (same seed) has at the checkpoints."""
+    from diffbio_sc.tl import _pretrain
+
+    seen = {}
+
+    def recorder(data_fn, val_idx, seed, stop, min_epochs):
+        def epoch_end(model, epoch):  # read-only: the run is a plain run
+            seen[epoch + 1] = {k: np.array(v) for k, v in model.get_weights().items()}
+            return {}, False
+
+        return epoch_end
+
+    kw = dict(config=_cfg(), seed=0, **{**FAST, "epochs": 3})
+    with monkeypatch.context() as m:
+        m.setattr(_pretrain, "_agreement_monitor", recorder)
+        plain = dfm.tl.pretrain(data, **kw)
+    avg = dfm.tl.pretrain(data, average_checkpoints=[1.0, 0.5], **kw)
+    tr = avg.metadata["training"]
+    assert tr["average_checkpoints"] == [0.5, 1.0] and tr["checkpoint_epochs"] == [2, 3]
+    assert plain.metadata["training"]["average_checkpoints"] is None
+    assert avg.history["val_loss"] == plain.history["val_loss"]  # the same training
+    got, last = avg.get_weights(), plain.get_weights()
+    for k in got:
+        np.testing.assert_allclose(got[k], (seen[2][k] + seen[3][k]) / 2, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(got[k], last[k]) for k in got)
+    # dfm.tl.embed passes the option on and writes the averaged model's embedding
+    a, b = data.copy(), data.copy()
+    dfm.tl.embed(a, avg, batch_size=32, progress_bar=False)
+    ekw = {k: v for k, v in kw.items() if k != "batch_size"}
+    dfm.tl.embed(b, batch_size=32, pretrain_batch_size=32, average_checkpoints=(0.5, 1.0), **ekw)
+    np.testing.assert_allclose(b.obsm["X_dfm"], a.obsm["X_dfm"], rtol=1e-5, atol=1e-6)
+    assert list(b.uns["dfm"]["embeddings"]["X_dfm"]["training"]["checkpoint_epochs"]) == [2, 3]
+
+
 @pytest.mark.slow  # fast-suite budget: runs in the slow CI step
 def test_pretrain_loop_modes_batch_codes_early_stopping_and_bar(trained, data, monkeypatch, capsys):
     """Spy on the compiled steps of one run: dropout on in the train step and off in
@@ -667,6 +702,8 @@ def _no_read(monkeypatch):
         (dict(config={"hidden_dim": 8}), TypeError, "MaskedExpressionConfig"),
         (dict(ema=1.0), DfmInputError, "ema is the decay"),
         (dict(ema="0.99"), TypeError, "ema"),
+        (dict(average_checkpoints=(0.5, 2.0)), DfmInputError, "average_checkpoints"),
+        (dict(average_checkpoints="last"), TypeError, "average_checkpoints"),
     ],
 )
 def test_pretrain_checks_every_argument_before_reading(data, monkeypatch, kwargs, err, match):

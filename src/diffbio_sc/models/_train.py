@@ -45,7 +45,10 @@ What it does
   the weighted mean of the batch losses; the best epoch's weights are kept
   and restored at the end, and training stops after ``patience`` epochs
   without improvement (``patience=None``: run all epochs, still restore the
-  best). Without ``val_idx`` the final weights are kept.
+  best). Without ``val_idx`` the final weights are kept. With
+  ``config.average_checkpoints`` the model ends instead with the mean of the
+  weights at the ends of the epochs that those fractions of the step budget
+  name (a checkpoint average of the run's tail).
 * **Randomness.** ``seed`` fixes the shuffling, and the keys passed to
   ``loss_fn`` (``fold_in(step_key, step)`` for training step ``step``,
   ``fold_in(val_key, j)`` for validation batch ``j``, the same every epoch):
@@ -109,6 +112,38 @@ def check_ema(ema) -> float | None:
     return ema
 
 
+def check_average_checkpoints(fractions) -> tuple[float, ...] | None:
+    """Return ``fractions`` (checkpoints of the step budget) as a sorted tuple in (0, 1], or ``None``."""
+    if fractions is None:
+        return None
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence):
+        raise TypeError(
+            "average_checkpoints must be a sequence of fractions of the step budget, e.g. "
+            f"(0.75, 0.9, 1.0), or None; got {type(fractions).__name__}."
+        )
+    out = tuple(
+        check_float("average_checkpoints[]", f, minimum=0.0, maximum=1.0, strict_min=True)
+        for f in fractions
+    )
+    if not out:
+        raise DfmInputError(
+            "average_checkpoints is empty; give at least one fraction of the step budget in "
+            "(0, 1] (e.g. (0.75, 0.9, 1.0)), or None for no averaging."
+        )
+    return tuple(sorted(set(out)))
+
+
+def checkpoint_epochs(total_steps: int, steps_per_epoch: int, fractions) -> list[int]:
+    """1-based epochs at whose end each fraction ``f`` of ``total_steps`` is first done.
+
+    Epoch ``e`` ends after ``min(e * steps_per_epoch, total_steps)`` steps, so the
+    checkpoint of ``f`` is epoch ``ceil(f * total_steps / steps_per_epoch)``
+    (distinct epochs, ascending): 608 steps of 19 per epoch and fractions
+    (0.75, 0.9, 1.0) give epochs 24, 29 and 32.
+    """
+    return sorted({max(1, math.ceil(f * total_steps / steps_per_epoch - 1e-9)) for f in fractions})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of :func:`fit` (validated on construction).
@@ -157,6 +192,17 @@ class TrainConfig:
         the averaged weights are the model's at each epoch's end: validation,
         ``epoch_end``, the best-epoch copy and the final model all use them
         (the optimizer keeps training the raw weights). Deterministic.
+    average_checkpoints
+        Fractions of the step budget, in ``(0, 1]``, at which the weights are
+        kept: a copy at the end of each epoch :func:`checkpoint_epochs` names
+        (e.g. ``(0.75, 0.9, 1.0)``). The model then ends with the **mean of
+        those copies** (a checkpoint average of the run's tail, in weight
+        space) instead of the best-validation weights; a run stopped early
+        averages the checkpoints it reached and its last epoch. ``None``
+        (default): no copies, the best weights by validation loss. The
+        averaged weights' validation loss is recorded (``summary
+        ['average_val_loss']``), with the epochs averaged
+        (``summary['checkpoint_epochs']``).
     """
 
     epochs: int
@@ -173,6 +219,7 @@ class TrainConfig:
     devices: Sequence[Any] | None = field(default=None, compare=False)
     max_steps: int | None = None
     ema: float | None = None
+    average_checkpoints: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, minimum=1)
@@ -191,6 +238,9 @@ class TrainConfig:
         check_key("desc", self.desc)
         check_int("log_every", self.log_every, minimum=1)
         check_ema(self.ema)
+        object.__setattr__(
+            self, "average_checkpoints", check_average_checkpoints(self.average_checkpoints)
+        )
         if self.devices is not None and len(self.devices) == 0:
             raise DfmInputError("devices must list at least one JAX device (or be None).")
 
@@ -207,7 +257,9 @@ class TrainResult:
     summary
         ``epochs_run``, ``steps``, ``best_epoch`` (1-based, or ``None``),
         ``best_val_loss``, ``final_train_loss``, ``stopped_early``,
-        ``batch_size``, ``steps_per_epoch``, ``n_devices``, ``max_steps``.
+        ``batch_size``, ``steps_per_epoch``, ``n_devices``, ``max_steps``;
+        with ``average_checkpoints``, also ``checkpoint_epochs`` (1-based, the
+        epochs whose weights were averaged) and ``average_val_loss``.
     """
 
     history: dict[str, list[float]]
@@ -567,6 +619,19 @@ def fit(
     log_every = config.log_every
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best, best_epoch, best_params, bad_epochs = math.inf, -1, None, 0
+    keep_at = (
+        set(checkpoint_epochs(total_steps, steps_per_epoch, config.average_checkpoints))
+        if config.average_checkpoints is not None
+        else set()
+    )
+    kept: dict[int, dict] = {}  # 1-based epoch -> copy of the weights (average_checkpoints)
+
+    def keep(epoch: int) -> None:
+        """Copy the weights at the end of ``epoch`` (0-based) if it is a checkpoint."""
+        if epoch + 1 in keep_at and epoch + 1 not in kept:
+            # a copy: the model's arrays are donated to the next step
+            kept[epoch + 1] = jax.tree.map(jnp.copy, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
     step, stopped_early = 0, False
     # Per-step metrics stay on the device, as (step, loss, aux) in `pending`, until they
     # are read in one transfer at a log interval or at the end of the epoch; reading them
@@ -621,6 +686,7 @@ def fit(
                     read(keep=1)
             read()
             sync_model()
+            keep(epoch)
             history["train_loss"].append(float(np.mean(losses)))
             for k, v in aux_sums.items():
                 history.setdefault(f"train_{k}", []).append(v / len(losses))
@@ -630,15 +696,7 @@ def fit(
                     break
                 continue
             # validation losses read in groups of log_every batches (bounded memory)
-            tot = wsum = 0.0
-            for g in range(0, len(val_batches), log_every):
-                group = val_batches[g : g + log_every]
-                keys = val_keys[g : g + log_every]
-                outs = [eval_fn(make(i, w), k) for (i, w), k in zip(group, keys, strict=True)]
-                for vl, (_, w) in zip(jax.device_get(outs), group, strict=True):
-                    tot += float(vl) * float(w.sum())
-                    wsum += float(w.sum())
-            val = tot / wsum
+            val = _validate(eval_fn, make, val_batches, val_keys, log_every)
             history["val_loss"].append(val)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", val=f"{val:.4f}")
             if val < best:
@@ -658,7 +716,16 @@ def fit(
         raise
     finally:
         bar.close()
-    if best_params is not None:
+    average_val = None
+    if keep_at:
+        last = len(history["train_loss"])
+        if last not in kept:  # stopped before its checkpoints: the last epoch joins them
+            keep_at.add(last)
+            keep(last - 1)
+        _restore(model, _mean_weights([kept[e] for e in sorted(kept)]))
+        if val_batches:
+            average_val = _validate(eval_fn, make, val_batches, val_keys, log_every)
+    elif best_params is not None:
         _restore(model, best_params)
     model.eval()
     summary = {
@@ -673,7 +740,32 @@ def fit(
         "n_devices": int(n_dev),
         "max_steps": config.max_steps,
     }
+    if keep_at:
+        summary["checkpoint_epochs"] = sorted(kept)
+        summary["average_val_loss"] = average_val
     return TrainResult(history=history, summary=summary)
+
+
+def _mean_weights(copies: list[dict]) -> dict:
+    """Return the element-wise mean of weight dicts of one structure (float32, summed in order)."""
+    import jax
+
+    return jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *copies)
+
+
+def _validate(eval_fn, make, val_batches, val_keys, log_every) -> float:
+    """Weighted mean validation loss over ``val_batches`` (read in groups of ``log_every``)."""
+    import jax
+
+    tot = wsum = 0.0
+    for g in range(0, len(val_batches), log_every):
+        group = val_batches[g : g + log_every]
+        keys = val_keys[g : g + log_every]
+        outs = [eval_fn(make(i, w), k) for (i, w), k in zip(group, keys, strict=True)]
+        for vl, (_, w) in zip(jax.device_get(outs), group, strict=True):
+            tot += float(vl) * float(w.sum())
+            wsum += float(w.sum())
+    return tot / wsum
 
 
 def _call_epoch_end(epoch_end, epoch: int, history: dict) -> bool:

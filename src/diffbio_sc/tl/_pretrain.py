@@ -67,6 +67,7 @@ def pretrain(
     stream_dir: str | os.PathLike | None = None,
     stop_agreement: float | None = None,
     ema: float | None = None,
+    average_checkpoints=None,
 ):
     """Pretrain a :class:`~diffbio_sc.models.MaskedExpressionModel` on ``adata``.
 
@@ -204,6 +205,18 @@ def pretrain(
         the averaged weights are validated, monitored and returned. ``None``
         (default): the raw weights (issue 26 screened ``ema=0.99``; see
         ``docs/notes/native_model.md``).
+    average_checkpoints
+        Fractions of the step budget in (0, 1], e.g. ``(0.75, 0.9, 1.0)``: the
+        weights are copied at the end of the epochs where those fractions of
+        the steps are done, and the model returned holds **the mean of those
+        copies** instead of the best-validation weights (``TrainConfig.
+        average_checkpoints`` of :func:`diffbio_sc.models.fit`; no extra
+        training, one model that saves and reloads as any other). The epochs
+        averaged and the average's validation loss are recorded in
+        ``metadata['training']`` (``checkpoint_epochs``, ``average_val_loss``).
+        ``None`` (default): the best-validation weights (issue 26 screened
+        ``(0.75, 0.9, 1.0)`` against the training-seed spread; see
+        ``docs/notes/native_model.md``).
     stream_dir
         Directory for the temporary files of ``stream=True`` (default: the
         system temporary directory); they take about
@@ -223,7 +236,7 @@ def pretrain(
     """
     from .._settings import settings
     from ..models._masked import MaskedExpressionConfig
-    from ..models._train import TrainConfig, check_ema
+    from ..models._train import TrainConfig, check_average_checkpoints, check_ema
     from . import _model_data as md
 
     # ---------------------------------------------------------------- validate
@@ -273,6 +286,7 @@ def pretrain(
                 f"stop_agreement is a fraction of shared neighbours in [0, 1], got {stop_agreement!r}."
             )
     ema = check_ema(ema)
+    average_checkpoints = check_average_checkpoints(average_checkpoints)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     if chunk_size is None:
         chunk_size = check_int("dfm.settings.chunk_size", settings.chunk_size, minimum=1)
@@ -415,6 +429,7 @@ def pretrain(
             progress_bar=show_bar,
             desc="pretrain",
             ema=ema,
+            average_checkpoints=average_checkpoints,
         )
         try:
             model, history, summary = _train(
@@ -450,6 +465,9 @@ def pretrain(
                 "layer": layer,
                 "stream": stream,
                 "ema": ema,
+                "average_checkpoints": (
+                    None if average_checkpoints is None else list(average_checkpoints)
+                ),
                 "shuffle": "chunk-level" if stream else "all cells",
                 "n_vocab_genes": int(vocab_cols.size),
                 "wall_s": round(time.perf_counter() - start_time, 3),
