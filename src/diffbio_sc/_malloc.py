@@ -123,3 +123,45 @@ def tune() -> bool:
         _state["tuned"] = ok
         log.debug("glibc malloc thresholds %s", "raised" if ok else "left as they were")
         return ok
+
+
+_trim_state: dict[str, object] = {"fn": None, "looked_up": False}
+
+
+def _malloc_trim():
+    """Return glibc's ``malloc_trim`` (through ctypes), or None where there is none."""
+    with _lock:
+        if not _trim_state["looked_up"]:
+            _trim_state["looked_up"] = True
+            if sys.platform.startswith("linux"):
+                try:
+                    libc = ctypes.CDLL(None)
+                    if hasattr(libc, "gnu_get_libc_version"):
+                        fn = libc.malloc_trim
+                        fn.argtypes = (ctypes.c_size_t,)
+                        fn.restype = ctypes.c_int
+                        _trim_state["fn"] = fn
+                except (OSError, AttributeError):  # pragma: no cover - no usable libc
+                    pass
+        return _trim_state["fn"]
+
+
+def trim() -> bool:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``).
+
+    Called by the streaming passes between chunks
+    (:func:`~diffbio_sc._validate.iter_row_chunks` with ``reuse_buffers=True``):
+    with glibc's defaults, the freed temporaries of a chunk (some tens of MiB)
+    stay in the heap as holes that the next chunk's slightly different sizes do
+    not fit, and the resident memory of a pass over a backed atlas creeps up
+    with the number of chunks. A no-op (returns ``False``) where the C library
+    is not glibc, and when :func:`tune` raised the thresholds for this process
+    (it keeps freed memory on purpose).
+    """
+    if _state["tuned"]:
+        return False
+    fn = _malloc_trim()
+    if fn is None:
+        return False
+    fn(0)
+    return True

@@ -141,6 +141,38 @@ def _csr_view(data, indices, indptr, shape) -> sp.csr_matrix:
     return chunk
 
 
+class _ChunkBuffers:
+    """Arrays that backed CSR chunks are read into: grown to the largest chunk, then reused."""
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def _get(self, name: str, size: int, dtype) -> np.ndarray:
+        buf = self._arrays.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            # 1/8 headroom: chunks differ a little in size, so the buffer rarely grows again
+            buf = self._arrays[name] = np.empty(size + size // 8, dtype)
+        return buf[:size]
+
+    def read(self, name: str, dataset, a: int, b: int) -> np.ndarray:
+        """``dataset[a:b]`` in the buffer ``name`` (valid until the next read of ``name``)."""
+        out = self._get(name, b - a, np.dtype(dataset.dtype))
+        if b <= a:
+            return out
+        read_direct = getattr(dataset, "read_direct", None)
+        if read_direct is None:  # not an h5py dataset: slice, then copy into the buffer
+            out[:] = np.asarray(dataset[a:b])
+        else:
+            read_direct(out, np.s_[a:b], np.s_[0 : b - a])
+        return out
+
+    def float32(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (float16) as float32, in a reused buffer."""
+        out = self._get("float32", values.size, np.dtype(np.float32))
+        np.copyto(out, values)
+        return out
+
+
 def _backed_csr_arrays(X, shape):
     """Return the HDF5 datasets ``(data, indices, indptr)`` behind a backed CSR matrix, or None."""
     group = getattr(X, "group", None)
@@ -153,7 +185,11 @@ def _backed_csr_arrays(X, shape):
 
 
 def iter_row_chunks(
-    adata, layer: str | None = None, chunk_size: int | None = None
+    adata,
+    layer: str | None = None,
+    chunk_size: int | None = None,
+    *,
+    reuse_buffers: bool = False,
 ) -> Iterator[tuple[int, int, sp.csr_matrix]]:
     """Yield ``(start, stop, csr_chunk)`` over the rows of X or a layer.
 
@@ -167,7 +203,19 @@ def iter_row_chunks(
     from its HDF5 datasets (anndata's own slicing adds a few milliseconds of
     bookkeeping per read). An in-memory CSC matrix is converted to CSR once
     (row slicing CSC is slow).
+
+    ``reuse_buffers=True`` is for streaming passes that hold no chunk (nor a
+    view of its arrays) once they ask for the next one: a backed CSR chunk's
+    ``data`` and ``indices`` are then read (``h5py`` ``read_direct``) into two
+    arrays that grow to the largest chunk and are overwritten by the next
+    chunk, and the C heap's free pages are handed back between chunks
+    (:func:`diffbio_sc._malloc.trim`). Reading every chunk into fresh arrays of
+    slightly different sizes (about 29 MiB each for 4,096 cells of 1,800
+    nonzeros) fragments glibc's heap, and the peak memory of a pass then
+    creeps up with the number of chunks. The chunks are the same either way.
+    Other inputs ignore it.
     """
+    from ._malloc import trim
     from ._settings import settings
 
     chunk_size = check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
@@ -182,7 +230,10 @@ def iter_row_chunks(
     if not backed and sp.issparse(X) and X.format != "csr":
         X = sp.csr_matrix(X)
     in_memory_csr = not backed and sp.issparse(X)
+    buffers = _ChunkBuffers() if reuse_buffers and arrays is not None else None
     for start in range(0, n, chunk_size):
+        if buffers is not None and start:
+            trim()  # the previous chunk's temporaries are freed: hand their pages back
         stop = min(start + chunk_size, n)
         if in_memory_csr:
             indptr = X.indptr[start : stop + 1]
@@ -196,16 +247,35 @@ def iter_row_chunks(
             d, i, p = arrays
             indptr = np.asarray(p[start : stop + 1])
             a, b = int(indptr[0]), int(indptr[-1])
-            data = np.asarray(d[a:b])
-            if half:
-                data = data.astype(np.float32)
+            if buffers is not None:
+                data, idx = buffers.read("data", d, a, b), buffers.read("indices", i, a, b)
+                if half:
+                    data = buffers.float32(data)
+            else:
+                data, idx = np.asarray(d[a:b]), np.asarray(i[a:b])
+                if half:
+                    data = data.astype(np.float32)
             yield (
                 start,
                 stop,
-                _csr_view(data, np.asarray(i[a:b]), indptr - a, (stop - start, n_vars)),
+                _csr_view(data, idx, indptr - a, (stop - start, n_vars)),
             )
         else:
             yield start, stop, _to_csr(X[start:stop])
+
+
+#: Values checked at a time by :func:`check_values` (4 MiB of float32).
+_CHECK_PIECE = 1 << 20
+
+
+def _all_pieces(data: np.ndarray, test) -> bool:
+    """Whether ``test`` holds for every piece of :data:`_CHECK_PIECE` values of ``data``.
+
+    Only 1-D arrays are cut into pieces; others are tested whole.
+    """
+    if data.ndim != 1:
+        return bool(test(data))
+    return all(test(data[a : a + _CHECK_PIECE]) for a in range(0, data.size, _CHECK_PIECE))
 
 
 def check_values(
@@ -219,6 +289,8 @@ def check_values(
     """Check stored values: finite, non-negative and, if asked, whole numbers.
 
     ``fix`` is appended to every message, ``counts_fix`` to the whole-number one.
+    Each check runs over pieces of :data:`_CHECK_PIECE` values, so its
+    temporaries stay a few MiB whatever the size of ``data``.
     """
     if data.size == 0:
         return
@@ -227,19 +299,23 @@ def check_values(
     if data.dtype.kind not in "iuf":
         raise DfmInputError(f"{where} has dtype {data.dtype}; expected a numeric matrix.")
     if data.dtype.kind == "f":
-        if not np.isfinite(data).all():
+        if not _all_pieces(data, lambda x: np.isfinite(x).all()):
             n_bad = int((~np.isfinite(data)).sum())
             raise DfmInputError(
                 f"{where} holds {n_bad} NaN or infinite values. Remove or impute them "
                 "before tokenizing (e.g. np.nan_to_num)." + (f" {fix}" if fix else "")
             )
-    if data.dtype.kind != "u" and (data < 0).any():
+    if data.dtype.kind != "u" and not _all_pieces(data, lambda x: not (x < 0).any()):
         raise DfmInputError(
             f"{where} holds {int((data < 0).sum())} negative values (min {data.min()}). "
             "Expected raw counts or non-negative normalised values; pass the counts layer "
             "with layer=." + (f" {fix}" if fix else "")
         )
-    if require_integer and data.dtype.kind == "f" and not np.all(data == np.round(data)):
+    if (
+        require_integer
+        and data.dtype.kind == "f"
+        and not _all_pieces(data, lambda x: bool(np.all(x == np.round(x))))
+    ):
         raise DfmInputError(
             f"{where} holds non-integer values, but raw counts are needed here (e.g. "
             "log-normalised data would be normalised again). Pass the raw counts with layer= "
@@ -280,8 +356,12 @@ def validated_chunks(
     require_integer: bool,
     allow_empty: bool = False,
     counts_fix: str = "",
+    reuse_buffers: bool = False,
 ) -> Iterator[tuple[int, int, sp.csr_matrix, np.ndarray]]:
     """Yield ``(start, stop, csr, totals)`` after checking values (and empty cells unless allowed).
+
+    ``reuse_buffers`` is passed to :func:`iter_row_chunks`: only for callers
+    that keep nothing of a chunk once they ask for the next one.
 
     Values must be finite and non-negative (whole numbers with
     ``require_integer``; ``counts_fix`` is appended to that error), and each cell's
@@ -290,7 +370,9 @@ def validated_chunks(
     copied before anything is changed: callers must treat chunks as read-only.
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    for start, stop, chunk in iter_row_chunks(adata, layer, chunk_size):
+    for start, stop, chunk in iter_row_chunks(
+        adata, layer, chunk_size, reuse_buffers=reuse_buffers
+    ):
         chunk, totals = validate_chunk(
             chunk,
             adata.obs_names,

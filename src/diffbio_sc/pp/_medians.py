@@ -86,6 +86,7 @@ def compute_medians(
             require_integer=require_counts,
             allow_empty=True,
             counts_fix=counts_fix,
+            reuse_buffers=True,  # the accumulators copy what they keep
         ):
             yield chunk, totals
 

@@ -602,10 +602,16 @@ def tokenize(
                 # needs no memory beyond the output; the checks keep the chunk pieces).
                 whole = store is None and not is_backed(adata) and sp.issparse(X)
                 whole = whole and checkable_dtype(X.dtype)
+                # Streamed to a store: one block of tokens, reused by every chunk
+                # (with the chunk's arrays: nothing of a chunk is kept).
+                reuse = None if store is None else np.empty((rows, max_tokens), np.int32)
                 for start, stop, chunk in iter_row_chunks(
-                    adata, layer, adata.n_obs if whole and adata.n_obs else rows
+                    adata,
+                    layer,
+                    adata.n_obs if whole and adata.n_obs else rows,
+                    reuse_buffers=store is not None,
                 ):
-                    out_rows = None if tokens is None else tokens[start:stop]
+                    out_rows = reuse[: stop - start] if tokens is None else tokens[start:stop]
                     if checkable(chunk):
                         block, n_tok[start:stop], total, vocab = encode_checked(
                             start, chunk, out_rows

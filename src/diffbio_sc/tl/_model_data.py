@@ -45,10 +45,17 @@ def _chunks(adata, layer, chunk_size):
     """Yield validated chunks: counts required (whole numbers), canonical CSR.
 
     The shared reader also refuses object dtypes, empty cells and totals that
-    overflow float64, and reads float16 as float32.
+    overflow float64, and reads float16 as float32. A backed chunk's arrays are
+    reused by the next chunk (``reuse_buffers``): every caller copies what it
+    keeps (tokens, log-normalised rows, HVG columns).
     """
     yield from validated_chunks(
-        adata, layer, chunk_size, require_integer=True, counts_fix=COUNTS_HINT
+        adata,
+        layer,
+        chunk_size,
+        require_integer=True,
+        counts_fix=COUNTS_HINT,
+        reuse_buffers=True,
     )
 
 
