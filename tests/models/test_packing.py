@@ -248,3 +248,40 @@ def test_scanned_layers_equal_the_unrolled_ones(n_layers):
     jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
     with pytest.raises(ValueError, match="n_layers"):
         stack_layers(model, 3)
+
+
+def test_inference_split_scans_small_stacks_and_caches_them(monkeypatch):
+    """The model layer's scan-or-unroll decision: a stack within ``SCAN_MAX_BYTES`` is
+    scanned and built once per model and weights (the same arrays on a second call), made
+    again after a weight was replaced (the new value in the stack), dropped with the model;
+    above the limit the layers stay unrolled (no copy)."""
+    import gc
+    import weakref
+
+    from diffbio_sc.models import _bert
+    from diffbio_sc.models._bert import StackedLayers, inference_split, stacked_bytes
+
+    model = _tiny_bert(32, 2, 64)
+    static, params = inference_split(model, 2)
+    assert isinstance(static, StackedLayers) and static.n_layers == 2
+    kernel = np.asarray(model.layers[1].query.kernel[...])
+    np.testing.assert_array_equal(np.asarray(params["layers"]["query"]["kernel"][1]), kernel)
+    again = inference_split(model, 2)
+    assert again[1]["layers"]["query"]["kernel"] is params["layers"]["query"]["kernel"]
+    # another layer count: a new stack of that many layers
+    assert inference_split(model, 1)[0].n_layers == 1
+    # a replaced weight (training, set_weights): the stack is rebuilt from the new value
+    model.layers[1].query.kernel[...] = model.layers[1].query.kernel[...] + 1.0
+    _, fresh = inference_split(model, 2)
+    np.testing.assert_array_equal(np.asarray(fresh["layers"]["query"]["kernel"][1]), kernel + 1.0)
+    # the cached stack does not keep the model alive
+    ref = weakref.ref(model)
+    del model, static, params, again, fresh
+    gc.collect()
+    assert ref() is None
+    # above the limit: the unrolled graph, no stacked copy
+    model = _tiny_bert(32, 2, 64)
+    monkeypatch.setattr(_bert, "SCAN_MAX_BYTES", stacked_bytes(model, 2) - 1)
+    static, _ = inference_split(model, 2)
+    assert not isinstance(static, StackedLayers)
+    assert isinstance(inference_split(model, 1)[0], StackedLayers)

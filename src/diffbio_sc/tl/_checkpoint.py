@@ -295,7 +295,7 @@ def embed_checkpoint(
     from .._logging import tqdm
     from .._settings import settings
     from ..models import _runner as runner_module
-    from ..models._bert import SCAN_MAX_BYTES, stack_layers, stacked_bytes
+    from ..models._bert import inference_split
     from ..models._runner import BucketedRunner, default_batch_tokens, eval_split
 
     # ---------------------------------------------------------------- validate
@@ -402,10 +402,10 @@ def embed_checkpoint(
 
     with timed(f"embedding cells with the {family} checkpoint into .obsm[{key_added!r}]") as info:
         want_genes = gene_embeddings_key is not None
-        if family == "geneformer" and stacked_bytes(model.module, from_input) <= SCAN_MAX_BYTES:
-            # the layers as one scanned layer: each program holds it once (cheaper to trace
-            # and compile; the same forward), at the cost of a stacked copy of the weights
-            graphdef, state = stack_layers(model.module, from_input)
+        if family == "geneformer":
+            # the layers as one scanned layer where their stacked copy is small (cached on
+            # the model), else unrolled: the model layer decides (models._bert)
+            graphdef, state = inference_split(model.module, from_input)
         else:
             graphdef, state = eval_split(model.module)
         if family == "geneformer":
