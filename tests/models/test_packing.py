@@ -162,6 +162,24 @@ def test_plan_slots_one_shape_per_width():
     # above 8 grids: 8 steps per doubling (576 -> 640, 1,100 -> 1,152)
     for longest, width in ((576, 576), (577, 640), (1100, 1152)):
         assert plan_slots(np.array([longest, 3]), 4096, grid=64)[1][0].slot_width == width
+    # per_width=False (the fine layout of large jobs): the same calls, each with its own
+    # cell count rounded up to 8 (one in 8 steps above 64), never more slots than shared
+    _, own = plan_slots(lengths, 32_768, grid=64, slot_step=8, per_width=False)
+    assert [list(c.cells) for c in own] == [list(c.cells) for c in calls]
+    for c, shared in zip(own, calls, strict=True):
+        assert c.slot_width == shared.slot_width and c.n_slots <= shared.n_slots
+        assert c.cells.size <= c.n_slots < c.cells.size * 9 / 8 + 8  # <= 1/8 empty slots
+    assert any(c.n_slots < s.n_slots for c, s in zip(own, calls, strict=True))
+    # hand case: 3 cells of 30 tokens and 20 of 10 in calls of at most 64 tokens: 2, 4, 6,
+    # 6 and 5 cells, all 32 wide; shared counts give each call 8 slots, own counts 4 or 8
+    _, hand = plan_slots(np.array([30] * 3 + [10] * 20), 64, grid=32, slot_step=4, per_width=False)
+    assert [(c.cells.size, c.n_slots, c.slot_width) for c in hand] == [
+        (2, 4, 32),
+        (4, 4, 32),
+        (6, 8, 32),
+        (6, 8, 32),
+        (5, 8, 32),
+    ]
 
 
 def test_slot_layout_forward_equals_unpacked():

@@ -240,8 +240,13 @@ def embed_checkpoint(
         Packed chunks of a job of 512 cells or more use the slot layout
         where it computes less attention (each token attends over about its
         own cell's length, not a whole row's; one compiled shape per slot
-        width); smaller jobs keep the rows (one compiled shape, quicker to a
-        first embedding in a fresh process). scGPT cells are not packed.
+        width); jobs of 4,096 cells or more use its finer form (slot widths
+        in multiples of 32, a slot count per call: less attention work, more
+        compiled shapes, amortised over the job); smaller jobs keep the rows
+        (one compiled shape, quicker to a first embedding in a fresh
+        process). The choice follows the job's size only, and every layout
+        gives a cell the embedding it gets alone (to float rounding). scGPT
+        cells are not packed.
     dtype
         Geneformer: ``'float32'`` (default; every product in float32, equal to
         the reference to 1e-5) or ``'bfloat16'`` (opt-in): the layers' matrix
@@ -435,7 +440,7 @@ def embed_checkpoint(
             packed_fn=None if packs is False else _geneformer_packed_apply,
             packed_static=packed_static,
             packing=packs,
-            slot_layout=None if adata.n_obs >= runner_module.SLOT_MIN_ITEMS else False,
+            slot_layout=runner_module.slot_layout_for(adata.n_obs),
             pad_id=int(cfg.pad_token_id) if family == "geneformer" else 0,
             max_segments=MAX_SEGMENTS,
         )
