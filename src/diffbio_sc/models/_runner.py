@@ -302,8 +302,12 @@ SLOT_MIN_ITEMS = 512
 #: from :func:`slot_layout_for`): slot widths in multiples of :data:`SLOT_FINE_GRID` and a
 #: slot count per call, the least attention work (the layout before the coarse grid: on
 #: 4,800 PBMC cells at the V1 size, 277 M score elements against 344 M for widths in 64s
-#: with one count per width, 14 compiled shapes against 6); its extra compilations are
-#: amortised over the job's chunks.
+#: with one count per width, 14 compiled shapes against 6). Same process, compiled, 3
+#: alternating rounds: 106.9 against 113.4 CPU-s per call (median; per round 0.885 / 0.965
+#: / 0.947): about the old tree's lead on that job in fresh processes (median 1.063x the
+#: cells per CPU-s; ``docs/benchmarks.md``). The 8 extra programs cost a process with an empty compilation
+#: cache about what one such job saves (first calls 123.0 vs 122.5 CPU-s), less once the
+#: persistent cache holds them; below this size the few-shapes layout is kept.
 SLOT_FINE_ITEMS = 4096
 #: Slot-width grid of the fine slot layout (:data:`SLOT_FINE_ITEMS`).
 SLOT_FINE_GRID = 32
