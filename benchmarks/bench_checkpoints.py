@@ -26,6 +26,12 @@ a fresh process, over ``--rounds`` rounds; cells per CPU-second are reported
 as min / median, and the ratio per round as min / median. For the packed path
 and a model-level comparison see ``bench_packing.py``.
 
+Two or more dfm code trees or settings side by side (``--dfm LABEL=SRC``, repeated):
+each label is a dfm side of its own in every round, run with ``PYTHONPATH=SRC`` (e.g. a
+``git worktree`` of an older commit) and, after ``@``, package constants set in its
+process (``new-unrolled=src@models._bert.SCAN_MAX_BYTES=0``); the ratio between two
+such sides is printed per round (``--dfm`` order: each later side against the first).
+
 Cells/s and each process's peak RSS are printed as a markdown table, with the
 largest difference between the dfm and torch embeddings (mean pooling of the
 second-to-last layer, as the extractor). Torch runs where ``--torch-python``
@@ -149,6 +155,13 @@ JAX_RUN = textwrap.dedent(
     dfm.settings.progress_bar = False
     ckpt, h5ad, mode, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     dtype, max_tokens = sys.argv[5], int(sys.argv[6]) or None
+    import importlib
+    for name, value in json.loads(sys.argv[7] if len(sys.argv) > 7 else "{}").items():
+        module, attr = name.rsplit(".", 1)  # a package constant set for this process (--dfm)
+        module = importlib.import_module("diffbio_sc." + module)
+        if not hasattr(module, attr):
+            raise SystemExit(f"diffbio_sc.{name} does not exist in this tree")
+        setattr(module, attr, value)
     kw = {"auto": {}, "packed": dict(packing=True), "buckets": dict(packing=False),
           "full": dict(bucketing=False, packing=False)}[mode]
     kw.update(dtype=dtype, max_tokens=max_tokens)
@@ -163,7 +176,9 @@ JAX_RUN = textwrap.dedent(
     np.save(out, adata.obsm["X_geneformer"])
     entry = adata.uns["dfm"]["embeddings"]["X_geneformer"]
     import jax
-    print(json.dumps({"cold": times[0], "warm": times[1], "cold_cpu": cpus[0], "warm_cpu": cpus[1],"shapes": int(entry["n_compiled_shapes"]), "packed": bool(entry["packed"]),
+    print(json.dumps({"cold": times[0], "warm": times[1], "cold_cpu": cpus[0], "warm_cpu": cpus[1],
+                      "shapes": int(entry["n_compiled_shapes"]), "packed": bool(entry["packed"]),
+                      "package": dfm.__file__,
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "devices": str(jax.devices()[0].platform)}))
     """
@@ -240,6 +255,24 @@ def build_checkpoint(
     return t.obsm["dfm_tokens"], np.asarray(t.obs["dfm_n_tokens"], dtype=np.int64)
 
 
+def parse_variant(spec: str) -> tuple[str, dict | None, dict]:
+    """``LABEL=SRC[@MODULE.NAME=VALUE,...]`` -> ``(label, env, settings)`` (``--dfm``)."""
+    label, sep, rest = spec.partition("=")
+    if not sep or not label or not rest:
+        raise SystemExit(f"--dfm {spec!r}: expected LABEL=SRC[@MODULE.NAME=VALUE,...]")
+    src, _, sets = rest.partition("@")
+    settings = {}
+    for item in filter(None, sets.split(",")):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--dfm {spec!r}: {item!r} is not MODULE.NAME=VALUE")
+        settings[name] = json.loads(value)
+    src = str(Path(src).resolve())
+    if not (Path(src) / "diffbio_sc" / "__init__.py").exists():
+        raise SystemExit(f"--dfm {spec!r}: {src} holds no diffbio_sc package")
+    return label, {"PYTHONPATH": src}, settings
+
+
 def _rate_stats(rates) -> tuple[float, float]:
     return float(np.min(rates)), float(np.median(rates))
 
@@ -288,7 +321,22 @@ def main() -> None:
         default=os.environ.get("DFM_TORCH_PYTHON", "/work/venv-torch/bin/python"),
     )
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    ap.add_argument(
+        "--dfm",
+        action="append",
+        default=None,
+        metavar="LABEL=SRC[@MODULE.NAME=VALUE,...]",
+        help="a dfm side run with PYTHONPATH=SRC and these package constants (JSON values) "
+        "set, e.g. old=/work/wt-old/src or new-grid32=src@models._runner.SLOT_GRID=32; "
+        "repeat for an A/B of trees or settings (default: one side, this interpreter's package)",
+    )
+    ap.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="dfm sides only (an A/B of --dfm trees; torch still builds the checkpoint)",
+    )
     args = ap.parse_args()
+    variants = [parse_variant(v) for v in args.dfm] if args.dfm else [("", None, {})]
     if not Path(args.torch_python).exists():
         raise SystemExit(f"building the checkpoints needs transformers ({args.torch_python})")
     modes = args.modes.split(",")
@@ -332,53 +380,66 @@ def main() -> None:
                 / 1e9
             )
             # torch's best batch size (float32, length-sorted), from a sweep
-            sweep = {}
-            for bs in [b for b in map(int, args.torch_batches.split(",")) if b <= n] or [n]:
+            sweep, best, threads = {}, None, 0
+            if not args.no_torch:
+                for bs in [b for b in map(int, args.torch_batches.split(",")) if b <= n] or [n]:
+                    r = _run(
+                        args.torch_python,
+                        TORCH_RUN,
+                        ckpt,
+                        tmp / "tokens.npz",
+                        "sorted",
+                        bs,
+                        tmp / "t.npy",
+                    )
+                    sweep[bs] = round(r["cpu"], 2)
+                best = min(sweep, key=sweep.get)
+                # then its thread count at that batch (default = all cores; 1 often costs less
+                # CPU time on a loaded machine)
                 r = _run(
                     args.torch_python,
                     TORCH_RUN,
                     ckpt,
                     tmp / "tokens.npz",
                     "sorted",
-                    bs,
+                    best,
                     tmp / "t.npy",
+                    "float32",
+                    1,
                 )
-                sweep[bs] = round(r["cpu"], 2)
-            best = min(sweep, key=sweep.get)
-            # then its thread count at that batch (default = all cores; 1 often costs less
-            # CPU time on a loaded machine)
-            r = _run(
-                args.torch_python,
-                TORCH_RUN,
-                ckpt,
-                tmp / "tokens.npz",
-                "sorted",
-                best,
-                tmp / "t.npy",
-                "float32",
-                1,
-            )
-            threads = 1 if r["cpu"] < sweep[best] else 0
-            sweep[f"{best}, 1 thread"] = round(r["cpu"], 2)
-            print(
-                f"# {label}: torch sweep (CPU s by batch) {sweep}; best {best}, "
-                f"{'1 thread' if threads else 'default threads'}",
-                flush=True,
-            )
+                threads = 1 if r["cpu"] < sweep[best] else 0
+                sweep[f"{best}, 1 thread"] = round(r["cpu"], 2)
+                print(
+                    f"# {label}: torch sweep (CPU s by batch) {sweep}; best {best}, "
+                    f"{'1 thread' if threads else 'default threads'}",
+                    flush=True,
+                )
 
             # every side once per round, the order rotated each round (fresh processes)
-            sides = [("dfm", m, dt) for dt in dtypes for m in modes]
-            sides += [("torch", "sorted", dt) for dt in dtypes]
+            sides = [("dfm", m, dt, v[0]) for dt in dtypes for m in modes for v in variants]
+            if not args.no_torch:
+                sides += [("torch", "sorted", dt, "") for dt in dtypes]
+            by_label = {v[0]: v for v in variants}
             runs: dict = {side: [] for side in sides}
             embs: dict = {}
             for rnd in range(args.rounds):
                 k = rnd % len(sides)
                 for side in sides[k:] + sides[:k]:
-                    kind, mode, dt = side
-                    out = tmp / f"{kind}_{mode}_{dt}.npy"
+                    kind, mode, dt, label_v = side
+                    out = tmp / f"{kind}_{mode}_{dt}_{label_v}.npy"
                     if kind == "dfm":
+                        _, env, settings = by_label[label_v]
                         r = _run(
-                            sys.executable, JAX_RUN, ckpt, h5ad, mode, out, dt, args.max_tokens
+                            sys.executable,
+                            JAX_RUN,
+                            ckpt,
+                            h5ad,
+                            mode,
+                            out,
+                            dt,
+                            args.max_tokens,
+                            json.dumps(settings),
+                            env=env,
                         )
                         r["rate"] = n / r["warm_cpu"]
                     else:
@@ -396,24 +457,33 @@ def main() -> None:
                         r["rate"] = n / r["cpu"]
                     runs[side].append(r)
                     embs[side] = np.load(out)
-                    print(f"# round {rnd}: {side} {r['rate']:.3f} cells per CPU-s", flush=True)
-            t32 = np.array([r["rate"] for r in runs[("torch", "sorted", "float32")]])
-            ref = embs[("torch", "sorted", "float32")]
-            f32_dfm = embs.get(("dfm", modes[0], "float32"))
+                    print(
+                        f"# round {rnd}: {side} {r['rate']:.3f} cells per CPU-s "
+                        f"(warm {r['warm_cpu'] if 'warm_cpu' in r else r['cpu']:.1f} CPU-s, cold "
+                        f"{r.get('cold_cpu', float('nan')):.1f}; load {os.getloadavg()[0]:.2f})",
+                        flush=True,
+                    )
+            torch32 = ("torch", "sorted", "float32", "")
+            t32 = np.array([r["rate"] for r in runs[torch32]]) if torch32 in runs else None
+            ref = embs[torch32 if t32 is not None else sides[0]]
+            ref_name = "torch float32" if t32 is not None else f"{sides[0][3] or 'dfm'}"
+            f32_dfm = embs.get(("dfm", modes[0], "float32", variants[0][0]))
             for side in sides:
-                kind, mode, dt = side
+                kind, mode, dt, label_v = side
                 rates = np.array([r["rate"] for r in runs[side]])
                 r = runs[side][-1]
                 diff = np.abs(embs[side] - ref).max()
                 note = (
                     f"{gflop_cell * np.median(rates):.0f} useful GFLOP per CPU-s (median); "
-                    f"max diff vs torch float32 {diff:.1e}"
+                    f"max diff vs {ref_name} {diff:.1e}"
                 )
                 if kind == "dfm":
-                    ratio = rates / t32
-                    ratio_s = f"{ratio.min():.2f} / {np.median(ratio):.2f}"
-                    if dt == "bfloat16":
-                        tb = np.array([x["rate"] for x in runs[("torch", "sorted", dt)]])
+                    ratio = rates / t32 if t32 is not None else None
+                    ratio_s = (
+                        "-" if ratio is None else f"{ratio.min():.2f} / {np.median(ratio):.2f}"
+                    )
+                    if dt == "bfloat16" and ratio is not None:
+                        tb = np.array([x["rate"] for x in runs[("torch", "sorted", dt, "")]])
                         rb = rates / tb
                         ratio_s += f" (vs torch bfloat16: {rb.min():.2f} / {np.median(rb):.2f})"
                         if f32_dfm is not None:
@@ -425,12 +495,30 @@ def main() -> None:
                                 f"{np.abs(e - f32_dfm).max():.1e}, min cosine {cos.min():.6f}"
                             )
                     note += f"; {r['shapes']} compiled shapes; packed: {r['packed']}"
+                    first = ("dfm", mode, dt, variants[0][0])
+                    cpu_s = " / ".join(f"{x['warm_cpu']:.1f}" for x in runs[side])
+                    if label_v and side != first:  # against the first --dfm side, per round
+                        vs = rates / np.array([x["rate"] for x in runs[first]])
+                        note += (
+                            f"; vs {variants[0][0]} per round "
+                            f"{' / '.join(f'{x:.3f}' for x in vs)} "
+                            f"(min {vs.min():.3f}, median {np.median(vs):.3f}); "
+                            f"CPU-s warm {cpu_s}"
+                        )
+                    elif label_v:
+                        note += f"; CPU-s warm {cpu_s}"
                     what = {
                         "auto": "defaults (packing=None)",
                         "packed": "packed rows (packing=True)",
                         "buckets": "length buckets (packing=False)",
                     }[mode]
                     runner = f"dfm JAX, {what}, dtype={dt}"
+                    if label_v:
+                        _, env, settings = by_label[label_v]
+                        sets = ", ".join(f"{k}={v}" for k, v in settings.items())
+                        runner += f"; **{label_v}**: {env['PYTHONPATH']}" + (
+                            f" with {sets}" if sets else ""
+                        )
                     wall, cold = n / r["warm"], n / r["cold"]
                 else:
                     ratio_s, wall, cold = "-", n / r["seconds"], None
@@ -453,7 +541,7 @@ def main() -> None:
                         note=note,
                     )
                 )
-            if nf:  # every cell padded to the input size: few cells, one round
+            if nf and not args.no_torch:  # every cell padded to the input size: one round
                 rd = _run(
                     sys.executable,
                     JAX_RUN,
@@ -505,7 +593,10 @@ def main() -> None:
         f"--n-cells {args.n_cells} --v2-cells {args.v2_cells} --full-cells {args.full_cells} "
         f"--min-genes {args.min_genes} --max-tokens {args.max_tokens} "
         f"--torch-batches {args.torch_batches} --modes {args.modes} --dtypes {args.dtypes} "
-        f"--rounds {args.rounds} --repeat {args.repeat}; {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"--rounds {args.rounds} --repeat {args.repeat}"
+        + "".join(f" --dfm {v}" for v in args.dfm or [])
+        + (" --no-torch" if args.no_torch else "")
+        + f"; {time.strftime('%Y-%m-%d %H:%M')}, "
         f"load average at the end {os.getloadavg()}\n"
     )
     print(

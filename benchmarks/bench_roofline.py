@@ -237,9 +237,17 @@ NUMPY_GEMM = GEMM_TIMER + textwrap.dedent(
 )
 
 
-def _run(python: str, code: str, *args) -> dict:
+def _run(python: str, code: str, *args, env: dict | None = None) -> dict:
+    """Run ``code`` in a fresh ``python`` process; its last stdout line parsed as JSON.
+
+    ``env``: variables set on top of this process's environment (e.g. ``PYTHONPATH``).
+    """
     proc = subprocess.run(
-        [python, "-c", code, *map(str, args)], capture_output=True, text=True, check=False
+        [python, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])

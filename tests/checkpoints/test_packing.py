@@ -53,12 +53,14 @@ def test_odd_lengths_layers_and_pooling(cells, models, pooling):
     assert np.abs(packed).max() > 0.1  # not all zeros
 
 
-@pytest.mark.parametrize("layout", ["rows", "slots"])
+@pytest.mark.parametrize("layout", ["rows", "slots", "fine"])
 def test_a_cell_does_not_depend_on_its_row_mates(cells, models, layout, monkeypatch):
     from diffbio_sc.models import _runner as runner_module
 
-    monkeypatch.setattr(runner_module, "SLOT_WORK_RATIO", 100.0 if layout == "slots" else 0.0)
+    monkeypatch.setattr(runner_module, "SLOT_WORK_RATIO", 0.0 if layout == "rows" else 100.0)
     monkeypatch.setattr(runner_module, "SLOT_MIN_ITEMS", 0)  # this small job may use slots
+    # the fine slot layout of large jobs (widths in 32s, a slot count per call) or not
+    monkeypatch.setattr(runner_module, "SLOT_FINE_ITEMS", 0 if layout == "fine" else 10**9)
     m = models["geneformer_v1"]
     ref = np.load(FIX / "expected_geneformer_v1.npz")["mean_embedding"]
     perm = np.random.default_rng(1).permutation(cells.n_obs)
@@ -164,6 +166,22 @@ def test_runner_packing_mode_rule_and_even_calls(layout, monkeypatch):
     assert len(rows_only.shapes) == 1 and all(len(s) == 2 for s in rows_only.shapes)
     with pytest.raises(ValueError, match="slot_layout"):
         BucketedRunner(_token_sums, {}, max_length=100, slot_layout=True)
+    if layout == "slots":
+        # the fine layout (large jobs): widths in 32s, a slot count per call, the same results
+        fine = BucketedRunner(
+            _token_sums, {"b": np.float32(0.0)}, max_length=100, max_batch_tokens=64 * 8,
+            packed_fn=_segment_sums, packed_static=4, max_segments=4, slot_layout="fine",
+        )  # fmt: skip
+        monkeypatch.setattr(runner_module, "SLOT_GRID", 64)  # the coarse grid does not apply
+        np.testing.assert_array_equal(fine(lengths, tokens), expect)
+        assert {s[3] for s in fine.shapes} == {32, 64}
+        # the rule by job size: rows below SLOT_MIN_ITEMS, fine from SLOT_FINE_ITEMS
+        monkeypatch.setattr(runner_module, "SLOT_MIN_ITEMS", 512)
+        monkeypatch.setattr(runner_module, "SLOT_FINE_ITEMS", 4096)
+        rule = runner_module.slot_layout_for
+        assert [rule(n) for n in (0, 511, 512, 4095, 4096, 10**6)] == [
+            False, False, None, None, "fine", "fine"
+        ]  # fmt: skip
     # long cells: no packing under auto; packing=False never; the results are the same
     long = np.full(10, 90)
     assert not r.will_pack(long) and r.will_pack(lengths)

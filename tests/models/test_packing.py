@@ -162,6 +162,24 @@ def test_plan_slots_one_shape_per_width():
     # above 8 grids: 8 steps per doubling (576 -> 640, 1,100 -> 1,152)
     for longest, width in ((576, 576), (577, 640), (1100, 1152)):
         assert plan_slots(np.array([longest, 3]), 4096, grid=64)[1][0].slot_width == width
+    # per_width=False (the fine layout of large jobs): the same calls, each with its own
+    # cell count rounded up to 8 (one in 8 steps above 64), never more slots than shared
+    _, own = plan_slots(lengths, 32_768, grid=64, slot_step=8, per_width=False)
+    assert [list(c.cells) for c in own] == [list(c.cells) for c in calls]
+    for c, shared in zip(own, calls, strict=True):
+        assert c.slot_width == shared.slot_width and c.n_slots <= shared.n_slots
+        assert c.cells.size <= c.n_slots < c.cells.size * 9 / 8 + 8  # <= 1/8 empty slots
+    assert any(c.n_slots < s.n_slots for c, s in zip(own, calls, strict=True))
+    # hand case: 3 cells of 30 tokens and 20 of 10 in calls of at most 64 tokens: 2, 4, 6,
+    # 6 and 5 cells, all 32 wide; shared counts give each call 8 slots, own counts 4 or 8
+    _, hand = plan_slots(np.array([30] * 3 + [10] * 20), 64, grid=32, slot_step=4, per_width=False)
+    assert [(c.cells.size, c.n_slots, c.slot_width) for c in hand] == [
+        (2, 4, 32),
+        (4, 4, 32),
+        (6, 8, 32),
+        (6, 8, 32),
+        (5, 8, 32),
+    ]
 
 
 def test_slot_layout_forward_equals_unpacked():
@@ -256,3 +274,40 @@ def test_scanned_layers_equal_the_unrolled_ones(n_layers):
     jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
     with pytest.raises(ValueError, match="n_layers"):
         stack_layers(model, 3)
+
+
+def test_inference_split_scans_small_stacks_and_caches_them(monkeypatch):
+    """The model layer's scan-or-unroll decision: a stack within ``SCAN_MAX_BYTES`` is
+    scanned and built once per model and weights (the same arrays on a second call), made
+    again after a weight was replaced (the new value in the stack), dropped with the model;
+    above the limit the layers stay unrolled (no copy)."""
+    import gc
+    import weakref
+
+    from diffbio_sc.models import _bert
+    from diffbio_sc.models._bert import StackedLayers, inference_split, stacked_bytes
+
+    model = _tiny_bert(32, 2, 64)
+    static, params = inference_split(model, 2)
+    assert isinstance(static, StackedLayers) and static.n_layers == 2
+    kernel = np.asarray(model.layers[1].query.kernel[...])
+    np.testing.assert_array_equal(np.asarray(params["layers"]["query"]["kernel"][1]), kernel)
+    again = inference_split(model, 2)
+    assert again[1]["layers"]["query"]["kernel"] is params["layers"]["query"]["kernel"]
+    # another layer count: a new stack of that many layers
+    assert inference_split(model, 1)[0].n_layers == 1
+    # a replaced weight (training, set_weights): the stack is rebuilt from the new value
+    model.layers[1].query.kernel[...] = model.layers[1].query.kernel[...] + 1.0
+    _, fresh = inference_split(model, 2)
+    np.testing.assert_array_equal(np.asarray(fresh["layers"]["query"]["kernel"][1]), kernel + 1.0)
+    # the cached stack does not keep the model alive
+    ref = weakref.ref(model)
+    del model, static, params, again, fresh
+    gc.collect()
+    assert ref() is None
+    # above the limit: the unrolled graph, no stacked copy
+    model = _tiny_bert(32, 2, 64)
+    monkeypatch.setattr(_bert, "SCAN_MAX_BYTES", stacked_bytes(model, 2) - 1)
+    static, _ = inference_split(model, 2)
+    assert not isinstance(static, StackedLayers)
+    assert isinstance(inference_split(model, 1)[0], StackedLayers)

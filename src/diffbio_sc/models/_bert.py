@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ __all__ = [
     "ACTIVATIONS",
     "StackedLayers",
     "stack_layers",
+    "inference_split",
     "stacked_states",
     "pool_tokens",
     "pool_segments",
@@ -594,6 +596,51 @@ def stack_layers(model: BertEncoder, n_layers: int) -> tuple[StackedLayers, dict
         layers = jax.tree_util.tree_map(_stack_leaves, *states)
     static = StackedLayers(embed_def, layer_def, n, int(model.config.pad_token_id))
     return static, {"embed": embed_state, "layers": layers}
+
+
+_STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def inference_split(model: BertEncoder, n_layers: int) -> tuple[Any, Any]:
+    """Return ``(static, params)`` that run ``model``'s first ``n_layers`` layers for inference.
+
+    The scan-or-unroll decision of the model layer: a
+    :class:`StackedLayers` and the stacked weights (:func:`stack_layers`, run
+    with :func:`stacked_states`) when that stack takes at most
+    :data:`SCAN_MAX_BYTES`, else the model's eval-mode graph definition and
+    state (:func:`~diffbio_sc.models._runner.eval_split`; layers unrolled, no
+    copy of the weights).
+
+    The stacked copy is made once per model object and ``n_layers`` and kept on
+    the model (weakly: it goes with the model), so repeated calls with the same
+    model (e.g. ``tl.embed_checkpoint`` over several AnnData objects) reuse it;
+    it is made again when a parameter array of the model was replaced since
+    (training, loading weights), which is told by the identity of the
+    parameter leaves, held weakly. One stack per model is kept (the last
+    ``n_layers`` asked), so the memory held is at most :data:`SCAN_MAX_BYTES`
+    per live model.
+    """
+    from ._runner import eval_split
+
+    n = int(n_layers)
+    if stacked_bytes(model, n) > SCAN_MAX_BYTES:
+        return eval_split(model)
+    leaves = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
+    try:
+        refs = tuple(weakref.ref(x) for x in leaves)
+    except TypeError:  # a leaf that cannot be referenced weakly: no caching
+        return stack_layers(model, n)
+    hit = _STACKS.get(model)
+    if (
+        hit is not None
+        and hit[0] == n
+        and len(hit[1]) == len(refs)
+        and all(r() is x for r, x in zip(hit[1], leaves, strict=True))
+    ):
+        return hit[2]
+    split = stack_layers(model, n)
+    _STACKS[model] = (n, refs, split)
+    return split
 
 
 def stacked_states(

@@ -163,7 +163,7 @@ class SlotCall:
 
 
 def plan_slots(
-    lengths, tokens_per_call: int, *, grid: int = 32, slot_step: int = 8
+    lengths, tokens_per_call: int, *, grid: int = 32, slot_step: int = 8, per_width: bool = True
 ) -> tuple[int, list[SlotCall]]:
     """Length-sorted calls for attention over each cell's own keys only (the slot layout).
 
@@ -180,9 +180,11 @@ def plan_slots(
     doubling; ``n_slots`` the largest cell count of the calls of that width,
     rounded up to a multiple of ``slot_step`` and, above ``8 * slot_step``, to
     one of 8 steps per doubling (at most 1/8 empty slots), so that the calls of
-    one width, and chunks of similar cells, compile one shape. As a call's
-    cells have similar lengths, each token attends over about its own cell's
-    length, not a packed row's.
+    one width, and chunks of similar cells, compile one shape. With
+    ``per_width=False`` each call's ``n_slots`` is its own cell count so
+    rounded (fewer empty slots, more compiled shapes). As a call's cells have
+    similar lengths, each token attends over about its own cell's length, not
+    a packed row's.
 
     Returns ``(tokens, calls)``.
     """
@@ -212,6 +214,8 @@ def plan_slots(
         cells = order[i:j]
         cuts.append((cells, _slot_count(int(lengths[cells].max()), grid)))
         i = j
+    if not per_width:
+        return per, [SlotCall(c, _slot_count(c.size, slot_step), w) for c, w in cuts]
     # one slot count per width: the calls of a width share one compiled shape
     slots: dict[int, int] = {}
     for cells, width in cuts:

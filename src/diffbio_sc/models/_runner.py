@@ -70,6 +70,7 @@ __all__ = [
     "data_parallel",
     "eval_split",
     "plan_batches",
+    "slot_layout_for",
     "weights_digest",
 ]
 
@@ -297,6 +298,35 @@ SLOT_WORK_RATIO = 0.9
 #: level when cold (quiet runs: warm 30.8 vs 32.5 CPU-s, cold 36.1 vs 35.8 for the rows;
 #: ``docs/benchmarks.md``, time to the first embedding).
 SLOT_MIN_ITEMS = 512
+#: Jobs of at least this many items use the *fine* slot layout (``slot_layout="fine"``
+#: from :func:`slot_layout_for`): slot widths in multiples of :data:`SLOT_FINE_GRID` and a
+#: slot count per call, the least attention work (the layout before the coarse grid: on
+#: 4,800 PBMC cells at the V1 size, 277 M score elements against 344 M for widths in 64s
+#: with one count per width, 14 compiled shapes against 6). Same process, compiled, 3
+#: alternating rounds: 106.9 against 113.4 CPU-s per call (median; per round 0.885 / 0.965
+#: / 0.947): about the old tree's lead on that job in fresh processes (median 1.063x the
+#: cells per CPU-s; ``docs/benchmarks.md``). The 8 extra programs cost a process with an empty compilation
+#: cache about what one such job saves (first calls 123.0 vs 122.5 CPU-s), less once the
+#: persistent cache holds them; below this size the few-shapes layout is kept.
+SLOT_FINE_ITEMS = 4096
+#: Slot-width grid of the fine slot layout (:data:`SLOT_FINE_ITEMS`).
+SLOT_FINE_GRID = 32
+
+
+def slot_layout_for(n_items: int):
+    """Return the runner's ``slot_layout`` for a job of ``n_items`` items (deterministic).
+
+    ``False`` (packed rows only, one compiled shape) below :data:`SLOT_MIN_ITEMS`;
+    ``"fine"`` (widths in :data:`SLOT_FINE_GRID` s, a slot count per call) from
+    :data:`SLOT_FINE_ITEMS`; ``None`` (widths in :data:`SLOT_GRID` s, one slot
+    count per width: few compiled shapes) in between. Any of them gives every
+    item the result it gets alone, to float rounding.
+    """
+    n = int(n_items)
+    if n < SLOT_MIN_ITEMS:
+        return False
+    return "fine" if n >= SLOT_FINE_ITEMS else None
+
 
 #: Default cap of tokens per forward call (:func:`default_batch_tokens`).
 MAX_BATCH_TOKENS = 32_768
@@ -363,9 +393,12 @@ class BucketedRunner:
         Items per packed row at most.
     slot_layout
         ``None`` (auto: the slot layout where its attention work is below
-        :data:`SLOT_WORK_RATIO` of the rows') or ``False`` (rows only: one
-        compiled shape, which a short job in a fresh process prefers; see
-        :data:`SLOT_MIN_ITEMS`).
+        :data:`SLOT_WORK_RATIO` of the rows'; widths in :data:`SLOT_GRID` s,
+        one slot count per width), ``"fine"`` (the same rule with widths in
+        :data:`SLOT_FINE_GRID` s and a slot count per call: less attention
+        work, more compiled shapes, for large jobs) or ``False`` (rows only:
+        one compiled shape, which a short job in a fresh process prefers);
+        :func:`slot_layout_for` picks one by the job's size.
     edges
         Bucket edges (default :func:`bucket_edges` of ``max_length``).
     devices
@@ -399,8 +432,8 @@ class BucketedRunner:
         self.packed_static = static if packed_static is None else packed_static
         self.pad_id = int(pad_id)
         self.max_segments = int(max_segments)
-        if slot_layout not in (None, False):
-            raise ValueError(f"slot_layout must be None or False, got {slot_layout!r}.")
+        if not (slot_layout is None or slot_layout is False or slot_layout == "fine"):
+            raise ValueError(f"slot_layout must be None, False or 'fine', got {slot_layout!r}.")
         self.slot_layout = slot_layout
         #: Items run packed so far.
         self.n_packed = 0
@@ -567,7 +600,8 @@ class BucketedRunner:
           by length into calls of at most that many tokens, side by side in
           ``(rows, 64)`` arrays, and attention on an ``(n_slots, width)`` view,
           one slot per item as wide as the call's longest item rounded up to
-          32, so each token attends over about its own item's length; one
+          :data:`SLOT_GRID` (:data:`SLOT_FINE_GRID` for ``slot_layout="fine"``),
+          so each token attends over about its own item's length; one
           compiled shape per distinct view.
 
         Segment ids are renumbered per call (segment ``j`` is the call's item
@@ -588,7 +622,14 @@ class BucketedRunner:
             budget = (
                 self.batch_rows * width if self.batch_rows is not None else self.max_batch_tokens
             )
-            n_tokens, calls = plan_slots(lengths, budget, grid=SLOT_GRID, slot_step=step)
+            fine = self.slot_layout == "fine"
+            n_tokens, calls = plan_slots(
+                lengths,
+                budget,
+                grid=SLOT_FINE_GRID if fine else SLOT_GRID,
+                slot_step=step,
+                per_width=not fine,
+            )
             if slot_work(calls) < SLOT_WORK_RATIO * plan.n_rows * width**2:
                 return self._iter_slots(lengths, tokens, n_tokens, calls, step)
         return self._iter_rows(tokens, plan, step)

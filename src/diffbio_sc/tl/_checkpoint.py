@@ -240,8 +240,13 @@ def embed_checkpoint(
         Packed chunks of a job of 512 cells or more use the slot layout
         where it computes less attention (each token attends over about its
         own cell's length, not a whole row's; one compiled shape per slot
-        width); smaller jobs keep the rows (one compiled shape, quicker to a
-        first embedding in a fresh process). scGPT cells are not packed.
+        width); jobs of 4,096 cells or more use its finer form (slot widths
+        in multiples of 32, a slot count per call: less attention work, more
+        compiled shapes, amortised over the job); smaller jobs keep the rows
+        (one compiled shape, quicker to a first embedding in a fresh
+        process). The choice follows the job's size only, and every layout
+        gives a cell the embedding it gets alone (to float rounding). scGPT
+        cells are not packed.
     dtype
         Geneformer: ``'float32'`` (default; every product in float32, equal to
         the reference to 1e-5) or ``'bfloat16'`` (opt-in): the layers' matrix
@@ -295,7 +300,7 @@ def embed_checkpoint(
     from .._logging import tqdm
     from .._settings import settings
     from ..models import _runner as runner_module
-    from ..models._bert import SCAN_MAX_BYTES, stack_layers, stacked_bytes
+    from ..models._bert import inference_split
     from ..models._runner import BucketedRunner, default_batch_tokens, eval_split
 
     # ---------------------------------------------------------------- validate
@@ -402,10 +407,10 @@ def embed_checkpoint(
 
     with timed(f"embedding cells with the {family} checkpoint into .obsm[{key_added!r}]") as info:
         want_genes = gene_embeddings_key is not None
-        if family == "geneformer" and stacked_bytes(model.module, from_input) <= SCAN_MAX_BYTES:
-            # the layers as one scanned layer: each program holds it once (cheaper to trace
-            # and compile; the same forward), at the cost of a stacked copy of the weights
-            graphdef, state = stack_layers(model.module, from_input)
+        if family == "geneformer":
+            # the layers as one scanned layer where their stacked copy is small (cached on
+            # the model), else unrolled: the model layer decides (models._bert)
+            graphdef, state = inference_split(model.module, from_input)
         else:
             graphdef, state = eval_split(model.module)
         if family == "geneformer":
@@ -435,7 +440,7 @@ def embed_checkpoint(
             packed_fn=None if packs is False else _geneformer_packed_apply,
             packed_static=packed_static,
             packing=packs,
-            slot_layout=None if adata.n_obs >= runner_module.SLOT_MIN_ITEMS else False,
+            slot_layout=runner_module.slot_layout_for(adata.n_obs),
             pad_id=int(cfg.pad_token_id) if family == "geneformer" else 0,
             max_segments=MAX_SEGMENTS,
         )
