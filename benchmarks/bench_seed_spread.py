@@ -71,6 +71,34 @@ def score_bio(adata, Z, seed: int, batch_metrics: dict) -> dict:
     }
 
 
+def score_epochs(adata, snaps: dict, late: int, args, rec: dict) -> None:
+    """Score the per-epoch snapshots into ``rec['epochs_scored']``: kNN F1, KMeans (10 starts).
+
+    Every epoch from ``late`` (the first checkpoint) on, every second one before it;
+    nothing with ``--no-epoch-scores``.
+    """
+    import diffbio_sc as dfm
+
+    for e in [] if args.no_epoch_scores else sorted(snaps):
+        if e < late and e % 2:
+            continue
+        work = adata.copy()
+        work.obsm["Z"] = snaps[e]
+        ann = dfm.tl.score_annotation(work, "Z", "cell_type", seed=args.seed)
+        km = dfm.tl.score_integration(
+            work, "Z", "batch", "cell_type", metrics=["kmeans_nmi", "kmeans_ari"],
+            seed=args.seed, kmeans_n_init=10,
+        )["metrics"]  # fmt: skip
+        row = {
+            "epoch": e,
+            "f1": round(float(ann["scores"]["knn"]["macro_f1"]["mean"]), 4),
+            "kmeans_ari_10": round(float(km["kmeans_ari"]), 4),
+            "kmeans_nmi_10": round(float(km["kmeans_nmi"]), 4),
+        }
+        rec["epochs_scored"].append(row)
+        print(json.dumps(row), flush=True)
+
+
 def rescore_bio(adata, args) -> dict:
     """Score a kept run's embeddings with kNN F1 and the bio metrics (1 and 10 KMeans starts)."""
     import diffbio_sc as dfm
@@ -103,25 +131,7 @@ def rescore_bio(adata, args) -> dict:
         rec["variants"][name] = row
         print(name, json.dumps({k: round(v, 4) for k, v in row.items() if k != "metrics_10"}),
               flush=True)  # fmt: skip
-    late = min(rec["checkpoint_epochs"])
-    for e in [] if args.no_epoch_scores else sorted(snaps):
-        if e < late and e % 2:
-            continue
-        work = adata.copy()
-        work.obsm["Z"] = snaps[e]
-        ann = dfm.tl.score_annotation(work, "Z", "cell_type", seed=args.seed)
-        km = dfm.tl.score_integration(
-            work, "Z", "batch", "cell_type", metrics=["kmeans_nmi", "kmeans_ari"],
-            seed=args.seed, kmeans_n_init=10,
-        )["metrics"]  # fmt: skip
-        row = {
-            "epoch": e,
-            "f1": round(float(ann["scores"]["knn"]["macro_f1"]["mean"]), 4),
-            "kmeans_ari_10": round(float(km["kmeans_ari"]), 4),
-            "kmeans_nmi_10": round(float(km["kmeans_nmi"]), 4),
-        }
-        rec["epochs_scored"].append(row)
-        print(json.dumps(row), flush=True)
+    score_epochs(adata, snaps, min(rec["checkpoint_epochs"]), args, rec)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
     os.replace(tmp, out)
@@ -269,25 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         rec["variants"][name] = row
         print(name, json.dumps({k: round(v, 4) for k, v in row.items() if k != "metrics_10"}),
               flush=True)  # fmt: skip
-    late = min(used)
-    for e in [] if args.no_epoch_scores else sorted(snaps):
-        if e < late and e % 2:  # every epoch from the first checkpoint on, every 2nd before
-            continue
-        work = adata.copy()
-        work.obsm["Z"] = snaps[e]
-        ann = dfm.tl.score_annotation(work, "Z", "cell_type", seed=args.seed)
-        km = dfm.tl.score_integration(
-            work, "Z", "batch", "cell_type", metrics=["kmeans_nmi", "kmeans_ari"],
-            seed=args.seed, kmeans_n_init=10,
-        )["metrics"]  # fmt: skip
-        row = {
-            "epoch": e,
-            "f1": round(float(ann["scores"]["knn"]["macro_f1"]["mean"]), 4),
-            "kmeans_ari_10": round(float(km["kmeans_ari"]), 4),
-            "kmeans_nmi_10": round(float(km["kmeans_nmi"]), 4),
-        }
-        rec["epochs_scored"].append(row)
-        print(json.dumps(row), flush=True)
+    score_epochs(adata, snaps, min(used), args, rec)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
     os.replace(tmp, out)
