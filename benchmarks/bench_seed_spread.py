@@ -71,6 +71,13 @@ def score_bio(adata, Z, seed: int, batch_metrics: dict) -> dict:
     }
 
 
+def record_variant(rec: dict, name: str, row: dict) -> None:
+    """Store a variant's scores in ``rec['variants']`` and print them (rounded)."""
+    rec["variants"][name] = row
+    print(name, json.dumps({k: round(v, 4) for k, v in row.items() if k != "metrics_10"}),
+          flush=True)  # fmt: skip
+
+
 def score_epochs(adata, snaps: dict, late: int, args, rec: dict) -> None:
     """Score the per-epoch snapshots into ``rec['epochs_scored']``: kNN F1, KMeans (10 starts).
 
@@ -128,9 +135,7 @@ def rescore_bio(adata, args) -> dict:
             "kmeans_ari_10": s10["scib_metrics"]["kmeans_ari"],
             "metrics_10": s10["scib_metrics"],
         }
-        rec["variants"][name] = row
-        print(name, json.dumps({k: round(v, 4) for k, v in row.items() if k != "metrics_10"}),
-              flush=True)  # fmt: skip
+        record_variant(rec, name, row)
     score_epochs(adata, snaps, min(rec["checkpoint_epochs"]), args, rec)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
@@ -276,9 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
             "kmeans_ari_10": s10["scib_metrics"]["kmeans_ari"],
             "metrics_10": s10["scib_metrics"],
         }
-        rec["variants"][name] = row
-        print(name, json.dumps({k: round(v, 4) for k, v in row.items() if k != "metrics_10"}),
-              flush=True)  # fmt: skip
+        record_variant(rec, name, row)
     score_epochs(adata, snaps, min(used), args, rec)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
