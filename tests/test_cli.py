@@ -1096,6 +1096,7 @@ def test_demo_on_a_full_disk_writes_nothing(tmp_path, capsys, monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked writes on Linux only")
 def test_isolated_writer_survives_a_crash_and_passes_errors_back(tmp_path, capsys):
     import errno
+    import faulthandler
     import signal
 
     from diffbio_sc._cli._common import isolated
@@ -1104,16 +1105,20 @@ def test_isolated_writer_survives_a_crash_and_passes_errors_back(tmp_path, capsy
     isolated(lambda: target.write_bytes(b"from the child"))
     assert target.read_bytes() == b"from the child"  # the child's write is there
 
+    def segfault():
+        faulthandler.disable()  # pytest's fault handler would print the child's stack
+        os.kill(os.getpid(), signal.SIGSEGV)
+
     def crash():
         print("h5py noise ... errno = 28, error message = 'No space left on device'",
               file=sys.stderr, flush=True)  # fmt: skip
-        os.kill(os.getpid(), signal.SIGSEGV)
+        segfault()
 
     with pytest.raises(OSError) as info:
         isolated(crash)  # this process goes on; the failure HDF5 reported is raised
     assert info.value.errno == errno.ENOSPC
     with pytest.raises(RuntimeError, match="HDF5 writer crashed"):
-        isolated(lambda: os.kill(os.getpid(), signal.SIGSEGV))
+        isolated(segfault)
 
     def fails():
         raise OSError(errno.EFBIG, "File too large")
