@@ -197,8 +197,10 @@ class TrainConfig:
         kept: a copy at the end of each epoch :func:`checkpoint_epochs` names
         (e.g. ``(0.75, 0.9, 1.0)``). The model then ends with the **mean of
         those copies** (a checkpoint average of the run's tail, in weight
-        space) instead of the best-validation weights; a run stopped early
-        averages the checkpoints it reached and its last epoch. ``None``
+        space) instead of the best-validation weights. The run's last epoch
+        always joins them: a run stopped early averages the checkpoints it
+        reached and its last epoch, and fractions without 1.0 are averaged
+        with the final weights too. ``None``
         (default): no copies, the best weights by validation loss. The
         averaged weights' validation loss is recorded (``summary
         ['average_val_loss']``), with the epochs averaged
@@ -719,7 +721,7 @@ def fit(
     average_val = None
     if keep_at:
         last = len(history["train_loss"])
-        if last not in kept:  # stopped before its checkpoints: the last epoch joins them
+        if last not in kept:  # stopped early, or no fraction 1.0: the last epoch joins them
             keep_at.add(last)
             keep(last - 1)
         _restore(model, _mean_weights([kept[e] for e in sorted(kept)]))
